@@ -1,0 +1,3 @@
+from stevedore_server.cli import main
+
+main()

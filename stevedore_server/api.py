@@ -1,0 +1,174 @@
+"""The stevedore API: health, catalogue, schemas, predict and score."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .errors import NotFound, NotReady
+from .http import JSONBytesResponse, read_json, ready_entry, registry_of, run_model
+from .registry import ModelEntry, Registry
+
+MODEL = "/models/{name}"
+VERSIONED = "/models/{name}/versions/{version}"
+
+
+# -- health ---------------------------------------------------------------
+
+
+async def livez(request: Request) -> Response:
+    """200 while the process serves requests."""
+    return JSONBytesResponse({"status": "live"})
+
+
+def run_checks(registry: Registry) -> dict[str, dict[str, Any]]:
+    """Every health check's result; a check that raises has failed."""
+    results = {}
+    for name, check in registry.health_checks.items():
+        try:
+            ok, detail = check()
+        except Exception as error:
+            ok, detail = False, f"check raised {type(error).__name__}: {error}"
+        results[name] = {"ok": bool(ok), "detail": str(detail)}
+    return results
+
+
+async def readyz(request: Request) -> Response:
+    """200 when every selected model is loaded and self-tested and every health check passes, else 503."""
+    if request.state.shutting_down.is_set():
+        return JSONBytesResponse({"ready": False, "reasons": ["shutting down"]}, status_code=503)
+    checks = await run_in_threadpool(run_checks, registry_of(request))
+    reasons = [f"{name}: {result['detail']}" for name, result in checks.items() if not result["ok"]]
+    return JSONBytesResponse({"ready": not reasons, "reasons": reasons}, status_code=503 if reasons else 200)
+
+
+async def healthz(request: Request) -> Response:
+    """The full report: each model's state and reason, each plugin failure, each check, uptime."""
+    registry = registry_of(request)
+    checks = await run_in_threadpool(run_checks, registry)
+    ok = all(result["ok"] for result in checks.values())
+    report = {
+        "status": "ok" if ok else "failing",
+        "uptime": registry.uptime(),
+        "models": [
+            {"name": e.name, "version": e.version, "state": e.state, "reason": e.reason} for e in registry.entries
+        ],
+        "failed_plugins": [failure.as_dict() for failure in registry.plugin_failures],
+        "checks": checks,
+    }
+    return JSONBytesResponse(report, status_code=200 if ok else 503)
+
+
+# -- catalogue --------------------------------------------------------------
+
+
+def model_links(entry: ModelEntry) -> dict[str, str]:
+    base = f"/models/{entry.name}/versions/{entry.version}"
+    links = {"self": base, "ready": f"{base}/ready", "predict": f"{base}/predict"}
+    links["predict_schema"] = f"{base}/schemas/predict"
+    if entry.predictor.has_score:
+        links |= {"score": f"{base}/score", "score_schema": f"{base}/schemas/score"}
+    return links
+
+
+def catalogue_entry(registry: Registry, entry: ModelEntry) -> dict[str, Any]:
+    return {
+        "name": entry.name,
+        "version": entry.version,
+        "versions": [other.version for other in registry.versions_of(entry.name)],
+        "created": entry.created,
+        "ready": entry.ready,
+        "state": entry.state,
+        "reason": entry.reason,
+        "description": entry.predictor.description,
+        "has_score": entry.predictor.has_score,
+        "links": model_links(entry),
+        "metadata": entry.metadata,
+    }
+
+
+async def catalogue(request: Request) -> Response:
+    """Every served or failed model, and the plugins that failed before giving a model."""
+    registry = registry_of(request)
+    return JSONBytesResponse(
+        {
+            "models": [catalogue_entry(registry, entry) for entry in registry.entries],
+            "failed_plugins": [failure.as_dict() for failure in registry.plugin_failures],
+        }
+    )
+
+
+async def model_detail(request: Request) -> Response:
+    """One model's catalogue entry (the highest version unless a version is in the path)."""
+    registry = registry_of(request)
+    entry = registry.get(request.path_params["name"], request.path_params.get("version"))
+    return JSONBytesResponse(catalogue_entry(registry, entry))
+
+
+async def model_ready(request: Request) -> Response:
+    """200 when this model is loaded and self-tested, else 503 with the reason."""
+    entry = registry_of(request).get(request.path_params["name"], request.path_params.get("version"))
+    body = {"name": entry.name, "version": entry.version, "ready": entry.ready, "reason": entry.reason}
+    return JSONBytesResponse(body, status_code=200 if entry.ready else 503)
+
+
+def schema_of(entry: ModelEntry, kind: str) -> dict[str, Any]:
+    if kind == "score" and not entry.predictor.has_score:
+        raise NotFound(f"model {entry.name!r} version {entry.version!r} has no score service")
+    validator = entry.predict_validator if kind == "predict" else entry.score_validator
+    if validator is None:  # the model failed before its schemas compiled
+        raise NotReady(f"model {entry.name!r} version {entry.version!r} is not ready: {entry.reason}")
+    return validator.schema
+
+
+async def predict_schema(request: Request) -> Response:
+    """The model's predict JSON Schema."""
+    entry = registry_of(request).get(request.path_params["name"], request.path_params.get("version"))
+    return JSONBytesResponse(schema_of(entry, "predict"))
+
+
+async def score_schema(request: Request) -> Response:
+    """The model's score JSON Schema (404 when the model has no score service)."""
+    entry = registry_of(request).get(request.path_params["name"], request.path_params.get("version"))
+    return JSONBytesResponse(schema_of(entry, "score"))
+
+
+# -- inference --------------------------------------------------------------
+
+
+async def predict(request: Request) -> Response:
+    """Validate the body against the predict schema and return the model's predictions."""
+    entry = ready_entry(request)
+    payload = await read_json(request)
+    predictions = await run_model(entry, "predict", payload)
+    body = {"model_name": entry.name, "model_version": entry.version, "predictions": predictions}
+    return JSONBytesResponse(body)
+
+
+async def score(request: Request) -> Response:
+    """Score the model on a labelled body (POST) or on its shipped score fixture (GET)."""
+    entry = ready_entry(request)
+    if not entry.predictor.has_score:
+        raise NotFound(f"model {entry.name!r} version {entry.version!r} has no score service")
+    payload = await read_json(request) if request.method == "POST" else entry.score_fixture
+    result = await run_model(entry, "score", payload)
+    return JSONBytesResponse({"model_name": entry.name, "model_version": entry.version, "score": result})
+
+
+def add_routes(app: FastAPI) -> None:
+    """Register every stevedore route; model routes under both the plain and the versioned path."""
+    for path, handler in (("/livez", livez), ("/readyz", readyz), ("/healthz", healthz), ("/models", catalogue)):
+        app.add_api_route(path, handler, methods=["GET"], tags=["health" if path != "/models" else "catalogue"])
+    for base in (MODEL, VERSIONED):
+        add = app.add_api_route
+        add(base, model_detail, methods=["GET"], tags=["catalogue"])
+        add(f"{base}/ready", model_ready, methods=["GET"], tags=["health"])
+        add(f"{base}/schemas/predict", predict_schema, methods=["GET"], tags=["catalogue"])
+        add(f"{base}/schemas/score", score_schema, methods=["GET"], tags=["catalogue"])
+        add(f"{base}/predict", predict, methods=["POST"], tags=["inference"])
+        add(f"{base}/score", score, methods=["GET", "POST"], tags=["inference"])

@@ -1,0 +1,205 @@
+"""The ``stevedore-server`` command."""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from . import __version__
+from .errors import StevedoreError
+from .loader import Loaded, load
+from .logs import logging_config
+from .settings import LOG_LEVELS, Settings
+
+PLUGIN_OPTIONS = [
+    click.option(
+        "--plugins",
+        envvar="STEVEDORE_PLUGINS",
+        help="Comma-separated entry-point or distribution names to load (default: all). [env STEVEDORE_PLUGINS]",
+    ),
+    click.option(
+        "--disable-plugins",
+        envvar="STEVEDORE_DISABLE_PLUGINS",
+        help="Comma-separated entry-point or distribution names never to load: the recovery when a plugin "
+        "breaks the server. [env STEVEDORE_DISABLE_PLUGINS]",
+    ),
+]
+
+
+def plugin_options(command: Any) -> Any:
+    for option in reversed(PLUGIN_OPTIONS):
+        command = option(command)
+    return command
+
+
+def names(value: str | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def make_settings(**values: Any) -> Settings:
+    """Settings from the CLI's values (already merged with the environment by click); errors name the setting."""
+    values["plugins"] = names(values.get("plugins"))
+    values["disable_plugins"] = names(values.get("disable_plugins")) or ()
+    try:
+        return Settings.from_env({}, **values)
+    except StevedoreError as error:
+        raise click.UsageError(str(error)) from None
+
+
+def load_or_exit(settings: Settings) -> Loaded:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return load(settings)
+    except StevedoreError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="stevedore-server")
+def main() -> None:
+    """Serve every installed stevedore model plugin over HTTP."""
+
+
+@main.command()
+@click.option("--host", envvar="STEVEDORE_HOST", default="127.0.0.1", show_default=True, help="[env STEVEDORE_HOST]")
+@click.option("--port", envvar="STEVEDORE_PORT", type=int, default=8000, show_default=True, help="[env STEVEDORE_PORT]")
+@click.option(
+    "--workers", envvar="STEVEDORE_WORKERS", type=int, default=1, show_default=True,
+    help="Server processes on the one port, each with its own models. [env STEVEDORE_WORKERS]",
+)
+@click.option(
+    "--log-level", envvar="STEVEDORE_LOG_LEVEL", type=click.Choice(LOG_LEVELS), default="info", show_default=True,
+    help="[env STEVEDORE_LOG_LEVEL]",
+)
+@click.option(
+    "--strict/--no-strict", envvar="STEVEDORE_STRICT", default=False, show_default=True,
+    help="Any plugin or model failure stops the server with a non-zero exit. [env STEVEDORE_STRICT]",
+)
+@click.option(
+    "--max-body-size", envvar="STEVEDORE_MAX_BODY_SIZE", type=int, default=Settings.max_body_size,
+    show_default=True, help="Largest request body in bytes; larger ones get 413. [env STEVEDORE_MAX_BODY_SIZE]",
+)
+@plugin_options
+def run(**values: Any) -> None:
+    """Serve every selected model."""
+    import uvicorn
+
+    settings = make_settings(**values)
+    if settings.strict and settings.workers > 1:
+        load_or_exit(settings)  # fail once, here, rather than in every worker the supervisor restarts
+    os.environ.update(settings.to_env())  # the workers read their settings from the environment
+    uvicorn.run(
+        "stevedore_server.app:app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        log_config=logging_config(settings.log_level),
+        lifespan="on",
+    )
+
+
+@main.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@plugin_options
+def list_models(as_json: bool, **values: Any) -> None:
+    """List plugins and predictors with their state (loads and self-tests them)."""
+    registry = load_or_exit(make_settings(**values)).registry
+    if as_json:
+        report = {
+            "models": [
+                {
+                    "name": e.name,
+                    "version": e.version,
+                    "state": e.state,
+                    "reason": e.reason,
+                    "entry_point": e.source.entry_point,
+                    "distribution": e.source.distribution,
+                    "distribution_version": e.source.distribution_version,
+                }
+                for e in registry.entries
+            ],
+            "failed_plugins": [failure.as_dict() for failure in registry.plugin_failures],
+        }
+        click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+        return
+    rows = [("MODEL", "VERSION", "STATE", "PLUGIN", "REASON")]
+    for e in registry.entries:
+        plugin = f"{e.source.distribution or '-'} ({e.source.entry_point})"
+        rows.append((e.name, e.version, str(e.state), plugin, e.reason or ""))
+    for failure in registry.plugin_failures:
+        source = failure.source
+        rows.append(("-", "-", "failed", f"{source.distribution or '-'} ({source.entry_point})", failure.error))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4])
+
+
+@main.command()
+@plugin_options
+def check(**values: Any) -> None:
+    """Load every selected plugin, validate its fixtures and self-test it; exit 1 on any failure."""
+    registry = load_or_exit(make_settings(**values)).registry
+    for entry in registry.entries:
+        status = "ok" if entry.ready else f"FAILED: {entry.reason}"
+        click.echo(f"{entry.name} {entry.version} ({entry.source.describe()}): {status}")
+    for failure in registry.plugin_failures:
+        click.echo(f"plugin {failure.source.describe()}: FAILED: {failure.error}")
+    if not registry.entries and not registry.plugin_failures:
+        raise click.ClickException("no models found: no installed distribution provides stevedore.predictors")
+    if registry.failures:
+        raise click.ClickException(f"{len(registry.failures)} failure(s); see above and the log for tracebacks")
+    click.echo(f"all {len(registry.entries)} models passed")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--version", "model_version", help="Model version (default: the highest installed).")
+@click.option("--score", is_flag=True, help="Print the score schema instead of the predict schema.")
+@plugin_options
+def schema(name: str, model_version: str | None, score: bool, **values: Any) -> None:
+    """Print a model's predict (or score) JSON Schema."""
+    from .discovery import discover
+    from .plugins import get_plugin_manager
+    from .registry import Registry
+
+    settings = make_settings(**values)
+    try:
+        manager, _ = get_plugin_manager(settings.selection)
+        registry = Registry.from_candidates(discover(manager, settings.selection)[0])
+        document = registry.get(name, model_version).predictor.resolved_schema("score" if score else "predict")
+    except StevedoreError as error:
+        raise click.ClickException(str(error)) from None
+    if document is None:
+        raise click.ClickException(f"model {name!r} has no score service")
+    click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+
+
+@main.command(name="new-plugin")
+@click.argument("name")
+@click.option(
+    "--directory", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Where to create the package (default: ./stevedore-NAME).",
+)
+def new_plugin(name: str, directory: Path | None) -> None:
+    """Create a ready-to-build plugin package for a model called NAME."""
+    from .scaffold import create_plugin
+
+    try:
+        created = create_plugin(name, directory)
+    except StevedoreError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"created {created}")
+    click.echo(f"next: pip install {created} && stevedore-server check")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""The routes of the original ml-py-stevedore, with its status codes and bodies.
+
+Existing clients and curl scripts keep working. Each route answers with and
+without a trailing slash. Unknown models are a 400, as in the original.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Query
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .errors import BadRequest, LegacyBadRequest, NotFound, NotReady
+from .http import JSONBytesResponse, read_json, registry_of, run_model
+from .registry import ModelEntry
+
+ModelQuery = Query(description="name of the model")
+
+
+def select(request: Request, name: str) -> ModelEntry:
+    try:
+        return registry_of(request).get(name)
+    except NotFound:
+        raise LegacyBadRequest(f"Model {name} not found") from None
+
+
+async def health_live() -> Response:
+    return JSONBytesResponse("LIVE")
+
+
+async def health_ready(request: Request, model: str | None = Query(None, description="name of the model")) -> Response:
+    """``"READY"`` when the model (or, without ``model``, every model) is ready, else 503."""
+    entries = [select(request, model)] if model else registry_of(request).entries
+    if entries and all(entry.ready for entry in entries):
+        return JSONBytesResponse("READY")
+    return JSONBytesResponse({"error": "NOT_READY", "detail": "NOT_READY"}, status_code=503)
+
+
+async def health(request: Request) -> Response:
+    registry = registry_of(request)
+    ready = {entry.name: entry.ready for entry in registry.latest()}
+    return JSONBytesResponse({"live": True, "ready": ready, "uptime": registry.uptime()})
+
+
+async def health_uptime(request: Request) -> Response:
+    return JSONBytesResponse(registry_of(request).uptime())
+
+
+async def model_names(request: Request) -> Response:
+    return JSONBytesResponse(registry_of(request).names())
+
+
+async def version(request: Request, model: str = ModelQuery) -> Response:
+    return JSONBytesResponse(select(request, model).version)
+
+
+async def creation_time(request: Request, model: str = ModelQuery) -> Response:
+    return JSONBytesResponse(select(request, model).created)
+
+
+def compiled_schema(entry: ModelEntry, kind: str) -> Any:
+    validator = entry.predict_validator if kind == "predict" else entry.score_validator
+    if validator is None and (kind == "predict" or entry.predictor.has_score):
+        raise NotReady(f"model {entry.name!r} is not ready: {entry.reason}")
+    return validator.schema if validator else None
+
+
+async def predict_schema(request: Request, model: str = ModelQuery) -> Response:
+    return JSONBytesResponse(compiled_schema(select(request, model), "predict"))
+
+
+async def score_schema(request: Request, model: str = ModelQuery) -> Response:
+    return JSONBytesResponse(compiled_schema(select(request, model), "score"))
+
+
+async def wrapped_call(request: Request, action: str) -> Response:
+    body = await read_json(request)
+    if not isinstance(body, dict) or not isinstance(body.get("predictor"), str) or "payload" not in body:
+        raise BadRequest('expected a JSON object {"predictor": "<model name>", "payload": ...}')
+    entry = select(request, body["predictor"])
+    entry.require_ready()
+    if action == "score" and not entry.predictor.has_score:
+        raise LegacyBadRequest(f"Model {entry.name} has no score service")
+    return JSONBytesResponse(await run_model(entry, action, body["payload"]))
+
+
+async def predict(request: Request) -> Response:
+    """``{"predictor": name, "payload": ...}``; answers the bare prediction."""
+    return await wrapped_call(request, "predict")
+
+
+async def score(request: Request) -> Response:
+    """``{"predictor": name, "payload": ...}``; answers the bare score."""
+    return await wrapped_call(request, "score")
+
+
+GET_ROUTES = {
+    "/health/live": health_live,
+    "/health/ready": health_ready,
+    "/health": health,
+    "/health/uptime": health_uptime,
+    "/list": model_names,
+    "/version": version,
+    "/creation_time": creation_time,
+    "/predict_schema": predict_schema,
+    "/score_schema": score_schema,
+}
+POST_ROUTES = {"/predict": predict, "/score": score}
+
+
+def add_routes(app: FastAPI) -> None:
+    for routes, method in ((GET_ROUTES, "GET"), (POST_ROUTES, "POST")):
+        for path, handler in routes.items():
+            for variant in (path, path + "/"):
+                app.add_api_route(
+                    variant,
+                    handler,
+                    methods=[method],
+                    tags=["ml-py-stevedore compatibility"],
+                    include_in_schema=variant == path,  # one documented operation per meaning
+                )

@@ -1,0 +1,75 @@
+"""Built-in catalogue fields: the packaging metadata of the distribution that ships each model."""
+
+from __future__ import annotations
+
+import sys
+from importlib.metadata import PackageNotFoundError, distribution, packages_distributions
+from typing import TYPE_CHECKING, Any
+
+from ..hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from email.message import Message
+
+    from ..predictor import Predictor
+    from ..registry import Registry
+
+
+class CatalogueFields:
+    """Distribution name and version, author, license, summary and home page of each model."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self._import_names: dict[str, list[str]] | None = None
+
+    @hookimpl(trylast=True)
+    def stevedore_catalogue_metadata(self, predictor: Predictor) -> dict[str, Any] | None:
+        name = self._distribution_name(predictor)
+        if name is None:
+            return None
+        try:
+            return wheel_metadata(distribution(name).metadata)
+        except PackageNotFoundError:
+            return None
+
+    def _distribution_name(self, predictor: Predictor) -> str | None:
+        for entry in self.registry.entries:
+            if entry.predictor is predictor and entry.source.distribution:
+                return entry.source.distribution
+        # Registered through a hook: find the distribution that ships the class's top-level package.
+        if self._import_names is None:
+            self._import_names = packages_distributions()
+        top_level = type(predictor).__module__.split(".")[0]
+        if top_level in sys.stdlib_module_names:
+            return None
+        names = self._import_names.get(top_level, [])
+        return names[0] if names else None
+
+
+def wheel_metadata(metadata: Message) -> dict[str, Any]:
+    """The fields DEEPaaS users expect, from a distribution's core metadata."""
+    author = metadata.get("Author") or _name_from_email(metadata.get("Author-email"))
+    return {
+        "distribution": metadata.get("Name"),
+        "distribution_version": metadata.get("Version"),
+        "author": author,
+        "author_email": metadata.get("Author-email"),
+        "license": metadata.get("License-Expression") or metadata.get("License"),
+        "summary": metadata.get("Summary"),
+        "home_page": metadata.get("Home-page") or _home_page(metadata.get_all("Project-URL") or []),
+    }
+
+
+def _name_from_email(author_email: str | None) -> str | None:
+    # "Jane Doe <jane@example.org>, Joe <joe@example.org>" -> "Jane Doe, Joe"
+    if not author_email:
+        return None
+    return ", ".join(part.split("<")[0].strip() for part in author_email.split(",")) or None
+
+
+def _home_page(project_urls: list[str]) -> str | None:
+    for line in project_urls:
+        label, _, url = line.partition(",")
+        if label.strip().lower().replace("-", "").replace(" ", "") in {"homepage", "home", "source"}:
+            return url.strip()
+    return None

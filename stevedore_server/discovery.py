@@ -1,0 +1,84 @@
+"""Finding predictors: the ``stevedore.predictors`` entry points and the registration hook."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import pluggy
+
+from .plugins import PREDICTORS_GROUP, call_each, PluginFailure, PluginSelection, PluginSource, failure, iter_entry_points
+from .predictor import Predictor
+
+logger = logging.getLogger("stevedore.discovery")
+
+REGISTER_HOOK = "stevedore_register_predictors"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A constructed predictor, not yet loaded or tested, with where it came from."""
+
+    predictor: Predictor
+    source: PluginSource
+
+
+def predictors_from(target: Any, call: bool = True) -> list[Predictor]:
+    """The predictors an entry point names.
+
+    A Predictor subclass (instantiated with no arguments), an instance, an
+    iterable of either, or a callable returning any of these.
+    """
+    if isinstance(target, Predictor):
+        return [target]
+    if inspect.isclass(target):
+        if issubclass(target, Predictor):
+            return [target()]
+        raise TypeError(f"{target.__qualname__} is not a stevedore_server.Predictor subclass")
+    if callable(target) and call:
+        return predictors_from(target(), call=False)
+    if isinstance(target, Iterable) and not isinstance(target, (str, bytes, dict)):
+        return [predictor for item in target for predictor in predictors_from(item, call=False)]
+    raise TypeError(f"expected a Predictor, a Predictor subclass, an iterable or a callable, got {type(target).__name__}")
+
+
+def discover(
+    manager: pluggy.PluginManager, selection: PluginSelection
+) -> tuple[list[Candidate], list[PluginFailure]]:
+    """Every selected predictor, in a deterministic order, and the plugins that failed to give theirs."""
+    candidates: list[Candidate] = []
+    failures: list[PluginFailure] = []
+    for entry_point in iter_entry_points(PREDICTORS_GROUP):
+        source = PluginSource.of(entry_point)
+        if not selection.allows(source):
+            logger.info("predictor plugin not selected: %s", source.describe())
+            continue
+        try:
+            candidates += [Candidate(p, source) for p in predictors_from(entry_point.load())]
+        except Exception as error:  # one broken plugin must not hide the others
+            failures.append(failure(source, error))
+    registered, hook_failures = _registered_by_hooks(manager)
+    return candidates + registered, failures + hook_failures
+
+
+def _registered_by_hooks(manager: pluggy.PluginManager) -> tuple[list[Candidate], list[PluginFailure]]:
+    candidates: list[Candidate] = []
+    failures: list[PluginFailure] = []
+    found: list[Predictor] = []
+
+    def register(predictor: Predictor) -> None:
+        if not isinstance(predictor, Predictor):
+            raise TypeError(f"register() takes a Predictor instance, got {type(predictor).__name__}")
+        found.append(predictor)
+
+    for plugin_name, _, error in call_each(manager, REGISTER_HOOK, register=register):
+        source = PluginSource(entry_point=plugin_name, group=REGISTER_HOOK)
+        if error is not None:
+            failures.append(failure(source, error))
+        else:
+            candidates += [Candidate(predictor, source) for predictor in found]
+        found.clear()
+    return candidates, failures

@@ -1,0 +1,71 @@
+"""Exceptions meant for a person: each becomes a clean HTTP error or CLI message at the edge."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class StevedoreError(Exception):
+    """Base class of every error the server reports to a person."""
+
+
+class StartupError(StevedoreError):
+    """The server cannot start: duplicate models, rejected hooks, or a failure under --strict."""
+
+
+class PluginError(StevedoreError):
+    """A plugin is broken: its schema, fixture or self-test is wrong. The plugin's bug, not the client's."""
+
+
+class ClientError(StevedoreError):
+    """A request the server refuses; carries the HTTP status and an optional list of details."""
+
+    status_code = 400
+
+    def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.message}
+        if self.details is not None:
+            body["details"] = self.details
+        return body
+
+
+class BadRequest(ClientError):
+    status_code = 400
+
+
+class PayloadTooLarge(ClientError):
+    status_code = 413
+
+
+class NotFound(ClientError):
+    status_code = 404
+
+
+class NotReady(ClientError):
+    status_code = 503
+
+
+class InvalidPayload(ClientError):
+    """The payload does not match the model's JSON Schema."""
+
+    status_code = 422
+
+
+class LegacyBadRequest(BadRequest):
+    """An ml-py-stevedore route's error: that server answered 400 with FastAPI's ``detail`` body."""
+
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), "detail": self.message}
+
+
+class ModelFailure(StevedoreError):
+    """A model raised or returned junk while serving a request: a 500 with an error id."""
+
+    def __init__(self, model: str, version: str, action: str, error: BaseException) -> None:
+        super().__init__(f"model {model!r} version {version!r} failed to {action}: {type(error).__name__}")
+        self.error = error

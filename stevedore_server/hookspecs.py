@@ -1,0 +1,56 @@
+"""The hook markers and every hook specification of stevedore-server.
+
+Plugins implement hooks with ``@stevedore_server.hookimpl`` and expose the
+module or object holding them through the ``stevedore.hooks`` entry-point group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from .predictor import Predictor
+
+PROJECT = "stevedore"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+HealthCheck = Callable[[], tuple[bool, str]]
+
+
+@hookspec
+def stevedore_health_checks() -> Mapping[str, HealthCheck]:
+    """Contribute health checks to ``/healthz`` and ``/readyz``.
+
+    Called once at startup, after the models are loaded. Return a mapping of a
+    check name to a callable taking no arguments and returning ``(ok, detail)``.
+    The callables run on every probe, in a worker thread, so keep them cheap.
+    A check that raises counts as failed, with the exception as its detail. A
+    name given by two plugins is a startup error.
+    """
+
+
+@hookspec
+def stevedore_catalogue_metadata(predictor: Predictor) -> dict[str, Any] | None:
+    """Add fields to ``predictor``'s catalogue entry, under ``metadata``.
+
+    Called once per predictor at startup, for served and failed predictors alike.
+    Return a dict (merged into ``metadata``) or ``None``. Where two plugins give
+    the same key, the one called first wins; the built-in fields (distribution
+    name, version, author, license, summary, home page) are called last, so any
+    plugin can override them.
+    """
+
+
+@hookspec
+def stevedore_register_predictors(register: Callable[[Predictor], None]) -> None:
+    """Contribute predictors without the ``stevedore.predictors`` entry-point group.
+
+    Called once at startup, before the models are loaded. Call
+    ``register(predictor)`` for each Predictor instance the plugin provides; the
+    predictors are then loaded, self-tested and served like entry-point ones.
+    """

@@ -1,0 +1,90 @@
+"""Request and response helpers shared by the route modules."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .errors import BadRequest, ClientError, ModelFailure, PayloadTooLarge
+from .registry import ModelEntry, Registry
+from .serialization import dumps, loads
+
+logger = logging.getLogger("stevedore.http")
+
+#: Content types parsed as JSON. Form-encoded is curl's default for ``-d``, which
+#: the original server's users send without a header.
+JSON_TYPES = {"application/json", "text/plain", "application/x-www-form-urlencoded"}
+
+
+class JSONBytesResponse(Response):
+    """A response whose content is already serialized, or is serialized with orjson."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return content if isinstance(content, bytes) else dumps(content)
+
+
+def registry_of(request: Request) -> Registry:
+    registry: Registry = request.state.registry
+    return registry
+
+
+def ready_entry(request: Request, version: str | None = None) -> ModelEntry:
+    """The addressed model, or 404; 503 if it is not ready."""
+    entry = registry_of(request).get(request.path_params["name"], version or request.path_params.get("version"))
+    entry.require_ready()
+    return entry
+
+
+async def read_json(request: Request) -> Any:
+    """The request body parsed as JSON, within the body-size limit."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type and content_type not in JSON_TYPES and not content_type.endswith("+json"):
+        raise BadRequest(f"unsupported content type {content_type!r}: send application/json")
+    return loads(await read_body(request, request.state.settings.max_body_size))
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def run_model(entry: ModelEntry, action: str, payload: Any) -> orjson.Fragment:
+    """Validate, run predict or score in a worker thread, and serialize the result.
+
+    Model errors, and output that is not JSON, become ModelFailure (500).
+    """
+    method = entry.predict if action == "predict" else entry.score
+    try:
+        return orjson.Fragment(dumps(await run_in_threadpool(method, payload)))
+    except ClientError:
+        raise
+    except Exception as error:
+        raise ModelFailure(entry.name, entry.version, action, error) from error
+
+
+def error_response(status_code: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return JSONBytesResponse(body, status_code=status_code, headers=headers)
+
+
+def model_failure_response(failure: ModelFailure) -> Response:
+    error_id = uuid.uuid4().hex
+    logger.error("%s (error id %s)", failure, error_id, exc_info=failure.error)
+    return error_response(500, {"error": f"{failure}; see the server log for error id {error_id}", "error_id": error_id})

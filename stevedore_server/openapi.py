@@ -1,0 +1,129 @@
+"""The OpenAPI document: every model's predict and score routes with its own schema and fixture."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+import jsonschema_rs
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from . import __version__
+from .registry import ModelEntry, Registry
+
+logger = logging.getLogger("stevedore.openapi")
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {"type": "string"},
+        "details": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"path": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+        "error_id": {"type": "string"},
+    },
+}
+ERROR_REF = {"$ref": "#/components/schemas/Error"}
+ERROR_RESPONSES = {
+    "400": "Malformed JSON or unsupported content",
+    "404": "Unknown model or version",
+    "413": "Request body too large",
+    "422": "Payload does not match the model's schema",
+    "500": "The model failed; the body has an error id to find in the log",
+    "503": "The model is not ready",
+}
+
+
+def build_openapi(app: FastAPI, registry: Registry) -> dict[str, Any]:
+    spec = get_openapi(
+        title="stevedore-server",
+        version=__version__,
+        description="Every installed stevedore model, with health, catalogue, predict and score services.",
+        routes=app.routes,
+    )
+    spec.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    for name in ("HTTPValidationError", "ValidationError"):
+        spec["components"]["schemas"].pop(name, None)
+    for path_item in spec["paths"].values():
+        for operation in path_item.values():
+            _document_errors(operation)
+    for path in ("/models/{name}/predict", "/models/{name}/versions/{version}/predict"):
+        spec["paths"][path]["post"]["requestBody"] = _body({}, None)
+    for path in ("/models/{name}/score", "/models/{name}/versions/{version}/score"):
+        spec["paths"][path]["post"]["requestBody"] = _body({}, None)
+    for entry in registry.entries:
+        if entry.ready:
+            spec["paths"].update(model_paths(entry, registry.get(entry.name) is entry))
+    return spec
+
+
+def model_paths(entry: ModelEntry, latest: bool) -> dict[str, Any]:
+    """Concrete paths of one model; the plain ones too when it is the highest version."""
+    bases = [f"/models/{entry.name}/versions/{entry.version}"] + ([f"/models/{entry.name}"] if latest else [])
+    paths: dict[str, Any] = {}
+    for base in bases:
+        paths[f"{base}/predict"] = {"post": _inference(entry, "predict", base)}
+        if entry.score_validator is not None:
+            paths[f"{base}/score"] = {
+                "post": _inference(entry, "score", base),
+                "get": _operation(entry, "score", base, "Score on the shipped score fixture", None),
+            }
+    return paths
+
+
+def _inference(entry: ModelEntry, kind: str, base: str) -> dict[str, Any]:
+    validator = entry.predict_validator if kind == "predict" else entry.score_validator
+    fixture = entry.predict_fixture if kind == "predict" else entry.score_fixture
+    summary = f"{kind.capitalize()} with {entry.name} {entry.version}"
+    return _operation(entry, kind, base, summary, _body(_inline(validator.schema if validator else {}), fixture))
+
+
+def _operation(entry: ModelEntry, kind: str, base: str, summary: str, body: dict[str, Any] | None) -> dict[str, Any]:
+    field = "predictions" if kind == "predict" else "score"
+    result = {
+        "type": "object",
+        "required": ["model_name", "model_version", field],
+        "properties": {"model_name": {"type": "string"}, "model_version": {"type": "string"}, field: {}},
+    }
+    operation: dict[str, Any] = {
+        "tags": [f"model {entry.name}"],
+        "summary": summary,
+        "description": entry.predictor.description or "",
+        "operationId": f"{kind}_{base}".replace("/", "_").replace(".", "_").replace("-", "_"),
+        "responses": {"200": {"description": "Successful Response", "content": {"application/json": {"schema": result}}}},
+    }
+    if body is not None:
+        operation["requestBody"] = body
+    _document_errors(operation)
+    return operation
+
+
+def _body(schema: dict[str, Any], example: Any) -> dict[str, Any]:
+    media: dict[str, Any] = {"schema": schema}
+    if example is not None:
+        media["example"] = example
+    return {"required": True, "content": {"application/json": media}}
+
+
+def _inline(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema with local ``$ref`` resolved, since it is embedded in another document."""
+    if "$ref" not in repr(schema):
+        return schema
+    try:
+        return jsonschema_rs.dereference(copy.deepcopy(schema))
+    except Exception as error:  # a recursive schema cannot be inlined; document the body as any JSON
+        logger.warning("schema not shown in the OpenAPI document: %s", error)
+        return {}
+
+
+def _document_errors(operation: dict[str, Any]) -> None:
+    responses = operation.setdefault("responses", {})
+    for status, description in ERROR_RESPONSES.items():
+        responses[status] = {"description": description, "content": {"application/json": {"schema": ERROR_REF}}}

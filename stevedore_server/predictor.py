@@ -1,0 +1,206 @@
+"""The Predictor contract: what a plugin author subclasses to serve a model."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .errors import PluginError
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
+
+_UNSET: Any = object()
+
+#: Attributes a keyword argument of the constructor may override per instance.
+OVERRIDABLE = (
+    "name",
+    "version",
+    "description",
+    "predict_schema",
+    "score_schema",
+    "predict_fixture",
+    "score_fixture",
+    "created",
+    "artifact",
+    "model",
+)
+
+
+class Predictor:
+    """Base class of a served model.
+
+    Declare the model as class attributes (or override them per instance through
+    keyword arguments of the constructor):
+
+    - ``name``: URL-safe (letters, digits, ``.``, ``_``, ``-``); required.
+    - ``version``: a string, default ``"1"``; ``description``: free text.
+    - ``predict_schema`` / ``score_schema``: a JSON Schema dict, or the path of a
+      JSON file relative to the package of the module defining the class.
+      ``score_schema = None`` means the model has no score service.
+    - ``predict_fixture`` / ``score_fixture``: a valid input, as a value or as the
+      path of a ``.json`` file in package data (a ``str`` ending in ``.json`` or a
+      ``pathlib.Path``).
+    - ``created``: ISO 8601 UTC time the model was made; defaults to the
+      modification time of ``artifact`` (a package-data path), else the load time.
+
+    The server calls :meth:`load` once at startup, then self-tests the model on
+    its fixtures. Requests go through ``convert_prediction_input`` ->
+    ``run_predict`` -> ``convert_output`` (and ``convert_score_input`` ->
+    ``run_scores`` -> ``convert_score_output`` for score); the convert methods
+    only ever see input that matched the schema.
+    """
+
+    name: str = ""
+    version: str = "1"
+    description: str = ""
+    predict_schema: dict[str, Any] | str | os.PathLike[str] | None = None
+    score_schema: dict[str, Any] | str | os.PathLike[str] | None = None
+    predict_fixture: Any = None
+    score_fixture: Any = None
+    created: str | None = None
+    artifact: str | None = None
+    model: Any = None
+
+    def __init__(
+        self,
+        model: Any = _UNSET,
+        name: str | None = None,
+        test_input: Any = _UNSET,
+        pred_schema: dict[str, Any] | None = None,
+        score_test_input: Any = _UNSET,
+        score_schema: Any = _UNSET,
+        version: str | None = None,
+        **overrides: Any,
+    ) -> None:
+        """Modern use: ``MyPredictor()`` or keyword overrides (``MyPredictor(version="2")``).
+
+        Migrating use, the ml-py-stevedore signature:
+        ``MyPredictor(model, name, test_input, pred_schema, score_test_input, score_schema, version="v1")``.
+        """
+        legacy = {
+            "model": model,
+            "predict_fixture": test_input,
+            "score_fixture": score_test_input,
+            "score_schema": score_schema,
+        }
+        for attribute, value in legacy.items():
+            if value is not _UNSET:
+                overrides.setdefault(attribute, value)
+        if pred_schema is not None:
+            overrides.setdefault("predict_schema", pred_schema)
+        if name is not None:
+            overrides.setdefault("name", name)
+        if version is not None:
+            overrides.setdefault("version", version)
+        elif model is not _UNSET:
+            overrides.setdefault("version", "v1")  # the original's default version
+        unknown = sorted(set(overrides) - set(OVERRIDABLE))
+        if unknown:
+            raise TypeError(f"{type(self).__name__}() got unknown attributes: {', '.join(unknown)}")
+        for attribute, value in overrides.items():
+            setattr(self, attribute, value)
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def load(self) -> None:
+        """Load the model artifact into ``self.model``. Called once at startup, never at import."""
+
+    def resource_path(self, relative: str | os.PathLike[str]) -> Path:
+        """Path of a package-data file, relative to the package of this predictor's class."""
+        return package_dir(type(self)) / relative
+
+    # -- the request pipeline ------------------------------------------------
+
+    def convert_prediction_input(self, payload: Any) -> Any:
+        """Turn a valid predict payload into the model's input. Default: unchanged."""
+        return payload
+
+    def run_predict(self, X: Any) -> Any:
+        """Run the model on converted input."""
+        raise NotImplementedError(f"{type(self).__name__} must implement run_predict")
+
+    def convert_output(self, result: Any) -> Any:
+        """Turn the model's prediction into a JSON-serializable value. Default: unchanged."""
+        return result
+
+    def convert_score_input(self, payload: Any) -> tuple[Any, ...]:
+        """Turn a valid score payload into the arguments of ``run_scores`` (for example ``(X, y)``)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement convert_score_input")
+
+    def run_scores(self, *args: Any) -> Any:
+        """Score the model on converted labelled input."""
+        raise NotImplementedError(f"{type(self).__name__} must implement run_scores")
+
+    def convert_score_output(self, result: Any) -> Any:
+        """Turn the score into a JSON-serializable value. Default: NumPy values to Python ones."""
+        return result.tolist() if hasattr(result, "tolist") else result
+
+    def predict(self, payload: Any) -> Any:
+        """The whole predict pipeline on an already validated payload."""
+        return self.convert_output(self.run_predict(self.convert_prediction_input(payload)))
+
+    def score(self, payload: Any) -> Any:
+        """The whole score pipeline on an already validated payload."""
+        arguments = self.convert_score_input(payload)
+        if not isinstance(arguments, tuple):
+            arguments = (arguments,)
+        return self.convert_score_output(self.run_scores(*arguments))
+
+    # -- declarations resolved at load --------------------------------------
+
+    @property
+    def has_score(self) -> bool:
+        return self.score_schema is not None
+
+    def resolved_schema(self, kind: str) -> dict[str, Any] | None:
+        """The predict or score schema as a dict, reading it from package data if given as a path."""
+        value = getattr(self, f"{kind}_schema")
+        if value is None or isinstance(value, dict):
+            return value
+        if isinstance(value, (str, os.PathLike)):
+            loaded = self._read_json(kind + "_schema", value)
+            if not isinstance(loaded, dict):
+                raise PluginError(f"{kind}_schema file {value} does not hold a JSON object")
+            return loaded
+        raise PluginError(f"{kind}_schema must be a dict or a path, not {type(value).__name__}")
+
+    def resolved_fixture(self, kind: str) -> Any:
+        """The predict or score fixture as a value, reading it from package data if given as a path."""
+        value = getattr(self, f"{kind}_fixture")
+        if isinstance(value, os.PathLike) or (isinstance(value, str) and value.endswith(".json")):
+            return self._read_json(kind + "_fixture", value)
+        return value
+
+    def _read_json(self, attribute: str, relative: str | os.PathLike[str]) -> Any:
+        path = package_dir(defining_class(type(self), attribute)) / relative
+        try:
+            return orjson.loads(path.read_bytes())
+        except FileNotFoundError:
+            raise PluginError(f"{attribute}: package data file {path} not found") from None
+        except orjson.JSONDecodeError as error:
+            raise PluginError(f"{attribute}: {path} is not valid JSON: {error}") from None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} version {self.version!r}>"
+
+
+def defining_class(cls: type, attribute: str) -> type:
+    """The class in ``cls``'s MRO whose body sets ``attribute`` (so paths resolve where they were written)."""
+    for klass in cls.__mro__:
+        if attribute in vars(klass):
+            return klass
+    return cls
+
+
+def package_dir(cls: type) -> Path:
+    """Directory of the package holding the module that defines ``cls``."""
+    module = sys.modules.get(cls.__module__)
+    module_file = getattr(module, "__file__", None)
+    if not module_file:
+        raise PluginError(f"cannot locate package data of {cls.__qualname__}: module {cls.__module__} has no file")
+    return Path(module_file).resolve().parent

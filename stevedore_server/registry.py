@@ -1,0 +1,258 @@
+"""The models of one server process: loading, self-testing, and lookup by name and version."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from packaging.version import InvalidVersion, Version
+
+from .discovery import Candidate
+from .hookspecs import HealthCheck
+from .errors import NotFound, NotReady, PluginError, StartupError
+from .plugins import PluginFailure, PluginSource
+from .predictor import NAME_PATTERN, Predictor
+from .serialization import dumps
+from .validation import SchemaValidator
+
+logger = logging.getLogger("stevedore.registry")
+
+
+class State(enum.StrEnum):
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+
+
+def iso_utc(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def normalise_created(value: str) -> str:
+    """An ISO 8601 time as UTC ``...Z``; a time without zone is taken as UTC."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise PluginError(f"created {value!r} is not an ISO 8601 time") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class ModelEntry:
+    """One predictor and everything the server learnt about it at load."""
+
+    predictor: Predictor
+    source: PluginSource
+    state: State = State.LOADING
+    reason: str | None = None
+    created: str | None = None
+    predict_validator: SchemaValidator | None = None
+    score_validator: SchemaValidator | None = None
+    predict_fixture: Any = None
+    score_fixture: Any = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.predictor.name
+
+    @property
+    def version(self) -> str:
+        return self.predictor.version
+
+    @property
+    def ready(self) -> bool:
+        return self.state is State.READY
+
+    @property
+    def has_score(self) -> bool:
+        return self.score_validator is not None
+
+    def require_ready(self) -> None:
+        if not self.ready:
+            raise NotReady(f"model {self.name!r} version {self.version!r} is not ready: {self.reason or self.state}")
+
+    def predict(self, payload: Any) -> Any:
+        """Validate then predict; runs in a worker thread, never on the event loop."""
+        require_validator(self.predict_validator).validate(payload)
+        return self.predictor.predict(payload)
+
+    def score(self, payload: Any) -> Any:
+        """Validate then score; runs in a worker thread, never on the event loop."""
+        require_validator(self.score_validator).validate(payload)
+        return self.predictor.score(payload)
+
+    # -- load ------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Validate the fixtures, load the artifact, self-test; on failure, record why."""
+        step = "schemas and fixtures"
+        try:
+            self._compile_and_check_fixtures()
+            step = "load()"
+            self.predictor.load()
+            step = "created"
+            self.created = self._created()
+            step = "self-test"
+            self._self_test()
+        except Exception as error:
+            self.state = State.FAILED
+            self.reason = f"{step} failed: {type(error).__name__}: {error}"
+            logger.error("model %s version %s not served: %s", self.name, self.version, self.reason, exc_info=error)
+            if self.created is None:
+                self.created = iso_utc(time.time())
+            return
+        self.state = State.READY
+        logger.info("model %s version %s ready (%s)", self.name, self.version, self.source.describe())
+
+    def _compile_and_check_fixtures(self) -> None:
+        predict_schema = self.predictor.resolved_schema("predict")
+        if predict_schema is None:
+            raise PluginError("predict_schema is required")
+        self.predict_validator = self._compile("predict", predict_schema)
+        self.predict_fixture = self._checked_fixture("predict", self.predict_validator)
+        score_schema = self.predictor.resolved_schema("score")
+        if score_schema is not None:
+            self.score_validator = self._compile("score", score_schema)
+            self.score_fixture = self._checked_fixture("score", self.score_validator)
+
+    @staticmethod
+    def _compile(kind: str, schema: dict[str, Any]) -> SchemaValidator:
+        try:
+            return SchemaValidator(schema)
+        except Exception as error:
+            raise PluginError(f"{kind}_schema is not a valid JSON Schema: {error}") from None
+
+    def _checked_fixture(self, kind: str, validator: SchemaValidator) -> Any:
+        fixture = self.predictor.resolved_fixture(kind)
+        if fixture is None:
+            raise PluginError(f"{kind}_fixture is required: the self-test needs a valid input")
+        details = validator.errors(fixture)
+        if details:
+            listed = "; ".join(f"{d['path'] or '/'}: {d['message']}" for d in details)
+            raise PluginError(f"{kind}_fixture does not match {kind}_schema (a bug in the plugin): {listed}")
+        return fixture
+
+    def _created(self) -> str:
+        if self.predictor.created:
+            return normalise_created(self.predictor.created)
+        if self.predictor.artifact:
+            return iso_utc(self.predictor.resource_path(self.predictor.artifact).stat().st_mtime)
+        return iso_utc(time.time())
+
+    def _self_test(self) -> None:
+        try:
+            dumps(self.predictor.predict(self.predict_fixture))
+        except Exception as error:
+            raise PluginError(f"predict on predict_fixture: {type(error).__name__}: {error}") from error
+        if self.has_score:
+            try:
+                dumps(self.predictor.score(self.score_fixture))
+            except Exception as error:
+                raise PluginError(f"score on score_fixture: {type(error).__name__}: {error}") from error
+
+
+def require_validator(validator: SchemaValidator | None) -> SchemaValidator:
+    if validator is None:
+        raise NotFound("this model has no such service")
+    return validator
+
+
+def version_key(versions: Iterable[str]) -> Callable[[str], Any]:
+    """PEP 440 ordering when every version parses, else string order."""
+    try:
+        for version in versions:
+            Version(version)
+    except InvalidVersion:
+        return str
+    return Version
+
+
+@dataclass
+class Registry:
+    """Every model of this process, in discovery order, and the plugins that failed."""
+
+    entries: list[ModelEntry]
+    plugin_failures: list[PluginFailure] = field(default_factory=list)
+    health_checks: dict[str, HealthCheck] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def from_candidates(cls, candidates: Iterable[Candidate], failures: Iterable[PluginFailure] = ()) -> Registry:
+        """Check names and uniqueness; a duplicate name and version is a startup error naming both sources."""
+        entries: list[ModelEntry] = []
+        plugin_failures = list(failures)
+        seen: dict[tuple[str, str], ModelEntry] = {}
+        for candidate in candidates:
+            predictor, source = candidate.predictor, candidate.source
+            problem = _identity_problem(predictor)
+            if problem:
+                plugin_failures.append(PluginFailure(source, problem))
+                logger.error("plugin failed: %s: %s", source.describe(), problem)
+                continue
+            key = (predictor.name, predictor.version)
+            if key in seen:
+                raise StartupError(
+                    f"model {predictor.name!r} version {predictor.version!r} is provided twice: "
+                    f"by {seen[key].source.describe()} and by {source.describe()}"
+                )
+            seen[key] = ModelEntry(predictor, source)
+            entries.append(seen[key])
+        return cls(entries, plugin_failures)
+
+    def load_all(self) -> None:
+        for entry in self.entries:
+            entry.load()
+
+    @property
+    def failures(self) -> list[str]:
+        """Why the server is not ready, one line per failed plugin or model."""
+        lines = [f"plugin {f.source.describe()}: {f.error}" for f in self.plugin_failures]
+        lines += [f"model {e.name} version {e.version}: {e.reason or e.state}" for e in self.entries if not e.ready]
+        return lines
+
+    def names(self) -> list[str]:
+        return list(dict.fromkeys(entry.name for entry in self.entries))
+
+    def versions_of(self, name: str) -> list[ModelEntry]:
+        """Entries of one model, highest version first."""
+        entries = [entry for entry in self.entries if entry.name == name]
+        key = version_key(entry.version for entry in entries)
+        return sorted(entries, key=lambda entry: key(entry.version), reverse=True)
+
+    def latest(self) -> list[ModelEntry]:
+        """The highest version of every model, in discovery order."""
+        return [self.versions_of(name)[0] for name in self.names()]
+
+    def get(self, name: str, version: str | None = None) -> ModelEntry:
+        """The entry for a name and version (highest version when None), or NotFound."""
+        entries = self.versions_of(name)
+        if not entries:
+            raise NotFound(f"no model named {name!r}")
+        if version is None:
+            return entries[0]
+        for entry in entries:
+            if entry.version == version:
+                return entry
+        raise NotFound(f"model {name!r} has no version {version!r}")
+
+    def uptime(self) -> float:
+        return time.monotonic() - self.started
+
+
+def _identity_problem(predictor: Predictor) -> str | None:
+    for attribute in ("name", "version"):
+        value = getattr(predictor, attribute)
+        if not isinstance(value, str) or not NAME_PATTERN.match(value):
+            return (
+                f"{type(predictor).__qualname__}.{attribute} = {value!r}: "
+                "must be a non-empty string of letters, digits, '.', '_' or '-'"
+            )
+    return None

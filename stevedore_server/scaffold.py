@@ -1,0 +1,158 @@
+"""``stevedore-server new-plugin``: a ready-to-build plugin package."""
+
+from __future__ import annotations
+
+import keyword
+import re
+from pathlib import Path
+from string import Template
+
+import orjson
+
+from .errors import StevedoreError
+from .predictor import NAME_PATTERN
+
+PYPROJECT = Template('''[build-system]
+requires = ["setuptools>=68"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "$distribution"
+version = "0.1.0"
+description = "The $model_name model, served by stevedore-server"
+requires-python = ">=3.11"
+dependencies = ["stevedore-server"]
+
+[project.optional-dependencies]
+test = ["pytest>=7"]
+
+[project.entry-points."stevedore.predictors"]
+$model_name = "$package.predictor:$class_name"
+
+[tool.setuptools]
+packages = ["$package"]
+
+[tool.setuptools.package-data]
+$package = ["schemas/*.json", "fixtures/*.json"]
+''')
+
+PREDICTOR = Template('''"""The $model_name predictor. Replace the placeholder model with yours."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stevedore_server import Predictor
+
+
+class $class_name(Predictor):
+    name = "$model_name"
+    version = "1"
+    description = "Placeholder: predicts the sum of each row."
+    predict_schema = "schemas/predict.json"
+    score_schema = "schemas/score.json"
+    predict_fixture = "fixtures/predict.json"
+    score_fixture = "fixtures/score.json"
+
+    def load(self) -> None:
+        # Load your artifact from package data, e.g. skops.io.load(self.resource_path("model.skops")),
+        # and set `artifact = "model.skops"` so the catalogue shows when it was made.
+        self.model = sum
+
+    def run_predict(self, rows: list[list[float]]) -> list[float]:
+        return [self.model(row) for row in rows]
+
+    def convert_score_input(self, items: list[dict[str, Any]]) -> tuple[list[list[float]], list[float]]:
+        return [item["x"] for item in items], [item["y"] for item in items]
+
+    def run_scores(self, rows: list[list[float]], expected: list[float]) -> float:
+        """Negative mean absolute error: 0 is perfect."""
+        errors = [abs(p - y) for p, y in zip(self.run_predict(rows), expected, strict=True)]
+        return -sum(errors) / len(errors)
+''')
+
+TEST = Template('''from stevedore_server.testing import self_test
+
+from $package.predictor import $class_name
+
+
+def test_the_server_would_serve_it():
+    self_test($class_name())
+
+
+def test_predicts_row_sums():
+    predictor = $class_name()
+    predictor.load()
+    assert predictor.predict([[1.0, 2.0], [3.0, 4.5]]) == [3.0, 7.5]
+''')
+
+README = Template('''# $distribution
+
+The `$model_name` model as a stevedore-server plugin.
+
+    pip install .
+    stevedore-server check
+    stevedore-server run
+
+Test: `pip install .[test] && pytest`.
+''')
+
+ROWS = {"type": "array", "minItems": 1, "items": {"type": "array", "minItems": 1, "items": {"type": "number"}}}
+PREDICT_SCHEMA = {"$schema": "https://json-schema.org/draft/2020-12/schema", **ROWS}
+SCORE_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "array",
+    "minItems": 1,
+    "items": {
+        "type": "object",
+        "required": ["x", "y"],
+        "additionalProperties": False,
+        "properties": {"x": ROWS["items"], "y": {"type": "number"}},
+    },
+}
+PREDICT_FIXTURE = [[1.0, 2.0, 3.0]]
+SCORE_FIXTURE = [{"x": [1.0, 2.0], "y": 3.0}, {"x": [0.5, 0.5], "y": 1.0}]
+
+
+def identifiers(name: str) -> dict[str, str]:
+    if not NAME_PATTERN.match(name):
+        raise StevedoreError(f"model name {name!r} must be letters, digits, '.', '_' or '-'")
+    snake = re.sub(r"[^a-z0-9_]", "_", name.lower())
+    package = f"stevedore_{snake}"
+    if not package.isidentifier() or keyword.iskeyword(package):
+        raise StevedoreError(f"model name {name!r} gives no valid Python package name")
+    class_name = "".join(part.capitalize() for part in snake.split("_") if part) + "Predictor"
+    return {
+        "model_name": name,
+        "distribution": f"stevedore-{snake.replace('_', '-')}",
+        "package": package,
+        "class_name": class_name if class_name[0].isalpha() else "Model" + class_name,
+    }
+
+
+def create_plugin(name: str, directory: Path | None = None) -> Path:
+    """Write the plugin package for model ``name``; returns its directory."""
+    names = identifiers(name)
+    root = directory or Path.cwd() / names["distribution"]
+    if root.exists() and any(root.iterdir()):
+        raise StevedoreError(f"{root} exists and is not empty")
+    package = root / names["package"]
+    files = {
+        root / "pyproject.toml": PYPROJECT.substitute(names),
+        root / "README.md": README.substitute(names),
+        root / "tests" / "test_predictor.py": TEST.substitute(names),
+        package / "__init__.py": f'"""The {name} stevedore-server plugin."""\n',
+        package / "predictor.py": PREDICTOR.substitute(names),
+        package / "schemas" / "predict.json": _json(PREDICT_SCHEMA),
+        package / "schemas" / "score.json": _json(SCORE_SCHEMA),
+        package / "fixtures" / "predict.json": _json(PREDICT_FIXTURE),
+        package / "fixtures" / "score.json": _json(SCORE_FIXTURE),
+    }
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+def _json(value: object) -> str:
+    return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n"
