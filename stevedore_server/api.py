@@ -171,4 +171,5 @@ def add_routes(app: FastAPI) -> None:
         add(f"{base}/schemas/predict", predict_schema, methods=["GET"], tags=["catalogue"])
         add(f"{base}/schemas/score", score_schema, methods=["GET"], tags=["catalogue"])
         add(f"{base}/predict", predict, methods=["POST"], tags=["inference"])
-        add(f"{base}/score", score, methods=["GET", "POST"], tags=["inference"])
+        add(f"{base}/score", score, methods=["POST"], tags=["inference"])
+        add(f"{base}/score", score, methods=["GET"], tags=["health"], name="score_on_fixture")

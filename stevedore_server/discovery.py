@@ -46,12 +46,15 @@ def predictors_from(target: Any, call: bool = True) -> list[Predictor]:
 
 
 def discover(
-    manager: pluggy.PluginManager, selection: PluginSelection
+    manager: pluggy.PluginManager, selection: PluginSelection, entry_points: bool = True
 ) -> tuple[list[Candidate], list[PluginFailure]]:
-    """Every selected predictor, in a deterministic order, and the plugins that failed to give theirs."""
+    """Every selected predictor, in a deterministic order, and the plugins that failed to give theirs.
+
+    ``entry_points=False`` takes the predictors of ``manager``'s hooks only.
+    """
     candidates: list[Candidate] = []
     failures: list[PluginFailure] = []
-    for entry_point in iter_entry_points(PREDICTORS_GROUP):
+    for entry_point in iter_entry_points(PREDICTORS_GROUP) if entry_points else ():
         source = PluginSource.of(entry_point)
         if not selection.allows(source):
             logger.info("predictor plugin not selected: %s", source.describe())

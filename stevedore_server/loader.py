@@ -31,12 +31,13 @@ def load(settings: Settings, manager: pluggy.PluginManager | None = None) -> Loa
     """Discover, load and self-test every selected model; collect health checks and catalogue metadata.
 
     Under ``settings.strict`` any failure is a ``StartupError``. A ``manager``
-    may be given (tests do) instead of one built from the entry points.
+    may be given (tests do): its plugins then replace the installed entry points.
     """
     hook_failures = []
+    from_entry_points = manager is None
     if manager is None:
         manager, hook_failures = get_plugin_manager(settings.selection)
-    candidates, failures = discover(manager, settings.selection)
+    candidates, failures = discover(manager, settings.selection, entry_points=from_entry_points)
     registry = Registry.from_candidates(candidates, hook_failures + failures)
     registry.load_all()
     for name, plugin in default_plugins(registry):

@@ -73,7 +73,7 @@ def model_paths(entry: ModelEntry, latest: bool) -> dict[str, Any]:
         if entry.score_validator is not None:
             paths[f"{base}/score"] = {
                 "post": _inference(entry, "score", base),
-                "get": _operation(entry, "score", base, "Score on the shipped score fixture", None),
+                "get": _operation(entry, "score", base, "Score on the shipped score fixture", None, "get"),
             }
     return paths
 
@@ -82,10 +82,13 @@ def _inference(entry: ModelEntry, kind: str, base: str) -> dict[str, Any]:
     validator = entry.predict_validator if kind == "predict" else entry.score_validator
     fixture = entry.predict_fixture if kind == "predict" else entry.score_fixture
     summary = f"{kind.capitalize()} with {entry.name} {entry.version}"
-    return _operation(entry, kind, base, summary, _body(_inline(validator.schema if validator else {}), fixture))
+    body = _body(_inline(validator.schema if validator else {}), fixture)
+    return _operation(entry, kind, base, summary, body, "post")
 
 
-def _operation(entry: ModelEntry, kind: str, base: str, summary: str, body: dict[str, Any] | None) -> dict[str, Any]:
+def _operation(
+    entry: ModelEntry, kind: str, base: str, summary: str, body: dict[str, Any] | None, method: str
+) -> dict[str, Any]:
     field = "predictions" if kind == "predict" else "score"
     result = {
         "type": "object",
@@ -96,7 +99,7 @@ def _operation(entry: ModelEntry, kind: str, base: str, summary: str, body: dict
         "tags": [f"model {entry.name}"],
         "summary": summary,
         "description": entry.predictor.description or "",
-        "operationId": f"{kind}_{base}".replace("/", "_").replace(".", "_").replace("-", "_"),
+        "operationId": f"{method}_{kind}_{base}".replace("/", "_").replace(".", "_").replace("-", "_"),
         "responses": {"200": {"description": "Successful Response", "content": {"application/json": {"schema": result}}}},
     }
     if body is not None:

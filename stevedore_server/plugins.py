@@ -75,7 +75,8 @@ class PluginSelection:
 
     @classmethod
     def from_names(cls, only: Iterable[str] | None, disabled: Iterable[str] = ()) -> PluginSelection:
-        selected = frozenset(canonicalize_name(name) for name in only) if only is not None else None
+        # An empty list selects nothing, which is never what a user means: it is "all".
+        selected = frozenset(canonicalize_name(name) for name in only) if only else None
         return cls(selected, frozenset(canonicalize_name(name) for name in disabled))
 
     def allows(self, source: PluginSource) -> bool:

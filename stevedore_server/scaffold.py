@@ -13,7 +13,7 @@ from .errors import StevedoreError
 from .predictor import NAME_PATTERN
 
 PYPROJECT = Template('''[build-system]
-requires = ["setuptools>=68"]
+requires = ["setuptools>=77"]
 build-backend = "setuptools.build_meta"
 
 [project]
@@ -29,8 +29,8 @@ test = ["pytest>=7"]
 [project.entry-points."stevedore.predictors"]
 $model_name = "$package.predictor:$class_name"
 
-[tool.setuptools]
-packages = ["$package"]
+[tool.setuptools.packages.find]
+include = ["$package*"]
 
 [tool.setuptools.package-data]
 $package = ["schemas/*.json", "fixtures/*.json"]

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pluggy
+import pytest
+from fastapi.testclient import TestClient
+
+from stevedore_server.app import create_app
+from stevedore_server.plugins import get_plugin_manager
+from stevedore_server.settings import Settings
+
+from .predictors import RowSum
+
+
+class Registers:
+    """A test plugin contributing the given predictors through the registration hook."""
+
+    def __init__(self, *predictors: object) -> None:
+        self.predictors = predictors
+
+    @pluggy.HookimplMarker("stevedore")
+    def stevedore_register_predictors(self, register: Callable[[object], None]) -> None:
+        for predictor in self.predictors:
+            register(predictor)
+
+
+def fresh_manager(*plugins: object) -> pluggy.PluginManager:
+    """A plugin manager with only the given plugins: no entry points of the machine."""
+    manager, failures = get_plugin_manager(load_entry_points=False)
+    assert failures == []
+    for plugin in plugins:
+        manager.register(plugin)
+    return manager
+
+
+@pytest.fixture
+def make_client() -> Iterator[Callable[..., TestClient]]:
+    """Start an app (lifespan included) serving the given plugins; stopped after the test."""
+    clients: list[TestClient] = []
+
+    def start(*plugins: object, settings: Settings | None = None) -> TestClient:
+        client = TestClient(create_app(settings or Settings(), fresh_manager(*plugins)), raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client: Callable[..., TestClient]) -> TestClient:
+    """A server with one healthy model, ``rowsum``."""
+    return make_client(Registers(RowSum()))

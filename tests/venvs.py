@@ -1,0 +1,214 @@
+"""Helpers for the tests that do what a user does: build wheels, make virtual environments, run the server.
+
+Only the wheelhouse is built with network access; every install after that is
+``--no-index`` from it, so a missing dependency in the wheelhouse fails the test
+instead of being fetched quietly, and each environment installs in seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import venv
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: Never part of a distribution's source; copying them would also copy another engineer's stale build.
+NOT_SOURCE = shutil.ignore_patterns(
+    ".git", ".venv", "venv", "__pycache__", "*.pyc", "build", "dist", "*.egg-info",
+    ".pytest_cache", ".tox", ".hypothesis", "wheelhouse",
+)
+
+#: Generous: a cold pip cache on a slow CI runner downloads scipy and scikit-learn.
+NETWORK_TIMEOUT = 900
+COMMAND_TIMEOUT = 300
+
+
+def run_command(
+    args: Sequence[str | os.PathLike[str]],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = COMMAND_TIMEOUT,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command, capturing its output; with ``check``, a failure shows that output in the test report."""
+    result = subprocess.run(
+        [str(arg) for arg in args], env=env, cwd=cwd, timeout=timeout, capture_output=True, text=True
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{describe(result)}\nexited {result.returncode}")
+    return result
+
+
+def describe(result: subprocess.CompletedProcess[str]) -> str:
+    """A command and everything it printed, for assertion messages."""
+    command = " ".join(str(arg) for arg in result.args)
+    return f"$ {command}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+
+
+def offline_env(bin_dir: Path | None = None, **extra: str) -> dict[str, str]:
+    """The environment of a command run in a test venv, cut off from the developer's own setup.
+
+    The outer virtualenv, ``PYTHONPATH`` and ``STEVEDORE_*`` settings would leak
+    into the child; pip's configuration could add indexes or find-links that
+    hide a gap in the wheelhouse.
+    """
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("STEVEDORE_", "PIP_", "PYTHON")) and key != "VIRTUAL_ENV"
+    }
+    env |= {
+        "PIP_CONFIG_FILE": os.devnull,
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "PIP_NO_INPUT": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    if bin_dir is not None:
+        env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    return env | extra
+
+
+def copy_source(source: Path, destination: Path) -> Path:
+    """A clean copy of a source tree: setuptools writes ``build/`` into the tree it builds."""
+    shutil.copytree(source, destination, ignore=NOT_SOURCE)
+    return destination
+
+
+def build_wheelhouse(directory: Path, sources: Sequence[Path], requirements: Sequence[str] = ()) -> Path:
+    """Wheels of ``sources`` and of every dependency, plus ``requirements``; the one step that uses the network."""
+    run_command(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", directory, *sources, *requirements],
+        timeout=NETWORK_TIMEOUT,
+    )
+    return directory
+
+
+def build_wheels(
+    sources: Sequence[Path], out: Path, wheelhouse: Path, python: Path | str = sys.executable
+) -> list[Path]:
+    """Build each source's wheel offline (setuptools for the isolated build comes from the wheelhouse)."""
+    out.mkdir(parents=True, exist_ok=True)
+    before = set(out.glob("*.whl"))
+    run_command(
+        [python, "-m", "pip", "wheel", "--no-deps", "--no-index", "--find-links", wheelhouse, "--wheel-dir", out,
+         *sources],
+        env=offline_env(),
+    )
+    return sorted(set(out.glob("*.whl")) - before)
+
+
+@dataclass(frozen=True)
+class Venv:
+    """A virtual environment made with ``python -m venv``, installed into only from local wheels."""
+
+    path: Path
+    find_links: tuple[Path, ...]
+
+    @classmethod
+    def create(cls, path: Path, *find_links: Path) -> Venv:
+        # Same interpreter as the test run, so the wheelhouse's binary wheels fit.
+        venv.EnvBuilder(with_pip=True, clear=True).create(path)
+        return cls(path, find_links)
+
+    @property
+    def bin(self) -> Path:
+        return self.path / "bin"
+
+    @property
+    def python(self) -> Path:
+        return self.bin / "python"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return offline_env(self.bin, VIRTUAL_ENV=str(self.path), **extra)
+
+    def install(self, *requirements: str) -> None:
+        links = [arg for directory in self.find_links for arg in ("--find-links", str(directory))]
+        # Bytecode is compiled on first import instead: compiling all of scipy would dominate the test's time.
+        self.run("python", "-m", "pip", "install", "--quiet", "--no-compile", "--no-index", *links, *requirements)
+
+    def run(
+        self,
+        command: str,
+        *args: str | os.PathLike[str],
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        check: bool = True,
+        timeout: float = COMMAND_TIMEOUT,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run one of this venv's commands (``python``, ``pip``, a console script)."""
+        return run_command(
+            [self.bin / command, *args], env=env or self.env(), cwd=cwd, check=check, timeout=timeout
+        )
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (the kernel's pick for port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    """A real ``stevedore-server run`` process on a loopback port, stopped by its pid."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+    _log: IO[bytes] = field(repr=False)
+
+    @classmethod
+    def start(cls, environment: Venv, log_path: Path, *args: str, **env: str) -> Server:
+        port = free_port()
+        log = log_path.open("wb")
+        command = [environment.bin / "stevedore-server", "run", "--host", "127.0.0.1", "--port", str(port), *args]
+        process = subprocess.Popen(command, env=environment.env(**env), stdout=log, stderr=subprocess.STDOUT)
+        return cls(process, f"http://127.0.0.1:{port}", log_path, log)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for(self, path: str, status: int = 200, deadline: float = 90.0) -> httpx.Response:
+        """Poll ``path`` until it answers ``status``; fail with the server's log if it exits or the deadline passes."""
+        stop_at = time.monotonic() + deadline
+        last: Any = "no answer"
+        while time.monotonic() < stop_at:
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                response = httpx.get(self.url + path, timeout=5)
+            except httpx.TransportError as error:
+                last = error
+            else:
+                if response.status_code == status:
+                    return response
+                last = f"{response.status_code} {response.text}"
+            time.sleep(0.2)
+        raise AssertionError(f"GET {path} did not answer {status} within {deadline}s (last: {last}):\n{self.log()}")
+
+    def stop(self, grace: float = 15.0) -> int:
+        """SIGTERM, then SIGKILL if it has not exited after ``grace`` seconds; returns the exit code."""
+        try:
+            if self.process.poll() is None:
+                os.kill(self.process.pid, signal.SIGTERM)
+                try:
+                    return self.process.wait(timeout=grace)
+                except subprocess.TimeoutExpired:
+                    os.kill(self.process.pid, signal.SIGKILL)
+            return self.process.wait(timeout=grace)
+        finally:
+            self._log.close()
