@@ -147,7 +147,9 @@ def check_hooks(manager: pluggy.PluginManager) -> None:
     try:
         manager.check_pending()
     except pluggy.PluginValidationError as error:
-        raise StartupError(f"plugin {error.plugin!r} implements an unknown hook: {error}") from None
+        name = manager.get_name(error.plugin) or repr(error.plugin)
+        known = ", ".join(sorted(n for n in dir(hookspecs) if n.startswith("stevedore_")))
+        raise StartupError(f"plugin {name!r} implements an unknown hook ({error}); the hooks are: {known}") from None
 
 
 def _load_hook_entry_points(manager: pluggy.PluginManager, selection: PluginSelection) -> list[PluginFailure]:

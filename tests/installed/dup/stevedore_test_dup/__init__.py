@@ -1,0 +1,1 @@
+"""A test plugin that collides with stevedore-test-good."""

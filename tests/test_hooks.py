@@ -1,0 +1,160 @@
+"""The pluggy hooks: each documented, each tested, unknown ones rejected."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from stevedore_server import Predictor, hookimpl, hookspecs
+from stevedore_server.errors import StartupError
+from stevedore_server.loader import load
+from stevedore_server.plugins import get_plugin_manager
+from stevedore_server.settings import Settings
+
+from .conftest import Registers, fresh_manager
+from .predictors import NoScore, RowSum
+
+HOOK_NAMES = [name for name, value in vars(hookspecs).items() if hasattr(value, "stevedore_spec")]
+README = Path(__file__).parent.parent / "README.md"
+
+
+def test_there_are_hooks() -> None:
+    assert set(HOOK_NAMES) >= {"stevedore_health_checks", "stevedore_catalogue_metadata", "stevedore_register_predictors"}
+
+
+@pytest.mark.parametrize("hook", HOOK_NAMES)
+def test_every_hook_is_documented(hook: str) -> None:
+    docstring = inspect.getdoc(getattr(hookspecs, hook)) or ""
+    assert re.search(r"\bCalled\b", docstring), f"{hook}: the docstring must say when it is called"
+    assert re.search(r"\b[Rr]eturn", docstring), f"{hook}: the docstring must say what it returns"
+    assert f"`{hook}" in README.read_text(), f"{hook} is missing from the README's hook reference"
+
+
+@pytest.mark.parametrize("hook", HOOK_NAMES)
+def test_every_hook_has_a_test(hook: str) -> None:
+    assert callable(globals().get(f"test_hook_{hook}")), f"write test_hook_{hook} in {__file__}"
+
+
+class HealthPlugin:
+    def __init__(self, ok: bool) -> None:
+        self.ok = ok
+
+    @hookimpl
+    def stevedore_health_checks(self) -> Mapping[str, Callable[[], tuple[bool, str]]]:
+        return {"disk": lambda: (self.ok, "disk fine" if self.ok else "disk full"), "raises": self.raises}
+
+    def raises(self) -> tuple[bool, str]:
+        if not self.ok:
+            raise RuntimeError("probe crashed")
+        return True, "fine"
+
+
+def test_hook_stevedore_health_checks(make_client: Callable[..., TestClient]) -> None:
+    plugin = HealthPlugin(ok=True)
+    client = make_client(Registers(RowSum()), plugin)
+    checks = client.get("/healthz").json()["checks"]
+    assert checks["disk"] == {"ok": True, "detail": "disk fine"}
+    assert set(checks) == {"disk", "raises", "models", "plugins"}
+    assert client.get("/readyz").status_code == 200
+    plugin.ok = False  # the checks run on every probe, not once
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["reasons"] == ["disk: disk full", "raises: check raised RuntimeError: probe crashed"]
+    assert client.get("/healthz").status_code == 503
+    assert client.get("/livez").status_code == 200
+
+
+def test_a_health_check_name_given_twice_is_a_startup_error() -> None:
+    class Again:
+        @hookimpl
+        def stevedore_health_checks(self) -> dict[str, Any]:
+            return {"models": lambda: (True, "")}
+
+    with pytest.raises(StartupError, match="health check 'models' is given by both"):
+        load(Settings(), fresh_manager(Registers(RowSum()), Again()))
+
+
+class Team:
+    @hookimpl
+    def stevedore_catalogue_metadata(self, predictor: Predictor) -> dict[str, Any] | None:
+        if predictor.name == "noscore":
+            return None
+        return {"team": "vision", "distribution": "overridden"}
+
+
+def test_hook_stevedore_catalogue_metadata(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(Registers(RowSum(), NoScore()), Team())
+    models = {m["name"]: m for m in client.get("/models").json()["models"]}
+    assert models["rowsum"]["metadata"]["team"] == "vision"
+    assert models["rowsum"]["metadata"]["distribution"] == "overridden"  # plugins beat the built-in fields
+    assert "team" not in models["noscore"]["metadata"]
+
+
+def test_a_failing_catalogue_hook_is_reported_not_fatal(make_client: Callable[..., TestClient]) -> None:
+    class Broken:
+        @hookimpl
+        def stevedore_catalogue_metadata(self, predictor: Predictor) -> dict[str, Any]:
+            raise KeyError("oops")
+
+    client = make_client(Registers(RowSum()), Broken())
+    failed = client.get("/models").json()["failed_plugins"]
+    assert failed and failed[0]["group"] == "stevedore_catalogue_metadata" and "KeyError" in failed[0]["error"]
+    assert client.post("/models/rowsum/predict", json=[[1]]).status_code == 200
+
+
+def test_hook_stevedore_register_predictors(make_client: Callable[..., TestClient]) -> None:
+    class Broken:
+        @hookimpl
+        def stevedore_register_predictors(self, register: Callable[[Predictor], None]) -> None:
+            register(RowSum(name="half-registered"))
+            raise RuntimeError("plugin bug")
+
+    client = make_client(Registers(RowSum(), NoScore()), Broken())
+    names = [m["name"] for m in client.get("/models").json()["models"]]
+    assert names == ["rowsum", "noscore"]  # a failing plugin's partial registrations are dropped
+    failed = client.get("/healthz").json()["failed_plugins"]
+    assert len(failed) == 1 and "RuntimeError: plugin bug" in failed[0]["error"]
+
+
+def test_registering_something_else_is_a_plugin_failure() -> None:
+    loaded = load(Settings(), fresh_manager(Registers("not a predictor")))
+    assert loaded.registry.entries == []
+    assert "register() takes a Predictor instance" in loaded.registry.plugin_failures[0].error
+
+
+def test_an_unknown_hook_is_rejected_at_startup() -> None:
+    class Typo:
+        @hookimpl
+        def stevedore_helth_checks(self) -> dict[str, Any]:
+            return {}
+
+    manager, _ = get_plugin_manager(load_entry_points=False)
+    manager.register(Typo(), name="typo")
+    with pytest.raises(StartupError, match="typo.*unknown hook"):
+        load(Settings(), manager)
+
+
+def test_duplicate_name_and_version_is_a_startup_error() -> None:
+    with pytest.raises(StartupError, match="'rowsum' version '1' is provided twice"):
+        load(Settings(), fresh_manager(Registers(RowSum()), Registers(RowSum())))
+
+
+def test_strict_makes_any_failure_fatal() -> None:
+    from .predictors import FailsLoad
+
+    manager = fresh_manager(Registers(RowSum(), FailsLoad()))
+    with pytest.raises(StartupError, match="(?s)--strict.*failsload.*artifact missing"):
+        load(Settings(strict=True), manager)
+
+
+@pytest.mark.parametrize("name", ["has space", "../etc", "", "a/b", "ü"])
+def test_a_name_that_is_not_url_safe_is_refused(name: str) -> None:
+    loaded = load(Settings(), fresh_manager(Registers(RowSum(name=name), NoScore())))
+    assert [entry.name for entry in loaded.registry.entries] == ["noscore"]
+    assert "must be a non-empty string of letters" in loaded.registry.plugin_failures[0].error
