@@ -53,4 +53,6 @@ def stevedore_register_predictors(register: Callable[[Predictor], None]) -> None
     Called once at startup, before the models are loaded. Call
     ``register(predictor)`` for each Predictor instance the plugin provides; the
     predictors are then loaded, self-tested and served like entry-point ones.
+    Returns nothing; if the implementation raises, the plugin is reported as
+    failed and the predictors it registered are dropped.
     """

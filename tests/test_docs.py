@@ -1,0 +1,42 @@
+"""The README's example code runs, so it cannot rot."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import skops.io
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+
+from stevedore_server.testing import self_test
+
+README = (Path(__file__).parent.parent / "README.md").read_text()
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README, flags=re.DOTALL)
+
+
+def test_the_readme_predictor_is_served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The example reads package data next to its module: write it as a real module in a package.
+    package = tmp_path / "readme_plugin"
+    (package / "schemas").mkdir(parents=True)
+    (package / "fixtures").mkdir()
+    (package / "__init__.py").write_text(python_blocks()[0])
+    row = '{"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4}'
+    (package / "schemas" / "predict.json").write_text(f'{{"type": "array", "items": {row}}}')
+    labelled = f'{{"type": "object", "properties": {{"x": {row}, "y": {{"type": "integer"}}}}}}'
+    (package / "schemas" / "score.json").write_text(f'{{"type": "array", "items": {labelled}}}')
+    (package / "fixtures" / "predict.json").write_text("[[5.1, 3.5, 1.4, 0.2]]")
+    (package / "fixtures" / "score.json").write_text('[{"x": [5.1, 3.5, 1.4, 0.2], "y": 0}]')
+    data = load_iris()
+    skops.io.dump(LogisticRegression(max_iter=500).fit(data.data, data.target), package / "model.skops")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    import readme_plugin
+
+    entry = self_test(readme_plugin.LogReg())
+    assert entry.predictor.predict([[6.7, 3.0, 5.2, 2.3]]) == [2]
+    assert entry.predictor.score([{"x": [5.1, 3.5, 1.4, 0.2], "y": 0}]) == 1.0
