@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -312,7 +313,9 @@ def user_server(user_venv: Venv, demo_plugin: Path, tmp_path_factory: pytest.Tem
             yield client
     finally:
         exit_code = server.stop()
-    assert exit_code == 0, f"server did not shut down cleanly on SIGTERM:\n{server.log()}"
+    # uvicorn re-raises the signal it handled once shutdown is done, so a clean stop may exit by SIGTERM.
+    assert exit_code in (0, -signal.SIGTERM), f"server did not stop on SIGTERM:\n{server.log()}"
+    assert "Application shutdown complete" in server.log()
 
 
 def test_health_routes(user_server: httpx.Client) -> None:

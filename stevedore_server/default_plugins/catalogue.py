@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from email.utils import getaddresses
 from importlib.metadata import PackageNotFoundError, distribution, packages_distributions
 from typing import TYPE_CHECKING, Any
 
@@ -48,23 +49,17 @@ class CatalogueFields:
 
 def wheel_metadata(metadata: Message) -> dict[str, Any]:
     """The fields DEEPaaS users expect, from a distribution's core metadata."""
-    author = metadata.get("Author") or _name_from_email(metadata.get("Author-email"))
+    author_email = metadata.get("Author-email")
+    addresses = getaddresses([author_email]) if author_email else []
     return {
         "distribution": metadata.get("Name"),
         "distribution_version": metadata.get("Version"),
-        "author": author,
-        "author_email": metadata.get("Author-email"),
+        "author": metadata.get("Author") or ", ".join(name for name, _ in addresses if name) or None,
+        "author_email": ", ".join(address for _, address in addresses if address) or None,
         "license": metadata.get("License-Expression") or metadata.get("License"),
         "summary": metadata.get("Summary"),
         "home_page": metadata.get("Home-page") or _home_page(metadata.get_all("Project-URL") or []),
     }
-
-
-def _name_from_email(author_email: str | None) -> str | None:
-    # "Jane Doe <jane@example.org>, Joe <joe@example.org>" -> "Jane Doe, Joe"
-    if not author_email:
-        return None
-    return ", ".join(part.split("<")[0].strip() for part in author_email.split(",")) or None
 
 
 def _home_page(project_urls: list[str]) -> str | None:

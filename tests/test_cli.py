@@ -1,0 +1,102 @@
+"""The command line, in-process; the example plugin is installed (make test installs it)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from stevedore_server.cli import main
+from stevedore_server.scaffold import identifiers
+
+COMMANDS = ["run", "list", "check", "schema", "new-plugin"]
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(runner: CliRunner, command: str) -> None:
+    result = runner.invoke(main, [command, "--help"])
+    assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_run_documents_every_option_as_an_environment_variable(runner: CliRunner) -> None:
+    text = runner.invoke(main, ["run", "--help"], terminal_width=200).output
+    for variable in ("HOST", "PORT", "WORKERS", "LOG_LEVEL", "STRICT", "PLUGINS", "DISABLE_PLUGINS", "MAX_BODY_SIZE"):
+        assert f"STEVEDORE_{variable}" in text
+
+
+def test_invalid_settings_name_the_setting(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["run", "--workers", "0"])
+    assert result.exit_code == 2 and "setting workers" in result.output
+    result = runner.invoke(main, ["run"], env={"STEVEDORE_PORT": "eighty"})
+    assert result.exit_code == 2 and "'--port': 'eighty' is not a valid integer" in result.output
+
+
+def test_check_passes_on_the_example_plugin(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["check", "--plugins", "stevedore-sklearn-logreg"])
+    assert result.exit_code == 0, result.output
+    assert "iris 1" in result.output and "iris-proba 1" in result.output and "all 2 models passed" in result.output
+
+
+def test_list_json(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["list", "--json", "--plugins", "stevedore-sklearn-logreg"])
+    report = json.loads(result.output)
+    assert [(m["name"], m["state"]) for m in report["models"]] == [("iris", "ready"), ("iris-proba", "ready")]
+    assert report["models"][0]["distribution"] == "stevedore-sklearn-logreg"
+
+
+def test_list_table(runner: CliRunner) -> None:
+    lines = runner.invoke(main, ["list", "--plugins", "stevedore-sklearn-logreg"]).output.splitlines()
+    assert lines[0].split()[:4] == ["MODEL", "VERSION", "STATE", "PLUGIN"]
+    assert lines[1].split()[:3] == ["iris", "1", "ready"]
+
+
+def test_disabling_every_plugin_fails_check(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["check", "--disable-plugins", "stevedore-sklearn-logreg"])
+    assert result.exit_code == 1 and "no models found" in result.output
+
+
+def test_schema(runner: CliRunner) -> None:
+    predict = json.loads(runner.invoke(main, ["schema", "iris"]).output)
+    assert predict["items"]["minItems"] == 4
+    score = json.loads(runner.invoke(main, ["schema", "iris", "--score"]).output)
+    assert score["items"]["required"] == ["x", "y"]
+    missing = runner.invoke(main, ["schema", "nope"])
+    assert missing.exit_code == 1 and "no model named 'nope'" in missing.output
+
+
+def test_new_plugin_identifiers() -> None:
+    assert identifiers("my-model.v2") == {
+        "model_name": "my-model.v2",
+        "distribution": "stevedore-my-model-v2",
+        "package": "stevedore_my_model_v2",
+        "class_name": "MyModelV2Predictor",
+    }
+
+
+def test_new_plugin_refuses_bad_names_and_non_empty_directories(runner: CliRunner, tmp_path: Path) -> None:
+    assert "must be letters" in runner.invoke(main, ["new-plugin", "no spaces"]).output
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "file").write_text("x")
+    result = runner.invoke(main, ["new-plugin", "ok", "--directory", str(tmp_path / "taken")])
+    assert result.exit_code == 1 and "not empty" in result.output
+
+
+def test_new_plugin_passes_its_own_test_and_the_self_test(runner: CliRunner, tmp_path: Path) -> None:
+    root = tmp_path / "plugin"
+    result = runner.invoke(main, ["new-plugin", "demo", "--directory", str(root)])
+    assert result.exit_code == 0, result.output
+    assert (root / "stevedore_demo" / "schemas" / "predict.json").is_file()
+    # Its own test, run as its author would, from its directory (building and installing is in test_installed).
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=root,
+                         capture_output=True, text=True, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "2 passed" in run.stdout
