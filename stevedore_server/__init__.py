@@ -12,4 +12,4 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 from .hookspecs import hookimpl
 from .predictor import Predictor
 
-__all__ = ["Predictor", "hookimpl", "__version__"]
+__all__ = ["Predictor", "__version__", "hookimpl"]

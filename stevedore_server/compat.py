@@ -6,6 +6,7 @@ without a trailing slash. Unknown models are a 400, as in the original.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Query
@@ -96,7 +97,7 @@ async def score(request: Request) -> Response:
     return await wrapped_call(request, "score")
 
 
-GET_ROUTES = {
+GET_ROUTES: dict[str, Callable[..., Awaitable[Response]]] = {
     "/health/live": health_live,
     "/health/ready": health_ready,
     "/health": health,
@@ -107,7 +108,7 @@ GET_ROUTES = {
     "/predict_schema": predict_schema,
     "/score_schema": score_schema,
 }
-POST_ROUTES = {"/predict": predict, "/score": score}
+POST_ROUTES: dict[str, Callable[..., Awaitable[Response]]] = {"/predict": predict, "/score": score}
 
 
 def add_routes(app: FastAPI) -> None:

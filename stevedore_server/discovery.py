@@ -10,7 +10,15 @@ from typing import Any
 
 import pluggy
 
-from .plugins import PREDICTORS_GROUP, call_each, PluginFailure, PluginSelection, PluginSource, failure, iter_entry_points
+from .plugins import (
+    PREDICTORS_GROUP,
+    PluginFailure,
+    PluginSelection,
+    PluginSource,
+    call_each,
+    failure,
+    iter_entry_points,
+)
 from .predictor import Predictor
 
 logger = logging.getLogger("stevedore.discovery")

@@ -12,7 +12,7 @@ from .default_plugins import default_plugins
 from .discovery import discover
 from .errors import StartupError
 from .hookspecs import HealthCheck
-from .plugins import PluginSource, call_each, check_hooks, failure, get_plugin_manager
+from .plugins import PluginFailure, PluginSource, call_each, check_hooks, failure, get_plugin_manager
 from .registry import Registry
 from .settings import Settings
 
@@ -33,7 +33,7 @@ def load(settings: Settings, manager: pluggy.PluginManager | None = None) -> Loa
     Under ``settings.strict`` any failure is a ``StartupError``. A ``manager``
     may be given (tests do): its plugins then replace the installed entry points.
     """
-    hook_failures = []
+    hook_failures: list[PluginFailure] = []
     from_entry_points = manager is None
     if manager is None:
         manager, hook_failures = get_plugin_manager(settings.selection)

@@ -6,8 +6,8 @@ import logging
 import traceback
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 from importlib.metadata import EntryPoint, entry_points
+from typing import Any
 
 import pluggy
 from packaging.utils import canonicalize_name

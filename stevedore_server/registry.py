@@ -13,8 +13,8 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 
 from .discovery import Candidate
-from .hookspecs import HealthCheck
 from .errors import NotFound, NotReady, PluginError, StartupError
+from .hookspecs import HealthCheck
 from .plugins import PluginFailure, PluginSource
 from .predictor import NAME_PATTERN, Predictor
 from .serialization import dumps

@@ -141,7 +141,7 @@ def test_an_unknown_hook_is_rejected_at_startup() -> None:
 
 
 def test_duplicate_name_and_version_is_a_startup_error() -> None:
-    with pytest.raises(StartupError, match="'rowsum' version '1' is provided twice"):
+    with pytest.raises(StartupError, match=r"'rowsum' version '1' is provided twice"):
         load(Settings(), fresh_manager(Registers(RowSum()), Registers(RowSum())))
 
 

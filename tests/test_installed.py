@@ -154,7 +154,8 @@ def test_selecting_one_distribution_loads_only_it(plugins_venv: Venv) -> None:
 
     assert [(m["name"], m["version"]) for m in report["models"]] == GOOD_MODELS
     assert report["failed_plugins"] == []
-    result = plugins_venv.run("stevedore-server", "check", env=plugins_venv.env(STEVEDORE_PLUGINS="stevedore-test-good"))
+    only_good = plugins_venv.env(STEVEDORE_PLUGINS="stevedore-test-good")
+    result = plugins_venv.run("stevedore-server", "check", env=only_good)
     assert f"all {len(GOOD_MODELS)} models passed" in result.stdout
 
 
@@ -162,7 +163,8 @@ def test_selecting_one_distribution_loads_only_it(plugins_venv: Venv) -> None:
 def test_strict_run_with_a_broken_plugin_exits_nonzero(
     plugins_venv: Venv, tmp_path: Path, args: list[str], env: dict[str, str]
 ) -> None:
-    server = Server.start(plugins_venv, tmp_path / "server.log", *args, STEVEDORE_DISABLE_PLUGINS="stevedore-test-dup", **env)
+    log = tmp_path / "server.log"
+    server = Server.start(plugins_venv, log, *args, STEVEDORE_DISABLE_PLUGINS="stevedore-test-dup", **env)
     try:
         exit_code = server.process.wait(timeout=60)
     finally:
@@ -276,15 +278,13 @@ def user_venv(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Ven
 
 @pytest.fixture(scope="module")
 def demo_plugin(user_venv: Venv, wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``stevedore-server new-plugin demo-model``, built to a wheel by the venv's pip and installed with its tests' extra."""
+    """``stevedore-server new-plugin demo-model``, built by the venv's pip, installed with its ``test`` extra."""
     root = tmp_path_factory.mktemp("demo")
-    created = user_venv.run("stevedore-server", "new-plugin", "demo-model", "--directory", root / "stevedore-demo-model")
-    assert "created" in created.stdout
     source = root / "stevedore-demo-model"
-    assert (source / "pyproject.toml").is_file()
+    created = user_venv.run("stevedore-server", "new-plugin", "demo-model", "--directory", source)
+    assert f"created {source}" in created.stdout
     build_wheels([source], root / "dist", wheelhouse, python=user_venv.python)
-    installed = Venv(user_venv.path, (wheelhouse, root / "dist"))
-    installed.install("stevedore-demo-model[test]")
+    user_venv.install("--find-links", str(root / "dist"), "stevedore-demo-model[test]")
     return source
 
 
@@ -332,7 +332,9 @@ def test_health_routes(user_server: httpx.Client) -> None:
     assert report["failed_plugins"] == []
     assert {name: check["ok"] for name, check in report["checks"].items()} == {"models": True, "plugins": True}
     assert {(m["name"], m["state"]) for m in report["models"]} == {
-        ("iris", "ready"), ("iris-proba", "ready"), ("demo-model", "ready")
+        ("iris", "ready"),
+        ("iris-proba", "ready"),
+        ("demo-model", "ready"),
     }
 
 
@@ -514,9 +516,7 @@ def test_compat_predict_and_score(user_server: httpx.Client, slash: str) -> None
 def test_compat_accepts_curls_default_content_type(user_server: httpx.Client) -> None:
     # `curl -d '...'` sends application/x-www-form-urlencoded; the original's users never set a header.
     body = json.dumps({"predictor": "iris", "payload": [SETOSA]})
-    response = user_server.post(
-        "/predict", content=body, headers={"content-type": "application/x-www-form-urlencoded"}
-    )
+    response = user_server.post("/predict", content=body, headers={"content-type": "application/x-www-form-urlencoded"})
 
     assert (response.status_code, response.json()) == (200, [0])
 

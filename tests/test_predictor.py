@@ -93,7 +93,8 @@ def test_defaults() -> None:
 
 def test_schemas_and_fixtures_from_package_data() -> None:
     predictor = FromPackageData()
-    assert predictor.resolved_schema("predict") == {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}
+    rows = {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}
+    assert predictor.resolved_schema("predict") == rows
     assert predictor.resolved_fixture("predict") == [[1, 2, 3]]
     assert predictor.resource_path("data/fixture.json").is_file()
     entry = self_test(predictor)

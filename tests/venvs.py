@@ -26,8 +26,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 #: Never part of a distribution's source; copying them would also copy another engineer's stale build.
 NOT_SOURCE = shutil.ignore_patterns(
-    ".git", ".venv", "venv", "__pycache__", "*.pyc", "build", "dist", "*.egg-info",
-    ".pytest_cache", ".tox", ".hypothesis", "wheelhouse",
+    ".git",
+    ".venv",
+    "venv",
+    "__pycache__",
+    "*.pyc",
+    "build",
+    "dist",
+    "*.egg-info",
+    ".pytest_cache",
+    ".tox",
+    ".hypothesis",
+    "wheelhouse",
 )
 
 #: Generous: a cold pip cache on a slow CI runner downloads scipy and scikit-learn.
@@ -103,8 +113,19 @@ def build_wheels(
     out.mkdir(parents=True, exist_ok=True)
     before = set(out.glob("*.whl"))
     run_command(
-        [python, "-m", "pip", "wheel", "--no-deps", "--no-index", "--find-links", wheelhouse, "--wheel-dir", out,
-         *sources],
+        [
+            python,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-index",
+            "--find-links",
+            wheelhouse,
+            "--wheel-dir",
+            out,
+            *sources,
+        ],
         env=offline_env(),
     )
     return sorted(set(out.glob("*.whl")) - before)
@@ -149,9 +170,7 @@ class Venv:
         timeout: float = COMMAND_TIMEOUT,
     ) -> subprocess.CompletedProcess[str]:
         """Run one of this venv's commands (``python``, ``pip``, a console script)."""
-        return run_command(
-            [self.bin / command, *args], env=env or self.env(), cwd=cwd, check=check, timeout=timeout
-        )
+        return run_command([self.bin / command, *args], env=env or self.env(), cwd=cwd, check=check, timeout=timeout)
 
 
 def free_port() -> int:
@@ -175,7 +194,7 @@ class Server:
     def start(cls, environment: Venv, log_path: Path, *args: str, **env: str) -> Server:
         port = free_port()
         log = log_path.open("wb")
-        command = [environment.bin / "stevedore-server", "run", "--host", "127.0.0.1", "--port", str(port), *args]
+        command = [str(environment.bin / "stevedore-server"), "run", "--host", "127.0.0.1", "--port", str(port), *args]
         process = subprocess.Popen(command, env=environment.env(**env), stdout=log, stderr=subprocess.STDOUT)
         return cls(process, f"http://127.0.0.1:{port}", log_path, log)
 

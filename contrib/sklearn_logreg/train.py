@@ -19,7 +19,6 @@ from numpy.typing import NDArray
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
-
 from stevedore_sklearn_logreg.predictor import TRUSTED_TYPES
 
 logger = logging.getLogger("train")

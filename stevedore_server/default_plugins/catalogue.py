@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from email.utils import getaddresses
 from importlib.metadata import PackageNotFoundError, distribution, packages_distributions
 from typing import TYPE_CHECKING, Any
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ..hookspecs import hookimpl
 
 if TYPE_CHECKING:
-    from email.message import Message
+    from importlib.metadata import PackageMetadata
 
     from ..predictor import Predictor
     from ..registry import Registry
@@ -21,7 +22,7 @@ class CatalogueFields:
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
-        self._import_names: dict[str, list[str]] | None = None
+        self._import_names: Mapping[str, list[str]] | None = None
 
     @hookimpl(trylast=True)
     def stevedore_catalogue_metadata(self, predictor: Predictor) -> dict[str, Any] | None:
@@ -38,31 +39,34 @@ class CatalogueFields:
             if entry.predictor is predictor and entry.source.distribution:
                 return entry.source.distribution
         # Registered through a hook: find the distribution that ships the class's top-level package.
-        if self._import_names is None:
-            self._import_names = packages_distributions()
         top_level = type(predictor).__module__.split(".")[0]
         if top_level in sys.stdlib_module_names:
             return None
+        if self._import_names is None:
+            self._import_names = packages_distributions()
         names = self._import_names.get(top_level, [])
         return names[0] if names else None
 
 
-def wheel_metadata(metadata: Message) -> dict[str, Any]:
+def wheel_metadata(metadata: PackageMetadata) -> dict[str, Any]:
     """The fields DEEPaaS users expect, from a distribution's core metadata."""
-    author_email = metadata.get("Author-email")
-    addresses = getaddresses([author_email]) if author_email else []
+    fields = metadata.json
+    author_email = fields.get("author_email")
+    addresses = getaddresses([str(author_email)]) if author_email else []
     return {
-        "distribution": metadata.get("Name"),
-        "distribution_version": metadata.get("Version"),
-        "author": metadata.get("Author") or ", ".join(name for name, _ in addresses if name) or None,
+        "distribution": fields.get("name"),
+        "distribution_version": fields.get("version"),
+        "author": fields.get("author") or ", ".join(name for name, _ in addresses if name) or None,
         "author_email": ", ".join(address for _, address in addresses if address) or None,
-        "license": metadata.get("License-Expression") or metadata.get("License"),
-        "summary": metadata.get("Summary"),
-        "home_page": metadata.get("Home-page") or _home_page(metadata.get_all("Project-URL") or []),
+        "license": fields.get("license_expression") or fields.get("license"),
+        "summary": fields.get("summary"),
+        "home_page": fields.get("home_page") or _home_page(fields.get("project_url", [])),
     }
 
 
-def _home_page(project_urls: list[str]) -> str | None:
+def _home_page(project_urls: str | list[str]) -> str | None:
+    if isinstance(project_urls, str):  # a single Project-URL field comes as a string
+        project_urls = [project_urls]
     for line in project_urls:
         label, _, url = line.partition(",")
         if label.strip().lower().replace("-", "").replace(" ", "") in {"homepage", "home", "source"}:

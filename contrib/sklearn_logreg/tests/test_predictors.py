@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 import skops.io
+from stevedore_sklearn_logreg.predictor import TRUSTED_TYPES, LogReg, LogRegProba, predictors
 
 from stevedore_server.discovery import predictors_from
 from stevedore_server.predictor import Predictor
 from stevedore_server.testing import self_test
 from stevedore_server.validation import SchemaValidator
-from stevedore_sklearn_logreg.predictor import TRUSTED_TYPES, LogReg, LogRegProba, predictors
 
 # The first row of each species in sklearn's iris data, with its species.
 KNOWN_ROWS = [[5.1, 3.5, 1.4, 0.2], [7.0, 3.2, 4.7, 1.4], [6.3, 3.3, 6.0, 2.5]]
