@@ -24,6 +24,7 @@ from .http import JSONBytesResponse, error_response, model_failure_response, reg
 from .loader import load
 from .openapi import build_openapi
 from .settings import Settings
+from .v2 import routes as v2_routes
 
 logger = logging.getLogger("stevedore.app")
 
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None, manager: pluggy.PluginManager |
     )
     api.add_routes(app)
     compat.add_routes(app)
+    v2_routes.add_routes(app)
     add_docs_routes(app)
     add_error_handlers(app)
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -66,17 +67,25 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def run_model(entry: ModelEntry, action: str, payload: Any) -> orjson.Fragment:
-    """Validate, run predict or score in a worker thread, and serialize the result.
-
-    Model errors, and output that is not JSON, become ModelFailure (500).
-    """
-    method = entry.predict if action == "predict" else entry.score
+async def call_model(
+    entry: ModelEntry, action: str, payload: Any, method: Callable[[Any], Any] | None = None
+) -> Any:
+    """Validate and run predict or score (or ``method``) in a worker thread; model errors become ModelFailure."""
+    method = method or (entry.predict if action == "predict" else entry.score)
     try:
-        return orjson.Fragment(dumps(await run_in_threadpool(method, payload)))
+        return await run_in_threadpool(method, payload)
     except ClientError:
         raise
     except Exception as error:
+        raise ModelFailure(entry.name, entry.version, action, error) from error
+
+
+async def run_model(entry: ModelEntry, action: str, payload: Any) -> orjson.Fragment:
+    """``call_model``, serialized; output that is not JSON is the model's failure, not a half-written response."""
+    result = await call_model(entry, action, payload)
+    try:
+        return orjson.Fragment(dumps(result))
+    except TypeError as error:  # orjson.JSONEncodeError is a TypeError
         raise ModelFailure(entry.name, entry.version, action, error) from error
 
 

@@ -13,8 +13,9 @@ from .discovery import discover
 from .errors import StartupError
 from .hookspecs import HealthCheck
 from .plugins import PluginFailure, PluginSource, call_each, check_hooks, failure, get_plugin_manager
-from .registry import Registry
+from .registry import ModelEntry, Registry
 from .settings import Settings
+from .v2.signature import NoTensorInterface, signature_of
 
 logger = logging.getLogger("stevedore.loader")
 
@@ -40,6 +41,8 @@ def load(settings: Settings, manager: pluggy.PluginManager | None = None) -> Loa
     candidates, failures = discover(manager, settings.selection, entry_points=from_entry_points)
     registry = Registry.from_candidates(candidates, hook_failures + failures)
     registry.load_all()
+    for entry in registry.entries:
+        attach_signature(entry)
     for name, plugin in default_plugins(registry):
         manager.register(plugin, name=name)
     check_hooks(manager)
@@ -49,6 +52,18 @@ def load(settings: Settings, manager: pluggy.PluginManager | None = None) -> Loa
     if settings.strict and registry.failures:
         raise StartupError("--strict: not every plugin and model loaded:\n  " + "\n  ".join(registry.failures))
     return Loaded(registry, manager)
+
+
+def attach_signature(entry: ModelEntry) -> None:
+    """The entry's V2 tensors, or the reason it has none (logged: its other routes still work)."""
+    if not entry.ready:
+        entry.no_tensor_reason = f"the model is not ready: {entry.reason}"
+        return
+    try:
+        entry.signature = signature_of(entry)
+    except NoTensorInterface as error:
+        entry.no_tensor_reason = str(error)
+        logger.warning("model %s version %s has no V2 interface: %s", entry.name, entry.version, error)
 
 
 def _health_checks(manager: pluggy.PluginManager, registry: Registry) -> dict[str, HealthCheck]:

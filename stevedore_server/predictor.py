@@ -28,6 +28,9 @@ OVERRIDABLE = (
     "created",
     "artifact",
     "model",
+    "tensor_inputs",
+    "tensor_outputs",
+    "numpy_input",
 )
 
 
@@ -47,6 +50,13 @@ class Predictor:
       ``pathlib.Path``).
     - ``created``: ISO 8601 UTC time the model was made; defaults to the
       modification time of ``artifact`` (a package-data path), else the load time.
+    - ``tensor_inputs`` / ``tensor_outputs``: the Open Inference Protocol (V2)
+      tensors, as lists of ``{"name", "datatype", "shape"}`` (-1 for a variable
+      dimension). Without them, the input is derived from an array predict
+      schema and the output from the self-test's result. Several inputs reach
+      ``convert_prediction_input`` as an object keyed by input name.
+    - ``numpy_input``: V2 requests hand ``convert_prediction_input`` the NumPy
+      array decoded from the tensor instead of nested lists.
 
     The server calls :meth:`load` once at startup, then self-tests the model on
     its fixtures. Requests go through ``convert_prediction_input`` ->
@@ -65,6 +75,9 @@ class Predictor:
     created: str | None = None
     artifact: str | None = None
     model: Any = None
+    tensor_inputs: list[dict[str, Any]] | None = None
+    tensor_outputs: list[dict[str, Any]] | None = None
+    numpy_input: bool = False
 
     def __init__(
         self,

@@ -58,6 +58,11 @@ class ModelEntry:
     predict_fixture: Any = None
     score_fixture: Any = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: What predict returned on its fixture in the self-test (the V2 output tensor is derived from it).
+    fixture_output: Any = None
+    #: The V2 tensor signature, or None with ``no_tensor_reason`` saying why there is none.
+    signature: Any = None
+    no_tensor_reason: str | None = None
 
     @property
     def name(self) -> str:
@@ -149,7 +154,8 @@ class ModelEntry:
 
     def _self_test(self) -> None:
         try:
-            dumps(self.predictor.predict(self.predict_fixture))
+            self.fixture_output = self.predictor.predict(self.predict_fixture)
+            dumps(self.fixture_output)
         except Exception as error:
             raise PluginError(f"predict on predict_fixture: {type(error).__name__}: {error}") from error
         if self.has_score:

@@ -1,0 +1,274 @@
+"""The Open Inference Protocol's REST routes: health, metadata, infer (JSON and binary tensors).
+
+Errors here are the protocol's: ``{"error": "<message>"}``, 400 for a client's
+mistake, 404 for an unknown model or version.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .. import __version__
+from ..errors import BadRequest, ClientError, InvalidPayload, ModelFailure, NotFound, NotReady, PayloadTooLarge
+from ..http import JSONBytesResponse, call_model, error_response, model_failure_response, read_body, registry_of
+from ..registry import ModelEntry
+from ..serialization import dumps, loads
+from .signature import Signature
+from .tensors import (
+    DTYPES,
+    decode_binary_data,
+    decode_json_data,
+    element_count,
+    encode_output,
+    parse_shape,
+    to_model_datatype,
+)
+
+EXTENSIONS = ["binary_tensor_data"]
+KEPT_STATUSES = {NotFound.status_code, PayloadTooLarge.status_code, NotReady.status_code}
+HEADER_LENGTH = "inference-header-content-length"
+MODEL = "/v2/models/{name}"
+VERSIONED = "/v2/models/{name}/versions/{version}"
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def protocol_errors(handler: Handler) -> Handler:
+    """Answer client errors in the protocol's shape: 400 (404 for unknown models, 413 for huge bodies)."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ClientError as error:
+            # Not found, too large and not ready keep their status; every other client error is a 400.
+            status = error.status_code if error.status_code in KEPT_STATUSES else 400
+            message = error.message
+            if isinstance(error, InvalidPayload) and error.details:
+                message += ": " + "; ".join(f"{d['path'] or '/'}: {d['message']}" for d in error.details)
+            return error_response(status, {"error": message})
+        except ModelFailure as failure:
+            return model_failure_response(failure)
+
+    return wrapped
+
+
+# -- health and metadata ----------------------------------------------------
+
+
+async def server_metadata(request: Request) -> Response:
+    return JSONBytesResponse({"name": "stevedore-server", "version": __version__, "extensions": EXTENSIONS})
+
+
+async def server_live(request: Request) -> Response:
+    return JSONBytesResponse({"live": True})
+
+
+async def server_ready(request: Request) -> Response:
+    """200 when every model is ready for inference; a 4xx (400), as the protocol says, when not."""
+    registry = registry_of(request)
+    ready = bool(registry.entries) and not registry.failures and not request.state.shutting_down.is_set()
+    return JSONBytesResponse({"ready": ready}, status_code=200 if ready else 400)
+
+
+def addressed(request: Request) -> ModelEntry:
+    return registry_of(request).get(request.path_params["name"], request.path_params.get("version"))
+
+
+def tensor_entry(request: Request) -> tuple[ModelEntry, Signature]:
+    entry = addressed(request)
+    entry.require_ready()
+    if entry.signature is None:
+        raise BadRequest(f"model {entry.name!r} version {entry.version!r} has no V2 interface: {entry.no_tensor_reason}")
+    return entry, entry.signature
+
+
+async def model_metadata(request: Request) -> Response:
+    entry, signature = tensor_entry(request)
+    registry = registry_of(request)
+    return JSONBytesResponse(
+        {
+            "name": entry.name,
+            "versions": [other.version for other in registry.versions_of(entry.name)],
+            "platform": "stevedore",
+            "inputs": [spec.as_dict() for spec in signature.inputs],
+            "outputs": [spec.as_dict() for spec in signature.outputs],
+        }
+    )
+
+
+async def model_ready(request: Request) -> Response:
+    entry = addressed(request)
+    body = {"name": entry.name, "version": entry.version, "ready": entry.ready}
+    return JSONBytesResponse(body, status_code=200 if entry.ready else 400)
+
+
+# -- infer ------------------------------------------------------------------
+
+
+async def infer(request: Request) -> Response:
+    entry, signature = tensor_entry(request)
+    header, binary = split_body(await read_body(request, request.state.settings.max_body_size), request)
+    arrays = decode_inputs(header, binary, signature)
+    selected = requested_outputs(header, signature)
+    result = await call_model(entry, "predict", arrays, functools.partial(predict_tensors, entry, signature))
+    outputs = results_by_output(entry, signature, result)
+    return encode_response(entry, header, {name: outputs[name] for name in selected}, selected)
+
+
+def split_body(body: bytes, request: Request) -> tuple[dict[str, Any], bytes]:
+    """The JSON inference header and the binary tensor data after it (binary tensor data extension)."""
+    binary = b""
+    declared = request.headers.get(HEADER_LENGTH)
+    if declared is not None:
+        if not declared.strip().isdigit() or int(declared) > len(body):
+            raise BadRequest(f"{HEADER_LENGTH} {declared!r} is not a length within the {len(body)}-byte body")
+        body, binary = body[: int(declared)], body[int(declared) :]
+    header = loads(body)
+    if not isinstance(header, dict):
+        raise BadRequest("the inference request must be a JSON object")
+    parameters(header, "the request")
+    return header, binary
+
+
+def parameters(holder: dict[str, Any], what: str) -> dict[str, Any]:
+    found = holder.get("parameters", {})
+    if not isinstance(found, dict):
+        raise BadRequest(f"{what}: parameters must be an object")
+    return found
+
+
+def decode_inputs(header: dict[str, Any], binary: bytes, signature: Signature) -> dict[str, np.ndarray[Any, Any]]:
+    tensors = header.get("inputs")
+    if not isinstance(tensors, list) or not tensors:
+        raise BadRequest("inputs must be a non-empty list of tensors")
+    specs = {spec.name: spec for spec in signature.inputs}
+    arrays: dict[str, np.ndarray[Any, Any]] = {}
+    offset = 0
+    for tensor in tensors:
+        name, array, used = decode_tensor(tensor, binary, offset, specs)
+        if name in arrays:
+            raise BadRequest(f"input {name!r} is given twice")
+        arrays[name] = array
+        offset += used
+    if offset != len(binary):
+        raise BadRequest(f"{len(binary) - offset} bytes of binary data belong to no input")
+    missing = [name for name in specs if name not in arrays]
+    if missing:
+        raise BadRequest(f"missing inputs: {', '.join(missing)}")
+    return arrays
+
+
+def decode_tensor(
+    tensor: Any, binary: bytes, offset: int, specs: dict[str, Any]
+) -> tuple[str, np.ndarray[Any, Any], int]:
+    """One input as the model's datatype and shape, and how many binary bytes it used."""
+    if not isinstance(tensor, dict):
+        raise BadRequest("each input must be an object with name, shape, datatype and data")
+    name = tensor.get("name")
+    if not isinstance(name, str):
+        raise BadRequest("an input has no name")
+    if name not in specs:
+        raise BadRequest(f"unknown input {name!r}; the model's inputs are: {', '.join(specs)}")
+    datatype = tensor.get("datatype")
+    if datatype not in DTYPES:
+        raise BadRequest(f"input {name!r}: unknown or unsupported datatype {datatype!r}; supported: {', '.join(DTYPES)}")
+    shape = parse_shape(tensor)
+    spec = specs[name]
+    if not spec.accepts_shape(shape):
+        raise BadRequest(f"input {name!r}: shape {shape} does not match the model's {list(spec.shape)}")
+    size = parameters(tensor, f"input {name!r}").get("binary_data_size")
+    if size is None:
+        if "data" not in tensor:
+            raise BadRequest(f"input {name!r} has no data")
+        flat, used = decode_json_data(name, datatype, tensor["data"], element_count(shape)), 0
+    else:
+        if type(size) is not int or size < 0 or offset + size > len(binary) or "data" in tensor:
+            raise BadRequest(f"input {name!r}: binary_data_size {size!r} does not fit the binary data")
+        flat = decode_binary_data(name, datatype, binary[offset : offset + size], element_count(shape))
+        used = size
+    return name, to_model_datatype(name, flat, datatype, spec.datatype).reshape(shape), used
+
+
+def requested_outputs(header: dict[str, Any], signature: Signature) -> list[str]:
+    names = [spec.name for spec in signature.outputs]
+    requested = header.get("outputs")
+    if requested is None:
+        return names
+    if not isinstance(requested, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested):
+        raise BadRequest("outputs must be a list of objects with a name")
+    unknown = [o["name"] for o in requested if o["name"] not in names]
+    if unknown:
+        raise BadRequest(f"unknown outputs: {', '.join(unknown)}; the model's outputs are: {', '.join(names)}")
+    for output in requested:
+        parameters(output, f"output {output['name']!r}")
+    return [o["name"] for o in requested] or names
+
+
+def predict_tensors(entry: ModelEntry, signature: Signature, arrays: dict[str, np.ndarray[Any, Any]]) -> Any:
+    """Validate against the predict schema and predict; runs in a worker thread."""
+    single = len(signature.inputs) == 1
+    as_lists = arrays[signature.inputs[0].name].tolist() if single else {k: v.tolist() for k, v in arrays.items()}
+    if not entry.predictor.numpy_input:
+        return entry.predict(as_lists)
+    if not signature.shape_only_schema:  # the decoding checked shape and datatype, which is all such a schema says
+        entry.predict_validator.validate(as_lists)  # type: ignore[union-attr]
+    return entry.predictor.predict(arrays[signature.inputs[0].name] if single else arrays)
+
+
+def results_by_output(entry: ModelEntry, signature: Signature, result: Any) -> dict[str, Any]:
+    if len(signature.outputs) == 1:
+        return {signature.outputs[0].name: result}
+    names = [spec.name for spec in signature.outputs]
+    if not isinstance(result, dict) or set(result) != set(names):
+        error = TypeError(f"a model with outputs {names} must return a dict with those keys")
+        raise ModelFailure(entry.name, entry.version, "predict", error)
+    return result
+
+
+def encode_response(
+    entry: ModelEntry, header: dict[str, Any], results: dict[str, Any], selected: list[str]
+) -> Response:
+    binary_default = parameters(header, "the request").get("binary_data_output") is True
+    wanted = {o["name"]: o.get("parameters", {}) for o in header.get("outputs") or []}
+    tensors, chunks = [], []
+    for name in selected:
+        binary = wanted.get(name, {}).get("binary_data", binary_default) is True
+        try:
+            tensor, raw = encode_output(name, results[name], binary)
+        except (TypeError, ValueError) as error:
+            raise ModelFailure(entry.name, entry.version, "predict", error) from error
+        tensors.append(tensor)
+        if raw is not None:
+            chunks.append(raw)
+    body: dict[str, Any] = {"model_name": entry.name, "model_version": entry.version, "outputs": tensors}
+    if isinstance(header.get("id"), str):
+        body["id"] = header["id"]
+    if not chunks:
+        return JSONBytesResponse(body)
+    json_part = dumps(body)
+    return Response(
+        json_part + b"".join(chunks),
+        media_type="application/octet-stream",
+        headers={HEADER_LENGTH: str(len(json_part))},
+    )
+
+
+def add_routes(app: FastAPI) -> None:
+    add = functools.partial(app.add_api_route, tags=["Open Inference Protocol (V2)"])
+    add("/v2", protocol_errors(server_metadata), methods=["GET"])
+    add("/v2/health/live", protocol_errors(server_live), methods=["GET"])
+    add("/v2/health/ready", protocol_errors(server_ready), methods=["GET"])
+    for base in (MODEL, VERSIONED):
+        add(base, protocol_errors(model_metadata), methods=["GET"])
+        add(f"{base}/ready", protocol_errors(model_ready), methods=["GET"])
+        add(f"{base}/infer", protocol_errors(infer), methods=["POST"])
+
+

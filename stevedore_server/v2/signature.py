@@ -1,0 +1,96 @@
+"""Which tensors a predictor takes and gives: declared by the plugin, or derived from its predict schema."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .tensors import DTYPES, TensorSpec, datatype_of
+
+if TYPE_CHECKING:
+    from ..registry import ModelEntry
+
+ANNOTATIONS = {"$schema", "$id", "title", "description", "examples", "$comment"}
+ARRAY_KEYS = {"type", "items", "minItems", "maxItems"} | ANNOTATIONS
+LEAF_DATATYPES = {"number": "FP64", "integer": "INT64", "boolean": "BOOL", "string": "BYTES"}
+DEFAULT_INPUT = "input-0"
+DEFAULT_OUTPUT = "output-0"
+
+
+class NoTensorInterface(Exception):
+    """Why a predictor has no V2 interface; its other routes still work."""
+
+
+@dataclass(frozen=True)
+class Signature:
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    #: The predict schema says nothing beyond the input's shape and datatype, so checking those validates.
+    shape_only_schema: bool = False
+
+
+def signature_of(entry: ModelEntry) -> Signature:
+    """The entry's tensors; raises NoTensorInterface with the reason where there can be none."""
+    predictor = entry.predictor
+    schema = entry.predict_validator.schema if entry.predict_validator else {}
+    if predictor.tensor_inputs:
+        inputs = tuple(declared(spec, "tensor_inputs") for spec in predictor.tensor_inputs)
+        shape_only = False
+    else:
+        spec, shape_only = input_from_schema(schema)
+        inputs = (spec,)
+    if predictor.tensor_outputs:
+        outputs = tuple(declared(spec, "tensor_outputs") for spec in predictor.tensor_outputs)
+    else:
+        outputs = (output_from_result(entry.predict_fixture, entry.fixture_output),)
+    return Signature(inputs, outputs, shape_only)
+
+
+def declared(spec: Any, attribute: str) -> TensorSpec:
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise NoTensorInterface(f"{attribute}: each entry must be a dict with a name, datatype and shape")
+    if spec.get("datatype") not in DTYPES:
+        raise NoTensorInterface(f"{attribute}: datatype {spec.get('datatype')!r} is not one of {', '.join(DTYPES)}")
+    shape = spec.get("shape")
+    if not isinstance(shape, (list, tuple)) or not all(type(dim) is int and dim >= -1 for dim in shape):
+        raise NoTensorInterface(f"{attribute}: shape {shape!r} must be a list of integers >= -1")
+    return TensorSpec(spec["name"], spec["datatype"], tuple(shape))
+
+
+def input_from_schema(schema: dict[str, Any]) -> tuple[TensorSpec, bool]:
+    """The one input an array (of arrays) schema describes, and whether the schema says no more than that."""
+    dims: list[int] = []
+    shape_only = True
+    node = schema
+    while isinstance(node, dict) and node.get("type") == "array":
+        items = node.get("items")
+        if not isinstance(items, dict):
+            raise NoTensorInterface("the predict schema's array has no single 'items' schema, so no tensor shape")
+        low, high = node.get("minItems"), node.get("maxItems")
+        dims.append(high if low is not None and low == high else -1)
+        shape_only = shape_only and set(node) <= ARRAY_KEYS
+        node = items
+    if not dims:
+        raise NoTensorInterface("the predict schema is not an array (of arrays), and no tensor_inputs are declared")
+    leaf = node.get("type") if isinstance(node, dict) else None
+    if leaf not in LEAF_DATATYPES:
+        raise NoTensorInterface(
+            f"the predict schema's elements are {leaf or 'untyped'}, not numbers, integers, booleans or strings"
+        )
+    shape_only = shape_only and set(node) <= {"type"} | ANNOTATIONS
+    return TensorSpec(DEFAULT_INPUT, LEAF_DATATYPES[leaf], tuple(dims)), shape_only
+
+
+def output_from_result(fixture: Any, result: Any) -> TensorSpec:
+    """The output tensor the self-test's result shows; the batch dimension is variable."""
+    try:
+        array = np.asarray(result)
+        datatype = datatype_of(array)
+    except (TypeError, ValueError) as error:
+        raise NoTensorInterface(f"the predict output on the fixture is not a tensor: {error}") from None
+    shape = list(array.shape)
+    if shape and isinstance(fixture, list) and shape[0] == len(fixture):
+        shape[0] = -1  # one output row per input row
+    return TensorSpec(DEFAULT_OUTPUT, datatype, tuple(shape))

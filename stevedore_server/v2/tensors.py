@@ -1,0 +1,176 @@
+"""V2 tensors: datatypes, decoding request inputs (JSON or binary) and encoding outputs."""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import BadRequest
+
+#: The protocol's datatypes that NumPy can hold, little-endian as the binary extension defines.
+DTYPES: dict[str, np.dtype[Any]] = {
+    "BOOL": np.dtype("?"),
+    "UINT8": np.dtype("<u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("<i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+    "BYTES": np.dtype(object),
+}
+#: NumPy kinds that JSON data may have for each family of datatype.
+JSON_KINDS = {"b": "b", "u": "iu", "i": "iu", "f": "iuf", "O": "US"}
+
+
+def datatype_of(array: np.ndarray[Any, Any]) -> str:
+    """The protocol datatype of a result array; raises TypeError for what no tensor can hold."""
+    kind = array.dtype.kind
+    if kind in "US" or (kind == "O" and all(isinstance(x, (str, bytes)) for x in array.flat)):
+        return "BYTES"
+    for name, dtype in DTYPES.items():
+        if name != "BYTES" and dtype.kind == kind and dtype.itemsize == array.dtype.itemsize:
+            return name
+    raise TypeError(f"a result of NumPy dtype {array.dtype} is not a tensor")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, datatype and shape (-1 for a variable dimension) of one input or output."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+    def accepts_shape(self, shape: list[int]) -> bool:
+        return len(shape) == len(self.shape) and all(want in (-1, got) for want, got in zip(self.shape, shape))
+
+
+def parse_shape(tensor: dict[str, Any]) -> list[int]:
+    shape = tensor.get("shape")
+    if not isinstance(shape, list) or not all(type(dim) is int and dim >= 0 for dim in shape):
+        raise BadRequest(f"input {tensor.get('name')!r}: shape must be a list of non-negative integers, got {shape!r}")
+    return shape
+
+
+def decode_json_data(name: str, datatype: str, data: Any, count: int) -> np.ndarray[Any, Any]:
+    """A flat array from the ``data`` of a JSON tensor (flat or nested), type-checked against ``datatype``."""
+    if not isinstance(data, list):
+        data = [data]
+    try:
+        array = np.asarray(data)
+    except ValueError:
+        raise BadRequest(f"input {name!r}: data is not a rectangular array") from None
+    if array.size == 0:
+        array = array.astype(DTYPES[datatype] if datatype != "BYTES" else np.dtype("U1"))
+    if array.dtype.kind not in JSON_KINDS[DTYPES[datatype].kind]:
+        raise BadRequest(f"input {name!r}: data of NumPy kind {array.dtype} cannot be {datatype}")
+    if array.size != count:
+        raise BadRequest(f"input {name!r}: shape holds {count} elements but data has {array.size}")
+    if datatype == "BYTES":
+        return array.ravel().astype(object)
+    return cast_checked(name, array.ravel(), DTYPES[datatype], datatype)
+
+
+def decode_binary_data(name: str, datatype: str, raw: bytes, count: int) -> np.ndarray[Any, Any]:
+    """A flat array from raw little-endian tensor bytes (the binary tensor data extension)."""
+    if datatype == "BYTES":
+        return decode_binary_bytes(name, raw, count)
+    dtype = DTYPES[datatype]
+    if len(raw) != count * dtype.itemsize:
+        raise BadRequest(f"input {name!r}: {len(raw)} bytes do not hold {count} elements of {datatype}")
+    return np.frombuffer(raw, dtype=dtype)
+
+
+def decode_binary_bytes(name: str, raw: bytes, count: int) -> np.ndarray[Any, Any]:
+    # Each element: a 4-byte little-endian length, then that many bytes.
+    items: list[str | bytes] = []
+    offset = 0
+    while offset < len(raw):
+        if offset + 4 > len(raw):
+            raise BadRequest(f"input {name!r}: truncated BYTES element length")
+        (length,) = struct.unpack_from("<I", raw, offset)
+        element = raw[offset + 4 : offset + 4 + length]
+        if len(element) != length:
+            raise BadRequest(f"input {name!r}: truncated BYTES element")
+        items.append(_text(element))
+        offset += 4 + length
+    if len(items) != count:
+        raise BadRequest(f"input {name!r}: shape holds {count} elements but data has {len(items)}")
+    return np.array(items, dtype=object)
+
+
+def _text(element: bytes) -> str | bytes:
+    try:
+        return element.decode("utf-8")
+    except UnicodeDecodeError:
+        return element
+
+
+def cast_checked(name: str, array: np.ndarray[Any, Any], dtype: np.dtype[Any], datatype: str) -> np.ndarray[Any, Any]:
+    """``array`` as ``dtype``, refusing a cast that changes any value's meaning (overflow, truncation, bool)."""
+    if array.dtype == dtype:
+        return array
+    if (array.dtype.kind == "b") != (dtype.kind == "b"):
+        raise BadRequest(f"input {name!r}: {array.dtype} data cannot be {datatype}")
+    if dtype.kind in "iu" and array.size:
+        if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+            raise BadRequest(f"input {name!r}: non-finite values cannot be {datatype}")
+        info = np.iinfo(dtype)
+        if array.min() < info.min or array.max() > info.max:
+            raise BadRequest(f"input {name!r}: values out of the range of {datatype}")
+        converted = array.astype(dtype)
+        if not np.array_equal(converted, array):
+            raise BadRequest(f"input {name!r}: values are not integers, cannot be {datatype}")
+        return converted
+    with np.errstate(over="ignore"):
+        converted = array.astype(dtype)
+    if dtype.kind == "f" and np.isinf(converted).sum() != np.isinf(array.astype(np.float64)).sum():
+        raise BadRequest(f"input {name!r}: values out of the range of {datatype}")
+    return converted
+
+
+def to_model_datatype(name: str, array: np.ndarray[Any, Any], have: str, want: str) -> np.ndarray[Any, Any]:
+    """Convert a decoded input to the model's declared datatype, where no value changes meaning."""
+    if have == want:
+        return array
+    if (have == "BYTES") != (want == "BYTES"):
+        raise BadRequest(f"input {name!r}: datatype {have} cannot convert to the model's {want}")
+    return cast_checked(name, array, DTYPES[want], want)
+
+
+def element_count(shape: list[int]) -> int:
+    return math.prod(shape)
+
+
+def encode_output(name: str, result: Any, binary: bool) -> tuple[dict[str, Any], bytes | None]:
+    """An output tensor (JSON header and, for binary, its raw bytes) whose datatype and shape follow ``result``."""
+    array = np.asarray(result)
+    datatype = datatype_of(array)
+    tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+    if not binary:
+        flat = array.ravel().tolist()
+        tensor["data"] = [x.decode("utf-8", "replace") if isinstance(x, bytes) else x for x in flat]
+        return tensor, None
+    raw = encode_binary_bytes(array) if datatype == "BYTES" else array.astype(DTYPES[datatype]).tobytes()
+    tensor["parameters"] = {"binary_data_size": len(raw)}
+    return tensor, raw
+
+
+def encode_binary_bytes(array: np.ndarray[Any, Any]) -> bytes:
+    parts = []
+    for item in array.ravel():
+        element = item if isinstance(item, bytes) else str(item).encode("utf-8")
+        parts.append(struct.pack("<I", len(element)) + element)
+    return b"".join(parts)
