@@ -70,6 +70,8 @@ def model_links(entry: ModelEntry) -> dict[str, str]:
     base = f"/models/{entry.name}/versions/{entry.version}"
     links = {"self": base, "ready": f"{base}/ready", "predict": f"{base}/predict"}
     links["predict_schema"] = f"{base}/schemas/predict"
+    if entry.signature is not None:
+        links["v2_infer"] = f"/v2/models/{entry.name}/versions/{entry.version}/infer"
     if entry.predictor.has_score:
         links |= {"score": f"{base}/score", "score_schema": f"{base}/schemas/score"}
     return links
@@ -88,6 +90,18 @@ def catalogue_entry(registry: Registry, entry: ModelEntry) -> dict[str, Any]:
         "has_score": entry.predictor.has_score,
         "links": model_links(entry),
         "metadata": entry.metadata,
+        "v2": v2_interface(entry),
+    }
+
+
+def v2_interface(entry: ModelEntry) -> dict[str, Any]:
+    """The model's Open Inference Protocol tensors, or why it has none."""
+    if entry.signature is None:
+        return {"available": False, "reason": entry.no_tensor_reason}
+    return {
+        "available": True,
+        "inputs": [spec.as_dict() for spec in entry.signature.inputs],
+        "outputs": [spec.as_dict() for spec in entry.signature.outputs],
     }
 
 

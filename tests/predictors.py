@@ -99,3 +99,63 @@ class NaNScore(RowSum):
 
     def run_scores(self, rows: list[list[float]], expected: list[float]) -> float:
         return math.nan
+
+
+class TwoInputs(Predictor):
+    """Declares two V2 inputs and two outputs; gets an object keyed by input name."""
+
+    name = "two-inputs"
+    predict_schema = {
+        "type": "object",
+        "required": ["a", "b"],
+        "properties": {"a": ROWS, "b": {"type": "array", "items": {"type": "integer"}}},
+    }
+    predict_fixture = {"a": [[1.5, 2.5]], "b": [1]}
+    tensor_inputs = [{"name": "a", "datatype": "FP64", "shape": [-1, 2]}, {"name": "b", "datatype": "INT64", "shape": [-1]}]
+    tensor_outputs = [{"name": "sum", "datatype": "FP64", "shape": [-1]}, {"name": "label", "datatype": "BYTES", "shape": [-1]}]
+
+    def run_predict(self, payload: dict[str, Any]) -> dict[str, Any]:
+        sums = [sum(row) + offset for row, offset in zip(payload["a"], payload["b"], strict=True)]
+        return {"sum": sums, "label": ["big" if total > 5 else "small" for total in sums]}
+
+
+class ArrayInput(RowSum):
+    """Opts in to NumPy arrays from V2 tensors and records what it received."""
+
+    name = "arrays"
+    numpy_input = True
+    received: list[type] = []
+
+    def run_predict(self, rows: Any) -> Any:
+        type(self).received.append(type(rows))
+        return [float(sum(row)) for row in rows]
+
+
+class Positive(RowSum):
+    """A schema saying more than shape and type: every number at least 0."""
+
+    name = "positive"
+    predict_schema = {"type": "array", "items": {"type": "array", "items": {"type": "number", "minimum": 0}}}
+    numpy_input = True
+
+
+class Words(Predictor):
+    """Strings in, string lengths out."""
+
+    name = "words"
+    predict_schema = {"type": "array", "items": {"type": "string"}}
+    predict_fixture = ["hello"]
+
+    def run_predict(self, words: list[str]) -> list[int]:
+        return [len(word) for word in words]
+
+
+class ObjectPayload(Predictor):
+    """No tensor interface: its schema is an object and it declares no tensors."""
+
+    name = "object-payload"
+    predict_schema = {"type": "object", "properties": {"text": {"type": "string"}}}
+    predict_fixture = {"text": "hi"}
+
+    def run_predict(self, payload: dict[str, str]) -> str:
+        return payload["text"].upper()
