@@ -21,7 +21,7 @@ from starlette.responses import HTMLResponse, Response
 from . import __version__, api, compat
 from .errors import ClientError, ModelFailure
 from .http import JSONBytesResponse, error_response, model_failure_response, registry_of
-from .loader import load
+from .loader import Loaded, load
 from .openapi import build_openapi
 from .settings import Settings
 from .v2 import routes as v2_routes
@@ -29,13 +29,22 @@ from .v2 import routes as v2_routes
 logger = logging.getLogger("stevedore.app")
 
 
-def create_app(settings: Settings | None = None, manager: pluggy.PluginManager | None = None) -> FastAPI:
-    """A server for ``settings``; ``manager`` replaces the entry-point plugins (tests use it)."""
+def create_app(
+    settings: Settings | None = None, manager: pluggy.PluginManager | None = None, loaded: Loaded | None = None
+) -> FastAPI:
+    """A server for ``settings``.
+
+    The lifespan loads the models, unless ``loaded`` holds them already (``run``
+    with one worker loads first, to report a startup error plainly); ``manager``
+    replaces the entry-point plugins (tests use it).
+    """
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        loaded = await run_in_threadpool(load, settings, manager)
+        nonlocal loaded
+        if loaded is None:
+            loaded = await run_in_threadpool(load, settings, manager)
         shutting_down = asyncio.Event()
         yield {
             "registry": loaded.registry,

@@ -13,6 +13,7 @@ import click
 import orjson
 
 from . import __version__
+from .app import create_app
 from .errors import StevedoreError
 from .loader import Loaded, load
 from .logs import logging_config
@@ -92,19 +93,41 @@ def run(**values: Any) -> None:
     import uvicorn
 
     settings = make_settings(**values)
-    if settings.strict and settings.workers > 1:
-        load_or_exit(settings)  # fail once, here, rather than in every worker the supervisor restarts
+    log_config = logging_config(settings.log_level)
+    logging.config.dictConfig(log_config)
+    server_options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "log_config": log_config,
+        "lifespan": "on",
+    }
+    if settings.workers == 1:
+        # Loading here rather than in the lifespan turns a startup error into a plain message and exit 1.
+        uvicorn.run(create_app(settings, loaded=load_or_exit(settings)), **server_options)
+        return
+    preflight(settings)
     os.environ.update(settings.to_env())  # the workers read their settings from the environment
-    uvicorn.run(
-        "stevedore_server.app:app_from_env",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level,
-        log_config=logging_config(settings.log_level),
-        lifespan="on",
-    )
+    uvicorn.run("stevedore_server.app:app_from_env", factory=True, workers=settings.workers, **server_options)
+
+
+def preflight(settings: Settings) -> None:
+    """Fail before starting workers on what would fail each of them: uvicorn's supervisor would exit 0.
+
+    Duplicates and unknown hooks need no model loaded; ``--strict`` needs the full load.
+    """
+    if settings.strict:
+        load_or_exit(settings)
+        return
+    from .discovery import discover
+    from .plugins import get_plugin_manager
+    from .registry import Registry
+
+    try:
+        manager, _ = get_plugin_manager(settings.selection)
+        Registry.from_candidates(discover(manager, settings.selection)[0])
+    except StevedoreError as error:
+        raise click.ClickException(str(error)) from None
 
 
 @main.command(name="list")

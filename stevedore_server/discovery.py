@@ -11,6 +11,7 @@ from typing import Any
 import pluggy
 
 from .plugins import (
+    HOOKS_GROUP,
     PREDICTORS_GROUP,
     PluginFailure,
     PluginSelection,
@@ -85,8 +86,9 @@ def _registered_by_hooks(manager: pluggy.PluginManager) -> tuple[list[Candidate]
             raise TypeError(f"register() takes a Predictor instance, got {type(predictor).__name__}")
         found.append(predictor)
 
+    hook_sources = {ep.name: PluginSource.of(ep) for ep in iter_entry_points(HOOKS_GROUP)}
     for plugin_name, _, error in call_each(manager, REGISTER_HOOK, register=register):
-        source = PluginSource(entry_point=plugin_name, group=REGISTER_HOOK)
+        source = hook_sources.get(plugin_name, PluginSource(entry_point=plugin_name, group=REGISTER_HOOK))
         if error is not None:
             failures.append(failure(source, error))
         else:

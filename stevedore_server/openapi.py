@@ -30,6 +30,30 @@ ERROR_SCHEMA = {
         "error_id": {"type": "string"},
     },
 }
+TENSOR = {
+    "type": "object",
+    "required": ["name", "shape", "datatype"],
+    "properties": {
+        "name": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "datatype": {"type": "string"},
+        "parameters": {"type": "object"},
+        "data": {},
+    },
+}
+INFERENCE_REQUEST = {
+    "type": "object",
+    "required": ["inputs"],
+    "properties": {
+        "id": {"type": "string"},
+        "parameters": {"type": "object"},
+        "inputs": {"type": "array", "minItems": 1, "items": TENSOR},
+        "outputs": {
+            "type": "array",
+            "items": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
+        },
+    },
+}
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
 ERROR_RESPONSES = {
     "400": "Malformed JSON or unsupported content",
@@ -58,6 +82,9 @@ def build_openapi(app: FastAPI, registry: Registry) -> dict[str, Any]:
         spec["paths"][path]["post"]["requestBody"] = _body({}, None)
     for path in ("/models/{name}/score", "/models/{name}/versions/{version}/score"):
         spec["paths"][path]["post"]["requestBody"] = _body({}, None)
+    spec["components"]["schemas"]["InferenceRequest"] = INFERENCE_REQUEST
+    for path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
+        spec["paths"][path]["post"]["requestBody"] = _body({"$ref": "#/components/schemas/InferenceRequest"}, None)
     for entry in registry.entries:
         if entry.ready:
             spec["paths"].update(model_paths(entry, registry.get(entry.name) is entry))
