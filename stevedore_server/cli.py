@@ -72,20 +72,35 @@ def main() -> None:
 @click.option("--host", envvar="STEVEDORE_HOST", default="127.0.0.1", show_default=True, help="[env STEVEDORE_HOST]")
 @click.option("--port", envvar="STEVEDORE_PORT", type=int, default=8000, show_default=True, help="[env STEVEDORE_PORT]")
 @click.option(
-    "--workers", envvar="STEVEDORE_WORKERS", type=int, default=1, show_default=True,
+    "--workers",
+    envvar="STEVEDORE_WORKERS",
+    type=int,
+    default=1,
+    show_default=True,
     help="Server processes on the one port, each with its own models. [env STEVEDORE_WORKERS]",
 )
 @click.option(
-    "--log-level", envvar="STEVEDORE_LOG_LEVEL", type=click.Choice(LOG_LEVELS), default="info", show_default=True,
+    "--log-level",
+    envvar="STEVEDORE_LOG_LEVEL",
+    type=click.Choice(LOG_LEVELS),
+    default="info",
+    show_default=True,
     help="[env STEVEDORE_LOG_LEVEL]",
 )
 @click.option(
-    "--strict/--no-strict", envvar="STEVEDORE_STRICT", default=False, show_default=True,
+    "--strict/--no-strict",
+    envvar="STEVEDORE_STRICT",
+    default=False,
+    show_default=True,
     help="Any plugin or model failure stops the server with a non-zero exit. [env STEVEDORE_STRICT]",
 )
 @click.option(
-    "--max-body-size", envvar="STEVEDORE_MAX_BODY_SIZE", type=int, default=Settings.max_body_size,
-    show_default=True, help="Largest request body in bytes; larger ones get 413. [env STEVEDORE_MAX_BODY_SIZE]",
+    "--max-body-size",
+    envvar="STEVEDORE_MAX_BODY_SIZE",
+    type=int,
+    default=Settings.max_body_size,
+    show_default=True,
+    help="Largest request body in bytes; larger ones get 413. [env STEVEDORE_MAX_BODY_SIZE]",
 )
 @plugin_options
 def run(**values: Any) -> None:
@@ -209,7 +224,9 @@ def schema(name: str, model_version: str | None, score: bool, **values: Any) -> 
 @main.command(name="new-plugin")
 @click.argument("name")
 @click.option(
-    "--directory", type=click.Path(file_okay=False, path_type=Path), default=None,
+    "--directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
     help="Where to create the package (default: ./stevedore-NAME).",
 )
 def new_plugin(name: str, directory: Path | None) -> None:

@@ -51,7 +51,9 @@ def predictors_from(target: Any, call: bool = True) -> list[Predictor]:
         return predictors_from(target(), call=False)
     if isinstance(target, Iterable) and not isinstance(target, (str, bytes, dict)):
         return [predictor for item in target for predictor in predictors_from(item, call=False)]
-    raise TypeError(f"expected a Predictor, a Predictor subclass, an iterable or a callable, got {type(target).__name__}")
+    raise TypeError(
+        f"expected a Predictor, a Predictor subclass, an iterable or a callable, got {type(target).__name__}"
+    )
 
 
 def discover(

@@ -67,9 +67,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def call_model(
-    entry: ModelEntry, action: str, payload: Any, method: Callable[[Any], Any] | None = None
-) -> Any:
+async def call_model(entry: ModelEntry, action: str, payload: Any, method: Callable[[Any], Any] | None = None) -> Any:
     """Validate and run predict or score (or ``method``) in a worker thread; model errors become ModelFailure."""
     method = method or (entry.predict if action == "predict" else entry.score)
     try:
@@ -96,4 +94,6 @@ def error_response(status_code: int, body: dict[str, Any], headers: dict[str, st
 def model_failure_response(failure: ModelFailure) -> Response:
     error_id = uuid.uuid4().hex
     logger.error("%s (error id %s)", failure, error_id, exc_info=failure.error)
-    return error_response(500, {"error": f"{failure}; see the server log for error id {error_id}", "error_id": error_id})
+    return error_response(
+        500, {"error": f"{failure}; see the server log for error id {error_id}", "error_id": error_id}
+    )

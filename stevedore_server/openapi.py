@@ -127,7 +127,9 @@ def _operation(
         "summary": summary,
         "description": entry.predictor.description or "",
         "operationId": f"{method}_{kind}_{base}".replace("/", "_").replace(".", "_").replace("-", "_"),
-        "responses": {"200": {"description": "Successful Response", "content": {"application/json": {"schema": result}}}},
+        "responses": {
+            "200": {"description": "Successful Response", "content": {"application/json": {"schema": result}}}
+        },
     }
     if body is not None:
         operation["requestBody"] = body

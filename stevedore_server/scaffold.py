@@ -12,7 +12,7 @@ import orjson
 from .errors import StevedoreError
 from .predictor import NAME_PATTERN
 
-PYPROJECT = Template('''[build-system]
+PYPROJECT = Template("""[build-system]
 requires = ["setuptools>=77"]
 build-backend = "setuptools.build_meta"
 
@@ -34,7 +34,7 @@ include = ["$package*"]
 
 [tool.setuptools.package-data]
 $package = ["schemas/*.json", "fixtures/*.json"]
-''')
+""")
 
 PREDICTOR = Template('''"""The $model_name predictor. Replace the placeholder model with yours."""
 
@@ -71,7 +71,7 @@ class $class_name(Predictor):
         return -sum(errors) / len(errors)
 ''')
 
-TEST = Template('''from stevedore_server.testing import self_test
+TEST = Template("""from stevedore_server.testing import self_test
 
 from $package.predictor import $class_name
 
@@ -84,9 +84,9 @@ def test_predicts_row_sums():
     predictor = $class_name()
     predictor.load()
     assert predictor.predict([[1.0, 2.0], [3.0, 4.5]]) == [3.0, 7.5]
-''')
+""")
 
-README = Template('''# $distribution
+README = Template("""# $distribution
 
 The `$model_name` model as a stevedore-server plugin.
 
@@ -95,7 +95,7 @@ The `$model_name` model as a stevedore-server plugin.
     stevedore-server run
 
 Test: `pip install .[test] && pytest`.
-''')
+""")
 
 ROWS = {"type": "array", "minItems": 1, "items": {"type": "array", "minItems": 1, "items": {"type": "number"}}}
 PREDICT_SCHEMA = {"$schema": "https://json-schema.org/draft/2020-12/schema", **ROWS}

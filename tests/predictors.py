@@ -111,8 +111,14 @@ class TwoInputs(Predictor):
         "properties": {"a": ROWS, "b": {"type": "array", "items": {"type": "integer"}}},
     }
     predict_fixture = {"a": [[1.5, 2.5]], "b": [1]}
-    tensor_inputs = [{"name": "a", "datatype": "FP64", "shape": [-1, 2]}, {"name": "b", "datatype": "INT64", "shape": [-1]}]
-    tensor_outputs = [{"name": "sum", "datatype": "FP64", "shape": [-1]}, {"name": "label", "datatype": "BYTES", "shape": [-1]}]
+    tensor_inputs = [
+        {"name": "a", "datatype": "FP64", "shape": [-1, 2]},
+        {"name": "b", "datatype": "INT64", "shape": [-1]},
+    ]
+    tensor_outputs = [
+        {"name": "sum", "datatype": "FP64", "shape": [-1]},
+        {"name": "label", "datatype": "BYTES", "shape": [-1]},
+    ]
 
     def run_predict(self, payload: dict[str, Any]) -> dict[str, Any]:
         sums = [sum(row) + offset for row, offset in zip(payload["a"], payload["b"], strict=True)]

@@ -45,7 +45,12 @@ def test_a_failed_model_is_reported_and_the_others_served(make_client: Callable[
     not_ready = client.post("/models/failsload/predict", json=[[1, 2]])
     assert not_ready.status_code == 503 and "artifact missing" in not_ready.json()["error"]
     assert client.get("/models/failsload/ready").status_code == 503
-    assert client.get("/models/rowsum/ready").json() == {"name": "rowsum", "version": "1", "ready": True, "reason": None}
+    assert client.get("/models/rowsum/ready").json() == {
+        "name": "rowsum",
+        "version": "1",
+        "ready": True,
+        "reason": None,
+    }
 
 
 def test_non_json_output_fails_the_self_test(make_client: Callable[..., TestClient]) -> None:
@@ -103,8 +108,12 @@ def test_payload_failing_the_schema_is_422_with_pointers(client: TestClient) -> 
 
 @pytest.mark.parametrize(
     ("body", "content_type"),
-    [(b"[[1, 2]", "application/json"), (b"", "application/json"), (b"\xff\xfe", "application/json"),
-     (b"[[1, 2]]", "application/xml")],
+    [
+        (b"[[1, 2]", "application/json"),
+        (b"", "application/json"),
+        (b"\xff\xfe", "application/json"),
+        (b"[[1, 2]]", "application/xml"),
+    ],
 )
 def test_malformed_or_wrong_content_is_400(client: TestClient, body: bytes, content_type: str) -> None:
     response = client.post("/models/rowsum/predict", content=body, headers={"content-type": content_type})
@@ -119,7 +128,12 @@ def test_curl_default_content_type_is_accepted(client: TestClient) -> None:
 
 
 def test_unknown_model_or_version_is_404(client: TestClient) -> None:
-    for path in ("/models/nope", "/models/nope/predict", "/models/rowsum/versions/9", "/models/rowsum/versions/9/score"):
+    for path in (
+        "/models/nope",
+        "/models/nope/predict",
+        "/models/rowsum/versions/9",
+        "/models/rowsum/versions/9/score",
+    ):
         response = client.get(path) if not path.endswith("predict") else client.post(path, json=[[1]])
         assert response.status_code == 404, path
         assert "error" in response.json()

@@ -96,7 +96,12 @@ def test_new_plugin_passes_its_own_test_and_the_self_test(runner: CliRunner, tmp
     assert result.exit_code == 0, result.output
     assert (root / "stevedore_demo" / "schemas" / "predict.json").is_file()
     # Its own test, run as its author would, from its directory (building and installing is in test_installed).
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=root,
-                         capture_output=True, text=True, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "2 passed" in run.stdout

@@ -25,7 +25,11 @@ README = Path(__file__).parent.parent / "README.md"
 
 
 def test_there_are_hooks() -> None:
-    assert set(HOOK_NAMES) >= {"stevedore_health_checks", "stevedore_catalogue_metadata", "stevedore_register_predictors"}
+    assert set(HOOK_NAMES) >= {
+        "stevedore_health_checks",
+        "stevedore_catalogue_metadata",
+        "stevedore_register_predictors",
+    }
 
 
 @pytest.mark.parametrize("hook", HOOK_NAMES)
@@ -136,7 +140,7 @@ def test_an_unknown_hook_is_rejected_at_startup() -> None:
 
     manager, _ = get_plugin_manager(load_entry_points=False)
     manager.register(Typo(), name="typo")
-    with pytest.raises(StartupError, match="typo.*unknown hook"):
+    with pytest.raises(StartupError, match=r"typo.*unknown hook"):
         load(Settings(), manager)
 
 
@@ -149,7 +153,7 @@ def test_strict_makes_any_failure_fatal() -> None:
     from .predictors import FailsLoad
 
     manager = fresh_manager(Registers(RowSum(), FailsLoad()))
-    with pytest.raises(StartupError, match="(?s)--strict.*failsload.*artifact missing"):
+    with pytest.raises(StartupError, match=r"(?s)--strict.*failsload.*artifact missing"):
         load(Settings(strict=True), manager)
 
 

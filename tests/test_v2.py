@@ -131,7 +131,9 @@ BAD_REQUESTS: dict[str, tuple[bytes | dict[str, Any] | list[Any], dict[str, str]
     "binary header longer than body": (good([[1, 2, 3, 4]]), {"Inference-Header-Content-Length": "99999"}, 400),
     "binary header not a number": (good([[1, 2, 3, 4]]), {"Inference-Header-Content-Length": "ten"}, 400),
     "binary size beyond the data": (
-        one_input(data=None, parameters={"binary_data_size": 32}), {"Inference-Header-Content-Length": "auto"}, 400
+        one_input(data=None, parameters={"binary_data_size": 32}),
+        {"Inference-Header-Content-Length": "auto"},
+        400,
     ),
 }
 
@@ -160,7 +162,8 @@ def test_bad_request_gets_the_protocols_error(server: Server, case: str) -> None
 
 
 @pytest.mark.parametrize(
-    "path", ["/v2/models/nope/infer", "/v2/models/iris/versions/9/infer", "/v2/models/nope", "/v2/models/iris/versions/9"]
+    "path",
+    ["/v2/models/nope/infer", "/v2/models/iris/versions/9/infer", "/v2/models/nope", "/v2/models/iris/versions/9"],
 )
 def test_unknown_model_or_version_is_404(server: Server, path: str) -> None:
     response = send(server, path, good([[1, 2, 3, 4]]), {}) if path.endswith("infer") else httpx.get(server.url + path)
@@ -178,7 +181,9 @@ def test_no_content_type_is_json(server: Server) -> None:
 def test_binary_request_by_hand(server: Server) -> None:
     rows = ROWS.astype("<f4")
     header = {
-        "inputs": [{"name": "input-0", "shape": [3, 4], "datatype": "FP32", "parameters": {"binary_data_size": rows.nbytes}}],
+        "inputs": [
+            {"name": "input-0", "shape": [3, 4], "datatype": "FP32", "parameters": {"binary_data_size": rows.nbytes}}
+        ],
         "parameters": {"binary_data_output": True},
     }
     json_part = httpx.Request("POST", "/", json=header).content
@@ -203,7 +208,11 @@ def test_binary_request_by_hand(server: Server) -> None:
 def test_server_and_model_health_routes(server: Server) -> None:
     assert httpx.get(server.url + "/v2/health/live").json() == {"live": True}
     assert httpx.get(server.url + "/v2/health/ready").json() == {"ready": True}
-    assert httpx.get(server.url + "/v2/models/iris/versions/1/ready").json() == {"name": "iris", "version": "1", "ready": True}
+    assert httpx.get(server.url + "/v2/models/iris/versions/1/ready").json() == {
+        "name": "iris",
+        "version": "1",
+        "ready": True,
+    }
     assert httpx.get(server.url + "/v2/models/nope/ready").status_code == 404
     assert httpx.post(server.url + "/v2/health/live").json() == {"error": "Method Not Allowed"}
 
@@ -223,3 +232,15 @@ def test_fifty_concurrent_requests_each_get_their_own_answer(server: Server) -> 
     for rows, answer in zip(batches, answers, strict=True):
         expected = [CLASSES[next(i for i, known in enumerate(ROWS) if (known == row).all())] for row in rows]
         assert answer == expected
+
+
+def test_the_readme_tritonclient_example(server: Server) -> None:
+    from .test_docs import python_block
+
+    *statements, last = (
+        python_block("tritonclient").replace("127.0.0.1:8000", server.url[len("http://") :]).splitlines()
+    )
+    namespace: dict[str, Any] = {}
+    exec("\n".join(statements), namespace)
+    expression, _, shown = last.partition("#")
+    assert repr(eval(expression, namespace)) == shown.strip()

@@ -36,8 +36,11 @@ def test_derived_metadata(client: TestClient) -> None:
     [
         ({"type": "array", "items": {"type": "integer"}}, ("INT64", (-1,)), True),
         ({"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "boolean"}}, ("BOOL", (2,)), True),
-        ({"type": "array", "items": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4}},
-         ("FP64", (-1, 4)), True),
+        (
+            {"type": "array", "items": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4}},
+            ("FP64", (-1, 4)),
+            True,
+        ),
         ({"type": "array", "items": {"type": "number", "minimum": 0}}, ("FP64", (-1,)), False),
         ({"type": "array", "uniqueItems": True, "items": {"type": "string"}}, ("BYTES", (-1,)), False),
     ],
@@ -49,8 +52,12 @@ def test_input_from_schema(schema: dict[str, Any], spec: tuple[str, tuple[int, .
 
 @pytest.mark.parametrize(
     "schema",
-    [{"type": "object"}, {"type": "array", "items": [{"type": "number"}]}, {"type": "array", "items": {}},
-     {"type": "array", "items": {"type": "object"}}],
+    [
+        {"type": "object"},
+        {"type": "array", "items": [{"type": "number"}]},
+        {"type": "array", "items": {}},
+        {"type": "array", "items": {"type": "object"}},
+    ],
 )
 def test_schemas_with_no_tensor(schema: dict[str, Any]) -> None:
     with pytest.raises(NoTensorInterface):
@@ -75,7 +82,9 @@ def test_several_inputs_reach_the_model_as_an_object(client: TestClient) -> None
         outputs=[{"name": "label"}],
     )
     assert response.status_code == 200, response.text
-    assert response.json()["outputs"] == [{"name": "label", "datatype": "BYTES", "shape": [2], "data": ["small", "big"]}]
+    assert response.json()["outputs"] == [
+        {"name": "label", "datatype": "BYTES", "shape": [2], "data": ["small", "big"]}
+    ]
     missing = infer(client, "two-inputs", {"name": "a", "shape": [1, 2], "datatype": "FP64", "data": [1, 2]})
     assert missing.status_code == 400 and missing.json() == {"error": "missing inputs: b"}
 
@@ -92,7 +101,9 @@ def test_numpy_input_opt_in_receives_arrays(client: TestClient) -> None:
 def test_numpy_input_is_still_validated_against_the_schema(client: TestClient) -> None:
     response = infer(client, "positive", {"name": "input-0", "shape": [1, 2], "datatype": "FP64", "data": [1, -2]})
     assert response.status_code == 400
-    assert response.json() == {"error": "payload does not match the model's schema: /0/1: -2.0 is less than the minimum of 0"}
+    assert response.json() == {
+        "error": "payload does not match the model's schema: /0/1: -2.0 is less than the minimum of 0"
+    }
 
 
 def test_strings_as_bytes(client: TestClient) -> None:

@@ -86,7 +86,9 @@ def tensor_entry(request: Request) -> tuple[ModelEntry, Signature]:
     entry = addressed(request)
     entry.require_ready()
     if entry.signature is None:
-        raise BadRequest(f"model {entry.name!r} version {entry.version!r} has no V2 interface: {entry.no_tensor_reason}")
+        raise BadRequest(
+            f"model {entry.name!r} version {entry.version!r} has no V2 interface: {entry.no_tensor_reason}"
+        )
     return entry, entry.signature
 
 
@@ -179,7 +181,9 @@ def decode_tensor(
         raise BadRequest(f"unknown input {name!r}; the model's inputs are: {', '.join(specs)}")
     datatype = tensor.get("datatype")
     if datatype not in DTYPES:
-        raise BadRequest(f"input {name!r}: unknown or unsupported datatype {datatype!r}; supported: {', '.join(DTYPES)}")
+        raise BadRequest(
+            f"input {name!r}: unknown or unsupported datatype {datatype!r}; supported: {', '.join(DTYPES)}"
+        )
     shape = parse_shape(tensor)
     spec = specs[name]
     if not spec.accepts_shape(shape):
@@ -202,7 +206,9 @@ def requested_outputs(header: dict[str, Any], signature: Signature) -> list[str]
     requested = header.get("outputs")
     if requested is None:
         return names
-    if not isinstance(requested, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested):
+    if not isinstance(requested, list) or not all(
+        isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested
+    ):
         raise BadRequest("outputs must be a list of objects with a name")
     unknown = [o["name"] for o in requested if o["name"] not in names]
     if unknown:
@@ -270,5 +276,3 @@ def add_routes(app: FastAPI) -> None:
         add(base, protocol_errors(model_metadata), methods=["GET"])
         add(f"{base}/ready", protocol_errors(model_ready), methods=["GET"])
         add(f"{base}/infer", protocol_errors(infer), methods=["POST"])
-
-

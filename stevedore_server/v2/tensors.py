@@ -54,7 +54,9 @@ class TensorSpec:
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
 
     def accepts_shape(self, shape: list[int]) -> bool:
-        return len(shape) == len(self.shape) and all(want in (-1, got) for want, got in zip(self.shape, shape))
+        if len(shape) != len(self.shape):
+            return False
+        return all(want in (-1, got) for want, got in zip(self.shape, shape, strict=True))
 
 
 def parse_shape(tensor: dict[str, Any]) -> list[int]:
