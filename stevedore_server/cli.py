@@ -241,5 +241,52 @@ def new_plugin(name: str, directory: Path | None) -> None:
     click.echo(f"next: pip install {created} && stevedore-server check")
 
 
+@main.command()
+@click.option(
+    "--plugin",
+    "plugins",
+    multiple=True,
+    metavar="WHEEL_OR_REQUIREMENT",
+    help="A plugin to preinstall: a wheel file, a source directory or a requirement (repeatable).",
+)
+@click.option("--tag", default="stevedore-server:latest", show_default=True, help="Tag of the image.")
+@click.option(
+    "--engine", type=click.Choice(["podman", "docker"]), help="Container engine (default: podman, else docker)."
+)
+@click.option(
+    "--base-image",
+    default=None,
+    help="Base image with Python (default: the official python slim image of this Python's version).",
+)
+@click.option(
+    "--output-context",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write the build context (Containerfile and wheelhouse) to this new directory and stop: for CI systems "
+    "that build elsewhere.",
+)
+def build(
+    plugins: tuple[str, ...], tag: str, engine: str | None, base_image: str | None, output_context: Path | None
+) -> None:
+    """Build a container image with the core and the given plugins preinstalled."""
+    import tempfile
+
+    from .build import DEFAULT_BASE_IMAGE, build_image, find_engine, write_context
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        chosen_engine = None if output_context else find_engine(engine)
+        with tempfile.TemporaryDirectory(prefix="stevedore-build-") as scratch:
+            directory = output_context or Path(scratch) / "context"
+            context = write_context(directory, list(plugins), base_image or DEFAULT_BASE_IMAGE)
+            if chosen_engine is None:
+                click.echo(f"wrote the build context to {directory}; build it with:")
+                click.echo(f"  docker build --tag {tag} {directory}   (podman: add --format docker)")
+                return
+            build_image(context, chosen_engine, tag)
+    except StevedoreError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"built {tag}: stevedore-server {context.server_version}, plugins: {context.plugin_label or 'none'}")
+
+
 if __name__ == "__main__":
     main()

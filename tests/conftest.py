@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pluggy
 import pytest
@@ -11,6 +12,7 @@ from stevedore_server.plugins import get_plugin_manager
 from stevedore_server.settings import Settings
 
 from .predictors import RowSum
+from .venvs import CONTRIB, REPO, build_wheelhouse, copy_source
 
 
 class Registers:
@@ -54,3 +56,12 @@ def make_client() -> Iterator[Callable[..., TestClient]]:
 def client(make_client: Callable[..., TestClient]) -> TestClient:
     """A server with one healthy model, ``rowsum``."""
     return make_client(Registers(RowSum()))
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Wheels of the core, the example plugin and every dependency, built once per session."""
+    root = tmp_path_factory.mktemp("wheelhouse")
+    sources = [copy_source(REPO, root / "src" / "core"), copy_source(CONTRIB, root / "src" / "sklearn_logreg")]
+    # setuptools for the isolated builds of plugins, pytest for the generated plugin's tests.
+    return build_wheelhouse(root / "wheels", sources, ["setuptools>=77", "pytest"])

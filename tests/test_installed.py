@@ -18,10 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from .venvs import REPO, Server, Venv, build_wheelhouse, build_wheels, copy_source, describe
+from .venvs import CONTRIB, INSTALLED, Server, Venv, build_wheels, copy_source, describe
 
-INSTALLED = Path(__file__).parent / "installed"
-CONTRIB = REPO / "contrib" / "sklearn_logreg"
 IRIS_DATA = CONTRIB / "stevedore_sklearn_logreg"
 
 GOOD_MODELS = [("alpha", "1.0"), ("alpha", "1.9"), ("alpha", "1.10"), ("beta", "1"), ("gamma", "1"), ("delta", "1")]
@@ -52,15 +50,6 @@ def assert_clean_error(response: httpx.Response, status: int) -> dict[str, Any]:
 
 
 # -- shared builds -------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Wheels of the core, the example plugin and every dependency, built once per session."""
-    root = tmp_path_factory.mktemp("wheelhouse")
-    sources = [copy_source(REPO, root / "src" / "core"), copy_source(CONTRIB, root / "src" / "sklearn_logreg")]
-    # setuptools for the isolated builds of plugins, pytest for the generated plugin's tests.
-    return build_wheelhouse(root / "wheels", sources, ["setuptools>=77", "pytest"])
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,9 @@ from typing import IO, Any
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+CONTRIB = REPO / "contrib" / "sklearn_logreg"
+#: Source trees of the test plugin distributions.
+INSTALLED = Path(__file__).resolve().parent / "installed"
 
 #: Never part of a distribution's source; copying them would also copy another engineer's stale build.
 NOT_SOURCE = shutil.ignore_patterns(

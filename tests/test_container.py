@@ -1,0 +1,225 @@
+"""The container image, built for real with Podman and run with buildah, from a venv with only the core.
+
+No public base image can be pulled here, so the base is a minimal Debian made
+with debootstrap and imported into Podman's storage, where it stays between
+runs on one machine. Builds use chroot isolation (``BUILDAH_ISOLATION``), and
+every pip step reads the local wheelhouse: containers cannot reach the index.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .venvs import INSTALLED, Venv, build_wheels, copy_source, describe, free_port, run_command
+
+BASE_IMAGE = "localhost/stevedore-test-base:bookworm"
+DEBIAN_MIRROR = os.environ.get("STEVEDORE_TEST_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+BUILD_TIMEOUT = 900
+SETOSA = [5.1, 3.5, 1.4, 0.2]
+CONTAINER_ENV = {"BUILDAH_ISOLATION": "chroot"}
+
+
+def engine(*args: str, check: bool = True, timeout: float = BUILD_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    return run_command(["podman", *args], env=os.environ | CONTAINER_ENV, check=check, timeout=timeout)
+
+
+def buildah(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return run_command(["buildah", *args], env=os.environ | CONTAINER_ENV, check=check)
+
+
+def image_exists(name: str) -> bool:
+    return engine("image", "exists", name, check=False).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def base_image(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Debian with python3 and venv, made with debootstrap unless this machine's Podman has it from a run before."""
+    for tool in ("podman", "buildah", "debootstrap"):
+        assert shutil.which(tool), f"{tool} is not installed: `make test` installs it with apt-get"
+    if not image_exists(BASE_IMAGE):
+        rootfs = tmp_path_factory.mktemp("base") / "rootfs"
+        debootstrap = ["debootstrap", "--variant=minbase", "--include=python3,python3-venv", "bookworm"]
+        run_command([*debootstrap, str(rootfs), DEBIAN_MIRROR], timeout=BUILD_TIMEOUT)
+        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+        imported = subprocess.run(["podman", "import", "-", BASE_IMAGE], stdin=tar.stdout, capture_output=True)
+        assert tar.wait() == 0 and imported.returncode == 0, imported.stderr
+        shutil.rmtree(rootfs, ignore_errors=True)
+    return BASE_IMAGE
+
+
+@pytest.fixture(scope="module")
+def core_only_venv(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Venv:
+    """What a user has after ``pip install stevedore-server``: no clone of the repository."""
+    environment = Venv.create(tmp_path_factory.mktemp("builder") / "venv", wheelhouse)
+    environment.install("stevedore-server")
+    return environment
+
+
+def build(environment: Venv, wheelhouse: Path, tag: str, *plugins: Path) -> subprocess.CompletedProcess[str]:
+    """``stevedore-server build`` as a user runs it; pip reads the wheelhouse instead of the index."""
+    options = [arg for plugin in plugins for arg in ("--plugin", str(plugin))]
+    env = environment.env(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheelhouse), **CONTAINER_ENV)
+    command = ["build", *options, "--tag", tag, "--engine", "podman", "--base-image", BASE_IMAGE]
+    return environment.run("stevedore-server", *command, env=env, check=False, timeout=BUILD_TIMEOUT)
+
+
+def remove_image(tag: str) -> None:
+    engine("rmi", "--force", tag, check=False)
+    engine("image", "prune", "--force", check=False)  # the build's intermediate stage
+
+
+@pytest.fixture(scope="module")
+def example_image(base_image: str, core_only_venv: Venv, wheelhouse: Path) -> Iterator[tuple[str, str]]:
+    """The example plugin's image, built from its wheel; yields the tag and the build's output."""
+    tag = f"localhost/stevedore-test-example:{uuid.uuid4().hex[:8]}"
+    (plugin_wheel,) = wheelhouse.glob("stevedore_sklearn_logreg-*.whl")
+    result = build(core_only_venv, wheelhouse, tag, plugin_wheel)
+    try:
+        assert result.returncode == 0, describe(result)
+        yield tag, result.stdout + result.stderr
+    finally:
+        remove_image(tag)
+
+
+def inspect(tag: str) -> dict[str, Any]:
+    image: dict[str, Any] = json.loads(buildah("inspect", "--type", "image", tag).stdout)
+    return image
+
+
+def test_build_reports_what_it_built(example_image: tuple[str, str]) -> None:
+    tag, output = example_image
+    assert f"built {tag}: stevedore-server 0.1.0, plugins: stevedore-sklearn-logreg==0.1.0" in output
+    assert "all 2 models passed" in output  # `stevedore-server check` ran inside the image
+
+
+def test_labels_list_the_server_and_plugins(example_image: tuple[str, str]) -> None:
+    labels = inspect(example_image[0])["Docker"]["config"]["Labels"]
+    assert labels["io.stevedore.plugins"] == "stevedore-sklearn-logreg==0.1.0"
+    assert labels["io.stevedore.server.version"] == labels["org.opencontainers.image.version"] == "0.1.0"
+
+
+def test_production_command_healthcheck_and_user(example_image: tuple[str, str]) -> None:
+    config = inspect(example_image[0])["Docker"]["config"]
+    assert config["Cmd"] == ["stevedore-server", "run", "--host", "0.0.0.0", "--port", "8000"]
+    assert config["User"] == "stevedore"
+    assert config["Healthcheck"]["Test"][0] == "CMD" and "/readyz" in config["Healthcheck"]["Test"][-1]
+
+
+@pytest.fixture(scope="module")
+def container(example_image: tuple[str, str]) -> Iterator[str]:
+    name = buildah("from", example_image[0]).stdout.strip().splitlines()[-1]
+    yield name
+    buildah("rm", name, check=False)
+
+
+def inside(container: str, *command: str) -> subprocess.CompletedProcess[str]:
+    return buildah("run", "--isolation", "chroot", container, "--", *command, check=False)
+
+
+def test_runs_as_non_root(container: str) -> None:
+    result = inside(container, "id", "-u")
+    assert result.returncode == 0 and result.stdout.strip() not in ("", "0"), describe(result)
+
+
+def test_no_wheelhouse_pip_cache_or_compiler_left(container: str) -> None:
+    script = (
+        "import importlib.util, os, shutil; "
+        "print(importlib.util.find_spec('pip') is None, os.path.exists('/tmp/wheelhouse'), "
+        "os.path.exists('/root/.cache/pip'), any(shutil.which(c) for c in ('gcc', 'cc', 'g++')))"
+    )
+    result = inside(container, "python3", "-c", script)
+    assert result.stdout.split() == ["True", "False", "False", "False"], describe(result)
+
+
+def test_the_server_inside_answers(container: str, tmp_path: Path) -> None:
+    port = free_port()
+    log = (tmp_path / "container.log").open("wb")
+    command = ["buildah", "run", "--isolation", "chroot", container, "--"]
+    command += ["stevedore-server", "run", "--host", "127.0.0.1", "--port", str(port)]
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(process, url, tmp_path / "container.log")
+        assert httpx.get(url + "/livez").json() == {"status": "live"}
+        assert httpx.get(url + "/healthz").json()["status"] == "ok"
+        names = [m["name"] for m in httpx.get(url + "/models").json()["models"]]
+        assert names == ["iris", "iris-proba"]
+        predicted = httpx.post(url + "/models/iris/predict", json=[SETOSA])
+        assert predicted.json() == {"model_name": "iris", "model_version": "1", "predictions": [0]}
+        scored = httpx.post(url + "/models/iris/score", json=[{"x": SETOSA, "y": 0}])
+        assert scored.json()["score"] == 1.0
+        assert httpx.get(url + "/models/iris/score").json()["score"] > 0.9
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=20)
+        log.close()
+
+
+def wait_ready(process: subprocess.Popen[bytes], url: str, log: Path, deadline: float = 120) -> None:
+    import time
+
+    stop_at = time.monotonic() + deadline
+    while time.monotonic() < stop_at:
+        assert process.poll() is None, f"the server in the container exited:\n{log.read_text()}"
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"not ready within {deadline}s:\n{log.read_text()}")
+
+
+def test_a_plugin_failing_its_self_test_fails_the_build(
+    base_image: str, core_only_venv: Venv, wheelhouse: Path, tmp_path: Path
+) -> None:
+    source = copy_source(INSTALLED / "failing", tmp_path / "failing")
+    (failing_wheel,) = build_wheels([source], tmp_path / "wheels", wheelhouse)
+    tag = f"localhost/stevedore-test-failing:{uuid.uuid4().hex[:8]}"
+    try:
+        result = build(core_only_venv, wheelhouse, tag, failing_wheel)
+        output = result.stdout + result.stderr
+        assert result.returncode == 1, describe(result)
+        assert "failing 1 (entry point 'failing' (stevedore.predictors) of stevedore-test-failing 0.1.0): FAILED" in output
+        assert "ZeroDivisionError: the model divides by zero on its own fixture" in output
+        assert "Error: podman build failed" in output
+        assert not image_exists(tag)
+    finally:
+        remove_image(tag)
+
+
+def test_no_engine_is_a_clear_error(core_only_venv: Venv) -> None:
+    env = core_only_venv.env(PATH=str(core_only_venv.bin))
+    result = core_only_venv.run("stevedore-server", "build", "--engine", "docker", env=env, check=False)
+    assert result.returncode == 1
+    assert "no container engine found (docker is not on PATH)" in result.stderr
+    assert "--output-context" in result.stderr
+
+
+def test_output_context_needs_no_engine(core_only_venv: Venv, wheelhouse: Path, tmp_path: Path) -> None:
+    (plugin_wheel,) = wheelhouse.glob("stevedore_sklearn_logreg-*.whl")
+    env = core_only_venv.env(PATH=str(core_only_venv.bin), PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheelhouse))
+    context = tmp_path / "context"
+    args = ["build", "--plugin", str(plugin_wheel), "--output-context", str(context), "--base-image", "debian:12"]
+    result = core_only_venv.run("stevedore-server", *args, env=env, check=False)
+    assert result.returncode == 0, describe(result)
+    containerfile = (context / "Containerfile").read_text()
+    assert "ARG BASE_IMAGE=debian:12" in containerfile and "ARG PLUGINS=stevedore-sklearn-logreg==0.1.0" in containerfile
+    requirements = (context / "wheelhouse" / "requirements.txt").read_text().split()
+    assert requirements == ["stevedore-server==0.1.0", "stevedore-sklearn-logreg==0.1.0"]
+    assert (context / "wheelhouse" / "stevedore_server-0.1.0-py3-none-any.whl").is_file()  # repacked, no repository
