@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from anyio import to_thread
 from fastapi import FastAPI
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .errors import NotFound, NotReady
-from .http import JSONBytesResponse, read_json, ready_entry, registry_of, run_model
+from .errors import NotFound
+from .health import run_checks
+from .http import JSONBytesResponse, addressed_entry, check_readiness, read_json, ready_entry, registry_of, run_model
 from .registry import ModelEntry, Registry
 
 MODEL = "/models/{name}"
@@ -25,31 +26,16 @@ async def livez(request: Request) -> Response:
     return JSONBytesResponse({"status": "live"})
 
 
-def run_checks(registry: Registry) -> dict[str, dict[str, Any]]:
-    """Every health check's result; a check that raises has failed."""
-    results = {}
-    for name, check in registry.health_checks.items():
-        try:
-            ok, detail = check()
-        except Exception as error:
-            ok, detail = False, f"check raised {type(error).__name__}: {error}"
-        results[name] = {"ok": bool(ok), "detail": str(detail)}
-    return results
-
-
 async def readyz(request: Request) -> Response:
     """200 when every selected model is loaded and self-tested and every health check passes, else 503."""
-    if request.state.shutting_down.is_set():
-        return JSONBytesResponse({"ready": False, "reasons": ["shutting down"]}, status_code=503)
-    checks = await run_in_threadpool(run_checks, registry_of(request))
-    reasons = [f"{name}: {result['detail']}" for name, result in checks.items() if not result["ok"]]
+    reasons = await check_readiness(request)
     return JSONBytesResponse({"ready": not reasons, "reasons": reasons}, status_code=503 if reasons else 200)
 
 
 async def healthz(request: Request) -> Response:
     """The full report: each model's state and reason, each plugin failure, each check, uptime."""
     registry = registry_of(request)
-    checks = await run_in_threadpool(run_checks, registry)
+    checks = await to_thread.run_sync(run_checks, registry, limiter=request.state.check_threads)
     ok = all(result["ok"] for result in checks.values())
     report = {
         "status": "ok" if ok else "failing",
@@ -118,37 +104,24 @@ async def catalogue(request: Request) -> Response:
 
 async def model_detail(request: Request) -> Response:
     """One model's catalogue entry (the highest version unless a version is in the path)."""
-    registry = registry_of(request)
-    entry = registry.get(request.path_params["name"], request.path_params.get("version"))
-    return JSONBytesResponse(catalogue_entry(registry, entry))
+    return JSONBytesResponse(catalogue_entry(registry_of(request), addressed_entry(request)))
 
 
 async def model_ready(request: Request) -> Response:
     """200 when this model is loaded and self-tested, else 503 with the reason."""
-    entry = registry_of(request).get(request.path_params["name"], request.path_params.get("version"))
+    entry = addressed_entry(request)
     body = {"name": entry.name, "version": entry.version, "ready": entry.ready, "reason": entry.reason}
     return JSONBytesResponse(body, status_code=200 if entry.ready else 503)
 
 
-def schema_of(entry: ModelEntry, kind: str) -> dict[str, Any]:
-    if kind == "score" and not entry.predictor.has_score:
-        raise NotFound(f"model {entry.name!r} version {entry.version!r} has no score service")
-    validator = entry.predict_validator if kind == "predict" else entry.score_validator
-    if validator is None:  # the model failed before its schemas compiled
-        raise NotReady(f"model {entry.name!r} version {entry.version!r} is not ready: {entry.reason}")
-    return validator.schema
-
-
 async def predict_schema(request: Request) -> Response:
     """The model's predict JSON Schema."""
-    entry = registry_of(request).get(request.path_params["name"], request.path_params.get("version"))
-    return JSONBytesResponse(schema_of(entry, "predict"))
+    return JSONBytesResponse(addressed_entry(request).schema("predict"))
 
 
 async def score_schema(request: Request) -> Response:
     """The model's score JSON Schema (404 when the model has no score service)."""
-    entry = registry_of(request).get(request.path_params["name"], request.path_params.get("version"))
-    return JSONBytesResponse(schema_of(entry, "score"))
+    return JSONBytesResponse(addressed_entry(request).schema("score"))
 
 
 # -- inference --------------------------------------------------------------

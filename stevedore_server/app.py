@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import pluggy
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -28,6 +28,9 @@ from .v2 import routes as v2_routes
 
 logger = logging.getLogger("stevedore.app")
 
+#: Threads for health checks, apart from the models': probes answer while every model is busy.
+HEALTH_CHECK_THREADS = 4
+
 
 def create_app(
     settings: Settings | None = None, manager: pluggy.PluginManager | None = None, loaded: Loaded | None = None
@@ -45,15 +48,15 @@ def create_app(
         nonlocal loaded
         if loaded is None:
             loaded = await run_in_threadpool(load, settings, manager)
-        shutting_down = asyncio.Event()
+        for entry in loaded.registry.entries:
+            entry.threads = anyio.CapacityLimiter(settings.model_threads)
         yield {
             "registry": loaded.registry,
             "manager": loaded.manager,
             "settings": settings,
-            "shutting_down": shutting_down,
+            "check_threads": anyio.CapacityLimiter(HEALTH_CHECK_THREADS),
             "openapi": {},
         }
-        shutting_down.set()
 
     app = FastAPI(
         title="stevedore-server",

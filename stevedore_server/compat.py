@@ -13,8 +13,8 @@ from fastapi import FastAPI, Query
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .errors import BadRequest, LegacyBadRequest, NotFound, NotReady
-from .http import JSONBytesResponse, read_json, registry_of, run_model
+from .errors import BadRequest, LegacyBadRequest, NotFound
+from .http import JSONBytesResponse, check_readiness, read_json, registry_of, run_model
 from .registry import ModelEntry
 
 ModelQuery = Query(description="name of the model")
@@ -33,8 +33,8 @@ async def health_live() -> Response:
 
 async def health_ready(request: Request, model: str | None = Query(None, description="name of the model")) -> Response:
     """``"READY"`` when the model (or, without ``model``, every model) is ready, else 503."""
-    entries = [select(request, model)] if model else registry_of(request).entries
-    if entries and all(entry.ready for entry in entries):
+    ready = select(request, model).ready if model else not await check_readiness(request)
+    if ready:
         return JSONBytesResponse("READY")
     return JSONBytesResponse({"error": "NOT_READY", "detail": "NOT_READY"}, status_code=503)
 
@@ -61,19 +61,17 @@ async def creation_time(request: Request, model: str = ModelQuery) -> Response:
     return JSONBytesResponse(select(request, model).created)
 
 
-def compiled_schema(entry: ModelEntry, kind: str) -> Any:
-    validator = entry.predict_validator if kind == "predict" else entry.score_validator
-    if validator is None and (kind == "predict" or entry.predictor.has_score):
-        raise NotReady(f"model {entry.name!r} is not ready: {entry.reason}")
-    return validator.schema if validator else None
+def schema_or_none(entry: ModelEntry, kind: str) -> Any:
+    """As the original: ``null`` for the score schema of a model without a score service."""
+    return entry.schema(kind) if kind == "predict" or entry.predictor.has_score else None
 
 
 async def predict_schema(request: Request, model: str = ModelQuery) -> Response:
-    return JSONBytesResponse(compiled_schema(select(request, model), "predict"))
+    return JSONBytesResponse(schema_or_none(select(request, model), "predict"))
 
 
 async def score_schema(request: Request, model: str = ModelQuery) -> Response:
-    return JSONBytesResponse(compiled_schema(select(request, model), "score"))
+    return JSONBytesResponse(schema_or_none(select(request, model), "score"))
 
 
 async def wrapped_call(request: Request, action: str) -> Response:

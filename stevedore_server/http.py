@@ -8,11 +8,12 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from starlette.concurrency import run_in_threadpool
+from anyio import to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 
 from .errors import BadRequest, ClientError, ModelFailure, PayloadTooLarge
+from .health import readiness
 from .registry import ModelEntry, Registry
 from .serialization import dumps, loads
 
@@ -37,11 +38,21 @@ def registry_of(request: Request) -> Registry:
     return registry
 
 
-def ready_entry(request: Request, version: str | None = None) -> ModelEntry:
+def addressed_entry(request: Request) -> ModelEntry:
+    """The model the path names (its highest version unless the path has one), or 404."""
+    return registry_of(request).get(request.path_params["name"], request.path_params.get("version"))
+
+
+def ready_entry(request: Request) -> ModelEntry:
     """The addressed model, or 404; 503 if it is not ready."""
-    entry = registry_of(request).get(request.path_params["name"], version or request.path_params.get("version"))
+    entry = addressed_entry(request)
     entry.require_ready()
     return entry
+
+
+async def check_readiness(request: Request) -> list[str]:
+    """``health.readiness`` off the event loop (plugins' checks may block), on the checks' own threads."""
+    return await to_thread.run_sync(readiness, registry_of(request), limiter=request.state.check_threads)
 
 
 async def read_json(request: Request) -> Any:
@@ -71,8 +82,9 @@ async def call_model(entry: ModelEntry, action: str, payload: Any, method: Calla
     """Validate and run predict or score (or ``method``) in a worker thread; model errors become ModelFailure."""
     method = method or (entry.predict if action == "predict" else entry.score)
     try:
-        return await run_in_threadpool(method, payload)
-    except ClientError:
+        # Each model has its own threads, so a slow model cannot starve the others or the probes.
+        return await to_thread.run_sync(method, payload, limiter=entry.threads)
+    except (ClientError, ModelFailure):
         raise
     except Exception as error:
         raise ModelFailure(entry.name, entry.version, action, error) from error

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from packaging.version import InvalidVersion, Version
 
@@ -19,6 +20,11 @@ from .plugins import PluginFailure, PluginSource
 from .predictor import NAME_PATTERN, Predictor
 from .serialization import dumps
 from .validation import SchemaValidator
+
+if TYPE_CHECKING:
+    from anyio import CapacityLimiter
+
+    from .v2.signature import Signature
 
 logger = logging.getLogger("stevedore.registry")
 
@@ -61,8 +67,10 @@ class ModelEntry:
     #: What predict returned on its fixture in the self-test (the V2 output tensor is derived from it).
     fixture_output: Any = None
     #: The V2 tensor signature, or None with ``no_tensor_reason`` saying why there is none.
-    signature: Any = None
+    signature: Signature | None = None
     no_tensor_reason: str | None = None
+    #: The worker threads this model's requests run on (set by the app; None: AnyIO's shared pool).
+    threads: CapacityLimiter | None = None
 
     @property
     def name(self) -> str:
@@ -76,9 +84,14 @@ class ModelEntry:
     def ready(self) -> bool:
         return self.state is State.READY
 
-    @property
-    def has_score(self) -> bool:
-        return self.score_validator is not None
+    def schema(self, kind: str) -> dict[str, Any]:
+        """The compiled predict or score schema; NotFound without a score service, NotReady if never compiled."""
+        if kind == "score" and not self.predictor.has_score:
+            raise NotFound(f"model {self.name!r} version {self.version!r} has no score service")
+        validator = self.predict_validator if kind == "predict" else self.score_validator
+        if validator is None:  # the model failed before its schemas compiled
+            raise NotReady(f"model {self.name!r} version {self.version!r} is not ready: {self.reason}")
+        return validator.schema
 
     def require_ready(self) -> None:
         if not self.ready:
@@ -158,7 +171,7 @@ class ModelEntry:
             dumps(self.fixture_output)
         except Exception as error:
             raise PluginError(f"predict on predict_fixture: {type(error).__name__}: {error}") from error
-        if self.has_score:
+        if self.score_validator is not None:
             try:
                 dumps(self.predictor.score(self.score_fixture))
             except Exception as error:
@@ -224,14 +237,23 @@ class Registry:
         lines += [f"model {e.name} version {e.version}: {e.reason or e.state}" for e in self.entries if not e.ready]
         return lines
 
+    @functools.cached_property
+    def _by_name(self) -> dict[str, list[ModelEntry]]:
+        # Sorted once: lookups are on every request's path. The entries do not change after startup.
+        grouped: dict[str, list[ModelEntry]] = {}
+        for entry in self.entries:
+            grouped.setdefault(entry.name, []).append(entry)
+        for entries in grouped.values():
+            key = version_key(entry.version for entry in entries)
+            entries.sort(key=lambda entry: key(entry.version), reverse=True)
+        return grouped
+
     def names(self) -> list[str]:
-        return list(dict.fromkeys(entry.name for entry in self.entries))
+        return list(self._by_name)
 
     def versions_of(self, name: str) -> list[ModelEntry]:
         """Entries of one model, highest version first."""
-        entries = [entry for entry in self.entries if entry.name == name]
-        key = version_key(entry.version for entry in entries)
-        return sorted(entries, key=lambda entry: key(entry.version), reverse=True)
+        return self._by_name.get(name, [])
 
     def latest(self) -> list[ModelEntry]:
         """The highest version of every model, in discovery order."""

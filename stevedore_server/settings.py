@@ -32,6 +32,8 @@ class Settings:
     disable_plugins: tuple[str, ...] = ()
     #: Largest request body accepted, in bytes (413 beyond).
     max_body_size: int = 16 * 1024 * 1024
+    #: Worker threads of each model: its requests beyond these wait, without holding other models' threads.
+    model_threads: int = 4
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -40,6 +42,8 @@ class Settings:
             raise StartupError(f"setting workers: {self.workers} must be at least 1")
         if self.log_level not in LOG_LEVELS:
             raise StartupError(f"setting log_level: {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+        if self.model_threads < 1:
+            raise StartupError(f"setting model_threads: {self.model_threads} must be at least 1")
         if self.max_body_size < 1:
             raise StartupError(f"setting max_body_size: {self.max_body_size} must be positive")
 

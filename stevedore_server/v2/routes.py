@@ -17,7 +17,16 @@ from starlette.responses import Response
 
 from .. import __version__
 from ..errors import BadRequest, ClientError, InvalidPayload, ModelFailure, NotFound, NotReady, PayloadTooLarge
-from ..http import JSONBytesResponse, call_model, error_response, model_failure_response, read_body, registry_of
+from ..http import (
+    JSONBytesResponse,
+    addressed_entry,
+    call_model,
+    check_readiness,
+    error_response,
+    model_failure_response,
+    read_body,
+    registry_of,
+)
 from ..registry import ModelEntry
 from ..serialization import dumps, loads
 from .signature import Signature
@@ -73,17 +82,12 @@ async def server_live(request: Request) -> Response:
 
 async def server_ready(request: Request) -> Response:
     """200 when every model is ready for inference; a 4xx (400), as the protocol says, when not."""
-    registry = registry_of(request)
-    ready = bool(registry.entries) and not registry.failures and not request.state.shutting_down.is_set()
+    ready = not await check_readiness(request)
     return JSONBytesResponse({"ready": ready}, status_code=200 if ready else 400)
 
 
-def addressed(request: Request) -> ModelEntry:
-    return registry_of(request).get(request.path_params["name"], request.path_params.get("version"))
-
-
 def tensor_entry(request: Request) -> tuple[ModelEntry, Signature]:
-    entry = addressed(request)
+    entry = addressed_entry(request)
     entry.require_ready()
     if entry.signature is None:
         raise BadRequest(
@@ -107,7 +111,7 @@ async def model_metadata(request: Request) -> Response:
 
 
 async def model_ready(request: Request) -> Response:
-    entry = addressed(request)
+    entry = addressed_entry(request)
     body = {"name": entry.name, "version": entry.version, "ready": entry.ready}
     return JSONBytesResponse(body, status_code=200 if entry.ready else 400)
 
