@@ -15,13 +15,17 @@ from starlette.responses import Response
 from .errors import BadRequest, ClientError, ModelFailure, PayloadTooLarge
 from .health import readiness
 from .registry import ModelEntry, Registry
-from .serialization import dumps, loads
+from .serialization import dumps, dumps_result, loads
 
 logger = logging.getLogger("stevedore.http")
 
 #: Content types parsed as JSON. Form-encoded is curl's default for ``-d``, which
 #: the original server's users send without a header.
 JSON_TYPES = {"application/json", "text/plain", "application/x-www-form-urlencoded"}
+
+
+#: Bodies larger than this are parsed in a worker thread: parsing megabytes would stall the event loop.
+PARSE_OFF_LOOP = 256 * 1024
 
 
 class JSONBytesResponse(Response):
@@ -60,13 +64,16 @@ async def read_json(request: Request) -> Any:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type and content_type not in JSON_TYPES and not content_type.endswith("+json"):
         raise BadRequest(f"unsupported content type {content_type!r}: send application/json")
-    return loads(await read_body(request, request.state.settings.max_body_size))
+    body = await read_body(request, request.state.settings.max_body_size)
+    if len(body) > PARSE_OFF_LOOP:
+        return await to_thread.run_sync(loads, body)
+    return loads(body)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
     chunks = []
     size = 0
@@ -94,8 +101,8 @@ async def run_model(entry: ModelEntry, action: str, payload: Any) -> orjson.Frag
     """``call_model``, serialized; output that is not JSON is the model's failure, not a half-written response."""
     result = await call_model(entry, action, payload)
     try:
-        return orjson.Fragment(dumps(result))
-    except TypeError as error:  # orjson.JSONEncodeError is a TypeError
+        return orjson.Fragment(dumps_result(result))
+    except (TypeError, ValueError) as error:  # not JSON (orjson.JSONEncodeError is a TypeError), or not finite
         raise ModelFailure(entry.name, entry.version, action, error) from error
 
 

@@ -64,6 +64,9 @@ def attach_signature(entry: ModelEntry) -> None:
     except NoTensorInterface as error:
         entry.no_tensor_reason = str(error)
         logger.warning("model %s version %s has no V2 interface: %s", entry.name, entry.version, error)
+    except Exception as error:  # a plugin's odd declaration must not stop the server
+        entry.no_tensor_reason = f"its tensors could not be worked out: {type(error).__name__}: {error}"
+        logger.error("model %s version %s has no V2 interface", entry.name, entry.version, exc_info=error)
 
 
 def _health_checks(manager: pluggy.PluginManager, registry: Registry) -> dict[str, HealthCheck]:

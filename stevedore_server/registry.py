@@ -18,7 +18,7 @@ from .errors import NotFound, NotReady, PluginError, StartupError
 from .hookspecs import HealthCheck
 from .plugins import PluginFailure, PluginSource
 from .predictor import NAME_PATTERN, Predictor
-from .serialization import dumps
+from .serialization import dumps_result
 from .validation import SchemaValidator
 
 if TYPE_CHECKING:
@@ -168,12 +168,12 @@ class ModelEntry:
     def _self_test(self) -> None:
         try:
             self.fixture_output = self.predictor.predict(self.predict_fixture)
-            dumps(self.fixture_output)
+            dumps_result(self.fixture_output)
         except Exception as error:
             raise PluginError(f"predict on predict_fixture: {type(error).__name__}: {error}") from error
         if self.score_validator is not None:
             try:
-                dumps(self.predictor.score(self.score_fixture))
+                dumps_result(self.predictor.score(self.score_fixture))
             except Exception as error:
                 raise PluginError(f"score on score_fixture: {type(error).__name__}: {error}") from error
 

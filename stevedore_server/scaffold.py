@@ -27,7 +27,7 @@ dependencies = ["stevedore-server"]
 test = ["pytest>=7"]
 
 [project.entry-points."stevedore.predictors"]
-$model_name = "$package.predictor:$class_name"
+"$model_name" = "$package.predictor:$class_name"
 
 [tool.setuptools.packages.find]
 include = ["$package*"]

@@ -11,6 +11,8 @@ from .errors import InvalidPayload
 #: Cap on the details returned for one invalid payload: a 10 000-row payload of
 #: strings must not produce a 10 000-entry error body.
 MAX_ERROR_DETAILS = 20
+#: Cap on one message: the validator quotes the offending value, which may be the whole payload.
+MAX_MESSAGE_LENGTH = 200
 
 
 def json_pointer(path: list[str | int]) -> str:
@@ -33,12 +35,19 @@ class SchemaValidator:
     def errors(self, instance: Any) -> list[dict[str, str]]:
         details = []
         for error in self._compiled.iter_errors(instance):
-            details.append({"path": json_pointer(list(error.instance_path)), "message": error.message})
+            message = error.message
+            if len(message) > MAX_MESSAGE_LENGTH:
+                message = message[: MAX_MESSAGE_LENGTH - 3] + "..."
+            details.append({"path": json_pointer(list(error.instance_path)), "message": message})
             if len(details) >= MAX_ERROR_DETAILS:
                 break
         return details
 
     def validate(self, instance: Any, what: str = "payload") -> None:
         # is_valid is the fast path: error collection only runs for bad input.
-        if not self._compiled.is_valid(instance):
+        try:
+            valid = self._compiled.is_valid(instance)
+        except ValueError as error:  # a value no JSON document holds, such as bytes from a binary tensor
+            raise InvalidPayload(f"{what} holds a value JSON Schema cannot check: {error}") from None
+        if not valid:
             raise InvalidPayload(f"{what} does not match the model's schema", self.errors(instance))

@@ -101,6 +101,15 @@ class NaNScore(RowSum):
         return math.nan
 
 
+class NaNOnRequest(RowSum):
+    """Overflows to infinity, then NaN, on huge inputs."""
+
+    name = "nan-on-request"
+
+    def run_predict(self, rows: list[list[float]]) -> list[float]:
+        return [float(sum(row)) - float(sum(row)) if sum(row) > 1e308 else sum(row) for row in rows]
+
+
 class TwoInputs(Predictor):
     """Declares two V2 inputs and two outputs; gets an object keyed by input name."""
 
@@ -165,3 +174,22 @@ class ObjectPayload(Predictor):
 
     def run_predict(self, payload: dict[str, str]) -> str:
         return payload["text"].upper()
+
+
+class RangeOfRows(ArrayInput):
+    """NumPy input, and a schema allowing one to three rows: more than a tensor shape says."""
+
+    name = "range-of-rows"
+    predict_schema = {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": 3,
+        "items": {"type": "array", "items": {"type": "number"}},
+    }
+
+
+class Nullable(RowSum):
+    """A schema whose element type is a list: no tensor, and no crash."""
+
+    name = "nullable"
+    predict_schema = {"type": "array", "items": {"type": "array", "items": {"type": ["number", "null"]}}}

@@ -11,7 +11,18 @@ from fastapi.testclient import TestClient
 from stevedore_server.settings import Settings
 
 from .conftest import Registers
-from .predictors import ROWS, BadFixture, FailsLoad, NaNScore, NoScore, NotJSON, RaisesOnNegative, RowSum, Slow
+from .predictors import (
+    ROWS,
+    BadFixture,
+    FailsLoad,
+    NaNOnRequest,
+    NaNScore,
+    NoScore,
+    NotJSON,
+    RaisesOnNegative,
+    RowSum,
+    Slow,
+)
 
 
 def test_livez(client: TestClient) -> None:
@@ -161,9 +172,18 @@ def test_model_error_is_500_with_an_error_id_in_the_log(
     assert client.post("/models/rowsum/predict", json=[[1]]).status_code == 200
 
 
-def test_score_output_that_is_not_finite_still_serializes(make_client: Callable[..., TestClient]) -> None:
-    client = make_client(Registers(NaNScore()))
-    assert client.get("/models/nanscore/score").json()["score"] is None
+def test_non_finite_output_is_the_models_failure(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(Registers(NaNScore(), RowSum()))
+    entry = client.get("/models/nanscore").json()
+    assert entry["state"] == "failed" and "NaN or infinity" in entry["reason"]  # caught by the self-test
+    assert client.get("/readyz").status_code == 503
+
+
+def test_non_finite_output_on_a_request_is_a_500(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(Registers(NaNOnRequest()))
+    response = client.post("/models/nan-on-request/predict", json=[[1e308, 1e308]])
+    assert response.status_code == 500 and "ValueError" in response.json()["error"]
+    assert client.post("/models/nan-on-request/predict", json=[[1, 2]]).json()["predictions"] == [3]
 
 
 def test_highest_version_serves_unversioned_routes(make_client: Callable[..., TestClient]) -> None:

@@ -105,3 +105,13 @@ def test_new_plugin_passes_its_own_test_and_the_self_test(runner: CliRunner, tmp
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "2 passed" in run.stdout
+
+
+def test_new_plugin_with_a_dotted_name_writes_valid_toml(runner: CliRunner, tmp_path: Path) -> None:
+    import tomllib
+
+    assert runner.invoke(main, ["new-plugin", "my.model", "--directory", str(tmp_path / "p")]).exit_code == 0
+    project = tomllib.loads((tmp_path / "p" / "pyproject.toml").read_text())["project"]
+    assert project["entry-points"]["stevedore.predictors"] == {
+        "my.model": "stevedore_my_model.predictor:MyModelPredictor"
+    }

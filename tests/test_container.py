@@ -195,7 +195,9 @@ def test_a_plugin_failing_its_self_test_fails_the_build(
         result = build(core_only_venv, wheelhouse, tag, failing_wheel)
         output = result.stdout + result.stderr
         assert result.returncode == 1, describe(result)
-        assert "failing 1 (entry point 'failing' (stevedore.predictors) of stevedore-test-failing 0.1.0): FAILED" in output
+        assert (
+            "failing 1 (entry point 'failing' (stevedore.predictors) of stevedore-test-failing 0.1.0): FAILED" in output
+        )
         assert "ZeroDivisionError: the model divides by zero on its own fixture" in output
         assert "Error: podman build failed" in output
         assert not image_exists(tag)
@@ -219,7 +221,9 @@ def test_output_context_needs_no_engine(core_only_venv: Venv, wheelhouse: Path, 
     result = core_only_venv.run("stevedore-server", *args, env=env, check=False)
     assert result.returncode == 0, describe(result)
     containerfile = (context / "Containerfile").read_text()
-    assert "ARG BASE_IMAGE=debian:12" in containerfile and "ARG PLUGINS=stevedore-sklearn-logreg==0.1.0" in containerfile
+    assert (
+        "ARG BASE_IMAGE=debian:12" in containerfile and "ARG PLUGINS=stevedore-sklearn-logreg==0.1.0" in containerfile
+    )
     requirements = (context / "wheelhouse" / "requirements.txt").read_text().split()
     assert requirements == ["stevedore-server==0.1.0", "stevedore-sklearn-logreg==0.1.0"]
     assert (context / "wheelhouse" / "stevedore_server-0.1.0-py3-none-any.whl").is_file()  # repacked, no repository

@@ -121,20 +121,30 @@ async def model_ready(request: Request) -> Response:
 
 async def infer(request: Request) -> Response:
     entry, signature = tensor_entry(request)
-    header, binary = split_body(await read_body(request, request.state.settings.max_body_size), request)
+    body = await read_body(request, request.state.settings.max_body_size)
+    # Decoding, the model and encoding all run on the model's threads: tensors may be megabytes.
+    answer = functools.partial(answer_inference, entry, signature, request.headers.get(HEADER_LENGTH))
+    content, headers = await call_model(entry, "predict", body, answer)
+    media_type = "application/octet-stream" if HEADER_LENGTH in headers else "application/json"
+    return Response(content, media_type=media_type, headers=headers)
+
+
+def answer_inference(
+    entry: ModelEntry, signature: Signature, header_length: str | None, body: bytes
+) -> tuple[bytes, dict[str, str]]:
+    """The inference response (body and headers) for one request body."""
+    header, binary = split_body(body, header_length)
     arrays = decode_inputs(header, binary, signature)
     selected = requested_outputs(header, signature)
-    result = await call_model(entry, "predict", arrays, functools.partial(predict_tensors, entry, signature))
-    outputs = results_by_output(entry, signature, result)
+    outputs = results_by_output(entry, signature, predict_tensors(entry, signature, arrays))
     return encode_response(entry, header, {name: outputs[name] for name in selected}, selected)
 
 
-def split_body(body: bytes, request: Request) -> tuple[dict[str, Any], bytes]:
+def split_body(body: bytes, declared: str | None) -> tuple[dict[str, Any], bytes]:
     """The JSON inference header and the binary tensor data after it (binary tensor data extension)."""
     binary = b""
-    declared = request.headers.get(HEADER_LENGTH)
     if declared is not None:
-        if not declared.strip().isdigit() or int(declared) > len(body):
+        if not (declared.isascii() and declared.strip().isdigit()) or int(declared) > len(body):
             raise BadRequest(f"{HEADER_LENGTH} {declared!r} is not a length within the {len(body)}-byte body")
         body, binary = body[: int(declared)], body[int(declared) :]
     header = loads(body)
@@ -196,13 +206,16 @@ def decode_tensor(
     if size is None:
         if "data" not in tensor:
             raise BadRequest(f"input {name!r} has no data")
-        flat, used = decode_json_data(name, datatype, tensor["data"], element_count(shape)), 0
+        flat, used = decode_json_data(name, datatype, tensor["data"], shape), 0
     else:
         if type(size) is not int or size < 0 or offset + size > len(binary) or "data" in tensor:
             raise BadRequest(f"input {name!r}: binary_data_size {size!r} does not fit the binary data")
         flat = decode_binary_data(name, datatype, binary[offset : offset + size], element_count(shape))
         used = size
-    return name, to_model_datatype(name, flat, datatype, spec.datatype).reshape(shape), used
+    try:
+        return name, to_model_datatype(name, flat, datatype, spec.datatype).reshape(shape), used
+    except ValueError as error:  # a shape NumPy cannot hold, however few its elements
+        raise BadRequest(f"input {name!r}: shape {shape} cannot be held: {error}") from None
 
 
 def requested_outputs(header: dict[str, Any], signature: Signature) -> list[str]:
@@ -228,9 +241,21 @@ def predict_tensors(entry: ModelEntry, signature: Signature, arrays: dict[str, n
     as_lists = arrays[signature.inputs[0].name].tolist() if single else {k: v.tolist() for k, v in arrays.items()}
     if not entry.predictor.numpy_input:
         return entry.predict(as_lists)
-    if not signature.shape_only_schema:  # the decoding checked shape and datatype, which is all such a schema says
-        entry.predict_validator.validate(as_lists)  # type: ignore[union-attr]
+    if signature.shape_only_schema:  # decoding checked the shape and datatype, all that such a schema says
+        non_finite = [
+            name for name, array in arrays.items() if array.dtype.kind == "f" and not np.isfinite(array).all()
+        ]
+        if non_finite:
+            raise InvalidPayload(f"inputs {', '.join(non_finite)} hold NaN or infinity, which are not JSON numbers")
+    else:
+        validator = entry.predict_validator
+        if validator is not None:
+            validator.validate(as_lists)
     return entry.predictor.predict(arrays[signature.inputs[0].name] if single else arrays)
+
+
+def finite(array: np.ndarray[Any, Any]) -> bool:
+    return array.dtype.kind != "f" or bool(np.isfinite(array).all())
 
 
 def results_by_output(entry: ModelEntry, signature: Signature, result: Any) -> dict[str, Any]:
@@ -245,7 +270,7 @@ def results_by_output(entry: ModelEntry, signature: Signature, result: Any) -> d
 
 def encode_response(
     entry: ModelEntry, header: dict[str, Any], results: dict[str, Any], selected: list[str]
-) -> Response:
+) -> tuple[bytes, dict[str, str]]:
     binary_default = parameters(header, "the request").get("binary_data_output") is True
     wanted = {o["name"]: o.get("parameters", {}) for o in header.get("outputs") or []}
     tensors, chunks = [], []
@@ -261,14 +286,10 @@ def encode_response(
     body: dict[str, Any] = {"model_name": entry.name, "model_version": entry.version, "outputs": tensors}
     if isinstance(header.get("id"), str):
         body["id"] = header["id"]
-    if not chunks:
-        return JSONBytesResponse(body)
     json_part = dumps(body)
-    return Response(
-        json_part + b"".join(chunks),
-        media_type="application/octet-stream",
-        headers={HEADER_LENGTH: str(len(json_part))},
-    )
+    if not chunks:
+        return json_part, {}
+    return json_part + b"".join(chunks), {HEADER_LENGTH: str(len(json_part))}
 
 
 def add_routes(app: FastAPI) -> None:

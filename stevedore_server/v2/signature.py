@@ -51,7 +51,7 @@ def signature_of(entry: ModelEntry) -> Signature:
 def declared(spec: Any, attribute: str) -> TensorSpec:
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         raise NoTensorInterface(f"{attribute}: each entry must be a dict with a name, datatype and shape")
-    if spec.get("datatype") not in DTYPES:
+    if not isinstance(spec.get("datatype"), str) or spec["datatype"] not in DTYPES:
         raise NoTensorInterface(f"{attribute}: datatype {spec.get('datatype')!r} is not one of {', '.join(DTYPES)}")
     shape = spec.get("shape")
     if not isinstance(shape, (list, tuple)) or not all(type(dim) is int and dim >= -1 for dim in shape):
@@ -69,13 +69,15 @@ def input_from_schema(schema: dict[str, Any]) -> tuple[TensorSpec, bool]:
         if not isinstance(items, dict):
             raise NoTensorInterface("the predict schema's array has no single 'items' schema, so no tensor shape")
         low, high = node.get("minItems"), node.get("maxItems")
-        dims.append(high if low is not None and low == high else -1)
-        shape_only = shape_only and set(node) <= ARRAY_KEYS
+        fixed = low is not None and low == high
+        dims.append(high if fixed and isinstance(high, int) else -1)
+        # A range of item counts is more than a tensor shape says: such a schema must still validate.
+        shape_only = shape_only and set(node) <= ARRAY_KEYS and (fixed or (low is None and high is None))
         node = items
     if not dims:
         raise NoTensorInterface("the predict schema is not an array (of arrays), and no tensor_inputs are declared")
     leaf = node.get("type") if isinstance(node, dict) else None
-    if leaf not in LEAF_DATATYPES:
+    if not isinstance(leaf, str) or leaf not in LEAF_DATATYPES:
         raise NoTensorInterface(
             f"the predict schema's elements are {leaf or 'untyped'}, not numbers, integers, booleans or strings"
         )

@@ -59,30 +59,56 @@ class TensorSpec:
         return all(want in (-1, got) for want, got in zip(self.shape, shape, strict=True))
 
 
+#: Largest dimension accepted: beyond it NumPy cannot even describe an empty array of that shape.
+MAX_DIMENSION = 2**31 - 1
+
+
 def parse_shape(tensor: dict[str, Any]) -> list[int]:
     shape = tensor.get("shape")
-    if not isinstance(shape, list) or not all(type(dim) is int and dim >= 0 for dim in shape):
-        raise BadRequest(f"input {tensor.get('name')!r}: shape must be a list of non-negative integers, got {shape!r}")
+    if not isinstance(shape, list) or not all(type(dim) is int and 0 <= dim <= MAX_DIMENSION for dim in shape):
+        raise BadRequest(
+            f"input {tensor.get('name')!r}: shape must be a list of integers from 0 to {MAX_DIMENSION}, got {shape!r}"
+        )
     return shape
 
 
-def decode_json_data(name: str, datatype: str, data: Any, count: int) -> np.ndarray[Any, Any]:
-    """A flat array from the ``data`` of a JSON tensor (flat or nested), type-checked against ``datatype``."""
+def decode_json_data(name: str, datatype: str, data: Any, shape: list[int]) -> np.ndarray[Any, Any]:
+    """A flat array from the ``data`` of a JSON tensor (flat, or nested as ``shape``), checked against ``datatype``."""
     if not isinstance(data, list):
         data = [data]
+    array = json_strings(name, data) if datatype == "BYTES" else json_numbers(name, datatype, data)
+    if array.ndim > 1 and list(array.shape) != shape:
+        raise BadRequest(f"input {name!r}: nested data of shape {list(array.shape)} does not match shape {shape}")
+    if array.size != element_count(shape):
+        raise BadRequest(
+            f"input {name!r}: shape {shape} holds {element_count(shape)} elements but data has {array.size}"
+        )
+    if datatype == "BYTES":
+        return array.ravel()
+    return cast_checked(name, array.ravel(), DTYPES[datatype], datatype)
+
+
+def json_numbers(name: str, datatype: str, data: list[Any]) -> np.ndarray[Any, Any]:
     try:
         array = np.asarray(data)
     except ValueError:
         raise BadRequest(f"input {name!r}: data is not a rectangular array") from None
     if array.size == 0:
-        array = array.astype(DTYPES[datatype] if datatype != "BYTES" else np.dtype("U1"))
+        return array.astype(DTYPES[datatype])
     if array.dtype.kind not in JSON_KINDS[DTYPES[datatype].kind]:
         raise BadRequest(f"input {name!r}: data of NumPy kind {array.dtype} cannot be {datatype}")
-    if array.size != count:
-        raise BadRequest(f"input {name!r}: shape holds {count} elements but data has {array.size}")
-    if datatype == "BYTES":
-        return array.ravel().astype(object)
-    return cast_checked(name, array.ravel(), DTYPES[datatype], datatype)
+    return array
+
+
+def json_strings(name: str, data: list[Any]) -> np.ndarray[Any, Any]:
+    # An object array keeps each string whole (a fixed-width unicode array drops trailing NULs).
+    try:
+        array = np.array(data, dtype=object)
+    except ValueError:
+        raise BadRequest(f"input {name!r}: data is not a rectangular array") from None
+    if not all(isinstance(item, str) for item in array.flat):
+        raise BadRequest(f"input {name!r}: BYTES data must be strings")
+    return array
 
 
 def decode_binary_data(name: str, datatype: str, raw: bytes, count: int) -> np.ndarray[Any, Any]:
@@ -160,6 +186,8 @@ def encode_output(name: str, result: Any, binary: bool) -> tuple[dict[str, Any],
     """An output tensor (JSON header and, for binary, its raw bytes) whose datatype and shape follow ``result``."""
     array = np.asarray(result)
     datatype = datatype_of(array)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise ValueError("the output holds NaN or infinity")
     tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
     if not binary:
         flat = array.ravel().tolist()

@@ -38,7 +38,7 @@ def probabilities() -> Predictor:
 def test_the_server_would_serve_it(predictor: Predictor) -> None:
     entry = self_test(predictor)
     assert entry.ready
-    assert entry.has_score
+    assert entry.predictor.has_score and entry.score_validator is not None
 
 
 def test_known_rows_get_their_species(labels: Predictor) -> None:
