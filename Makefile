@@ -8,7 +8,18 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check venv clean
+# Debian packages the tests use: the container tests build a real image.
+DEB_PACKAGES := podman buildah debootstrap
+# Container engine: podman, else docker (Colima provides docker); override with ENGINE=.
+ENGINE ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
+IMAGE ?= stevedore-server:latest
+BASE_IMAGE ?=
+CONTEXT := build/image
+# The example plugin, every wheel in plugins/, and every requirement in plugins/requirements.txt.
+PLUGIN_ARGS = --plugin contrib/sklearn_logreg $(foreach wheel,$(wildcard plugins/*.whl),--plugin $(wheel)) \
+	$(if $(wildcard plugins/requirements.txt),$(shell sed -e 's/#.*//' -e '/^[[:space:]]*$$/d' -e 's/^/--plugin /' plugins/requirements.txt))
+
+.PHONY: run test check venv clean deb-packages wheels image image-run image-test
 
 $(STAMP): pyproject.toml contrib/sklearn_logreg/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +32,29 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(BIN)/stevedore-server run --host $(HOST) --port $(PORT)
 
-test: $(STAMP)
+test: $(STAMP) deb-packages
 	$(BIN)/python -m pytest tests contrib/sklearn_logreg/tests
+
+deb-packages:
+	@missing=$$(for package in $(DEB_PACKAGES); do dpkg -s $$package >/dev/null 2>&1 || echo $$package; done); \
+	if [ -n "$$missing" ]; then \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q $$missing; \
+	fi
+
+# The build context: the Containerfile and a wheelhouse of the core, the plugins and their dependencies.
+wheels: $(STAMP)
+	rm -rf $(CONTEXT)
+	$(BIN)/stevedore-server build $(PLUGIN_ARGS) --output-context $(CONTEXT) $(if $(BASE_IMAGE),--base-image $(BASE_IMAGE))
+
+image: wheels
+	$(ENGINE) build $(if $(filter podman,$(notdir $(ENGINE))),--format docker) --tag $(IMAGE) $(CONTEXT)
+
+image-run:
+	$(ENGINE) run --rm -p 127.0.0.1:$(PORT):8000 $(IMAGE)
+
+image-test:
+	scripts/image-test.sh $(ENGINE) $(IMAGE) $(PORT)
 
 check: $(STAMP)
 	$(BIN)/stevedore-server check
