@@ -23,6 +23,7 @@ from .errors import ClientError, ModelFailure
 from .http import JSONBytesResponse, error_response, model_failure_response, registry_of
 from .loader import Loaded, load
 from .openapi import build_openapi
+from .runtime import InferenceTimeout, ModelLimits, ModelRuntime
 from .settings import Settings
 from .v2 import routes as v2_routes
 
@@ -49,7 +50,7 @@ def create_app(
         if loaded is None:
             loaded = await run_in_threadpool(load, settings, manager)
         for entry in loaded.registry.entries:
-            entry.threads = anyio.CapacityLimiter(settings.model_threads)
+            entry.runtime = ModelRuntime(entry, ModelLimits.of(settings, entry.predictor))
         yield {
             "registry": loaded.registry,
             "manager": loaded.manager,
@@ -57,6 +58,9 @@ def create_app(
             "check_threads": anyio.CapacityLimiter(HEALTH_CHECK_THREADS),
             "openapi": {},
         }
+        for entry in loaded.registry.entries:
+            if entry.runtime is not None and entry.runtime.batcher is not None:
+                entry.runtime.batcher.stop()
 
     app = FastAPI(
         title="stevedore-server",
@@ -77,7 +81,7 @@ def create_app(
 
 def app_from_env() -> FastAPI:
     """The factory ``stevedore-server run`` gives uvicorn: settings from ``STEVEDORE_*`` variables."""
-    return create_app(Settings.from_env())
+    return create_app(Settings.load())
 
 
 def add_docs_routes(app: FastAPI) -> None:
@@ -102,7 +106,10 @@ def add_error_handlers(app: FastAPI) -> None:
     """Every error as JSON ``{"error": ...}``; never a traceback in a body."""
 
     async def client_error(request: Request, error: ClientError) -> Response:
-        return error_response(error.status_code, error.body())
+        return error_response(error.status_code, error.body(), error.headers)
+
+    async def timed_out(request: Request, error: InferenceTimeout) -> Response:
+        return error_response(504, {"error": str(error)})
 
     async def http_error(request: Request, error: HTTPException) -> Response:
         return error_response(error.status_code, {"error": str(error.detail)}, dict(error.headers or {}))
@@ -129,4 +136,5 @@ def add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, invalid_parameters)  # type: ignore[arg-type]
     app.add_exception_handler(ModelFailure, model_failure)  # type: ignore[arg-type]
+    app.add_exception_handler(InferenceTimeout, timed_out)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, unexpected)

@@ -6,6 +6,8 @@ import logging
 import logging.config
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import Field, fields
 from pathlib import Path
 from typing import Any
 
@@ -17,39 +19,45 @@ from .app import create_app
 from .errors import StevedoreError
 from .loader import Loaded, load
 from .logs import logging_config
-from .settings import LOG_LEVELS, Settings
+from .settings import HINTS, Settings, base_type, env_name
 
-PLUGIN_OPTIONS = [
-    click.option(
-        "--plugins",
-        envvar="STEVEDORE_PLUGINS",
-        help="Comma-separated entry-point or distribution names to load (default: all). [env STEVEDORE_PLUGINS]",
-    ),
-    click.option(
-        "--disable-plugins",
-        envvar="STEVEDORE_DISABLE_PLUGINS",
-        help="Comma-separated entry-point or distribution names never to load: the recovery when a plugin "
-        "breaks the server. [env STEVEDORE_DISABLE_PLUGINS]",
-    ),
-]
+#: Settings each command takes as options (secrets never: a command line is visible to every user).
+PLUGIN_SETTINGS = ("plugins", "disable_plugins", "config")
+RUN_SETTINGS = tuple(
+    item.name for item in fields(Settings) if not item.metadata["file_only"] and not item.metadata["secret"]
+)
 
 
-def plugin_options(command: Any) -> Any:
-    for option in reversed(PLUGIN_OPTIONS):
-        command = option(command)
-    return command
+def settings_options(names: tuple[str, ...]) -> Callable[[Any], Any]:
+    """Click options for the named settings; an unset option leaves the variable, file or default in force."""
+
+    def decorate(command: Any) -> Any:
+        for item in reversed([item for item in fields(Settings) if item.name in names]):
+            command = settings_option(item)(command)
+        return command
+
+    return decorate
 
 
-def names(value: str | None) -> tuple[str, ...] | None:
-    return None if value is None else tuple(part.strip() for part in value.split(",") if part.strip())
+def settings_option(item: Field[Any]) -> Callable[[Any], Any]:
+    kind = base_type(HINTS[item.name])
+    flag = "--" + item.name.replace("_", "-")
+    default = "none" if item.default in (None, ()) else item.default
+    help_text = f"{item.metadata['help']} [env {env_name(item.name)}; default: {default}]"
+    if kind is bool:
+        return click.option(f"{flag}/--no-{flag[2:]}", item.name, default=None, help=help_text)
+    if kind is tuple:
+        return click.option(flag, item.name, default=None, help=help_text + " Comma-separated.")
+    return click.option(flag, item.name, type=kind, default=None, help=help_text)
 
 
 def make_settings(**values: Any) -> Settings:
-    """Settings from the CLI's values (already merged with the environment by click); errors name the setting."""
-    values["plugins"] = names(values.get("plugins"))
-    values["disable_plugins"] = names(values.get("disable_plugins")) or ()
+    """Settings from the options given, the environment and the file; an error names the setting."""
+    for name, value in values.items():
+        if isinstance(value, str) and base_type(HINTS[name]) is tuple:
+            values[name] = tuple(part.strip() for part in value.split(",") if part.strip())
     try:
-        return Settings.from_env({}, **values)
+        return Settings.load(os.environ, **values)
     except StevedoreError as error:
         raise click.UsageError(str(error)) from None
 
@@ -69,40 +77,7 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--host", envvar="STEVEDORE_HOST", default="127.0.0.1", show_default=True, help="[env STEVEDORE_HOST]")
-@click.option("--port", envvar="STEVEDORE_PORT", type=int, default=8000, show_default=True, help="[env STEVEDORE_PORT]")
-@click.option(
-    "--workers",
-    envvar="STEVEDORE_WORKERS",
-    type=int,
-    default=1,
-    show_default=True,
-    help="Server processes on the one port, each with its own models. [env STEVEDORE_WORKERS]",
-)
-@click.option(
-    "--log-level",
-    envvar="STEVEDORE_LOG_LEVEL",
-    type=click.Choice(LOG_LEVELS),
-    default="info",
-    show_default=True,
-    help="[env STEVEDORE_LOG_LEVEL]",
-)
-@click.option(
-    "--strict/--no-strict",
-    envvar="STEVEDORE_STRICT",
-    default=False,
-    show_default=True,
-    help="Any plugin or model failure stops the server with a non-zero exit. [env STEVEDORE_STRICT]",
-)
-@click.option(
-    "--max-body-size",
-    envvar="STEVEDORE_MAX_BODY_SIZE",
-    type=int,
-    default=Settings.max_body_size,
-    show_default=True,
-    help="Largest request body in bytes; larger ones get 413. [env STEVEDORE_MAX_BODY_SIZE]",
-)
-@plugin_options
+@settings_options(RUN_SETTINGS)
 def run(**values: Any) -> None:
     """Serve every selected model."""
     import uvicorn
@@ -147,7 +122,7 @@ def preflight(settings: Settings) -> None:
 
 @main.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@plugin_options
+@settings_options(PLUGIN_SETTINGS)
 def list_models(as_json: bool, **values: Any) -> None:
     """List plugins and predictors with their state (loads and self-tests them)."""
     registry = load_or_exit(make_settings(**values)).registry
@@ -182,7 +157,7 @@ def list_models(as_json: bool, **values: Any) -> None:
 
 
 @main.command()
-@plugin_options
+@settings_options(PLUGIN_SETTINGS)
 def check(**values: Any) -> None:
     """Load every selected plugin, validate its fixtures and self-test it; exit 1 on any failure."""
     registry = load_or_exit(make_settings(**values)).registry
@@ -202,7 +177,7 @@ def check(**values: Any) -> None:
 @click.argument("name")
 @click.option("--version", "model_version", help="Model version (default: the highest installed).")
 @click.option("--score", is_flag=True, help="Print the score schema instead of the predict schema.")
-@plugin_options
+@settings_options(PLUGIN_SETTINGS)
 def schema(name: str, model_version: str | None, score: bool, **values: Any) -> None:
     """Print a model's predict (or score) JSON Schema."""
     from .discovery import discover
@@ -219,6 +194,13 @@ def schema(name: str, model_version: str | None, score: bool, **values: Any) -> 
     if document is None:
         raise click.ClickException(f"model {name!r} has no score service")
     click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+
+
+@main.command()
+@settings_options(RUN_SETTINGS)
+def config(**values: Any) -> None:
+    """Print the effective settings (options, then environment, then file), secrets masked."""
+    click.echo(orjson.dumps(make_settings(**values).masked(), option=orjson.OPT_INDENT_2).decode())
 
 
 @main.command(name="new-plugin")

@@ -21,6 +21,8 @@ class ClientError(StevedoreError):
     """A request the server refuses; carries the HTTP status and an optional list of details."""
 
     status_code = 400
+    #: Extra response headers, such as Retry-After.
+    headers: dict[str, str] = {}  # noqa: RUF012  (read-only)
 
     def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)

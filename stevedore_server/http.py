@@ -12,7 +12,7 @@ from anyio import to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .errors import BadRequest, ClientError, ModelFailure, PayloadTooLarge
+from .errors import BadRequest, ModelFailure, NotReady, PayloadTooLarge
 from .health import readiness
 from .registry import ModelEntry, Registry
 from .serialization import dumps, dumps_result, loads
@@ -86,15 +86,15 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 async def call_model(entry: ModelEntry, action: str, payload: Any, method: Callable[[Any], Any] | None = None) -> Any:
-    """Validate and run predict or score (or ``method``) in a worker thread; model errors become ModelFailure."""
-    method = method or (entry.predict if action == "predict" else entry.score)
-    try:
-        # Each model has its own threads, so a slow model cannot starve the others or the probes.
-        return await to_thread.run_sync(method, payload, limiter=entry.threads)
-    except (ClientError, ModelFailure):
-        raise
-    except Exception as error:
-        raise ModelFailure(entry.name, entry.version, action, error) from error
+    """Predict, score, or ``method``, as the model's runtime runs them (threads, queue bound, time-out, batching)."""
+    runtime = entry.runtime
+    if runtime is None:
+        raise NotReady(f"model {entry.name!r} version {entry.version!r} is not running")
+    if method is not None:
+        return await runtime.run(action, method, payload)
+    if action == "predict":
+        return await runtime.predict(payload)
+    return await runtime.run(action, entry.score, payload)
 
 
 async def run_model(entry: ModelEntry, action: str, payload: Any) -> orjson.Fragment:

@@ -31,6 +31,8 @@ OVERRIDABLE = (
     "tensor_inputs",
     "tensor_outputs",
     "numpy_input",
+    "max_batch_size",
+    "max_batch_time",
 )
 
 
@@ -57,6 +59,10 @@ class Predictor:
       ``convert_prediction_input`` as an object keyed by input name.
     - ``numpy_input``: V2 requests hand ``convert_prediction_input`` the NumPy
       array decoded from the tensor instead of nested lists.
+    - ``max_batch_size`` / ``max_batch_time``: adaptive batching (off at 1);
+      predict requests queued while the model is busy are merged into one
+      call. The predict payload must be an array of rows and the output one
+      item a row. The settings file's ``[models.NAME]`` table overrides both.
 
     The server calls :meth:`load` once at startup, then self-tests the model on
     its fixtures. Requests go through ``convert_prediction_input`` ->
@@ -78,6 +84,8 @@ class Predictor:
     tensor_inputs: list[dict[str, Any]] | None = None
     tensor_outputs: list[dict[str, Any]] | None = None
     numpy_input: bool = False
+    max_batch_size: int = 1
+    max_batch_time: float = 0.0
 
     def __init__(
         self,

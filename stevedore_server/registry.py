@@ -22,8 +22,7 @@ from .serialization import dumps_result
 from .validation import SchemaValidator
 
 if TYPE_CHECKING:
-    from anyio import CapacityLimiter
-
+    from .runtime import ModelRuntime
     from .v2.signature import Signature
 
 logger = logging.getLogger("stevedore.registry")
@@ -69,8 +68,8 @@ class ModelEntry:
     #: The V2 tensor signature, or None with ``no_tensor_reason`` saying why there is none.
     signature: Signature | None = None
     no_tensor_reason: str | None = None
-    #: The worker threads this model's requests run on (set by the app; None: AnyIO's shared pool).
-    threads: CapacityLimiter | None = None
+    #: How this model's inferences run (set in the app's lifespan).
+    runtime: ModelRuntime | None = None
 
     @property
     def name(self) -> str:

@@ -1,97 +1,238 @@
-"""Server settings: one object, read from CLI flags or ``STEVEDORE_*`` environment variables.
+"""Server settings: one object, read from CLI flags, ``STEVEDORE_*`` environment variables and a TOML file.
 
-Precedence: a CLI flag beats its environment variable, which beats the default.
-``stevedore-server run`` hands the settings to its worker processes through the
-same environment variables.
+Precedence: a CLI flag beats its environment variable, which beats the file
+(``--config`` / ``STEVEDORE_CONFIG``), which beats the default. Per-model
+settings live in the file only, as ``[models.NAME]`` tables. ``stevedore-server
+run`` hands the settings to its worker processes through the same environment
+variables (and the file's path). Invalid settings stop startup with a message
+naming the setting.
 """
 
 from __future__ import annotations
 
 import os
+import tomllib
+import types
+import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 from .errors import StartupError
 from .plugins import PluginSelection
 
 ENV_PREFIX = "STEVEDORE_"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+LOG_FORMATS = ("text", "json")
+MASK = "********"
+
+
+def setting(default: Any, help: str, secret: bool = False, file_only: bool = False) -> Any:
+    metadata = {"help": help, "secret": secret, "file_only": file_only}
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Settings of one model, from its ``[models.NAME]`` table; unset ones fall back to the server's."""
+
+    max_batch_size: int | None = setting(
+        None, "Adaptive batching: most requests merged into one model call (1: off; default: the predictor's own)."
+    )
+    max_batch_time: float | None = setting(
+        None, "Adaptive batching: seconds a batch waits for more requests (default: the predictor's own)."
+    )
+    timeout: float | None = setting(None, "Seconds an inference may take before the client gets 504.")
+    max_concurrency: int | None = setting(None, "Inferences of this model running at once.")
+    max_queue: int | None = setting(None, "Inferences of this model waiting; beyond it, 503 with Retry-After.")
 
 
 @dataclass(frozen=True)
 class Settings:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    workers: int = 1
-    log_level: str = "info"
-    #: Any plugin or model failure stops the server (non-zero exit) instead of being reported.
-    strict: bool = False
-    #: Comma-separated entry-point or distribution names to load; unset loads all.
-    plugins: tuple[str, ...] | None = None
-    #: Comma-separated entry-point or distribution names never to load: the recovery when a plugin breaks.
-    disable_plugins: tuple[str, ...] = ()
-    #: Largest request body accepted, in bytes (413 beyond).
-    max_body_size: int = 16 * 1024 * 1024
-    #: Worker threads of each model: its requests beyond these wait, without holding other models' threads.
-    model_threads: int = 4
+    host: str = setting("127.0.0.1", "Address to bind.")
+    port: int = setting(8000, "TCP port.")
+    workers: int = setting(1, "Server processes on the one port, each with its own models.")
+    log_level: str = setting("info", "One of " + ", ".join(LOG_LEVELS) + ".")
+    log_format: str = setting("text", "text (human-readable) or json (one JSON object a line).")
+    access_log: bool = setting(True, "Log one line a request.")
+    strict: bool = setting(False, "Any plugin or model failure stops the server (non-zero exit).")
+    plugins: tuple[str, ...] | None = setting(None, "Entry-point or distribution names to load (default: all).")
+    disable_plugins: tuple[str, ...] = setting((), "Names never to load: the recovery when a plugin breaks.")
+    max_body_size: int = setting(16 * 1024 * 1024, "Largest request body in bytes; beyond it, 413.")
+    max_json_depth: int = setting(64, "Deepest nesting of arrays and objects in a request body; beyond it, 400.")
+    max_concurrency: int = setting(4, "Inferences of one model running at once (its worker threads).")
+    max_queue: int = setting(64, "Inferences of one model waiting for a thread; beyond it, 503 with Retry-After.")
+    timeout: float = setting(60.0, "Seconds an inference may take before the client gets 504.")
+    graceful_timeout: float = setting(30.0, "Seconds in-flight requests get to finish after SIGTERM.")
+    api_keys: tuple[str, ...] = setting((), "API keys accepted as `Authorization: Bearer KEY`.", secret=True)
+    api_key_file: str | None = setting(None, "File of SHA-256 hex digests of accepted API keys, one a line.")
+    auth_health: bool = setting(False, "With API keys, also require one for health and metrics routes.")
+    cors_origins: tuple[str, ...] = setting((), "Origins allowed by CORS (`*` for any; default: none).")
+    config: str | None = setting(None, "TOML file of settings; `[models.NAME]` tables hold per-model settings.")
+    models: dict[str, ModelSettings] = setting({}, "Per-model settings (file only).", file_only=True)  # noqa: RUF009
 
     def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise StartupError(f"setting port: {self.port} is not a TCP port (0-65535)")
-        if self.workers < 1:
-            raise StartupError(f"setting workers: {self.workers} must be at least 1")
-        if self.log_level not in LOG_LEVELS:
-            raise StartupError(f"setting log_level: {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
-        if self.model_threads < 1:
-            raise StartupError(f"setting model_threads: {self.model_threads} must be at least 1")
-        if self.max_body_size < 1:
-            raise StartupError(f"setting max_body_size: {self.max_body_size} must be positive")
+        checks = [
+            (0 <= self.port <= 65535, "port", "is not a TCP port (0-65535)"),
+            (self.workers >= 1, "workers", "must be at least 1"),
+            (self.log_level in LOG_LEVELS, "log_level", f"is not one of {', '.join(LOG_LEVELS)}"),
+            (self.log_format in LOG_FORMATS, "log_format", f"is not one of {', '.join(LOG_FORMATS)}"),
+            (self.max_body_size >= 1, "max_body_size", "must be positive"),
+            (self.max_json_depth >= 1, "max_json_depth", "must be positive"),
+            (self.max_concurrency >= 1, "max_concurrency", "must be at least 1"),
+            (self.max_queue >= 0, "max_queue", "must not be negative"),
+            (self.timeout > 0, "timeout", "must be positive"),
+            (self.graceful_timeout >= 0, "graceful_timeout", "must not be negative"),
+        ]
+        for ok, name, problem in checks:
+            if not ok:
+                raise StartupError(f"setting {name}: {getattr(self, name)!r} {problem}")
+        for name, model in self.models.items():
+            check_model_settings(name, model)
 
     @property
     def selection(self) -> PluginSelection:
         return PluginSelection.from_names(self.plugins, self.disable_plugins)
 
+    def for_model(self, name: str) -> ModelSettings:
+        return self.models.get(name, ModelSettings())
+
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-        """Settings from ``STEVEDORE_*`` variables; ``overrides`` (CLI flags) take precedence."""
+    def load(cls, environ: Mapping[str, str] | None = None, **flags: Any) -> Settings:
+        """Defaults, then the TOML file, then ``STEVEDORE_*`` variables, then ``flags`` (CLI; None is unset)."""
         environ = os.environ if environ is None else environ
-        values: dict[str, object] = {}
-        for item in fields(cls):
-            raw = environ.get(ENV_PREFIX + item.name.upper())
-            if raw is not None:
-                values[item.name] = _parse(item.name, str(item.type), raw)
-        values.update({key: value for key, value in overrides.items() if value is not None})
-        return cls(**values)  # type: ignore[arg-type]
+        flags = {key: value for key, value in flags.items() if value is not None}
+        from_env = {
+            item.name: parse(item.name, HINTS[item.name], environ[env_name(item.name)], env_name(item.name))
+            for item in fields(cls)
+            if not item.metadata["file_only"] and env_name(item.name) in environ
+        }
+        path = flags.get("config") or from_env.get("config")
+        values = read_file(str(path)) if path else {}
+        return cls(**(values | from_env | flags))
 
     def to_env(self) -> dict[str, str]:
-        """The ``STEVEDORE_*`` variables that reproduce these settings in another process."""
+        """The ``STEVEDORE_*`` variables that, with the file, reproduce these settings in another process."""
         env = {}
         for item in fields(self):
             value = getattr(self, item.name)
-            if value is None:
+            if value is None or item.metadata["file_only"]:
                 continue
             if isinstance(value, tuple):
                 value = ",".join(value)
             elif isinstance(value, bool):
                 value = "true" if value else "false"
-            env[ENV_PREFIX + item.name.upper()] = str(value)
+            env[env_name(item.name)] = str(value)
         return env
 
+    def masked(self) -> dict[str, Any]:
+        """The settings as plain data, secrets replaced by a mask: what `stevedore-server config` prints."""
+        values = asdict(self)
+        for item in fields(self):
+            if item.metadata["secret"] and values[item.name]:
+                values[item.name] = MASK
+        return values
 
-def _parse(name: str, annotation: str, raw: str) -> object:
-    variable = ENV_PREFIX + name.upper()
-    if annotation.startswith("bool"):
+
+#: The settings' types, resolved once (the annotations are strings under PEP 563).
+HINTS = typing.get_type_hints(Settings)
+MODEL_HINTS = typing.get_type_hints(ModelSettings)
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def check_model_settings(name: str, model: ModelSettings) -> None:
+    prefix = f"setting models.{name}"
+    if model.max_batch_size is not None and model.max_batch_size < 1:
+        raise StartupError(f"{prefix}.max_batch_size: {model.max_batch_size} must be at least 1")
+    for attribute in ("max_batch_time", "timeout"):
+        value = getattr(model, attribute)
+        if value is not None and value < 0:
+            raise StartupError(f"{prefix}.{attribute}: {value} must not be negative")
+    if model.max_concurrency is not None and model.max_concurrency < 1:
+        raise StartupError(f"{prefix}.max_concurrency: {model.max_concurrency} must be at least 1")
+    if model.max_queue is not None and model.max_queue < 0:
+        raise StartupError(f"{prefix}.max_queue: {model.max_queue} must not be negative")
+
+
+def read_file(path: str) -> dict[str, Any]:
+    """Top-level settings and ``[models.NAME]`` tables of a TOML file, type-checked, unknown keys refused."""
+    try:
+        with open(path, "rb") as file:
+            document = tomllib.load(file)
+    except OSError as error:
+        raise StartupError(f"setting config: cannot read {path}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise StartupError(f"setting config: {path} is not valid TOML: {error}") from None
+    known = {item.name: item for item in fields(Settings) if item.name != "config"}
+    values: dict[str, Any] = {}
+    for key, raw in document.items():
+        if key not in known:
+            raise StartupError(f"setting {key} (in {path}): no such setting")
+        if key == "models":
+            values["models"] = read_models(path, raw)
+        else:
+            values[key] = typed(key, HINTS[key], raw, path)
+    return values
+
+
+def read_models(path: str, tables: Any) -> dict[str, ModelSettings]:
+    if not isinstance(tables, dict) or not all(isinstance(table, dict) for table in tables.values()):
+        raise StartupError(f"setting models (in {path}): must be [models.NAME] tables")
+    known = {item.name: item for item in fields(ModelSettings)}
+    models = {}
+    for name, table in tables.items():
+        for key in table:
+            if key not in known:
+                raise StartupError(f"setting models.{name}.{key} (in {path}): no such per-model setting")
+        models[name] = ModelSettings(
+            **{key: typed(f"models.{name}.{key}", MODEL_HINTS[key], raw, path) for key, raw in table.items()}
+        )
+    return models
+
+
+def base_type(hint: Any) -> type:
+    """``int`` for ``int | None``, ``tuple`` for ``tuple[str, ...] | None``, and so on."""
+    args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    if typing.get_origin(hint) is tuple or (args and typing.get_origin(args[0]) is tuple):
+        return tuple
+    found = args[0] if typing.get_origin(hint) in (typing.Union, types.UnionType) else hint
+    return typing.cast(type, found)
+
+
+def typed(name: str, hint: Any, raw: Any, where: str) -> Any:
+    """A value from the TOML file, checked against the setting's type."""
+    kind = base_type(hint)
+    if kind is tuple and isinstance(raw, list) and all(isinstance(item, str) for item in raw):
+        return tuple(raw)
+    if kind is float and isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        return float(raw)
+    if isinstance(raw, kind) and not (kind is int and isinstance(raw, bool)):
+        return raw
+    wanted = "a list of strings" if kind is tuple else f"a {kind.__name__}"
+    raise StartupError(f"setting {name} (in {where}): {raw!r} is not {wanted}")
+
+
+def parse(name: str, hint: Any, raw: str, variable: str) -> Any:
+    """A value from an environment variable."""
+    kind = base_type(hint)
+    if kind is bool:
         lowered = raw.strip().lower()
         if lowered in {"1", "true", "yes", "on"}:
             return True
         if lowered in {"0", "false", "no", "off", ""}:
             return False
         raise StartupError(f"setting {name} ({variable}): {raw!r} is not a boolean")
-    if annotation.startswith("int"):
+    if kind in (int, float):
         try:
-            return int(raw)
+            return kind(raw)
         except ValueError:
-            raise StartupError(f"setting {name} ({variable}): {raw!r} is not an integer") from None
-    if annotation.startswith("tuple"):
+            wanted = "an integer" if kind is int else "a number"
+            raise StartupError(f"setting {name} ({variable}): {raw!r} is not {wanted}") from None
+    if kind is tuple:
         return tuple(part.strip() for part in raw.split(",") if part.strip())
     return raw.strip()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from typing import Any
 
 from stevedore_server import Predictor
@@ -193,3 +194,35 @@ class Nullable(RowSum):
 
     name = "nullable"
     predict_schema = {"type": "array", "items": {"type": "array", "items": {"type": ["number", "null"]}}}
+
+
+class Batched(RowSum):
+    """Batches up to 8 requests; records the rows of each model call; blocks on a row [5] until released."""
+
+    name = "batched"
+    max_batch_size = 8
+    max_batch_time = 0.05
+    calls: list[list[list[float]]] = []
+    started = threading.Event()
+    release = threading.Event()
+
+    def run_predict(self, rows: list[list[float]]) -> list[float]:
+        type(self).calls.append(rows)
+        if [5] in rows:
+            self.started.set()
+            self.release.wait(timeout=10)
+        if [13] in rows:
+            raise ValueError("unlucky row")
+        if [7] in rows:
+            return [0.0]  # one item for many rows: the batch cannot be split
+        return super().run_predict(rows)
+
+
+class Sleepy(RowSum):
+    """Sleeps as many seconds as the first number of the first row says."""
+
+    name = "sleepy"
+
+    def run_predict(self, rows: list[list[float]]) -> list[float]:
+        time.sleep(rows[0][0])
+        return super().run_predict(rows)

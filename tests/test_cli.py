@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from stevedore_server.cli import main
+from stevedore_server.cli import RUN_SETTINGS, main
 from stevedore_server.scaffold import identifiers
 
-COMMANDS = ["run", "list", "check", "schema", "new-plugin"]
+COMMANDS = ["run", "list", "check", "schema", "new-plugin", "config", "build"]
 
 
 @pytest.fixture
@@ -29,15 +29,16 @@ def test_every_command_has_help(runner: CliRunner, command: str) -> None:
 
 def test_run_documents_every_option_as_an_environment_variable(runner: CliRunner) -> None:
     text = runner.invoke(main, ["run", "--help"], terminal_width=200).output
-    for variable in ("HOST", "PORT", "WORKERS", "LOG_LEVEL", "STRICT", "PLUGINS", "DISABLE_PLUGINS", "MAX_BODY_SIZE"):
-        assert f"STEVEDORE_{variable}" in text
+    for name in RUN_SETTINGS:
+        assert f"--{name.replace('_', '-')}" in text and f"STEVEDORE_{name.upper()}" in text
+    assert "--api-keys" not in text  # secrets only from the environment or the file
 
 
 def test_invalid_settings_name_the_setting(runner: CliRunner) -> None:
     result = runner.invoke(main, ["run", "--workers", "0"])
     assert result.exit_code == 2 and "setting workers" in result.output
     result = runner.invoke(main, ["run"], env={"STEVEDORE_PORT": "eighty"})
-    assert result.exit_code == 2 and "'--port': 'eighty' is not a valid integer" in result.output
+    assert result.exit_code == 2 and "setting port (STEVEDORE_PORT): 'eighty' is not an integer" in result.output
 
 
 def test_check_passes_on_the_example_plugin(runner: CliRunner) -> None:
@@ -115,3 +116,22 @@ def test_new_plugin_with_a_dotted_name_writes_valid_toml(runner: CliRunner, tmp_
     assert project["entry-points"]["stevedore.predictors"] == {
         "my.model": "stevedore_my_model.predictor:MyModelPredictor"
     }
+
+
+def test_config_prints_effective_settings_with_secrets_masked(runner: CliRunner, tmp_path: Path) -> None:
+    config = tmp_path / "stevedore.toml"
+    config.write_text('port = 9000\nworkers = 3\napi_keys = ["s3cret"]\n[models.iris]\nmax_batch_size = 8\n')
+    env = {"STEVEDORE_CONFIG": str(config), "STEVEDORE_WORKERS": "2"}
+    result = runner.invoke(main, ["config", "--port", "9100"], env=env)
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert (shown["port"], shown["workers"]) == (9100, 2)  # flag over variable over file
+    assert shown["api_keys"] == "********" and "s3cret" not in result.output
+    assert shown["models"]["iris"]["max_batch_size"] == 8
+
+
+def test_an_unknown_setting_in_the_file_is_named(runner: CliRunner, tmp_path: Path) -> None:
+    config = tmp_path / "stevedore.toml"
+    config.write_text("[models.iris]\nmax_batch_sise = 8\n")
+    result = runner.invoke(main, ["config", "--config", str(config)])
+    assert result.exit_code == 2 and "setting models.iris.max_batch_sise" in result.output

@@ -113,7 +113,7 @@ def test_every_ready_route_means_the_same(make_client: Callable[..., TestClient]
 
 
 def test_a_busy_model_does_not_hold_up_probes_or_other_models(make_client: Callable[..., TestClient]) -> None:
-    client = make_client(Registers(Slow(), RowSum()), settings=Settings(model_threads=1))
+    client = make_client(Registers(Slow(), RowSum()), settings=Settings(max_concurrency=1))
     Slow.started.clear()
     Slow.release.clear()
     waiting = [threading.Thread(target=client.post, args=("/models/slow/predict",), kwargs={"json": [[5]]})]

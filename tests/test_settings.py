@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -13,14 +14,14 @@ from stevedore_server.settings import Settings
 
 def test_from_env_and_back() -> None:
     env = {"STEVEDORE_PORT": "9000", "STEVEDORE_STRICT": "yes", "STEVEDORE_DISABLE_PLUGINS": "a, b_c ,"}
-    settings = Settings.from_env(env)
+    settings = Settings.load(env)
     assert (settings.port, settings.strict) == (9000, True)
     assert (settings.disable_plugins, settings.plugins) == (("a", "b_c"), None)
-    assert Settings.from_env(settings.to_env()) == settings
+    assert Settings.load(settings.to_env()) == settings
 
 
 def test_a_flag_beats_its_variable() -> None:
-    assert Settings.from_env({"STEVEDORE_PORT": "9000"}, port=9100).port == 9100
+    assert Settings.load({"STEVEDORE_PORT": "9000"}, port=9100).port == 9100
 
 
 @pytest.mark.parametrize(
@@ -34,7 +35,7 @@ def test_a_flag_beats_its_variable() -> None:
 )
 def test_invalid_settings_name_the_setting(env: dict[str, str], message: str) -> None:
     with pytest.raises(StartupError, match=re.escape(message)):
-        Settings.from_env(env)
+        Settings.load(env)
 
 
 def source(entry_point: str, distribution: str | None) -> PluginSource:
@@ -49,3 +50,30 @@ def test_selection_matches_entry_point_or_distribution_names() -> None:
     assert not disabled.allows(source("iris", "stevedore-sklearn-logreg"))
     assert disabled.allows(source("other", None))
     assert PluginSelection.from_names([]).allows(source("anything", None))  # empty means all
+
+
+def test_file_then_environment_then_flags(tmp_path: Path) -> None:
+    config = tmp_path / "s.toml"
+    config.write_text('port = 9000\nhost = "0.0.0.0"\ntimeout = 5\n[models.iris]\nmax_batch_time = 0.01\n')
+    settings = Settings.load({"STEVEDORE_CONFIG": str(config), "STEVEDORE_PORT": "9001"}, host="::1")
+    assert (settings.port, settings.host, settings.timeout) == (9001, "::1", 5.0)
+    assert settings.for_model("iris").max_batch_time == 0.01
+    assert settings.for_model("other").max_batch_time is None
+    assert Settings.load(settings.to_env()) == settings  # what the workers see
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("port = 'x'", "setting port (in"),
+        ("colour = 1", "setting colour (in"),
+        ("[models.iris]\nmax_batch_size = 0", "setting models.iris.max_batch_size: 0 must be at least 1"),
+        ("[models.iris]\ntimeout = true", "setting models.iris.timeout (in"),
+        ("port = ", "is not valid TOML"),
+    ],
+)
+def test_invalid_file_settings_are_named(tmp_path: Path, text: str, message: str) -> None:
+    config = tmp_path / "s.toml"
+    config.write_text(text)
+    with pytest.raises(StartupError, match=re.escape(message)):
+        Settings.load({}, config=str(config))

@@ -28,6 +28,7 @@ from ..http import (
     registry_of,
 )
 from ..registry import ModelEntry
+from ..runtime import InferenceTimeout
 from ..serialization import dumps, loads
 from .signature import Signature
 from .tensors import (
@@ -62,7 +63,9 @@ def protocol_errors(handler: Handler) -> Handler:
             message = error.message
             if isinstance(error, InvalidPayload) and error.details:
                 message += ": " + "; ".join(f"{d['path'] or '/'}: {d['message']}" for d in error.details)
-            return error_response(status, {"error": message})
+            return error_response(status, {"error": message}, error.headers)
+        except InferenceTimeout as error:
+            return error_response(504, {"error": str(error)})
         except ModelFailure as failure:
             return model_failure_response(failure)
 
