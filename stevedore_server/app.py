@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
+import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -15,13 +18,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
+from starlette.types import ASGIApp
 
 from . import __version__, api, compat
+from .auth import APIKeys
 from .errors import ClientError, ModelFailure
 from .http import JSONBytesResponse, error_response, model_failure_response, registry_of
 from .loader import Loaded, load
+from .metrics import Metrics
+from .middleware import ERROR_ID_KEY, RequestContext, RequireAPIKey
 from .openapi import build_openapi
 from .runtime import InferenceTimeout, ModelLimits, ModelRuntime
 from .settings import Settings
@@ -35,14 +43,16 @@ HEALTH_CHECK_THREADS = 4
 
 def create_app(
     settings: Settings | None = None, manager: pluggy.PluginManager | None = None, loaded: Loaded | None = None
-) -> FastAPI:
-    """A server for ``settings``.
+) -> ASGIApp:
+    """A server for ``settings``: the FastAPI app inside its middleware.
 
     The lifespan loads the models, unless ``loaded`` holds them already (``run``
     with one worker loads first, to report a startup error plainly); ``manager``
     replaces the entry-point plugins (tests use it).
     """
     settings = settings or Settings()
+    metrics = Metrics()
+    keys = APIKeys.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -50,14 +60,20 @@ def create_app(
         if loaded is None:
             loaded = await run_in_threadpool(load, settings, manager)
         for entry in loaded.registry.entries:
-            entry.runtime = ModelRuntime(entry, ModelLimits.of(settings, entry.predictor))
+            entry.runtime = ModelRuntime(entry, ModelLimits.of(settings, entry.predictor), metrics)
+        metrics.describe(loaded.registry)
+        draining = asyncio.Event()
+        restore = drain_on_sigterm(draining)
         yield {
             "registry": loaded.registry,
             "manager": loaded.manager,
             "settings": settings,
+            "metrics": metrics,
+            "draining": draining,
             "check_threads": anyio.CapacityLimiter(HEALTH_CHECK_THREADS),
             "openapi": {},
         }
+        restore()
         for entry in loaded.registry.entries:
             if entry.runtime is not None and entry.runtime.batcher is not None:
                 entry.runtime.batcher.stop()
@@ -76,12 +92,51 @@ def create_app(
     v2_routes.add_routes(app)
     add_docs_routes(app)
     add_error_handlers(app)
-    return app
+    app.add_api_route("/metrics", metrics_route, methods=["GET"], tags=["health"])
+    inner: ASGIApp = app
+    if keys is not None:
+        inner = RequireAPIKey(inner, keys, settings.auth_health)
+    if settings.cors_origins:
+        inner = CORSMiddleware(
+            inner, allow_origins=list(settings.cors_origins), allow_methods=["*"], allow_headers=["*"]
+        )
+    return RequestContext(inner, metrics, settings.access_log)
 
 
-def app_from_env() -> FastAPI:
+def app_from_env() -> ASGIApp:
     """The factory ``stevedore-server run`` gives uvicorn: settings from ``STEVEDORE_*`` variables."""
     return create_app(Settings.load())
+
+
+async def metrics_route(request: Request) -> Response:
+    """Prometheus metrics in the text format."""
+    metrics: Metrics = request.state.metrics
+    content, media_type = metrics.exposition()
+    return Response(content, media_type=media_type)
+
+
+def drain_on_sigterm(draining: asyncio.Event) -> Callable[[], None]:
+    """On SIGTERM, mark the server draining (readiness turns 503) before uvicorn's own handler stops it.
+
+    Returns the function that puts the previous handler back. Signals can only
+    be handled in the main thread; elsewhere (tests) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def handle(signum: int, frame: Any) -> None:
+        draining.set()
+        logger.info("SIGTERM: draining; in-flight requests finish, new connections are refused")
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, handle)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore
 
 
 def add_docs_routes(app: FastAPI) -> None:
@@ -125,10 +180,9 @@ def add_error_handlers(app: FastAPI) -> None:
         return model_failure_response(error)
 
     async def unexpected(request: Request, error: Exception) -> Response:
+        # Starlette re-raises after this answer; RequestContext logs it, once, with this error id.
         error_id = uuid.uuid4().hex
-        logger.error(
-            "unexpected error on %s %s (error id %s)", request.method, request.url.path, error_id, exc_info=error
-        )
+        request.scope[ERROR_ID_KEY] = error_id
         return error_response(500, {"error": f"internal server error; error id {error_id}", "error_id": error_id})
 
     # Starlette types handlers as taking any Exception; each here is registered for its own class.

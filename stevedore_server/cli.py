@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import logging.config
 import os
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import Field, fields
@@ -19,6 +20,7 @@ from .app import create_app
 from .errors import StevedoreError
 from .loader import Loaded, load
 from .logs import logging_config
+from .metrics import MULTIPROC_ENV, fresh_multiprocess_dir
 from .settings import HINTS, Settings, base_type, env_name
 
 #: Settings each command takes as options (secrets never: a command line is visible to every user).
@@ -83,22 +85,32 @@ def run(**values: Any) -> None:
     import uvicorn
 
     settings = make_settings(**values)
-    log_config = logging_config(settings.log_level)
+    log_config = logging_config(settings.log_level, settings.log_format)
     logging.config.dictConfig(log_config)
     server_options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
         "log_level": settings.log_level,
         "log_config": log_config,
+        "access_log": False,  # the server writes its own, with request ids
         "lifespan": "on",
+        "timeout_graceful_shutdown": settings.graceful_timeout,
     }
+    # uvicorn re-raises the SIGTERM it handled once it has drained; ending here makes that a clean exit 0.
+    signal.signal(signal.SIGTERM, exit_cleanly)
     if settings.workers == 1:
         # Loading here rather than in the lifespan turns a startup error into a plain message and exit 1.
-        uvicorn.run(create_app(settings, loaded=load_or_exit(settings)), **server_options)
+        app = create_app(settings, loaded=load_or_exit(settings))
+        uvicorn.run(app, **server_options)
         return
     preflight(settings)
     os.environ.update(settings.to_env())  # the workers read their settings from the environment
+    os.environ[MULTIPROC_ENV] = str(fresh_multiprocess_dir())  # before any worker imports prometheus_client
     uvicorn.run("stevedore_server.app:app_from_env", factory=True, workers=settings.workers, **server_options)
+
+
+def exit_cleanly(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
 
 
 def preflight(settings: Settings) -> None:

@@ -55,7 +55,10 @@ def ready_entry(request: Request) -> ModelEntry:
 
 
 async def check_readiness(request: Request) -> list[str]:
-    """``health.readiness`` off the event loop (plugins' checks may block), on the checks' own threads."""
+    """Why the server is not ready: draining after SIGTERM, or ``health.readiness`` (run off the event loop,
+    on the checks' own threads, as plugins' checks may block)."""
+    if request.state.draining.is_set():
+        return ["shutting down: draining in-flight requests"]
     return await to_thread.run_sync(readiness, registry_of(request), limiter=request.state.check_threads)
 
 
@@ -64,10 +67,11 @@ async def read_json(request: Request) -> Any:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type and content_type not in JSON_TYPES and not content_type.endswith("+json"):
         raise BadRequest(f"unsupported content type {content_type!r}: send application/json")
-    body = await read_body(request, request.state.settings.max_body_size)
+    settings = request.state.settings
+    body = await read_body(request, settings.max_body_size)
     if len(body) > PARSE_OFF_LOOP:
-        return await to_thread.run_sync(loads, body)
-    return loads(body)
+        return await to_thread.run_sync(loads, body, settings.max_json_depth)
+    return loads(body, settings.max_json_depth)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ import anyio
 from anyio import to_thread
 
 from .errors import ClientError, ModelFailure, StevedoreError
+from .metrics import Metrics
 from .predictor import Predictor
 from .registry import ModelEntry, require_validator
 from .settings import Settings
@@ -72,9 +74,10 @@ class ModelLimits:
 class ModelRuntime:
     """How one model's inferences run; created in the app's lifespan, inside the event loop."""
 
-    def __init__(self, entry: ModelEntry, limits: ModelLimits) -> None:
+    def __init__(self, entry: ModelEntry, limits: ModelLimits, metrics: Metrics | None = None) -> None:
         self.entry = entry
         self.limits = limits
+        self.metrics = metrics
         self.threads = anyio.CapacityLimiter(limits.max_concurrency)
         self.admitted = 0
         self.batcher = Batcher(self) if limits.max_batch_size > 1 and batchable(entry) else None
@@ -98,19 +101,37 @@ class ModelRuntime:
     async def _admitted(self, action: str, work: Coroutine[Any, Any, Any]) -> Any:
         if self.admitted >= self.capacity:
             work.close()
+            self.count_error(action, "overloaded")
             raise Overloaded(
                 f"model {self.entry.name!r} has {self.admitted} inferences running or waiting; try again shortly"
             )
         self.admitted += 1
+        started = time.perf_counter()
         try:
             with anyio.move_on_after(self.limits.timeout):
-                return await work
+                result = await work
+                self.observe(action, started)
+                return result
+        except ModelFailure:
+            self.count_error(action, "error")
+            raise
         finally:
             self.admitted -= 1
         # Reached only when the time-out cancelled the work.
+        self.count_error(action, "timeout")
         logger.warning("model %s version %s: %s timed out", self.entry.name, self.entry.version, action)
         model = f"model {self.entry.name!r} version {self.entry.version!r}"
         raise InferenceTimeout(f"{model} did not {action} within {self.limits.timeout:g} s")
+
+    def observe(self, action: str, started: float) -> None:
+        if self.metrics is not None:
+            labels = (self.entry.name, self.entry.version, action)
+            self.metrics.inferences.labels(*labels).inc()
+            self.metrics.inference_seconds.labels(*labels).observe(time.perf_counter() - started)
+
+    def count_error(self, action: str, kind: str) -> None:
+        if self.metrics is not None:
+            self.metrics.inference_errors.labels(self.entry.name, self.entry.version, action, kind).inc()
 
     async def _in_thread(self, action: str, method: Callable[[Any], Any], payload: Any) -> Any:
         try:
@@ -187,6 +208,8 @@ class Batcher:
             if not batch:
                 return
             rows = [row for pending in batch for row in pending.rows]
+            if self.runtime.metrics is not None:
+                self.runtime.metrics.batch_size.labels(entry.name, entry.version).observe(len(batch))
             try:
                 result = await to_thread.run_sync(entry.predictor.predict, rows, limiter=self.runtime.threads)
                 parts = split(result, [len(pending.rows) for pending in batch])

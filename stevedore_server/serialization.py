@@ -43,11 +43,43 @@ def has_non_finite(value: Any) -> bool:
     return False
 
 
-def loads(body: bytes) -> Any:
-    """Parse a request body; malformed JSON is the client's error (400)."""
+def loads(body: bytes, max_depth: int = 64) -> Any:
+    """Parse a request body; malformed or too deeply nested JSON is the client's error (400)."""
     if not body:
         raise BadRequest("request body is empty; expected JSON")
     try:
-        return orjson.loads(body)
+        value = orjson.loads(body)
     except orjson.JSONDecodeError as error:
         raise BadRequest(f"request body is not valid JSON: {error}") from None
+    if bracket_depth(body) > max_depth and nesting_depth(value) > max_depth:
+        raise BadRequest(f"request body nests arrays and objects deeper than {max_depth} levels")
+    return value
+
+
+def bracket_depth(body: bytes) -> int:
+    """How deep the brackets of ``body`` nest, counting those inside strings too: an upper bound, fast.
+
+    Only when it exceeds the limit is the parsed value walked, which is exact but slow.
+    """
+    if body.count(b"[") + body.count(b"{") <= 1:
+        return 1
+    steps = BRACKET_STEPS[np.frombuffer(body, dtype=np.uint8)]
+    return int(np.cumsum(steps, dtype=np.int32).max())
+
+
+#: +1 for an opening bracket, -1 for a closing one, 0 for any other byte.
+BRACKET_STEPS = np.zeros(256, dtype=np.int8)
+BRACKET_STEPS[[ord("["), ord("{")]] = 1
+BRACKET_STEPS[[ord("]"), ord("}")]] = -1
+
+
+def nesting_depth(value: Any) -> int:
+    """The exact nesting depth of a parsed JSON value, without recursion."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest

@@ -124,33 +124,35 @@ async def model_ready(request: Request) -> Response:
 
 async def infer(request: Request) -> Response:
     entry, signature = tensor_entry(request)
-    body = await read_body(request, request.state.settings.max_body_size)
+    settings = request.state.settings
+    body = await read_body(request, settings.max_body_size)
     # Decoding, the model and encoding all run on the model's threads: tensors may be megabytes.
-    answer = functools.partial(answer_inference, entry, signature, request.headers.get(HEADER_LENGTH))
+    header_length = request.headers.get(HEADER_LENGTH)
+    answer = functools.partial(answer_inference, entry, signature, header_length, settings.max_json_depth)
     content, headers = await call_model(entry, "predict", body, answer)
     media_type = "application/octet-stream" if HEADER_LENGTH in headers else "application/json"
     return Response(content, media_type=media_type, headers=headers)
 
 
 def answer_inference(
-    entry: ModelEntry, signature: Signature, header_length: str | None, body: bytes
+    entry: ModelEntry, signature: Signature, header_length: str | None, max_depth: int, body: bytes
 ) -> tuple[bytes, dict[str, str]]:
     """The inference response (body and headers) for one request body."""
-    header, binary = split_body(body, header_length)
+    header, binary = split_body(body, header_length, max_depth)
     arrays = decode_inputs(header, binary, signature)
     selected = requested_outputs(header, signature)
     outputs = results_by_output(entry, signature, predict_tensors(entry, signature, arrays))
     return encode_response(entry, header, {name: outputs[name] for name in selected}, selected)
 
 
-def split_body(body: bytes, declared: str | None) -> tuple[dict[str, Any], bytes]:
+def split_body(body: bytes, declared: str | None, max_depth: int) -> tuple[dict[str, Any], bytes]:
     """The JSON inference header and the binary tensor data after it (binary tensor data extension)."""
     binary = b""
     if declared is not None:
         if not (declared.isascii() and declared.strip().isdigit()) or int(declared) > len(body):
             raise BadRequest(f"{HEADER_LENGTH} {declared!r} is not a length within the {len(body)}-byte body")
         body, binary = body[: int(declared)], body[int(declared) :]
-    header = loads(body)
+    header = loads(body, max_depth)
     if not isinstance(header, dict):
         raise BadRequest("the inference request must be a JSON object")
     parameters(header, "the request")

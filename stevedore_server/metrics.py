@@ -1,0 +1,112 @@
+"""Prometheus metrics, correct with several worker processes (prometheus-client's multiprocess mode).
+
+With ``--workers N``, ``run`` points ``PROMETHEUS_MULTIPROC_DIR`` at an empty
+directory before the workers start; each worker writes its samples there and
+``/metrics`` aggregates them, so any worker answers for all.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from importlib.metadata import version
+from pathlib import Path
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+from .registry import Registry
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Metrics:
+    """The server's metrics, on a registry of their own (so each app, and each test, starts from zero)."""
+
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry()
+        self.requests = Counter(
+            "stevedore_http_requests", "HTTP requests answered", ["route", "method", "status"], registry=registry
+        )
+        self.request_seconds = Histogram(
+            "stevedore_http_request_duration_seconds",
+            "Time to answer an HTTP request",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        model = ["model", "version", "action"]
+        self.inferences = Counter(
+            "stevedore_inferences", "Inferences answered (predict or score)", model, registry=registry
+        )
+        self.inference_errors = Counter(
+            "stevedore_inference_errors",
+            "Inferences that failed, by kind: error (the model raised or gave junk), timeout, overloaded",
+            [*model, "kind"],
+            registry=registry,
+        )
+        self.inference_seconds = Histogram(
+            "stevedore_inference_duration_seconds",
+            "Time from admission to answer of an inference, waiting included",
+            model,
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "stevedore_batch_size",
+            "Requests merged into one model call",
+            ["model", "version"],
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.model_ready = Gauge(
+            "stevedore_model_ready",
+            "1 when the model is loaded and self-tested",
+            ["model", "version"],
+            multiprocess_mode="max",
+            registry=registry,
+        )
+        self.info = Gauge(
+            "stevedore_info",
+            "Versions of the server and of each plugin distribution (value 1)",
+            ["component", "version"],
+            multiprocess_mode="max",
+            registry=registry,
+        )
+
+    def describe(self, registry: Registry) -> None:
+        """Readiness of every model, and the versions of the server and of the plugins."""
+        self.info.labels("stevedore-server", version("stevedore-server")).set(1)
+        for entry in registry.entries:
+            self.model_ready.labels(entry.name, entry.version).set(1 if entry.ready else 0)
+            source = entry.source
+            if source.distribution and source.distribution_version:
+                self.info.labels(source.distribution, source.distribution_version).set(1)
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The text format: this process's metrics, or every worker's in multiprocess mode."""
+        if os.environ.get(MULTIPROC_ENV):
+            aggregate = CollectorRegistry()
+            multiprocess.MultiProcessCollector(aggregate)  # type: ignore[no-untyped-call]
+            return generate_latest(aggregate), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def fresh_multiprocess_dir() -> Path:
+    """An empty directory for the workers' samples: left-overs of an earlier run would be counted again."""
+    configured = os.environ.get(MULTIPROC_ENV)
+    directory = Path(configured) if configured else Path(tempfile.mkdtemp(prefix="stevedore-metrics-"))
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    return directory

@@ -1,0 +1,121 @@
+"""Pure ASGI middleware: request ids, the access log, HTTP metrics, a last-resort 500, and API keys."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .auth import APIKeys
+from .logs import request_id
+from .metrics import Metrics
+from .serialization import dumps
+
+access_logger = logging.getLogger("stevedore.access")
+logger = logging.getLogger("stevedore.http")
+
+REQUEST_ID_HEADER = "x-request-id"
+#: Where the app's last-resort handler leaves the error id of the 500 it answered.
+ERROR_ID_KEY = "stevedore.error_id"
+#: A client's request id is kept when it is short and printable; otherwise one is made.
+VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
+#: Routes open without an API key (unless ``auth_health``): probes and metrics.
+OPEN_PATHS = {
+    "/livez", "/readyz", "/healthz", "/metrics", "/v2/health/live", "/v2/health/ready",
+    "/health", "/health/", "/health/live", "/health/live/", "/health/ready", "/health/ready/",
+    "/health/uptime", "/health/uptime/",
+}  # fmt: skip
+OPEN_PATTERN = re.compile(r"^(/v2)?/models/[^/]+(/versions/[^/]+)?/ready$")
+
+
+class RequestContext:
+    """Outermost: gives each request an id (``X-Request-ID``), logs and counts it, and turns any
+    exception that escaped the app into a JSON 500 with an error id, logged once with its traceback."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: bool) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = Headers(scope=scope).get(REQUEST_ID_HEADER, "")
+        rid = given if VALID_REQUEST_ID.match(given) else uuid.uuid4().hex
+        token = request_id.set(rid)
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = rid
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as error:
+            error_id = scope.get(ERROR_ID_KEY) or uuid.uuid4().hex
+            logger.error("unexpected error (error id %s)", error_id, exc_info=error)
+            if not response_started:
+                body = {"error": f"internal server error; error id {error_id}", "error_id": error_id}
+                await send_json(send_with_id, 500, body)
+        finally:
+            self.record(scope, status, time.perf_counter() - started)
+            request_id.reset(token)
+
+    def record(self, scope: Scope, status: int, seconds: float) -> None:
+        route = scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        method = scope["method"]
+        self.metrics.requests.labels(template, method, str(status)).inc()
+        self.metrics.request_seconds.labels(template, method).observe(seconds)
+        if self.access_log:
+            path = scope["path"] + ("?" + scope["query_string"].decode("latin-1") if scope["query_string"] else "")
+            client = scope.get("client") or ("-", 0)
+            access_logger.info(
+                '%s "%s %s" %d %.1f ms', client[0], method, path, status, seconds * 1000,
+                extra={"status": status, "duration_ms": round(seconds * 1000, 3), "route": template},
+            )  # fmt: skip
+
+
+class RequireAPIKey:
+    """401 with ``WWW-Authenticate`` for a protected route without an accepted ``Authorization: Bearer`` key."""
+
+    def __init__(self, app: ASGIApp, keys: APIKeys, protect_health: bool) -> None:
+        self.app = app
+        self.keys = keys
+        self.protect_health = protect_health
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] == "OPTIONS" or self.is_open(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        authorization = Headers(scope=scope).get("authorization")
+        if self.keys.accepts(authorization):
+            await self.app(scope, receive, send)
+            return
+        challenge = 'Bearer realm="stevedore"' + (', error="invalid_token"' if authorization else "")
+        message = "a valid API key is required" if authorization else "an API key is required"
+        body = {"error": f"{message}: send Authorization: Bearer <key>"}
+        await send_json(send, 401, body, {"www-authenticate": challenge})
+
+    def is_open(self, path: str) -> bool:
+        return not self.protect_health and (path in OPEN_PATHS or bool(OPEN_PATTERN.match(path)))
+
+
+async def send_json(send: Send, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+    content = dumps(body)
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]
+    raw += [(name.encode("latin-1"), value.encode("latin-1")) for name, value in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": content})
