@@ -1,0 +1,150 @@
+"""Operations against the real server: metrics across worker processes, draining on SIGTERM under load."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .test_operations import metric
+from .venvs import INSTALLED, Server, Venv, build_wheels, copy_source
+
+SETOSA = [5.1, 3.5, 1.4, 0.2]
+
+
+@pytest.fixture(scope="module")
+def ops_venv(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Venv:
+    """The core, the example plugin and the sleeper test plugin, installed from wheels."""
+    root = tmp_path_factory.mktemp("ops")
+    (sleeper,) = build_wheels([copy_source(INSTALLED / "sleeper", root / "sleeper")], root / "wheels", wheelhouse)
+    environment = Venv.create(root / "venv", wheelhouse, root / "wheels")
+    environment.install("stevedore-server", "stevedore-sklearn-logreg", "stevedore-test-sleeper")
+    return environment
+
+
+@pytest.fixture
+def two_workers(ops_venv: Venv, tmp_path: Path) -> Iterator[Server]:
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_12345.db").write_bytes(b"left over from an earlier run")
+    server = Server.start(
+        ops_venv, tmp_path / "server.log", "--workers", "2", PROMETHEUS_MULTIPROC_DIR=str(metrics_dir)
+    )
+    try:
+        server.wait_for("/readyz")
+        yield server
+    finally:
+        server.stop()
+
+
+def test_metrics_with_two_workers_count_every_request_once(two_workers: Server) -> None:
+    pids = set()
+    for _ in range(20):  # a new connection each time, so both workers take some
+        with httpx.Client() as client:
+            assert client.post(two_workers.url + "/models/iris/predict", json=[SETOSA]).status_code == 200
+    for _ in range(5):
+        with httpx.Client() as client:
+            assert client.post(two_workers.url + "/models/iris/predict", json=[[1]]).status_code == 422
+    for _ in range(10):
+        with httpx.Client() as client:
+            pids.add(client.get(two_workers.url + "/metrics").status_code)
+    text = httpx.get(two_workers.url + "/metrics").text
+    route = "/models/{name}/predict"
+    assert metric(text, "stevedore_http_requests_total", route=route, method="POST", status="200") == 20
+    assert metric(text, "stevedore_http_requests_total", route=route, method="POST", status="422") == 5
+    assert metric(text, "stevedore_http_request_duration_seconds_count", route=route, method="POST") == 25
+    assert metric(text, "stevedore_inferences_total", model="iris", action="predict") == 20
+    assert metric(text, "stevedore_http_requests_total", route="/metrics", method="GET", status="200") == 10
+    assert metric(text, "stevedore_model_ready", model="iris", version="1") == 1
+    # Both workers answered: each pid has its own files in the multiprocess directory.
+    log = two_workers.log()
+    assert len(set(re.findall(r"Started server process \[(\d+)\]", log))) == 2
+
+
+def test_sigterm_under_load_loses_no_accepted_request(ops_venv: Venv, tmp_path: Path) -> None:
+    server = Server.start(ops_venv, tmp_path / "server.log", "--graceful-timeout", "15", "--max-queue", "256")
+    server.wait_for("/readyz")
+    outcomes: Counter[str] = Counter()
+    lock = threading.Lock()
+    stop = threading.Event()
+    slow_answer: dict[str, object] = {}
+
+    def client_loop(number: int) -> None:
+        while not stop.is_set():
+            # A new connection for each request: one the server accepted is answered, or none was made.
+            try:
+                with httpx.Client(timeout=30) as client:
+                    if number % 8 == 0:
+                        response = client.post(server.url + "/models/sleeper/predict", json=[0.3])
+                        expected = [0.3]
+                    else:
+                        response = client.post(server.url + "/models/iris/predict", json=[SETOSA] * 50)
+                        expected = [0] * 50
+                outcome = (
+                    "answered"
+                    if response.status_code == 200 and response.json()["predictions"] == expected
+                    else f"bad {response.status_code}"
+                )
+            except httpx.ConnectError:
+                outcome = "refused"
+            except httpx.RemoteProtocolError as error:
+                # Closed before the server read the request: nothing of it was accepted.
+                outcome = "not taken" if "without sending a response" in str(error) else f"broken: {error}"
+            except httpx.ReadError as error:
+                # Reset with no answer: the connection waited in the kernel's backlog when the listener closed.
+                # The access log below proves the server never took such a request.
+                outcome = "not taken" if "reset" in str(error).lower() else f"broken: {error}"
+            except httpx.HTTPError as error:
+                outcome = f"broken: {type(error).__name__}: {error}"
+            with lock:
+                outcomes[outcome] += 1
+            if outcome in ("refused", "not taken"):
+                time.sleep(0.05)
+
+    def long_request() -> None:
+        try:
+            with httpx.Client(timeout=30) as client:
+                response = client.post(server.url + "/models/sleeper/predict", json=[3])
+                slow_answer["status"], slow_answer["body"] = response.status_code, response.json()
+        except httpx.HTTPError as error:
+            slow_answer["error"] = repr(error)
+
+    threads = [threading.Thread(target=client_loop, args=(n,)) for n in range(32)]
+    slow = threading.Thread(target=long_request)
+    try:
+        for thread in threads:
+            thread.start()
+        slow.start()
+        time.sleep(1.5)
+        terminated = time.monotonic()
+        os.kill(server.process.pid, signal.SIGTERM)
+        time.sleep(0.5)
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(server.url + "/livez", timeout=2)  # new connections are refused while draining
+        exit_code = server.process.wait(timeout=30)
+        drained_in = time.monotonic() - terminated
+    finally:
+        stop.set()
+        for thread in [*threads, slow]:
+            thread.join(timeout=30)
+        server.stop()
+    assert exit_code == 0, server.log()
+    assert drained_in < 15
+    assert slow_answer == {"status": 200, "body": {"model_name": "sleeper", "model_version": "1", "predictions": [3]}}
+    broken = {
+        outcome: count for outcome, count in outcomes.items() if outcome not in ("answered", "refused", "not taken")
+    }
+    assert broken == {}, f"{outcomes}\n{server.log()[-3000:]}"
+    assert outcomes["answered"] > 32
+    # Every request the server answered reached its client whole: none was taken and then lost.
+    served = len(re.findall(r'"POST /models/(?:iris|sleeper)/predict" 200', server.log()))
+    assert served == outcomes["answered"] + 1  # and the long request
+    assert "SIGTERM: draining" in server.log()
