@@ -82,7 +82,7 @@ def test_a_bad_key_file_is_a_startup_error(tmp_path: Path) -> None:
 
     keys = tmp_path / "keys"
     keys.write_text("not-a-digest\n")
-    with pytest.raises(StartupError, match="line 1 of .* is not a SHA-256 hex digest"):
+    with pytest.raises(StartupError, match=r"line 1 of .* is not a SHA-256 hex digest"):
         create_app(Settings(api_key_file=str(keys)))
 
 
