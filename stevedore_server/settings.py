@@ -39,10 +39,10 @@ class ModelSettings:
     """Settings of one model, from its ``[models.NAME]`` table; unset ones fall back to the server's."""
 
     max_batch_size: int | None = setting(
-        None, "Adaptive batching: most requests merged into one model call (1: off; default: the predictor's own)."
+        None, "Adaptive batching: most requests merged into one model call (1: off)."
     )
     max_batch_time: float | None = setting(
-        None, "Adaptive batching: seconds a batch waits for more requests (default: the predictor's own)."
+        None, "Adaptive batching: seconds a batch waits for more requests."
     )
     timeout: float | None = setting(None, "Seconds an inference may take before the client gets 504.")
     max_concurrency: int | None = setting(None, "Inferences of this model running at once.")
@@ -236,3 +236,22 @@ def parse(name: str, hint: Any, raw: str, variable: str) -> Any:
     if kind is tuple:
         return tuple(part.strip() for part in raw.split(",") if part.strip())
     return raw.strip()
+
+
+def reference() -> str:
+    """The settings as a Markdown table, for the README (a test keeps the two equal)."""
+    rows = ["| setting | flag | variable | default | meaning |", "|---|---|---|---|---|"]
+    for item in fields(Settings):
+        if item.metadata["file_only"]:
+            continue
+        flag = "" if item.metadata["secret"] else f"`--{item.name.replace('_', '-')}`"
+        default = item.default if item.default not in (None, ()) else ""
+        rows.append(f"| `{item.name}` | {flag} | `{env_name(item.name)}` | {default} | {item.metadata['help']} |")
+    rows.append("")
+    rows.append("Per model, in the file's `[models.NAME]` tables:")
+    rows.append("")
+    rows += ["| setting | when unset | meaning |", "|---|---|---|"]
+    for item in fields(ModelSettings):
+        fallback = "the predictor's attribute" if item.name.startswith("max_batch") else f"the server's `{item.name}`"
+        rows.append(f"| `{item.name}` | {fallback} | {item.metadata['help']} |")
+    return "\n".join(rows) + "\n"

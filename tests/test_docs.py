@@ -42,3 +42,20 @@ def test_the_readme_predictor_is_served(tmp_path: Path, monkeypatch: pytest.Monk
     entry = self_test(readme_plugin.LogReg())
     assert entry.predictor.predict([[6.7, 3.0, 5.2, 2.3]]) == [2]
     assert entry.predictor.score([{"x": [5.1, 3.5, 1.4, 0.2], "y": 0}]) == 1.0
+
+
+def test_the_readme_settings_reference_is_the_settings_object() -> None:
+    from stevedore_server.settings import reference
+
+    start = README.index("<!-- settings-reference")
+    table = README[README.index("\n", start) + 1 : README.index("<!-- /settings-reference -->")]
+    assert table == reference(), "regenerate the README table with stevedore_server.settings.reference()"
+
+
+def test_the_readme_example_settings_file_loads(tmp_path: Path) -> None:
+    from stevedore_server.settings import Settings
+
+    (block,) = [b for b in re.findall(r"```toml\n(.*?)```", README, flags=re.DOTALL) if "stevedore.toml" in b]
+    (tmp_path / "stevedore.toml").write_text(block)
+    settings = Settings.load({}, config=str(tmp_path / "stevedore.toml"))
+    assert settings.workers == 2 and settings.for_model("iris").max_batch_size == 32
