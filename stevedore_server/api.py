@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from anyio import to_thread
-from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -13,6 +12,7 @@ from .errors import NotFound
 from .health import run_checks
 from .http import JSONBytesResponse, addressed_entry, check_readiness, read_json, ready_entry, registry_of, run_model
 from .registry import ModelEntry, Registry
+from .routing import RouteTable
 
 MODEL = "/models/{name}"
 VERSIONED = "/models/{name}/versions/{version}"
@@ -146,16 +146,15 @@ async def score(request: Request) -> Response:
     return JSONBytesResponse({"model_name": entry.name, "model_version": entry.version, "score": result})
 
 
-def add_routes(app: FastAPI) -> None:
+def add_routes(routes: RouteTable) -> None:
     """Register every stevedore route; model routes under both the plain and the versioned path."""
-    for path, handler in (("/livez", livez), ("/readyz", readyz), ("/healthz", healthz), ("/models", catalogue)):
-        app.add_api_route(path, handler, methods=["GET"], tags=["health" if path != "/models" else "catalogue"])
+    for path, handler in (("/livez", livez), ("/readyz", readyz), ("/healthz", healthz)):
+        routes.add(path, handler, ["GET"], tags=["health"])
+    routes.add("/models", catalogue, ["GET"], tags=["catalogue"])
     for base in (MODEL, VERSIONED):
-        add = app.add_api_route
-        add(base, model_detail, methods=["GET"], tags=["catalogue"])
-        add(f"{base}/ready", model_ready, methods=["GET"], tags=["health"])
-        add(f"{base}/schemas/predict", predict_schema, methods=["GET"], tags=["catalogue"])
-        add(f"{base}/schemas/score", score_schema, methods=["GET"], tags=["catalogue"])
-        add(f"{base}/predict", predict, methods=["POST"], tags=["inference"])
-        add(f"{base}/score", score, methods=["POST"], tags=["inference"])
-        add(f"{base}/score", score, methods=["GET"], tags=["health"], name="score_on_fixture")
+        routes.add(base, model_detail, ["GET"], tags=["catalogue"])
+        routes.add(f"{base}/ready", model_ready, ["GET"], tags=["health"])
+        routes.add(f"{base}/schemas/predict", predict_schema, ["GET"], tags=["catalogue"])
+        routes.add(f"{base}/schemas/score", score_schema, ["GET"], tags=["catalogue"])
+        routes.add(f"{base}/predict", predict, ["POST"], tags=["inference"])
+        routes.add(f"{base}/score", score, ["GET", "POST"], tags=["inference"])

@@ -31,6 +31,7 @@ from .loader import Loaded, load
 from .metrics import Metrics
 from .middleware import ERROR_ID_KEY, RequestContext, RequireAPIKey
 from .openapi import build_openapi
+from .routing import RouteTable
 from .runtime import InferenceTimeout, ModelLimits, ModelRuntime
 from .settings import Settings
 from .v2 import routes as v2_routes
@@ -75,8 +76,8 @@ def create_app(
         }
         restore()
         for entry in loaded.registry.entries:
-            if entry.runtime is not None and entry.runtime.batcher is not None:
-                entry.runtime.batcher.stop()
+            if entry.runtime is not None:
+                entry.runtime.close()
 
     app = FastAPI(
         title="stevedore-server",
@@ -87,12 +88,13 @@ def create_app(
         redoc_url=None,
         redirect_slashes=False,
     )
-    api.add_routes(app)
-    compat.add_routes(app)
-    v2_routes.add_routes(app)
-    add_docs_routes(app)
+    routes = RouteTable(app)
+    api.add_routes(routes)
+    compat.add_routes(routes)
+    v2_routes.add_routes(routes)
+    routes.add("/metrics", metrics_route, ["GET"], tags=["health"])
+    add_docs_routes(routes)
     add_error_handlers(app)
-    app.add_api_route("/metrics", metrics_route, methods=["GET"], tags=["health"])
     inner: ASGIApp = app
     if keys is not None:
         inner = RequireAPIKey(inner, keys, settings.auth_health)
@@ -139,11 +141,11 @@ def drain_on_sigterm(draining: asyncio.Event) -> Callable[[], None]:
     return restore
 
 
-def add_docs_routes(app: FastAPI) -> None:
+def add_docs_routes(routes: RouteTable) -> None:
     async def openapi_json(request: Request) -> Response:
         cache = request.state.openapi
         if "spec" not in cache:
-            cache["spec"] = build_openapi(app, registry_of(request))
+            cache["spec"] = build_openapi(routes.docs, registry_of(request))
         return JSONBytesResponse(cache["spec"])
 
     async def swagger(request: Request) -> HTMLResponse:
@@ -152,9 +154,9 @@ def add_docs_routes(app: FastAPI) -> None:
     async def redoc(request: Request) -> HTMLResponse:
         return get_redoc_html(openapi_url="/openapi.json", title="stevedore-server")
 
-    app.add_api_route("/openapi.json", openapi_json, methods=["GET"], include_in_schema=False)
-    app.add_api_route("/docs", swagger, methods=["GET"], include_in_schema=False)
-    app.add_api_route("/redoc", redoc, methods=["GET"], include_in_schema=False)
+    routes.add("/openapi.json", openapi_json, ["GET"], include_in_schema=False)
+    routes.add("/docs", swagger, ["GET"], include_in_schema=False)
+    routes.add("/redoc", redoc, ["GET"], include_in_schema=False)
 
 
 def add_error_handlers(app: FastAPI) -> None:

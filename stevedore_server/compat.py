@@ -9,13 +9,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import FastAPI, Query
+from fastapi import Query
 from starlette.requests import Request
 from starlette.responses import Response
 
 from .errors import BadRequest, LegacyBadRequest, NotFound
 from .http import JSONBytesResponse, check_readiness, read_json, registry_of, run_model
 from .registry import ModelEntry
+from .routing import RouteTable
 
 ModelQuery = Query(description="name of the model")
 
@@ -109,14 +110,12 @@ GET_ROUTES: dict[str, Callable[..., Awaitable[Response]]] = {
 POST_ROUTES: dict[str, Callable[..., Awaitable[Response]]] = {"/predict": predict, "/score": score}
 
 
-def add_routes(app: FastAPI) -> None:
-    for routes, method in ((GET_ROUTES, "GET"), (POST_ROUTES, "POST")):
-        for path, handler in routes.items():
-            for variant in (path, path + "/"):
-                app.add_api_route(
-                    variant,
-                    handler,
-                    methods=[method],
-                    tags=["ml-py-stevedore compatibility"],
-                    include_in_schema=variant == path,  # one documented operation per meaning
-                )
+def add_routes(routes: RouteTable) -> None:
+    tags = ["ml-py-stevedore compatibility"]
+    for path, handler in GET_ROUTES.items():
+        for variant in (path, path + "/"):
+            # One documented operation per meaning; these take FastAPI's query parameters.
+            routes.add_api(variant, handler, methods=["GET"], tags=tags, include_in_schema=variant == path)
+    for path, handler in POST_ROUTES.items():
+        for variant in (path, path + "/"):
+            routes.add(variant, handler, ["POST"], tags=tags, include_in_schema=variant == path)

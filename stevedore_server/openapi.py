@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 from typing import Any
 
 import jsonschema_rs
@@ -88,7 +89,24 @@ def build_openapi(app: FastAPI, registry: Registry) -> dict[str, Any]:
     for entry in registry.entries:
         if entry.ready:
             spec["paths"].update(model_paths(entry, registry.get(entry.name) is entry))
+    for path, path_item in spec["paths"].items():
+        for operation in path_item.values():
+            declare_path_parameters(path, operation)
+    spec["paths"]["/metrics"]["get"]["responses"]["200"] = {
+        "description": "Prometheus metrics",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    }
     return spec
+
+
+def declare_path_parameters(path: str, operation: dict[str, Any]) -> None:
+    """The handlers read their path parameters themselves, so FastAPI cannot see them: declare each."""
+    declared = {parameter["name"] for parameter in operation.get("parameters", []) if parameter.get("in") == "path"}
+    for name in re.findall(r"{(\w+)}", path):
+        if name not in declared:
+            operation.setdefault("parameters", []).append(
+                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            )
 
 
 def model_paths(entry: ModelEntry, latest: bool) -> dict[str, Any]:

@@ -33,6 +33,7 @@ OVERRIDABLE = (
     "numpy_input",
     "max_batch_size",
     "max_batch_time",
+    "row_aligned",
 )
 
 
@@ -59,6 +60,9 @@ class Predictor:
       ``convert_prediction_input`` as an object keyed by input name.
     - ``numpy_input``: V2 requests hand ``convert_prediction_input`` the NumPy
       array decoded from the tensor instead of nested lists.
+    - ``row_aligned`` (default True): predict on an array payload returns one
+      item a row; another count is the model's error (500), caught by the
+      self-test already. Set False for a model whose output is not per row.
     - ``max_batch_size`` / ``max_batch_time``: adaptive batching (off at 1);
       predict requests queued while the model is busy are merged into one
       call. The predict payload must be an array of rows and the output one
@@ -86,6 +90,7 @@ class Predictor:
     numpy_input: bool = False
     max_batch_size: int = 1
     max_batch_time: float = 0.0
+    row_aligned: bool = True
 
     def __init__(
         self,

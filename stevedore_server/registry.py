@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from packaging.version import InvalidVersion, Version
 
 from .discovery import Candidate
@@ -99,7 +100,10 @@ class ModelEntry:
     def predict(self, payload: Any) -> Any:
         """Validate then predict; runs in a worker thread, never on the event loop."""
         require_validator(self.predict_validator).validate(payload)
-        return self.predictor.predict(payload)
+        result = self.predictor.predict(payload)
+        if isinstance(payload, list):
+            check_rows(self.predictor, len(payload), result)
+        return result
 
     def score(self, payload: Any) -> Any:
         """Validate then score; runs in a worker thread, never on the event loop."""
@@ -168,6 +172,8 @@ class ModelEntry:
         try:
             self.fixture_output = self.predictor.predict(self.predict_fixture)
             dumps_result(self.fixture_output)
+            if isinstance(self.predict_fixture, list):
+                check_rows(self.predictor, len(self.predict_fixture), self.fixture_output)
         except Exception as error:
             raise PluginError(f"predict on predict_fixture: {type(error).__name__}: {error}") from error
         if self.score_validator is not None:
@@ -175,6 +181,15 @@ class ModelEntry:
                 dumps_result(self.predictor.score(self.score_fixture))
             except Exception as error:
                 raise PluginError(f"score on score_fixture: {type(error).__name__}: {error}") from error
+
+
+def check_rows(predictor: Predictor, rows: int, result: Any) -> None:
+    """A row-aligned model gives one output item for each input row; anything else would be junk."""
+    if predictor.row_aligned and isinstance(result, (list, tuple, np.ndarray)) and len(result) != rows:
+        raise ValueError(
+            f"the model returned {len(result)} items for {rows} rows (set row_aligned = False on a predictor "
+            "whose output is not one item a row)"
+        )
 
 
 def require_validator(validator: SchemaValidator | None) -> SchemaValidator:

@@ -38,12 +38,8 @@ def setting(default: Any, help: str, secret: bool = False, file_only: bool = Fal
 class ModelSettings:
     """Settings of one model, from its ``[models.NAME]`` table; unset ones fall back to the server's."""
 
-    max_batch_size: int | None = setting(
-        None, "Adaptive batching: most requests merged into one model call (1: off)."
-    )
-    max_batch_time: float | None = setting(
-        None, "Adaptive batching: seconds a batch waits for more requests."
-    )
+    max_batch_size: int | None = setting(None, "Adaptive batching: most requests merged into one model call (1: off).")
+    max_batch_time: float | None = setting(None, "Adaptive batching: seconds a batch waits for more requests.")
     timeout: float | None = setting(None, "Seconds an inference may take before the client gets 504.")
     max_concurrency: int | None = setting(None, "Inferences of this model running at once.")
     max_queue: int | None = setting(None, "Inferences of this model waiting; beyond it, 503 with Retry-After.")

@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -27,7 +26,8 @@ from ..http import (
     read_body,
     registry_of,
 )
-from ..registry import ModelEntry
+from ..registry import ModelEntry, check_rows
+from ..routing import RouteTable
 from ..runtime import InferenceTimeout
 from ..serialization import dumps, loads
 from .signature import Signature
@@ -256,7 +256,11 @@ def predict_tensors(entry: ModelEntry, signature: Signature, arrays: dict[str, n
         validator = entry.predict_validator
         if validator is not None:
             validator.validate(as_lists)
-    return entry.predictor.predict(arrays[signature.inputs[0].name] if single else arrays)
+    first = arrays[signature.inputs[0].name]
+    result = entry.predictor.predict(first if single else arrays)
+    if single and first.ndim:
+        check_rows(entry.predictor, first.shape[0], result)
+    return result
 
 
 def finite(array: np.ndarray[Any, Any]) -> bool:
@@ -297,12 +301,12 @@ def encode_response(
     return json_part + b"".join(chunks), {HEADER_LENGTH: str(len(json_part))}
 
 
-def add_routes(app: FastAPI) -> None:
-    add = functools.partial(app.add_api_route, tags=["Open Inference Protocol (V2)"])
-    add("/v2", protocol_errors(server_metadata), methods=["GET"])
-    add("/v2/health/live", protocol_errors(server_live), methods=["GET"])
-    add("/v2/health/ready", protocol_errors(server_ready), methods=["GET"])
+def add_routes(routes: RouteTable) -> None:
+    tags = ["Open Inference Protocol (V2)"]
+    routes.add("/v2", protocol_errors(server_metadata), ["GET"], tags=tags)
+    routes.add("/v2/health/live", protocol_errors(server_live), ["GET"], tags=tags)
+    routes.add("/v2/health/ready", protocol_errors(server_ready), ["GET"], tags=tags)
     for base in (MODEL, VERSIONED):
-        add(base, protocol_errors(model_metadata), methods=["GET"])
-        add(f"{base}/ready", protocol_errors(model_ready), methods=["GET"])
-        add(f"{base}/infer", protocol_errors(infer), methods=["POST"])
+        routes.add(base, protocol_errors(model_metadata), ["GET"], tags=tags)
+        routes.add(f"{base}/ready", protocol_errors(model_ready), ["GET"], tags=tags)
+        routes.add(f"{base}/infer", protocol_errors(infer), ["POST"], tags=tags)
