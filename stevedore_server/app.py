@@ -13,9 +13,8 @@ from typing import Any
 
 import anyio
 import pluggy
-from fastapi import FastAPI
-from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
@@ -23,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.types import ASGIApp
 
-from . import __version__, api, compat
+from . import api, compat
 from .auth import APIKeys
 from .errors import ClientError, ModelFailure
 from .http import JSONBytesResponse, error_response, model_failure_response, registry_of
@@ -45,7 +44,7 @@ HEALTH_CHECK_THREADS = 4
 def create_app(
     settings: Settings | None = None, manager: pluggy.PluginManager | None = None, loaded: Loaded | None = None
 ) -> ASGIApp:
-    """A server for ``settings``: the FastAPI app inside its middleware.
+    """A server for ``settings``: the app inside its middleware.
 
     The lifespan loads the models, unless ``loaded`` holds them already (``run``
     with one worker loads first, to report a startup error plainly); ``manager``
@@ -56,7 +55,7 @@ def create_app(
     keys = APIKeys.from_settings(settings)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         nonlocal loaded
         if loaded is None:
             loaded = await run_in_threadpool(load, settings, manager)
@@ -79,15 +78,10 @@ def create_app(
             if entry.runtime is not None:
                 entry.runtime.close()
 
-    app = FastAPI(
-        title="stevedore-server",
-        version=__version__,
-        lifespan=lifespan,
-        openapi_url=None,
-        docs_url=None,
-        redoc_url=None,
-        redirect_slashes=False,
-    )
+    # A plain Starlette app: FastAPI's per-request machinery costs more than a small model's prediction;
+    # the OpenAPI document comes from a FastAPI app that is never served (see routing.py).
+    app = Starlette(lifespan=lifespan)
+    app.router.redirect_slashes = False
     routes = RouteTable(app)
     api.add_routes(routes)
     compat.add_routes(routes)
@@ -159,7 +153,7 @@ def add_docs_routes(routes: RouteTable) -> None:
     routes.add("/redoc", redoc, ["GET"], include_in_schema=False)
 
 
-def add_error_handlers(app: FastAPI) -> None:
+def add_error_handlers(app: Starlette) -> None:
     """Every error as JSON ``{"error": ...}``; never a traceback in a body."""
 
     async def client_error(request: Request, error: ClientError) -> Response:
@@ -170,13 +164,6 @@ def add_error_handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, error: HTTPException) -> Response:
         return error_response(error.status_code, {"error": str(error.detail)}, dict(error.headers or {}))
-
-    async def invalid_parameters(request: Request, error: RequestValidationError) -> Response:
-        details = [
-            {"path": "/" + "/".join(str(part) for part in item.get("loc", ())), "message": str(item.get("msg"))}
-            for item in error.errors()
-        ]
-        return error_response(422, {"error": "invalid request parameters", "details": details})
 
     async def model_failure(request: Request, error: ModelFailure) -> Response:
         return model_failure_response(error)
@@ -190,7 +177,6 @@ def add_error_handlers(app: FastAPI) -> None:
     # Starlette types handlers as taking any Exception; each here is registered for its own class.
     app.add_exception_handler(ClientError, client_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, http_error)  # type: ignore[arg-type]
-    app.add_exception_handler(RequestValidationError, invalid_parameters)  # type: ignore[arg-type]
     app.add_exception_handler(ModelFailure, model_failure)  # type: ignore[arg-type]
     app.add_exception_handler(InferenceTimeout, timed_out)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, unexpected)

@@ -9,16 +9,25 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import Query
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .errors import BadRequest, LegacyBadRequest, NotFound
+from .errors import BadRequest, InvalidPayload, LegacyBadRequest, NotFound
 from .http import JSONBytesResponse, check_readiness, read_json, registry_of, run_model
 from .registry import ModelEntry
 from .routing import RouteTable
 
-ModelQuery = Query(description="name of the model")
+#: Routes that take the model's name as the ``model`` query parameter (required but for ``/health/ready``).
+MODEL_QUERY = {"/health/ready": False, "/version": True, "/creation_time": True, "/predict_schema": True,
+               "/score_schema": True}  # fmt: skip
+
+
+def model_query(request: Request) -> ModelEntry:
+    """The model named by the ``model`` query parameter; 422 without one, as the original answered."""
+    name = request.query_params.get("model")
+    if not name:
+        raise InvalidPayload("query parameter model is required", [{"path": "/query/model", "message": "required"}])
+    return select(request, name)
 
 
 def select(request: Request, name: str) -> ModelEntry:
@@ -28,12 +37,13 @@ def select(request: Request, name: str) -> ModelEntry:
         raise LegacyBadRequest(f"Model {name} not found") from None
 
 
-async def health_live() -> Response:
+async def health_live(request: Request) -> Response:
     return JSONBytesResponse("LIVE")
 
 
-async def health_ready(request: Request, model: str | None = Query(None, description="name of the model")) -> Response:
+async def health_ready(request: Request) -> Response:
     """``"READY"`` when the model (or, without ``model``, every model) is ready, else 503."""
+    model = request.query_params.get("model")
     ready = select(request, model).ready if model else not await check_readiness(request)
     if ready:
         return JSONBytesResponse("READY")
@@ -54,12 +64,12 @@ async def model_names(request: Request) -> Response:
     return JSONBytesResponse(registry_of(request).names())
 
 
-async def version(request: Request, model: str = ModelQuery) -> Response:
-    return JSONBytesResponse(select(request, model).version)
+async def version(request: Request) -> Response:
+    return JSONBytesResponse(model_query(request).version)
 
 
-async def creation_time(request: Request, model: str = ModelQuery) -> Response:
-    return JSONBytesResponse(select(request, model).created)
+async def creation_time(request: Request) -> Response:
+    return JSONBytesResponse(model_query(request).created)
 
 
 def schema_or_none(entry: ModelEntry, kind: str) -> Any:
@@ -67,12 +77,12 @@ def schema_or_none(entry: ModelEntry, kind: str) -> Any:
     return entry.schema(kind) if kind == "predict" or entry.predictor.has_score else None
 
 
-async def predict_schema(request: Request, model: str = ModelQuery) -> Response:
-    return JSONBytesResponse(schema_or_none(select(request, model), "predict"))
+async def predict_schema(request: Request) -> Response:
+    return JSONBytesResponse(schema_or_none(model_query(request), "predict"))
 
 
-async def score_schema(request: Request, model: str = ModelQuery) -> Response:
-    return JSONBytesResponse(schema_or_none(select(request, model), "score"))
+async def score_schema(request: Request) -> Response:
+    return JSONBytesResponse(schema_or_none(model_query(request), "score"))
 
 
 async def wrapped_call(request: Request, action: str) -> Response:
@@ -112,10 +122,8 @@ POST_ROUTES: dict[str, Callable[..., Awaitable[Response]]] = {"/predict": predic
 
 def add_routes(routes: RouteTable) -> None:
     tags = ["ml-py-stevedore compatibility"]
-    for path, handler in GET_ROUTES.items():
-        for variant in (path, path + "/"):
-            # One documented operation per meaning; these take FastAPI's query parameters.
-            routes.add_api(variant, handler, methods=["GET"], tags=tags, include_in_schema=variant == path)
-    for path, handler in POST_ROUTES.items():
-        for variant in (path, path + "/"):
-            routes.add(variant, handler, ["POST"], tags=tags, include_in_schema=variant == path)
+    for method, table in (("GET", GET_ROUTES), ("POST", POST_ROUTES)):
+        for path, handler in table.items():
+            for variant in (path, path + "/"):
+                # One documented operation per meaning.
+                routes.add(variant, handler, [method], tags=tags, include_in_schema=variant == path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import time
@@ -30,6 +31,7 @@ OPEN_PATHS = {
     "/health", "/health/", "/health/live", "/health/live/", "/health/ready", "/health/ready/",
     "/health/uptime", "/health/uptime/",
 }  # fmt: skip
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 OPEN_PATTERN = re.compile(r"^(/v2)?/models/[^/]+(/versions/[^/]+)?/ready$")
 
 
@@ -41,13 +43,17 @@ class RequestContext:
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
+        # Made ids: a random prefix for this process and a counter, far cheaper than a uuid4 a request.
+        self.id_prefix = uuid.uuid4().hex[:12]
+        self.id_counter = itertools.count(1)
+        self.samples: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         given = Headers(scope=scope).get(REQUEST_ID_HEADER, "")
-        rid = given if VALID_REQUEST_ID.match(given) else uuid.uuid4().hex
+        rid = given if given and VALID_REQUEST_ID.match(given) else f"{self.id_prefix}{next(self.id_counter):08x}"
         token = request_id.set(rid)
         started = time.perf_counter()
         status = 500
@@ -74,11 +80,17 @@ class RequestContext:
             request_id.reset(token)
 
     def record(self, scope: Scope, status: int, seconds: float) -> None:
-        route = scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        method = scope["method"]
-        self.metrics.requests.labels(template, method, str(status)).inc()
-        self.metrics.request_seconds.labels(template, method).observe(seconds)
+        template = getattr(scope.get("route"), "path", "unmatched")
+        method = scope["method"] if scope["method"] in HTTP_METHODS else "other"  # clients choose methods freely
+        samples = self.samples.get((template, method, status))
+        if samples is None:  # looking children up by labels costs more than the samples themselves
+            samples = (
+                self.metrics.requests.labels(template, method, str(status)),
+                self.metrics.request_seconds.labels(template, method),
+            )
+            self.samples[(template, method, status)] = samples
+        samples[0].inc()
+        samples[1].observe(seconds)
         if self.access_log:
             path = scope["path"] + ("?" + scope["query_string"].decode("latin-1") if scope["query_string"] else "")
             client = scope.get("client") or ("-", 0)

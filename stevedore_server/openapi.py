@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from . import __version__
+from .compat import MODEL_QUERY
 from .registry import ModelEntry, Registry
 
 logger = logging.getLogger("stevedore.openapi")
@@ -92,6 +93,9 @@ def build_openapi(app: FastAPI, registry: Registry) -> dict[str, Any]:
     for path, path_item in spec["paths"].items():
         for operation in path_item.values():
             declare_path_parameters(path, operation)
+    for path, required in MODEL_QUERY.items():
+        model = {"name": "model", "in": "query", "required": required, "schema": {"type": "string"}}
+        spec["paths"][path]["get"].setdefault("parameters", []).append(model)
     spec["paths"]["/metrics"]["get"]["responses"]["200"] = {
         "description": "Prometheus metrics",
         "content": {"text/plain": {"schema": {"type": "string"}}},

@@ -13,6 +13,7 @@ from enum import Enum
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.applications import Starlette
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
@@ -32,7 +33,7 @@ class TemplatedRoute(Route):
 class RouteTable:
     """Where the route modules register their handlers."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: Starlette) -> None:
         self.app = app
         self.docs = FastAPI(title="stevedore-server", version=__version__, redirect_slashes=False)
 
@@ -51,9 +52,3 @@ class RouteTable:
             for method in methods:  # one operation, with its own id, per method
                 operation = f"{name or endpoint.__name__}_{method.lower()}"
                 self.docs.add_api_route(path, endpoint, methods=[method], tags=list[str | Enum](tags), name=operation)
-
-    def add_api(self, path: str, endpoint: Callable[..., Any], **options: Any) -> None:
-        """A handler with FastAPI parameters (query validation), served by FastAPI."""
-        self.app.add_api_route(path, endpoint, **options)
-        if options.get("include_in_schema", True):
-            self.docs.add_api_route(path, endpoint, **options)
