@@ -346,7 +346,7 @@ def test_raw_bytes_no_url_may_hold_are_400_from_the_http_layer(server: Server, t
 def test_an_odd_request_id_is_replaced_not_echoed(server: Server, given: bytes) -> None:
     answer = post(server, "/models/iris/predict", GOOD_ROWS, X_Request_ID=given)
     assert answer.status == 200, str(answer)
-    assert re.fullmatch(r"[0-9a-f]{32}", answer.headers["x-request-id"])
+    assert re.fullmatch(r"[0-9a-f]{20}", answer.headers["x-request-id"])
 
 
 # -- methods --------------------------------------------------------------------
