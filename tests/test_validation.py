@@ -103,3 +103,27 @@ def test_the_generators_reach_both_answers() -> None:
     """A property that only ever saw invalid values would prove little."""
     validator = SchemaValidator(SCHEMAS["iris predict"])
     assert validator.is_valid([[5.1, 3.5, 1.4, 0.2]]) and not validator.is_valid([[5.1, 3.5, 1.4]])
+
+
+BOUNDED = {
+    "type": "array",
+    "items": {"type": "array", "items": {"type": "number", "minimum": -1.5, "exclusiveMaximum": 10}},
+}
+
+
+@RUNS
+@given(
+    rows=st.lists(
+        st.lists(st.floats(-3, 12, allow_nan=False, allow_infinity=False), min_size=2, max_size=2), max_size=5
+    )
+)
+def test_the_v2_tensor_check_decides_as_the_schema(rows: list[list[float]]) -> None:
+    """For schemas V2 checks on the array itself, that check and the reference agree."""
+    import numpy as np
+
+    from stevedore_server.v2.signature import input_from_schema
+
+    _, check = input_from_schema(BOUNDED)
+    assert check is not None
+    array = np.asarray(rows, dtype=float).reshape(len(rows), 2)
+    assert (check.problem(array) is None) == jsonschema.Draft202012Validator(BOUNDED).is_valid(rows)

@@ -26,7 +26,7 @@ from ..http import (
     read_body,
     registry_of,
 )
-from ..registry import ModelEntry, check_rows
+from ..registry import ModelEntry, check_rows, require_validator
 from ..routing import RouteTable
 from ..runtime import InferenceTimeout
 from ..serialization import dumps, loads
@@ -242,29 +242,24 @@ def requested_outputs(header: dict[str, Any], signature: Signature) -> list[str]
 
 def predict_tensors(entry: ModelEntry, signature: Signature, arrays: dict[str, np.ndarray[Any, Any]]) -> Any:
     """Validate against the predict schema and predict; runs in a worker thread."""
-    single = len(signature.inputs) == 1
-    as_lists = arrays[signature.inputs[0].name].tolist() if single else {k: v.tolist() for k, v in arrays.items()}
-    if not entry.predictor.numpy_input:
-        return entry.predict(as_lists)
-    if signature.shape_only_schema:  # decoding checked the shape and datatype, all that such a schema says
-        non_finite = [
-            name for name, array in arrays.items() if array.dtype.kind == "f" and not np.isfinite(array).all()
-        ]
-        if non_finite:
-            raise InvalidPayload(f"inputs {', '.join(non_finite)} hold NaN or infinity, which are not JSON numbers")
-    else:
-        validator = entry.predict_validator
-        if validator is not None:
-            validator.validate(as_lists)
     first = arrays[signature.inputs[0].name]
+    single = len(signature.inputs) == 1
+
+    def as_lists() -> Any:
+        return first.tolist() if single else {name: array.tolist() for name, array in arrays.items()}
+
+    if not entry.predictor.numpy_input:
+        return entry.predict(as_lists())
+    if signature.tensor_check is not None:  # all the schema says, checked on the array itself: no lists made
+        problem = signature.tensor_check.problem(first)
+        if problem:
+            raise InvalidPayload(f"input {signature.inputs[0].name!r} {problem}")
+    else:
+        require_validator(entry.predict_validator).validate(as_lists())
     result = entry.predictor.predict(first if single else arrays)
     if single and first.ndim:
         check_rows(entry.predictor, first.shape[0], result)
     return result
-
-
-def finite(array: np.ndarray[Any, Any]) -> bool:
-    return array.dtype.kind != "f" or bool(np.isfinite(array).all())
 
 
 def results_by_output(entry: ModelEntry, signature: Signature, result: Any) -> dict[str, Any]:

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from ..registry import ModelEntry
 
 ANNOTATIONS = {"$schema", "$id", "title", "description", "examples", "$comment"}
+BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 ARRAY_KEYS = {"type", "items", "minItems", "maxItems"} | ANNOTATIONS
 LEAF_DATATYPES = {"number": "FP64", "integer": "INT64", "boolean": "BOOL", "string": "BYTES"}
 DEFAULT_INPUT = "input-0"
@@ -24,11 +25,44 @@ class NoTensorInterface(Exception):
 
 
 @dataclass(frozen=True)
+class TensorCheck:
+    """All a predict schema says about its one input, as checks on a decoded array.
+
+    Decoding already enforces the shape and datatype; this adds the element
+    bounds, and finiteness (JSON numbers are finite; binary floats need not be).
+    """
+
+    bounds: tuple[tuple[str, float], ...] = ()
+
+    def problem(self, array: np.ndarray[Any, Any]) -> str | None:
+        """Why the array would fail the schema, or None."""
+        if array.size == 0:
+            return None
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            return "holds NaN or infinity, which are not JSON numbers"
+        low, high = array.min(), array.max()
+        failed = {
+            "minimum": low < self.limit("minimum"),
+            "maximum": high > self.limit("maximum"),
+            "exclusiveMinimum": low <= self.limit("exclusiveMinimum"),
+            "exclusiveMaximum": high >= self.limit("exclusiveMaximum"),
+        }
+        for keyword, bound in self.bounds:
+            if failed[keyword]:
+                return f"has values outside the schema's {keyword} of {bound:g}"
+        return None
+
+    def limit(self, keyword: str) -> float:
+        default = -np.inf if "inimum" in keyword else np.inf
+        return dict(self.bounds).get(keyword, default)
+
+
+@dataclass(frozen=True)
 class Signature:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
-    #: The predict schema says nothing beyond the input's shape and datatype, so checking those validates.
-    shape_only_schema: bool = False
+    #: Where the predict schema says nothing a tensor check cannot, the check; else None (validate the JSON).
+    tensor_check: TensorCheck | None = None
 
 
 def signature_of(entry: ModelEntry) -> Signature:
@@ -37,15 +71,15 @@ def signature_of(entry: ModelEntry) -> Signature:
     schema = entry.predict_validator.schema if entry.predict_validator else {}
     if predictor.tensor_inputs:
         inputs = tuple(declared(spec, "tensor_inputs") for spec in predictor.tensor_inputs)
-        shape_only = False
+        check = None
     else:
-        spec, shape_only = input_from_schema(schema)
+        spec, check = input_from_schema(schema)
         inputs = (spec,)
     if predictor.tensor_outputs:
         outputs = tuple(declared(spec, "tensor_outputs") for spec in predictor.tensor_outputs)
     else:
         outputs = (output_from_result(entry.predict_fixture, entry.fixture_output),)
-    return Signature(inputs, outputs, shape_only)
+    return Signature(inputs, outputs, check)
 
 
 def declared(spec: Any, attribute: str) -> TensorSpec:
@@ -59,8 +93,8 @@ def declared(spec: Any, attribute: str) -> TensorSpec:
     return TensorSpec(spec["name"], spec["datatype"], tuple(shape))
 
 
-def input_from_schema(schema: dict[str, Any]) -> tuple[TensorSpec, bool]:
-    """The one input an array (of arrays) schema describes, and whether the schema says no more than that."""
+def input_from_schema(schema: dict[str, Any]) -> tuple[TensorSpec, TensorCheck | None]:
+    """The one input an array (of arrays) schema describes, and its tensor check if it says no more than that."""
     dims: list[int] = []
     shape_only = True
     node = schema
@@ -81,8 +115,11 @@ def input_from_schema(schema: dict[str, Any]) -> tuple[TensorSpec, bool]:
         raise NoTensorInterface(
             f"the predict schema's elements are {leaf or 'untyped'}, not numbers, integers, booleans or strings"
         )
-    shape_only = shape_only and set(node) <= {"type"} | ANNOTATIONS
-    return TensorSpec(DEFAULT_INPUT, LEAF_DATATYPES[leaf], tuple(dims)), shape_only
+    bounds = tuple((keyword, node[keyword]) for keyword in BOUNDS if keyword in node)
+    numeric_bounds = all(type(bound) in (int, float) for _, bound in bounds) and leaf in ("number", "integer")
+    shape_only = shape_only and set(node) <= {"type", *BOUNDS} | ANNOTATIONS and (numeric_bounds or not bounds)
+    spec = TensorSpec(DEFAULT_INPUT, LEAF_DATATYPES[leaf], tuple(dims))
+    return spec, TensorCheck(tuple((keyword, float(bound)) for keyword, bound in bounds)) if shape_only else None
 
 
 def output_from_result(fixture: Any, result: Any) -> TensorSpec:

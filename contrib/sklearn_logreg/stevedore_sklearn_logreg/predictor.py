@@ -30,6 +30,9 @@ class LogReg(Predictor):
     predict_fixture = "fixtures/predict.json"
     score_fixture = "fixtures/score.json"
     artifact = "model.skops"
+    # V2 requests hand over the decoded NumPy array itself: no lists made, and convert_prediction_input
+    # below takes arrays and lists alike.
+    numpy_input = True
 
     def load(self) -> None:
         # skops rather than pickle: loading cannot run code beyond the listed types.
