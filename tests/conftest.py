@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from stevedore_server.plugins import get_plugin_manager
 from stevedore_server.settings import Settings
 
 from .predictors import RowSum
-from .venvs import CONTRIB, REPO, build_wheelhouse, copy_source
+from .venvs import CONTRIB, REPO, Server, Venv, build_wheelhouse, copy_source
 
 
 class Registers:
@@ -65,3 +66,16 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sources = [copy_source(REPO, root / "src" / "core"), copy_source(CONTRIB, root / "src" / "sklearn_logreg")]
     # setuptools for the isolated builds of plugins, pytest for the generated plugin's tests.
     return build_wheelhouse(root / "wheels", sources, ["setuptools>=77", "pytest"])
+
+
+@pytest.fixture(scope="session")
+def example_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The real ``stevedore-server run`` of the environment running the tests, serving the example plugin
+    (``make test`` installs it), on a free loopback port; stopped by its pid at the end of the session."""
+    log = tmp_path_factory.mktemp("example-server") / "server.log"
+    running = Server.start(Venv(Path(sys.prefix), ()), log, "--plugins", "stevedore-sklearn-logreg")
+    try:
+        running.wait_for("/readyz")
+        yield running
+    finally:
+        running.stop()

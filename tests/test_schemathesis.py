@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .venvs import Server, Venv
+from .venvs import Server
 
 #: The run's settings, as a ``schemathesis.toml``: nothing read from the developer's own configuration.
 CONFIG = """
@@ -52,14 +52,8 @@ HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "tra
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    log = tmp_path_factory.mktemp("schemathesis") / "server.log"
-    running = Server.start(Venv(Path(sys.prefix), ()), log, "--plugins", "stevedore-sklearn-logreg")
-    try:
-        running.wait_for("/readyz")
-        yield running
-    finally:
-        running.stop()
+def server(example_server: Server) -> Server:
+    return example_server
 
 
 def operations(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,22 +12,15 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from .venvs import Server, Venv
+from .venvs import Server
 
 ROWS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]])
 CLASSES = [0, 2, 1]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """The example plugin served by the environment running the tests (make test installs it)."""
-    log = tmp_path_factory.mktemp("v2") / "server.log"
-    running = Server.start(Venv(Path(sys.prefix), ()), log, "--plugins", "stevedore-sklearn-logreg")
-    try:
-        running.wait_for("/readyz")
-        yield running
-    finally:
-        running.stop()
+def server(example_server: Server) -> Server:
+    return example_server
 
 
 @pytest.fixture(scope="module")
