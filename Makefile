@@ -19,7 +19,7 @@ CONTEXT := build/image
 PLUGIN_ARGS = --plugin contrib/sklearn_logreg $(foreach wheel,$(wildcard plugins/*.whl),--plugin $(wheel)) \
 	$(if $(wildcard plugins/requirements.txt),$(shell sed -e 's/#.*//' -e '/^[[:space:]]*$$/d' -e 's/^/--plugin /' plugins/requirements.txt))
 
-.PHONY: run test check venv clean deb-packages wheels image image-run image-test
+.PHONY: run test check venv clean deb-packages wheels image image-run image-test bench
 
 $(STAMP): pyproject.toml contrib/sklearn_logreg/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,3 +61,8 @@ check: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .tox
+
+# The throughput benchmark against MLServer, KServe and a bare Starlette app (not run by CI; see
+# benchmarks/README.md). Settings from the environment: `ROUNDS=2 DURATION=5 make bench`, `SOAK=1 make bench`.
+bench:
+	$(PYTHON) benchmarks/bench.py

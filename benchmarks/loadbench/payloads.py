@@ -31,7 +31,8 @@ class Request:
 
 
 class Payload(Protocol):
-    precision: str
+    @property
+    def precision(self) -> str: ...
 
     def request(self, rows: Rows) -> Request: ...
 

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("bench")
 
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 
@@ -84,7 +84,8 @@ def tree_memory(root: int) -> Memory:
 class Server:
     """A server started in its own session, so its whole process group can be stopped."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> None:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> None:
+        self.name = name
         self.argv = argv
         self.log = log
         with log.open("ab") as output:
@@ -115,7 +116,7 @@ class Server:
             self.process.poll()
             time.sleep(0.1)
         if self.group_alive():
-            logger.warning("server %d still running %.0f s after SIGTERM: SIGKILL", self.pid, grace)
+            logger.warning("%s (pid %d) still running %.0f s after SIGTERM: SIGKILL", self.name, self.pid, grace)
             self.signal_group(signal.SIGKILL)
         for pid in tree:  # whatever left the group (a daemon that made its own session)
             if pid != self.pid:

@@ -45,6 +45,4 @@ class MemorySampler:
         window = self.between(start, end)
         if not window:
             return None
-        return Memory(
-            max(m.rss_mib for m in window), max(m.anon_mib for m in window), max(m.processes for m in window)
-        )
+        return Memory(max(m.rss_mib for m in window), max(m.anon_mib for m in window), max(m.processes for m in window))

@@ -45,7 +45,7 @@ class BenchSettings:
     python: str = sys.executable
     startup_timeout: float = 180.0
     #: Seconds from SIGTERM to SIGKILL when a server is stopped.
-    stop_grace: float = 15.0
+    stop_grace: float = 10.0
     #: Seconds between two RSS samples of a server's process tree.
     sample_interval: float = 0.2
     #: Run the soak instead of the comparison.

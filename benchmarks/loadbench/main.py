@@ -1,0 +1,210 @@
+"""``make bench``: install every target, then rounds of A B A B over the targets, then the table.
+
+With SOAK=1, the soak runs instead of the comparison.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from .fixtures import FixtureError, Fixtures
+from .load import RequestFiles, wrk_available
+from .records import Records
+from .report import scenario_summaries, table, target_summaries
+from .scenarios import SCENARIOS
+from .sessions import Context, bench_target
+from .settings import REPO_DIR, BenchSettings, SettingError
+from .soak import soak, soak_table
+from .targets import TARGETS, Target
+from .venvs import ENVIRONMENTS, InstallFailed, ensure
+
+logger = logging.getLogger("bench")
+
+
+class Interrupted(Exception):
+    """SIGTERM: unwind like Ctrl-C, so that every server is stopped on the way out."""
+
+
+def on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted()
+
+
+def configure_logging(log_file: Path) -> None:
+    formatter = logging.Formatter("[%(asctime)s] %(message)s", "%H:%M:%S")
+    for handler in (logging.StreamHandler(sys.stderr), logging.FileHandler(log_file)):
+        handler.setFormatter(formatter)
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+def ensure_wrk(log: Path) -> None:
+    """Debian's wrk, installed with apt-get when missing (through sudo unless root)."""
+    if wrk_available():
+        return
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = [*sudo, "apt-get", "install", "-y", "-q", "wrk"]
+    logger.info("wrk is missing: %s", " ".join(install))
+    with log.open("a") as output:
+        for attempt in ([install], [[*sudo, "apt-get", "update", "-q"], install]):
+            if all(subprocess.run(cmd, env=env, stdout=output, stderr=output).returncode == 0 for cmd in attempt):
+                return
+    raise SystemExit(f"wrk is missing and apt-get could not install it (log: {log})")
+
+
+def plain(value: object) -> object:
+    """A setting as JSON can hold it."""
+    if isinstance(value, tuple):
+        return list(value)
+    return str(value) if isinstance(value, Path) else value
+
+
+def git_revision() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        found = subprocess.run(["git", "-C", str(REPO_DIR), *args], capture_output=True, text=True)
+        return found.stdout.strip()
+
+    changed = git("status", "--porcelain", "--", "stevedore_server", "contrib", "pyproject.toml")
+    return {"commit": git("rev-parse", "--short", "HEAD"), "uncommitted_changes": bool(changed)}
+
+
+def wrk_version() -> str:
+    found = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
+    return (found.stdout + found.stderr).split("\n", 1)[0].strip()
+
+
+def select_targets(records: Records, names: tuple[str, ...]) -> list[Target]:
+    selected = []
+    for name in names:
+        if name in TARGETS:
+            selected.append(TARGETS[name])
+        else:
+            records.failure(name, "setup", f"no such target; known: {', '.join(TARGETS)}")
+    return selected
+
+
+def install(records: Records, settings: BenchSettings, targets: list[Target], logs: Path) -> dict[str, Path]:
+    """Every environment the targets need; a target whose environment fails gets a failure line."""
+    venvs = {}
+    for name in dict.fromkeys(["tools", *(target.venv for target in targets)]):
+        users = [target.name for target in targets if target.venv == name]
+        logger.info("environment %s: checking (log: %s)", name, logs / f"install-{name}.log")
+        try:
+            installed = ensure(ENVIRONMENTS[name], settings.venvs, settings.python, logs / f"install-{name}.log")
+        except InstallFailed as error:
+            for user in users or [name]:
+                records.failure(user, "install", str(error))
+            continue
+        venvs[name] = installed.path
+        took = "up to date" if installed.install_seconds is None else f"installed in {installed.install_seconds:.0f} s"
+        logger.info("environment %s: %s", name, took)
+        records.add("install", environment=name, targets=users, install_s=installed.install_seconds)
+        records.add("versions", environment=name, targets=users, versions=installed.versions)
+    return venvs
+
+
+def write_requests(targets: list[Target], fixtures: Fixtures, directory: Path) -> dict[tuple[str, str], RequestFiles]:
+    return {
+        (target.name, size): RequestFiles.write(target.payload.request(rows), directory / target.name, size)
+        for target in targets
+        for size, rows in fixtures.rows.items()
+    }
+
+
+def prepare(settings: BenchSettings, run_dir: Path, records: Records) -> tuple[Context, list[Target]]:
+    logs, work = run_dir / "logs", run_dir / "work"
+    targets = select_targets(records, (settings.soak_target,) if settings.soak else settings.targets)
+    venvs = install(records, settings, targets, logs)
+    if "tools" not in venvs:
+        raise SystemExit("the tools environment could not be installed: nothing can be checked")
+    try:
+        fixtures = Fixtures.export(venvs["tools"] / "bin" / "python", run_dir / "model", logs / "export-model.log")
+    except FixtureError as error:
+        raise SystemExit(str(error)) from None
+    ready = [target for target in targets if target.venv in venvs]
+    requests = write_requests(ready, fixtures, run_dir / "requests")
+    return Context(settings, records, fixtures, venvs, requests, logs, work), ready
+
+
+def compare(context: Context, targets: list[Target], run_dir: Path) -> None:
+    settings = context.settings
+    scenarios = [SCENARIOS[name] for name in settings.scenarios]
+    for round_number in range(1, settings.rounds + 1):
+        logger.info("round %d of %d", round_number, settings.rounds)
+        for target in targets:
+            bench_target(context, target, scenarios, round_number)
+    records = context.records.items
+    per_scenario = scenario_summaries(records)
+    per_target = target_summaries(records, list(dict.fromkeys(settings.targets)))
+    with (run_dir / "summary.jsonl").open("w") as output:
+        output.writelines(json.dumps(line) + "\n" for line in [*per_scenario, *per_target])
+    heading = (
+        f"{settings.rounds} round(s) interleaved, {settings.duration:g} s per scenario after {settings.warmup:g} s "
+        f"of warm-up; medians over the rounds, errors summed; RSS in MiB summed over the server's process tree; "
+        f"xfloor, xmlsrv: the figure divided by the floor's, by MLServer's"
+    )
+    text = table(per_scenario, per_target, heading) + "\n\n" + versions_text(records)
+    (run_dir / "table.txt").write_text(text + "\n")
+    print(text)
+
+
+def versions_text(records: list[dict[str, Any]]) -> str:
+    lines = ["versions:"]
+    for record in records:
+        if record["kind"] == "versions":
+            listed = ", ".join(f"{name} {version}" for name, version in record["versions"].items())
+            lines.append(f"  {record['environment']:<9} {listed}")
+    return "\n".join(lines)
+
+
+def record_settings(records: Records, settings: BenchSettings) -> None:
+    records.add(
+        "settings",
+        **{key: plain(value) for key, value in vars(settings).items()},
+        cpus=os.cpu_count(),
+        python_version=platform.python_version(),
+        wrk=wrk_version(),
+        repository=git_revision(),
+        date=time.strftime("%F %T"),
+    )
+
+
+def main() -> int:
+    try:
+        settings = BenchSettings.from_env()
+    except SettingError as error:
+        print(f"bench: {error}", file=sys.stderr)
+        return 2
+    run_dir = settings.out / time.strftime("%Y%m%d-%H%M%S")
+    (run_dir / "logs").mkdir(parents=True)
+    configure_logging(run_dir / "bench.log")
+    signal.signal(signal.SIGTERM, on_sigterm)
+    started = time.monotonic()
+    logger.info("results: %s", run_dir)
+    ensure_wrk(run_dir / "logs" / "install-wrk.log")
+    records = Records(run_dir / "raw.jsonl")
+    record_settings(records, settings)
+    try:
+        context, targets = prepare(settings, run_dir, records)
+        logger.info("set up in %.0f s; measuring: %s", time.monotonic() - started, " ".join(t.name for t in targets))
+        if settings.soak:
+            text = soak_table(soak(context), settings.soak_connections)
+            (run_dir / "soak.txt").write_text(text + "\n")
+            print(text)
+        else:
+            compare(context, targets, run_dir)
+    except (KeyboardInterrupt, Interrupted):
+        logger.error("interrupted: the servers are stopped; partial results in %s", run_dir / "raw.jsonl")
+        return 130
+    logger.info("done in %.0f s; results in %s", time.monotonic() - started, run_dir)
+    return 0

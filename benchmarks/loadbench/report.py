@@ -1,0 +1,179 @@
+"""Medians over the rounds, and the table: every figure next to its ratio to the floor and to MLServer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from statistics import median
+from typing import Any
+
+from .scenarios import SCENARIOS
+
+Record = dict[str, Any]
+MEDIANS = ("rps", "rows_per_s", "p50_ms", "p90_ms", "p99_ms", "peak_rss_mib", "peak_anon_mib")
+FLOOR, MLSERVER = "floor", "mlserver"
+
+
+def middle(values: Iterable[float | None]) -> float | None:
+    present = [value for value in values if value is not None]
+    return round(median(present), 3) if present else None
+
+
+def spread(values: list[float]) -> float | None:
+    """How far apart the rounds were: (largest - smallest) / median, in percent."""
+    centre = median(values) if values else 0
+    return round(100 * (max(values) - min(values)) / centre, 1) if centre else None
+
+
+def scenario_summaries(records: list[Record]) -> list[Record]:
+    """One line per (target, scenario): medians over the rounds, errors summed."""
+    groups: dict[tuple[str, str], list[Record]] = {}
+    for record in records:
+        if record["kind"] == "result":
+            groups.setdefault((record["target"], record["scenario"]), []).append(record)
+    summaries = []
+    for (target, scenario), rounds in groups.items():
+        summary = {"kind": "summary", "target": target, "scenario": scenario, "rounds": len(rounds)}
+        summary |= {key: middle(r[key] for r in rounds) for key in MEDIANS}
+        rps_rounds = [r["rps"] for r in rounds]
+        summary |= {"errors": sum(r["errors"] for r in rounds), "rps_rounds": rps_rounds}
+        summary |= {"rps_spread_pct": spread(rps_rounds), "batching": rounds[0]["batching"], "rows": rounds[0]["rows"]}
+        summaries.append(summary)
+    return summaries
+
+
+def target_summaries(records: list[Record], targets: list[str]) -> list[Record]:
+    """One line per target: start-up and idle memory (from its starts without batching), install, failures."""
+    installs = {r["environment"]: r for r in records if r["kind"] == "install"}
+    summaries = []
+    for target in targets:
+        starts = [r for r in records if r["kind"] == "start" and r["target"] == target and not r["batching"]]
+        failures = [r for r in records if r["kind"] == "failure" and r["target"] == target]
+        summaries.append(
+            {
+                "kind": "target",
+                "target": target,
+                "startup_s": middle(r["startup_s"] for r in starts),
+                "idle_rss_mib": middle(r["idle_rss_mib"] for r in starts),
+                "idle_anon_mib": middle(r["idle_anon_mib"] for r in starts),
+                "installed": any(target in i["targets"] for i in installs.values()),
+                "install_s": next((i["install_s"] for i in installs.values() if target in i["targets"]), None),
+                "failures": failure_lines(failures),
+            }
+        )
+    return summaries
+
+
+def failure_lines(failures: list[Record]) -> list[str]:
+    """One line per kind of failure, with the first error in full and the rounds it happened in."""
+    kinds: dict[str, list[Record]] = {}
+    for failure in failures:
+        scenarios = f" [{', '.join(failure['scenarios'])}]" if failure.get("scenarios") else ""
+        kinds.setdefault(f"{failure['stage']} failed{scenarios}", []).append(failure)
+    lines = []
+    for kind, found in kinds.items():
+        rounds = [str(f["round"]) for f in found if "round" in f]
+        where = f" (round {', '.join(rounds)})" if rounds else ""
+        lines.append(f"{kind}{where}: {found[0]['error']}")
+    return lines
+
+
+# -- the table ------------------------------------------------------------------
+
+
+def number(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}%"
+
+
+def ratio(value: float | None, base: float | None) -> str:
+    return "-" if value is None or not base else f"{value / base:.2f}"
+
+
+class Columns:
+    """Fixed-width text columns: a header line, a rule, then rows."""
+
+    def __init__(self, spec: list[tuple[str, int]]) -> None:
+        self.spec = spec
+
+    def line(self, cells: list[str]) -> str:
+        first, *rest = zip(cells, self.spec, strict=True)
+        text = first[0].ljust(first[1][1])
+        return (text + "".join(cell.rjust(width) for cell, (_, width) in rest)).rstrip()
+
+    def header(self) -> list[str]:
+        top = self.line([name for name, _ in self.spec])
+        return [top, "-" * len(top)]
+
+
+SCENARIO_COLUMNS = Columns(
+    [("target", 16), ("req/s", 9), ("spread", 7), ("rows/s", 11), ("xfloor", 7), ("xmlsrv", 7),
+     ("p50 ms", 9), ("xfloor", 7), ("xmlsrv", 7), ("p99 ms", 9), ("xfloor", 7), ("xmlsrv", 7),
+     ("errors", 8), ("peak RSS", 10), ("xfloor", 7), ("xmlsrv", 7)]
+)  # fmt: skip
+TARGET_COLUMNS = Columns(
+    [("target", 16), ("startup s", 10), ("xfloor", 7), ("xmlsrv", 7), ("idle RSS", 10), ("xfloor", 7),
+     ("xmlsrv", 7), ("anon", 8), ("install s", 10), ("  status", 0)]
+)  # fmt: skip
+
+
+def with_ratios(row: Record, key: str, digits: int, bases: list[Record | None]) -> list[str]:
+    return [number(row.get(key), digits)] + [ratio(row.get(key), of(base, key)) for base in bases]
+
+
+def of(base: Record | None, key: str) -> float | None:
+    return None if base is None else base.get(key)
+
+
+def scenario_block(scenario: str, rows: list[Record]) -> list[str]:
+    by_target = {row["target"]: row for row in rows}
+    bases = [by_target.get(FLOOR), by_target.get(MLSERVER)]
+    spec = SCENARIOS[scenario]
+    lines = [f"{scenario}: {spec.connections} connection(s), {'1 row' if spec.size == 'small' else '1000 rows'}"
+             " a request" + ("; ours with adaptive batching on" if spec.batching else "")]  # fmt: skip
+    lines += SCENARIO_COLUMNS.header()
+    for row in rows:
+        throughput = [number(row["rps"], 1), percent(row["rps_spread_pct"]), number(row["rows_per_s"], 0)]
+        throughput += [ratio(row["rps"], of(base, "rps")) for base in bases]
+        cells = [row["target"], *throughput, *with_ratios(row, "p50_ms", 2, bases)]
+        cells += [
+            *with_ratios(row, "p99_ms", 2, bases),
+            str(row["errors"]),
+            *with_ratios(row, "peak_rss_mib", 1, bases),
+        ]
+        lines.append(SCENARIO_COLUMNS.line(cells))
+    return lines
+
+
+def target_block(rows: list[Record]) -> list[str]:
+    by_target = {row["target"]: row for row in rows}
+    bases = [by_target.get(FLOOR), by_target.get(MLSERVER)]
+    lines = [
+        "per target: start-up to ready, idle memory (medians over the starts), install time",
+        *TARGET_COLUMNS.header(),
+    ]
+    for row in rows:
+        status = "ok" if not row["failures"] else "; ".join(row["failures"])
+        cells = [row["target"], *with_ratios(row, "startup_s", 2, bases), *with_ratios(row, "idle_rss_mib", 1, bases)]
+        cells += [number(row["idle_anon_mib"], 1), install_cell(row)]
+        lines.append(TARGET_COLUMNS.line([*cells, "  " + status]))
+    return lines
+
+
+def install_cell(row: Record) -> str:
+    if row["install_s"] is not None:
+        return number(row["install_s"], 0)
+    return "cached" if row["installed"] else "-"
+
+
+def table(scenario_rows: list[Record], target_rows: list[Record], heading: str) -> str:
+    targets = [row["target"] for row in target_rows]
+    lines = [heading, ""]
+    for scenario in SCENARIOS:
+        rows = sorted((r for r in scenario_rows if r["scenario"] == scenario), key=lambda r: targets.index(r["target"]))
+        if rows:
+            lines += [*scenario_block(scenario, rows), ""]
+    lines += target_block(target_rows)
+    return "\n".join(lines)

@@ -1,0 +1,150 @@
+"""The servers compared: how each is started, where it answers, and in which format."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .payloads import Payload, RowsPayload, V1Payload, V2BinaryPayload, V2JsonPayload
+from .settings import BENCH_DIR
+
+SERVERS_DIR = BENCH_DIR / "servers"
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What one start of a server is given."""
+
+    venv: Path
+    ports: list[int]
+    model: Path  # the exported joblib model
+    work: Path  # a new, empty directory for this start
+    batching_config: Path | None = None  # the settings file that turns our adaptive batching on
+
+    @property
+    def port(self) -> int:
+        return self.ports[0]
+
+
+def no_environment(launch: Launch) -> dict[str, str]:
+    return {}
+
+
+def nothing_to_prepare(launch: Launch) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    summary: str
+    #: Name of its virtual environment (see venvs.ENVIRONMENTS); the ours-* targets share one.
+    venv: str
+    payload: Payload
+    predict_path: str
+    ready_path: str
+    argv: Callable[[Launch], list[str]]
+    #: Loopback ports it listens on (HTTP first).
+    ports: int = 1
+    environment: Callable[[Launch], dict[str, str]] = field(default=no_environment)
+    prepare: Callable[[Launch], None] = field(default=nothing_to_prepare)
+    #: Has adaptive batching of its own, started with the settings file for the batching scenario.
+    batching: bool = False
+
+
+# -- floor --------------------------------------------------------------------
+
+
+def floor_argv(launch: Launch) -> list[str]:
+    return [
+        str(launch.venv / "bin" / "uvicorn"), "floor_app:create_app", "--factory", "--app-dir", str(SERVERS_DIR),
+        "--host", "127.0.0.1", "--port", str(launch.port), "--workers", "1", "--loop", "uvloop",
+        "--http", "httptools", "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+
+
+def floor_environment(launch: Launch) -> dict[str, str]:
+    return {"FLOOR_MODEL": str(launch.model)}
+
+
+# -- MLServer -------------------------------------------------------------------
+
+
+def mlserver_argv(launch: Launch) -> list[str]:
+    return [str(launch.venv / "bin" / "mlserver"), "start", str(launch.work)]
+
+
+def mlserver_prepare(launch: Launch) -> None:
+    """MLServer's defaults, except where it listens: HTTP, gRPC and metrics on 127.0.0.1 and free ports."""
+    http_port, grpc_port, metrics_port = launch.ports
+    server = {"host": "127.0.0.1", "http_port": http_port, "grpc_port": grpc_port, "metrics_port": metrics_port}
+    model = {
+        "name": "iris",
+        "implementation": "mlserver_sklearn.SKLearnModel",
+        "parameters": {"uri": str(launch.model), "version": "1"},
+    }
+    (launch.work / "settings.json").write_text(json.dumps(server, indent=2))
+    (launch.work / "model-settings.json").write_text(json.dumps(model, indent=2))
+
+
+# -- KServe ---------------------------------------------------------------------
+
+
+def kserve_argv(launch: Launch) -> list[str]:
+    return [
+        str(launch.venv / "bin" / "python"), str(SERVERS_DIR / "kserve_iris.py"), "--model_name", "iris",
+        "--model_path", str(launch.model), "--http_port", str(launch.ports[0]), "--grpc_port", str(launch.ports[1]),
+    ]  # fmt: skip
+
+
+# -- ours -------------------------------------------------------------------------
+
+
+def ours_argv(workers: int) -> Callable[[Launch], list[str]]:
+    def argv(launch: Launch) -> list[str]:
+        command = [str(launch.venv / "bin" / "stevedore-server"), "run", "--host", "127.0.0.1"]
+        command += ["--port", str(launch.port), "--workers", str(workers)]
+        if launch.batching_config is not None:
+            command += ["--config", str(launch.batching_config)]
+        return command
+
+    return argv
+
+
+def ours(name: str, summary: str, payload: Payload, predict_path: str, workers: int = 1) -> Target:
+    return Target(
+        name, summary, "ours", payload, predict_path, "/readyz", ours_argv(workers), batching=True
+    )  # fmt: skip
+
+
+STEVEDORE_ROUTE = "/models/iris/predict"
+V2_ROUTE = "/v2/models/iris/infer"
+
+TARGETS: dict[str, Target] = {
+    target.name: target
+    for target in (
+        Target(
+            "floor", "bare Starlette + uvicorn (uvloop, httptools, no access log): json, predict, json",
+            "floor", RowsPayload(), "/predict", "/ready", floor_argv, environment=floor_environment,
+        ),
+        Target(
+            "mlserver", "MLServer + mlserver-sklearn, its defaults; V2 JSON, FP32",
+            "mlserver", V2JsonPayload("FP32"), V2_ROUTE, "/v2/models/iris/ready", mlserver_argv, ports=3,
+            prepare=mlserver_prepare,
+        ),
+        Target(
+            "kserve", "KServe ModelServer + a small kserve.Model, its defaults; V1",
+            "kserve", V1Payload(), "/v1/models/iris:predict", "/v2/models/iris/ready", kserve_argv, ports=2,
+        ),
+        Target(
+            "kserve-v2", "the same KServe server; V2 JSON, FP32",
+            "kserve", V2JsonPayload("FP32"), V2_ROUTE, "/v2/models/iris/ready", kserve_argv, ports=2,
+        ),
+        ours("ours-stevedore", "stevedore-server, stevedore route", RowsPayload(), STEVEDORE_ROUTE),
+        ours("ours-v2", "stevedore-server, V2 JSON, FP64", V2JsonPayload("FP64"), V2_ROUTE),
+        ours("ours-v2-binary", "stevedore-server, V2 binary tensors in and out, FP64", V2BinaryPayload(), V2_ROUTE),
+        ours("ours-workers2", "stevedore-server --workers 2, stevedore route", RowsPayload(), STEVEDORE_ROUTE, 2),
+    )
+}  # fmt: skip

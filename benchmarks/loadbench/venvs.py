@@ -1,0 +1,211 @@
+"""One virtual environment per target, kept between runs and rebuilt when what it is made from changes.
+
+The ``ours`` environment holds stevedore-server and its example plugin, built
+from this working tree (non-editable, from a clean copy of the files git would
+commit). A change to their code reinstalls just those two; a change to their
+``pyproject.toml`` or to any requirements file rebuilds the environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .settings import BENCH_DIR, REPO_DIR
+
+REQUIREMENTS = BENCH_DIR / "requirements"
+PINS = REQUIREMENTS / "pins.txt"
+#: Distributions whose versions each run records, where installed.
+REPORTED = (
+    "stevedore-server", "mlserver", "mlserver-sklearn", "kserve", "scikit-learn", "numpy", "fastapi",
+    "starlette", "uvicorn", "uvloop", "httptools", "pydantic", "orjson",
+)  # fmt: skip
+
+
+class InstallFailed(Exception):
+    """pip, venv or git could not make an environment; the message names the log."""
+
+
+@dataclass(frozen=True)
+class LocalProject:
+    """A project of this repository, installed from the files git lists under ``path`` in ``include``."""
+
+    path: str
+    include: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Environment:
+    name: str
+    requirements: Path
+    local_projects: tuple[LocalProject, ...] = ()
+
+
+ENVIRONMENTS = {
+    env.name: env
+    for env in (
+        Environment("tools", REQUIREMENTS / "tools.txt"),
+        Environment("floor", REQUIREMENTS / "floor.txt"),
+        Environment("mlserver", REQUIREMENTS / "mlserver.txt"),
+        Environment("kserve", REQUIREMENTS / "kserve.txt"),
+        Environment(
+            "ours",
+            REQUIREMENTS / "ours.txt",
+            (
+                LocalProject(".", ("pyproject.toml", "README.md", "LICENSE", "stevedore_server")),
+                LocalProject("contrib/sklearn_logreg", ("pyproject.toml", "README.md", "stevedore_sklearn_logreg")),
+            ),
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Installed:
+    path: Path
+    #: Seconds spent installing in this run; None when the environment was already up to date.
+    install_seconds: float | None
+    versions: dict[str, str]
+
+    @property
+    def python(self) -> Path:
+        return self.path / "bin" / "python"
+
+
+def digest(*parts: bytes) -> str:
+    sha = hashlib.sha256()
+    for part in parts:
+        sha.update(len(part).to_bytes(8, "little") + part)
+    return sha.hexdigest()[:16]
+
+
+def run_logged(argv: list[str], log: Path, cwd: Path | None = None) -> None:
+    with log.open("a") as output:
+        output.write(f"$ {' '.join(argv)}\n")
+        output.flush()
+        result = subprocess.run(argv, stdout=output, stderr=subprocess.STDOUT, cwd=cwd, check=False)
+    if result.returncode != 0:
+        raise InstallFailed(f"{Path(argv[0]).name} {' '.join(argv[1:3])} failed (log: {log})")
+
+
+def project_files(project: LocalProject) -> list[str]:
+    """Repository-relative paths of the project's files that git would commit (tracked or new, not ignored)."""
+    listing = subprocess.run(
+        [
+            "git",
+            "-C",
+            str(REPO_DIR),
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+            "--",
+            project.path,
+        ],
+        capture_output=True,
+        check=False,
+    )
+    if listing.returncode != 0:
+        raise InstallFailed(f"git ls-files failed in {REPO_DIR}: {listing.stderr.decode(errors='replace')[:200]}")
+    prefix = "" if project.path == "." else project.path + "/"
+    names = sorted(set(listing.stdout.decode().split("\0")) - {""})
+    return [
+        name for name in names
+        if name.removeprefix(prefix).split("/")[0] in project.include and (REPO_DIR / name).is_file()
+    ]  # fmt: skip
+
+
+def source_files(environment: Environment) -> list[str]:
+    return [name for project in environment.local_projects for name in project_files(project)]
+
+
+def dependency_stamp(environment: Environment, python: str) -> str:
+    """What the environment's dependencies come from: the Python, the pins, requirements, pyproject files."""
+    files = [PINS, environment.requirements]
+    files += [REPO_DIR / project.path / "pyproject.toml" for project in environment.local_projects]
+    return digest(python.encode(), *(path.read_bytes() for path in files))
+
+
+def source_stamp(files: list[str]) -> str:
+    return digest(*(part for name in files for part in (name.encode(), (REPO_DIR / name).read_bytes())))
+
+
+def stage_sources(files: list[str], stage: Path) -> None:
+    """A clean copy of the local projects: no build/ or egg-info from earlier builds gets into the wheels."""
+    shutil.rmtree(stage, ignore_errors=True)
+    for name in files:
+        target = stage / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO_DIR / name, target)
+
+
+def stamp_of(path: Path) -> str | None:
+    return path.read_text().strip() if path.exists() else None
+
+
+def pip_install(venv: Path, args: list[str], log: Path) -> None:
+    run_logged([str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", *args], log)
+
+
+def ensure(environment: Environment, root: Path, python: str, log: Path) -> Installed:
+    """The environment, made or brought up to date; raises InstallFailed."""
+    venv = root / environment.name
+    stage = root / f"{environment.name}-src"
+    started = time.monotonic()
+    deps = dependency_stamp(environment, python_identity(python))
+    files = source_files(environment)
+    sources = source_stamp(files) if files else ""
+    local = [str(stage / project.path) for project in environment.local_projects]
+    rebuilt = stamp_of(venv / ".bench-deps") != deps
+    if rebuilt:
+        shutil.rmtree(venv, ignore_errors=True)
+        if files:
+            stage_sources(files, stage)
+        run_logged([python, "-m", "venv", str(venv)], log)
+        pip_install(venv, ["-c", str(PINS), "-r", str(environment.requirements), *local], log)
+        (venv / ".bench-deps").write_text(deps)
+    elif files and stamp_of(venv / ".bench-sources") != sources:
+        stage_sources(files, stage)
+        pip_install(venv, ["--no-deps", "--force-reinstall", *local], log)
+    else:
+        return Installed(venv, None, installed_versions(venv))
+    (venv / ".bench-sources").write_text(sources)
+    return Installed(venv, round(time.monotonic() - started, 1), installed_versions(venv))
+
+
+def python_identity(python: str) -> str:
+    """The interpreter's path and version: a venv made from another Python must be rebuilt."""
+    found = subprocess.run([python, "-c", "import sys; print(sys.version)"], capture_output=True, text=True)
+    if found.returncode != 0:
+        raise InstallFailed(f"cannot run {python}: {found.stderr.strip()[:200]}")
+    return f"{python} {found.stdout.strip()}"
+
+
+VERSIONS_SCRIPT = """
+import json, sys
+from importlib import metadata
+found = {}
+for name in sys.argv[1:]:
+    try:
+        found[name] = metadata.version(name)
+    except metadata.PackageNotFoundError:
+        pass
+print(json.dumps(found))
+"""
+
+
+def installed_versions(venv: Path) -> dict[str, str]:
+    # Run from the venv: in the repository, its *.egg-info would be found as if installed.
+    found = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", VERSIONS_SCRIPT, *REPORTED], capture_output=True, text=True, cwd=venv
+    )
+    try:
+        return dict(json.loads(found.stdout))
+    except ValueError:
+        return {}
