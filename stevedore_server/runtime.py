@@ -79,7 +79,7 @@ class ModelRuntime:
         self.entry = entry
         self.limits = limits
         self.metrics = metrics
-        # A plain executor: a third of the cost of AnyIO's thread hop, which matters for millisecond models.
+        # A plain executor: its hop costs about 40 µs here against AnyIO's 60, which matters for fast models.
         self.threads = ThreadPoolExecutor(limits.max_concurrency, thread_name_prefix=f"model-{entry.name}")
         self.admitted = 0
         self.samples: dict[str, tuple[Any, Any]] = {}
