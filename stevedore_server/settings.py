@@ -58,7 +58,9 @@ class Settings:
     disable_plugins: tuple[str, ...] = setting((), "Names never to load: the recovery when a plugin breaks.")
     max_body_size: int = setting(16 * 1024 * 1024, "Largest request body in bytes; beyond it, 413.")
     max_json_depth: int = setting(64, "Deepest nesting of arrays and objects in a request body; beyond it, 400.")
-    max_concurrency: int = setting(4, "Inferences of one model running at once (its worker threads).")
+    max_concurrency: int = setting(
+        1, "Inferences of one model running at once (its worker threads; more help models that release the GIL)."
+    )
     max_queue: int = setting(64, "Inferences of one model waiting for a thread; beyond it, 503 with Retry-After.")
     timeout: float = setting(60.0, "Seconds an inference may take before the client gets 504.")
     graceful_timeout: float = setting(30.0, "Seconds in-flight requests get to finish after SIGTERM.")

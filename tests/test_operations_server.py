@@ -69,7 +69,9 @@ def test_metrics_with_two_workers_count_every_request_once(two_workers: Server) 
 
 
 def test_sigterm_under_load_loses_no_accepted_request(ops_venv: Venv, tmp_path: Path) -> None:
-    server = Server.start(ops_venv, tmp_path / "server.log", "--graceful-timeout", "15", "--max-queue", "256")
+    server = Server.start(
+        ops_venv, tmp_path / "server.log", "--graceful-timeout", "15", "--max-queue", "256", "--max-concurrency", "4"
+    )
     server.wait_for("/readyz")
     outcomes: Counter[str] = Counter()
     lock = threading.Lock()

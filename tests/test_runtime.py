@@ -99,7 +99,7 @@ def test_a_waiting_request_that_times_out_leaves_the_batch(make_client: Callable
 
 
 def test_a_slow_inference_is_504_and_the_server_stays_responsive(make_client: Callable[..., TestClient]) -> None:
-    settings = Settings(models={"sleepy": ModelSettings(timeout=0.3)})
+    settings = Settings(models={"sleepy": ModelSettings(timeout=0.3, max_concurrency=2)})
     client = make_client(Registers(Sleepy(), RowSum()), settings=settings)
     started = time.monotonic()
     response = client.post("/models/sleepy/predict", json=[[2]])
