@@ -10,7 +10,16 @@ from starlette.responses import Response
 
 from .errors import NotFound
 from .health import run_checks
-from .http import JSONBytesResponse, addressed_entry, check_readiness, read_json, ready_entry, registry_of, run_model
+from .http import (
+    JSONBytesResponse,
+    addressed_entry,
+    check_readiness,
+    read_json,
+    read_json_body,
+    ready_entry,
+    registry_of,
+    run_model,
+)
 from .registry import ModelEntry, Registry
 from .routing import RouteTable
 
@@ -130,10 +139,10 @@ async def score_schema(request: Request) -> Response:
 async def predict(request: Request) -> Response:
     """Validate the body against the predict schema and return the model's predictions."""
     entry = ready_entry(request)
-    payload = await read_json(request)
-    predictions = await run_model(entry, "predict", payload)
-    body = {"model_name": entry.name, "model_version": entry.version, "predictions": predictions}
-    return JSONBytesResponse(body)
+    body, payload = await read_json_body(request)
+    payload, valid = entry.prevalidated(body, payload)
+    predictions = await run_model(entry, "predict", payload, valid)
+    return JSONBytesResponse({"model_name": entry.name, "model_version": entry.version, "predictions": predictions})
 
 
 async def score(request: Request) -> Response:
@@ -156,5 +165,5 @@ def add_routes(routes: RouteTable) -> None:
         routes.add(f"{base}/ready", model_ready, ["GET"], tags=["health"])
         routes.add(f"{base}/schemas/predict", predict_schema, ["GET"], tags=["catalogue"])
         routes.add(f"{base}/schemas/score", score_schema, ["GET"], tags=["catalogue"])
-        routes.add(f"{base}/predict", predict, ["POST"], tags=["inference"])
+        routes.add(f"{base}/predict", predict, ["POST"], tags=["inference"], hot=True)
         routes.add(f"{base}/score", score, ["GET", "POST"], tags=["inference"])

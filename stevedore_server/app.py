@@ -27,11 +27,12 @@ from .auth import APIKeys
 from .errors import ClientError, ModelFailure
 from .http import JSONBytesResponse, error_response, model_failure_response, registry_of
 from .loader import Loaded, load
+from .logs import lighten_records
 from .metrics import Metrics
 from .middleware import ERROR_ID_KEY, RequestContext, RequireAPIKey
 from .openapi import build_openapi
 from .routing import RouteTable
-from .runtime import InferenceTimeout, ModelLimits, ModelRuntime
+from .runtime import InferenceTimeout, ModelLimits, ModelRuntime, calibrate
 from .settings import Settings
 from .v2 import routes as v2_routes
 
@@ -51,6 +52,7 @@ def create_app(
     replaces the entry-point plugins (tests use it).
     """
     settings = settings or Settings()
+    lighten_records()
     metrics = Metrics()
     keys = APIKeys.from_settings(settings)
 
@@ -60,7 +62,9 @@ def create_app(
         if loaded is None:
             loaded = await run_in_threadpool(load, settings, manager)
         for entry in loaded.registry.entries:
-            entry.runtime = ModelRuntime(entry, ModelLimits.of(settings, entry.predictor), metrics)
+            limits = ModelLimits.of(settings, entry.predictor)
+            cost = await run_in_threadpool(calibrate, entry) if limits.inline_budget > 0 else None
+            entry.runtime = ModelRuntime(entry, limits, metrics, cost)
         metrics.describe(loaded.registry)
         draining = asyncio.Event()
         restore = drain_on_sigterm(draining)

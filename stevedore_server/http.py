@@ -64,14 +64,19 @@ async def check_readiness(request: Request) -> list[str]:
 
 async def read_json(request: Request) -> Any:
     """The request body parsed as JSON, within the body-size limit."""
+    return (await read_json_body(request))[1]
+
+
+async def read_json_body(request: Request) -> tuple[bytes, Any]:
+    """The request body, and the body parsed as JSON, within the body-size limit."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type and content_type not in JSON_TYPES and not content_type.endswith("+json"):
         raise BadRequest(f"unsupported content type {content_type!r}: send application/json")
     settings = request.state.settings
     body = await read_body(request, settings.max_body_size)
     if len(body) > PARSE_OFF_LOOP:
-        return await to_thread.run_sync(loads, body, settings.max_json_depth)
-    return loads(body, settings.max_json_depth)
+        return body, await to_thread.run_sync(loads, body, settings.max_json_depth)
+    return body, loads(body, settings.max_json_depth)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -93,21 +98,29 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def call_model(entry: ModelEntry, action: str, payload: Any, method: Callable[[Any], Any] | None = None) -> Any:
-    """Predict, score, or ``method``, as the model's runtime runs them (threads, queue bound, time-out, batching)."""
+async def call_model(
+    entry: ModelEntry,
+    action: str,
+    payload: Any,
+    method: Callable[[Any], Any] | None = None,
+    rows: int | None = None,
+    valid: bool = False,
+) -> Any:
+    """Predict, score, or ``method`` (a predict of ``rows`` rows), as the model's runtime runs them (threads,
+    queue bound, time-out, batching, inline)."""
     runtime = entry.runtime
     if runtime is None:
         raise NotReady(f"model {entry.name!r} version {entry.version!r} is not running")
     if method is not None:
-        return await runtime.run(action, method, payload)
+        return await runtime.run(action, method, payload, rows)
     if action == "predict":
-        return await runtime.predict(payload)
+        return await runtime.predict(payload, valid)
     return await runtime.run(action, entry.score, payload)
 
 
-async def run_model(entry: ModelEntry, action: str, payload: Any) -> orjson.Fragment:
+async def run_model(entry: ModelEntry, action: str, payload: Any, valid: bool = False) -> orjson.Fragment:
     """``call_model``, serialized; output that is not JSON is the model's failure, not a half-written response."""
-    result = await call_model(entry, action, payload)
+    result = await call_model(entry, action, payload, valid=valid)
     try:
         return orjson.Fragment(dumps_result(result))
     except (TypeError, ValueError) as error:  # not JSON (orjson.JSONEncodeError is a TypeError), or not finite

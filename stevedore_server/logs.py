@@ -25,6 +25,33 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class TextFormatter(logging.Formatter):
+    """``TEXT_FORMAT`` lines; the time is formatted once a second, not once a line (the access log writes many)."""
+
+    def __init__(self, fmt: str = TEXT_FORMAT) -> None:
+        super().__init__(fmt)
+        self.second = -1
+        self.stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        if second != self.second:
+            self.second, self.stamp = second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        return f"{self.stamp},{int(record.msecs):03d}"
+
+
+def lighten_records() -> None:
+    """Leave out of log records what no line of ours prints: the caller's frame, thread and process names.
+
+    These are the switches the logging HOWTO's "Optimization" section names; they
+    halve the cost of a record, which the access log pays once a request.
+    """
+    logging._srcfile = None  # documented: skips the sys._getframe walk
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+
+
 class JSONFormatter(logging.Formatter):
     """One JSON object a line: time, level, logger, message, request id, extra fields, traceback."""
 
@@ -55,7 +82,7 @@ def logging_config(level: str, log_format: str = "text") -> dict[str, Any]:
     formatter: dict[str, Any] = (
         {"()": "stevedore_server.logs.JSONFormatter"}
         if log_format == "json"
-        else {"()": "logging.Formatter", "fmt": TEXT_FORMAT}
+        else {"()": "stevedore_server.logs.TextFormatter"}
     )
     config["formatters"] = {"stevedore": formatter}
     config["filters"] = {"request_id": {"()": "stevedore_server.logs.RequestIdFilter"}}

@@ -34,6 +34,7 @@ OVERRIDABLE = (
     "max_batch_size",
     "max_batch_time",
     "row_aligned",
+    "inline_budget",
 )
 
 
@@ -67,6 +68,12 @@ class Predictor:
       predict requests queued while the model is busy are merged into one
       call. The predict payload must be an array of rows and the output one
       item a row. The settings file's ``[models.NAME]`` table overrides both.
+    - ``inline_budget``: seconds under which a predict call, as timed at
+      startup, runs on the event loop instead of the model's thread (default:
+      the server's ``inline_budget``, 1 ms). Set 0 on a predictor whose predict
+      may wait (on the network, a lock, a device): a call on the event loop
+      holds every other request while it runs. The settings file's
+      ``[models.NAME]`` table overrides it.
 
     The server calls :meth:`load` once at startup, then self-tests the model on
     its fixtures. Requests go through ``convert_prediction_input`` ->
@@ -91,6 +98,7 @@ class Predictor:
     max_batch_size: int = 1
     max_batch_time: float = 0.0
     row_aligned: bool = True
+    inline_budget: float | None = None
 
     def __init__(
         self,

@@ -20,13 +20,16 @@ from .hookspecs import HealthCheck
 from .plugins import PluginFailure, PluginSource
 from .predictor import NAME_PATTERN, Predictor
 from .serialization import dumps_result
-from .validation import SchemaValidator
+from .validation import ArrayCheck, SchemaValidator
 
 if TYPE_CHECKING:
     from .runtime import ModelRuntime
     from .v2.signature import Signature
 
 logger = logging.getLogger("stevedore.registry")
+
+#: Bodies from this size are checked as arrays where the schema allows: below it, the validator is faster.
+VECTOR_CHECK_MIN_BYTES = 2048
 
 
 class State(enum.StrEnum):
@@ -69,6 +72,8 @@ class ModelEntry:
     #: The V2 tensor signature, or None with ``no_tensor_reason`` saying why there is none.
     signature: Signature | None = None
     no_tensor_reason: str | None = None
+    #: The predict schema as a vectorised check, where it is an array of numbers schema and nothing more.
+    array_check: ArrayCheck | None = None
     #: How this model's inferences run (set in the app's lifespan).
     runtime: ModelRuntime | None = None
 
@@ -98,12 +103,31 @@ class ModelEntry:
             raise NotReady(f"model {self.name!r} version {self.version!r} is not ready: {self.reason or self.state}")
 
     def predict(self, payload: Any) -> Any:
-        """Validate then predict; runs in a worker thread, never on the event loop."""
+        """Validate then predict (on the event loop only within the inline budget; see runtime.py)."""
         require_validator(self.predict_validator).validate(payload)
+        return self.predict_valid(payload)
+
+    def predict_valid(self, payload: Any) -> Any:
+        """Predict on a payload proven valid already."""
         result = self.predictor.predict(payload)
-        if isinstance(payload, list):
+        if isinstance(payload, (list, np.ndarray)):
             check_rows(self.predictor, len(payload), result)
         return result
+
+    def prevalidated(self, body: bytes, payload: Any) -> tuple[Any, bool]:
+        """``payload`` as the predictor takes it, and whether it is proven valid already.
+
+        A large array of numbers (``body`` is its JSON text) is checked in a few
+        vectorised steps instead of value by value, and a predictor with
+        ``numpy_input`` gets the array itself. Anything else is left to the
+        validator (which is faster on a few values).
+        """
+        if self.array_check is None or len(body) < VECTOR_CHECK_MIN_BYTES or not isinstance(payload, list):
+            return payload, False
+        array = self.array_check.rows(body, payload)
+        if array is None:
+            return payload, False
+        return (array if self.predictor.numpy_input else payload), True
 
     def score(self, payload: Any) -> Any:
         """Validate then score; runs in a worker thread, never on the event loop."""
@@ -138,6 +162,7 @@ class ModelEntry:
         if predict_schema is None:
             raise PluginError("predict_schema is required")
         self.predict_validator = self._compile("predict", predict_schema)
+        self.array_check = ArrayCheck.of(predict_schema)
         self.predict_fixture = self._checked_fixture("predict", self.predict_validator)
         score_schema = self.predictor.resolved_schema("score")
         if score_schema is not None:

@@ -35,6 +35,7 @@ class RouteTable:
 
     def __init__(self, app: Starlette) -> None:
         self.app = app
+        self.hot_routes = 0
         self.docs = FastAPI(title="stevedore-server", version=__version__, redirect_slashes=False)
 
     def add(
@@ -45,9 +46,17 @@ class RouteTable:
         tags: Sequence[str] = (),
         name: str | None = None,
         include_in_schema: bool = True,
+        hot: bool = False,
     ) -> None:
-        """A handler of ``(request) -> Response``, served as one plain route (so 405 lists every method)."""
-        self.app.router.routes.append(TemplatedRoute(path, endpoint, methods=methods, name=name))
+        """A handler of ``(request) -> Response``, served as one plain route (so 405 lists every method).
+
+        ``hot`` routes (inference) are matched first: Starlette tries the routes in order, and each miss costs.
+        No two routes match one path, so the order changes nothing else.
+        """
+        route = TemplatedRoute(path, endpoint, methods=methods, name=name)
+        routes = self.app.router.routes
+        routes.insert(self.hot_routes, route) if hot else routes.append(route)
+        self.hot_routes += hot
         if include_in_schema:
             for method in methods:  # one operation, with its own id, per method
                 operation = f"{name or endpoint.__name__}_{method.lower()}"

@@ -1,10 +1,23 @@
-"""Running inferences: per-model threads, a bounded queue, time-outs, and adaptive batching.
+"""Running inferences: per-model threads, a bounded queue, time-outs, adaptive batching, and inline calls.
 
 Each model gets its own worker threads (``max_concurrency``), so a slow model
 never holds another's. Requests beyond the threads wait, up to ``max_queue``;
 beyond that they are refused at once (503 with Retry-After) instead of piling
 up in memory. An inference that outlives ``timeout`` answers 504; its thread is
 abandoned to finish on its own, and the server stays responsive.
+
+A predict call expected to take less than ``inline_budget`` (1 ms by default)
+runs on the event loop instead: for a small model the hop to a thread and back,
+and the two threads contending for the GIL, cost more than the model itself.
+The expectation is measured, not guessed: at startup each row-aligned model is
+timed on its fixture and on a thousand rows cycled from it (``calibrate``),
+giving a fixed and a per-row cost, and every inline call is timed against it.
+A model that runs slower than measured goes back to its threads (one call a
+second checks whether it still is); three calls over ten budgets, or one over
+100 ms, send it there for good. A predictor whose calls may wait (network,
+locks) sets ``inline_budget = 0``. Only predict runs inline, and never
+while one of the model's threads is busy, so ``max_concurrency = 1`` still means
+one call at a time.
 
 With ``max_batch_size`` above 1, predict requests queued while the model is
 busy are merged into one model call (rows concatenated) and the result split
@@ -14,8 +27,10 @@ back, each caller getting exactly its own rows.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import logging
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import numpy as np
 
 from .errors import ClientError, ModelFailure, StevedoreError
 from .metrics import Metrics
@@ -33,6 +49,15 @@ from .settings import Settings
 logger = logging.getLogger("stevedore.runtime")
 
 RETRY_AFTER_SECONDS = 1
+#: Inline calls over this many budgets are strikes; this many strikes move the model to its threads for good.
+INLINE_LIMIT = 10
+INLINE_STRIKES = 3
+#: Seconds (asyncio's own slow-callback threshold): one inline call this long is all three strikes.
+INLINE_STALL = 0.1
+#: Recent inline calls whose median, against the measured cost, is the model's slowdown.
+INLINE_WINDOW = 15
+#: Seconds between the inline calls that check whether a model found slow still is.
+INLINE_PROBE_INTERVAL = 1.0
 
 
 class Overloaded(ClientError):
@@ -55,6 +80,7 @@ class ModelLimits:
     timeout: float
     max_concurrency: int
     max_queue: int
+    inline_budget: float
 
     @classmethod
     def of(cls, settings: Settings, predictor: Predictor) -> ModelLimits:
@@ -69,19 +95,79 @@ class ModelLimits:
             timeout=pick(own.timeout, settings.timeout),
             max_concurrency=pick(own.max_concurrency, settings.max_concurrency),
             max_queue=pick(own.max_queue, settings.max_queue),
+            inline_budget=pick(own.inline_budget, pick(predictor.inline_budget, settings.inline_budget)),
         )
+
+
+@dataclass(frozen=True)
+class CallCost:
+    """A row-aligned model's predict time in seconds, as measured at startup: ``fixed + per_row * rows``."""
+
+    fixed: float
+    per_row: float
+
+    def of(self, rows: int) -> float:
+        return self.fixed + self.per_row * rows
+
+
+#: Rows of the larger calibration payload; with the fixture's, the two points of the cost line.
+CALIBRATION_ROWS = 1024
+CALIBRATION_RUNS = 5
+
+
+def calibrate(entry: ModelEntry) -> CallCost | None:
+    """Time validate-and-predict on the fixture and on ``CALIBRATION_ROWS`` rows cycled from it; None where the
+    model's payload is not rows, a larger payload is not valid, or predict fails (then it never runs inline)."""
+    fixture = entry.predict_fixture
+    validator = entry.predict_validator
+    if not entry.ready or validator is None or not entry.predictor.row_aligned:
+        return None
+    if not isinstance(fixture, list) or not fixture:
+        return None
+    large = [fixture[i % len(fixture)] for i in range(CALIBRATION_ROWS)]
+    if not validator.is_valid(large):
+        return None
+
+    def seconds(payload: list[Any]) -> float:
+        entry.predict(payload)  # warm
+        runs = []
+        for _ in range(CALIBRATION_RUNS):
+            started = time.perf_counter()
+            entry.predict(payload)
+            runs.append(time.perf_counter() - started)
+        return sorted(runs)[len(runs) // 2]
+
+    try:
+        small_seconds, large_seconds = seconds(fixture), seconds(large)
+    except Exception as error:
+        logger.info("model %s: not calibrated, it runs on its threads only: %r", entry.name, error)
+        return None
+    per_row = max(0.0, (large_seconds - small_seconds) / (len(large) - len(fixture)))
+    return CallCost(max(0.0, small_seconds - per_row * len(fixture)), per_row)
 
 
 class ModelRuntime:
     """How one model's inferences run; created in the app's lifespan, inside the event loop."""
 
-    def __init__(self, entry: ModelEntry, limits: ModelLimits, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, entry: ModelEntry, limits: ModelLimits, metrics: Metrics | None = None, cost: CallCost | None = None
+    ) -> None:
         self.entry = entry
         self.limits = limits
         self.metrics = metrics
         # A plain executor: its hop costs about 40 µs here against AnyIO's 60, which matters for fast models.
         self.threads = ThreadPoolExecutor(limits.max_concurrency, thread_name_prefix=f"model-{entry.name}")
         self.admitted = 0
+        # Calls handed to the threads, and those ended; only the event loop writes the first.
+        self.submitted = 0
+        self.finished = 0
+        self.finished_lock = threading.Lock()
+        #: The measured cost line, or None: never inline. ``slowdown`` tracks inline calls against it.
+        self.cost = cost if limits.inline_budget > 0 else None
+        self.slowdown = 1.0
+        self.ratios: collections.deque[float] = collections.deque(maxlen=INLINE_WINDOW)
+        self.strikes = 0
+        self.next_probe = 0.0
         self.samples: dict[str, tuple[Any, Any]] = {}
         self.batcher = Batcher(self) if limits.max_batch_size > 1 and batchable(entry) else None
 
@@ -90,16 +176,80 @@ class ModelRuntime:
         """Requests admitted at once: running (a batch holds several) plus waiting."""
         return self.limits.max_concurrency * self.limits.max_batch_size + self.limits.max_queue
 
-    async def run(self, action: str, method: Callable[[Any], Any], payload: Any) -> Any:
-        """``method(payload)`` on this model's threads, within its queue bound and time-out."""
+    async def run(self, action: str, method: Callable[[Any], Any], payload: Any, rows: int | None = None) -> Any:
+        """``method(payload)`` on this model's threads, within its queue bound and time-out; a predict of
+        ``rows`` rows expected within the inline budget runs on the event loop instead."""
+        if rows is not None and self.runs_inline(rows):
+            return self._inline(action, method, payload, rows)
         return await self._admitted(action, self._in_thread(action, method, payload))
 
-    async def predict(self, payload: Any) -> Any:
-        """Validate, then predict: merged with other requests where the model batches."""
+    async def predict(self, payload: Any, valid: bool = False) -> Any:
+        """Validate (unless ``valid`` already), then predict: merged with other requests where the model batches."""
+        rows = len(payload) if isinstance(payload, (list, np.ndarray)) else None
         if self.batcher is None:
-            return await self.run("predict", self.entry.predict, payload)
-        require_validator(self.entry.predict_validator).validate(payload)  # a bad request never joins a batch
+            return await self.run("predict", self.entry.predict_valid if valid else self.entry.predict, payload, rows)
+        if not valid:
+            require_validator(self.entry.predict_validator).validate(payload)  # a bad request never joins a batch
         return await self._admitted("predict", self.batcher.submit(payload))
+
+    def runs_inline(self, rows: int) -> bool:
+        if self.cost is None or self.submitted != self.finished:
+            return False
+        expected = self.cost.of(rows)
+        if expected * self.slowdown <= self.limits.inline_budget:
+            return True
+        # Slower lately than measured: now and then one call (that the measured cost allows) checks if it still is.
+        if expected <= self.limits.inline_budget and time.monotonic() >= self.next_probe:
+            self.next_probe = time.monotonic() + INLINE_PROBE_INTERVAL
+            return True
+        return False
+
+    def _inline(self, action: str, method: Callable[[Any], Any], payload: Any, rows: int) -> Any:
+        started = time.perf_counter()
+        try:
+            result = self.call_inline(method, payload, rows)
+        except ClientError:
+            raise
+        except ModelFailure:
+            self.count_error(action, "error")
+            raise
+        except Exception as error:
+            self.count_error(action, "error")
+            raise ModelFailure(self.entry.name, self.entry.version, action, error) from error
+        self.observe(action, started)
+        return result
+
+    def call_inline(self, method: Callable[[Any], Any], payload: Any, rows: int) -> Any:
+        """``method(payload)`` right here on the event loop, timed against the model's cost."""
+        started = time.perf_counter()
+        try:
+            return method(payload)
+        finally:
+            self.judge_inline(rows, time.perf_counter() - started)
+
+    def judge_inline(self, rows: int, seconds: float) -> None:
+        """Track inline calls against the measured cost: the median of the recent ones is the model's slowdown,
+        which a noisy neighbour's odd pause does not move; a model that keeps taking far too long goes to its
+        threads for good."""
+        if self.cost is None:
+            return
+        budget = self.limits.inline_budget
+        if seconds > INLINE_LIMIT * budget:
+            self.strikes += 1 if seconds < INLINE_STALL else INLINE_STRIKES
+            logger.warning(
+                "model %s version %s: a call of %d rows took %.1f ms on the event loop, over %d times the inline "
+                "budget of %.1f ms (strike %d of %d)",
+                self.entry.name, self.entry.version, rows, seconds * 1000, INLINE_LIMIT, budget * 1000,
+                min(self.strikes, INLINE_STRIKES), INLINE_STRIKES,
+            )  # fmt: skip
+            if self.strikes >= INLINE_STRIKES:
+                self.cost = None
+                logger.warning(
+                    "model %s version %s runs on its threads from now on", self.entry.name, self.entry.version
+                )
+                return
+        self.ratios.append(seconds / max(self.cost.of(rows), 1e-6))
+        self.slowdown = max(1.0, sorted(self.ratios)[len(self.ratios) // 2])
 
     async def _admitted(self, action: str, work: Coroutine[Any, Any, Any]) -> Any:
         if self.admitted >= self.capacity:
@@ -147,7 +297,15 @@ class ModelRuntime:
         Cancelling the future (a time-out) abandons the thread to finish on its own.
         """
         context = contextvars.copy_context()
-        return asyncio.get_running_loop().run_in_executor(self.threads, context.run, method, payload)
+        self.submitted += 1
+        return asyncio.get_running_loop().run_in_executor(self.threads, self._call, context, method, payload)
+
+    def _call(self, context: contextvars.Context, method: Callable[[Any], Any], payload: Any) -> Any:
+        try:
+            return context.run(method, payload)
+        finally:  # counted when the call ends, even one a time-out abandoned
+            with self.finished_lock:
+                self.finished += 1
 
     def close(self) -> None:
         if self.batcher is not None:
@@ -173,7 +331,7 @@ def batchable(entry: ModelEntry) -> bool:
 
 @dataclass
 class Pending:
-    rows: list[Any]
+    rows: list[Any] | np.ndarray[Any, Any]
     future: asyncio.Future[Any]
 
 
@@ -228,11 +386,14 @@ class Batcher:
         try:
             if not batch:
                 return
-            rows = [row for pending in batch for row in pending.rows]
+            rows = merge([pending.rows for pending in batch])
             if self.runtime.metrics is not None:
                 self.runtime.metrics.batch_size.labels(entry.name, entry.version).observe(len(batch))
             try:
-                result = await self.runtime.in_thread(entry.predictor.predict, rows)
+                if self.runtime.runs_inline(len(rows)):
+                    result = self.runtime.call_inline(entry.predictor.predict, rows, len(rows))
+                else:
+                    result = await self.runtime.in_thread(entry.predictor.predict, rows)
                 parts = split(result, [len(pending.rows) for pending in batch])
             except Exception as error:
                 failure = ModelFailure(entry.name, entry.version, "predict", error)
@@ -246,6 +407,13 @@ class Batcher:
                     pending.future.set_result(part)
         finally:
             self.free.release()
+
+
+def merge(parts: list[Any]) -> Any:
+    """The rows of several requests as one payload: one array if all are arrays, else one list."""
+    if all(isinstance(part, np.ndarray) for part in parts):
+        return np.concatenate(parts)
+    return [row for part in parts for row in (part.tolist() if isinstance(part, np.ndarray) else part)]
 
 
 def split(result: Any, sizes: list[int]) -> list[Any]:

@@ -51,18 +51,20 @@ def loads(body: bytes, max_depth: int = 64) -> Any:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as error:
         raise BadRequest(f"request body is not valid JSON: {error}") from None
-    if bracket_depth(body) > max_depth and nesting_depth(value) > max_depth:
+    if bracket_depth(body, max_depth) > max_depth and nesting_depth(value) > max_depth:
         raise BadRequest(f"request body nests arrays and objects deeper than {max_depth} levels")
     return value
 
 
-def bracket_depth(body: bytes) -> int:
+def bracket_depth(body: bytes, limit: int) -> int:
     """How deep the brackets of ``body`` nest, counting those inside strings too: an upper bound, fast.
 
-    Only when it exceeds the limit is the parsed value walked, which is exact but slow.
+    Only when it exceeds ``limit`` is the parsed value walked, which is exact but slow; with no more
+    brackets than ``limit``, their count is the bound.
     """
-    if body.count(b"[") + body.count(b"{") <= 1:
-        return 1
+    brackets = body.count(b"[") + body.count(b"{")
+    if brackets <= limit:
+        return brackets
     steps = BRACKET_STEPS[np.frombuffer(body, dtype=np.uint8)]
     return int(np.cumsum(steps, dtype=np.int32).max())
 

@@ -25,6 +25,8 @@ ENV_PREFIX = "STEVEDORE_"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 LOG_FORMATS = ("text", "json")
 MASK = "********"
+#: Seconds: a longer call on the event loop would delay every other request noticeably.
+MAX_INLINE_BUDGET = 0.01
 
 
 def setting(default: Any, help: str, secret: bool = False, file_only: bool = False) -> Any:
@@ -43,6 +45,7 @@ class ModelSettings:
     timeout: float | None = setting(None, "Seconds an inference may take before the client gets 504.")
     max_concurrency: int | None = setting(None, "Inferences of this model running at once.")
     max_queue: int | None = setting(None, "Inferences of this model waiting; beyond it, 503 with Retry-After.")
+    inline_budget: float | None = setting(None, "Seconds under which a predict call runs on the event loop (0: never).")
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,9 @@ class Settings:
     )
     max_queue: int = setting(64, "Inferences of one model waiting for a thread; beyond it, 503 with Retry-After.")
     timeout: float = setting(60.0, "Seconds an inference may take before the client gets 504.")
+    inline_budget: float = setting(
+        0.001, "Seconds under which a predict call, as measured at startup, runs on the event loop (0: never)."
+    )
     graceful_timeout: float = setting(30.0, "Seconds in-flight requests get to finish after SIGTERM.")
     api_keys: tuple[str, ...] = setting((), "API keys accepted as `Authorization: Bearer KEY`.", secret=True)
     api_key_file: str | None = setting(None, "File of SHA-256 hex digests of accepted API keys, one a line.")
@@ -82,6 +88,7 @@ class Settings:
             (self.max_concurrency >= 1, "max_concurrency", "must be at least 1"),
             (self.max_queue >= 0, "max_queue", "must not be negative"),
             (self.timeout > 0, "timeout", "must be positive"),
+            (0 <= self.inline_budget <= MAX_INLINE_BUDGET, "inline_budget", f"is not from 0 to {MAX_INLINE_BUDGET}"),
             (self.graceful_timeout >= 0, "graceful_timeout", "must not be negative"),
         ]
         for ok, name, problem in checks:
@@ -147,6 +154,8 @@ def check_model_settings(name: str, model: ModelSettings) -> None:
     prefix = f"setting models.{name}"
     if model.max_batch_size is not None and model.max_batch_size < 1:
         raise StartupError(f"{prefix}.max_batch_size: {model.max_batch_size} must be at least 1")
+    if model.inline_budget is not None and not 0 <= model.inline_budget <= MAX_INLINE_BUDGET:
+        raise StartupError(f"{prefix}.inline_budget: {model.inline_budget} is not from 0 to {MAX_INLINE_BUDGET}")
     for attribute in ("max_batch_time", "timeout"):
         value = getattr(model, attribute)
         if value is not None and value < 0:

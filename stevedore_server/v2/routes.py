@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from anyio import to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import __version__
 from ..errors import BadRequest, ClientError, InvalidPayload, ModelFailure, NotFound, NotReady, PayloadTooLarge
 from ..http import (
+    PARSE_OFF_LOOP,
     JSONBytesResponse,
     addressed_entry,
     call_model,
@@ -122,27 +125,46 @@ async def model_ready(request: Request) -> Response:
 # -- infer ------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Inference:
+    """A decoded inference request: its JSON header, its input arrays, the outputs it wants."""
+
+    header: dict[str, Any]
+    arrays: dict[str, np.ndarray[Any, Any]]
+    selected: list[str]
+
+    @property
+    def rows(self) -> int | None:
+        """The batch dimension of the first input, which the model's cost is measured in."""
+        first = next(iter(self.arrays.values()))
+        return first.shape[0] if first.ndim else None
+
+
 async def infer(request: Request) -> Response:
     entry, signature = tensor_entry(request)
     settings = request.state.settings
     body = await read_body(request, settings.max_body_size)
-    # Decoding, the model and encoding all run on the model's threads: tensors may be megabytes.
     header_length = request.headers.get(HEADER_LENGTH)
-    answer = functools.partial(answer_inference, entry, signature, header_length, settings.max_json_depth)
-    content, headers = await call_model(entry, "predict", body, answer)
+    decode = functools.partial(decode_request, signature, header_length, settings.max_json_depth, body)
+    # As read_json does: a large body is parsed off the event loop.
+    inference = await to_thread.run_sync(decode) if len(body) > PARSE_OFF_LOOP else decode()
+    answer = functools.partial(answer_inference, entry, signature)
+    content, headers = await call_model(entry, "predict", inference, answer, inference.rows)
     media_type = "application/octet-stream" if HEADER_LENGTH in headers else "application/json"
     return Response(content, media_type=media_type, headers=headers)
 
 
-def answer_inference(
-    entry: ModelEntry, signature: Signature, header_length: str | None, max_depth: int, body: bytes
-) -> tuple[bytes, dict[str, str]]:
-    """The inference response (body and headers) for one request body."""
+def decode_request(signature: Signature, header_length: str | None, max_depth: int, body: bytes) -> Inference:
     header, binary = split_body(body, header_length, max_depth)
     arrays = decode_inputs(header, binary, signature)
-    selected = requested_outputs(header, signature)
-    outputs = results_by_output(entry, signature, predict_tensors(entry, signature, arrays))
-    return encode_response(entry, header, {name: outputs[name] for name in selected}, selected)
+    return Inference(header, arrays, requested_outputs(header, signature))
+
+
+def answer_inference(entry: ModelEntry, signature: Signature, inference: Inference) -> tuple[bytes, dict[str, str]]:
+    """The inference response (body and headers): predict, then encode the selected outputs."""
+    outputs = results_by_output(entry, signature, predict_tensors(entry, signature, inference.arrays))
+    selected = inference.selected
+    return encode_response(entry, inference.header, {name: outputs[name] for name in selected}, selected)
 
 
 def split_body(body: bytes, declared: str | None, max_depth: int) -> tuple[dict[str, Any], bytes]:
@@ -304,4 +326,4 @@ def add_routes(routes: RouteTable) -> None:
     for base in (MODEL, VERSIONED):
         routes.add(base, protocol_errors(model_metadata), ["GET"], tags=tags)
         routes.add(f"{base}/ready", protocol_errors(model_ready), ["GET"], tags=tags)
-        routes.add(f"{base}/infer", protocol_errors(infer), ["POST"], tags=tags)
+        routes.add(f"{base}/infer", protocol_errors(infer), ["POST"], tags=tags, hot=True)

@@ -7,14 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..validation import ArrayCheck
 from .tensors import DTYPES, TensorSpec, datatype_of
 
 if TYPE_CHECKING:
     from ..registry import ModelEntry
 
-ANNOTATIONS = {"$schema", "$id", "title", "description", "examples", "$comment"}
-BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
-ARRAY_KEYS = {"type", "items", "minItems", "maxItems"} | ANNOTATIONS
 LEAF_DATATYPES = {"number": "FP64", "integer": "INT64", "boolean": "BOOL", "string": "BYTES"}
 DEFAULT_INPUT = "input-0"
 DEFAULT_OUTPUT = "output-0"
@@ -25,44 +23,11 @@ class NoTensorInterface(Exception):
 
 
 @dataclass(frozen=True)
-class TensorCheck:
-    """All a predict schema says about its one input, as checks on a decoded array.
-
-    Decoding already enforces the shape and datatype; this adds the element
-    bounds, and finiteness (JSON numbers are finite; binary floats need not be).
-    """
-
-    bounds: tuple[tuple[str, float], ...] = ()
-
-    def problem(self, array: np.ndarray[Any, Any]) -> str | None:
-        """Why the array would fail the schema, or None."""
-        if array.size == 0:
-            return None
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
-            return "holds NaN or infinity, which are not JSON numbers"
-        low, high = array.min(), array.max()
-        failed = {
-            "minimum": low < self.limit("minimum"),
-            "maximum": high > self.limit("maximum"),
-            "exclusiveMinimum": low <= self.limit("exclusiveMinimum"),
-            "exclusiveMaximum": high >= self.limit("exclusiveMaximum"),
-        }
-        for keyword, bound in self.bounds:
-            if failed[keyword]:
-                return f"has values outside the schema's {keyword} of {bound:g}"
-        return None
-
-    def limit(self, keyword: str) -> float:
-        default = -np.inf if "inimum" in keyword else np.inf
-        return dict(self.bounds).get(keyword, default)
-
-
-@dataclass(frozen=True)
 class Signature:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
-    #: Where the predict schema says nothing a tensor check cannot, the check; else None (validate the JSON).
-    tensor_check: TensorCheck | None = None
+    #: Where the predict schema says nothing an array check cannot, the check; else None (validate the JSON).
+    tensor_check: ArrayCheck | None = None
 
 
 def signature_of(entry: ModelEntry) -> Signature:
@@ -93,20 +58,16 @@ def declared(spec: Any, attribute: str) -> TensorSpec:
     return TensorSpec(spec["name"], spec["datatype"], tuple(shape))
 
 
-def input_from_schema(schema: dict[str, Any]) -> tuple[TensorSpec, TensorCheck | None]:
-    """The one input an array (of arrays) schema describes, and its tensor check if it says no more than that."""
+def input_from_schema(schema: dict[str, Any]) -> tuple[TensorSpec, ArrayCheck | None]:
+    """The one input an array (of arrays) schema describes, and the schema as an array check if it can be one."""
     dims: list[int] = []
-    shape_only = True
     node = schema
     while isinstance(node, dict) and node.get("type") == "array":
         items = node.get("items")
         if not isinstance(items, dict):
             raise NoTensorInterface("the predict schema's array has no single 'items' schema, so no tensor shape")
         low, high = node.get("minItems"), node.get("maxItems")
-        fixed = low is not None and low == high
-        dims.append(high if fixed and isinstance(high, int) else -1)
-        # A range of item counts is more than a tensor shape says: such a schema must still validate.
-        shape_only = shape_only and set(node) <= ARRAY_KEYS and (fixed or (low is None and high is None))
+        dims.append(high if low is not None and low == high and isinstance(high, int) else -1)
         node = items
     if not dims:
         raise NoTensorInterface("the predict schema is not an array (of arrays), and no tensor_inputs are declared")
@@ -115,11 +76,7 @@ def input_from_schema(schema: dict[str, Any]) -> tuple[TensorSpec, TensorCheck |
         raise NoTensorInterface(
             f"the predict schema's elements are {leaf or 'untyped'}, not numbers, integers, booleans or strings"
         )
-    bounds = tuple((keyword, node[keyword]) for keyword in BOUNDS if keyword in node)
-    numeric_bounds = all(type(bound) in (int, float) for _, bound in bounds) and leaf in ("number", "integer")
-    shape_only = shape_only and set(node) <= {"type", *BOUNDS} | ANNOTATIONS and (numeric_bounds or not bounds)
-    spec = TensorSpec(DEFAULT_INPUT, LEAF_DATATYPES[leaf], tuple(dims))
-    return spec, TensorCheck(tuple((keyword, float(bound)) for keyword, bound in bounds)) if shape_only else None
+    return TensorSpec(DEFAULT_INPUT, LEAF_DATATYPES[leaf], tuple(dims)), ArrayCheck.of(schema)
 
 
 def output_from_result(fixture: Any, result: Any) -> TensorSpec:

@@ -1,0 +1,214 @@
+"""The vectorised array check decides as the reference `jsonschema` package does.
+
+Property-based, as test_validation.py: hypothesis generates array-of-numbers
+schemas (item counts, integer or number leaves, bounds) and payloads near them
+(right and wrong counts, out-of-bound values, booleans, strings, nulls, ragged
+rows), and the check must agree with `jsonschema` on every one it decides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jsonschema
+import numpy as np
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stevedore_server.registry import VECTOR_CHECK_MIN_BYTES
+from stevedore_server.validation import EXACT_FLOAT_INTEGERS, ArrayCheck
+
+from .conftest import Registers
+from .predictors import ArrayInput, Positive, RowSum
+from .test_validation import SCHEMAS
+
+RUNS = settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def array_schemas(draw: st.DrawFn) -> dict[str, Any]:
+    leaf: dict[str, Any] = {"type": draw(st.sampled_from(["number", "integer"]))}
+    for keyword in draw(st.sets(st.sampled_from(["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"]))):
+        leaf[keyword] = draw(st.integers(-10, 10) | st.floats(-10, 10))
+    schema = leaf
+    for _ in range(draw(st.integers(1, 3))):
+        level: dict[str, Any] = {"type": "array", "items": schema}
+        low = draw(st.none() | st.integers(0, 3))
+        if low is not None:
+            level["minItems"] = low
+        high = draw(st.none() | st.integers(low or 0, 4))
+        if high is not None:
+            level["maxItems"] = high
+        schema = level
+    return schema
+
+
+numbers = st.integers(-12, 12) | st.floats(-12, 12) | st.sampled_from([0.5, -0.0, 1e-300, 2.0**60, -(2.0**60)])
+odd_values = st.booleans() | st.none() | st.text(max_size=3) | st.sampled_from(["1.5", "7"])
+
+
+def nested(depth: int, leaves: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Rectangular arrays of ``depth`` levels (the common case), with odd leaves now and then."""
+    if depth == 0:
+        return leaves
+    return st.integers(0, 5).flatmap(lambda size: st.lists(nested(depth - 1, leaves), min_size=size, max_size=size))
+
+
+@st.composite
+def schema_and_payload(draw: st.DrawFn) -> tuple[dict[str, Any], Any]:
+    schema = draw(array_schemas())
+    depth = ArrayCheck.of(schema).depth  # type: ignore[union-attr]
+    leaves = numbers | odd_values if draw(st.integers(0, 4)) == 0 else numbers
+    shape = st.sampled_from([depth, depth, depth, depth - 1, depth + 1]).filter(lambda d: d >= 0)
+    payload = draw(shape.flatmap(lambda d: nested(d, leaves)) | nested(depth, st.just([1.0]) | numbers))
+    return schema, payload
+
+
+@RUNS
+@given(schema_and_payload())
+def test_an_array_the_check_accepts_is_valid_and_holds_the_payload(case: tuple[dict[str, Any], Any]) -> None:
+    schema, payload = case
+    check = ArrayCheck.of(schema)
+    assert check is not None
+    body = orjson.dumps(payload)
+    array = check.rows(body, orjson.loads(body))
+    valid = jsonschema.Draft202012Validator(schema).is_valid(payload)
+    if array is not None:
+        assert valid, payload
+        assert array.tolist() == np.asarray(payload, dtype=np.float64).tolist()
+
+
+@RUNS
+@given(schema_and_payload())
+def test_a_valid_array_of_numbers_is_accepted(case: tuple[dict[str, Any], Any]) -> None:
+    schema, payload = case
+    check = ArrayCheck.of(schema)
+    assert check is not None
+    body = orjson.dumps(payload)
+    rectangular = np.asarray(payload, dtype=object)
+    plain = all(type(value) in (int, float) for value in rectangular.ravel())  # no booleans, strings or nulls
+    fits = rectangular.ndim == check.depth and plain and np.abs(rectangular.astype(float)).max(initial=0) < 2**53
+    integer_text = check.leaf == "number" or all(type(value) is int for value in rectangular.ravel())
+    if jsonschema.Draft202012Validator(schema).is_valid(payload) and fits and integer_text:
+        assert check.rows(body, orjson.loads(body)) is not None, payload
+
+
+@RUNS
+@given(schema_and_payload())
+def test_the_check_on_a_decoded_tensor_agrees_with_the_schema(case: tuple[dict[str, Any], Any]) -> None:
+    schema, payload = case
+    check = ArrayCheck.of(schema)
+    assert check is not None
+    try:
+        values = np.asarray(payload, dtype=object)
+        array = np.asarray(payload, dtype=np.float64 if check.leaf == "number" else np.int64)
+    except (ValueError, TypeError, OverflowError):
+        return  # not a tensor: the protocol's decoding refuses it before any check
+    wanted = (int, float) if check.leaf == "number" else (int,)
+    if array.ndim != check.depth or not all(type(value) in wanted for value in values.ravel()):
+        return  # booleans, strings, nulls, or fractions in an INT64 tensor: refused by the decoding too
+    valid = jsonschema.Draft202012Validator(schema).is_valid(array.tolist())
+    assert (check.problem(array) is None) == valid, (schema, array.tolist())
+
+
+def test_a_non_finite_tensor_is_refused() -> None:
+    check = ArrayCheck.of({"type": "array", "items": {"type": "number"}})
+    assert check is not None
+    assert check.problem(np.array([1.0, np.nan])) == "holds NaN or infinity, which are not JSON numbers"
+    assert check.problem(np.array([np.inf])) is not None
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        SCHEMAS["iris predict"],
+        SCHEMAS["rows"],
+        SCHEMAS["integers with bounds"],
+        {"type": "array", "items": {"type": "array", "items": {"type": "number"}}, "description": "rows"},
+    ],
+)
+def test_array_schemas_compile(schema: dict[str, Any]) -> None:
+    assert ArrayCheck.of(schema) is not None
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        SCHEMAS["unique numbers"],
+        SCHEMAS["tuples"],
+        SCHEMAS["labelled rows"],
+        {"type": "array", "items": {"type": "number", "enum": [1, 2]}},
+        {"type": "array", "items": {"type": ["number", "null"]}},
+        {"type": "array", "items": {"type": "boolean", "minimum": 0}},
+        {"type": "array", "items": {"type": "string"}},
+        {"type": "array", "items": [{"type": "number"}]},
+        {"type": "array", "minItems": 1.5, "items": {"type": "number"}},
+        {"type": "array", "items": {"type": "number", "maximum": EXACT_FLOAT_INTEGERS * 2}},
+        {"type": "array", "items": {"type": "number", "minimum": True}},
+        {"type": "array", "contains": {"type": "number"}, "items": {"type": "number"}},
+        {"type": "number"},
+    ],
+)
+def test_schemas_that_say_more_do_not_compile(schema: dict[str, Any]) -> None:
+    assert ArrayCheck.of(schema) is None
+
+
+def test_a_boolean_tensor_is_checked_and_boolean_text_left_to_the_validator() -> None:
+    check = ArrayCheck.of({"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "boolean"}})
+    assert check is not None
+    assert check.problem(np.array([True, False])) is None
+    assert check.problem(np.array([True])) is not None
+    assert check.rows(b"[true, false]", [True, False]) is None
+
+
+def test_text_that_numpy_would_convert_is_never_accepted() -> None:
+    check = ArrayCheck.of({"type": "array", "items": {"type": "array", "items": {"type": "number"}}})
+    assert check is not None
+    for body in (b'[["1.5", 2]]', b"[[true, 2]]", b"[[null, 2]]", b"[[1, 2], [3]]", b"[1, [2]]"):
+        assert check.rows(body, orjson.loads(body)) is None, body
+    assert check.rows(b"[[1, 2.5], [3, -4e2]]", [[1, 2.5], [3, -4e2]]) is not None
+
+
+# -- on the stevedore predict route ------------------------------------------------------------
+
+
+def test_a_large_array_reaches_a_numpy_input_predictor_as_an_array(make_client: Callable[..., TestClient]) -> None:
+    ArrayInput.received.clear()
+    client = make_client(Registers(ArrayInput(), RowSum()))
+    rows = [[float(i), 0.5] for i in range(200)]  # a body over VECTOR_CHECK_MIN_BYTES
+    assert len(orjson.dumps(rows)) >= VECTOR_CHECK_MIN_BYTES
+    response = client.post("/models/arrays/predict", json=rows)
+    assert response.status_code == 200
+    assert response.json()["predictions"] == [i + 0.5 for i in range(200)]
+    assert ArrayInput.received[-1] is np.ndarray
+    assert client.post("/models/rowsum/predict", json=rows).json()["predictions"] == [i + 0.5 for i in range(200)]
+    client.post("/models/arrays/predict", json=[[1, 2]])  # small: the validator, and lists
+    assert ArrayInput.received[-1] is list
+
+
+@pytest.mark.parametrize(
+    ("bad", "pointer"),
+    [("x", "/150/1"), (True, "/150/1"), (None, "/150/1"), ([1], "/150/1")],
+)
+def test_a_large_invalid_payload_gets_the_validators_details(
+    make_client: Callable[..., TestClient], bad: Any, pointer: str
+) -> None:
+    client = make_client(Registers(Positive()))
+    rows: list[list[Any]] = [[float(i), 0.5] for i in range(200)]
+    rows[150][1] = bad
+    response = client.post("/models/positive/predict", json=rows)
+    assert response.status_code == 422
+    assert [detail["path"] for detail in response.json()["details"]] == [pointer]
+
+
+def test_a_large_payload_out_of_bounds_is_refused(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(Registers(Positive()))
+    rows = [[float(i), 0.5] for i in range(200)]
+    rows[7][0] = -1.0
+    response = client.post("/models/positive/predict", json=rows)
+    assert response.status_code == 422
+    assert response.json()["details"][0]["path"] == "/7/0"

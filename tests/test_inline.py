@@ -1,0 +1,192 @@
+"""Inline calls: a predict measured under the inline budget runs on the event loop, anything else on a thread."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import pytest
+from fastapi.testclient import TestClient
+
+from stevedore_server import runtime
+from stevedore_server.loader import load
+from stevedore_server.registry import ModelEntry
+from stevedore_server.runtime import INLINE_WINDOW, CallCost, ModelLimits, ModelRuntime, calibrate
+from stevedore_server.settings import ModelSettings, Settings
+
+from .conftest import Registers, fresh_manager
+from .predictors import ObjectPayload, RowSum
+
+MODEL_THREAD = "model-"
+
+
+class WhereRuns(RowSum):
+    """Records the thread of each call; spins ``spin`` seconds a row, and sleeps on a row ``[9]``."""
+
+    name = "whereruns"
+    threads: ClassVar[list[str]] = []
+
+    def __init__(self, spin: float = 0.0, pause: float = 0.15, **overrides: Any) -> None:
+        super().__init__(**overrides)
+        self.spin = spin
+        self.pause = pause
+
+    def run_predict(self, rows: list[list[float]]) -> list[float]:
+        type(self).threads.append(threading.current_thread().name)
+        if [9] in rows:
+            time.sleep(self.pause)
+        end = time.perf_counter() + self.spin * len(rows)
+        while time.perf_counter() < end:
+            pass
+        return super().run_predict(rows)
+
+
+@pytest.fixture(autouse=True)
+def fresh_threads() -> None:
+    WhereRuns.threads.clear()
+
+
+def thread_of(client: TestClient, rows: list[list[float]], name: str = "whereruns") -> str:
+    response = client.post(f"/models/{name}/predict", json=rows)
+    assert response.status_code == 200, response.text
+    return WhereRuns.threads[-1]
+
+
+def test_a_fast_model_predicts_on_the_event_loop(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(Registers(WhereRuns()))
+    assert not thread_of(client, [[1, 2]]).startswith(MODEL_THREAD)
+    assert client.post("/models/whereruns/predict", json=[[1, 2], [3, 4]]).json()["predictions"] == [3, 7]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [Settings(inline_budget=0), Settings(models={"whereruns": ModelSettings(inline_budget=0)})],
+    ids=["server", "model"],
+)
+def test_an_inline_budget_of_zero_keeps_the_model_on_its_thread(
+    make_client: Callable[..., TestClient], settings: Settings
+) -> None:
+    client = make_client(Registers(WhereRuns()), settings=settings)
+    assert thread_of(client, [[1, 2]]).startswith(MODEL_THREAD)
+
+
+def test_a_predictor_can_keep_itself_off_the_event_loop(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(Registers(WhereRuns(inline_budget=0)))
+    assert thread_of(client, [[1, 2]]).startswith(MODEL_THREAD)
+
+
+def test_a_request_expected_over_the_budget_runs_on_the_thread(make_client: Callable[..., TestClient]) -> None:
+    # 20 µs a row: one row is well within 1 ms, a thousand rows are 20 ms.
+    client = make_client(Registers(WhereRuns(spin=20e-6)))
+    assert not thread_of(client, [[1, 2]]).startswith(MODEL_THREAD)
+    assert thread_of(client, [[1, 2]] * 1000).startswith(MODEL_THREAD)
+    assert not thread_of(client, [[1, 2]]).startswith(MODEL_THREAD)
+
+
+def test_a_model_that_stalls_the_event_loop_moves_to_its_thread_for_good(
+    make_client: Callable[..., TestClient], caplog: pytest.LogCaptureFixture
+) -> None:
+    client = make_client(Registers(WhereRuns()))
+    with caplog.at_level(logging.WARNING, logger="stevedore.runtime"):
+        assert not thread_of(client, [[9]]).startswith(MODEL_THREAD)  # 150 ms on the loop: over 100 ms
+    assert "whereruns version 1 runs on its threads from now on" in caplog.text
+    for _ in range(3):
+        assert thread_of(client, [[1, 2]]).startswith(MODEL_THREAD)
+
+
+def test_slow_calls_go_to_the_thread_and_three_over_ten_budgets_keep_them_there(
+    make_client: Callable[..., TestClient],
+) -> None:
+    client = make_client(Registers(WhereRuns(pause=0.02)))  # 20 ms: over ten budgets, under a stall
+    # Slower than measured: the next call goes to the thread (the second one was the first second's check).
+    assert [thread_of(client, [[9]]).startswith(MODEL_THREAD) for _ in range(3)] == [False, False, True]
+    time.sleep(runtime.INLINE_PROBE_INTERVAL)  # a second later, one call checks on the loop: the third strike
+    assert [thread_of(client, [[9]]).startswith(MODEL_THREAD) for _ in range(2)] == [False, True]
+    time.sleep(runtime.INLINE_PROBE_INTERVAL)
+    assert thread_of(client, [[1, 2]]).startswith(MODEL_THREAD)  # for good: no more checks
+
+
+def test_the_event_loop_answers_while_a_slow_request_runs_on_the_thread(
+    make_client: Callable[..., TestClient],
+) -> None:
+    client = make_client(Registers(WhereRuns(spin=200e-6)))  # a thousand rows: 200 ms, on the thread
+    WhereRuns.threads.clear()  # forget the self-test's and the calibration's calls
+    big = threading.Thread(target=client.post, args=("/models/whereruns/predict",), kwargs={"json": [[1, 2]] * 1000})
+    big.start()
+    deadline = time.monotonic() + 5
+    while not WhereRuns.threads and time.monotonic() < deadline:
+        time.sleep(0.001)
+    started = time.monotonic()
+    assert client.get("/livez").status_code == 200
+    assert time.monotonic() - started < 0.15
+    big.join(timeout=10)
+    assert WhereRuns.threads[0].startswith(MODEL_THREAD)
+
+
+# -- the runtime's decisions, on a loaded model ----------------------------------------------
+
+
+def loaded_entry(predictor: Any) -> ModelEntry:
+    registry = load(Settings(), fresh_manager(Registers(predictor))).registry
+    entry = registry.entries[0]
+    assert entry.ready, entry.reason
+    return entry
+
+
+def runtime_of(entry: ModelEntry, cost: CallCost | None, budget: float = 0.001) -> ModelRuntime:
+    limits = ModelLimits(max_batch_size=1, max_batch_time=0, timeout=1, max_concurrency=1, max_queue=1,
+                         inline_budget=budget)  # fmt: skip
+    return ModelRuntime(entry, limits, None, cost)
+
+
+def test_calibration_gives_a_fixed_and_a_per_row_cost() -> None:
+    cost = calibrate(loaded_entry(WhereRuns(spin=20e-6)))
+    assert cost is not None
+    assert 10e-6 < cost.per_row < 100e-6
+    assert 0 <= cost.fixed < 0.005
+    assert cost.of(1000) > 0.01
+
+
+def test_no_calibration_for_a_payload_that_is_not_rows() -> None:
+    assert calibrate(loaded_entry(ObjectPayload())) is None
+    assert calibrate(loaded_entry(WhereRuns(row_aligned=False))) is None
+
+
+def test_no_calibration_where_a_thousand_rows_are_not_a_valid_payload() -> None:
+    schema = dict(WhereRuns.predict_schema, maxItems=10)
+    assert calibrate(loaded_entry(WhereRuns(predict_schema=schema))) is None
+
+
+def test_a_model_busy_on_its_thread_is_not_called_inline_as_well() -> None:
+    runtime = runtime_of(loaded_entry(WhereRuns()), CallCost(1e-4, 0))
+    assert runtime.runs_inline(1)
+    runtime.submitted += 1  # a call handed to the thread and not ended
+    assert not runtime.runs_inline(1)
+    runtime.finished += 1
+    assert runtime.runs_inline(1)
+
+
+def test_an_odd_slow_call_does_not_move_the_model_but_a_slowdown_does() -> None:
+    runtime = runtime_of(loaded_entry(WhereRuns()), CallCost(1e-4, 0))
+    for _ in range(INLINE_WINDOW - 1):
+        runtime.judge_inline(1, 1e-4)
+    runtime.judge_inline(1, 9e-4)  # a pause (another process, a collection): within ten budgets
+    assert runtime.runs_inline(1)
+    for _ in range(INLINE_WINDOW):
+        runtime.judge_inline(1, 2e-3)  # twenty times the measured cost, every time
+    runtime.next_probe = time.monotonic() + 60
+    assert not runtime.runs_inline(1)
+    runtime.next_probe = 0  # a second later: one call checks whether the model is still slow
+    assert runtime.runs_inline(1)
+    assert not runtime.runs_inline(1)
+    assert runtime.cost is not None  # slow, not stalling: it may come back
+
+
+def test_the_budget_bounds_the_rows_run_inline() -> None:
+    runtime = runtime_of(loaded_entry(WhereRuns()), CallCost(1e-4, 1e-6))
+    assert runtime.runs_inline(800)
+    assert not runtime.runs_inline(1000)
+    assert not runtime_of(loaded_entry(WhereRuns()), CallCost(1e-4, 1e-6), budget=0).runs_inline(1)
