@@ -13,7 +13,6 @@ from typing import Any
 
 import anyio
 import pluggy
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -30,7 +29,7 @@ from .loader import Loaded, load
 from .logs import lighten_records
 from .metrics import Metrics
 from .middleware import ERROR_ID_KEY, RequestContext, RequireAPIKey
-from .openapi import build_openapi
+from .registry import Registry
 from .routing import RouteTable
 from .runtime import InferenceTimeout, ModelLimits, ModelRuntime, calibrate
 from .settings import Settings
@@ -140,17 +139,29 @@ def drain_on_sigterm(draining: asyncio.Event) -> Callable[[], None]:
 
 
 def add_docs_routes(routes: RouteTable) -> None:
+    # FastAPI, which writes the document and the pages, is imported on the first request for one, off the loop.
+    def build(registry: Registry) -> dict[str, Any]:
+        from .openapi import build_openapi
+
+        return build_openapi(routes.docs_app(), registry)
+
     async def openapi_json(request: Request) -> Response:
         cache = request.state.openapi
         if "spec" not in cache:
-            cache["spec"] = build_openapi(routes.docs, registry_of(request))
+            cache["spec"] = await run_in_threadpool(build, registry_of(request))
         return JSONBytesResponse(cache["spec"])
 
+    def page(kind: str) -> HTMLResponse:
+        from fastapi.openapi import docs
+
+        render = docs.get_swagger_ui_html if kind == "swagger" else docs.get_redoc_html
+        return render(openapi_url="/openapi.json", title="stevedore-server")
+
     async def swagger(request: Request) -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="stevedore-server")
+        return await run_in_threadpool(page, "swagger")
 
     async def redoc(request: Request) -> HTMLResponse:
-        return get_redoc_html(openapi_url="/openapi.json", title="stevedore-server")
+        return await run_in_threadpool(page, "redoc")
 
     routes.add("/openapi.json", openapi_json, ["GET"], include_in_schema=False)
     routes.add("/docs", swagger, ["GET"], include_in_schema=False)

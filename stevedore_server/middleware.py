@@ -9,7 +9,7 @@ import time
 import uuid
 from typing import Any
 
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import APIKeys
@@ -21,6 +21,7 @@ access_logger = logging.getLogger("stevedore.access")
 logger = logging.getLogger("stevedore.http")
 
 REQUEST_ID_HEADER = "x-request-id"
+REQUEST_ID_RAW = REQUEST_ID_HEADER.encode("latin-1")
 #: Where the app's last-resort handler leaves the error id of the 500 it answered.
 ERROR_ID_KEY = "stevedore.error_id"
 #: A client's request id is kept when it is short and printable; otherwise one is made.
@@ -52,8 +53,7 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = Headers(scope=scope).get(REQUEST_ID_HEADER, "")
-        rid = given if given and VALID_REQUEST_ID.match(given) else f"{self.id_prefix}{next(self.id_counter):08x}"
+        rid = given_request_id(scope) or f"{self.id_prefix}{next(self.id_counter):08x}"
         token = request_id.set(rid)
         started = time.perf_counter()
         status = 500
@@ -64,7 +64,8 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = rid
+                headers = [item for item in message.get("headers", ()) if item[0].lower() != REQUEST_ID_RAW]
+                message["headers"] = [*headers, (REQUEST_ID_RAW, rid.encode("latin-1"))]
             await send(message)
 
         try:
@@ -98,6 +99,15 @@ class RequestContext:
                 '%s "%s %s" %d %.1f ms', client[0], method, path, status, seconds * 1000,
                 extra={"status": status, "duration_ms": round(seconds * 1000, 3), "route": template},
             )  # fmt: skip
+
+
+def given_request_id(scope: Scope) -> str | None:
+    """The client's ``X-Request-ID``, if it is short and printable (a plain loop: this runs on every request)."""
+    for name, value in scope["headers"]:
+        if name.lower() == REQUEST_ID_RAW:
+            given = value.decode("latin-1")
+            return given if VALID_REQUEST_ID.match(given) else None
+    return None
 
 
 class RequireAPIKey:

@@ -3,21 +3,25 @@
 The handlers take the ``Request`` and parse their bodies themselves, so FastAPI's
 per-request dependency machinery (about 80 µs a request here) buys them nothing.
 Each is served as a plain route and also registered on a FastAPI app that is
-never served, from which the OpenAPI document is built.
+never served, from which the OpenAPI document is built. That app, and FastAPI
+itself (15 MiB with pydantic), are only made when the document is first asked
+for: a server nobody reads the docs of never loads them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 class TemplatedRoute(Route):
@@ -36,7 +40,8 @@ class RouteTable:
     def __init__(self, app: Starlette) -> None:
         self.app = app
         self.hot_routes = 0
-        self.docs = FastAPI(title="stevedore-server", version=__version__, redirect_slashes=False)
+        #: The documented operations: path, handler, method, tags and operation id.
+        self.operations: list[tuple[str, Callable[..., Any], str, list[str | Enum], str]] = []
 
     def add(
         self,
@@ -60,4 +65,13 @@ class RouteTable:
         if include_in_schema:
             for method in methods:  # one operation, with its own id, per method
                 operation = f"{name or endpoint.__name__}_{method.lower()}"
-                self.docs.add_api_route(path, endpoint, methods=[method], tags=list[str | Enum](tags), name=operation)
+                self.operations.append((path, endpoint, method, list[str | Enum](tags), operation))
+
+    def docs_app(self) -> FastAPI:
+        """The shadow app with every documented operation (FastAPI is imported here, not at startup)."""
+        from fastapi import FastAPI
+
+        docs = FastAPI(title="stevedore-server", version=__version__, redirect_slashes=False)
+        for path, endpoint, method, tags, operation in self.operations:
+            docs.add_api_route(path, endpoint, methods=[method], tags=tags, name=operation)
+        return docs

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import contextvars
 import logging
 import threading
@@ -143,7 +144,12 @@ def calibrate(entry: ModelEntry) -> CallCost | None:
         logger.info("model %s: not calibrated, it runs on its threads only: %r", entry.name, error)
         return None
     per_row = max(0.0, (large_seconds - small_seconds) / (len(large) - len(fixture)))
-    return CallCost(max(0.0, small_seconds - per_row * len(fixture)), per_row)
+    cost = CallCost(max(0.0, small_seconds - per_row * len(fixture)), per_row)
+    logger.info(
+        "model %s version %s: predict measured at %.0f µs + %.2f µs a row",
+        entry.name, entry.version, cost.fixed * 1e6, cost.per_row * 1e6,
+    )  # fmt: skip
+    return cost
 
 
 class ModelRuntime:
@@ -333,23 +339,36 @@ def batchable(entry: ModelEntry) -> bool:
 class Pending:
     rows: list[Any] | np.ndarray[Any, Any]
     future: asyncio.Future[Any]
+    arrived: float
 
 
 class Batcher:
-    """Merges queued predict requests into one model call per free thread."""
+    """Merges waiting predict requests into one model call per free thread.
+
+    A batch closes when it is full or when its oldest request has waited
+    ``max_batch_time``; requests that arrive while every thread is busy wait
+    together for the next one. The cost a request adds is a future and an
+    append: the collector wakes once a batch, not once a request.
+    """
 
     def __init__(self, runtime: ModelRuntime) -> None:
         self.runtime = runtime
-        self.queue: asyncio.Queue[Pending] = asyncio.Queue()
+        self.waiting: collections.deque[Pending] = collections.deque()
+        self.arrived = asyncio.Event()  # set while requests wait
+        self.full = asyncio.Event()  # set while a full batch waits
         self.free = asyncio.Semaphore(runtime.limits.max_concurrency)
         self.task: asyncio.Task[None] | None = None
         self.running: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
 
-    async def submit(self, rows: list[Any]) -> Any:
+    async def submit(self, rows: list[Any] | np.ndarray[Any, Any]) -> Any:
         if self.task is None:
             self.task = asyncio.create_task(self._collect())
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.queue.put_nowait(Pending(rows, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self.waiting.append(Pending(rows, future, loop.time()))
+        self.arrived.set()
+        if len(self.waiting) >= self.runtime.limits.max_batch_size:
+            self.full.set()
         return await future  # cancelled by a time-out or a client gone: the batch skips it
 
     def stop(self) -> None:
@@ -366,19 +385,17 @@ class Batcher:
 
     async def _next_batch(self) -> list[Pending]:
         limits = self.runtime.limits
-        batch = [await self.queue.get()]
-        deadline = asyncio.get_running_loop().time() + limits.max_batch_time
-        while len(batch) < limits.max_batch_size:
-            if self.queue.empty():
-                remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self.queue.get(), remaining))
-                except TimeoutError:
-                    break
-            else:
-                batch.append(self.queue.get_nowait())
+        await self.arrived.wait()
+        remaining = self.waiting[0].arrived + limits.max_batch_time - asyncio.get_running_loop().time()
+        if not self.full.is_set() and remaining > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self.full.wait()
+        batch = [self.waiting.popleft() for _ in range(min(limits.max_batch_size, len(self.waiting)))]
+        if len(self.waiting) < limits.max_batch_size:
+            self.full.clear()
+        if not self.waiting:
+            self.arrived.clear()
         return [pending for pending in batch if not pending.future.done()]
 
     async def _run(self, batch: list[Pending]) -> None:

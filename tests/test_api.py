@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 
@@ -233,3 +235,21 @@ def test_openapi_shows_each_models_schema_and_fixture(make_client: Callable[...,
     docs = client.get("/docs").text
     assert "SwaggerUIBundle" in docs and "/openapi.json" in docs
     assert "redoc" in client.get("/redoc").text.lower()
+
+
+def test_fastapi_is_loaded_for_the_docs_only() -> None:
+    """FastAPI and pydantic (15 MiB) stay out of a server whose docs nobody reads."""
+    script = """
+import sys
+from starlette.testclient import TestClient
+from stevedore_server.app import create_app
+from stevedore_server.cli import main
+from stevedore_server.settings import Settings
+with TestClient(create_app(Settings(plugins=("none",)))) as client:
+    assert client.get("/livez").status_code == 200
+    assert "fastapi" not in sys.modules and "pydantic" not in sys.modules, "loaded at startup"
+    assert client.get("/openapi.json").json()["info"]["title"] == "stevedore-server"
+    assert "fastapi" in sys.modules
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
