@@ -14,8 +14,9 @@ from .http import (
     JSONBytesResponse,
     addressed_entry,
     check_readiness,
+    parse_json,
     read_json,
-    read_json_body,
+    read_json_text,
     ready_entry,
     registry_of,
     run_model,
@@ -139,9 +140,13 @@ async def score_schema(request: Request) -> Response:
 async def predict(request: Request) -> Response:
     """Validate the body against the predict schema and return the model's predictions."""
     entry = ready_entry(request)
-    body, payload = await read_json_body(request)
-    payload, valid = entry.prevalidated(body, payload)
-    predictions = await run_model(entry, "predict", payload, valid)
+    body = await read_json_text(request)
+    table = entry.parsed_table(body)
+    if table is not None:
+        predictions = await run_model(entry, "predict", table, valid=True)
+    else:
+        payload, valid = entry.prevalidated(body, await parse_json(request, body))
+        predictions = await run_model(entry, "predict", payload, valid)
     return JSONBytesResponse({"model_name": entry.name, "model_version": entry.version, "predictions": predictions})
 
 

@@ -64,19 +64,23 @@ async def check_readiness(request: Request) -> list[str]:
 
 async def read_json(request: Request) -> Any:
     """The request body parsed as JSON, within the body-size limit."""
-    return (await read_json_body(request))[1]
+    return await parse_json(request, await read_json_text(request))
 
 
-async def read_json_body(request: Request) -> tuple[bytes, Any]:
-    """The request body, and the body parsed as JSON, within the body-size limit."""
+async def read_json_text(request: Request) -> bytes:
+    """The body of a JSON request (by its content type), within the body-size limit; not parsed yet."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type and content_type not in JSON_TYPES and not content_type.endswith("+json"):
         raise BadRequest(f"unsupported content type {content_type!r}: send application/json")
-    settings = request.state.settings
-    body = await read_body(request, settings.max_body_size)
+    return await read_body(request, request.state.settings.max_body_size)
+
+
+async def parse_json(request: Request, body: bytes) -> Any:
+    """``body`` parsed as JSON within the depth limit; a large one off the event loop."""
+    max_depth = request.state.settings.max_json_depth
     if len(body) > PARSE_OFF_LOOP:
-        return body, await to_thread.run_sync(loads, body, settings.max_json_depth)
-    return body, loads(body, settings.max_json_depth)
+        return await to_thread.run_sync(loads, body, max_depth)
+    return loads(body, max_depth)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

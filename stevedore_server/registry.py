@@ -114,6 +114,13 @@ class ModelEntry:
             check_rows(self.predictor, len(payload), result)
         return result
 
+    def parsed_table(self, body: bytes) -> np.ndarray[Any, Any] | None:
+        """A large table of numbers for a ``numpy_input`` predictor, parsed and checked as an array at once
+        (``ArrayCheck.parse_table``); None: parse and validate the JSON as usual."""
+        if self.array_check is None or not self.predictor.numpy_input or len(body) < VECTOR_CHECK_MIN_BYTES:
+            return None
+        return self.array_check.parse_table(body)
+
     def prevalidated(self, body: bytes, payload: Any) -> tuple[Any, bool]:
         """``payload`` as the predictor takes it, and whether it is proven valid already.
 

@@ -57,18 +57,21 @@ def loads(body: bytes, max_depth: int = 64) -> Any:
 
 
 def bracket_depth(body: bytes, limit: int) -> int:
-    """How deep the brackets of ``body`` nest, counting those inside strings too: an upper bound, fast.
+    """An upper bound of how deep the brackets of ``body`` nest, fast.
 
-    Only when it exceeds ``limit`` is the parsed value walked, which is exact but slow; with no more
-    brackets than ``limit``, their count is the bound.
+    Only when it exceeds ``limit`` is the parsed value walked, which is exact but slow. The count of
+    opening brackets is a bound; without strings, the running count of open brackets is the depth
+    itself (in a string, a closing bracket would lower it below the truth).
     """
-    brackets = body.count(b"[") + body.count(b"{")
-    if brackets <= limit:
-        return brackets
-    steps = BRACKET_STEPS[np.frombuffer(body, dtype=np.uint8)]
+    brackets = body.translate(None, NOT_BRACKETS)  # a thousand rows: 2 000 bytes of 30 000
+    openings = len(brackets) - brackets.count(b"]") - brackets.count(b"}")
+    if openings <= limit or b'"' in body:
+        return openings
+    steps = BRACKET_STEPS[np.frombuffer(brackets, dtype=np.uint8)]
     return int(np.cumsum(steps, dtype=np.int32).max())
 
 
+NOT_BRACKETS = bytes(byte for byte in range(256) if byte not in b"[]{}")
 #: +1 for an opening bracket, -1 for a closing one, 0 for any other byte.
 BRACKET_STEPS = np.zeros(256, dtype=np.int8)
 BRACKET_STEPS[[ord("["), ord("{")]] = 1

@@ -8,6 +8,7 @@ rows), and the check must agree with `jsonschema` on every one it decides.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -113,6 +114,69 @@ def test_the_check_on_a_decoded_tensor_agrees_with_the_schema(case: tuple[dict[s
         return  # booleans, strings, nulls, or fractions in an INT64 tensor: refused by the decoding too
     valid = jsonschema.Draft202012Validator(schema).is_valid(array.tolist())
     assert (check.problem(array) is None) == valid, (schema, array.tolist())
+
+
+@st.composite
+def table_texts(draw: st.DrawFn) -> tuple[dict[str, Any], bytes, bool]:
+    """A two-level schema and the JSON text of a table, as clients write it, perhaps mutated at a few places."""
+    tables = array_schemas().filter(lambda schema: ArrayCheck.of(schema).depth == 2)  # type: ignore[union-attr]
+    schema = draw(st.just({"type": "array", "items": {"type": "array", "items": {"type": "number"}}}) | tables)
+    rows, width = draw(st.integers(1, 6)), draw(st.integers(1, 4))
+    table = draw(st.lists(st.lists(numbers, min_size=width, max_size=width), min_size=rows, max_size=rows))
+    separators = draw(st.sampled_from([(",", ":"), (", ", ": "), (" ,", ":"), (",\n ", ":")]))
+    text = (" " * draw(st.integers(0, 1)) + json.dumps(table, separators=separators)).encode()
+    mutated = False
+    for _ in range(draw(st.integers(0, 3))):
+        at = draw(st.integers(0, len(text)))
+        if draw(st.booleans()) and at < len(text):
+            text = text[:at] + text[at + 1 :]
+        else:
+            text = (
+                text[:at] + draw(st.sampled_from([b"[", b"]", b",", b" ", b"1", b"-", b".", b"e", b"\n"])) + text[at:]
+            )
+        mutated = True
+    return schema, text, mutated
+
+
+@RUNS
+@given(table_texts())
+def test_a_table_parsed_from_text_is_exactly_the_valid_json_it_holds(case: tuple[dict[str, Any], bytes, bool]) -> None:
+    schema, text, mutated = case
+    check = ArrayCheck.of(schema)
+    assert check is not None
+    array = check.parse_table(text)
+    try:
+        payload = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        assert array is None, text  # never a table from text that is not JSON
+        return
+    valid = jsonschema.Draft202012Validator(schema).is_valid(payload)
+    if array is not None:
+        assert valid, text
+        assert array.tolist() == np.asarray(payload, dtype=np.float64).tolist()
+        return
+    if not mutated and valid and (check.leaf == "number" or (b"." not in text and b"e" not in text)):
+        assert np.abs(np.asarray(payload, dtype=np.float64)).max() >= EXACT_FLOAT_INTEGERS, text
+
+
+def test_table_text_with_brackets_out_of_place_is_not_a_table() -> None:
+    check = ArrayCheck.of({"type": "array", "items": {"type": "array", "items": {"type": "number"}}})
+    assert check is not None
+    for text in (
+        b"[[1,2,3,]4,[5,6,7,8]]",
+        b"[1[,2,3,4]]",
+        b"[[1,2],[3,4]]5",
+        b"[[1,2],[3,4]",
+        b"[[1,2],[3]]",
+        b"[[1,2][3,4]]",
+        b"[[1,2],,[3,4]]",
+        b"[[1 2],[3,4]]",
+        b"[[]]",
+        b"[[1,2],[3,4]],[]",
+        b"[[01,2]]",
+    ):
+        assert check.parse_table(text) is None, text
+    assert check.parse_table(b" [ [1, 2.5] ,\n [3 ,-4e2] ] ").tolist() == [[1, 2.5], [3, -400]]  # type: ignore[union-attr]
 
 
 def test_a_non_finite_tensor_is_refused() -> None:

@@ -273,8 +273,13 @@ def nested_arrays(depth: int) -> bytes:
 @pytest.mark.parametrize("route", BODY_ROUTES)
 @pytest.mark.parametrize(
     "payload",
-    [nested_arrays(100_000), nested_arrays(65), b'{"a": ' * 100 + b"1" + b"}" * 100],
-    ids=["100000 arrays", "65 arrays", "100 objects"],
+    [
+        nested_arrays(100_000),
+        nested_arrays(65),
+        b'{"a": ' * 100 + b"1" + b"}" * 100,
+        b'["' + b"]" * 100 + b'", ' + nested_arrays(65) + b"]",
+    ],
+    ids=["100000 arrays", "65 arrays", "100 objects", "66 arrays after closing brackets in a string"],
 )
 def test_nesting_deeper_than_the_limit_is_400(server: Server, route: str, payload: bytes) -> None:
     assert_refused(post(server, route, wrapped(route, payload)), 400)

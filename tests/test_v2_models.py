@@ -102,7 +102,9 @@ def test_numpy_input_opt_in_receives_arrays(client: TestClient) -> None:
 def test_numpy_input_is_still_validated_against_the_schema(client: TestClient) -> None:
     response = infer(client, "positive", {"name": "input-0", "shape": [1, 2], "datatype": "FP64", "data": [1, -2]})
     assert response.status_code == 400
-    assert response.json() == {"error": "input 'input-0' has values outside the schema's minimum of 0"}
+    assert response.json() == {
+        "error": "input 'input-0' does not match the model's schema: it has values outside the schema's minimum of 0"
+    }
 
 
 def test_strings_as_bytes(client: TestClient) -> None:

@@ -275,7 +275,7 @@ def predict_tensors(entry: ModelEntry, signature: Signature, arrays: dict[str, n
     if signature.tensor_check is not None:  # all the schema says, checked on the array itself: no lists made
         problem = signature.tensor_check.problem(first)
         if problem:
-            raise InvalidPayload(f"input {signature.inputs[0].name!r} {problem}")
+            raise InvalidPayload(f"input {signature.inputs[0].name!r} does not match the model's schema: it {problem}")
     else:
         require_validator(entry.predict_validator).validate(as_lists())
     result = entry.predictor.predict(first if single else arrays)
