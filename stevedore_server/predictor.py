@@ -60,7 +60,9 @@ class Predictor:
       schema and the output from the self-test's result. Several inputs reach
       ``convert_prediction_input`` as an object keyed by input name.
     - ``numpy_input``: V2 requests hand ``convert_prediction_input`` the NumPy
-      array decoded from the tensor instead of nested lists.
+      array decoded from the tensor instead of nested lists, and so does a
+      large stevedore predict payload that is an array of numbers (float64);
+      small ones still come as lists, so accept both.
     - ``row_aligned`` (default True): predict on an array payload returns one
       item a row; another count is the model's error (500), caught by the
       self-test already. Set False for a model whose output is not per row.

@@ -151,7 +151,6 @@ class ArrayCheck:
             return None
         return array if self.problem(array) is None else None
 
-
     def parse_table(self, body: bytes) -> np.ndarray[Any, Any] | None:
         """A two-level array of numbers parsed straight from its JSON text to a float64 array, if valid.
 

@@ -102,10 +102,10 @@ def kserve_argv(launch: Launch) -> list[str]:
 # -- ours -------------------------------------------------------------------------
 
 
-def ours_argv(workers: int) -> Callable[[Launch], list[str]]:
+def ours_argv(workers: int, *options: str) -> Callable[[Launch], list[str]]:
     def argv(launch: Launch) -> list[str]:
         command = [str(launch.venv / "bin" / "stevedore-server"), "run", "--host", "127.0.0.1"]
-        command += ["--port", str(launch.port), "--workers", str(workers)]
+        command += ["--port", str(launch.port), "--workers", str(workers), *options]
         if launch.batching_config is not None:
             command += ["--config", str(launch.batching_config)]
         return command
@@ -113,9 +113,9 @@ def ours_argv(workers: int) -> Callable[[Launch], list[str]]:
     return argv
 
 
-def ours(name: str, summary: str, payload: Payload, predict_path: str, workers: int = 1) -> Target:
+def ours(name: str, summary: str, payload: Payload, predict_path: str, workers: int = 1, *options: str) -> Target:
     return Target(
-        name, summary, "ours", payload, predict_path, "/readyz", ours_argv(workers), batching=True
+        name, summary, "ours", payload, predict_path, "/readyz", ours_argv(workers, *options), batching=True
     )  # fmt: skip
 
 
@@ -146,5 +146,9 @@ TARGETS: dict[str, Target] = {
         ours("ours-v2", "stevedore-server, V2 JSON, FP64", V2JsonPayload("FP64"), V2_ROUTE),
         ours("ours-v2-binary", "stevedore-server, V2 binary tensors in and out, FP64", V2BinaryPayload(), V2_ROUTE),
         ours("ours-workers2", "stevedore-server --workers 2, stevedore route", RowsPayload(), STEVEDORE_ROUTE, 2),
+        ours(
+            "ours-threads", "stevedore-server --inline-budget 0 (every call on the model's thread), stevedore route",
+            RowsPayload(), STEVEDORE_ROUTE, 1, "--inline-budget", "0",
+        ),
     )
 }  # fmt: skip
