@@ -62,7 +62,7 @@ def create_app(
             loaded = await run_in_threadpool(load, settings, manager)
         for entry in loaded.registry.entries:
             limits = ModelLimits.of(settings, entry.predictor)
-            cost = await run_in_threadpool(calibrate, entry) if limits.inline_budget > 0 else None
+            cost = await run_in_threadpool(calibrate, entry, limits.inline_budget) if limits.inline_budget > 0 else None
             entry.runtime = ModelRuntime(entry, limits, metrics, cost)
         metrics.describe(loaded.registry)
         draining = asyncio.Event()

@@ -21,6 +21,7 @@ from .conftest import Registers, fresh_manager
 from .predictors import ObjectPayload, RowSum
 
 MODEL_THREAD = "model-"
+BUDGET = 0.001  # the default inline budget
 
 
 class WhereRuns(RowSum):
@@ -143,7 +144,7 @@ def runtime_of(entry: ModelEntry, cost: CallCost | None, budget: float = 0.001) 
 
 
 def test_calibration_gives_a_fixed_and_a_per_row_cost() -> None:
-    cost = calibrate(loaded_entry(WhereRuns(spin=20e-6)))
+    cost = calibrate(loaded_entry(WhereRuns(spin=20e-6)), BUDGET)
     assert cost is not None
     assert 10e-6 < cost.per_row < 100e-6
     assert 0 <= cost.fixed < 0.005
@@ -151,13 +152,20 @@ def test_calibration_gives_a_fixed_and_a_per_row_cost() -> None:
 
 
 def test_no_calibration_for_a_payload_that_is_not_rows() -> None:
-    assert calibrate(loaded_entry(ObjectPayload())) is None
-    assert calibrate(loaded_entry(WhereRuns(row_aligned=False))) is None
+    assert calibrate(loaded_entry(ObjectPayload()), BUDGET) is None
+    assert calibrate(loaded_entry(WhereRuns(row_aligned=False)), BUDGET) is None
+
+
+def test_a_model_slower_than_the_budget_is_timed_once_and_never_runs_inline() -> None:
+    entry = loaded_entry(WhereRuns(spin=2e-3))  # 2 ms a row: the one-row fixture alone is over 1 ms
+    WhereRuns.threads.clear()
+    assert calibrate(entry, BUDGET) is None
+    assert len(WhereRuns.threads) == 2  # a warm-up and one timed call
 
 
 def test_no_calibration_where_a_thousand_rows_are_not_a_valid_payload() -> None:
     schema = dict(WhereRuns.predict_schema, maxItems=10)
-    assert calibrate(loaded_entry(WhereRuns(predict_schema=schema))) is None
+    assert calibrate(loaded_entry(WhereRuns(predict_schema=schema)), BUDGET) is None
 
 
 def test_a_model_busy_on_its_thread_is_not_called_inline_as_well() -> None:
