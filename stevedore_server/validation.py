@@ -72,10 +72,12 @@ class ArrayCheck:
     Only schemas that say nothing else compile to one: per level ``type: array``,
     one ``items`` schema and ``minItems``/``maxItems``; at the leaves ``type:
     number`` or ``integer`` and numeric bounds, or ``type: boolean`` (for
-    decoded tensors only: JSON text of booleans is left to the validator). For such a schema and an array of
-    its depth holding finite numbers, ``problem`` decides exactly as the JSON
-    Schema validator would on the same values as lists (the property tests hold
-    the two to that), without making the lists.
+    decoded tensors only: JSON text of booleans is left to the validator).
+
+    For such a schema and an array of its depth holding finite numbers,
+    ``problem`` decides exactly as the JSON Schema validator would on the same
+    values as lists (the property tests hold the two to that), without making
+    the lists.
     """
 
     counts: tuple[tuple[int, int | None], ...]

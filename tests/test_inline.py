@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -18,7 +19,7 @@ from stevedore_server.runtime import INLINE_WINDOW, CallCost, ModelLimits, Model
 from stevedore_server.settings import ModelSettings, Settings
 
 from .conftest import Registers, fresh_manager
-from .predictors import ObjectPayload, RowSum
+from .predictors import ArrayInput, ObjectPayload, RowSum
 
 MODEL_THREAD = "model-"
 BUDGET = 0.001  # the default inline budget
@@ -149,6 +150,13 @@ def test_calibration_gives_a_fixed_and_a_per_row_cost() -> None:
     assert 10e-6 < cost.per_row < 100e-6
     assert 0 <= cost.fixed < 0.005
     assert cost.of(1000) > 0.01
+
+
+def test_a_numpy_input_model_is_timed_on_arrays_as_its_requests_come() -> None:
+    entry = loaded_entry(ArrayInput())
+    ArrayInput.received.clear()
+    assert calibrate(entry, BUDGET) is not None
+    assert set(ArrayInput.received) == {np.ndarray}
 
 
 def test_no_calibration_for_a_payload_that_is_not_rows() -> None:
