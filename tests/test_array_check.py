@@ -69,12 +69,17 @@ def schema_and_payload(draw: st.DrawFn) -> tuple[dict[str, Any], Any]:
     return schema, payload
 
 
+def compiled(schema: dict[str, Any]) -> ArrayCheck:
+    check = ArrayCheck.of(schema)
+    assert check is not None, schema
+    return check
+
+
 @RUNS
 @given(schema_and_payload())
 def test_an_array_the_check_accepts_is_valid_and_holds_the_payload(case: tuple[dict[str, Any], Any]) -> None:
     schema, payload = case
-    check = ArrayCheck.of(schema)
-    assert check is not None
+    check = compiled(schema)
     body = orjson.dumps(payload)
     array = check.rows(body, orjson.loads(body))
     valid = jsonschema.Draft202012Validator(schema).is_valid(payload)
@@ -87,8 +92,7 @@ def test_an_array_the_check_accepts_is_valid_and_holds_the_payload(case: tuple[d
 @given(schema_and_payload())
 def test_a_valid_array_of_numbers_is_accepted(case: tuple[dict[str, Any], Any]) -> None:
     schema, payload = case
-    check = ArrayCheck.of(schema)
-    assert check is not None
+    check = compiled(schema)
     body = orjson.dumps(payload)
     rectangular = np.asarray(payload, dtype=object)
     plain = all(type(value) in (int, float) for value in rectangular.ravel())  # no booleans, strings or nulls
@@ -102,8 +106,7 @@ def test_a_valid_array_of_numbers_is_accepted(case: tuple[dict[str, Any], Any]) 
 @given(schema_and_payload())
 def test_the_check_on_a_decoded_tensor_agrees_with_the_schema(case: tuple[dict[str, Any], Any]) -> None:
     schema, payload = case
-    check = ArrayCheck.of(schema)
-    assert check is not None
+    check = compiled(schema)
     try:
         values = np.asarray(payload, dtype=object)
         array = np.asarray(payload, dtype=np.float64 if check.leaf == "number" else np.int64)
@@ -142,8 +145,7 @@ def table_texts(draw: st.DrawFn) -> tuple[dict[str, Any], bytes, bool]:
 @given(table_texts())
 def test_a_table_parsed_from_text_is_exactly_the_valid_json_it_holds(case: tuple[dict[str, Any], bytes, bool]) -> None:
     schema, text, mutated = case
-    check = ArrayCheck.of(schema)
-    assert check is not None
+    check = compiled(schema)
     array = check.parse_table(text)
     try:
         payload = orjson.loads(text)
