@@ -34,7 +34,7 @@ OVERRIDABLE = (
     "max_batch_size",
     "max_batch_time",
     "row_aligned",
-    "inline_budget",
+    "inline",
 )
 
 
@@ -70,12 +70,13 @@ class Predictor:
       predict requests queued while the model is busy are merged into one
       call. The predict payload must be an array of rows and the output one
       item a row. The settings file's ``[models.NAME]`` table overrides both.
-    - ``inline_budget``: seconds under which a predict call, as timed at
-      startup, runs on the event loop instead of the model's thread (default:
-      the server's ``inline_budget``, 1 ms). Set 0 on a predictor whose predict
-      may wait (on the network, a lock, a device): a call on the event loop
-      holds every other request while it runs. The settings file's
-      ``[models.NAME]`` table overrides it.
+    - ``inline`` (default False): True declares that predict is a short
+      computation that never waits (on the network, a lock, a device). Its
+      calls measured at startup under the server's ``inline_budget`` (1 ms)
+      then run on the event loop instead of the model's thread, which for a
+      small model is much faster; a call on the loop holds every other
+      request while it runs, so the server never does this for code that has
+      not said so. The settings file's ``[models.NAME]`` table overrides it.
 
     The server calls :meth:`load` once at startup, then self-tests the model on
     its fixtures. Requests go through ``convert_prediction_input`` ->
@@ -100,7 +101,7 @@ class Predictor:
     max_batch_size: int = 1
     max_batch_time: float = 0.0
     row_aligned: bool = True
-    inline_budget: float | None = None
+    inline: bool = False
 
     def __init__(
         self,

@@ -6,16 +6,17 @@ beyond that they are refused at once (503 with Retry-After) instead of piling
 up in memory. An inference that outlives ``timeout`` answers 504; its thread is
 abandoned to finish on its own, and the server stays responsive.
 
-A predict call expected to take less than ``inline_budget`` (1 ms by default)
-runs on the event loop instead: for a small model the hop to a thread and back,
-and the two threads contending for the GIL, cost more than the model itself.
+For a predictor that declares ``inline = True`` (its predict is a short
+computation that never waits), a predict call expected to take less than
+``inline_budget`` (1 ms by default) runs on the event loop instead: for a small
+model the hop to a thread and back, and the two threads contending for the
+GIL, cost more than the model itself.
 The expectation is measured, not guessed: at startup each row-aligned model is
 timed on its fixture and on a thousand rows cycled from it (``calibrate``),
 giving a fixed and a per-row cost, and every inline call is timed against it.
 A model that runs slower than measured goes back to its threads (one call a
 second checks whether it still is); three calls over ten budgets, or one over
-100 ms, send it there for good. A predictor whose calls may wait (network,
-locks) sets ``inline_budget = 0``. Only predict runs inline, and never
+100 ms, send it there for good. Only predict runs inline, and never
 while one of the model's threads is busy, so ``max_concurrency = 1`` still means
 one call at a time.
 
@@ -95,7 +96,7 @@ class ModelLimits:
             timeout=pick(own.timeout, settings.timeout),
             max_concurrency=pick(own.max_concurrency, settings.max_concurrency),
             max_queue=pick(own.max_queue, settings.max_queue),
-            inline_budget=pick(own.inline_budget, pick(predictor.inline_budget, settings.inline_budget)),
+            inline_budget=pick(own.inline_budget, settings.inline_budget if predictor.inline is True else 0.0),
         )
 
 

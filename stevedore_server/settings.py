@@ -45,7 +45,9 @@ class ModelSettings:
     timeout: float | None = setting(None, "Seconds an inference may take before the client gets 504.")
     max_concurrency: int | None = setting(None, "Inferences of this model running at once.")
     max_queue: int | None = setting(None, "Inferences of this model waiting; beyond it, 503 with Retry-After.")
-    inline_budget: float | None = setting(None, "Seconds under which a predict call runs on the event loop (0: never).")
+    inline_budget: float | None = setting(
+        None, "Seconds under which a predict call runs on the event loop (0: never; set: even without `inline`)."
+    )
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,9 @@ class Settings:
     max_queue: int = setting(64, "Inferences of one model waiting for a thread; beyond it, 503 with Retry-After.")
     timeout: float = setting(60.0, "Seconds an inference may take before the client gets 504.")
     inline_budget: float = setting(
-        0.001, "Seconds under which a predict call, as measured at startup, runs on the event loop (0: never)."
+        0.001,
+        "Seconds under which a predict call of a model declaring `inline`, as measured at startup, runs on the "
+        "event loop (0: never).",
     )
     graceful_timeout: float = setting(30.0, "Seconds in-flight requests get to finish after SIGTERM.")
     api_keys: tuple[str, ...] = setting((), "API keys accepted as `Authorization: Bearer KEY`.", secret=True)
@@ -140,6 +144,13 @@ class Settings:
                 values[item.name] = MASK
         return values
 
+
+#: Where a per-model setting comes from when its table does not set it, where not from the server's setting.
+MODEL_FALLBACKS = {
+    "max_batch_size": "the predictor's attribute",
+    "max_batch_time": "the predictor's attribute",
+    "inline_budget": "the server's `inline_budget` if the predictor declares `inline`, else 0",
+}
 
 #: The settings' types, resolved once (the annotations are strings under PEP 563).
 HINTS = typing.get_type_hints(Settings)
@@ -259,6 +270,6 @@ def reference() -> str:
     rows.append("")
     rows += ["| setting | when unset | meaning |", "|---|---|---|"]
     for item in fields(ModelSettings):
-        fallback = "the predictor's attribute" if item.name.startswith("max_batch") else f"the server's `{item.name}`"
+        fallback = MODEL_FALLBACKS.get(item.name, f"the server's `{item.name}`")
         rows.append(f"| `{item.name}` | {fallback} | {item.metadata['help']} |")
     return "\n".join(rows) + "\n"

@@ -42,7 +42,6 @@ class Sleeper(Misbehaving):
     """Blocks until ``release`` is set (at most ``LONGEST`` seconds); counts how many of its calls block at once."""
 
     name = "sleeper"
-    inline_budget = 0  # it waits: never on the event loop
     LONGEST = 10.0
     started = threading.Event()
     release = threading.Event()

@@ -85,7 +85,6 @@ class Slow(RowSum):
     """Blocks on the row ``[5]`` until released, to prove model code runs off the event loop."""
 
     name = "slow"
-    inline_budget = 0  # it waits: never on the event loop
     started = threading.Event()
     release = threading.Event()
 
@@ -201,7 +200,6 @@ class Batched(RowSum):
     """Batches up to 8 requests; records the rows of each model call; blocks on a row [5] until released."""
 
     name = "batched"
-    inline_budget = 0  # it waits: never on the event loop
     max_batch_size = 8
     max_batch_time = 0.05
     calls: list[list[list[float]]] = []
@@ -224,7 +222,6 @@ class Sleepy(RowSum):
     """Sleeps as many seconds as the first number of the first row says."""
 
     name = "sleepy"
-    inline_budget = 0  # it sleeps: never on the event loop
 
     def run_predict(self, rows: list[list[float]]) -> list[float]:
         time.sleep(rows[0][0])

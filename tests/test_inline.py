@@ -29,6 +29,7 @@ class WhereRuns(RowSum):
     """Records the thread of each call; spins ``spin`` seconds a row, and sleeps on a row ``[9]``."""
 
     name = "whereruns"
+    inline = True
     threads: ClassVar[list[str]] = []
 
     def __init__(self, spin: float = 0.0, pause: float = 0.15, **overrides: Any) -> None:
@@ -75,9 +76,15 @@ def test_an_inline_budget_of_zero_keeps_the_model_on_its_thread(
     assert thread_of(client, [[1, 2]]).startswith(MODEL_THREAD)
 
 
-def test_a_predictor_can_keep_itself_off_the_event_loop(make_client: Callable[..., TestClient]) -> None:
-    client = make_client(Registers(WhereRuns(inline_budget=0)))
+def test_a_predictor_that_does_not_declare_inline_runs_on_its_thread(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(Registers(WhereRuns(inline=False)))
     assert thread_of(client, [[1, 2]]).startswith(MODEL_THREAD)
+
+
+def test_a_models_table_can_put_a_model_on_the_event_loop(make_client: Callable[..., TestClient]) -> None:
+    settings = Settings(models={"whereruns": ModelSettings(inline_budget=0.002)})
+    client = make_client(Registers(WhereRuns(inline=False)), settings=settings)
+    assert not thread_of(client, [[1, 2]]).startswith(MODEL_THREAD)
 
 
 def test_a_request_expected_over_the_budget_runs_on_the_thread(make_client: Callable[..., TestClient]) -> None:

@@ -11,7 +11,6 @@ class Sleeper(Predictor):
     name = "sleeper"
     predict_schema = {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 30}}
     predict_fixture = [0]
-    inline_budget = 0  # it sleeps: calls on the event loop would hold every other request
 
     def run_predict(self, seconds: list[float]) -> list[float]:
         time.sleep(sum(seconds))
