@@ -11,14 +11,15 @@ computation that never waits), a predict call expected to take less than
 ``inline_budget`` (1 ms by default) runs on the event loop instead: for a small
 model the hop to a thread and back, and the two threads contending for the
 GIL, cost more than the model itself.
-The expectation is measured, not guessed: at startup each row-aligned model is
-timed on its fixture and on a thousand rows cycled from it (``calibrate``),
+
+The expectation is measured, not guessed: at startup each such row-aligned
+model is timed on its fixture and on 1024 rows cycled from it (``calibrate``),
 giving a fixed and a per-row cost, and every inline call is timed against it.
 A model that runs slower than measured goes back to its threads (one call a
 second checks whether it still is); three calls over ten budgets, or one over
-100 ms, send it there for good. Only predict runs inline, and never
-while one of the model's threads is busy, so ``max_concurrency = 1`` still means
-one call at a time.
+100 ms, send it there for good. Only predict runs inline, and never while one
+of the model's threads is busy, so ``max_concurrency = 1`` still means one call
+at a time.
 
 With ``max_batch_size`` above 1, predict requests queued while the model is
 busy are merged into one model call (rows concatenated) and the result split
