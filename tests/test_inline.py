@@ -1,4 +1,4 @@
-"""Inline calls: a predict measured under the inline budget runs on the event loop, anything else on a thread."""
+"""Inline calls: a predict of a model declaring ``inline``, measured under the budget, runs on the event loop."""
 
 from __future__ import annotations
 
