@@ -143,15 +143,13 @@ class ArrayCheck:
         brackets, commas, blanks and number characters, it holds no strings,
         booleans, nulls or objects, which NumPy would silently convert.
         """
-        if self.leaf == "boolean" or body.translate(None, NUMBER_TEXT if self.leaf == "number" else INTEGER_TEXT):
+        if not self.numbers_only(body):
             return None
         try:
             array = np.asarray(payload, dtype=np.float64)
         except (ValueError, TypeError, OverflowError):  # ragged rows, or a number too large
             return None
-        if array.ndim != self.depth or (array.size and np.abs(array).max() >= EXACT_FLOAT_INTEGERS):
-            return None
-        return array if self.problem(array) is None else None
+        return self.proven(array) if array.ndim == self.depth else None
 
     def parse_table(self, body: bytes) -> np.ndarray[Any, Any] | None:
         """A two-level array of numbers parsed straight from its JSON text to a float64 array, if valid.
@@ -166,7 +164,7 @@ class ArrayCheck:
         must be exactly those of a table of equal rows. None where any of that
         fails, or the check does: the caller parses the usual way then.
         """
-        if self.depth != 2 or body.translate(None, NUMBER_TEXT if self.leaf == "number" else INTEGER_TEXT):
+        if self.depth != 2 or not self.numbers_only(body):
             return None
         try:
             flat = orjson.loads(b"[" + body.translate(BRACKETS_TO_BLANKS) + b"]")
@@ -187,6 +185,17 @@ class ArrayCheck:
             array = np.asarray(flat, dtype=np.float64).reshape(rows, width)
         except (ValueError, TypeError, OverflowError):
             return None
+        return self.proven(array)
+
+    def numbers_only(self, body: bytes) -> bool:
+        """Whether JSON text holds nothing but brackets, commas, blanks and numbers of this leaf type (integers
+        have no fraction or exponent). Never for boolean leaves: their text is left to the validator."""
+        if self.leaf == "boolean":
+            return False
+        return not body.translate(None, NUMBER_TEXT if self.leaf == "number" else INTEGER_TEXT)
+
+    def proven(self, array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any] | None:
+        """The float64 array of parsed JSON numbers if it is valid; None when invalid or past exact comparison."""
         if array.size and np.abs(array).max() >= EXACT_FLOAT_INTEGERS:
             return None
         return array if self.problem(array) is None else None

@@ -229,6 +229,8 @@ def test_a_boolean_tensor_is_checked_and_boolean_text_left_to_the_validator() ->
     assert check.problem(np.array([True, False])) is None
     assert check.problem(np.array([True])) is not None
     assert check.rows(b"[true, false]", [True, False]) is None
+    table = compiled({"type": "array", "items": {"type": "array", "items": {"type": "boolean"}}})
+    assert table.parse_table(b"[[1, 0], [0, 1]]") is None  # numbers are not booleans
 
 
 def test_text_that_numpy_would_convert_is_never_accepted() -> None:
