@@ -13,11 +13,11 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import APIKeys
-from .logs import request_id
+from .logs import AccessLog, request_id
 from .metrics import Metrics
 from .serialization import dumps
 
-access_logger = logging.getLogger("stevedore.access")
+access_log = AccessLog(logging.getLogger("stevedore.access"))
 logger = logging.getLogger("stevedore.http")
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -77,10 +77,10 @@ class RequestContext:
                 body = {"error": f"internal server error; error id {error_id}", "error_id": error_id}
                 await send_json(send_with_id, 500, body)
         finally:
-            self.record(scope, status, time.perf_counter() - started)
+            self.record(scope, status, time.perf_counter() - started, rid)
             request_id.reset(token)
 
-    def record(self, scope: Scope, status: int, seconds: float) -> None:
+    def record(self, scope: Scope, status: int, seconds: float, rid: str) -> None:
         template = getattr(scope.get("route"), "path", "unmatched")
         method = scope["method"] if scope["method"] in HTTP_METHODS else "other"  # clients choose methods freely
         samples = self.samples.get((template, method, status))
@@ -95,9 +95,9 @@ class RequestContext:
         if self.access_log:
             path = scope["path"] + ("?" + scope["query_string"].decode("latin-1") if scope["query_string"] else "")
             client = scope.get("client") or ("-", 0)
-            access_logger.info(
-                '%s "%s %s" %d %.1f ms', client[0], method, path, status, seconds * 1000,
-                extra={"status": status, "duration_ms": round(seconds * 1000, 3), "route": template},
+            access_log.write(
+                rid, (client[0], method, path, status, seconds * 1000),
+                {"status": status, "duration_ms": round(seconds * 1000, 3), "route": template},
             )  # fmt: skip
 
 

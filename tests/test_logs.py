@@ -1,0 +1,175 @@
+"""The log's short paths: access lines made without a record, and one write a turn of the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import subprocess
+import sys
+import threading
+import uuid
+
+import pytest
+
+from stevedore_server.logs import (
+    AccessLog,
+    JSONFormatter,
+    LineFormatter,
+    RequestIdFilter,
+    TextFormatter,
+    TurnHandler,
+    request_id,
+)
+
+ARGS = ("127.0.0.1", "POST", "/models/iris/predict", 200, 0.25)
+FIELDS = {"status": 200, "duration_ms": 0.25, "route": "/models/{name}/predict"}
+
+
+class Writes(io.StringIO):
+    """A stream that keeps each write apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return len(text)
+
+
+def access_logger(formatter: LineFormatter) -> tuple[logging.Logger, TurnHandler, Writes]:
+    """A pair of loggers as ``logging_config`` sets up ``stevedore.access`` under ``stevedore``."""
+    name = f"test-{uuid.uuid4().hex}.stevedore"
+    parent, child = logging.getLogger(name), logging.getLogger(f"{name}.access")
+    parent.setLevel(logging.INFO)
+    parent.propagate = False
+    parent.parent.addHandler(logging.NullHandler())  # where the records would go if it propagated
+    parent.parent.propagate = False
+    stream = Writes()
+    handler = TurnHandler(stream)
+    handler.setFormatter(formatter)
+    handler.addFilter(RequestIdFilter())
+    parent.addHandler(handler)
+    return child, handler, stream
+
+
+def by_record(logger: logging.Logger) -> None:
+    """Log the line the usual way: a second handler means the access log can no longer skip the record."""
+    logger.addHandler(logging.NullHandler())
+    token = request_id.set("req-1")
+    try:
+        AccessLog(logger).write("req-1", ARGS, FIELDS)
+    finally:
+        request_id.reset(token)
+        logger.handlers.clear()
+
+
+def test_a_text_access_line_reads_the_same_made_with_or_without_a_record() -> None:
+    logger, _, stream = access_logger(TextFormatter())
+    AccessLog(logger).write("req-1", ARGS, FIELDS)
+    by_record(logger)
+    direct, recorded = stream.writes
+    assert direct.endswith(f' INFO {logger.name} [req-1] 127.0.0.1 "POST /models/iris/predict" 200 0.2 ms\n')
+    assert direct.split(" ", 2)[2] == recorded.split(" ", 2)[2]  # all but the date and time
+
+
+def test_a_json_access_line_reads_the_same_made_with_or_without_a_record() -> None:
+    logger, _, stream = access_logger(JSONFormatter())
+    AccessLog(logger).write("req-1", ARGS, FIELDS)
+    by_record(logger)
+    direct, recorded = (json.loads(line) for line in stream.writes)
+    assert direct.pop("time")[:2] == recorded.pop("time")[:2] == "20"
+    assert direct == recorded
+    assert direct == {
+        "level": "info", "logger": logger.name, "request_id": "req-1",
+        "message": '127.0.0.1 "POST /models/iris/predict" 200 0.2 ms', **FIELDS,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda logger, handler: logger.addHandler(logging.NullHandler()), id="another handler"),
+        pytest.param(lambda logger, handler: logger.parent.setLevel(logging.WARNING), id="level"),
+        pytest.param(lambda logger, handler: handler.setLevel(logging.WARNING), id="handler level"),
+        pytest.param(lambda logger, handler: handler.addFilter(lambda record: False), id="handler filter"),
+        pytest.param(lambda logger, handler: logger.addFilter(lambda record: False), id="logger filter"),
+        pytest.param(lambda logger, handler: handler.setFormatter(logging.Formatter()), id="formatter"),
+        pytest.param(lambda logger, handler: setattr(logger.parent, "propagate", True), id="to the root's"),
+    ],
+)
+def test_any_other_configuration_gets_records(change) -> None:
+    logger, handler, _ = access_logger(TextFormatter())
+    assert AccessLog(logger).sole_handler() is handler
+    change(logger, handler)
+    assert AccessLog(logger).sole_handler() is None
+
+
+def test_the_servers_own_configuration_takes_the_short_path() -> None:
+    script = (
+        "import logging, logging.config\n"
+        "from stevedore_server.logs import AccessLog, TurnHandler, logging_config\n"
+        "for log_format in ('text', 'json'):\n"
+        "    logging.config.dictConfig(logging_config('info', log_format))\n"
+        "    assert type(AccessLog(logging.getLogger('stevedore.access')).sole_handler()) is TurnHandler\n"
+        "logging.config.dictConfig(logging_config('warning'))\n"
+        "assert AccessLog(logging.getLogger('stevedore.access')).sole_handler() is None\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
+
+
+def test_the_lines_of_one_loop_turn_go_out_in_one_write_when_it_ends() -> None:
+    _, handler, stream = access_logger(TextFormatter())
+
+    async def serve() -> None:
+        for line in ("a", "b", "c"):
+            handler.write_line(line)
+        assert stream.writes == []
+        await asyncio.sleep(0)
+        assert stream.writes == ["a\nb\nc\n"]
+        handler.write_line("d")
+        await asyncio.sleep(0)
+
+    asyncio.run(serve())
+    assert stream.writes == ["a\nb\nc\n", "d\n"]
+
+
+def test_a_line_from_a_thread_goes_out_at_once_after_the_waiting_ones() -> None:
+    _, handler, stream = access_logger(TextFormatter())
+
+    async def serve() -> None:
+        handler.write_line("on the loop")
+        thread = threading.Thread(target=handler.write_line, args=("from a thread",))
+        thread.start()
+        thread.join()  # the loop's turn has not ended
+        assert stream.writes == ["on the loop\n", "from a thread\n"]
+        await asyncio.sleep(0)
+
+    asyncio.run(serve())
+    assert stream.writes == ["on the loop\n", "from a thread\n"]
+
+
+def test_flush_writes_the_waiting_lines() -> None:
+    _, handler, stream = access_logger(TextFormatter())
+
+    async def serve() -> None:
+        handler.write_line("waiting")
+        handler.flush()  # what logging.shutdown does at exit
+        assert stream.writes == ["waiting\n"]
+
+    asyncio.run(serve())
+    assert stream.writes == ["waiting\n"]
+
+
+def test_a_record_with_a_traceback_keeps_it() -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.LogRecord("stevedore.x", logging.ERROR, __file__, 1, "failed %s", ("here",), sys.exc_info())
+    RequestIdFilter().filter(record)
+    text = TextFormatter().format(record)
+    assert text.splitlines()[0].endswith(" ERROR stevedore.x [-] failed here")
+    assert "ValueError: boom" in text
+    assert "ValueError: boom" in json.loads(JSONFormatter().format(record))["traceback"]
