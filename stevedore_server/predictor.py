@@ -162,7 +162,8 @@ class Predictor:
         raise NotImplementedError(f"{type(self).__name__} must implement run_predict")
 
     def convert_output(self, result: Any) -> Any:
-        """Turn the model's prediction into a JSON-serializable value. Default: unchanged."""
+        """Turn the model's prediction into what the server can write: JSON values, NumPy arrays and scalars
+        (written as JSON numbers and lists, and as V2 tensors as they are). Default: unchanged."""
         return result
 
     def convert_score_input(self, payload: Any) -> tuple[Any, ...]:
