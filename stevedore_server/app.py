@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import threading
@@ -65,6 +66,8 @@ def create_app(
             cost = await run_in_threadpool(calibrate, entry, limits.inline_budget) if limits.inline_budget > 0 else None
             entry.runtime = ModelRuntime(entry, limits, metrics, cost)
         metrics.describe(loaded.registry)
+        if settings.freeze_heap:
+            freeze_heap()
         draining = asyncio.Event()
         restore = drain_on_sigterm(draining)
         yield {
@@ -80,6 +83,8 @@ def create_app(
         for entry in loaded.registry.entries:
             if entry.runtime is not None:
                 entry.runtime.close()
+        if settings.freeze_heap:
+            gc.unfreeze()
 
     # A plain Starlette app: FastAPI's per-request machinery costs more than a small model's prediction;
     # the OpenAPI document comes from a FastAPI app that is never served (see routing.py).
@@ -112,6 +117,21 @@ async def metrics_route(request: Request) -> Response:
     metrics: Metrics = request.state.metrics
     content, media_type = metrics.exposition()
     return Response(content, media_type=media_type)
+
+
+def freeze_heap() -> None:
+    """Move every object the startup left (libraries, models) to the garbage collector's permanent generation.
+
+    Under load, the objects of requests in flight outlive young collections and
+    pile up in the oldest generation, which then triggers full collections. Each
+    walked the whole heap: about 75 ms with the example plugin, a stall of the
+    event loop that showed as the p99 of the batching benchmark, several times a
+    second. Frozen objects are still freed when their last reference goes; only
+    cycles among them are never collected. The startup leaves almost none (40
+    objects with the example plugin), so no collection is run first.
+    """
+    gc.freeze()
+    logger.info("startup heap frozen: %d objects left out of garbage collection (gc.freeze)", gc.get_freeze_count())
 
 
 def drain_on_sigterm(draining: asyncio.Event) -> Callable[[], None]:

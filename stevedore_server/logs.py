@@ -143,6 +143,8 @@ class TurnHandler(logging.StreamHandler):  # type: ignore[type-arg]  # typeshed:
             self.handleError(record)
 
     def write_line(self, line: str) -> None:
+        """Write ``line`` (without its line end): on the event loop with the rest of this turn's lines, elsewhere
+        at once."""
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -166,10 +168,16 @@ class TurnHandler(logging.StreamHandler):  # type: ignore[type-arg]  # typeshed:
 
     def write_waiting(self) -> None:
         self.turn = None
-        if self.waiting:
-            lines, self.waiting = "".join(self.waiting), []
+        if not self.waiting:
+            return
+        lines, self.waiting = "".join(self.waiting), []
+        try:
             self.stream.write(lines)
             self.stream.flush()
+        except RecursionError:
+            raise
+        except Exception:  # reported as logging reports a failing handler, with the lines that were lost
+            self.handleError(logging.makeLogRecord({"msg": lines.rstrip("\n")}))
 
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]

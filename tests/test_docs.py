@@ -40,7 +40,7 @@ def test_the_readme_predictor_is_served(tmp_path: Path, monkeypatch: pytest.Monk
     import readme_plugin
 
     entry = self_test(readme_plugin.LogReg())
-    assert entry.predictor.predict([[6.7, 3.0, 5.2, 2.3]]) == [2]
+    assert entry.predictor.predict([[6.7, 3.0, 5.2, 2.3]]).tolist() == [2]
     assert entry.predictor.score([{"x": [5.1, 3.5, 1.4, 0.2], "y": 0}]) == 1.0
 
 

@@ -163,6 +163,23 @@ def test_flush_writes_the_waiting_lines() -> None:
     assert stream.writes == ["waiting\n"]
 
 
+def test_a_stream_that_fails_is_reported_and_the_loop_goes_on(capsys: pytest.CaptureFixture[str]) -> None:
+    class Full(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError("no space left on device")
+
+    handler = TurnHandler(Full())
+
+    async def serve() -> str:
+        handler.write_line("a line that is lost")
+        await asyncio.sleep(0)
+        return "served"
+
+    assert asyncio.run(serve()) == "served"
+    report = capsys.readouterr().err
+    assert "no space left on device" in report and "a line that is lost" in report
+
+
 def test_a_record_with_a_traceback_keeps_it() -> None:
     try:
         raise ValueError("boom")

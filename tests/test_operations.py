@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -12,11 +13,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from stevedore_server.app import create_app
 from stevedore_server.errors import StartupError
 from stevedore_server.logs import JSONFormatter, RequestIdFilter
 from stevedore_server.settings import Settings
 
-from .conftest import Registers
+from .conftest import Registers, fresh_manager
 from .predictors import RaisesOnNegative, RowSum
 
 KEY = "k3y-for-tests"
@@ -223,3 +225,12 @@ def test_sigterm_marks_the_server_draining_then_calls_the_previous_handler() -> 
         assert calls == [signal.SIGTERM, signal.SIGTERM]
     finally:
         signal.signal(signal.SIGTERM, original)
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_the_startup_heap_is_frozen_while_the_server_runs(freeze: bool) -> None:
+    app = create_app(Settings(freeze_heap=freeze), fresh_manager(Registers(RowSum())))
+    with TestClient(app) as client:
+        assert client.get("/readyz").status_code == 200
+        assert (gc.get_freeze_count() > 0) is freeze
+    assert gc.get_freeze_count() == 0  # and let go at shutdown

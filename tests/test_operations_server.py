@@ -66,6 +66,8 @@ def test_metrics_with_two_workers_count_every_request_once(two_workers: Server) 
     # Two worker processes served; the corrupt file planted before the start would have broken
     # the aggregation above had the directory not been cleaned at start.
     assert len(set(re.findall(r"Started server process \[(\d+)\]", two_workers.log()))) == 2
+    # Each froze its own heap once its models were loaded.
+    assert len(re.findall(r"startup heap frozen: [1-9]\d* objects", two_workers.log())) == 2
 
 
 def test_sigterm_under_load_loses_no_accepted_request(ops_venv: Venv, tmp_path: Path) -> None:
