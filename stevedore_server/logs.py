@@ -217,7 +217,7 @@ class AccessLog:
         """The handler an INFO record of the logger would reach, if it is the only one, takes the record as it
         is (no filter but the request id's) and formats it with a ``LineFormatter``."""
         logger: logging.Logger | None = self.logger
-        if not self.logger.isEnabledFor(logging.INFO) or self.logger.filters:
+        if self.logger.disabled or self.logger.filters or not self.logger.isEnabledFor(logging.INFO):
             return None
         found: list[logging.Handler] = []
         while logger is not None:

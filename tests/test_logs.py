@@ -93,6 +93,7 @@ def test_a_json_access_line_reads_the_same_made_with_or_without_a_record() -> No
     [
         pytest.param(lambda logger, handler: logger.addHandler(logging.NullHandler()), id="another handler"),
         pytest.param(lambda logger, handler: logger.parent.setLevel(logging.WARNING), id="level"),
+        pytest.param(lambda logger, handler: setattr(logger, "disabled", True), id="disabled by dictConfig"),
         pytest.param(lambda logger, handler: handler.setLevel(logging.WARNING), id="handler level"),
         pytest.param(lambda logger, handler: handler.addFilter(lambda record: False), id="handler filter"),
         pytest.param(lambda logger, handler: logger.addFilter(lambda record: False), id="logger filter"),
