@@ -42,8 +42,7 @@ class LineFormatter(logging.Formatter):
     def line(self, created: float, level: str, name: str, request: str, message: str, fields: dict[str, Any]) -> str:
         raise NotImplementedError
 
-    def format(self, record: logging.LogRecord) -> str:
-        record.message = record.getMessage()
+    def formatMessage(self, record: logging.LogRecord) -> str:  # logging's format() has set record.message
         return self.line(
             record.created, record.levelname, record.name, getattr(record, "request_id", "-"), record.message,
             self.fields(record),
@@ -54,8 +53,8 @@ class LineFormatter(logging.Formatter):
 
 
 class TextFormatter(LineFormatter):
-    """``time LEVEL logger [request id] message`` lines, then any traceback; the time is formatted once a
-    second, not once a line."""
+    """``time LEVEL logger [request id] message`` lines, then any traceback (logging's format() adds it); the
+    time is formatted once a second, not once a line."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -67,16 +66,6 @@ class TextFormatter(LineFormatter):
         if second != self.second:
             self.second, self.stamp = second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
         return f"{self.stamp},{int((created - second) * 1000):03d} {level} {name} [{request}] {message}"
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        if record.exc_info and not record.exc_text:
-            record.exc_text = self.formatException(record.exc_info)
-        if record.exc_text:
-            text += "\n" + record.exc_text
-        if record.stack_info:
-            text += "\n" + self.formatStack(record.stack_info)
-        return text
 
 
 class JSONFormatter(LineFormatter):
@@ -99,6 +88,11 @@ class JSONFormatter(LineFormatter):
             "request_id": request,
         }
         return json.dumps(entry | fields, default=str)
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The line alone: the traceback is one of its fields, not text after it (as logging's format() adds)."""
+        record.message = record.getMessage()
+        return self.formatMessage(record)
 
     def fields(self, record: logging.LogRecord) -> dict[str, Any]:
         fields = {key: value for key, value in vars(record).items() if key not in self.STANDARD}
