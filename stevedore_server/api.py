@@ -4,28 +4,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from anyio import to_thread
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 
-from .errors import NotFound
-from .health import run_checks
-from .http import (
-    JSONBytesResponse,
-    addressed_entry,
-    check_readiness,
-    parse_json,
-    read_json,
-    read_json_text,
-    ready_entry,
-    registry_of,
-    run_model,
-)
-from .registry import ModelEntry, Registry
-from .routing import RouteTable
+from .inference import Action, JSONText, JSONValue, ModelRef
+from .registry import Registry
+from .rest import JSONBytesResponse, check_readiness, health_report, json_result, read_json_text, server_of
+from .routing import ApiRoute
+from .serving import ServingModel
 
 MODEL = "/models/{name}"
 VERSIONED = "/models/{name}/versions/{version}"
+
+
+def model_ref(request: Request) -> ModelRef:
+    """The model the path names (its highest version unless the path has one)."""
+    return ModelRef(request.path_params["name"], request.path_params.get("version"))
+
+
+def addressed_model(request: Request) -> ServingModel:
+    """The model the path names, served or not; 404 if there is none."""
+    ref = model_ref(request)
+    return server_of(request).registry.get(ref.name, ref.version)
 
 
 # -- health ---------------------------------------------------------------
@@ -44,14 +45,14 @@ async def readyz(request: Request) -> Response:
 
 async def healthz(request: Request) -> Response:
     """The full report: each model's state and reason, each plugin failure, each check, uptime."""
-    registry = registry_of(request)
-    checks = await to_thread.run_sync(run_checks, registry, limiter=request.state.check_threads)
+    registry = server_of(request).registry
+    checks = await health_report(request)
     ok = all(result["ok"] for result in checks.values())
     report = {
         "status": "ok" if ok else "failing",
         "uptime": registry.uptime(),
         "models": [
-            {"name": e.name, "version": e.version, "state": e.state, "reason": e.reason} for e in registry.entries
+            {"name": m.name, "version": m.version, "state": m.state, "reason": m.reason} for m in registry.models
         ],
         "failed_plugins": [failure.as_dict() for failure in registry.plugin_failures],
         "checks": checks,
@@ -62,51 +63,51 @@ async def healthz(request: Request) -> Response:
 # -- catalogue --------------------------------------------------------------
 
 
-def model_links(entry: ModelEntry) -> dict[str, str]:
-    base = f"/models/{entry.name}/versions/{entry.version}"
+def model_links(model: ServingModel) -> dict[str, str]:
+    base = f"/models/{model.name}/versions/{model.version}"
     links = {"self": base, "ready": f"{base}/ready", "predict": f"{base}/predict"}
     links["predict_schema"] = f"{base}/schemas/predict"
-    if entry.signature is not None:
-        links["v2_infer"] = f"/v2/models/{entry.name}/versions/{entry.version}/infer"
-    if entry.predictor.has_score:
+    if model.signature is not None:
+        links["v2_infer"] = f"/v2/models/{model.name}/versions/{model.version}/infer"
+    if model.predictor.has_score:
         links |= {"score": f"{base}/score", "score_schema": f"{base}/schemas/score"}
     return links
 
 
-def catalogue_entry(registry: Registry, entry: ModelEntry) -> dict[str, Any]:
+def catalogue_entry(registry: Registry, model: ServingModel) -> dict[str, Any]:
     return {
-        "name": entry.name,
-        "version": entry.version,
-        "versions": [other.version for other in registry.versions_of(entry.name)],
-        "created": entry.created,
-        "ready": entry.ready,
-        "state": entry.state,
-        "reason": entry.reason,
-        "description": entry.predictor.description,
-        "has_score": entry.predictor.has_score,
-        "links": model_links(entry),
-        "metadata": entry.metadata,
-        "v2": v2_interface(entry),
+        "name": model.name,
+        "version": model.version,
+        "versions": [other.version for other in registry.versions_of(model.name)],
+        "created": model.loaded.created,
+        "ready": model.ready,
+        "state": model.state,
+        "reason": model.reason,
+        "description": model.predictor.description,
+        "has_score": model.predictor.has_score,
+        "links": model_links(model),
+        "metadata": dict(model.metadata),
+        "v2": v2_interface(model),
     }
 
 
-def v2_interface(entry: ModelEntry) -> dict[str, Any]:
+def v2_interface(model: ServingModel) -> dict[str, Any]:
     """The model's Open Inference Protocol tensors, or why it has none."""
-    if entry.signature is None:
-        return {"available": False, "reason": entry.no_tensor_reason}
+    if model.signature is None:
+        return {"available": False, "reason": model.no_tensor_reason}
     return {
         "available": True,
-        "inputs": [spec.as_dict() for spec in entry.signature.inputs],
-        "outputs": [spec.as_dict() for spec in entry.signature.outputs],
+        "inputs": [spec.as_dict() for spec in model.signature.inputs],
+        "outputs": [spec.as_dict() for spec in model.signature.outputs],
     }
 
 
 async def catalogue(request: Request) -> Response:
     """Every served or failed model, and the plugins that failed before giving a model."""
-    registry = registry_of(request)
+    registry = server_of(request).registry
     return JSONBytesResponse(
         {
-            "models": [catalogue_entry(registry, entry) for entry in registry.entries],
+            "models": [catalogue_entry(registry, model) for model in registry.models],
             "failed_plugins": [failure.as_dict() for failure in registry.plugin_failures],
         }
     )
@@ -114,24 +115,24 @@ async def catalogue(request: Request) -> Response:
 
 async def model_detail(request: Request) -> Response:
     """One model's catalogue entry (the highest version unless a version is in the path)."""
-    return JSONBytesResponse(catalogue_entry(registry_of(request), addressed_entry(request)))
+    return JSONBytesResponse(catalogue_entry(server_of(request).registry, addressed_model(request)))
 
 
 async def model_ready(request: Request) -> Response:
     """200 when this model is loaded and self-tested, else 503 with the reason."""
-    entry = addressed_entry(request)
-    body = {"name": entry.name, "version": entry.version, "ready": entry.ready, "reason": entry.reason}
-    return JSONBytesResponse(body, status_code=200 if entry.ready else 503)
+    model = addressed_model(request)
+    body = {"name": model.name, "version": model.version, "ready": model.ready, "reason": model.reason}
+    return JSONBytesResponse(body, status_code=200 if model.ready else 503)
 
 
 async def predict_schema(request: Request) -> Response:
     """The model's predict JSON Schema."""
-    return JSONBytesResponse(addressed_entry(request).schema("predict"))
+    return JSONBytesResponse(addressed_model(request).schema("predict"))
 
 
 async def score_schema(request: Request) -> Response:
     """The model's score JSON Schema (404 when the model has no score service)."""
-    return JSONBytesResponse(addressed_entry(request).schema("score"))
+    return JSONBytesResponse(addressed_model(request).schema("score"))
 
 
 # -- inference --------------------------------------------------------------
@@ -139,36 +140,48 @@ async def score_schema(request: Request) -> Response:
 
 async def predict(request: Request) -> Response:
     """Validate the body against the predict schema and return the model's predictions."""
-    entry = ready_entry(request)
-    body = await read_json_text(request)
-    table = entry.parsed_table(body)
-    if table is not None:
-        predictions = await run_model(entry, "predict", table, valid=True)
-    else:
-        payload, valid = entry.prevalidated(body, await parse_json(request, body))
-        predictions = await run_model(entry, "predict", payload, valid)
-    return JSONBytesResponse({"model_name": entry.name, "model_version": entry.version, "predictions": predictions})
+    inference = server_of(request).inference
+    ref = model_ref(request)
+    inference.resolve(ref)  # an unknown or unready model is answered before its body is read
+    answer = await inference.call(ref, Action.PREDICT, JSONText(await read_json_text(request)))
+    model = answer.model
+    predictions = json_result(answer, Action.PREDICT)
+    return JSONBytesResponse({"model_name": model.name, "model_version": model.version, "predictions": predictions})
 
 
 async def score(request: Request) -> Response:
     """Score the model on a labelled body (POST) or on its shipped score fixture (GET)."""
-    entry = ready_entry(request)
-    if not entry.predictor.has_score:
-        raise NotFound(f"model {entry.name!r} version {entry.version!r} has no score service")
-    payload = await read_json(request) if request.method == "POST" else entry.score_fixture
-    result = await run_model(entry, "score", payload)
-    return JSONBytesResponse({"model_name": entry.name, "model_version": entry.version, "score": result})
+    inference = server_of(request).inference
+    ref = model_ref(request)
+    model = inference.resolve(ref)
+    if request.method == "POST":
+        payload = JSONText(await read_json_text(request))
+        answer = await inference.call(ref, Action.SCORE, payload)
+    else:
+        answer = await inference.call(ref, Action.SCORE, JSONValue(model.loaded.score_fixture))
+    model = answer.model
+    result = json_result(answer, Action.SCORE)
+    return JSONBytesResponse({"model_name": model.name, "model_version": model.version, "score": result})
 
 
-def add_routes(routes: RouteTable) -> None:
-    """Register every stevedore route; model routes under both the plain and the versioned path."""
-    for path, handler in (("/livez", livez), ("/readyz", readyz), ("/healthz", healthz)):
-        routes.add(path, handler, ["GET"], tags=["health"])
-    routes.add("/models", catalogue, ["GET"], tags=["catalogue"])
+def predict_routes() -> list[BaseRoute]:
+    """The predict routes, which the app matches first: Starlette tries routes in order, and each miss costs."""
+    return [ApiRoute(f"{base}/predict", predict, ["POST"], ["inference"]) for base in (MODEL, VERSIONED)]
+
+
+def routes() -> list[BaseRoute]:
+    """Every other stevedore route; model routes under both the plain and the versioned path."""
+    table: list[BaseRoute] = [ApiRoute(path, handler, ["GET"], ["health"]) for path, handler in HEALTH_ROUTES.items()]
+    table.append(ApiRoute("/models", catalogue, ["GET"], ["catalogue"]))
     for base in (MODEL, VERSIONED):
-        routes.add(base, model_detail, ["GET"], tags=["catalogue"])
-        routes.add(f"{base}/ready", model_ready, ["GET"], tags=["health"])
-        routes.add(f"{base}/schemas/predict", predict_schema, ["GET"], tags=["catalogue"])
-        routes.add(f"{base}/schemas/score", score_schema, ["GET"], tags=["catalogue"])
-        routes.add(f"{base}/predict", predict, ["POST"], tags=["inference"], hot=True)
-        routes.add(f"{base}/score", score, ["GET", "POST"], tags=["inference"])
+        table += [
+            ApiRoute(base, model_detail, ["GET"], ["catalogue"]),
+            ApiRoute(f"{base}/ready", model_ready, ["GET"], ["health"]),
+            ApiRoute(f"{base}/schemas/predict", predict_schema, ["GET"], ["catalogue"]),
+            ApiRoute(f"{base}/schemas/score", score_schema, ["GET"], ["catalogue"]),
+            ApiRoute(f"{base}/score", score, ["GET", "POST"], ["inference"]),
+        ]
+    return table
+
+
+HEALTH_ROUTES = {"/livez": livez, "/readyz": readyz, "/healthz": healthz}

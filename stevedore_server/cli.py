@@ -15,12 +15,12 @@ from typing import Any
 import click
 import orjson
 
-from . import __version__
-from .app import create_app
-from .errors import StevedoreError
-from .loader import Loaded, load
+from . import __version__, startup
+from .errors import NotFound, StevedoreError
 from .logs import logging_config
 from .metrics import MULTIPROC_ENV, fresh_multiprocess_dir
+from .registry import version_key
+from .server import ModelServer
 from .settings import HINTS, Settings, base_type, env_name
 
 #: Settings each command takes as options (secrets never: a command line is visible to every user).
@@ -64,10 +64,11 @@ def make_settings(**values: Any) -> Settings:
         raise click.UsageError(str(error)) from None
 
 
-def load_or_exit(settings: Settings) -> Loaded:
+def load_or_exit(settings: Settings) -> ModelServer:
+    """Every selected model loaded and self-tested, as a server would (without serving); errors as messages."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        return load(settings)
+        return startup.build_server(settings, startup.load(settings))
     except StevedoreError as error:
         raise click.ClickException(str(error)) from None
 
@@ -98,14 +99,10 @@ def run(**values: Any) -> None:
     }
     # uvicorn re-raises the SIGTERM it handled once it has drained; ending here makes that a clean exit 0.
     signal.signal(signal.SIGTERM, exit_cleanly)
-    if settings.workers == 1:
-        # Loading here rather than in the lifespan turns a startup error into a plain message and exit 1.
-        app = create_app(settings, loaded=load_or_exit(settings))
-        uvicorn.run(app, **server_options)
-        return
     preflight(settings)
     os.environ.update(settings.to_env())  # the workers read their settings from the environment
-    os.environ[MULTIPROC_ENV] = str(fresh_multiprocess_dir())  # before any worker imports prometheus_client
+    if settings.workers > 1:
+        os.environ[MULTIPROC_ENV] = str(fresh_multiprocess_dir())  # before any worker imports prometheus_client
     uvicorn.run("stevedore_server.app:app_from_env", factory=True, workers=settings.workers, **server_options)
 
 
@@ -114,20 +111,15 @@ def exit_cleanly(signum: int, frame: Any) -> None:
 
 
 def preflight(settings: Settings) -> None:
-    """Fail before starting workers on what would fail each of them: uvicorn's supervisor would exit 0.
+    """Fail before serving on what would fail each worker, with a plain message and exit 1.
 
     Duplicates and unknown hooks need no model loaded; ``--strict`` needs the full load.
     """
     if settings.strict:
         load_or_exit(settings)
         return
-    from .discovery import discover
-    from .plugins import get_plugin_manager
-    from .registry import Registry
-
     try:
-        manager, _ = get_plugin_manager(settings.selection)
-        Registry.from_candidates(discover(manager, settings.selection)[0])
+        startup.find(settings)
     except StevedoreError as error:
         raise click.ClickException(str(error)) from None
 
@@ -150,14 +142,14 @@ def list_models(as_json: bool, **values: Any) -> None:
                     "distribution": e.source.distribution,
                     "distribution_version": e.source.distribution_version,
                 }
-                for e in registry.entries
+                for e in registry.models
             ],
             "failed_plugins": [failure.as_dict() for failure in registry.plugin_failures],
         }
         click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
         return
     rows = [("MODEL", "VERSION", "STATE", "PLUGIN", "REASON")]
-    for e in registry.entries:
+    for e in registry.models:
         plugin = f"{e.source.distribution or '-'} ({e.source.entry_point})"
         rows.append((e.name, e.version, str(e.state), plugin, e.reason or ""))
     for failure in registry.plugin_failures:
@@ -173,16 +165,16 @@ def list_models(as_json: bool, **values: Any) -> None:
 def check(**values: Any) -> None:
     """Load every selected plugin, validate its fixtures and self-test it; exit 1 on any failure."""
     registry = load_or_exit(make_settings(**values)).registry
-    for entry in registry.entries:
+    for entry in registry.models:
         status = "ok" if entry.ready else f"FAILED: {entry.reason}"
         click.echo(f"{entry.name} {entry.version} ({entry.source.describe()}): {status}")
     for failure in registry.plugin_failures:
         click.echo(f"plugin {failure.source.describe()}: FAILED: {failure.error}")
-    if not registry.entries and not registry.plugin_failures:
+    if not registry.models and not registry.plugin_failures:
         raise click.ClickException("no models found: no installed distribution provides stevedore.predictors")
     if registry.failures:
         raise click.ClickException(f"{len(registry.failures)} failure(s); see above and the log for tracebacks")
-    click.echo(f"all {len(registry.entries)} models passed")
+    click.echo(f"all {len(registry.models)} models passed")
 
 
 @main.command()
@@ -192,20 +184,29 @@ def check(**values: Any) -> None:
 @settings_options(PLUGIN_SETTINGS)
 def schema(name: str, model_version: str | None, score: bool, **values: Any) -> None:
     """Print a model's predict (or score) JSON Schema."""
-    from .discovery import discover
-    from .plugins import get_plugin_manager
-    from .registry import Registry
-
     settings = make_settings(**values)
     try:
-        manager, _ = get_plugin_manager(settings.selection)
-        registry = Registry.from_candidates(discover(manager, settings.selection)[0])
-        document = registry.get(name, model_version).predictor.resolved_schema("score" if score else "predict")
+        candidates, _, _ = startup.find(settings)
+        predictor = pick_version([c.predictor for c in candidates if c.predictor.name == name], name, model_version)
+        document = predictor.resolved_schema("score" if score else "predict")
     except StevedoreError as error:
         raise click.ClickException(str(error)) from None
     if document is None:
         raise click.ClickException(f"model {name!r} has no score service")
     click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+
+
+def pick_version(predictors: list[Any], name: str, version: str | None) -> Any:
+    """The predictor of ``version``, or of the highest version (PEP 440 order where the versions parse)."""
+    if not predictors:
+        raise NotFound(f"no model named {name!r}")
+    if version is None:
+        key = version_key(p.version for p in predictors)
+        return max(predictors, key=lambda predictor: key(predictor.version))
+    for predictor in predictors:
+        if predictor.version == version:
+            return predictor
+    raise NotFound(f"model {name!r} has no version {version!r}")
 
 
 @main.command()

@@ -11,18 +11,20 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 
 from .errors import BadRequest, InvalidPayload, LegacyBadRequest, NotFound
-from .http import JSONBytesResponse, check_readiness, read_json, registry_of, run_model
-from .registry import ModelEntry
-from .routing import RouteTable
+from .inference import Action, JSONValue, ModelRef
+from .rest import JSONBytesResponse, check_readiness, json_result, parse_json, read_json_text, server_of
+from .routing import ApiRoute
+from .serving import ServingModel
 
 #: Routes that take the model's name as the ``model`` query parameter (required but for ``/health/ready``).
 MODEL_QUERY = {"/health/ready": False, "/version": True, "/creation_time": True, "/predict_schema": True,
                "/score_schema": True}  # fmt: skip
 
 
-def model_query(request: Request) -> ModelEntry:
+def model_query(request: Request) -> ServingModel:
     """The model named by the ``model`` query parameter; 422 without one, as the original answered."""
     name = request.query_params.get("model")
     if not name:
@@ -30,9 +32,9 @@ def model_query(request: Request) -> ModelEntry:
     return select(request, name)
 
 
-def select(request: Request, name: str) -> ModelEntry:
+def select(request: Request, name: str) -> ServingModel:
     try:
-        return registry_of(request).get(name)
+        return server_of(request).registry.get(name)
     except NotFound:
         raise LegacyBadRequest(f"Model {name} not found") from None
 
@@ -51,17 +53,17 @@ async def health_ready(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
-    registry = registry_of(request)
+    registry = server_of(request).registry
     ready = {entry.name: entry.ready for entry in registry.latest()}
     return JSONBytesResponse({"live": True, "ready": ready, "uptime": registry.uptime()})
 
 
 async def health_uptime(request: Request) -> Response:
-    return JSONBytesResponse(registry_of(request).uptime())
+    return JSONBytesResponse(server_of(request).registry.uptime())
 
 
 async def model_names(request: Request) -> Response:
-    return JSONBytesResponse(registry_of(request).names())
+    return JSONBytesResponse(server_of(request).registry.names())
 
 
 async def version(request: Request) -> Response:
@@ -69,10 +71,10 @@ async def version(request: Request) -> Response:
 
 
 async def creation_time(request: Request) -> Response:
-    return JSONBytesResponse(model_query(request).created)
+    return JSONBytesResponse(model_query(request).loaded.created)
 
 
-def schema_or_none(entry: ModelEntry, kind: str) -> Any:
+def schema_or_none(entry: ServingModel, kind: str) -> Any:
     """As the original: ``null`` for the score schema of a model without a score service."""
     return entry.schema(kind) if kind == "predict" or entry.predictor.has_score else None
 
@@ -85,25 +87,28 @@ async def score_schema(request: Request) -> Response:
     return JSONBytesResponse(schema_or_none(model_query(request), "score"))
 
 
-async def wrapped_call(request: Request, action: str) -> Response:
-    body = await read_json(request)
-    if not isinstance(body, dict) or not isinstance(body.get("predictor"), str) or "payload" not in body:
+async def wrapped_call(request: Request, action: Action) -> Response:
+    body = await read_json_text(request)
+    wrapped = await parse_json(request, body)
+    if not isinstance(wrapped, dict) or not isinstance(wrapped.get("predictor"), str) or "payload" not in wrapped:
         raise BadRequest('expected a JSON object {"predictor": "<model name>", "payload": ...}')
-    entry = select(request, body["predictor"])
-    entry.require_ready()
-    if action == "score" and not entry.predictor.has_score:
-        raise LegacyBadRequest(f"Model {entry.name} has no score service")
-    return JSONBytesResponse(await run_model(entry, action, body["payload"]))
+    model = select(request, wrapped["predictor"])
+    if action is Action.SCORE and model.ready and not model.predictor.has_score:
+        raise LegacyBadRequest(f"Model {model.name} has no score service")
+    answer = await server_of(request).inference.call(
+        ModelRef(model.name, model.version), action, JSONValue(wrapped["payload"], len(body))
+    )
+    return JSONBytesResponse(json_result(answer, action))
 
 
 async def predict(request: Request) -> Response:
     """``{"predictor": name, "payload": ...}``; answers the bare prediction."""
-    return await wrapped_call(request, "predict")
+    return await wrapped_call(request, Action.PREDICT)
 
 
 async def score(request: Request) -> Response:
     """``{"predictor": name, "payload": ...}``; answers the bare score."""
-    return await wrapped_call(request, "score")
+    return await wrapped_call(request, Action.SCORE)
 
 
 GET_ROUTES: dict[str, Callable[..., Awaitable[Response]]] = {
@@ -120,10 +125,11 @@ GET_ROUTES: dict[str, Callable[..., Awaitable[Response]]] = {
 POST_ROUTES: dict[str, Callable[..., Awaitable[Response]]] = {"/predict": predict, "/score": score}
 
 
-def add_routes(routes: RouteTable) -> None:
+def routes() -> list[BaseRoute]:
+    """Each route with and without a trailing slash; one documented operation per meaning."""
     tags = ["ml-py-stevedore compatibility"]
-    for method, table in (("GET", GET_ROUTES), ("POST", POST_ROUTES)):
-        for path, handler in table.items():
-            for variant in (path, path + "/"):
-                # One documented operation per meaning.
-                routes.add(variant, handler, [method], tags=tags, include_in_schema=variant == path)
+    table: list[BaseRoute] = []
+    for method, handlers in (("GET", GET_ROUTES), ("POST", POST_ROUTES)):
+        for path, handler in handlers.items():
+            table += [ApiRoute(path, handler, [method], tags), ApiRoute(path + "/", handler, [method], tags, False)]
+    return table

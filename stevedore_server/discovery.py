@@ -8,23 +8,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import pluggy
-
-from .plugins import (
-    HOOKS_GROUP,
-    PREDICTORS_GROUP,
-    PluginFailure,
-    PluginSelection,
-    PluginSource,
-    call_each,
-    failure,
-    iter_entry_points,
-)
+from .hooks import Hooks
+from .plugins import iter_entry_points
 from .predictor import Predictor
+from .sources import PREDICTORS_GROUP, PluginFailure, PluginSelection, PluginSource, failure
 
 logger = logging.getLogger("stevedore.discovery")
-
-REGISTER_HOOK = "stevedore_register_predictors"
 
 
 @dataclass(frozen=True)
@@ -57,11 +46,11 @@ def predictors_from(target: Any, call: bool = True) -> list[Predictor]:
 
 
 def discover(
-    manager: pluggy.PluginManager, selection: PluginSelection, entry_points: bool = True
+    hooks: Hooks, selection: PluginSelection, entry_points: bool = True
 ) -> tuple[list[Candidate], list[PluginFailure]]:
     """Every selected predictor, in a deterministic order, and the plugins that failed to give theirs.
 
-    ``entry_points=False`` takes the predictors of ``manager``'s hooks only.
+    ``entry_points=False`` takes the predictors of the hooks only.
     """
     candidates: list[Candidate] = []
     failures: list[PluginFailure] = []
@@ -74,26 +63,6 @@ def discover(
             candidates += [Candidate(p, source) for p in predictors_from(entry_point.load())]
         except Exception as error:  # one broken plugin must not hide the others
             failures.append(failure(source, error))
-    registered, hook_failures = _registered_by_hooks(manager)
-    return candidates + registered, failures + hook_failures
-
-
-def _registered_by_hooks(manager: pluggy.PluginManager) -> tuple[list[Candidate], list[PluginFailure]]:
-    candidates: list[Candidate] = []
-    failures: list[PluginFailure] = []
-    found: list[Predictor] = []
-
-    def register(predictor: Predictor) -> None:
-        if not isinstance(predictor, Predictor):
-            raise TypeError(f"register() takes a Predictor instance, got {type(predictor).__name__}")
-        found.append(predictor)
-
-    hook_sources = {ep.name: PluginSource.of(ep) for ep in iter_entry_points(HOOKS_GROUP)}
-    for plugin_name, _, error in call_each(manager, REGISTER_HOOK, register=register):
-        source = hook_sources.get(plugin_name, PluginSource(entry_point=plugin_name, group=REGISTER_HOOK))
-        if error is not None:
-            failures.append(failure(source, error))
-        else:
-            candidates += [Candidate(predictor, source) for predictor in found]
-        found.clear()
-    return candidates, failures
+    registered, hook_failures = hooks.register_predictors()
+    candidates += [Candidate(predictor, source) for predictor, source in registered]
+    return candidates, failures + hook_failures

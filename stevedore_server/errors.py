@@ -1,8 +1,16 @@
-"""Exceptions meant for a person: each becomes a clean HTTP error or CLI message at the edge."""
+"""Every exception meant for a person: each becomes a clean HTTP error or CLI message at one edge.
+
+The HTTP edge is ``app.EXCEPTION_HANDLERS`` (the stevedore and original routes)
+and ``v2.routes.EXCEPTION_HANDLERS`` (the Open Inference Protocol's format);
+the CLI turns ``StevedoreError`` into a ``click`` message.
+"""
 
 from __future__ import annotations
 
 from typing import Any
+
+#: Seconds a client is told to wait after an overload.
+RETRY_AFTER_SECONDS = 1
 
 
 class StevedoreError(Exception):
@@ -18,7 +26,7 @@ class PluginError(StevedoreError):
 
 
 class ClientError(StevedoreError):
-    """A request the server refuses; carries the HTTP status and an optional list of details."""
+    """A request the server answers with an error status; carries the status and an optional list of details."""
 
     status_code = 400
     #: Extra response headers, such as Retry-After.
@@ -56,6 +64,19 @@ class InvalidPayload(ClientError):
     """The payload does not match the model's JSON Schema."""
 
     status_code = 422
+
+
+class Overloaded(ClientError):
+    """The model's queue is full: try again shortly."""
+
+    status_code = 503
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}  # noqa: RUF012  (read-only)
+
+
+class InferenceTimeout(ClientError):
+    """An inference outlived its time-out."""
+
+    status_code = 504
 
 
 class LegacyBadRequest(BadRequest):

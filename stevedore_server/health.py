@@ -1,19 +1,21 @@
-"""Health checks and readiness: one meaning of "ready" for every route that reports it."""
+"""Health checks: what a check is, and running them all (a check that raises has failed)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from typing import Any
-
-from .registry import Registry
 
 logger = logging.getLogger("stevedore.health")
 
+#: A health check: no arguments, ``(ok, detail)``.
+HealthCheck = Callable[[], tuple[bool, str]]
 
-def run_checks(registry: Registry) -> dict[str, dict[str, Any]]:
+
+def run_checks(checks: Mapping[str, HealthCheck]) -> dict[str, dict[str, Any]]:
     """Every health check's result; a check that raises has failed (and is logged)."""
     results = {}
-    for name, check in registry.health_checks.items():
+    for name, check in checks.items():
         try:
             ok, detail = check()
         except Exception as error:
@@ -23,9 +25,9 @@ def run_checks(registry: Registry) -> dict[str, dict[str, Any]]:
     return results
 
 
-def readiness(registry: Registry) -> list[str]:
-    """Why the server is not ready; empty when every model is served and every check passes.
+def failing(results: Mapping[str, dict[str, Any]]) -> list[str]:
+    """Why the server is not ready, one line a failed check; empty when every check passes.
 
     The built-in ``models`` and ``plugins`` checks cover the models; plugins' checks add the rest.
     """
-    return [f"{name}: {result['detail']}" for name, result in run_checks(registry).items() if not result["ok"]]
+    return [f"{name}: {result['detail']}" for name, result in results.items() if not result["ok"]]

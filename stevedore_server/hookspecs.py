@@ -2,6 +2,10 @@
 
 Plugins implement hooks with ``@stevedore_server.hookimpl`` and expose the
 module or object holding them through the ``stevedore.hooks`` entry-point group.
+An implementation may take fewer arguments than its specification names (pluggy
+passes only those it asks for), so hooks gain arguments without breaking the
+plugins written before: ``stevedore_health_checks()`` still works.
+The server calls hooks only through ``hooks.Hooks``.
 """
 
 from __future__ import annotations
@@ -11,22 +15,27 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
+from .health import HealthCheck
+
 if TYPE_CHECKING:
     from .predictor import Predictor
+    from .server import ModelServer
 
 PROJECT = "stevedore"
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-HealthCheck = Callable[[], tuple[bool, str]]
+__all__ = ["PROJECT", "HealthCheck", "hookimpl", "hookspec"]
 
 
 @hookspec
-def stevedore_health_checks() -> Mapping[str, HealthCheck]:
+def stevedore_health_checks(server: ModelServer) -> Mapping[str, HealthCheck]:
     """Contribute health checks to ``/healthz`` and ``/readyz``.
 
-    Called once at startup, after the models are loaded. Return a mapping of a
+    Called once at startup, after the models are loaded, with the ``server``
+    (its ``settings`` and its ``registry`` of models, which a check should read
+    when it runs: models may be replaced while serving). Return a mapping of a
     check name to a callable taking no arguments and returning ``(ok, detail)``.
     The callables run on every probe, in a worker thread, so keep them cheap.
     A check that raises counts as failed, with the exception as its detail. A
@@ -35,14 +44,15 @@ def stevedore_health_checks() -> Mapping[str, HealthCheck]:
 
 
 @hookspec
-def stevedore_catalogue_metadata(predictor: Predictor) -> dict[str, Any] | None:
+def stevedore_catalogue_metadata(predictor: Predictor, server: ModelServer) -> dict[str, Any] | None:
     """Add fields to ``predictor``'s catalogue entry, under ``metadata``.
 
-    Called once per predictor at startup, for served and failed predictors alike.
-    Return a dict (merged into ``metadata``) or ``None``. Where two plugins give
-    the same key, the one called first wins; the built-in fields (distribution
-    name, version, author, license, summary, home page) are called last, so any
-    plugin can override them.
+    Called once per predictor at startup, for served and failed predictors alike,
+    with the ``server`` (``server.source_of(predictor)`` tells which plugin
+    provided it). Return a dict (merged into ``metadata``) or ``None``. Where two
+    plugins give the same key, the one called first wins; the built-in fields
+    (distribution name, version, author, license, summary, home page) are called
+    last, so any plugin can override them.
     """
 
 

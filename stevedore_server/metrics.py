@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -22,8 +24,6 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-
-from .registry import Registry
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -84,14 +84,14 @@ class Metrics:
             registry=registry,
         )
 
-    def describe(self, registry: Registry) -> None:
-        """Readiness of every model, and the versions of the server and of the plugins."""
+    def describe_server(self) -> None:
         self.info.labels("stevedore-server", version("stevedore-server")).set(1)
-        for entry in registry.entries:
-            self.model_ready.labels(entry.name, entry.version).set(1 if entry.ready else 0)
-            source = entry.source
-            if source.distribution and source.distribution_version:
-                self.info.labels(source.distribution, source.distribution_version).set(1)
+
+    def describe_model(self, name: str, model_version: str, ready: bool, plugin: tuple[str, str] | None) -> None:
+        """A model's readiness, and the distribution and version of the plugin that ships it."""
+        self.model_ready.labels(name, model_version).set(1 if ready else 0)
+        if plugin is not None:
+            self.info.labels(*plugin).set(1)
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format: this process's metrics, or every worker's in multiprocess mode."""
@@ -110,3 +110,32 @@ def fresh_multiprocess_dir() -> Path:
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
     return directory
+
+
+class ModelMetrics:
+    """One model's inference metrics, with their label lookups done once (they cost more than the samples)."""
+
+    def __init__(self, metrics: Metrics | None, name: str, model_version: str) -> None:
+        self.metrics = metrics
+        self.labels = (name, model_version)
+        self.samples: dict[str, tuple[Any, Any]] = {}
+
+    def observe(self, action: str, started: float) -> None:
+        """One inference answered, ``started`` (``time.perf_counter``) at its admission."""
+        if self.metrics is None:
+            return
+        samples = self.samples.get(action)
+        if samples is None:
+            labels = (*self.labels, action)
+            samples = self.metrics.inferences.labels(*labels), self.metrics.inference_seconds.labels(*labels)
+            self.samples[action] = samples
+        samples[0].inc()
+        samples[1].observe(time.perf_counter() - started)
+
+    def count_error(self, action: str, kind: str) -> None:
+        if self.metrics is not None:
+            self.metrics.inference_errors.labels(*self.labels, action, kind).inc()
+
+    def batch(self, size: int) -> None:
+        if self.metrics is not None:
+            self.metrics.batch_size.labels(*self.labels).observe(size)

@@ -1,4 +1,10 @@
-"""Pure ASGI middleware: request ids, the access log, HTTP metrics, a last-resort 500, and API keys."""
+"""Pure ASGI middleware: request ids, the access log, HTTP metrics, the last-resort 500, and API keys.
+
+Typed errors become responses in the app's exception handlers; ``RequestContext``
+is the last resort for the rest (a bug): it logs the exception once, with its
+traceback and an error id, and answers a JSON 500 with that id if nothing was
+sent yet.
+"""
 
 from __future__ import annotations
 
@@ -22,8 +28,6 @@ logger = logging.getLogger("stevedore.http")
 
 REQUEST_ID_HEADER = "x-request-id"
 REQUEST_ID_RAW = REQUEST_ID_HEADER.encode("latin-1")
-#: Where the app's last-resort handler leaves the error id of the 500 it answered.
-ERROR_ID_KEY = "stevedore.error_id"
 #: A client's request id is kept when it is short and printable; otherwise one is made.
 VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
 #: Routes open without an API key (unless ``auth_health``): probes and metrics.
@@ -36,9 +40,13 @@ HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTI
 OPEN_PATTERN = re.compile(r"^(/v2)?/models/[^/]+(/versions/[^/]+)?/ready$")
 
 
+CONNECTION_CLOSE = (b"connection", b"close")
+
+
 class RequestContext:
-    """Outermost: gives each request an id (``X-Request-ID``), logs and counts it, and turns any
-    exception that escaped the app into a JSON 500 with an error id, logged once with its traceback."""
+    """Outermost: gives each request an id (``X-Request-ID``), logs and counts it, closes the connection after
+    each answer while the server drains, and turns any exception that escaped the app into a JSON 500 with an
+    error id, logged once with its traceback."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics, access_log: bool) -> None:
         self.app = app
@@ -58,6 +66,7 @@ class RequestContext:
         started = time.perf_counter()
         status = 500
         response_started = False
+        lifecycle = scope.get("state", {}).get("lifecycle")
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, response_started
@@ -65,13 +74,16 @@ class RequestContext:
                 status = message["status"]
                 response_started = True
                 headers = [item for item in message.get("headers", ()) if item[0].lower() != REQUEST_ID_RAW]
-                message["headers"] = [*headers, (REQUEST_ID_RAW, rid.encode("latin-1"))]
+                headers.append((REQUEST_ID_RAW, rid.encode("latin-1")))
+                if lifecycle is not None and lifecycle.draining:  # keep-alive clients reconnect, to another pod
+                    headers.append(CONNECTION_CLOSE)
+                message["headers"] = headers
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as error:
-            error_id = scope.get(ERROR_ID_KEY) or uuid.uuid4().hex
+            error_id = uuid.uuid4().hex
             logger.error("unexpected error (error id %s)", error_id, exc_info=error)
             if not response_started:
                 body = {"error": f"internal server error; error id {error_id}", "error_id": error_id}
@@ -81,7 +93,7 @@ class RequestContext:
             request_id.reset(token)
 
     def record(self, scope: Scope, status: int, seconds: float, rid: str) -> None:
-        template = getattr(scope.get("route"), "path", "unmatched")
+        template = getattr(scope.get("route"), "template", "unmatched")
         method = scope["method"] if scope["method"] in HTTP_METHODS else "other"  # clients choose methods freely
         samples = self.samples.get((template, method, status))
         if samples is None:  # looking children up by labels costs more than the samples themselves

@@ -13,7 +13,8 @@ from fastapi.openapi.utils import get_openapi
 
 from . import __version__
 from .compat import MODEL_QUERY
-from .registry import ModelEntry, Registry
+from .registry import Registry
+from .serving import ServingModel
 
 logger = logging.getLogger("stevedore.openapi")
 
@@ -87,9 +88,9 @@ def build_openapi(app: FastAPI, registry: Registry) -> dict[str, Any]:
     spec["components"]["schemas"]["InferenceRequest"] = INFERENCE_REQUEST
     for path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
         spec["paths"][path]["post"]["requestBody"] = _body({"$ref": "#/components/schemas/InferenceRequest"}, None)
-    for entry in registry.entries:
-        if entry.ready:
-            spec["paths"].update(model_paths(entry, registry.get(entry.name) is entry))
+    for model in registry.models:
+        if model.ready:
+            spec["paths"].update(model_paths(model, registry.get(model.name) is model))
     for path, path_item in spec["paths"].items():
         for operation in path_item.values():
             declare_path_parameters(path, operation)
@@ -113,13 +114,13 @@ def declare_path_parameters(path: str, operation: dict[str, Any]) -> None:
             )
 
 
-def model_paths(entry: ModelEntry, latest: bool) -> dict[str, Any]:
+def model_paths(entry: ServingModel, latest: bool) -> dict[str, Any]:
     """Concrete paths of one model; the plain ones too when it is the highest version."""
     bases = [f"/models/{entry.name}/versions/{entry.version}"] + ([f"/models/{entry.name}"] if latest else [])
     paths: dict[str, Any] = {}
     for base in bases:
         paths[f"{base}/predict"] = {"post": _inference(entry, "predict", base)}
-        if entry.score_validator is not None:
+        if entry.loaded.score_validator is not None:
             paths[f"{base}/score"] = {
                 "post": _inference(entry, "score", base),
                 "get": _operation(entry, "score", base, "Score on the shipped score fixture", None, "get"),
@@ -127,16 +128,17 @@ def model_paths(entry: ModelEntry, latest: bool) -> dict[str, Any]:
     return paths
 
 
-def _inference(entry: ModelEntry, kind: str, base: str) -> dict[str, Any]:
-    validator = entry.predict_validator if kind == "predict" else entry.score_validator
-    fixture = entry.predict_fixture if kind == "predict" else entry.score_fixture
+def _inference(entry: ServingModel, kind: str, base: str) -> dict[str, Any]:
+    loaded = entry.loaded
+    validator = loaded.predict_validator if kind == "predict" else loaded.score_validator
+    fixture = loaded.predict_fixture if kind == "predict" else loaded.score_fixture
     summary = f"{kind.capitalize()} with {entry.name} {entry.version}"
     body = _body(_inline(validator.schema if validator else {}), fixture)
     return _operation(entry, kind, base, summary, body, "post")
 
 
 def _operation(
-    entry: ModelEntry, kind: str, base: str, summary: str, body: dict[str, Any] | None, method: str
+    entry: ServingModel, kind: str, base: str, summary: str, body: dict[str, Any] | None, method: str
 ) -> dict[str, Any]:
     field = "predictions" if kind == "predict" else "score"
     result = {

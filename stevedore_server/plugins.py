@@ -1,91 +1,21 @@
-"""Building the plugin manager and reading the entry points of installed distributions."""
+"""Building the plugin manager: the hook specifications, the default plugins and the ``stevedore.hooks`` entry
+points. A factory, not a module global, so each server (and each test) has a fresh one."""
 
 from __future__ import annotations
 
 import logging
-import traceback
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
 
 import pluggy
 from packaging.utils import canonicalize_name
 
 from . import hookspecs
+from .default_plugins import DEFAULT_PLUGINS
 from .errors import StartupError
+from .sources import HOOKS_GROUP, PluginFailure, PluginSelection, PluginSource, failure
 
 logger = logging.getLogger("stevedore.plugins")
-
-PREDICTORS_GROUP = "stevedore.predictors"
-HOOKS_GROUP = "stevedore.hooks"
-
-
-@dataclass(frozen=True)
-class PluginSource:
-    """Where a predictor or hook implementation came from."""
-
-    entry_point: str
-    distribution: str | None = None
-    distribution_version: str | None = None
-    group: str = PREDICTORS_GROUP
-
-    @classmethod
-    def of(cls, entry_point: EntryPoint) -> PluginSource:
-        dist = entry_point.dist
-        return cls(
-            entry_point=entry_point.name,
-            distribution=dist.name if dist else None,
-            distribution_version=dist.version if dist else None,
-            group=entry_point.group,
-        )
-
-    def describe(self) -> str:
-        where = f"{self.distribution} {self.distribution_version}" if self.distribution else "no distribution"
-        return f"entry point {self.entry_point!r} ({self.group}) of {where}"
-
-
-@dataclass(frozen=True)
-class PluginFailure:
-    """A plugin that failed to import, construct or register; reported, never silently dropped."""
-
-    source: PluginSource
-    error: str
-    traceback: str = ""
-
-    def as_dict(self) -> dict[str, str | None]:
-        return {
-            "entry_point": self.source.entry_point,
-            "group": self.source.group,
-            "distribution": self.source.distribution,
-            "distribution_version": self.source.distribution_version,
-            "error": self.error,
-        }
-
-
-@dataclass(frozen=True)
-class PluginSelection:
-    """Which plugins to load: ``only`` (None for all) less ``disabled``.
-
-    Names match an entry point's name or its distribution's name.
-    """
-
-    only: frozenset[str] | None = None
-    disabled: frozenset[str] = field(default_factory=frozenset)
-
-    @classmethod
-    def from_names(cls, only: Iterable[str] | None, disabled: Iterable[str] = ()) -> PluginSelection:
-        # An empty list selects nothing, which is never what a user means: it is "all".
-        selected = frozenset(canonicalize_name(name) for name in only) if only else None
-        return cls(selected, frozenset(canonicalize_name(name) for name in disabled))
-
-    def allows(self, source: PluginSource) -> bool:
-        names = {canonicalize_name(source.entry_point)}
-        if source.distribution:
-            names.add(canonicalize_name(source.distribution))
-        if names & self.disabled:
-            return False
-        return self.only is None or bool(names & self.only)
 
 
 def iter_entry_points(group: str) -> Iterator[EntryPoint]:
@@ -100,44 +30,29 @@ def iter_entry_points(group: str) -> Iterator[EntryPoint]:
     yield from sorted(unique.values(), key=key)
 
 
-def failure(source: PluginSource, error: BaseException) -> PluginFailure:
-    """Record and log a plugin failure with its traceback."""
-    logger.error("plugin failed: %s: %s", source.describe(), error, exc_info=error)
-    formatted = "".join(traceback.format_exception(error))
-    return PluginFailure(source, f"{type(error).__name__}: {error}", formatted)
-
-
-def call_each(
-    manager: pluggy.PluginManager, hook_name: str, **kwargs: Any
-) -> Iterator[tuple[str, Any, BaseException | None]]:
-    """Call each implementation of a hook on its own, in pluggy's call order.
-
-    Yields ``(plugin name, result, error)``, so a failure is pinned on its plugin
-    and the other plugins' results are kept.
-    """
-    for impl in reversed(getattr(manager.hook, hook_name).get_hookimpls()):
-        try:
-            yield impl.plugin_name, impl.function(*[kwargs[name] for name in impl.argnames]), None
-        except Exception as error:
-            yield impl.plugin_name, None, error
+def hook_sources() -> dict[str, PluginSource]:
+    """The source of each hook plugin, by the name it is registered under (its entry point's)."""
+    return {entry_point.name: PluginSource.of(entry_point) for entry_point in iter_entry_points(HOOKS_GROUP)}
 
 
 def get_plugin_manager(
     selection: PluginSelection | None = None,
-    default_plugins: Iterable[tuple[str, object]] = (),
     load_entry_points: bool = True,
+    plugins: Iterable[object] = (),
 ) -> tuple[pluggy.PluginManager, list[PluginFailure]]:
-    """A fresh plugin manager with the built-in plugins and the selected ``stevedore.hooks`` entry points.
+    """A fresh plugin manager with the default plugins, the selected ``stevedore.hooks`` entry points (unless
+    ``load_entry_points`` is false: tests) and ``plugins``.
 
     Returns the manager and the hook plugins that failed to load. Hook
     implementations that match no specification are a ``StartupError``.
     """
-    selection = selection or PluginSelection()
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
-    for name, plugin in default_plugins:
-        manager.register(plugin, name=name)
-    failures = _load_hook_entry_points(manager, selection) if load_entry_points else []
+    for plugin in DEFAULT_PLUGINS:
+        manager.register(plugin, name=plugin.__name__)
+    failures = _load_hook_entry_points(manager, selection or PluginSelection()) if load_entry_points else []
+    for plugin in plugins:
+        manager.register(plugin)
     check_hooks(manager)
     return manager, failures
 

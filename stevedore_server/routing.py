@@ -1,21 +1,20 @@
-"""Routes served as plain Starlette routes, documented on a shadow FastAPI app.
+"""Route types of the app's route table, and the OpenAPI document generated from that table.
 
 The handlers take the ``Request`` and parse their bodies themselves, so FastAPI's
-per-request dependency machinery (about 80 µs a request here) buys them nothing.
-Each is served as a plain route and also registered on a FastAPI app that is
-never served, from which the OpenAPI document is built. That app, and FastAPI
-itself (15 MiB with pydantic), are only made when the document is first asked
-for: a server nobody reads the docs of never loads them.
+per-request dependency machinery (about 80 µs a request here) buys them nothing:
+they are served as plain Starlette routes. The OpenAPI document comes from a
+FastAPI app that is never served, made from the same route table when the
+document is first asked for: a server nobody reads the docs of never loads
+FastAPI (15 MiB with pydantic).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from enum import Enum
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from starlette.applications import Starlette
-from starlette.routing import Match, Route
+from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.routing import BaseRoute, Match, Mount, Route, Router
 from starlette.types import Scope
 
 from . import __version__
@@ -24,8 +23,22 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
 
-class TemplatedRoute(Route):
-    """A Starlette route that leaves itself in the scope (as FastAPI's do): logs and metrics name its template."""
+class ApiRoute(Route):
+    """A route with its OpenAPI tags and its full path template, which it leaves in the scope (as FastAPI's
+    routes do): the access log and the metrics name the template, not the path."""
+
+    def __init__(
+        self,
+        path: str,
+        endpoint: Callable[..., Any],
+        methods: Sequence[str],
+        tags: Sequence[str] = (),
+        include_in_schema: bool = True,
+        template: str | None = None,
+    ) -> None:
+        super().__init__(path, endpoint, methods=list(methods), include_in_schema=include_in_schema)
+        self.tags = list(tags)
+        self.template = template or path
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         match, child_scope = super().matches(scope)
@@ -34,44 +47,35 @@ class TemplatedRoute(Route):
         return match, child_scope
 
 
-class RouteTable:
-    """Where the route modules register their handlers."""
+class ProtocolMount(Mount):
+    """Routes under a prefix that answer errors in their protocol's own format, through their own exception
+    handlers (errors they do not handle reach the app's)."""
 
-    def __init__(self, app: Starlette) -> None:
-        self.app = app
-        self.hot_routes = 0
-        #: The documented operations: path, handler, method, tags and operation id.
-        self.operations: list[tuple[str, Callable[..., Any], str, list[str | Enum], str]] = []
+    def __init__(self, path: str, routes: Sequence[BaseRoute], exception_handlers: Mapping[Any, Any]) -> None:
+        super().__init__(path, app=ExceptionMiddleware(Router(list(routes)), handlers=dict(exception_handlers)))
+        self.documented = list(routes)
 
-    def add(
-        self,
-        path: str,
-        endpoint: Callable[..., Any],
-        methods: list[str],
-        tags: Sequence[str] = (),
-        name: str | None = None,
-        include_in_schema: bool = True,
-        hot: bool = False,
-    ) -> None:
-        """A handler of ``(request) -> Response``, served as one plain route (so 405 lists every method).
+    @property
+    def routes(self) -> list[BaseRoute]:
+        return self.documented
 
-        ``hot`` routes (inference) are matched first: Starlette tries the routes in order, and each miss costs.
-        No two routes match one path, so the order changes nothing else.
-        """
-        route = TemplatedRoute(path, endpoint, methods=methods, name=name)
-        routes = self.app.router.routes
-        routes.insert(self.hot_routes, route) if hot else routes.append(route)
-        self.hot_routes += hot
-        if include_in_schema:
-            for method in methods:  # one operation, with its own id, per method
-                operation = f"{name or endpoint.__name__}_{method.lower()}"
-                self.operations.append((path, endpoint, method, list[str | Enum](tags), operation))
 
-    def docs_app(self) -> FastAPI:
-        """The shadow app with every documented operation (FastAPI is imported here, not at startup)."""
-        from fastapi import FastAPI
+def documented(routes: Sequence[BaseRoute], prefix: str = "") -> Iterator[tuple[str, ApiRoute]]:
+    """Every documented route with its full path."""
+    for route in routes:
+        if isinstance(route, Mount):
+            yield from documented(route.routes, prefix + route.path)
+        elif isinstance(route, ApiRoute) and route.include_in_schema:
+            yield prefix + route.path, route
 
-        docs = FastAPI(title="stevedore-server", version=__version__, redirect_slashes=False)
-        for path, endpoint, method, tags, operation in self.operations:
-            docs.add_api_route(path, endpoint, methods=[method], tags=tags, name=operation)
-        return docs
+
+def docs_app(routes: Sequence[BaseRoute]) -> FastAPI:
+    """A FastAPI app with one operation, with its own id, for each documented route and method."""
+    from fastapi import FastAPI
+
+    docs = FastAPI(title="stevedore-server", version=__version__, redirect_slashes=False)
+    for path, route in documented(routes):
+        for method in sorted((route.methods or set()) - {"HEAD"}):
+            name = f"{route.name}_{method.lower()}"
+            docs.add_api_route(path, route.endpoint, methods=[method], tags=list(route.tags), name=name)
+    return docs

@@ -16,10 +16,13 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import StartupError
-from .plugins import PluginSelection
+from .sources import PluginSelection
+
+if TYPE_CHECKING:
+    from .predictor import Predictor
 
 ENV_PREFIX = "STEVEDORE_"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
@@ -48,6 +51,23 @@ class ModelSettings:
     inline_budget: float | None = setting(
         None, "Seconds under which a predict call runs on the event loop (0: never; set: even without `inline`)."
     )
+
+
+@dataclass(frozen=True)
+class ModelLimits:
+    """One model's effective limits (``Settings.limits_for``)."""
+
+    max_batch_size: int
+    max_batch_time: float
+    timeout: float
+    max_concurrency: int
+    max_queue: int
+    inline_budget: float
+
+    @property
+    def capacity(self) -> int:
+        """Requests admitted at once: running (a batch holds several) plus waiting."""
+        return self.max_concurrency * self.max_batch_size + self.max_queue
 
 
 @dataclass(frozen=True)
@@ -113,6 +133,22 @@ class Settings:
 
     def for_model(self, name: str) -> ModelSettings:
         return self.models.get(name, ModelSettings())
+
+    def limits_for(self, predictor: Predictor) -> ModelLimits:
+        """One model's effective limits: its ``[models.NAME]`` table, else the predictor's, else the server's."""
+        own = self.for_model(predictor.name)
+
+        def pick(value: Any, fallback: Any) -> Any:
+            return fallback if value is None else value
+
+        return ModelLimits(
+            max_batch_size=pick(own.max_batch_size, predictor.max_batch_size),
+            max_batch_time=pick(own.max_batch_time, predictor.max_batch_time),
+            timeout=pick(own.timeout, self.timeout),
+            max_concurrency=pick(own.max_concurrency, self.max_concurrency),
+            max_queue=pick(own.max_queue, self.max_queue),
+            inline_budget=pick(own.inline_budget, self.inline_budget if predictor.inline is True else 0.0),
+        )
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **flags: Any) -> Settings:

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from .plugins import PluginSource
+from .loading import LoadedModel, load_model
 from .predictor import Predictor
-from .registry import ModelEntry
+from .sources import PluginSource
 
 
 class SelfTestFailed(AssertionError):
     """The predictor would not be served: its reason is the message."""
 
 
-def self_test(predictor: Predictor) -> ModelEntry:
+def self_test(predictor: Predictor) -> LoadedModel:
     """Validate fixtures, ``load()`` and self-test exactly as the server does; raise if it would not serve."""
-    entry = ModelEntry(predictor, PluginSource(entry_point=f"test of {type(predictor).__qualname__}"))
-    entry.load()
-    if not entry.ready:
-        raise SelfTestFailed(f"{predictor!r} would not be served: {entry.reason}")
-    return entry
+    loaded = load_model(predictor, PluginSource(entry_point=f"test of {type(predictor).__qualname__}"))
+    if not loaded.ready:
+        raise SelfTestFailed(f"{predictor!r} would not be served: {loaded.reason}")
+    return loaded

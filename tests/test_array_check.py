@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stevedore_server.registry import VECTOR_CHECK_MIN_BYTES
+from stevedore_server.inference import VECTOR_CHECK_MIN_BYTES
 from stevedore_server.validation import EXACT_FLOAT_INTEGERS, ArrayCheck
 
 from .conftest import Registers

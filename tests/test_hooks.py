@@ -13,12 +13,17 @@ from fastapi.testclient import TestClient
 
 from stevedore_server import Predictor, hookimpl, hookspecs
 from stevedore_server.errors import StartupError
-from stevedore_server.loader import load
+from stevedore_server import startup
 from stevedore_server.plugins import get_plugin_manager
 from stevedore_server.settings import Settings
 
 from .conftest import Registers, fresh_manager
 from .predictors import NoScore, RowSum
+
+
+def load(settings: Settings, manager: Any) -> Any:
+    """Every model loaded and the hooks run, as a server's startup does (without serving)."""
+    return startup.build_server(settings, startup.load(settings, manager))
 
 HOOK_NAMES = [name for name, value in vars(hookspecs).items() if hasattr(value, "stevedore_spec")]
 README = Path(__file__).parent.parent / "README.md"
@@ -128,7 +133,7 @@ def test_hook_stevedore_register_predictors(make_client: Callable[..., TestClien
 
 def test_registering_something_else_is_a_plugin_failure() -> None:
     loaded = load(Settings(), fresh_manager(Registers("not a predictor")))
-    assert loaded.registry.entries == []
+    assert loaded.registry.models == ()
     assert "register() takes a Predictor instance" in loaded.registry.plugin_failures[0].error
 
 
@@ -160,5 +165,5 @@ def test_strict_makes_any_failure_fatal() -> None:
 @pytest.mark.parametrize("name", ["has space", "../etc", "", "a/b", "ü"])
 def test_a_name_that_is_not_url_safe_is_refused(name: str) -> None:
     loaded = load(Settings(), fresh_manager(Registers(RowSum(name=name), NoScore())))
-    assert [entry.name for entry in loaded.registry.entries] == ["noscore"]
+    assert [entry.name for entry in loaded.registry.models] == ["noscore"]
     assert "must be a non-empty string of letters" in loaded.registry.plugin_failures[0].error

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from stevedore_server import runtime
-from stevedore_server.loader import load
-from stevedore_server.registry import ModelEntry
-from stevedore_server.runtime import INLINE_WINDOW, CallCost, ModelLimits, ModelRuntime, calibrate
-from stevedore_server.settings import ModelSettings, Settings
+from stevedore_server import inline, startup
+from stevedore_server.inline import INLINE_WINDOW, CallCost, calibrate
+from stevedore_server.loading import LoadedModel
+from stevedore_server.runtime import ModelRuntime
+from stevedore_server.settings import ModelLimits, ModelSettings, Settings
 
 from .conftest import Registers, fresh_manager
 from .predictors import ArrayInput, ObjectPayload, RowSum
@@ -99,7 +99,7 @@ def test_a_model_that_stalls_the_event_loop_moves_to_its_thread_for_good(
     make_client: Callable[..., TestClient], caplog: pytest.LogCaptureFixture
 ) -> None:
     client = make_client(Registers(WhereRuns()))
-    with caplog.at_level(logging.WARNING, logger="stevedore.runtime"):
+    with caplog.at_level(logging.WARNING, logger="stevedore.inline"):
         assert not thread_of(client, [[9]]).startswith(MODEL_THREAD)  # 150 ms on the loop: over 100 ms
     assert "whereruns version 1 runs on its threads from now on" in caplog.text
     for _ in range(3):
@@ -112,9 +112,9 @@ def test_slow_calls_go_to_the_thread_and_three_over_ten_budgets_keep_them_there(
     client = make_client(Registers(WhereRuns(pause=0.02)))  # 20 ms: over ten budgets, under a stall
     # Slower than measured: the next call goes to the thread (the second one was the first second's check).
     assert [thread_of(client, [[9]]).startswith(MODEL_THREAD) for _ in range(3)] == [False, False, True]
-    time.sleep(runtime.INLINE_PROBE_INTERVAL)  # a second later, one call checks on the loop: the third strike
+    time.sleep(inline.INLINE_PROBE_INTERVAL)  # a second later, one call checks on the loop: the third strike
     assert [thread_of(client, [[9]]).startswith(MODEL_THREAD) for _ in range(2)] == [False, True]
-    time.sleep(runtime.INLINE_PROBE_INTERVAL)
+    time.sleep(inline.INLINE_PROBE_INTERVAL)
     assert thread_of(client, [[1, 2]]).startswith(MODEL_THREAD)  # for good: no more checks
 
 
@@ -138,14 +138,13 @@ def test_the_event_loop_answers_while_a_slow_request_runs_on_the_thread(
 # -- the runtime's decisions, on a loaded model ----------------------------------------------
 
 
-def loaded_entry(predictor: Any) -> ModelEntry:
-    registry = load(Settings(), fresh_manager(Registers(predictor))).registry
-    entry = registry.entries[0]
+def loaded_entry(predictor: Any) -> LoadedModel:
+    entry = startup.load(Settings(), fresh_manager(Registers(predictor))).models[0]
     assert entry.ready, entry.reason
     return entry
 
 
-def runtime_of(entry: ModelEntry, cost: CallCost | None, budget: float = 0.001) -> ModelRuntime:
+def runtime_of(entry: LoadedModel, cost: CallCost | None, budget: float = 0.001) -> ModelRuntime:
     limits = ModelLimits(max_batch_size=1, max_batch_time=0, timeout=1, max_concurrency=1, max_queue=1,
                          inline_budget=budget)  # fmt: skip
     return ModelRuntime(entry, limits, None, cost)
@@ -168,7 +167,10 @@ def test_a_numpy_input_model_is_timed_on_arrays_as_its_requests_come() -> None:
 
 def test_no_calibration_for_a_payload_that_is_not_rows() -> None:
     assert calibrate(loaded_entry(ObjectPayload()), BUDGET) is None
-    assert calibrate(loaded_entry(WhereRuns(row_aligned=False)), BUDGET) is None
+
+
+def test_a_model_whose_output_is_not_a_row_a_row_is_still_timed_by_its_input_rows() -> None:
+    assert calibrate(loaded_entry(WhereRuns(row_aligned=False)), BUDGET) is not None
 
 
 def test_a_model_slower_than_the_budget_is_timed_once_and_never_runs_inline() -> None:
@@ -186,26 +188,28 @@ def test_no_calibration_where_a_thousand_rows_are_not_a_valid_payload() -> None:
 def test_a_model_busy_on_its_thread_is_not_called_inline_as_well() -> None:
     runtime = runtime_of(loaded_entry(WhereRuns()), CallCost(1e-4, 0))
     assert runtime.runs_inline(1)
-    runtime.submitted += 1  # a call handed to the thread and not ended
+    runtime.threads.submitted += 1  # a call handed to the thread and not ended
     assert not runtime.runs_inline(1)
-    runtime.finished += 1
+    runtime.threads.finished += 1
     assert runtime.runs_inline(1)
 
 
 def test_an_odd_slow_call_does_not_move_the_model_but_a_slowdown_does() -> None:
     runtime = runtime_of(loaded_entry(WhereRuns()), CallCost(1e-4, 0))
+    policy = runtime.inline
+    assert policy is not None
     for _ in range(INLINE_WINDOW - 1):
-        runtime.judge_inline(1, 1e-4)
-    runtime.judge_inline(1, 9e-4)  # a pause (another process, a collection): within ten budgets
+        policy.judge(1, 1e-4)
+    policy.judge(1, 9e-4)  # a pause (another process, a collection): within ten budgets
     assert runtime.runs_inline(1)
     for _ in range(INLINE_WINDOW):
-        runtime.judge_inline(1, 2e-3)  # twenty times the measured cost, every time
-    runtime.next_probe = time.monotonic() + 60
+        policy.judge(1, 2e-3)  # twenty times the measured cost, every time
+    policy.next_probe = time.monotonic() + 60
     assert not runtime.runs_inline(1)
-    runtime.next_probe = 0  # a second later: one call checks whether the model is still slow
+    policy.next_probe = 0  # a second later: one call checks whether the model is still slow
     assert runtime.runs_inline(1)
     assert not runtime.runs_inline(1)
-    assert runtime.cost is not None  # slow, not stalling: it may come back
+    assert policy.cost is not None  # slow, not stalling: it may come back
 
 
 def test_the_budget_bounds_the_rows_run_inline() -> None:

@@ -12,7 +12,7 @@ from sklearn.linear_model import LogisticRegression
 
 from stevedore_server import Predictor
 from stevedore_server.errors import PluginError
-from stevedore_server.registry import State
+from stevedore_server.loading import State
 from stevedore_server.testing import SelfTestFailed, self_test
 
 from .predictors import ROWS, RowSum

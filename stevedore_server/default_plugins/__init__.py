@@ -1,16 +1,12 @@
-"""Built-in behaviour, registered through the same hooks outside plugins use."""
+"""Built-in behaviour, as plain modules registered through the same hooks outside plugins use (datasette's
+``DEFAULT_PLUGINS``, llm's ``default_plugins/``). Each implementation is ``trylast``, so a plugin can
+override it."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from types import ModuleType
 
-from .catalogue import CatalogueFields
-from .health import ModelHealth
+from . import catalogue, health
 
-if TYPE_CHECKING:
-    from ..registry import Registry
-
-
-def default_plugins(registry: Registry) -> list[tuple[str, object]]:
-    """The built-in plugins of one registry, as (name, plugin) pairs."""
-    return [("stevedore.health", ModelHealth(registry)), ("stevedore.catalogue", CatalogueFields(registry))]
+#: Registered by ``plugins.get_plugin_manager`` on every manager, under their module names.
+DEFAULT_PLUGINS: tuple[ModuleType, ...] = (health, catalogue)

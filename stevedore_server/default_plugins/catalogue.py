@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Mapping
 from email.utils import getaddresses
@@ -14,38 +15,37 @@ if TYPE_CHECKING:
     from importlib.metadata import PackageMetadata
 
     from ..predictor import Predictor
-    from ..registry import Registry
+    from ..server import ModelServer
 
 
-class CatalogueFields:
-    """Distribution name and version, author, license, summary and home page of each model."""
+@hookimpl(trylast=True)
+def stevedore_catalogue_metadata(predictor: Predictor, server: ModelServer) -> dict[str, Any] | None:
+    """Distribution name and version, author, license, summary and home page of the model's distribution."""
+    name = distribution_name(predictor, server)
+    if name is None:
+        return None
+    try:
+        return wheel_metadata(distribution(name).metadata)
+    except PackageNotFoundError:
+        return None
 
-    def __init__(self, registry: Registry) -> None:
-        self.registry = registry
-        self._import_names: Mapping[str, list[str]] | None = None
 
-    @hookimpl(trylast=True)
-    def stevedore_catalogue_metadata(self, predictor: Predictor) -> dict[str, Any] | None:
-        name = self._distribution_name(predictor)
-        if name is None:
-            return None
-        try:
-            return wheel_metadata(distribution(name).metadata)
-        except PackageNotFoundError:
-            return None
+def distribution_name(predictor: Predictor, server: ModelServer) -> str | None:
+    source = server.source_of(predictor)
+    if source is not None and source.distribution:
+        return source.distribution
+    # Registered through a hook of no distribution: find the one that ships the class's top-level package.
+    top_level = type(predictor).__module__.split(".")[0]
+    if top_level in sys.stdlib_module_names:
+        return None
+    names = import_names().get(top_level, [])
+    return names[0] if names else None
 
-    def _distribution_name(self, predictor: Predictor) -> str | None:
-        for entry in self.registry.entries:
-            if entry.predictor is predictor and entry.source.distribution:
-                return entry.source.distribution
-        # Registered through a hook: find the distribution that ships the class's top-level package.
-        top_level = type(predictor).__module__.split(".")[0]
-        if top_level in sys.stdlib_module_names:
-            return None
-        if self._import_names is None:
-            self._import_names = packages_distributions()
-        names = self._import_names.get(top_level, [])
-        return names[0] if names else None
+
+@functools.cache
+def import_names() -> Mapping[str, list[str]]:
+    """Distributions by the top-level packages they ship (read once: it scans every installed distribution)."""
+    return packages_distributions()
 
 
 def wheel_metadata(metadata: PackageMetadata) -> dict[str, Any]:

@@ -1,38 +1,23 @@
-"""The Open Inference Protocol's REST routes: health, metadata, infer (JSON and binary tensors).
-
-Errors here are the protocol's: ``{"error": "<message>"}``, 400 for a client's
-mistake, 404 for an unknown model or version.
-"""
-
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from anyio import to_thread
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 
 from .. import __version__
-from ..errors import BadRequest, ClientError, InvalidPayload, ModelFailure, NotFound, NotReady, PayloadTooLarge
-from ..http import (
-    PARSE_OFF_LOOP,
-    JSONBytesResponse,
-    addressed_entry,
-    call_model,
-    check_readiness,
-    error_response,
-    model_failure_response,
-    read_body,
-    registry_of,
-)
-from ..registry import ModelEntry, check_rows, require_validator
-from ..routing import RouteTable
-from ..runtime import InferenceTimeout
+from ..errors import BadRequest, ClientError, InvalidPayload, ModelFailure
+from ..inference import OFF_LOOP_BYTES, Action, Answer, ModelRef, Tensors
+from ..rest import JSONBytesResponse, check_readiness, error_response, read_body, server_of
+from ..routing import ApiRoute, ProtocolMount
 from ..serialization import dumps, loads
+from ..serving import ServingModel
 from .signature import Signature
 from .tensors import (
     DTYPES,
@@ -44,35 +29,35 @@ from .tensors import (
     to_model_datatype,
 )
 
+PREFIX = "/v2"
 EXTENSIONS = ["binary_tensor_data"]
-KEPT_STATUSES = {NotFound.status_code, PayloadTooLarge.status_code, NotReady.status_code}
+#: Statuses the protocol's clients tell apart; every other client error is its 400.
+KEPT_STATUSES = frozenset({401, 404, 413, 503, 504})
 HEADER_LENGTH = "inference-header-content-length"
-MODEL = "/v2/models/{name}"
-VERSIONED = "/v2/models/{name}/versions/{version}"
-
-Handler = Callable[[Request], Awaitable[Response]]
+MODEL = "/models/{name}"
+VERSIONED = "/models/{name}/versions/{version}"
 
 
-def protocol_errors(handler: Handler) -> Handler:
-    """Answer client errors in the protocol's shape: 400 (404 for unknown models, 413 for huge bodies)."""
+async def client_error(request: Request, error: Exception) -> Response:
+    """A client error in the protocol's shape: ``{"error": message}``, details folded into the message."""
+    if not isinstance(error, ClientError):
+        raise error
+    status = error.status_code if error.status_code in KEPT_STATUSES else 400
+    message = error.message
+    if isinstance(error, InvalidPayload) and error.details:
+        message += ": " + "; ".join(f"{d['path'] or '/'}: {d['message']}" for d in error.details)
+    return error_response(status, {"error": message}, error.headers)
 
-    @functools.wraps(handler)
-    async def wrapped(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except ClientError as error:
-            # Not found, too large and not ready keep their status; every other client error is a 400.
-            status = error.status_code if error.status_code in KEPT_STATUSES else 400
-            message = error.message
-            if isinstance(error, InvalidPayload) and error.details:
-                message += ": " + "; ".join(f"{d['path'] or '/'}: {d['message']}" for d in error.details)
-            return error_response(status, {"error": message}, error.headers)
-        except InferenceTimeout as error:
-            return error_response(504, {"error": str(error)})
-        except ModelFailure as failure:
-            return model_failure_response(failure)
 
-    return wrapped
+async def http_error(request: Request, error: Exception) -> Response:
+    """Routing's own errors (405 for a wrong method), in the protocol's shape."""
+    if not isinstance(error, HTTPException):
+        raise error
+    return error_response(error.status_code, {"error": str(error.detail)}, dict(error.headers or {}))
+
+
+#: The V2 mount's error edge; anything else (a model's failure, a bug) reaches the app's handlers.
+EXCEPTION_HANDLERS = {ClientError: client_error, HTTPException: http_error}
 
 
 # -- health and metadata ----------------------------------------------------
@@ -92,19 +77,23 @@ async def server_ready(request: Request) -> Response:
     return JSONBytesResponse({"ready": ready}, status_code=200 if ready else 400)
 
 
-def tensor_entry(request: Request) -> tuple[ModelEntry, Signature]:
-    entry = addressed_entry(request)
-    entry.require_ready()
-    if entry.signature is None:
+def model_ref(request: Request) -> ModelRef:
+    return ModelRef(request.path_params["name"], request.path_params.get("version"))
+
+
+def tensor_model(request: Request) -> tuple[ServingModel, Signature]:
+    """The model the path names, served and with tensors: 404, 503, or 400 for a model without a V2 interface."""
+    model = server_of(request).inference.resolve(model_ref(request))
+    if model.signature is None:
         raise BadRequest(
-            f"model {entry.name!r} version {entry.version!r} has no V2 interface: {entry.no_tensor_reason}"
+            f"model {model.name!r} version {model.version!r} has no V2 interface: {model.no_tensor_reason}"
         )
-    return entry, entry.signature
+    return model, model.signature
 
 
 async def model_metadata(request: Request) -> Response:
-    entry, signature = tensor_entry(request)
-    registry = registry_of(request)
+    entry, signature = tensor_model(request)
+    registry = server_of(request).registry
     return JSONBytesResponse(
         {
             "name": entry.name,
@@ -117,7 +106,8 @@ async def model_metadata(request: Request) -> Response:
 
 
 async def model_ready(request: Request) -> Response:
-    entry = addressed_entry(request)
+    ref = model_ref(request)
+    entry = server_of(request).registry.get(ref.name, ref.version)
     body = {"name": entry.name, "version": entry.version, "ready": entry.ready}
     return JSONBytesResponse(body, status_code=200 if entry.ready else 400)
 
@@ -126,45 +116,34 @@ async def model_ready(request: Request) -> Response:
 
 
 @dataclass(frozen=True)
-class Inference:
+class Decoded:
     """A decoded inference request: its JSON header, its input arrays, the outputs it wants."""
 
     header: dict[str, Any]
     arrays: dict[str, np.ndarray[Any, Any]]
     selected: list[str]
 
-    @property
-    def rows(self) -> int | None:
-        """The batch dimension of the first input, which the model's cost is measured in."""
-        first = next(iter(self.arrays.values()))
-        return first.shape[0] if first.ndim else None
-
 
 async def infer(request: Request) -> Response:
-    entry, signature = tensor_entry(request)
-    settings = request.state.settings
-    body = await read_body(request, settings.max_body_size)
-    header_length = request.headers.get(HEADER_LENGTH)
-    decode = functools.partial(decode_request, signature, header_length, settings.max_json_depth, body)
-    # As read_json does: a large body is parsed off the event loop.
-    inference = await to_thread.run_sync(decode) if len(body) > PARSE_OFF_LOOP else decode()
-    answer = functools.partial(answer_inference, entry, signature)
-    content, headers = await call_model(entry, "predict", inference, answer, inference.rows)
+    """Decode the tensors, run the inference core, encode the selected outputs."""
+    inference = server_of(request).inference
+    ref = model_ref(request)
+    _, signature = tensor_model(request)
+    body = await read_body(request)
+    decode = functools.partial(decode_request, signature, request.headers.get(HEADER_LENGTH), body)
+    max_depth = server_of(request).settings.max_json_depth
+    # A large body is decoded off the event loop, as JSON bodies are parsed.
+    decoded = await to_thread.run_sync(decode, max_depth) if len(body) > OFF_LOOP_BYTES else decode(max_depth)
+    answer = await inference.call(ref, Action.PREDICT, Tensors(decoded.arrays))
+    content, headers = encode_response(answer, decoded.header, decoded.selected)
     media_type = "application/octet-stream" if HEADER_LENGTH in headers else "application/json"
     return Response(content, media_type=media_type, headers=headers)
 
 
-def decode_request(signature: Signature, header_length: str | None, max_depth: int, body: bytes) -> Inference:
+def decode_request(signature: Signature, header_length: str | None, body: bytes, max_depth: int) -> Decoded:
     header, binary = split_body(body, header_length, max_depth)
     arrays = decode_inputs(header, binary, signature)
-    return Inference(header, arrays, requested_outputs(header, signature))
-
-
-def answer_inference(entry: ModelEntry, signature: Signature, inference: Inference) -> tuple[bytes, dict[str, str]]:
-    """The inference response (body and headers): predict, then encode the selected outputs."""
-    outputs = results_by_output(entry, signature, predict_tensors(entry, signature, inference.arrays))
-    selected = inference.selected
-    return encode_response(entry, inference.header, {name: outputs[name] for name in selected}, selected)
+    return Decoded(header, arrays, requested_outputs(header, signature))
 
 
 def split_body(body: bytes, declared: str | None, max_depth: int) -> tuple[dict[str, Any], bytes]:
@@ -262,29 +241,7 @@ def requested_outputs(header: dict[str, Any], signature: Signature) -> list[str]
     return [o["name"] for o in requested] or names
 
 
-def predict_tensors(entry: ModelEntry, signature: Signature, arrays: dict[str, np.ndarray[Any, Any]]) -> Any:
-    """Validate against the predict schema and predict; runs in a worker thread."""
-    first = arrays[signature.inputs[0].name]
-    single = len(signature.inputs) == 1
-
-    def as_lists() -> Any:
-        return first.tolist() if single else {name: array.tolist() for name, array in arrays.items()}
-
-    if not entry.predictor.numpy_input:
-        return entry.predict(as_lists())
-    if signature.tensor_check is not None:  # all the schema says, checked on the array itself: no lists made
-        problem = signature.tensor_check.problem(first)
-        if problem:
-            raise InvalidPayload(f"input {signature.inputs[0].name!r} does not match the model's schema: it {problem}")
-    else:
-        require_validator(entry.predict_validator).validate(as_lists())
-    result = entry.predictor.predict(first if single else arrays)
-    if single and first.ndim:
-        check_rows(entry.predictor, first.shape[0], result)
-    return result
-
-
-def results_by_output(entry: ModelEntry, signature: Signature, result: Any) -> dict[str, Any]:
+def results_by_output(entry: ServingModel, signature: Signature, result: Any) -> dict[str, Any]:
     if len(signature.outputs) == 1:
         return {signature.outputs[0].name: result}
     names = [spec.name for spec in signature.outputs]
@@ -294,9 +251,12 @@ def results_by_output(entry: ModelEntry, signature: Signature, result: Any) -> d
     return result
 
 
-def encode_response(
-    entry: ModelEntry, header: dict[str, Any], results: dict[str, Any], selected: list[str]
-) -> tuple[bytes, dict[str, str]]:
+def encode_response(answer: Answer, header: dict[str, Any], selected: list[str]) -> tuple[bytes, dict[str, str]]:
+    """The inference response (body and headers): the selected outputs, JSON or binary as asked."""
+    entry = answer.model
+    if entry.signature is None:  # the model answered with tensors, so it has a signature
+        raise ModelFailure(entry.name, entry.version, "predict", TypeError("the model has no tensor outputs"))
+    results = results_by_output(entry, entry.signature, answer.result)
     binary_default = parameters(header, "the request").get("binary_data_output") is True
     wanted = {o["name"]: o.get("parameters", {}) for o in header.get("outputs") or []}
     tensors, chunks = [], []
@@ -318,12 +278,17 @@ def encode_response(
     return json_part + b"".join(chunks), {HEADER_LENGTH: str(len(json_part))}
 
 
-def add_routes(routes: RouteTable) -> None:
+def routes() -> list[BaseRoute]:
+    """The server metadata route (``/v2`` itself), then the mount of every other route with the protocol's
+    error format; infer first, as the hot route."""
     tags = ["Open Inference Protocol (V2)"]
-    routes.add("/v2", protocol_errors(server_metadata), ["GET"], tags=tags)
-    routes.add("/v2/health/live", protocol_errors(server_live), ["GET"], tags=tags)
-    routes.add("/v2/health/ready", protocol_errors(server_ready), ["GET"], tags=tags)
+
+    def route(path: str, handler: Any, method: str) -> ApiRoute:
+        return ApiRoute(path, handler, [method], tags, template=PREFIX + path)
+
+    mounted: list[BaseRoute] = [route(f"{base}/infer", infer, "POST") for base in (MODEL, VERSIONED)]
+    mounted += [route("/health/live", server_live, "GET"), route("/health/ready", server_ready, "GET")]
     for base in (MODEL, VERSIONED):
-        routes.add(base, protocol_errors(model_metadata), ["GET"], tags=tags)
-        routes.add(f"{base}/ready", protocol_errors(model_ready), ["GET"], tags=tags)
-        routes.add(f"{base}/infer", protocol_errors(infer), ["POST"], tags=tags, hot=True)
+        mounted += [route(base, model_metadata, "GET"), route(f"{base}/ready", model_ready, "GET")]
+    metadata = ApiRoute(PREFIX, server_metadata, ["GET"], tags)
+    return [metadata, ProtocolMount(PREFIX, mounted, EXCEPTION_HANDLERS)]

@@ -11,7 +11,7 @@ from ..validation import ArrayCheck
 from .tensors import DTYPES, TensorSpec, datatype_of
 
 if TYPE_CHECKING:
-    from ..registry import ModelEntry
+    from ..loading import LoadedModel
 
 LEAF_DATATYPES = {"number": "FP64", "integer": "INT64", "boolean": "BOOL", "string": "BYTES"}
 DEFAULT_INPUT = "input-0"
@@ -30,10 +30,10 @@ class Signature:
     tensor_check: ArrayCheck | None = None
 
 
-def signature_of(entry: ModelEntry) -> Signature:
-    """The entry's tensors; raises NoTensorInterface with the reason where there can be none."""
-    predictor = entry.predictor
-    schema = entry.predict_validator.schema if entry.predict_validator else {}
+def signature_of(model: LoadedModel) -> Signature:
+    """The model's tensors; raises NoTensorInterface with the reason where there can be none."""
+    predictor = model.predictor
+    schema = model.predict_validator.schema if model.predict_validator else {}
     if predictor.tensor_inputs:
         inputs = tuple(declared(spec, "tensor_inputs") for spec in predictor.tensor_inputs)
         check = None
@@ -43,7 +43,7 @@ def signature_of(entry: ModelEntry) -> Signature:
     if predictor.tensor_outputs:
         outputs = tuple(declared(spec, "tensor_outputs") for spec in predictor.tensor_outputs)
     else:
-        outputs = (output_from_result(entry.predict_fixture, entry.fixture_output),)
+        outputs = (output_from_result(model.predict_fixture, model.fixture_output),)
     return Signature(inputs, outputs, check)
 
 

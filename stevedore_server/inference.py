@@ -1,0 +1,209 @@
+"""The inference core: the one call every front end makes to run a model.
+
+    answer = await inference.call(ModelRef("iris"), Action.PREDICT, JSONText(body))
+
+The stevedore routes, the original ml-py-stevedore routes and the Open
+Inference Protocol each decode their request into a payload (JSON text, a JSON
+value, or decoded tensors) and call ``Inference.call``, which
+
+1. finds the model (``NotFound``, or ``NotReady`` while it is not served),
+2. validates the payload against the model's schema (``prepare``: the only
+   place a payload is validated; on the event loop, or on a worker thread for
+   a payload over ``OFF_LOOP_BYTES``),
+3. runs the model through its runtime (threads and admission, inline calls,
+   batching: see ``runtime``), which counts the metrics and turns a model's
+   exception into ``ModelFailure``, a time-out into ``InferenceTimeout`` and
+   a full queue into ``Overloaded``,
+
+and returns the model that answered with its result. Every error is a typed
+exception of ``errors.py``, which each front end's exception handlers turn
+into its own error format. Writing the result (JSON, tensors) is the front
+end's.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from anyio import to_thread
+
+from .errors import BadRequest, InvalidPayload, NotFound, NotReady
+from .registry import Registry
+from .serialization import loads
+from .serving import ServingModel
+from .validation import SchemaValidator
+
+#: Payloads larger than this are parsed and validated on a worker thread: megabytes would stall the event loop.
+OFF_LOOP_BYTES = 256 * 1024
+#: Bodies from this size are checked as arrays where the schema allows: below it, the validator is faster.
+VECTOR_CHECK_MIN_BYTES = 2048
+
+
+class Action(enum.StrEnum):
+    PREDICT = "predict"
+    SCORE = "score"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model by name, and version (None: the highest installed)."""
+
+    name: str
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class JSONText:
+    """A JSON document not parsed yet: a large table of numbers is parsed straight to an array."""
+
+    body: bytes
+
+
+@dataclass(frozen=True)
+class JSONValue:
+    """A parsed JSON value; ``size`` is the length of the text it came from (0 if unknown or small)."""
+
+    value: Any
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class Tensors:
+    """Decoded input tensors by input name (Open Inference Protocol)."""
+
+    arrays: dict[str, np.ndarray[Any, Any]]
+
+
+Payload = JSONText | JSONValue | Tensors
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A valid payload as the predictor takes it, and its rows (None where it is not rows)."""
+
+    value: Any
+    rows: int | None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The model that answered, and its result (not written out yet)."""
+
+    model: ServingModel
+    result: Any
+
+
+class Inference:
+    """Runs the models of a registry for every front end (see the module's docstring)."""
+
+    def __init__(self, registry: Registry, max_json_depth: int) -> None:
+        self.registry = registry
+        self.max_json_depth = max_json_depth
+
+    def resolve(self, ref: ModelRef) -> ServingModel:
+        """The model ``ref`` names, served now: NotFound, or NotReady with the reason."""
+        model = self.registry.get(ref.name, ref.version)
+        if not model.ready or model.runtime is None:
+            raise NotReady(
+                f"model {model.name!r} version {model.version!r} is not ready: {model.reason or model.state}"
+            )
+        return model
+
+    async def call(self, ref: ModelRef, action: Action, payload: Payload) -> Answer:
+        """Validate ``payload`` and run ``action`` on the model ``ref`` names."""
+        model = self.resolve(ref)
+        if action is Action.SCORE and not model.predictor.has_score:
+            raise NotFound(f"model {model.name!r} version {model.version!r} has no score service")
+        if size_of(payload) > OFF_LOOP_BYTES:
+            prepared = await to_thread.run_sync(prepare, model, action, payload, self.max_json_depth)
+        else:
+            prepared = prepare(model, action, payload, self.max_json_depth)
+        runtime = model.runtime
+        if runtime is None:  # resolve() returned a model with a runtime; this keeps the type checker sure of it
+            raise NotReady(f"model {model.name!r} version {model.version!r} is not running")
+        return Answer(model, await runtime.call(action, prepared.value, prepared.rows))
+
+
+def size_of(payload: Payload) -> int:
+    if isinstance(payload, JSONText):
+        return len(payload.body)
+    if isinstance(payload, JSONValue):
+        return payload.size
+    return sum(array.nbytes for array in payload.arrays.values())
+
+
+def prepare(model: ServingModel, action: Action, payload: Payload, max_depth: int) -> Prepared:
+    """``payload`` validated against the model's schema for ``action``, as the predictor takes it."""
+    loaded = model.loaded
+    validator = loaded.predict_validator if action is Action.PREDICT else loaded.score_validator
+    if validator is None:
+        raise NotFound(f"model {model.name!r} version {model.version!r} has no {action} service")
+    if isinstance(payload, Tensors):
+        if action is not Action.PREDICT:
+            raise BadRequest("tensors are predict inputs only")
+        return prepare_tensors(model, validator, payload.arrays)
+    if isinstance(payload, JSONText) and action is Action.PREDICT:
+        return prepare_json_text(model, validator, payload.body, max_depth)
+    value = loads(payload.body, max_depth) if isinstance(payload, JSONText) else payload.value
+    validator.validate(value)
+    return Prepared(value, rows_of(value))
+
+
+def prepare_json_text(model: ServingModel, validator: SchemaValidator, body: bytes, max_depth: int) -> Prepared:
+    """A predict body: a large array of numbers is checked in a few vectorised steps instead of value by value
+    (and a ``numpy_input`` predictor gets the array itself); anything else goes to the validator, which is
+    faster on a few values."""
+    check, numpy_input = model.loaded.array_check, model.predictor.numpy_input
+    large = check is not None and len(body) >= VECTOR_CHECK_MIN_BYTES
+    if large and numpy_input and check is not None:
+        table = check.parse_table(body)  # straight from the text: no lists made
+        if table is not None:
+            return Prepared(table, len(table))
+    value = loads(body, max_depth)
+    if large and check is not None and isinstance(value, list):
+        array = check.rows(body, value)
+        if array is not None:
+            valid = array if numpy_input else value
+            return Prepared(valid, len(valid))
+    validator.validate(value)
+    return Prepared(value, rows_of(value))
+
+
+def prepare_tensors(
+    model: ServingModel, validator: SchemaValidator, arrays: dict[str, np.ndarray[Any, Any]]
+) -> Prepared:
+    """Decoded tensors checked against the predict schema: on the array itself where the schema says nothing an
+    array check cannot, else as the JSON lists a predictor without ``numpy_input`` receives."""
+    signature = model.signature
+    if signature is None:
+        raise BadRequest(
+            f"model {model.name!r} version {model.version!r} has no V2 interface: {model.no_tensor_reason}"
+        )
+    names = [spec.name for spec in signature.inputs]
+    if sorted(arrays) != sorted(names):
+        raise BadRequest(f"the model's inputs are {', '.join(names)}; given: {', '.join(arrays) or 'none'}")
+    first = arrays[names[0]]
+    single = len(names) == 1
+    rows = first.shape[0] if first.ndim else None
+
+    def as_lists() -> Any:
+        return first.tolist() if single else {name: array.tolist() for name, array in arrays.items()}
+
+    if not model.predictor.numpy_input:
+        value = as_lists()
+        validator.validate(value)
+        return Prepared(value, rows)
+    if signature.tensor_check is not None and single:
+        problem = signature.tensor_check.problem(first)
+        if problem:
+            raise InvalidPayload(f"input {names[0]!r} does not match the model's schema: it {problem}")
+    else:
+        validator.validate(as_lists())
+    return Prepared(first if single else arrays, rows)
+
+
+def rows_of(value: Any) -> int | None:
+    return len(value) if isinstance(value, (list, np.ndarray)) else None

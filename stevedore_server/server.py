@@ -1,0 +1,29 @@
+"""The server a process runs: the object hooks receive and front ends reach through the app's state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .inference import Inference
+from .metrics import Metrics
+from .predictor import Predictor
+from .registry import Registry
+from .settings import Settings
+from .sources import PluginSource
+
+
+@dataclass
+class ModelServer:
+    """Its settings, its models (``registry``), the inference core every front end calls, and its metrics."""
+
+    settings: Settings
+    registry: Registry
+    metrics: Metrics = field(default_factory=Metrics)
+    inference: Inference = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.inference = Inference(self.registry, self.settings.max_json_depth)
+
+    def source_of(self, predictor: Predictor) -> PluginSource | None:
+        """The plugin that provided ``predictor`` (an entry point, or a hook plugin)."""
+        return self.registry.source_of(predictor)
