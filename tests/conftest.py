@@ -1,40 +1,50 @@
+"""Fixtures, and the test tiers: each test is marked with the tier it needs (see ``pyproject.toml``'s
+markers), and a tier whose tools this machine lacks is skipped with the reason, except under ``CI``, where
+``make test`` has installed them and a missing one is a failure."""
+
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pluggy
 import pytest
 from fastapi.testclient import TestClient
 
 from stevedore_server.app import create_app
-from stevedore_server.plugins import get_plugin_manager
 from stevedore_server.settings import Settings
 
+from .helpers import Registers, fresh_manager
 from .predictors import RowSum
 from .venvs import CONTRIB, REPO, Server, Venv, build_wheelhouse, copy_source
 
-
-class Registers:
-    """A test plugin contributing the given predictors through the registration hook."""
-
-    def __init__(self, *predictors: object) -> None:
-        self.predictors = predictors
-
-    @pluggy.HookimplMarker("stevedore")
-    def stevedore_register_predictors(self, register: Callable[[object], None]) -> None:
-        for predictor in self.predictors:
-            register(predictor)
+#: The tiers, slowest last. A test with none of these markers is a unit test (in process).
+TIERS = ("unit", "server", "venv", "container", "browser")
+#: Fixtures that make a test a server test: a real ``stevedore-server run`` over loopback.
+SERVER_FIXTURES = {"example_server"}
+#: Commands each tier needs; ``make test`` installs them (Debian packages).
+TIER_TOOLS = {"container": ("podman", "buildah", "debootstrap"), "browser": ("chromium",)}
 
 
-def fresh_manager(*plugins: object) -> pluggy.PluginManager:
-    """A plugin manager with only the given plugins: no entry points of the machine."""
-    manager, failures = get_plugin_manager(load_entry_points=False)
-    assert failures == []
-    for plugin in plugins:
-        manager.register(plugin)
-    return manager
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.server)
+        if not any(item.get_closest_marker(tier) for tier in TIERS):
+            item.add_marker(pytest.mark.unit)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for tier, tools in TIER_TOOLS.items():
+        missing = [tool for tool in tools if item.get_closest_marker(tier) and shutil.which(tool) is None]
+        if not missing:
+            continue
+        reason = f"{tier} tests need {', '.join(missing)}: `make test` installs them"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}, yet CI is missing them", pytrace=False)
+        pytest.skip(reason)
 
 
 @pytest.fixture

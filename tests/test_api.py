@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from stevedore_server.settings import Settings
 
-from .conftest import Registers
+from .helpers import Registers
 from .predictors import (
     ROWS,
     BadFixture,

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from stevedore_server.inference import VECTOR_CHECK_MIN_BYTES
 from stevedore_server.validation import EXACT_FLOAT_INTEGERS, ArrayCheck
 
-from .conftest import Registers
+from .helpers import Registers
 from .predictors import ArrayInput, Positive, RowSum
 from .test_validation import SCHEMAS
 

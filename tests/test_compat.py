@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 from fastapi.testclient import TestClient
 
-from .conftest import Registers
+from .helpers import Registers
 from .predictors import ROWS, FailsLoad, NoScore, RowSum
 
 

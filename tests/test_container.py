@@ -23,6 +23,8 @@ import pytest
 
 from .venvs import INSTALLED, Venv, build_wheels, copy_source, describe, free_port, run_command
 
+pytestmark = pytest.mark.container
+
 BASE_IMAGE = "localhost/stevedore-test-base:bookworm"
 DEBIAN_MIRROR = os.environ.get("STEVEDORE_TEST_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 BUILD_TIMEOUT = 900

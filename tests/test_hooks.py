@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import types
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,10 @@ from stevedore_server import Predictor, hookimpl, hookspecs
 from stevedore_server.errors import StartupError
 from stevedore_server import startup
 from stevedore_server.plugins import get_plugin_manager
+from stevedore_server.server import ModelServer
 from stevedore_server.settings import Settings
 
-from .conftest import Registers, fresh_manager
+from .helpers import Registers, fresh_manager
 from .predictors import NoScore, RowSum
 
 
@@ -167,3 +169,48 @@ def test_a_name_that_is_not_url_safe_is_refused(name: str) -> None:
     loaded = load(Settings(), fresh_manager(Registers(RowSum(name=name), NoScore())))
     assert [entry.name for entry in loaded.registry.models] == ["noscore"]
     assert "must be a non-empty string of letters" in loaded.registry.plugin_failures[0].error
+
+
+class ServerAware:
+    """Hooks that take the server they extend, as the specifications now offer."""
+
+    @hookimpl
+    def stevedore_health_checks(self, server: ModelServer) -> Mapping[str, Callable[[], tuple[bool, str]]]:
+        return {"scored": lambda: (True, ", ".join(m.name for m in server.registry.models if m.predictor.has_score))}
+
+    @hookimpl
+    def stevedore_catalogue_metadata(self, predictor: Predictor, server: ModelServer) -> dict[str, Any]:
+        source = server.source_of(predictor)
+        return {"registered_by": source.entry_point if source else None, "strict": server.settings.strict}
+
+
+def test_hooks_receive_the_server_and_hooks_without_it_keep_working(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(Registers(RowSum(), NoScore()), ServerAware(), HealthPlugin(ok=True), Team())
+    checks = client.get("/healthz").json()["checks"]
+    assert checks["scored"] == {"ok": True, "detail": "rowsum"}
+    assert checks["disk"]["ok"]  # a hook written before the server argument existed
+    metadata = {m["name"]: m["metadata"] for m in client.get("/models").json()["models"]}
+    assert metadata["rowsum"]["team"] == "vision" and metadata["rowsum"]["strict"] is False
+    assert str(metadata["noscore"]["registered_by"]).isdigit()  # the name pluggy gave the unnamed Registers
+
+
+def test_a_wrapper_implementation_is_refused_where_a_result_is_expected(make_client: Callable[..., TestClient]) -> None:
+    class Wraps:
+        @hookimpl(wrapper=True)
+        def stevedore_catalogue_metadata(self, predictor: Predictor) -> Any:
+            result = yield
+            return result
+
+    client = make_client(Registers(RowSum()), Wraps(), Team())
+    catalogue = client.get("/models").json()
+    failed = [f for f in catalogue["failed_plugins"] if f["group"] == "stevedore_catalogue_metadata"]
+    assert len(failed) == 1 and "a wrapper implementation cannot give one" in failed[0]["error"]
+    assert catalogue["models"][0]["metadata"]["team"] == "vision"  # the other plugins' results are kept
+    assert client.post("/models/rowsum/predict", json=[[1]]).status_code == 200
+
+
+def test_the_default_plugins_are_modules_on_every_fresh_manager() -> None:
+    manager, _ = get_plugin_manager(load_entry_points=False)
+    names = {manager.get_name(plugin) for plugin in manager.get_plugins()}
+    assert names == {"stevedore_server.default_plugins.health", "stevedore_server.default_plugins.catalogue"}
+    assert all(isinstance(plugin, types.ModuleType) for plugin in manager.get_plugins())

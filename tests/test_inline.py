@@ -18,7 +18,7 @@ from stevedore_server.loading import LoadedModel
 from stevedore_server.runtime import ModelRuntime
 from stevedore_server.settings import ModelLimits, ModelSettings, Settings
 
-from .conftest import Registers, fresh_manager
+from .helpers import Registers, fresh_manager
 from .predictors import ArrayInput, ObjectPayload, RowSum
 
 MODEL_THREAD = "model-"

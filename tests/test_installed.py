@@ -20,6 +20,8 @@ import pytest
 
 from .venvs import CONTRIB, INSTALLED, Server, Venv, build_wheels, copy_source, describe
 
+pytestmark = pytest.mark.venv
+
 IRIS_DATA = CONTRIB / "stevedore_sklearn_logreg"
 
 GOOD_MODELS = [("alpha", "1.0"), ("alpha", "1.9"), ("alpha", "1.10"), ("beta", "1"), ("gamma", "1"), ("delta", "1")]

@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 
 from stevedore_server.settings import ModelSettings, Settings
 
-from .conftest import Registers
+from .helpers import Registers
 from .misbehaving import SECRET, NaNOnFixture, NaNOutput, NotJSON, Raises, Sleeper, WrongRows, WrongRowsBatched
 from .predictors import RowSum
 

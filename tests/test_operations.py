@@ -18,7 +18,7 @@ from stevedore_server.errors import StartupError
 from stevedore_server.logs import JSONFormatter, RequestIdFilter
 from stevedore_server.settings import Settings
 
-from .conftest import Registers, fresh_manager
+from .helpers import Registers, fresh_manager
 from .predictors import RaisesOnNegative, RowSum
 
 KEY = "k3y-for-tests"

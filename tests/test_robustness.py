@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from stevedore_server import hookimpl
 from stevedore_server.settings import Settings
 
-from .conftest import Registers
+from .helpers import Registers
 from .predictors import Nullable, RangeOfRows, RowSum, Slow, Words
 
 SMALL = {"name": "input-0", "shape": [1, 2], "datatype": "FP64", "data": [1, 2]}

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from stevedore_server.settings import ModelSettings, Settings
 
-from .conftest import Registers
+from .helpers import Registers
 from .predictors import Batched, RowSum, Sleepy, Slow
 
 

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from stevedore_server.v2.signature import NoTensorInterface, input_from_schema
 
-from .conftest import Registers
+from .helpers import Registers
 from .predictors import ArrayInput, ObjectPayload, Positive, RowSum, TwoInputs, Words
 
 

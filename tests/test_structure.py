@@ -1,0 +1,86 @@
+"""The structure the code promises: no import cycle, one place that validates, an app factory that changes
+nothing process-wide."""
+
+from __future__ import annotations
+
+import ast
+import gc
+import logging
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+import stevedore_server
+
+from .helpers import Registers
+from .predictors import RowSum
+
+PACKAGE = Path(stevedore_server.__file__).parent
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """The package's modules ``path`` imports, at any level (``TYPE_CHECKING`` blocks included)."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{anchor}.{base}" if base else anchor
+            found |= {base} | {f"{base}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+    return {imported for imported in found if imported.startswith("stevedore_server")}
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    modules = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+    graph = {name: {m for m in imports_of(path) if m in modules and m != name} for name, path in modules.items()}
+    assert "stevedore_server.registry" in graph["stevedore_server.inference"]  # the graph is read at all
+    assert "stevedore_server.server" in graph["stevedore_server.hookspecs"]  # TYPE_CHECKING imports count
+    cycles = []
+
+    def visit(name: str, trail: list[str]) -> None:
+        for target in graph[name]:
+            if target in trail:
+                cycles.append(trail[trail.index(target) :] + [target])
+            elif target not in done:
+                visit(target, [*trail, target])
+        done.add(name)
+
+    done: set[str] = set()
+    for name in sorted(graph):
+        if name not in done:
+            visit(name, [name])
+    # A package's __init__ importing its own modules is not a cycle of design.
+    real = [c for c in cycles if not any(a.startswith(b + ".") or b.startswith(a + ".") for a, b in zip(c, c[1:]))]
+    assert real == [], "import cycles:\n" + "\n".join(" -> ".join(cycle) for cycle in real)
+
+
+def test_payloads_are_validated_in_one_place() -> None:
+    callers = sorted(
+        module_name(path)
+        for path in PACKAGE.rglob("*.py")
+        if path.name != "validation.py"  # where the validators are made (and their schemas checked)
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "validate"
+    )
+    assert set(callers) == {"stevedore_server.inference"}, callers
+
+
+def test_the_app_factory_changes_nothing_process_wide(make_client: Callable[..., TestClient]) -> None:
+    handler, srcfile = signal.getsignal(signal.SIGTERM), logging._srcfile
+    client = make_client(Registers(RowSum()))
+    assert client.post("/models/rowsum/predict", json=[[1, 2]]).status_code == 200
+    assert gc.get_freeze_count() == 0
+    assert signal.getsignal(signal.SIGTERM) is handler
+    assert logging._srcfile == srcfile
