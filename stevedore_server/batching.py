@@ -100,13 +100,13 @@ class Batcher:
             try:
                 result = await self.call(merge([pending.rows for pending in batch]))
                 parts = split(result, [len(pending.rows) for pending in batch])
-            except ModelFailure as failure:
-                self._fail(batch, failure)
+            except ModelFailure as failed:
+                self._fail(batch, failed)
                 return
-            except (TypeError, ValueError) as error:
-                failure = ModelFailure(self.name, self.version, "predict", error)
-                failure.__cause__ = error
-                self._fail(batch, failure)
+            except (TypeError, ValueError) as error:  # merge or split: the batch's result is not one item a row
+                junk = ModelFailure(self.name, self.version, "predict", error)
+                junk.__cause__ = error
+                self._fail(batch, junk)
                 return
             for pending, part in zip(batch, parts, strict=True):
                 if not pending.future.done():

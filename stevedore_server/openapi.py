@@ -95,8 +95,8 @@ def build_openapi(app: FastAPI, registry: Registry) -> dict[str, Any]:
         for operation in path_item.values():
             declare_path_parameters(path, operation)
     for path, required in MODEL_QUERY.items():
-        model = {"name": "model", "in": "query", "required": required, "schema": {"type": "string"}}
-        spec["paths"][path]["get"].setdefault("parameters", []).append(model)
+        parameter = {"name": "model", "in": "query", "required": required, "schema": {"type": "string"}}
+        spec["paths"][path]["get"].setdefault("parameters", []).append(parameter)
     spec["paths"]["/metrics"]["get"]["responses"]["200"] = {
         "description": "Prometheus metrics",
         "content": {"text/plain": {"schema": {"type": "string"}}},

@@ -48,8 +48,8 @@ def get_plugin_manager(
     """
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
-    for plugin in DEFAULT_PLUGINS:
-        manager.register(plugin, name=plugin.__name__)
+    for default in DEFAULT_PLUGINS:
+        manager.register(default, name=default.__name__)
     failures = _load_hook_entry_points(manager, selection or PluginSelection()) if load_entry_points else []
     for plugin in plugins:
         manager.register(plugin)

@@ -114,8 +114,11 @@ async def start_models(server: ModelServer) -> None:
     server.metrics.describe_server()
     for model in server.registry.models:
         server.registry.replace(await serving.start(model, server.settings, server.metrics))
-        plugin = (model.source.distribution, model.source.distribution_version)
-        server.metrics.describe_model(model.name, model.version, model.ready, plugin if all(plugin) else None)
+        source = model.source
+        plugin = None
+        if source.distribution and source.distribution_version:
+            plugin = (source.distribution, source.distribution_version)
+        server.metrics.describe_model(model.name, model.version, model.ready, plugin)
 
 
 def stop_models(server: ModelServer) -> None:

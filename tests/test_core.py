@@ -138,8 +138,8 @@ class Count(Predictor):
     """Takes any array, even ``[]``, and answers one number: ``[]`` in, ``[n]`` out."""
 
     name = "count"
-    predict_schema = {"type": "array"}  # noqa: RUF012
-    predict_fixture: list[Any] = []  # noqa: RUF012
+    predict_schema = {"type": "array"}
+    predict_fixture: list[Any] = []
 
     def run_predict(self, items: list[Any]) -> list[int]:
         return [len(items)]
@@ -181,7 +181,7 @@ def test_v2_requests_join_the_batches_of_stevedore_requests(make_client: Callabl
         name = "batches"
         max_batch_size = 16
         max_batch_time = 0.2
-        calls: list[int] = []  # noqa: RUF012
+        calls: list[int] = []
 
         def run_predict(self, rows: list[list[float]]) -> list[float]:
             type(self).calls.append(len(rows))

@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from stevedore_server import Predictor, hookimpl, hookspecs
+from stevedore_server import Predictor, hookimpl, hookspecs, startup
 from stevedore_server.errors import StartupError
-from stevedore_server import startup
 from stevedore_server.plugins import get_plugin_manager
 from stevedore_server.server import ModelServer
 from stevedore_server.settings import Settings
@@ -26,6 +25,7 @@ from .predictors import NoScore, RowSum
 def load(settings: Settings, manager: Any) -> Any:
     """Every model loaded and the hooks run, as a server's startup does (without serving)."""
     return startup.build_server(settings, startup.load(settings, manager))
+
 
 HOOK_NAMES = [name for name, value in vars(hookspecs).items() if hasattr(value, "stevedore_spec")]
 README = Path(__file__).parent.parent / "README.md"

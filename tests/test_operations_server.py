@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from .test_operations import metric
+from .venvs import INSTALLED, Server, Venv, build_wheels, copy_source
 
 pytestmark = [pytest.mark.venv, pytest.mark.server]
-from .venvs import INSTALLED, Server, Venv, build_wheels, copy_source
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import gc
+import itertools
 import logging
 import signal
 from collections.abc import Callable
@@ -52,7 +53,7 @@ def test_no_module_imports_itself_through_others() -> None:
     def visit(name: str, trail: list[str]) -> None:
         for target in graph[name]:
             if target in trail:
-                cycles.append(trail[trail.index(target) :] + [target])
+                cycles.append([*trail[trail.index(target) :], target])
             elif target not in done:
                 visit(target, [*trail, target])
         done.add(name)
@@ -62,7 +63,9 @@ def test_no_module_imports_itself_through_others() -> None:
         if name not in done:
             visit(name, [name])
     # A package's __init__ importing its own modules is not a cycle of design.
-    real = [c for c in cycles if not any(a.startswith(b + ".") or b.startswith(a + ".") for a, b in zip(c, c[1:]))]
+    real = [
+        c for c in cycles if not any(a.startswith(f"{b}.") or b.startswith(f"{a}.") for a, b in itertools.pairwise(c))
+    ]
     assert real == [], "import cycles:\n" + "\n".join(" -> ".join(cycle) for cycle in real)
 
 
