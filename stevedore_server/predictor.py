@@ -63,9 +63,11 @@ class Predictor:
       array decoded from the tensor instead of nested lists, and so does a
       large stevedore predict payload that is an array of numbers (float64);
       small ones still come as lists, so accept both.
-    - ``row_aligned`` (default True): predict on an array payload returns one
-      item a row; another count is the model's error (500), caught by the
-      self-test already. Set False for a model whose output is not per row.
+    - ``row_aligned`` (default True): predict on an array payload may return
+      one item a row, so the model may be batched. Any output is served as the
+      model gives it; only a model whose self-test shows one item a row is
+      batched, and a batch result of another length is that model's error
+      (500). Set False for a model never to be batched.
     - ``max_batch_size`` / ``max_batch_time``: adaptive batching (off at 1);
       predict requests queued while the model is busy are merged into one
       call. The predict payload must be an array of rows and the output one
