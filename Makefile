@@ -8,8 +8,8 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-# Debian packages the tests use: the container tests build a real image.
-DEB_PACKAGES := podman buildah debootstrap
+# Debian packages the tests use: the container tests build a real image; the docs pages' test runs a browser.
+DEB_PACKAGES := podman buildah debootstrap chromium chromium-driver
 # Container engine: podman, else docker (Colima provides docker); override with ENGINE=.
 ENGINE ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
 IMAGE ?= stevedore-server:latest

@@ -93,7 +93,8 @@ class RequestContext:
             request_id.reset(token)
 
     def record(self, scope: Scope, status: int, seconds: float, rid: str) -> None:
-        template = getattr(scope.get("route"), "template", "unmatched")
+        route = scope.get("route")  # an ApiRoute knows its full template; a plain route or mount its path
+        template = getattr(route, "template", None) or getattr(route, "path", "unmatched")
         method = scope["method"] if scope["method"] in HTTP_METHODS else "other"  # clients choose methods freely
         samples = self.samples.get((template, method, status))
         if samples is None:  # looking children up by labels costs more than the samples themselves

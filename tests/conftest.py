@@ -25,7 +25,7 @@ TIERS = ("unit", "server", "venv", "container", "browser")
 #: Fixtures that make a test a server test: a real ``stevedore-server run`` over loopback.
 SERVER_FIXTURES = {"example_server"}
 #: Commands each tier needs; ``make test`` installs them (Debian packages).
-TIER_TOOLS = {"container": ("podman", "buildah", "debootstrap"), "browser": ("chromium",)}
+TIER_TOOLS = {"container": ("podman", "buildah", "debootstrap"), "browser": ("chromium", "chromedriver")}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -410,6 +411,11 @@ def test_documentation_pages(user_server: httpx.Client, path: str, marker: str) 
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     assert marker in response.text and "/openapi.json" in response.text
+    # The scripts and styles are package data: served from the installed wheel, not a CDN.
+    assets = re.findall(r'(?:src|href)="(/docs/assets/[^"]+)"', response.text)
+    assert assets
+    for asset in assets:
+        assert user_server.get(asset).status_code == 200, asset
 
 
 @pytest.mark.parametrize("kind", ["predict", "score"])
