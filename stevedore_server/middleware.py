@@ -94,7 +94,7 @@ class RequestContext:
 
     def record(self, scope: Scope, status: int, seconds: float, rid: str) -> None:
         route = scope.get("route")  # an ApiRoute knows its full template; a plain route or mount its path
-        template: str = getattr(route, "template", None) or getattr(route, "path", "unmatched")
+        template = str(getattr(route, "template", None) or getattr(route, "path", "unmatched"))
         method = scope["method"] if scope["method"] in HTTP_METHODS else "other"  # clients choose methods freely
         samples = self.samples.get((template, method, status))
         if samples is None:  # looking children up by labels costs more than the samples themselves
