@@ -8,6 +8,7 @@ registry (``Registry.replace``); calls in flight finish on the old one.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -102,3 +103,24 @@ async def start(model: ServingModel, settings: Settings, metrics: Metrics | None
     limits = settings.limits_for(model.predictor)
     cost = await to_thread.run_sync(calibrate, model.loaded, limits.inline_budget) if limits.inline_budget else None
     return replace(model, runtime=ModelRuntime(model.loaded, limits, metrics, cost))
+
+
+#: Seconds between the looks of ``retire`` at a replaced model's calls.
+RETIRE_POLL_INTERVAL = 0.05
+
+
+async def retire(model: ServingModel, timeout: float) -> bool:
+    """Close a replaced model's runtime once its calls in flight have finished, or after ``timeout`` seconds
+    (its threads are then abandoned to end on their own, as a timed-out call's are). True if it ended idle."""
+    runtime = model.runtime
+    if runtime is None:
+        return True
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not runtime.idle and loop.time() < deadline:
+        await asyncio.sleep(RETIRE_POLL_INTERVAL)
+    idle = runtime.idle
+    if not idle:
+        logger.warning("model %s version %s retired with calls still running", model.name, model.version)
+    runtime.close()
+    return idle

@@ -112,13 +112,14 @@ def test_a_swapped_model_serves_new_calls_while_calls_in_flight_finish_on_the_ol
             new = dataclasses.replace(current, loaded=dataclasses.replace(current.loaded, predictor=replacement))
             new = await startup.serving.start(new, server.settings, server.metrics)
             assert server.registry.replace(new) is current
+            retired = asyncio.create_task(startup.serving.retire(current, timeout=10))
             assert (await server.inference.call(ModelRef("gate"), Action.PREDICT, JSONValue([[1]]))).result == [101]
-            assert not in_flight.done()
+            await asyncio.sleep(0.1)
+            assert not in_flight.done() and not retired.done()  # the old runtime waits for its call
             old.opened.set()
             answer = await in_flight
             assert answer.result == [0] and answer.model is current  # finished on the old model
-            assert current.runtime is not None and current.runtime.idle
-            current.runtime.close()
+            assert await retired is True
 
     run(test)
 
