@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import logging.config
 import os
-import signal
 import sys
 from collections.abc import Callable
 from dataclasses import Field, fields
@@ -18,7 +17,6 @@ import orjson
 from . import __version__, startup
 from .errors import NotFound, StevedoreError
 from .logs import logging_config
-from .metrics import MULTIPROC_ENV, fresh_multiprocess_dir
 from .registry import version_key
 from .server import ModelServer
 from .settings import HINTS, Settings, base_type, env_name
@@ -83,43 +81,12 @@ def main() -> None:
 @settings_options(RUN_SETTINGS)
 def run(**values: Any) -> None:
     """Serve every selected model."""
-    import uvicorn
+    from .process import serve
 
     settings = make_settings(**values)
-    log_config = logging_config(settings.log_level, settings.log_format)
-    logging.config.dictConfig(log_config)
-    server_options: dict[str, Any] = {
-        "host": settings.host,
-        "port": settings.port,
-        "log_level": settings.log_level,
-        "log_config": log_config,
-        "access_log": False,  # the server writes its own, with request ids
-        "lifespan": "on",
-        "timeout_graceful_shutdown": settings.graceful_timeout,
-    }
-    # uvicorn re-raises the SIGTERM it handled once it has drained; ending here makes that a clean exit 0.
-    signal.signal(signal.SIGTERM, exit_cleanly)
-    preflight(settings)
-    os.environ.update(settings.to_env())  # the workers read their settings from the environment
-    if settings.workers > 1:
-        os.environ[MULTIPROC_ENV] = str(fresh_multiprocess_dir())  # before any worker imports prometheus_client
-    uvicorn.run("stevedore_server.app:app_from_env", factory=True, workers=settings.workers, **server_options)
-
-
-def exit_cleanly(signum: int, frame: Any) -> None:
-    raise SystemExit(0)
-
-
-def preflight(settings: Settings) -> None:
-    """Fail before serving on what would fail each worker, with a plain message and exit 1.
-
-    Duplicates and unknown hooks need no model loaded; ``--strict`` needs the full load.
-    """
-    if settings.strict:
-        load_or_exit(settings)
-        return
+    logging.config.dictConfig(logging_config(settings.log_level, settings.log_format))
     try:
-        startup.find(settings)
+        serve(settings)
     except StevedoreError as error:
         raise click.ClickException(str(error)) from None
 

@@ -99,7 +99,14 @@ class Settings:
         "collections then take under a millisecond instead of tens. Off for a plugin that replaces its model "
         "while serving.",
     )
-    graceful_timeout: float = setting(30.0, "Seconds in-flight requests get to finish after SIGTERM.")
+    shutdown_delay: float = setting(
+        0.0,
+        "Seconds the server keeps serving after SIGTERM, not ready and answering with `Connection: close`, before "
+        "it stops accepting connections. On Kubernetes, 5 to 10: the time endpoints take to drop the pod.",
+    )
+    graceful_timeout: float = setting(
+        30.0, "Seconds in-flight requests get to finish once the server stops accepting connections after SIGTERM."
+    )
     api_keys: tuple[str, ...] = setting((), "API keys accepted as `Authorization: Bearer KEY`.", secret=True)
     api_key_file: str | None = setting(None, "File of SHA-256 hex digests of accepted API keys, one a line.")
     auth_health: bool = setting(False, "With API keys, also require one for health and metrics routes.")
@@ -119,6 +126,7 @@ class Settings:
             (self.max_queue >= 0, "max_queue", "must not be negative"),
             (self.timeout > 0, "timeout", "must be positive"),
             (0 <= self.inline_budget <= MAX_INLINE_BUDGET, "inline_budget", f"is not from 0 to {MAX_INLINE_BUDGET}"),
+            (self.shutdown_delay >= 0, "shutdown_delay", "must not be negative"),
             (self.graceful_timeout >= 0, "graceful_timeout", "must not be negative"),
         ]
         for ok, name, problem in checks:

@@ -18,20 +18,24 @@ from stevedore_server.settings import Settings
 
 from .helpers import Registers, fresh_manager
 from .predictors import RowSum
-from .venvs import CONTRIB, REPO, Server, Venv, build_wheelhouse, copy_source
+from .venvs import CONTRIB, INSTALLED, REPO, Server, Venv, build_wheelhouse, build_wheels, copy_source
 
 #: The tiers, slowest last. A test with none of these markers is a unit test (in process).
 TIERS = ("unit", "server", "venv", "container", "browser")
-#: Fixtures that make a test a server test: a real ``stevedore-server run`` over loopback.
-SERVER_FIXTURES = {"example_server"}
+#: Fixtures that make a test a server test (a real ``stevedore-server run`` over loopback), and a venv test.
+SERVER_FIXTURES = {"example_server", "ops_venv"}
+VENV_FIXTURES = {"wheelhouse"}
 #: Commands each tier needs; ``make test`` installs them (Debian packages).
 TIER_TOOLS = {"container": ("podman", "buildah", "debootstrap"), "browser": ("chromium", "chromedriver")}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if SERVER_FIXTURES & fixtures:
             item.add_marker(pytest.mark.server)
+        if VENV_FIXTURES & fixtures:
+            item.add_marker(pytest.mark.venv)
         if not any(item.get_closest_marker(tier) for tier in TIERS):
             item.add_marker(pytest.mark.unit)
 
@@ -76,6 +80,16 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sources = [copy_source(REPO, root / "src" / "core"), copy_source(CONTRIB, root / "src" / "sklearn_logreg")]
     # setuptools for the isolated builds of plugins, pytest for the generated plugin's tests.
     return build_wheelhouse(root / "wheels", sources, ["setuptools>=77", "pytest"])
+
+
+@pytest.fixture(scope="session")
+def ops_venv(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Venv:
+    """The core, the example plugin and the sleeper test plugin, installed from wheels."""
+    root = tmp_path_factory.mktemp("ops")
+    build_wheels([copy_source(INSTALLED / "sleeper", root / "sleeper")], root / "wheels", wheelhouse)
+    environment = Venv.create(root / "venv", wheelhouse, root / "wheels")
+    environment.install("stevedore-server", "stevedore-sklearn-logreg", "stevedore-test-sleeper")
+    return environment
 
 
 @pytest.fixture(scope="session")

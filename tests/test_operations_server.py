@@ -15,21 +15,11 @@ import httpx
 import pytest
 
 from .test_operations import metric
-from .venvs import INSTALLED, Server, Venv, build_wheels, copy_source
+from .venvs import Server, Venv
 
 pytestmark = [pytest.mark.venv, pytest.mark.server]
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
-
-
-@pytest.fixture(scope="module")
-def ops_venv(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Venv:
-    """The core, the example plugin and the sleeper test plugin, installed from wheels."""
-    root = tmp_path_factory.mktemp("ops")
-    build_wheels([copy_source(INSTALLED / "sleeper", root / "sleeper")], root / "wheels", wheelhouse)
-    environment = Venv.create(root / "venv", wheelhouse, root / "wheels")
-    environment.install("stevedore-server", "stevedore-sklearn-logreg", "stevedore-test-sleeper")
-    return environment
 
 
 @pytest.fixture
@@ -98,20 +88,15 @@ def test_sigterm_under_load_loses_no_accepted_request(ops_venv: Venv, tmp_path: 
                     if response.status_code == 200 and response.json()["predictions"] == expected
                     else f"bad {response.status_code}"
                 )
-            except httpx.ConnectError:
-                outcome = "refused"
-            except httpx.RemoteProtocolError as error:
-                # Closed before the server read the request: nothing of it was accepted.
-                outcome = "not taken" if "without sending a response" in str(error) else f"broken: {error}"
-            except httpx.ReadError as error:
-                # Reset with no answer: the connection waited in the kernel's backlog when the listener closed.
-                # The access log below proves the server never took such a request.
-                outcome = "not taken" if "reset" in str(error).lower() else f"broken: {error}"
+            except (httpx.ConnectError, httpx.ConnectTimeout):
+                outcome = "refused"  # no connection was made
             except httpx.HTTPError as error:
+                # Connected, then closed or reset without an answer: even a request the server never read
+                # (waiting in the kernel's backlog, or not yet parsed) is lost to its client.
                 outcome = f"broken: {type(error).__name__}: {error}"
             with lock:
                 outcomes[outcome] += 1
-            if outcome in ("refused", "not taken"):
+            if outcome == "refused":
                 time.sleep(0.05)
 
     def long_request() -> None:
@@ -141,12 +126,11 @@ def test_sigterm_under_load_loses_no_accepted_request(ops_venv: Venv, tmp_path: 
         for thread in [*threads, slow]:
             thread.join(timeout=30)
         server.stop()
+    print(f"outcomes: {dict(outcomes)}")
     assert exit_code == 0, server.log()
     assert drained_in < 15
     assert slow_answer == {"status": 200, "body": {"model_name": "sleeper", "model_version": "1", "predictions": [3]}}
-    broken = {
-        outcome: count for outcome, count in outcomes.items() if outcome not in ("answered", "refused", "not taken")
-    }
+    broken = {outcome: count for outcome, count in outcomes.items() if outcome not in ("answered", "refused")}
     assert broken == {}, f"{outcomes}\n{server.log()[-3000:]}"
     assert outcomes["answered"] > 32
     # Every request the server answered reached its client whole: none was taken and then lost.
