@@ -153,21 +153,21 @@ def prepare(model: ServingModel, action: Action, payload: Payload, max_depth: in
 
 
 def prepare_json_text(model: ServingModel, validator: SchemaValidator, body: bytes, max_depth: int) -> Prepared:
-    """A predict body: a large array of numbers is checked in a few vectorised steps instead of value by value
-    (and a ``numpy_input`` predictor gets the array itself); anything else goes to the validator, which is
-    faster on a few values."""
-    check, numpy_input = model.loaded.array_check, model.predictor.numpy_input
-    large = check is not None and len(body) >= VECTOR_CHECK_MIN_BYTES
-    if large and numpy_input and check is not None:
-        table = check.parse_table(body)  # straight from the text: no lists made
+    """A predict body. For a ``numpy_input`` predictor a large array of numbers is checked in a few vectorised
+    steps, straight from its text where it is a table, and handed over as the array itself; any other payload
+    goes to the validator, which checks lists faster than they convert to an array
+    (``benchmarks/micro/array_check.py``)."""
+    check = model.loaded.array_check
+    if check is not None and model.predictor.numpy_input and len(body) >= VECTOR_CHECK_MIN_BYTES:
+        table = check.parse_table(body)  # no lists made
         if table is not None:
             return Prepared(table, len(table))
-    value = loads(body, max_depth)
-    if large and check is not None and isinstance(value, list):
-        array = check.rows(body, value)
+        value = loads(body, max_depth)
+        array = check.rows(body, value) if isinstance(value, list) else None
         if array is not None:
-            valid = array if numpy_input else value
-            return Prepared(valid, len(valid))
+            return Prepared(array, len(array))
+    else:
+        value = loads(body, max_depth)
     validator.validate(value)
     return Prepared(value, rows_of(value))
 
