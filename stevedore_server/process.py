@@ -149,7 +149,9 @@ class ServerConfig(uvicorn.Config):
         )
         self.settings = settings
         # Set by the supervisor before it stops every worker; workers get it when they are spawned.
-        self.service_stopping = multiprocessing.get_context("spawn").Event()
+        # Only with workers: a semaphore of the spawn context starts multiprocessing's resource tracker, a process
+        # of its own (about 10 MiB), which one worker has no use for.
+        self.service_stopping = multiprocessing.get_context("spawn").Event() if settings.workers > 1 else None
 
 
 class DrainingServer(uvicorn.Server):
@@ -220,7 +222,8 @@ class DrainingServer(uvicorn.Server):
         listeners = [copy_of(listener) for server in self.servers for listener in server.sockets or ()]
         try:
             # Workers share one listening socket: only a stop of them all may stop its handshakes.
-            if self.config.workers == 1 or self.config.service_stopping.is_set():
+            stopping = self.config.service_stopping
+            if stopping is None or stopping.is_set():
                 refuse_new_handshakes(listeners)
             for server in self.servers:
                 server.close()
@@ -340,5 +343,6 @@ class Supervisor(multiprocess.Multiprocess):
     def terminate_all(self) -> None:
         # Only now may a worker stop handshakes on the socket all of them share (see DrainingServer.stop_accepting):
         # when one worker stops alone (a restart), the others go on accepting.
-        self.config.service_stopping.set()
+        if self.config.service_stopping is not None:
+            self.config.service_stopping.set()
         super().terminate_all()
