@@ -25,17 +25,13 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-from .errors import StevedoreError
+from .errors import BuildError
 
 logger = logging.getLogger("stevedore.build")
 
 CORE = "stevedore-server"
 ENGINES = ("podman", "docker")
 DEFAULT_BASE_IMAGE = f"python:{sys.version_info.major}.{sys.version_info.minor}-slim"
-
-
-class BuildError(StevedoreError):
-    """The image cannot be built: no engine, a plugin pip cannot find, or the engine failed."""
 
 
 @dataclass(frozen=True)

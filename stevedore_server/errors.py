@@ -25,6 +25,18 @@ class PluginError(StevedoreError):
     """A plugin is broken: its schema, fixture or self-test is wrong. The plugin's bug, not the client's."""
 
 
+class NoTensorInterface(PluginError):
+    """Why a predictor has no Open Inference Protocol (V2) interface; its other routes still work."""
+
+
+class SelfTestFailed(AssertionError):
+    """A predictor would not be served (``testing.self_test``, in a plugin's tests): its reason is the message."""
+
+
+class BuildError(StevedoreError):
+    """The image cannot be built: no engine, a plugin pip cannot find, or the engine failed."""
+
+
 class ClientError(StevedoreError):
     """A request the server answers with an error status; carries the status and an optional list of details."""
 

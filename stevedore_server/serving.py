@@ -16,6 +16,7 @@ from typing import Any
 
 from anyio import to_thread
 
+from .errors import NoTensorInterface
 from .inline import calibrate
 from .loading import LoadedModel, State
 from .metrics import Metrics
@@ -23,7 +24,7 @@ from .predictor import Predictor
 from .runtime import ModelRuntime
 from .settings import Settings
 from .sources import PluginSource
-from .v2.signature import NoTensorInterface, Signature, signature_of
+from .v2.signature import Signature, signature_of
 
 logger = logging.getLogger("stevedore.serving")
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+from .errors import SelfTestFailed
 from .loading import LoadedModel, load_model
 from .predictor import Predictor
 from .sources import PluginSource
 
-
-class SelfTestFailed(AssertionError):
-    """The predictor would not be served: its reason is the message."""
+__all__ = ["SelfTestFailed", "self_test"]
 
 
 def self_test(predictor: Predictor) -> LoadedModel:

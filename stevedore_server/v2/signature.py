@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import NoTensorInterface
 from ..validation import ArrayCheck
 from .tensors import DTYPES, TensorSpec, datatype_of
 
@@ -16,10 +17,6 @@ if TYPE_CHECKING:
 LEAF_DATATYPES = {"number": "FP64", "integer": "INT64", "boolean": "BOOL", "string": "BYTES"}
 DEFAULT_INPUT = "input-0"
 DEFAULT_OUTPUT = "output-0"
-
-
-class NoTensorInterface(Exception):
-    """Why a predictor has no V2 interface; its other routes still work."""
 
 
 @dataclass(frozen=True)
