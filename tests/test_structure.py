@@ -87,3 +87,18 @@ def test_the_app_factory_changes_nothing_process_wide(make_client: Callable[...,
     assert gc.get_freeze_count() == 0
     assert signal.getsignal(signal.SIGTERM) is handler
     assert logging._srcfile == srcfile
+
+
+def test_every_error_meant_for_a_person_is_defined_in_errors_py() -> None:
+    exceptions = {"Exception", "StevedoreError", "ClientError", "PluginError", "AssertionError", "ValueError"}
+    elsewhere = sorted(
+        f"{module_name(path)}.{node.name}"
+        for path in PACKAGE.rglob("*.py")
+        if path.name != "errors.py"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef)
+        and any(
+            isinstance(base, ast.Name) and (base.id in exceptions or base.id.endswith("Error")) for base in node.bases
+        )
+    )
+    assert elsewhere == []
