@@ -37,6 +37,7 @@ from .errors import ClientError, ModelFailure
 from .lifecycle import Lifecycle
 from .metrics import Metrics
 from .middleware import RequestContext, RequireAPIKey
+from .repository import Repository
 from .rest import JSONBytesResponse, error_response, server_of
 from .routing import ApiRoute, docs_app
 from .settings import Settings
@@ -97,15 +98,18 @@ def lifespan(settings: Settings, manager: pluggy.PluginManager | None, metrics: 
         loaded = await run_in_threadpool(startup.load, settings, manager)
         server = startup.build_server(settings, loaded, metrics)
         await startup.start_models(server)
+        repository = Repository(server, manager)
         try:
             yield {
                 "server": server,
+                "repository": repository,
                 "lifecycle": Lifecycle(),
                 "check_threads": anyio.CapacityLimiter(HEALTH_CHECK_THREADS),
                 "routes": table,
                 "openapi": {},
             }
         finally:
+            repository.close()
             startup.stop_models(server)
 
     return serve

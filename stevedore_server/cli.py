@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import logging.config
 import os
@@ -63,8 +64,12 @@ def make_settings(**values: Any) -> Settings:
 
 
 def load_or_exit(settings: Settings) -> ModelServer:
-    """Every selected model loaded and self-tested, as a server would (without serving); errors as messages."""
+    """Every selected model loaded and self-tested, as a server would (without serving); errors as messages.
+
+    Every model, whatever ``load_models`` says: these commands check what is installed.
+    """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    settings = dataclasses.replace(settings, load_models=("all",))
     try:
         return startup.build_server(settings, startup.load(settings))
     except StevedoreError as error:

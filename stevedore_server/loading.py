@@ -30,6 +30,8 @@ class State(enum.StrEnum):
     LOADING = "loading"
     READY = "ready"
     FAILED = "failed"
+    #: Installed, not loaded: left out by ``load_models``, or unloaded through the repository API.
+    UNLOADED = "unloaded"
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,8 @@ class LoadedModel:
     source: PluginSource
     state: State
     reason: str | None
-    created: str
+    #: When the model was made (ISO 8601 UTC); None for a model not loaded.
+    created: str | None
     predict_validator: SchemaValidator | None = None
     score_validator: SchemaValidator | None = None
     predict_fixture: Any = None
@@ -112,6 +115,12 @@ def load_model(predictor: Predictor, source: PluginSource) -> LoadedModel:
         predictor, source, State.READY, None, created, **vars(schemas),
         fixture_output=tested.fixture_output, row_aligned=tested.row_aligned,
     )  # fmt: skip
+
+
+def not_loaded(predictor: Predictor, source: PluginSource) -> LoadedModel:
+    """The record of a model installed but not loaded: listed, never served until loaded."""
+    reason = f"not loaded: POST /v2/repository/models/{predictor.name}/load loads it"
+    return LoadedModel(predictor, source, State.UNLOADED, reason, None)
 
 
 def compile_schemas(predictor: Predictor) -> Schemas:

@@ -75,9 +75,9 @@ class Registry:
 
     @property
     def failures(self) -> list[str]:
-        """Why the server is not ready, one line per failed plugin or model."""
+        """Why the server is not ready, one line per failed plugin or model (a model not loaded is no failure)."""
         lines = [f"plugin {f.source.describe()}: {f.error}" for f in self.plugin_failures]
-        lines += [f"model {m.name} version {m.version}: {m.reason or m.state}" for m in self.models if not m.ready]
+        lines += [f"model {m.name} version {m.version}: {m.reason or m.state}" for m in self.models if m.failed]
         return lines
 
     def names(self) -> list[str]:

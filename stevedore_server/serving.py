@@ -63,6 +63,11 @@ class ServingModel:
         return self.loaded.ready
 
     @property
+    def failed(self) -> bool:
+        """Loading or the self-test failed (a model not loaded yet, or unloaded, has not)."""
+        return self.loaded.state is State.FAILED
+
+    @property
     def state(self) -> State:
         return self.loaded.state
 
@@ -118,10 +123,12 @@ async def retire(model: ServingModel, timeout: float) -> bool:
         return True
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while not runtime.idle and loop.time() < deadline:
-        await asyncio.sleep(RETIRE_POLL_INTERVAL)
-    idle = runtime.idle
-    if not idle:
-        logger.warning("model %s version %s retired with calls still running", model.name, model.version)
-    runtime.close()
+    try:
+        while not runtime.idle and loop.time() < deadline:
+            await asyncio.sleep(RETIRE_POLL_INTERVAL)
+    finally:  # a shutdown that cancels the wait closes it too
+        idle = runtime.idle
+        if not idle:
+            logger.warning("model %s version %s retired with calls still running", model.name, model.version)
+        runtime.close()
     return idle

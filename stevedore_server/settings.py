@@ -81,6 +81,11 @@ class Settings:
     strict: bool = setting(False, "Any plugin or model failure stops the server (non-zero exit).")
     plugins: tuple[str, ...] | None = setting(None, "Entry-point or distribution names to load (default: all).")
     disable_plugins: tuple[str, ...] = setting((), "Names never to load: the recovery when a plugin breaks.")
+    load_models: tuple[str, ...] = setting(
+        ("all",),
+        "Models loaded at startup: all, none, or model names. The others are listed by the model repository "
+        "(`POST /v2/repository/index`) and loaded through it.",
+    )
     max_body_size: int = setting(16 * 1024 * 1024, "Largest request body in bytes; beyond it, 413.")
     max_json_depth: int = setting(64, "Deepest nesting of arrays and objects in a request body; beyond it, 400.")
     max_concurrency: int = setting(
@@ -129,6 +134,8 @@ class Settings:
             (self.shutdown_delay >= 0, "shutdown_delay", "must not be negative"),
             (self.graceful_timeout >= 0, "graceful_timeout", "must not be negative"),
         ]
+        special = {"all", "none"} & set(self.load_models)
+        checks.append((not special or len(self.load_models) == 1, "load_models", "takes all or none alone"))
         for ok, name, problem in checks:
             if not ok:
                 raise StartupError(f"setting {name}: {getattr(self, name)!r} {problem}")
@@ -138,6 +145,10 @@ class Settings:
     @property
     def selection(self) -> PluginSelection:
         return PluginSelection.from_names(self.plugins, self.disable_plugins)
+
+    def loads_at_startup(self, name: str) -> bool:
+        """Whether ``load_models`` selects the model ``name`` to load at startup."""
+        return self.load_models == ("all",) or (self.load_models != ("none",) and name in self.load_models)
 
     def for_model(self, name: str) -> ModelSettings:
         return self.models.get(name, ModelSettings())

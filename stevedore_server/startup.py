@@ -22,7 +22,7 @@ from . import serving
 from .discovery import Candidate, discover
 from .errors import StartupError
 from .hooks import Hooks
-from .loading import LoadedModel, load_model
+from .loading import LoadedModel, load_model, not_loaded
 from .metrics import Metrics
 from .plugins import check_hooks, get_plugin_manager, hook_sources
 from .predictor import NAME_PATTERN, Predictor
@@ -49,8 +49,18 @@ def load(settings: Settings, manager: pluggy.PluginManager | None = None) -> Loa
     A ``manager`` may be given (tests do): its plugins then replace the installed entry points.
     """
     candidates, failures, hooks = find(settings, manager)
-    models = tuple(load_model(candidate.predictor, candidate.source) for candidate in candidates)
+    models = tuple(load_selected(settings, candidate) for candidate in candidates)
+    unknown = set(settings.load_models) - {"all", "none"} - {candidate.predictor.name for candidate in candidates}
+    if unknown:
+        logger.warning("load_models names models no installed plugin provides: %s", ", ".join(sorted(unknown)))
     return Loaded(models, tuple(failures), hooks)
+
+
+def load_selected(settings: Settings, candidate: Candidate) -> LoadedModel:
+    """The model loaded and self-tested if ``load_models`` selects it, else its record as not loaded."""
+    if settings.loads_at_startup(candidate.predictor.name):
+        return load_model(candidate.predictor, candidate.source)
+    return not_loaded(candidate.predictor, candidate.source)
 
 
 def find(

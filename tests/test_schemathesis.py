@@ -21,9 +21,11 @@ from typing import Any
 import httpx
 import pytest
 
-from .venvs import Server
+from .venvs import Server, Venv
 
 #: The run's settings, as a ``schemathesis.toml``: nothing read from the developer's own configuration.
+pytestmark = pytest.mark.server
+
 CONFIG = """
 wait-for-schema = 30
 request-timeout = 30
@@ -52,8 +54,16 @@ HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "tra
 
 
 @pytest.fixture(scope="module")
-def server(example_server: Server) -> Server:
-    return example_server
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server of the example plugin for the fuzzer alone: its requests load and unload models, which must not
+    reach the session's shared ``example_server``."""
+    log = tmp_path_factory.mktemp("schemathesis-server") / "server.log"
+    running = Server.start(Venv(Path(sys.prefix), ()), log, "--plugins", "stevedore-sklearn-logreg")
+    try:
+        running.wait_for("/readyz")
+        yield running
+    finally:
+        running.stop()
 
 
 def operations(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:

@@ -17,14 +17,16 @@ def stevedore_health_checks(server: ModelServer) -> Mapping[str, HealthCheck]:
 
 
 def models_check(server: ModelServer) -> tuple[bool, str]:
-    """Every model loaded and self-tested; read when the check runs, as models may be replaced while serving."""
+    """Every model loaded is self-tested (one not loaded, by ``load_models`` or an unload, is no failure); read
+    when the check runs, as models may be loaded and unloaded while serving."""
     models = server.registry.models
-    not_ready = [f"{m.name} {m.version}: {m.reason or m.state}" for m in models if not m.ready]
+    failed = [f"{m.name} {m.version}: {m.reason or m.state}" for m in models if m.failed]
     if not models:
         return False, "no models installed: pip install a plugin that provides stevedore.predictors"
-    if not_ready:
-        return False, f"{len(not_ready)} of {len(models)} models not ready: " + "; ".join(not_ready)
-    return True, f"{len(models)} models ready"
+    if failed:
+        return False, f"{len(failed)} of {len(models)} models not ready: " + "; ".join(failed)
+    ready = sum(m.ready for m in models)
+    return True, f"{ready} models ready" + (f", {len(models) - ready} not loaded" if ready < len(models) else "")
 
 
 def plugins_check(server: ModelServer) -> tuple[bool, str]:

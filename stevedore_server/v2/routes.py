@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute
 from .. import __version__
 from ..errors import BadRequest, ClientError, InvalidPayload, ModelFailure
 from ..inference import OFF_LOOP_BYTES, Action, Answer, ModelRef, Tensors
+from ..repository import Repository
 from ..rest import JSONBytesResponse, check_readiness, error_response, read_body, server_of
 from ..routing import ApiRoute, ProtocolMount
 from ..serialization import dumps, loads
@@ -30,9 +31,9 @@ from .tensors import (
 )
 
 PREFIX = "/v2"
-EXTENSIONS = ["binary_tensor_data"]
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
 #: Statuses the protocol's clients tell apart; every other client error is its 400.
-KEPT_STATUSES = frozenset({401, 404, 413, 503, 504})
+KEPT_STATUSES = frozenset({401, 404, 413, 501, 503, 504})
 HEADER_LENGTH = "inference-header-content-length"
 MODEL = "/models/{name}"
 VERSIONED = "/models/{name}/versions/{version}"
@@ -278,6 +279,37 @@ def encode_response(answer: Answer, header: dict[str, Any], selected: list[str])
     return json_part + b"".join(chunks), {HEADER_LENGTH: str(len(json_part))}
 
 
+# -- the model repository extension ---------------------------------------------
+
+
+def repository_of(request: Request) -> Repository:
+    repository: Repository = request.state.repository
+    return repository
+
+
+async def repository_index(request: Request) -> Response:
+    """Every installed model with its state; ``{"ready": true}`` lists only the ready ones."""
+    body = await read_body(request)
+    options = loads(body, server_of(request).settings.max_json_depth) if body.strip() else {}
+    if not isinstance(options, dict) or not isinstance(options.get("ready", False), bool):
+        raise BadRequest('the index request must be a JSON object, with "ready" a boolean if given')
+    return JSONBytesResponse(await repository_of(request).index(ready_only=options.get("ready", False)))
+
+
+async def repository_load(request: Request) -> Response:
+    """Load (or reload) a model from the installed plugins: 200 once it serves, 400 with the reason if not."""
+    name = request.path_params["name"]
+    await repository_of(request).load(name)
+    return JSONBytesResponse({"name": name, "state": "READY"})
+
+
+async def repository_unload(request: Request) -> Response:
+    """Unload a model: not ready at once; its calls in flight finish."""
+    name = request.path_params["name"]
+    await repository_of(request).unload(name)
+    return JSONBytesResponse({"name": name, "state": "UNAVAILABLE"})
+
+
 def routes() -> list[BaseRoute]:
     """The server metadata route (``/v2`` itself), then the mount of every other route with the protocol's
     error format; infer first, as the hot route."""
@@ -290,5 +322,10 @@ def routes() -> list[BaseRoute]:
     mounted += [route("/health/live", server_live, "GET"), route("/health/ready", server_ready, "GET")]
     for base in (MODEL, VERSIONED):
         mounted += [route(base, model_metadata, "GET"), route(f"{base}/ready", model_ready, "GET")]
+    mounted += [
+        route("/repository/index", repository_index, "POST"),
+        route("/repository/models/{name}/load", repository_load, "POST"),
+        route("/repository/models/{name}/unload", repository_unload, "POST"),
+    ]
     metadata = ApiRoute(PREFIX, server_metadata, ["GET"], tags)
     return [metadata, ProtocolMount(PREFIX, mounted, EXCEPTION_HANDLERS)]

@@ -1,0 +1,170 @@
+"""The model repository: models listed, loaded and unloaded while the server runs (the Open Inference
+Protocol's model repository extension), for models installed as wheels.
+
+- ``index`` re-reads the installed distributions' entry points: every model they
+  provide, with its state (READY, or UNAVAILABLE with the reason: not loaded, or
+  what failed).
+- ``load`` re-reads them too, so a plugin wheel ``pip install``ed next to the
+  running server is found; it loads and self-tests every version of the model,
+  then swaps each into the registry (calls in flight finish on the old one). A
+  load that fails leaves what is serving untouched. A distribution upgraded
+  while its modules are imported is refused: Python cannot re-import a package
+  in place safely (``importlib.reload`` leaves old classes and objects behind),
+  so serving the new version takes a restart.
+- ``unload`` puts a not-loaded record in the model's place, lets its calls in
+  flight finish, closes its runtime and lets its memory go (the startup heap is
+  frozen: it is thawed for one full collection, then frozen again).
+
+One load or unload runs at a time. With ``--workers N`` each worker has its own
+models, so load and unload are refused there for now (501): a later change
+makes the workers converge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import importlib
+import logging
+from typing import Any
+
+import pluggy
+from anyio import to_thread
+
+from . import serving, startup
+from .discovery import Candidate
+from .errors import BadRequest, NotFound, Unsupported
+from .hooks import Hooks
+from .loading import State, load_model, not_loaded
+from .server import ModelServer
+from .serving import ServingModel
+
+logger = logging.getLogger("stevedore.repository")
+
+#: Seconds a replaced or unloaded model's calls in flight get to finish before its runtime is closed anyway.
+RETIRE_TIMEOUT = 300.0
+
+
+class Repository:
+    """Lists, loads and unloads the models of ``server``; ``manager`` replaces the entry points (tests)."""
+
+    def __init__(self, server: ModelServer, manager: pluggy.PluginManager | None = None) -> None:
+        self.server = server
+        self.manager = manager
+        self.lock = asyncio.Lock()
+        self.retiring: set[asyncio.Task[None]] = set()
+
+    async def index(self, ready_only: bool = False) -> list[dict[str, Any]]:
+        """Every model the installed plugins provide, and every model served, with its state."""
+        candidates, _ = await to_thread.run_sync(self.discover)
+        served = {(m.name, m.version): m for m in self.server.registry.models}
+        entries = [entry(served[key]) for key in served]
+        entries += [
+            {"name": c.predictor.name, "version": c.predictor.version, "state": "UNAVAILABLE", "reason": "not loaded"}
+            for c in candidates
+            if (c.predictor.name, c.predictor.version) not in served
+        ]
+        return [e for e in entries if e["state"] == "READY"] if ready_only else entries
+
+    async def load(self, name: str) -> None:
+        """Load (or reload) every installed version of ``name``; BadRequest with the reason if one fails."""
+        self.refuse_with_workers("load")
+        async with self.lock:
+            candidates, hooks = await to_thread.run_sync(self.candidates, name)
+            loaded = await to_thread.run_sync(lambda: [load_model(c.predictor, c.source) for c in candidates])
+            failed = [f"version {m.version}: {m.reason}" for m in loaded if not m.ready]
+            if failed:
+                raise BadRequest(f"failed to load model {name!r}, which keeps serving as it was: " + "; ".join(failed))
+            for record in loaded:
+                metadata, _ = hooks.catalogue_metadata(record.predictor, self.server)
+                described = serving.describe(record, metadata)
+                self.swap(await serving.start(described, self.server.settings, self.server.metrics))
+            logger.info("model %s loaded: versions %s", name, ", ".join(m.version for m in loaded))
+
+    async def unload(self, name: str) -> None:
+        """Unload every version of ``name``: not ready at once, dropped once its calls in flight have finished."""
+        self.refuse_with_workers("unload")
+        async with self.lock:
+            served = self.server.registry.versions_of(name)
+            if not served:
+                raise NotFound(f"no model named {name!r}")
+            fresh = {(c.predictor.name, c.predictor.version): c for c in (await to_thread.run_sync(self.discover))[0]}
+            for model in served:
+                if model.state is State.UNLOADED:
+                    continue
+                # A fresh predictor from the entry point, so that nothing keeps the loaded one's memory.
+                candidate = fresh.get((model.name, model.version))
+                predictor = candidate.predictor if candidate else model.predictor
+                self.swap(serving.describe(not_loaded(predictor, model.source), model.metadata))
+            logger.info("model %s unloaded", name)
+
+    def close(self) -> None:
+        """At shutdown: stop waiting for replaced models, whose runtimes then close."""
+        for task in self.retiring:
+            task.cancel()
+
+    def discover(self) -> tuple[list[Candidate], Hooks]:
+        """The installed predictors as the entry points list them now (a wheel installed since startup too)."""
+        importlib.invalidate_caches()
+        candidates, _, hooks = startup.find(self.server.settings, self.manager)
+        return candidates, hooks
+
+    def candidates(self, name: str) -> tuple[list[Candidate], Hooks]:
+        """The installed versions of ``name``: NotFound if none, BadRequest if its distribution was upgraded."""
+        found, hooks = self.discover()
+        mine = [c for c in found if c.predictor.name == name]
+        if not mine:
+            raise NotFound(f"no installed plugin provides a model named {name!r}")
+        served = {m.source.distribution: m.source.distribution_version for m in self.server.registry.models}
+        for candidate in mine:
+            source = candidate.source
+            if source.distribution in served and served[source.distribution] != source.distribution_version:
+                raise BadRequest(
+                    f"{source.distribution} was upgraded from {served[source.distribution]} to "
+                    f"{source.distribution_version} while serving; its modules are imported already and cannot be "
+                    "re-imported in place: restart the server to serve the new version"
+                )
+        return mine, hooks
+
+    def swap(self, model: ServingModel) -> None:
+        old = self.server.registry.replace(model)
+        source = model.source
+        plugin = None
+        if source.distribution and source.distribution_version:
+            plugin = (source.distribution, source.distribution_version)
+        self.server.metrics.describe_model(model.name, model.version, model.ready, plugin)
+        if old is not None and old.runtime is not None:
+            task = asyncio.create_task(self.retire(old))
+            self.retiring.add(task)
+            task.add_done_callback(self.retiring.discard)
+
+    async def retire(self, model: ServingModel) -> None:
+        await serving.retire(model, RETIRE_TIMEOUT)
+        del model
+        release_memory()
+
+    def refuse_with_workers(self, action: str) -> None:
+        workers = self.server.settings.workers
+        if workers > 1:
+            raise Unsupported(
+                f"the model repository cannot {action} models with --workers {workers} yet: each worker has its "
+                "own models; run one worker, or restart the server"
+            )
+
+
+def entry(model: ServingModel) -> dict[str, Any]:
+    """A served model's line of the index."""
+    state = "READY" if model.ready else "UNAVAILABLE"
+    return {"name": model.name, "version": model.version, "state": state, "reason": model.reason or ""}
+
+
+def release_memory() -> None:
+    """Collect what an unloaded or replaced model left: a frozen heap is thawed for one full collection (objects
+    in reference cycles are never collected while frozen), then frozen again."""
+    frozen = gc.get_freeze_count()
+    if not frozen:
+        return
+    gc.unfreeze()
+    collected = gc.collect()
+    gc.freeze()
+    logger.info("heap thawed for one collection after a model was dropped: %d objects collected", collected)

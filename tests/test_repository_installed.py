@@ -1,0 +1,55 @@
+"""The model repository against a real server: a plugin wheel ``pip install``ed next to the running server is
+indexed, loaded and served without a restart, then unloaded, driven by NVIDIA's ``tritonclient.http``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import tritonclient.http as triton
+from tritonclient.utils import InferenceServerException
+
+from .venvs import INSTALLED, Server, Venv, build_wheels, copy_source
+
+pytestmark = [pytest.mark.venv, pytest.mark.server]
+
+
+@pytest.fixture
+def running(wheelhouse: Path, tmp_path: Path) -> Iterator[tuple[Server, Venv, Path]]:
+    """A server of the example plugin in a fresh venv, and the good test plugin's wheel, not installed yet."""
+    environment = Venv.create(tmp_path / "venv", wheelhouse)
+    environment.install("stevedore-server", "stevedore-sklearn-logreg")
+    wheels = build_wheels([copy_source(INSTALLED / "good", tmp_path / "good")], tmp_path / "wheels", wheelhouse)
+    server = Server.start(environment, tmp_path / "server.log")
+    try:
+        server.wait_for("/readyz")
+        yield server, environment, wheels[0]
+    finally:
+        server.stop()
+
+
+def test_a_wheel_installed_while_serving_is_loaded_and_served_without_restart(
+    running: tuple[Server, Venv, Path],
+) -> None:
+    server, environment, wheel = running
+    client = triton.InferenceServerClient(server.url.removeprefix("http://"))
+    assert {m["name"] for m in client.get_model_repository_index()} == {"iris", "iris-proba"}
+    environment.run("python", "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", str(wheel))
+
+    index = {(m["name"], m["version"]): m for m in client.get_model_repository_index()}
+    assert index[("gamma", "1")]["state"] == "UNAVAILABLE"
+    assert not client.is_model_ready("gamma")
+    client.load_model("gamma")
+    assert client.is_model_ready("gamma")
+    answer = httpx.post(server.url + "/models/gamma/predict", json=[[1, 2]])
+    assert answer.status_code == 200, answer.text
+    assert client.is_model_ready("iris")  # the models already served were not disturbed
+
+    client.unload_model("gamma")
+    assert not client.is_model_ready("gamma")
+    assert httpx.post(server.url + "/models/gamma/predict", json=[[1, 2]]).status_code == 503
+    with pytest.raises(InferenceServerException, match="no installed plugin provides a model named 'nope'"):
+        client.load_model("nope")
+    assert "SIGTERM" not in server.log() and "Traceback" not in server.log()
