@@ -181,6 +181,64 @@ def pick_version(predictors: list[Any], name: str, version: str | None) -> Any:
     raise NotFound(f"model {name!r} has no version {version!r}")
 
 
+@main.group()
+def models() -> None:
+    """A running server's model repository: list, load and unload models while it serves.
+
+    The API key, when the server needs one, is read from STEVEDORE_API_KEY.
+    """
+
+
+URL_OPTION = click.option(
+    "--url", default="http://127.0.0.1:8000", show_default=True, help="The running server's base URL."
+)
+
+
+@models.command(name="index")
+@URL_OPTION
+@click.option("--ready", is_flag=True, help="Only the models that are ready.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def models_index(url: str, ready: bool, as_json: bool) -> None:
+    """Every model the server's installed plugins provide, with its state."""
+    from . import remote
+
+    entries = remote_or_exit(remote.index, url, ready)
+    if as_json:
+        click.echo(orjson.dumps(entries, option=orjson.OPT_INDENT_2).decode())
+        return
+    for entry in entries:
+        click.echo(f"{entry['name']}  {entry['version']}  {entry['state']}  {entry.get('reason') or ''}".rstrip())
+
+
+@models.command(name="load")
+@click.argument("name")
+@URL_OPTION
+def models_load(name: str, url: str) -> None:
+    """Load (or reload) model NAME: installed plugins are read again, so a wheel installed since is found."""
+    from . import remote
+
+    remote_or_exit(remote.load, url, name)
+    click.echo(f"{name} loaded")
+
+
+@models.command(name="unload")
+@click.argument("name")
+@URL_OPTION
+def models_unload(name: str, url: str) -> None:
+    """Unload model NAME: not ready at once; its calls in flight finish."""
+    from . import remote
+
+    remote_or_exit(remote.unload, url, name)
+    click.echo(f"{name} unloaded")
+
+
+def remote_or_exit(command: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return command(*args)
+    except StevedoreError as error:
+        raise click.ClickException(str(error)) from None
+
+
 @main.command()
 @settings_options(RUN_SETTINGS)
 def config(**values: Any) -> None:

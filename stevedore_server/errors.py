@@ -37,6 +37,10 @@ class BuildError(StevedoreError):
     """The image cannot be built: no engine, a plugin pip cannot find, or the engine failed."""
 
 
+class RemoteError(StevedoreError):
+    """A running server refused a command's request, or could not be reached (``stevedore-server models``)."""
+
+
 class ClientError(StevedoreError):
     """A request the server answers with an error status; carries the status and an optional list of details."""
 

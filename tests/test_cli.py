@@ -135,3 +135,10 @@ def test_an_unknown_setting_in_the_file_is_named(runner: CliRunner, tmp_path: Pa
     config.write_text("[models.iris]\nmax_batch_sise = 8\n")
     result = runner.invoke(main, ["config", "--config", str(config)])
     assert result.exit_code == 2 and "setting models.iris.max_batch_sise" in result.output
+
+
+def test_the_models_commands_say_plainly_when_no_server_answers() -> None:
+    from .venvs import free_port
+
+    result = CliRunner().invoke(main, ["models", "index", "--url", f"http://127.0.0.1:{free_port()}"])
+    assert result.exit_code == 1 and "Error: cannot reach http://127.0.0.1:" in result.output

@@ -3,6 +3,7 @@ indexed, loaded and served without a restart, then unloaded, driven by NVIDIA's 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,3 +54,20 @@ def test_a_wheel_installed_while_serving_is_loaded_and_served_without_restart(
     with pytest.raises(InferenceServerException, match="no installed plugin provides a model named 'nope'"):
         client.load_model("nope")
     assert "SIGTERM" not in server.log() and "Traceback" not in server.log()
+
+
+def test_the_models_commands_drive_a_running_server(running: tuple[Server, Venv, Path]) -> None:
+    server, environment, wheel = running
+    environment.run("python", "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", str(wheel))
+
+    def models(*args: str, check: bool = True) -> str:
+        result = environment.run("stevedore-server", "models", *args, "--url", server.url, check=check)
+        return result.stdout + result.stderr
+
+    assert "gamma  1  UNAVAILABLE  not loaded" in models("index")
+    assert models("load", "gamma") == "gamma loaded\n"
+    index = {(m["name"], m["state"]) for m in json.loads(models("index", "--json", "--ready"))}
+    assert index == {("iris", "READY"), ("iris-proba", "READY"), ("gamma", "READY")}
+    assert models("unload", "gamma") == "gamma unloaded\n"
+    refused = models("load", "nope", check=False)
+    assert "Error: 404 from" in refused and "no installed plugin provides a model named 'nope'" in refused
