@@ -33,6 +33,7 @@ from starlette.routing import BaseRoute
 
 from . import api, compat, docs, startup
 from .auth import APIKeys
+from .convergence import SharedState
 from .errors import ClientError, ModelFailure
 from .lifecycle import Lifecycle
 from .metrics import Metrics
@@ -98,7 +99,8 @@ def lifespan(settings: Settings, manager: pluggy.PluginManager | None, metrics: 
         loaded = await run_in_threadpool(startup.load, settings, manager)
         server = startup.build_server(settings, loaded, metrics)
         await startup.start_models(server)
-        repository = Repository(server, manager)
+        repository = Repository(server, manager, SharedState.from_environment())
+        await repository.start()
         try:
             yield {
                 "server": server,

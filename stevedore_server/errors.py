@@ -95,12 +95,6 @@ class InferenceTimeout(ClientError):
     status_code = 504
 
 
-class Unsupported(ClientError):
-    """Something the server does not do (yet), said plainly."""
-
-    status_code = 501
-
-
 class LegacyBadRequest(BadRequest):
     """An ml-py-stevedore route's error: that server answered 400 with FastAPI's ``detail`` body."""
 

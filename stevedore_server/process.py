@@ -38,6 +38,7 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import multiprocess
 
 from . import startup
+from .convergence import SharedState
 from .lifecycle import Lifecycle
 from .logs import lighten_records, logging_config
 from .metrics import MULTIPROC_ENV, fresh_multiprocess_dir
@@ -82,6 +83,7 @@ def serve(settings: Settings) -> None:
         serve_here(config)
         return
     os.environ[MULTIPROC_ENV] = str(fresh_multiprocess_dir())  # before any worker imports prometheus_client
+    SharedState.create_for_workers()  # where the workers agree on the models loaded
     try:
         Supervisor(config, sockets=[config.bind_socket()]).run()
     except KeyboardInterrupt:  # as uvicorn.run: a second Ctrl+C while the workers stop

@@ -15,9 +15,8 @@ Protocol's model repository extension), for models installed as wheels.
   flight finish, closes its runtime and lets its memory go (the startup heap is
   frozen: it is thawed for one full collection, then frozen again).
 
-One load or unload runs at a time. With ``--workers N`` each worker has its own
-models, so load and unload are refused there for now (501): a later change
-makes the workers converge.
+One load or unload runs at a time. With ``--workers N`` every worker converges
+on the same models before the request is answered (``convergence.py``).
 """
 
 from __future__ import annotations
@@ -32,8 +31,9 @@ import pluggy
 from anyio import to_thread
 
 from . import serving, startup
+from .convergence import LOADED, UNLOADED, Desired, SharedState
 from .discovery import Candidate
-from .errors import BadRequest, NotFound, Unsupported
+from .errors import BadRequest, InferenceTimeout, NotFound, StevedoreError
 from .hooks import Hooks
 from .loading import State, load_model, not_loaded
 from .server import ModelServer
@@ -43,16 +43,33 @@ logger = logging.getLogger("stevedore.repository")
 
 #: Seconds a replaced or unloaded model's calls in flight get to finish before its runtime is closed anyway.
 RETIRE_TIMEOUT = 300.0
+#: Seconds between a worker's looks at the desired state, and the longest wait for every worker to follow.
+POLL_INTERVAL = 0.1
+CONVERGE_TIMEOUT = 120.0
 
 
 class Repository:
     """Lists, loads and unloads the models of ``server``; ``manager`` replaces the entry points (tests)."""
 
-    def __init__(self, server: ModelServer, manager: pluggy.PluginManager | None = None) -> None:
+    def __init__(
+        self, server: ModelServer, manager: pluggy.PluginManager | None = None, shared: SharedState | None = None
+    ) -> None:
         self.server = server
         self.manager = manager
         self.lock = asyncio.Lock()
         self.retiring: set[asyncio.Task[None]] = set()
+        #: With workers: the desired state all of them follow, what this one has applied, and its poller.
+        self.shared = shared
+        self.generation = 0
+        self.applied: dict[str, int] = {}
+        self.poller: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """With workers: apply the desired state before serving, then follow it."""
+        if self.shared is None:
+            return
+        await self.follow()
+        self.poller = asyncio.create_task(self.poll())
 
     async def index(self, ready_only: bool = False) -> list[dict[str, Any]]:
         """Every model the installed plugins provide, and every model served, with its state."""
@@ -68,38 +85,113 @@ class Repository:
 
     async def load(self, name: str) -> None:
         """Load (or reload) every installed version of ``name``; BadRequest with the reason if one fails."""
-        self.refuse_with_workers("load")
-        async with self.lock:
-            candidates, hooks = await to_thread.run_sync(self.candidates, name)
-            loaded = await to_thread.run_sync(lambda: [load_model(c.predictor, c.source) for c in candidates])
-            failed = [f"version {m.version}: {m.reason}" for m in loaded if not m.ready]
-            if failed:
-                raise BadRequest(f"failed to load model {name!r}, which keeps serving as it was: " + "; ".join(failed))
-            for record in loaded:
-                metadata, _ = hooks.catalogue_metadata(record.predictor, self.server)
-                described = serving.describe(record, metadata)
-                self.swap(await serving.start(described, self.server.settings, self.server.metrics))
-            logger.info("model %s loaded: versions %s", name, ", ".join(m.version for m in loaded))
+        await self.change(name, LOADED)
 
     async def unload(self, name: str) -> None:
         """Unload every version of ``name``: not ready at once, dropped once its calls in flight have finished."""
-        self.refuse_with_workers("unload")
+        await self.change(name, UNLOADED)
+
+    async def change(self, name: str, state: str) -> None:
+        """Apply a load or unload here and, with workers, record it and wait until every worker has too."""
         async with self.lock:
-            served = self.server.registry.versions_of(name)
-            if not served:
-                raise NotFound(f"no model named {name!r}")
-            fresh = {(c.predictor.name, c.predictor.version): c for c in (await to_thread.run_sync(self.discover))[0]}
-            for model in served:
-                if model.state is State.UNLOADED:
-                    continue
-                # A fresh predictor from the entry point, so that nothing keeps the loaded one's memory.
-                candidate = fresh.get((model.name, model.version))
-                predictor = candidate.predictor if candidate else model.predictor
-                self.swap(serving.describe(not_loaded(predictor, model.source), model.metadata))
-            logger.info("model %s unloaded", name)
+            if self.shared is None:
+                await self.apply(name, state)
+                return
+            generation = await self.record(self.shared, name, state)
+        await self.converged(self.shared, name, generation)
+
+    async def apply(self, name: str, state: str) -> None:
+        await (self.load_here(name) if state == LOADED else self.unload_here(name))
+
+    async def record(self, shared: SharedState, name: str, state: str) -> int:
+        """Under the workers' lock: catch up with the others' changes, apply this one, record it."""
+        lock = shared.locked()
+        await to_thread.run_sync(lock.__enter__)
+        try:
+            desired = shared.read()
+            await self.catch_up(desired)
+            await self.apply(name, state)  # a failure records nothing: the others keep what they serve
+            generation = desired.generation + 1
+            desired.generation, desired.models[name] = generation, (state, generation)
+            shared.write(desired)
+            self.generation = self.applied[name] = generation
+            shared.acknowledge(generation)
+            return generation
+        finally:
+            lock.__exit__(None, None, None)
+
+    async def converged(self, shared: SharedState, name: str, generation: int) -> None:
+        """Wait until every live worker has applied ``generation``."""
+        workers = self.server.settings.workers
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CONVERGE_TIMEOUT
+        while sum(acknowledged >= generation for acknowledged in shared.acknowledged()) < workers:
+            if loop.time() > deadline:
+                late = f"model {name!r} changed on this worker, but not every worker followed"
+                raise InferenceTimeout(f"{late} within {CONVERGE_TIMEOUT:g} s")
+            await asyncio.sleep(POLL_INTERVAL / 2)
+
+    async def poll(self) -> None:
+        """Follow the desired state the other workers record."""
+        if self.shared is None:
+            return
+        while True:
+            await asyncio.sleep(POLL_INTERVAL)
+            if self.shared.read().generation > self.generation:
+                await self.follow()
+
+    async def follow(self) -> None:
+        """Apply what changed in the desired state, then acknowledge it."""
+        if self.shared is None:
+            return
+        async with self.lock:
+            desired = self.shared.read()
+            await self.catch_up(desired)
+            self.generation = max(self.generation, desired.generation)
+            self.shared.acknowledge(self.generation)
+
+    async def catch_up(self, desired: Desired) -> None:
+        """Apply each model's wanted state changed since this worker last applied it (a failure is logged: the
+        worker keeps what it served)."""
+        for name, state in desired.changed_since(self.applied).items():
+            try:
+                await self.apply(name, state)
+            except StevedoreError as error:
+                logger.error("model %s: could not follow the other workers (%s): %s", name, state, error)
+            self.applied[name] = desired.models[name][1]
+
+    async def load_here(self, name: str) -> None:
+        """Load every installed version of ``name`` in this process."""
+        candidates, hooks = await to_thread.run_sync(self.candidates, name)
+        loaded = await to_thread.run_sync(lambda: [load_model(c.predictor, c.source) for c in candidates])
+        failed = [f"version {m.version}: {m.reason}" for m in loaded if not m.ready]
+        if failed:
+            raise BadRequest(f"failed to load model {name!r}, which keeps serving as it was: " + "; ".join(failed))
+        for record in loaded:
+            metadata, _ = hooks.catalogue_metadata(record.predictor, self.server)
+            described = serving.describe(record, metadata)
+            self.swap(await serving.start(described, self.server.settings, self.server.metrics))
+        logger.info("model %s loaded: versions %s", name, ", ".join(m.version for m in loaded))
+
+    async def unload_here(self, name: str) -> None:
+        """Put a not-loaded record in the place of every version of ``name`` in this process."""
+        served = self.server.registry.versions_of(name)
+        if not served:
+            raise NotFound(f"no model named {name!r}")
+        fresh = {(c.predictor.name, c.predictor.version): c for c in (await to_thread.run_sync(self.discover))[0]}
+        for model in served:
+            if model.state is State.UNLOADED:
+                continue
+            # A fresh predictor from the entry point, so that nothing keeps the loaded one's memory.
+            candidate = fresh.get((model.name, model.version))
+            predictor = candidate.predictor if candidate else model.predictor
+            self.swap(serving.describe(not_loaded(predictor, model.source), model.metadata))
+        logger.info("model %s unloaded", name)
 
     def close(self) -> None:
-        """At shutdown: stop waiting for replaced models, whose runtimes then close."""
+        """At shutdown: stop following the other workers, and waiting for replaced models (their runtimes close)."""
+        if self.poller is not None:
+            self.poller.cancel()
         for task in self.retiring:
             task.cancel()
 
@@ -142,14 +234,6 @@ class Repository:
         await serving.retire(model, RETIRE_TIMEOUT)
         del model
         release_memory()
-
-    def refuse_with_workers(self, action: str) -> None:
-        workers = self.server.settings.workers
-        if workers > 1:
-            raise Unsupported(
-                f"the model repository cannot {action} models with --workers {workers} yet: each worker has its "
-                "own models; run one worker, or restart the server"
-            )
 
 
 def entry(model: ServingModel) -> dict[str, Any]:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 from fastapi.testclient import TestClient
 
+from stevedore_server.convergence import DIRECTORY_ENV
 from stevedore_server.settings import Settings
 
 from .helpers import Registers
@@ -105,10 +108,31 @@ def test_the_repository_needs_an_api_key_when_keys_are_on(make_client: Callable[
     assert client.post(INDEX, headers={"Authorization": "Bearer secret"}).status_code == 200
 
 
-def test_load_and_unload_are_refused_plainly_with_several_workers(make_client: Callable[..., TestClient]) -> None:
-    client = make_client(Registers(RowSum()), settings=Settings(workers=2))
-    answer = load(client, "rowsum")
-    assert answer.status_code == 501 and "--workers 2" in answer.json()["error"]
+def test_workers_converge_before_a_load_or_unload_is_answered(
+    make_client: Callable[..., TestClient], tmp_path: Path
+) -> None:
+    """Two apps sharing one desired state, as two workers of one server do."""
+    os.environ[DIRECTORY_ENV] = str(tmp_path)
+    try:
+        settings = Settings(workers=2, load_models=("none",))
+        first, second = (make_client(Registers(RowSum(), NoScore()), settings=settings) for _ in range(2))
+    finally:
+        del os.environ[DIRECTORY_ENV]
+    assert load(first, "rowsum").status_code == 200
+    # Answered only once the other worker has loaded it too: right away it serves there.
+    assert second.post("/models/rowsum/predict", json=[[1, 2]]).json()["predictions"] == [3]
+    assert unload(second, "rowsum").status_code == 200
+    assert first.post("/models/rowsum/predict", json=[[1, 2]]).status_code == 503
+    assert load(second, "nope").status_code == 404  # a failed change records nothing
+    assert load(first, "noscore").status_code == 200
+    assert states(second) == states(first) == {"rowsum 1": "UNAVAILABLE", "noscore 1": "READY"}
+    # A worker that starts later (a restart) follows what was loaded before it serves.
+    os.environ[DIRECTORY_ENV] = str(tmp_path)
+    try:
+        third = make_client(Registers(RowSum(), NoScore()), settings=settings)
+    finally:
+        del os.environ[DIRECTORY_ENV]
+    assert states(third)["noscore 1"] == "READY"
 
 
 def test_unload_and_load_under_load_answer_only_200_or_503(make_client: Callable[..., TestClient]) -> None:

@@ -18,12 +18,14 @@ pytestmark = [pytest.mark.venv, pytest.mark.server]
 
 
 @pytest.fixture
-def running(wheelhouse: Path, tmp_path: Path) -> Iterator[tuple[Server, Venv, Path]]:
-    """A server of the example plugin in a fresh venv, and the good test plugin's wheel, not installed yet."""
+def running(wheelhouse: Path, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Server, Venv, Path]]:
+    """A server of the example plugin in a fresh venv (``--workers`` from an indirect parameter, else 1), and the
+    good test plugin's wheel, not installed yet."""
     environment = Venv.create(tmp_path / "venv", wheelhouse)
     environment.install("stevedore-server", "stevedore-sklearn-logreg")
     wheels = build_wheels([copy_source(INSTALLED / "good", tmp_path / "good")], tmp_path / "wheels", wheelhouse)
-    server = Server.start(environment, tmp_path / "server.log")
+    workers = str(getattr(request, "param", 1))
+    server = Server.start(environment, tmp_path / "server.log", "--workers", workers)
     try:
         server.wait_for("/readyz")
         yield server, environment, wheels[0]
@@ -71,3 +73,23 @@ def test_the_models_commands_drive_a_running_server(running: tuple[Server, Venv,
     assert models("unload", "gamma") == "gamma unloaded\n"
     refused = models("load", "nope", check=False)
     assert "Error: 404 from" in refused and "no installed plugin provides a model named 'nope'" in refused
+
+
+@pytest.mark.parametrize("running", [2], indirect=True, ids=["workers-2"])
+def test_every_worker_serves_a_load_or_unload_before_it_is_answered(running: tuple[Server, Venv, Path]) -> None:
+    server, environment, wheel = running
+    environment.run("python", "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", str(wheel))
+
+    def readiness_on_fresh_connections() -> set[int]:
+        statuses = set()
+        for _ in range(24):  # a new connection each: both workers take some
+            with httpx.Client() as client:
+                statuses.add(client.get(server.url + "/v2/models/gamma/ready").status_code)
+        return statuses
+
+    assert httpx.post(server.url + "/v2/repository/models/gamma/load", timeout=60).status_code == 200
+    assert readiness_on_fresh_connections() == {200}
+    assert server.log().count("model gamma loaded") == 2  # one line a worker
+    assert httpx.post(server.url + "/v2/repository/models/gamma/unload", timeout=60).status_code == 200
+    assert readiness_on_fresh_connections() == {400}
+    assert server.log().count("model gamma unloaded") == 2

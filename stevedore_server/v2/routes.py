@@ -33,7 +33,7 @@ from .tensors import (
 PREFIX = "/v2"
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
 #: Statuses the protocol's clients tell apart; every other client error is its 400.
-KEPT_STATUSES = frozenset({401, 404, 413, 501, 503, 504})
+KEPT_STATUSES = frozenset({401, 404, 413, 503, 504})
 HEADER_LENGTH = "inference-header-content-length"
 MODEL = "/models/{name}"
 VERSIONED = "/models/{name}/versions/{version}"
