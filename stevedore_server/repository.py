@@ -137,8 +137,11 @@ class Repository:
             return
         while True:
             await asyncio.sleep(POLL_INTERVAL)
-            if self.shared.read().generation > self.generation:
-                await self.follow()
+            try:
+                if self.shared.read().generation > self.generation:
+                    await self.follow()
+            except Exception as error:  # a bad look at the files must not end the following: the next one may do
+                logger.error("could not follow the other workers' models", exc_info=error)
 
     async def follow(self) -> None:
         """Apply what changed in the desired state, then acknowledge it."""
