@@ -39,7 +39,7 @@ from .lifecycle import Lifecycle
 from .metrics import Metrics
 from .middleware import RequestContext, RequireAPIKey
 from .repository import Repository
-from .rest import JSONBytesResponse, error_response, server_of
+from .rest import JSONBytesResponse, error_response, http_error, server_of
 from .routing import ApiRoute, docs_app
 from .settings import Settings
 from .v2 import routes as v2_routes
@@ -144,12 +144,6 @@ async def client_error(request: Request, error: Exception) -> Response:
     if not isinstance(error, ClientError):
         raise error
     return error_response(error.status_code, error.body(), error.headers)
-
-
-async def http_error(request: Request, error: Exception) -> Response:
-    if not isinstance(error, HTTPException):
-        raise error
-    return error_response(error.status_code, {"error": str(error.detail)}, dict(error.headers or {}))
 
 
 async def model_failure(request: Request, error: Exception) -> Response:

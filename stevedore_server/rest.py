@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 from anyio import to_thread
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
@@ -47,11 +48,6 @@ async def check_readiness(request: Request) -> list[str]:
 async def health_report(request: Request) -> dict[str, dict[str, Any]]:
     checks = server_of(request).registry.health_checks
     return await to_thread.run_sync(run_checks, checks, limiter=request.state.check_threads)
-
-
-async def read_json(request: Request) -> Any:
-    """The request body parsed as JSON, within the body-size and depth limits."""
-    return await parse_json(request, await read_json_text(request))
 
 
 async def parse_json(request: Request, body: bytes) -> Any:
@@ -100,3 +96,11 @@ def json_result(answer: Answer, action: str) -> orjson.Fragment:
 
 def error_response(status_code: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
     return JSONBytesResponse(body, status_code=status_code, headers=headers)
+
+
+async def http_error(request: Request, error: Exception) -> Response:
+    """Routing's own errors (404 for no route, 405 for a wrong method) as ``{"error": ...}``: the format of the
+    stevedore routes and of the Open Inference Protocol alike."""
+    if not isinstance(error, HTTPException):
+        raise error
+    return error_response(error.status_code, {"error": str(error.detail)}, dict(error.headers or {}))

@@ -15,7 +15,7 @@ from .. import __version__
 from ..errors import BadRequest, ClientError, InvalidPayload, ModelFailure
 from ..inference import OFF_LOOP_BYTES, Action, Answer, ModelRef, Tensors
 from ..repository import Repository
-from ..rest import JSONBytesResponse, check_readiness, error_response, read_body, server_of
+from ..rest import JSONBytesResponse, check_readiness, error_response, http_error, read_body, server_of
 from ..routing import ApiRoute, ProtocolMount
 from ..serialization import dumps, loads
 from ..serving import ServingModel
@@ -48,13 +48,6 @@ async def client_error(request: Request, error: Exception) -> Response:
     if isinstance(error, InvalidPayload) and error.details:
         message += ": " + "; ".join(f"{d['path'] or '/'}: {d['message']}" for d in error.details)
     return error_response(status, {"error": message}, error.headers)
-
-
-async def http_error(request: Request, error: Exception) -> Response:
-    """Routing's own errors (405 for a wrong method), in the protocol's shape."""
-    if not isinstance(error, HTTPException):
-        raise error
-    return error_response(error.status_code, {"error": str(error.detail)}, dict(error.headers or {}))
 
 
 #: The V2 mount's error edge; anything else (a model's failure, a bug) reaches the app's handlers.
