@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,7 +17,17 @@ from stevedore_server.settings import Settings
 
 from .helpers import Registers, fresh_manager
 from .predictors import RowSum
-from .venvs import CONTRIB, INSTALLED, REPO, Server, Venv, build_wheelhouse, build_wheels, copy_source
+from .venvs import (
+    CONTRIB,
+    INSTALLED,
+    REPO,
+    Server,
+    Venv,
+    build_wheelhouse,
+    build_wheels,
+    copy_source,
+    example_server_at,
+)
 
 #: The tiers, slowest last. A test with none of these markers is a unit test (in process).
 TIERS = ("unit", "server", "venv", "container", "browser")
@@ -96,10 +105,5 @@ def ops_venv(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Venv
 def example_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The real ``stevedore-server run`` of the environment running the tests, serving the example plugin
     (``make test`` installs it), on a free loopback port; stopped by its pid at the end of the session."""
-    log = tmp_path_factory.mktemp("example-server") / "server.log"
-    running = Server.start(Venv(Path(sys.prefix), ()), log, "--plugins", "stevedore-sklearn-logreg")
-    try:
-        running.wait_for("/readyz")
+    with example_server_at(tmp_path_factory.mktemp("example-server") / "server.log") as running:
         yield running
-    finally:
-        running.stop()

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .venvs import Server, Venv
+from .venvs import Server, example_server_at
 
 #: The run's settings, as a ``schemathesis.toml``: nothing read from the developer's own configuration.
 pytestmark = pytest.mark.server
@@ -57,13 +57,8 @@ HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "tra
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server of the example plugin for the fuzzer alone: its requests load and unload models, which must not
     reach the session's shared ``example_server``."""
-    log = tmp_path_factory.mktemp("schemathesis-server") / "server.log"
-    running = Server.start(Venv(Path(sys.prefix), ()), log, "--plugins", "stevedore-sklearn-logreg")
-    try:
-        running.wait_for("/readyz")
+    with example_server_at(tmp_path_factory.mktemp("schemathesis-server") / "server.log") as running:
         yield running
-    finally:
-        running.stop()
 
 
 def operations(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:

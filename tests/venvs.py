@@ -7,6 +7,7 @@ instead of being fetched quietly, and each environment installs in seconds.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import time
 import venv
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -234,3 +235,15 @@ class Server:
             return self.process.wait(timeout=grace)
         finally:
             self._log.close()
+
+
+@contextlib.contextmanager
+def example_server_at(log_path: Path) -> Iterator[Server]:
+    """The real ``stevedore-server run`` of the environment running the tests, serving the example plugin, ready;
+    stopped by its pid on the way out."""
+    running = Server.start(Venv(Path(sys.prefix), ()), log_path, "--plugins", "stevedore-sklearn-logreg")
+    try:
+        running.wait_for("/readyz")
+        yield running
+    finally:
+        running.stop()
