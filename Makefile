@@ -19,7 +19,7 @@ CONTEXT := build/image
 PLUGIN_ARGS = --plugin contrib/sklearn_logreg $(foreach wheel,$(wildcard plugins/*.whl),--plugin $(wheel)) \
 	$(if $(wildcard plugins/requirements.txt),$(shell sed -e 's/#.*//' -e '/^[[:space:]]*$$/d' -e 's/^/--plugin /' plugins/requirements.txt))
 
-.PHONY: run test check venv clean deb-packages wheels image image-run image-test bench
+.PHONY: run test check venv clean deb-packages wheels image image-run image-test bench proto
 
 $(STAMP): pyproject.toml contrib/sklearn_logreg/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,10 @@ image-run:
 
 image-test:
 	scripts/image-test.sh $(ENGINE) $(IMAGE) $(PORT)
+
+# The gRPC messages of the Open Inference Protocol, generated from their definition (a test checks they are current).
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. stevedore_server/v2/inference.proto
 
 check: $(STAMP)
 	$(BIN)/stevedore-server check

@@ -53,6 +53,12 @@ class ClientError(StevedoreError):
         self.message = message
         self.details = details
 
+    def summary(self) -> str:
+        """The message with any details folded in, for a protocol whose errors are one string."""
+        if not self.details:
+            return self.message
+        return self.message + ": " + "; ".join(f"{d.get('path') or '/'}: {d.get('message')}" for d in self.details)
+
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"error": self.message}
         if self.details is not None:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio import to_thread
+
+if TYPE_CHECKING:
+    from .lifecycle import Lifecycle
 
 logger = logging.getLogger("stevedore.health")
 
@@ -31,3 +37,17 @@ def failing(results: Mapping[str, dict[str, Any]]) -> list[str]:
     The built-in ``models`` and ``plugins`` checks cover the models; plugins' checks add the rest.
     """
     return [f"{name}: {result['detail']}" for name, result in results.items() if not result["ok"]]
+
+
+async def readiness_problems(
+    checks: Mapping[str, HealthCheck], lifecycle: Lifecycle, limiter: anyio.CapacityLimiter
+) -> list[str]:
+    """Why the server is not ready, for every front end: draining after SIGTERM, or a failing health check (run
+    off the event loop on ``limiter``'s threads, as plugins' checks may block)."""
+    if lifecycle.draining:
+        return ["shutting down: draining in-flight requests"]
+    return failing(await health_report(checks, limiter))
+
+
+async def health_report(checks: Mapping[str, HealthCheck], limiter: anyio.CapacityLimiter) -> dict[str, dict[str, Any]]:
+    return await to_thread.run_sync(run_checks, checks, limiter=limiter)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from anyio import to_thread
@@ -35,6 +35,9 @@ from .registry import Registry
 from .serialization import loads
 from .serving import ServingModel
 from .validation import SchemaValidator
+
+if TYPE_CHECKING:
+    from .v2.signature import Signature
 
 #: Payloads larger than this are parsed and validated on a worker thread: megabytes would stall the event loop.
 OFF_LOOP_BYTES = 256 * 1024
@@ -112,6 +115,11 @@ class Inference:
             )
         return model
 
+    def resolve_tensors(self, ref: ModelRef) -> tuple[ServingModel, Signature]:
+        """The model ``ref`` names and its tensors (Open Inference Protocol): BadRequest for a model without."""
+        model = self.resolve(ref)
+        return model, tensor_signature(model)
+
     async def call(self, ref: ModelRef, action: Action, payload: Payload) -> Answer:
         """Validate ``payload`` and run ``action`` on the model ``ref`` names."""
         model = self.resolve(ref)
@@ -177,11 +185,7 @@ def prepare_tensors(
 ) -> Prepared:
     """Decoded tensors checked against the predict schema: on the array itself where the schema says nothing an
     array check cannot, else as the JSON lists a predictor without ``numpy_input`` receives."""
-    signature = model.signature
-    if signature is None:
-        raise BadRequest(
-            f"model {model.name!r} version {model.version!r} has no V2 interface: {model.no_tensor_reason}"
-        )
+    signature = tensor_signature(model)
     names = [spec.name for spec in signature.inputs]
     if sorted(arrays) != sorted(names):
         raise BadRequest(f"the model's inputs are {', '.join(names)}; given: {', '.join(arrays) or 'none'}")
@@ -203,6 +207,14 @@ def prepare_tensors(
     else:
         validator.validate(as_lists())
     return Prepared(first if single else arrays, rows)
+
+
+def tensor_signature(model: ServingModel) -> Signature:
+    if model.signature is None:
+        raise BadRequest(
+            f"model {model.name!r} version {model.version!r} has no V2 interface: {model.no_tensor_reason}"
+        )
+    return model.signature
 
 
 def rows_of(value: Any) -> int | None:

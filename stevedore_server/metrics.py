@@ -45,6 +45,16 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.grpc_requests = Counter(
+            "stevedore_grpc_requests", "gRPC calls answered, by status code", ["method", "code"], registry=registry
+        )
+        self.grpc_request_seconds = Histogram(
+            "stevedore_grpc_request_duration_seconds",
+            "Time to answer a gRPC call",
+            ["method"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
         model = ["model", "version", "action"]
         self.inferences = Counter(
             "stevedore_inferences", "Inferences answered (predict or score)", model, registry=registry

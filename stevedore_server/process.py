@@ -5,11 +5,12 @@ starts them and each serves. Either way every serving process runs a
 ``DrainingServer`` of the app that ``app_from_env`` makes from the
 ``STEVEDORE_*`` variables. On SIGTERM (or SIGINT) it:
 
-1. marks itself draining at once: readiness answers 503 and every response
-   says ``Connection: close``;
+1. marks itself draining at once: readiness answers 503 (gRPC health
+   NOT_SERVING) and every response says ``Connection: close``;
 2. keeps serving for ``shutdown_delay`` seconds, while load balancers take it
    out of rotation;
-3. stops new handshakes on the listening socket (Linux), takes the
+3. refuses new gRPC calls (UNAVAILABLE) and lets those in flight finish
+   (``grpc_server``), meanwhile it stops new handshakes on the listening socket (Linux), takes the
    connections already waiting in its backlog, and closes it: a client that
    came too late is refused, none is reset;
 4. gives connections that have sent no request yet a moment to send one;
@@ -39,6 +40,8 @@ from uvicorn.supervisors import multiprocess
 
 from . import startup
 from .convergence import SharedState
+from .errors import StevedoreError
+from .grpc_server import GrpcServer, check_port
 from .lifecycle import Lifecycle
 from .logs import lighten_records, logging_config
 from .metrics import MULTIPROC_ENV, fresh_multiprocess_dir
@@ -104,8 +107,9 @@ def serve_here(config: ServerConfig) -> None:
 def preflight(settings: Settings) -> None:
     """Fail before serving on what would fail each worker: uvicorn's supervisor would exit 0.
 
-    Duplicates and unknown hooks need no model loaded; ``--strict`` needs the full load.
+    The gRPC port must be free; duplicates and unknown hooks need no model loaded; ``--strict`` needs the full load.
     """
+    check_port(settings)
     if settings.strict:
         startup.build_server(settings, startup.load(settings))
         return
@@ -160,6 +164,8 @@ class DrainingServer(uvicorn.Server):
     """uvicorn's server, stopping without leaving any connection it accepted unanswered (see the module)."""
 
     config: ServerConfig
+    #: The gRPC front end, once started (``--grpc-port``).
+    grpc: GrpcServer | None = None
 
     def run(self, sockets: list[socket.socket] | None = None) -> None:
         lighten_records()
@@ -175,7 +181,19 @@ class DrainingServer(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
-        if self.config.settings.freeze_heap:
+        settings = self.config.settings
+        if self.should_exit:  # the lifespan failed
+            return
+        if settings.grpc_port:
+            self.grpc = GrpcServer(settings, self.state)
+            try:
+                await self.grpc.start()
+            except StevedoreError as error:
+                logger.error("%s", error)
+                self.started, self.should_exit = False, True
+                await self.lifespan.shutdown()
+                return
+        if settings.freeze_heap:
             freeze_heap()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -200,8 +218,11 @@ class DrainingServer(uvicorn.Server):
         settings = self.config.settings
         self.drain("stopping")  # when the stop came from no signal
         await self.wait(settings.shutdown_delay)
+        grpc_stopped = self.grpc.stop(settings.graceful_timeout) if self.grpc else None
         await self.stop_accepting()
         await self.wait_for_first_requests()
+        if grpc_stopped is not None:  # gRPC calls in flight finish, while HTTP ones go on, before the models stop
+            await grpc_stopped
         await super().shutdown(sockets)  # the rest as uvicorn does: in-flight requests, then the lifespan
         if settings.freeze_heap:
             gc.unfreeze()

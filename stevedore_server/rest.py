@@ -10,10 +10,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from . import health
 from .errors import BadRequest, ModelFailure, PayloadTooLarge
-from .health import failing, run_checks
 from .inference import OFF_LOOP_BYTES, Answer
-from .lifecycle import Lifecycle
 from .serialization import dumps, dumps_result, loads
 from .server import ModelServer
 
@@ -37,17 +36,13 @@ def server_of(request: Request) -> ModelServer:
 
 
 async def check_readiness(request: Request) -> list[str]:
-    """Why the server is not ready: draining after SIGTERM, or a failing health check (run off the event loop,
-    on the checks' own threads, as plugins' checks may block)."""
-    lifecycle: Lifecycle = request.state.lifecycle
-    if lifecycle.draining:
-        return ["shutting down: draining in-flight requests"]
-    return failing(await health_report(request))
+    """Why the server is not ready (``health.readiness_problems``)."""
+    checks = server_of(request).registry.health_checks
+    return await health.readiness_problems(checks, request.state.lifecycle, request.state.check_threads)
 
 
 async def health_report(request: Request) -> dict[str, dict[str, Any]]:
-    checks = server_of(request).registry.health_checks
-    return await to_thread.run_sync(run_checks, checks, limiter=request.state.check_threads)
+    return await health.health_report(server_of(request).registry.health_checks, request.state.check_threads)
 
 
 async def parse_json(request: Request, body: bytes) -> Any:

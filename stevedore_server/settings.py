@@ -74,6 +74,7 @@ class ModelLimits:
 class Settings:
     host: str = setting("127.0.0.1", "Address to bind.")
     port: int = setting(8000, "TCP port.")
+    grpc_port: int = setting(8081, "TCP port of the Open Inference Protocol over gRPC, on the same host (0: no gRPC).")
     workers: int = setting(1, "Server processes on the one port, each with its own models.")
     log_level: str = setting("info", "One of " + ", ".join(LOG_LEVELS) + ".")
     log_format: str = setting("text", "text (human-readable) or json (one JSON object a line).")
@@ -122,6 +123,8 @@ class Settings:
     def __post_init__(self) -> None:
         checks = [
             (0 <= self.port <= 65535, "port", "is not a TCP port (0-65535)"),
+            (0 <= self.grpc_port <= 65535, "grpc_port", "is not a TCP port (0-65535)"),
+            (self.grpc_port == 0 or self.grpc_port != self.port, "grpc_port", "is the HTTP port too"),
             (self.workers >= 1, "workers", "must be at least 1"),
             (self.log_level in LOG_LEVELS, "log_level", f"is not one of {', '.join(LOG_LEVELS)}"),
             (self.log_format in LOG_FORMATS, "log_format", f"is not one of {', '.join(LOG_FORMATS)}"),

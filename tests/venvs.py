@@ -179,10 +179,18 @@ class Venv:
 
 def free_port() -> int:
     """A loopback port nothing listens on now (the kernel's pick for port 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` different loopback ports nothing listens on now (each held while the next is picked)."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            probe = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+        return ports
 
 
 @dataclass
@@ -193,14 +201,22 @@ class Server:
     url: str
     log_path: Path
     _log: IO[bytes] = field(repr=False)
+    #: ``host:port`` of its gRPC server.
+    grpc_target: str = ""
 
     @classmethod
     def start(cls, environment: Venv, log_path: Path, *args: str, **env: str) -> Server:
-        port = free_port()
+        """Serve on free loopback ports, HTTP and gRPC (unless ``args`` choose the gRPC port)."""
+        port, free_grpc_port = free_ports(2)
+        grpc_port = str(free_grpc_port)
+        if "--grpc-port" in args:
+            grpc_port = args[args.index("--grpc-port") + 1]
+        else:
+            args = (*args, "--grpc-port", grpc_port)
         log = log_path.open("wb")
         command = [str(environment.bin / "stevedore-server"), "run", "--host", "127.0.0.1", "--port", str(port), *args]
         process = subprocess.Popen(command, env=environment.env(**env), stdout=log, stderr=subprocess.STDOUT)
-        return cls(process, f"http://127.0.0.1:{port}", log_path, log)
+        return cls(process, f"http://127.0.0.1:{port}", log_path, log, f"127.0.0.1:{grpc_port}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

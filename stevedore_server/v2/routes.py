@@ -12,7 +12,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from .. import __version__
-from ..errors import BadRequest, ClientError, InvalidPayload, ModelFailure
+from ..errors import BadRequest, ClientError, ModelFailure
 from ..inference import OFF_LOOP_BYTES, Action, Answer, ModelRef, Tensors
 from ..repository import Repository
 from ..rest import JSONBytesResponse, check_readiness, error_response, http_error, read_body, server_of
@@ -21,13 +21,13 @@ from ..serialization import dumps, loads
 from ..serving import ServingModel
 from .signature import Signature
 from .tensors import (
-    DTYPES,
+    TensorSpec,
     decode_binary_data,
     decode_json_data,
     element_count,
     encode_output,
-    parse_shape,
-    to_model_datatype,
+    input_spec,
+    model_input,
 )
 
 PREFIX = "/v2"
@@ -44,10 +44,7 @@ async def client_error(request: Request, error: Exception) -> Response:
     if not isinstance(error, ClientError):
         raise error
     status = error.status_code if error.status_code in KEPT_STATUSES else 400
-    message = error.message
-    if isinstance(error, InvalidPayload) and error.details:
-        message += ": " + "; ".join(f"{d['path'] or '/'}: {d['message']}" for d in error.details)
-    return error_response(status, {"error": message}, error.headers)
+    return error_response(status, {"error": error.summary()}, error.headers)
 
 
 #: The V2 mount's error edge; anything else (a model's failure, a bug) reaches the app's handlers.
@@ -77,12 +74,7 @@ def model_ref(request: Request) -> ModelRef:
 
 def tensor_model(request: Request) -> tuple[ServingModel, Signature]:
     """The model the path names, served and with tensors: 404, 503, or 400 for a model without a V2 interface."""
-    model = server_of(request).inference.resolve(model_ref(request))
-    if model.signature is None:
-        raise BadRequest(
-            f"model {model.name!r} version {model.version!r} has no V2 interface: {model.no_tensor_reason}"
-        )
-    return model, model.signature
+    return server_of(request).inference.resolve_tensors(model_ref(request))
 
 
 async def model_metadata(request: Request) -> Response:
@@ -183,25 +175,15 @@ def decode_inputs(header: dict[str, Any], binary: bytes, signature: Signature) -
 
 
 def decode_tensor(
-    tensor: Any, binary: bytes, offset: int, specs: dict[str, Any]
+    tensor: Any, binary: bytes, offset: int, specs: dict[str, TensorSpec]
 ) -> tuple[str, np.ndarray[Any, Any], int]:
     """One input as the model's datatype and shape, and how many binary bytes it used."""
     if not isinstance(tensor, dict):
         raise BadRequest("each input must be an object with name, shape, datatype and data")
-    name = tensor.get("name")
-    if not isinstance(name, str):
-        raise BadRequest("an input has no name")
-    if name not in specs:
-        raise BadRequest(f"unknown input {name!r}; the model's inputs are: {', '.join(specs)}")
-    datatype = tensor.get("datatype")
-    if datatype not in DTYPES:
-        raise BadRequest(
-            f"input {name!r}: unknown or unsupported datatype {datatype!r}; supported: {', '.join(DTYPES)}"
-        )
-    shape = parse_shape(tensor)
-    spec = specs[name]
-    if not spec.accepts_shape(shape):
-        raise BadRequest(f"input {name!r}: shape {shape} does not match the model's {list(spec.shape)}")
+    datatype: Any = tensor.get("datatype")  # checked by input_spec
+    shape: Any = tensor.get("shape")
+    spec = input_spec(tensor.get("name"), datatype, shape, specs)
+    name = spec.name
     size = parameters(tensor, f"input {name!r}").get("binary_data_size")
     if size is None:
         if "data" not in tensor:
@@ -212,45 +194,37 @@ def decode_tensor(
             raise BadRequest(f"input {name!r}: binary_data_size {size!r} does not fit the binary data")
         flat = decode_binary_data(name, datatype, binary[offset : offset + size], element_count(shape))
         used = size
-    try:
-        return name, to_model_datatype(name, flat, datatype, spec.datatype).reshape(shape), used
-    except ValueError as error:  # a shape NumPy cannot hold, however few its elements
-        raise BadRequest(f"input {name!r}: shape {shape} cannot be held: {error}") from None
+    return name, model_input(spec, flat, datatype, shape), used
 
 
 def requested_outputs(header: dict[str, Any], signature: Signature) -> list[str]:
-    names = [spec.name for spec in signature.outputs]
     requested = header.get("outputs")
     if requested is None:
-        return names
+        return [spec.name for spec in signature.outputs]
     if not isinstance(requested, list) or not all(
         isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested
     ):
         raise BadRequest("outputs must be a list of objects with a name")
-    unknown = [o["name"] for o in requested if o["name"] not in names]
-    if unknown:
-        raise BadRequest(f"unknown outputs: {', '.join(unknown)}; the model's outputs are: {', '.join(names)}")
     for output in requested:
         parameters(output, f"output {output['name']!r}")
-    return [o["name"] for o in requested] or names
+    return signature.select_outputs([o["name"] for o in requested])
 
 
-def results_by_output(entry: ServingModel, signature: Signature, result: Any) -> dict[str, Any]:
-    if len(signature.outputs) == 1:
-        return {signature.outputs[0].name: result}
-    names = [spec.name for spec in signature.outputs]
-    if not isinstance(result, dict) or set(result) != set(names):
-        error = TypeError(f"a model with outputs {names} must return a dict with those keys")
-        raise ModelFailure(entry.name, entry.version, "predict", error)
-    return result
+def outputs_of(answer: Answer) -> dict[str, Any]:
+    """The answer's result by output name; ModelFailure for a result that does not fit the model's outputs."""
+    model = answer.model
+    try:
+        if model.signature is None:  # the model answered tensors, so it has a signature
+            raise TypeError("the model has no tensor outputs")
+        return model.signature.results_by_output(answer.result)
+    except TypeError as error:
+        raise ModelFailure(model.name, model.version, "predict", error) from error
 
 
 def encode_response(answer: Answer, header: dict[str, Any], selected: list[str]) -> tuple[bytes, dict[str, str]]:
     """The inference response (body and headers): the selected outputs, JSON or binary as asked."""
     entry = answer.model
-    if entry.signature is None:  # the model answered with tensors, so it has a signature
-        raise ModelFailure(entry.name, entry.version, "predict", TypeError("the model has no tensor outputs"))
-    results = results_by_output(entry, entry.signature, answer.result)
+    results = outputs_of(answer)
     binary_default = parameters(header, "the request").get("binary_data_output") is True
     wanted = {o["name"]: o.get("parameters", {}) for o in header.get("outputs") or []}
     tensors, chunks = [], []

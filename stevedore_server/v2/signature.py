@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import NoTensorInterface
+from ..errors import BadRequest, NoTensorInterface
 from ..validation import ArrayCheck
 from .tensors import DTYPES, TensorSpec, datatype_of
 
@@ -25,6 +25,24 @@ class Signature:
     outputs: tuple[TensorSpec, ...]
     #: Where the predict schema says nothing an array check cannot, the check; else None (validate the JSON).
     tensor_check: ArrayCheck | None = None
+
+    def select_outputs(self, requested: list[str]) -> list[str]:
+        """The outputs a request asks for by name (none named: every output); BadRequest for an unknown one."""
+        names = [spec.name for spec in self.outputs]
+        unknown = [name for name in requested if name not in names]
+        if unknown:
+            raise BadRequest(f"unknown outputs: {', '.join(unknown)}; the model's outputs are: {', '.join(names)}")
+        return requested or names
+
+    def results_by_output(self, result: Any) -> dict[str, Any]:
+        """A model's result by output name (a model with several outputs returns a dict of them); TypeError for
+        a result that is not."""
+        if len(self.outputs) == 1:
+            return {self.outputs[0].name: result}
+        names = [spec.name for spec in self.outputs]
+        if not isinstance(result, dict) or set(result) != set(names):
+            raise TypeError(f"a model with outputs {names} must return a dict with those keys")
+        return result
 
 
 def signature_of(model: LoadedModel) -> Signature:

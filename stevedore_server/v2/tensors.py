@@ -63,13 +63,31 @@ class TensorSpec:
 MAX_DIMENSION = 2**31 - 1
 
 
-def parse_shape(tensor: dict[str, Any]) -> list[int]:
-    shape = tensor.get("shape")
-    if not isinstance(shape, list) or not all(type(dim) is int and 0 <= dim <= MAX_DIMENSION for dim in shape):
+def input_spec(name: Any, datatype: Any, shape: Any, specs: dict[str, TensorSpec]) -> TensorSpec:
+    """The model's input ``name``, for an input given as ``datatype`` in ``shape``: BadRequest for an unknown
+    input or datatype, or a shape the model does not take."""
+    if not isinstance(name, str) or not name:
+        raise BadRequest("an input has no name")
+    if name not in specs:
+        raise BadRequest(f"unknown input {name!r}; the model's inputs are: {', '.join(specs)}")
+    if datatype not in DTYPES:
         raise BadRequest(
-            f"input {tensor.get('name')!r}: shape must be a list of integers from 0 to {MAX_DIMENSION}, got {shape!r}"
+            f"input {name!r}: unknown or unsupported datatype {datatype!r}; supported: {', '.join(DTYPES)}"
         )
-    return shape
+    if not isinstance(shape, list) or not all(type(dim) is int and 0 <= dim <= MAX_DIMENSION for dim in shape):
+        raise BadRequest(f"input {name!r}: shape must be a list of integers from 0 to {MAX_DIMENSION}, got {shape!r}")
+    spec = specs[name]
+    if not spec.accepts_shape(shape):
+        raise BadRequest(f"input {name!r}: shape {shape} does not match the model's {list(spec.shape)}")
+    return spec
+
+
+def model_input(spec: TensorSpec, flat: np.ndarray[Any, Any], datatype: str, shape: list[int]) -> np.ndarray[Any, Any]:
+    """A decoded input's flat elements (their count checked) as the model's datatype, in ``shape``."""
+    try:
+        return to_model_datatype(spec.name, flat, datatype, spec.datatype).reshape(shape)
+    except ValueError as error:  # a shape NumPy cannot hold, however few its elements
+        raise BadRequest(f"input {spec.name!r}: shape {shape} cannot be held: {error}") from None
 
 
 def decode_json_data(name: str, datatype: str, data: Any, shape: list[int]) -> np.ndarray[Any, Any]:
@@ -182,18 +200,29 @@ def element_count(shape: list[int]) -> int:
     return math.prod(shape)
 
 
-def encode_output(name: str, result: Any, binary: bool) -> tuple[dict[str, Any], bytes | None]:
-    """An output tensor (JSON header and, for binary, its raw bytes) whose datatype and shape follow ``result``."""
+def output_array(result: Any) -> tuple[str, np.ndarray[Any, Any]]:
+    """A model's output as an array and its datatype; TypeError or ValueError for what no tensor may hold."""
     array = np.asarray(result)
     datatype = datatype_of(array)
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise ValueError("the output holds NaN or infinity")
+    return datatype, array
+
+
+def raw_bytes(datatype: str, array: np.ndarray[Any, Any]) -> bytes:
+    """An output's elements as the binary tensor data extension and gRPC's raw contents carry them."""
+    return encode_binary_bytes(array) if datatype == "BYTES" else array.astype(DTYPES[datatype]).tobytes()
+
+
+def encode_output(name: str, result: Any, binary: bool) -> tuple[dict[str, Any], bytes | None]:
+    """An output tensor (JSON header and, for binary, its raw bytes) whose datatype and shape follow ``result``."""
+    datatype, array = output_array(result)
     tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
     if not binary:
         flat = array.ravel().tolist()
         tensor["data"] = [x.decode("utf-8", "replace") if isinstance(x, bytes) else x for x in flat]
         return tensor, None
-    raw = encode_binary_bytes(array) if datatype == "BYTES" else array.astype(DTYPES[datatype]).tobytes()
+    raw = raw_bytes(datatype, array)
     tensor["parameters"] = {"binary_data_size": len(raw)}
     return tensor, raw
 

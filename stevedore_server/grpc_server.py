@@ -1,0 +1,321 @@
+"""The gRPC server of ``stevedore-server run``: the Open Inference Protocol, standard health and reflection.
+
+    front = GrpcServer(settings, state)   # state: the app's lifespan state
+    await front.start()                   # after the models are loaded, in each serving process
+    ...
+    await front.stop(grace)               # on SIGTERM, after the shutdown delay
+
+It runs on the event loop of the HTTP server, in the same process, over the
+same models: one more front end of the inference core. Every call passes
+``RequestContext.call``, the gRPC counterpart of the HTTP middleware: request
+id (``x-request-id`` metadata, echoed in the trailers), API key
+(``authorization: Bearer KEY`` metadata), access log line, Prometheus
+metrics, and the error edge, which maps each typed error to its status code
+(``STATUS_OF``): a client's mistake is never UNKNOWN, a model's failure or a
+bug is INTERNAL with an error id that the log has with its traceback.
+
+With ``--workers N`` every worker listens on the one port (``SO_REUSEPORT``:
+the kernel spreads the connections); ``process.preflight`` checks first that
+nothing else holds it. On SIGTERM the health service answers NOT_SERVING at
+once (the lifecycle drains); after the shutdown delay the server refuses new
+calls (UNAVAILABLE, which clients retry) and gives the calls in flight the
+graceful time-out to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection
+
+from .auth import APIKeys
+from .errors import (
+    ClientError,
+    InferenceTimeout,
+    ModelFailure,
+    NotFound,
+    Overloaded,
+    PayloadTooLarge,
+    StartupError,
+)
+from .health import readiness_problems
+from .lifecycle import Lifecycle
+from .logs import AccessLog, request_id
+from .metrics import Metrics
+from .middleware import REQUEST_ID_HEADER, VALID_REQUEST_ID
+from .server import ModelServer
+from .settings import Settings
+from .v2.grpc_service import SERVICE, InferenceService, Method
+
+logger = logging.getLogger("stevedore.grpc")
+access_log = AccessLog(logging.getLogger("stevedore.access"))
+
+HEALTH_SERVICE = "grpc.health.v1.Health"
+#: Seconds between a health Watch's looks at the status it reports.
+WATCH_INTERVAL = 0.5
+#: Status codes of client errors, by their HTTP status; a full queue is RESOURCE_EXHAUSTED (by type, below).
+STATUS_OF = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    404: grpc.StatusCode.NOT_FOUND,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    422: grpc.StatusCode.INVALID_ARGUMENT,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+SERVING: int = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING: int = health_pb2.HealthCheckResponse.NOT_SERVING
+SERVICE_UNKNOWN: int = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+
+
+class Unauthenticated(ClientError):
+    status_code = 401
+
+
+def status_of(error: ClientError) -> grpc.StatusCode:
+    if isinstance(error, Overloaded | PayloadTooLarge):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+    if isinstance(error, InferenceTimeout):
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return STATUS_OF.get(error.status_code, grpc.StatusCode.INVALID_ARGUMENT)
+
+
+class RequestContext:
+    """What every call goes through (see the module): ids, API keys, access log, metrics, the error edge."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.keys = APIKeys.from_settings(settings)
+        self.protect_health = settings.auth_health
+        self.metrics = metrics
+        self.access_log = settings.access_log
+        self.id_prefix = uuid.uuid4().hex[:12]
+        self.id_counter = itertools.count(1)
+        self.samples: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+    def unary(self, path: str, method: Method) -> grpc.RpcMethodHandler:
+        handler = method.handler
+        needs_key = self.keys is not None and (not method.open or self.protect_health)
+
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            metadata = dict(context.invocation_metadata() or ())
+            rid = self.request_id(metadata)
+            token = request_id.set(rid)
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            trailers = ((REQUEST_ID_HEADER, rid),)
+            try:
+                if needs_key:
+                    self.authenticate(metadata)
+                response = await handler(request)
+                context.set_trailing_metadata(trailers)
+                return response
+            except ClientError as error:
+                code = status_of(error)
+                await context.abort(code, error.summary(), trailers)
+            except ModelFailure as error:
+                code = grpc.StatusCode.INTERNAL
+                error_id = uuid.uuid4().hex
+                logger.error("%s (error id %s)", error, error_id, exc_info=error.error)
+                await context.abort(code, f"{error}; see the server log for error id {error_id}", trailers)
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED  # the client went away, or its deadline passed
+                raise
+            except grpc.aio.AbortError:
+                raise
+            except Exception as error:
+                code = grpc.StatusCode.INTERNAL
+                error_id = uuid.uuid4().hex
+                logger.error("unexpected error (error id %s)", error_id, exc_info=error)
+                await context.abort(code, f"internal server error; error id {error_id}", trailers)
+            finally:
+                self.record(path, code, time.perf_counter() - started, rid, context)
+                request_id.reset(token)
+
+        return grpc.unary_unary_rpc_method_handler(
+            call, request_deserializer=method.request_type.FromString, response_serializer=serialize
+        )
+
+    def request_id(self, metadata: dict[str, Any]) -> str:
+        given = metadata.get(REQUEST_ID_HEADER)
+        if isinstance(given, str) and VALID_REQUEST_ID.match(given):
+            return given
+        return f"{self.id_prefix}{next(self.id_counter):08x}"
+
+    def authenticate(self, metadata: dict[str, Any]) -> None:
+        if self.keys is None:
+            return
+        authorization = metadata.get("authorization")
+        if not self.keys.accepts(authorization if isinstance(authorization, str) else None):
+            message = "a valid API key is required" if authorization else "an API key is required"
+            raise Unauthenticated(f"{message}: send the metadata authorization: Bearer <key>")
+
+    def record(self, path: str, code: grpc.StatusCode, seconds: float, rid: str, context: Any) -> None:
+        samples = self.samples.get((path, code.name))
+        if samples is None:
+            samples = (
+                self.metrics.grpc_requests.labels(path, code.name),
+                self.metrics.grpc_request_seconds.labels(path),
+            )
+            self.samples[(path, code.name)] = samples
+        samples[0].inc()
+        samples[1].observe(seconds)
+        if self.access_log:
+            access_log.write(
+                rid, (peer_host(context.peer()), "GRPC", path, code.value[0], seconds * 1000),
+                {"status": code.value[0], "grpc_status": code.name, "duration_ms": round(seconds * 1000, 3),
+                 "route": path},
+            )  # fmt: skip
+
+
+def serialize(message: Any) -> bytes:
+    data: bytes = message.SerializeToString()
+    return data
+
+
+def peer_host(peer: str) -> str:
+    """The client's address from gRPC's peer string (``ipv4:127.0.0.1:5000``, ``ipv6:[::1]:5000``)."""
+    kind, _, address = peer.partition(":")
+    if kind == "ipv6":
+        return address.rpartition(":")[0].strip("[]")
+    if kind == "ipv4":
+        return address.rpartition(":")[0]
+    return peer
+
+
+class HealthService:
+    """``grpc.health.v1.Health``: service ``""`` (or the protocol's service name) is the server's readiness, as
+    ``/readyz``; a model's name is that model's. NOT_SERVING for all from the start of a drain."""
+
+    def __init__(self, service: InferenceService) -> None:
+        self.server = service.server
+        self.lifecycle = service.lifecycle
+        self.check_threads = service.check_threads
+
+    async def status(self, name: str) -> int:
+        if name in ("", SERVICE):
+            problems = await readiness_problems(self.server.registry.health_checks, self.lifecycle, self.check_threads)
+            return NOT_SERVING if problems else SERVING
+        if name not in self.server.registry.names():
+            return SERVICE_UNKNOWN
+        if self.lifecycle.draining:
+            return NOT_SERVING
+        return SERVING if self.server.registry.get(name).ready else NOT_SERVING
+
+    async def check(self, request: health_pb2.HealthCheckRequest) -> health_pb2.HealthCheckResponse:
+        status = await self.status(request.service)
+        if status == SERVICE_UNKNOWN:
+            raise NotFound(f"no service or model named {request.service!r}")
+        return health_pb2.HealthCheckResponse(status=status)
+
+    async def watch(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
+        """The status now, then each change; the stream ends once the server drains (after NOT_SERVING)."""
+        last = None
+        while True:
+            status = await self.status(request.service)
+            if status != last:
+                yield health_pb2.HealthCheckResponse(status=status)
+                last = status
+            if self.lifecycle.draining:
+                return
+            await asyncio.sleep(WATCH_INTERVAL)
+
+
+class GrpcServer:
+    """The gRPC server of one serving process (see the module)."""
+
+    def __init__(self, settings: Settings, state: dict[str, Any]) -> None:
+        self.settings = settings
+        self.server: ModelServer = state["server"]
+        self.lifecycle: Lifecycle = state["lifecycle"]
+        self.service = InferenceService(self.server, state["repository"], self.lifecycle, state["check_threads"])
+        self.grpc: grpc.aio.Server | None = None
+        self.stopping: asyncio.Task[None] | None = None
+
+    @property
+    def address(self) -> str:
+        host = self.settings.host
+        return f"[{host}]:{self.settings.grpc_port}" if ":" in host else f"{host}:{self.settings.grpc_port}"
+
+    async def start(self) -> None:
+        """Listen and serve; StartupError if the port cannot be had."""
+        settings = self.settings
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", settings.max_body_size),
+                ("grpc.max_send_message_length", -1),
+                # Workers share the port; one process alone must not share it with anyone.
+                ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
+            ]
+        )
+        context = RequestContext(settings, self.server.metrics)
+        inference = {
+            name: context.unary(f"/{SERVICE}/{name}", method) for name, method in self.service.methods().items()
+        }
+        health = HealthService(self.service)
+        health_methods = {
+            "Check": context.unary(
+                f"/{HEALTH_SERVICE}/Check", Method(health.check, health_pb2.HealthCheckRequest, open=True)
+            ),
+            "Watch": grpc.unary_stream_rpc_method_handler(
+                health.watch,
+                request_deserializer=health_pb2.HealthCheckRequest.FromString,
+                response_serializer=serialize,
+            ),
+        }
+        server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(SERVICE, inference),
+                grpc.method_handlers_generic_handler(HEALTH_SERVICE, health_methods),
+            )
+        )
+        reflection.enable_server_reflection((SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server)
+        try:
+            port = server.add_insecure_port(self.address)
+        except RuntimeError as error:
+            port, reason = 0, str(error)
+        else:
+            reason = "the address is taken or cannot be had"
+        if not port:
+            raise StartupError(f"gRPC cannot listen on {self.address}: {reason} (--grpc-port 0 turns gRPC off)")
+        await server.start()
+        self.grpc = server
+        logger.info("gRPC (Open Inference Protocol, health, reflection) on %s", self.address)
+
+    def stop(self, grace: float) -> asyncio.Task[None]:
+        """Refuse new calls and give those in flight ``grace`` seconds; the task ends when all have."""
+        if self.stopping is None:
+            self.stopping = asyncio.create_task(self._stop(grace))
+        return self.stopping
+
+    async def _stop(self, grace: float) -> None:
+        if self.grpc is not None:
+            await self.grpc.stop(grace)
+            logger.info("gRPC stopped")
+
+
+def check_port(settings: Settings) -> None:
+    """StartupError unless the gRPC port is free: bound without ``SO_REUSEPORT``, as nothing else may hold it
+    (with workers, each binds it with that option, so a second server would share it silently)."""
+    if not settings.grpc_port:
+        return
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT does not count
+        try:
+            probe.bind((settings.host, settings.grpc_port))
+        except OSError as error:
+            raise StartupError(
+                f"gRPC cannot listen on {settings.host}:{settings.grpc_port}: {error.strerror} "
+                "(--grpc-port chooses another port, 0 turns gRPC off)"
+            ) from None

@@ -1,0 +1,153 @@
+"""The Open Inference Protocol over gRPC: the ``inference.GRPCInferenceService`` RPCs.
+
+Each handler decodes its request, makes the same call as the REST route of
+the same name (``Inference.call`` for ModelInfer, the ``Repository`` for the
+repository RPCs) and encodes the answer; a typed error of ``errors.py``
+propagates to ``grpc_server``, which turns it into a status code. Wire
+compatibility with Triton's service (``tritonclient.grpc``) is described in
+``inference.proto``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from anyio import to_thread
+
+from .. import __version__
+from ..errors import BadRequest
+from ..health import readiness_problems
+from ..inference import OFF_LOOP_BYTES, Action, ModelRef, Tensors
+from ..lifecycle import Lifecycle
+from ..repository import Repository
+from ..server import ModelServer
+from . import inference_pb2 as pb
+from .grpc_codec import decode_inputs, encode_response, requested_outputs
+from .routes import EXTENSIONS
+
+SERVICE = "inference.GRPCInferenceService"
+#: A handler: request message to response message.
+Handler = Callable[[Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One RPC: its handler, the request type it decodes, and whether it is open without an API key (the
+    probes, as their REST routes)."""
+
+    handler: Handler
+    request_type: Any
+    open: bool = False
+
+
+class InferenceService:
+    """The RPCs over one process's server, repository and lifecycle (the app's lifespan state)."""
+
+    def __init__(
+        self, server: ModelServer, repository: Repository, lifecycle: Lifecycle, check_threads: anyio.CapacityLimiter
+    ) -> None:
+        self.server = server
+        self.repository = repository
+        self.lifecycle = lifecycle
+        self.check_threads = check_threads
+
+    def methods(self) -> dict[str, Method]:
+        """The service's RPCs by name, ModelInfer first as the hot one."""
+        return {
+            "ModelInfer": Method(self.model_infer, pb.ModelInferRequest),
+            "ServerLive": Method(self.server_live, pb.ServerLiveRequest, open=True),
+            "ServerReady": Method(self.server_ready, pb.ServerReadyRequest, open=True),
+            "ModelReady": Method(self.model_ready, pb.ModelReadyRequest, open=True),
+            "ServerMetadata": Method(self.server_metadata, pb.ServerMetadataRequest),
+            "ModelMetadata": Method(self.model_metadata, pb.ModelMetadataRequest),
+            "RepositoryIndex": Method(self.repository_index, pb.RepositoryIndexRequest),
+            "RepositoryModelLoad": Method(self.repository_load, pb.RepositoryModelLoadRequest),
+            "RepositoryModelUnload": Method(self.repository_unload, pb.RepositoryModelUnloadRequest),
+        }
+
+    # -- health and metadata ------------------------------------------------------
+
+    async def server_live(self, request: pb.ServerLiveRequest) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def server_ready(self, request: pb.ServerReadyRequest) -> pb.ServerReadyResponse:
+        problems = await readiness_problems(self.server.registry.health_checks, self.lifecycle, self.check_threads)
+        return pb.ServerReadyResponse(ready=not problems)
+
+    async def model_ready(self, request: pb.ModelReadyRequest) -> pb.ModelReadyResponse:
+        model = self.server.registry.get(request.name, request.version or None)
+        return pb.ModelReadyResponse(ready=model.ready)
+
+    async def server_metadata(self, request: pb.ServerMetadataRequest) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(name="stevedore-server", version=__version__, extensions=EXTENSIONS)
+
+    async def model_metadata(self, request: pb.ModelMetadataRequest) -> pb.ModelMetadataResponse:
+        model = self.server.inference.resolve(ModelRef(request.name, request.version or None))
+        signature = model.signature
+        if signature is None:
+            raise BadRequest(
+                f"model {model.name!r} version {model.version!r} has no V2 interface: {model.no_tensor_reason}"
+            )
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=model.name,
+            versions=[other.version for other in self.server.registry.versions_of(model.name)],
+            platform="stevedore",
+            inputs=[tensor(name=s.name, datatype=s.datatype, shape=s.shape) for s in signature.inputs],
+            outputs=[tensor(name=s.name, datatype=s.datatype, shape=s.shape) for s in signature.outputs],
+        )
+
+    # -- infer ----------------------------------------------------------------------
+
+    async def model_infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        """Decode the tensors, run the inference core, encode the selected outputs."""
+        ref = ModelRef(request.model_name, request.model_version or None)
+        model = self.server.inference.resolve(ref)
+        signature = model.signature
+        if signature is None:
+            raise BadRequest(
+                f"model {model.name!r} version {model.version!r} has no V2 interface: {model.no_tensor_reason}"
+            )
+        decode = functools.partial(decode_inputs, request, signature)
+        # A large request is decoded off the event loop, as large REST bodies are.
+        large = (
+            sum(len(raw) for raw in request.raw_input_contents) > OFF_LOOP_BYTES or request.ByteSize() > OFF_LOOP_BYTES
+        )
+        arrays = await to_thread.run_sync(decode) if large else decode()
+        selected = requested_outputs(request, signature)
+        answer = await self.server.inference.call(ref, Action.PREDICT, Tensors(arrays))
+        return encode_response(answer, request, selected)
+
+    # -- the model repository extension ---------------------------------------------
+
+    async def repository_index(self, request: pb.RepositoryIndexRequest) -> pb.RepositoryIndexResponse:
+        entries = await self.repository.index(ready_only=request.ready)
+        index = pb.RepositoryIndexResponse.ModelIndex
+        return pb.RepositoryIndexResponse(models=[index(**entry) for entry in entries])
+
+    async def repository_load(self, request: pb.RepositoryModelLoadRequest) -> pb.RepositoryModelLoadResponse:
+        """Load (or reload) a model from the installed plugins (Triton's clients may send a model config or files
+        to upload: a plugin's model comes from its wheel, so those are refused)."""
+        uploads = sorted(key for key in request.parameters if key == "config" or key.startswith("file:"))
+        if uploads:
+            raise BadRequest(
+                f"models come from installed plugin wheels; parameters {', '.join(uploads)} cannot change them"
+            )
+        await self.repository.load(model_name(request))
+        return pb.RepositoryModelLoadResponse()
+
+    async def repository_unload(self, request: pb.RepositoryModelUnloadRequest) -> pb.RepositoryModelUnloadResponse:
+        await self.repository.unload(model_name(request))
+        return pb.RepositoryModelUnloadResponse()
+
+
+def model_name(request: pb.RepositoryModelLoadRequest | pb.RepositoryModelUnloadRequest) -> str:
+    """The model a repository request names: Triton's field 2, or field 1 where KServe's definition puts it."""
+    name = request.model_name or request.repository_name
+    if not name:
+        raise BadRequest("the request names no model")
+    return name
