@@ -56,9 +56,10 @@ image-run:
 image-test:
 	scripts/image-test.sh $(ENGINE) $(IMAGE) $(PORT)
 
-# The gRPC messages of the Open Inference Protocol, generated from their definition (a test checks they are current).
+# The gRPC messages of the Open Inference Protocol, compiled from their definition (a test checks it is current).
 proto: $(STAMP)
-	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. stevedore_server/v2/inference.proto
+	$(BIN)/python -m grpc_tools.protoc -I . --descriptor_set_out=stevedore_server/v2/inference.binpb \
+		stevedore_server/v2/inference.proto
 
 check: $(STAMP)
 	$(BIN)/stevedore-server check

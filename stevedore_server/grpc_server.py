@@ -34,8 +34,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from .auth import APIKeys
 from .errors import (
@@ -54,7 +55,9 @@ from .metrics import Metrics
 from .middleware import REQUEST_ID_HEADER, VALID_REQUEST_ID
 from .server import ModelServer
 from .settings import Settings
-from .v2.grpc_service import SERVICE, InferenceService, Method
+from .v2 import protocol
+from .v2.grpc_service import InferenceService, Method
+from .v2.protocol import SERVICE
 
 logger = logging.getLogger("stevedore.grpc")
 access_log = AccessLog(logging.getLogger("stevedore.access"))
@@ -279,7 +282,9 @@ class GrpcServer:
                 grpc.method_handlers_generic_handler(HEALTH_SERVICE, health_methods),
             )
         )
-        reflection.enable_server_reflection((SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server)
+        reflection.enable_server_reflection(
+            (SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server, pool=reflection_pool()
+        )
         try:
             port = server.add_insecure_port(self.address)
         except RuntimeError as error:
@@ -302,6 +307,14 @@ class GrpcServer:
         if self.grpc is not None:
             await self.grpc.stop(grace)
             logger.info("gRPC stopped")
+
+
+def reflection_pool() -> descriptor_pool.DescriptorPool:
+    """What reflection describes: the protocol's pool, with the health and reflection services added."""
+    pool = protocol.load_pool()
+    for module in (health_pb2, reflection_pb2):
+        pool.AddSerializedFile(module.DESCRIPTOR.serialized_pb)
+    return pool
 
 
 def check_port(settings: Settings) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import BadRequest, ModelFailure
 from ..inference import Answer
-from .inference_pb2 import InferTensorContents, ModelInferRequest, ModelInferResponse
+from .protocol import ModelInferResponse
 from .routes import outputs_of
 from .signature import Signature
 from .tensors import (
@@ -57,7 +57,7 @@ FIELD_DTYPE = {
 }
 
 
-def decode_inputs(request: ModelInferRequest, signature: Signature) -> dict[str, np.ndarray[Any, Any]]:
+def decode_inputs(request: Any, signature: Signature) -> dict[str, np.ndarray[Any, Any]]:
     """The request's inputs as the model's datatypes and shapes: BadRequest for anything the model cannot take."""
     if not request.inputs:
         raise BadRequest("inputs must be a non-empty list of tensors")
@@ -84,7 +84,7 @@ def decode_inputs(request: ModelInferRequest, signature: Signature) -> dict[str,
     return arrays
 
 
-def typed_contents(name: str, datatype: str, contents: InferTensorContents, count: int) -> np.ndarray[Any, Any]:
+def typed_contents(name: str, datatype: str, contents: Any, count: int) -> np.ndarray[Any, Any]:
     """A flat array from an input's typed contents: only the field of its datatype may hold elements."""
     field = CONTENTS_FIELD.get(datatype)
     if field is None:
@@ -115,11 +115,11 @@ def text(element: bytes) -> str | bytes:
         return element
 
 
-def requested_outputs(request: ModelInferRequest, signature: Signature) -> list[str]:
+def requested_outputs(request: Any, signature: Signature) -> list[str]:
     return signature.select_outputs([output.name for output in request.outputs])
 
 
-def encode_response(answer: Answer, request: ModelInferRequest, selected: list[str]) -> ModelInferResponse:
+def encode_response(answer: Answer, request: Any, selected: list[str]) -> Any:
     """The selected outputs, raw if the request was raw, else typed."""
     model = answer.model
     results = outputs_of(answer)
@@ -138,7 +138,7 @@ def encode_response(answer: Answer, request: ModelInferRequest, selected: list[s
     return response
 
 
-def fill_contents(contents: InferTensorContents, datatype: str, array: np.ndarray[Any, Any]) -> None:
+def fill_contents(contents: Any, datatype: str, array: np.ndarray[Any, Any]) -> None:
     field = CONTENTS_FIELD.get(datatype)
     if field is None:  # FP16: no typed field holds it
         raise ValueError(f"a {datatype} output has no typed contents; ask with raw_input_contents")

@@ -25,11 +25,10 @@ from ..inference import OFF_LOOP_BYTES, Action, ModelRef, Tensors
 from ..lifecycle import Lifecycle
 from ..repository import Repository
 from ..server import ModelServer
-from . import inference_pb2 as pb
+from . import protocol as pb
 from .grpc_codec import decode_inputs, encode_response, requested_outputs
 from .routes import EXTENSIONS
 
-SERVICE = "inference.GRPCInferenceService"
 #: A handler: request message to response message.
 Handler = Callable[[Any], Awaitable[Any]]
 
@@ -71,28 +70,28 @@ class InferenceService:
 
     # -- health and metadata ------------------------------------------------------
 
-    async def server_live(self, request: pb.ServerLiveRequest) -> pb.ServerLiveResponse:
+    async def server_live(self, request: Any) -> Any:
         return pb.ServerLiveResponse(live=True)
 
-    async def server_ready(self, request: pb.ServerReadyRequest) -> pb.ServerReadyResponse:
+    async def server_ready(self, request: Any) -> Any:
         problems = await readiness_problems(self.server.registry.health_checks, self.lifecycle, self.check_threads)
         return pb.ServerReadyResponse(ready=not problems)
 
-    async def model_ready(self, request: pb.ModelReadyRequest) -> pb.ModelReadyResponse:
+    async def model_ready(self, request: Any) -> Any:
         model = self.server.registry.get(request.name, request.version or None)
         return pb.ModelReadyResponse(ready=model.ready)
 
-    async def server_metadata(self, request: pb.ServerMetadataRequest) -> pb.ServerMetadataResponse:
+    async def server_metadata(self, request: Any) -> Any:
         return pb.ServerMetadataResponse(name="stevedore-server", version=__version__, extensions=EXTENSIONS)
 
-    async def model_metadata(self, request: pb.ModelMetadataRequest) -> pb.ModelMetadataResponse:
+    async def model_metadata(self, request: Any) -> Any:
         model = self.server.inference.resolve(ModelRef(request.name, request.version or None))
         signature = model.signature
         if signature is None:
             raise BadRequest(
                 f"model {model.name!r} version {model.version!r} has no V2 interface: {model.no_tensor_reason}"
             )
-        tensor = pb.ModelMetadataResponse.TensorMetadata
+        tensor = pb.TensorMetadata
         return pb.ModelMetadataResponse(
             name=model.name,
             versions=[other.version for other in self.server.registry.versions_of(model.name)],
@@ -103,7 +102,7 @@ class InferenceService:
 
     # -- infer ----------------------------------------------------------------------
 
-    async def model_infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+    async def model_infer(self, request: Any) -> Any:
         """Decode the tensors, run the inference core, encode the selected outputs."""
         ref = ModelRef(request.model_name, request.model_version or None)
         model = self.server.inference.resolve(ref)
@@ -124,12 +123,11 @@ class InferenceService:
 
     # -- the model repository extension ---------------------------------------------
 
-    async def repository_index(self, request: pb.RepositoryIndexRequest) -> pb.RepositoryIndexResponse:
+    async def repository_index(self, request: Any) -> Any:
         entries = await self.repository.index(ready_only=request.ready)
-        index = pb.RepositoryIndexResponse.ModelIndex
-        return pb.RepositoryIndexResponse(models=[index(**entry) for entry in entries])
+        return pb.RepositoryIndexResponse(models=[pb.ModelIndex(**entry) for entry in entries])
 
-    async def repository_load(self, request: pb.RepositoryModelLoadRequest) -> pb.RepositoryModelLoadResponse:
+    async def repository_load(self, request: Any) -> Any:
         """Load (or reload) a model from the installed plugins (Triton's clients may send a model config or files
         to upload: a plugin's model comes from its wheel, so those are refused)."""
         uploads = sorted(key for key in request.parameters if key == "config" or key.startswith("file:"))
@@ -140,14 +138,14 @@ class InferenceService:
         await self.repository.load(model_name(request))
         return pb.RepositoryModelLoadResponse()
 
-    async def repository_unload(self, request: pb.RepositoryModelUnloadRequest) -> pb.RepositoryModelUnloadResponse:
+    async def repository_unload(self, request: Any) -> Any:
         await self.repository.unload(model_name(request))
         return pb.RepositoryModelUnloadResponse()
 
 
-def model_name(request: pb.RepositoryModelLoadRequest | pb.RepositoryModelUnloadRequest) -> str:
+def model_name(request: Any) -> str:
     """The model a repository request names: Triton's field 2, or field 1 where KServe's definition puts it."""
-    name = request.model_name or request.repository_name
+    name: str = request.model_name or request.repository_name
     if not name:
         raise BadRequest("the request names no model")
     return name
