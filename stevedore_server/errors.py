@@ -82,6 +82,12 @@ class NotReady(ClientError):
     status_code = 503
 
 
+class Unauthenticated(ClientError):
+    """No accepted API key (gRPC; the HTTP routes answer from their middleware)."""
+
+    status_code = 401
+
+
 class InvalidPayload(ClientError):
     """The payload does not match the model's JSON Schema."""
 

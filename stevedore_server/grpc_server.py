@@ -47,6 +47,7 @@ from .errors import (
     Overloaded,
     PayloadTooLarge,
     StartupError,
+    Unauthenticated,
 )
 from .health import readiness_problems
 from .lifecycle import Lifecycle
@@ -78,10 +79,6 @@ STATUS_OF = {
 SERVING: int = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING: int = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVICE_UNKNOWN: int = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
-
-
-class Unauthenticated(ClientError):
-    status_code = 401
 
 
 def status_of(error: ClientError) -> grpc.StatusCode:
