@@ -93,11 +93,14 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def ops_venv(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Venv:
-    """The core, the example plugin and the sleeper test plugin, installed from wheels."""
+    """The core, the example plugin and the sleeper and tensors test plugins, installed from wheels."""
     root = tmp_path_factory.mktemp("ops")
-    build_wheels([copy_source(INSTALLED / "sleeper", root / "sleeper")], root / "wheels", wheelhouse)
+    sources = [copy_source(INSTALLED / name, root / name) for name in ("sleeper", "tensors")]
+    build_wheels(sources, root / "wheels", wheelhouse)
     environment = Venv.create(root / "venv", wheelhouse, root / "wheels")
-    environment.install("stevedore-server", "stevedore-sklearn-logreg", "stevedore-test-sleeper")
+    environment.install(
+        "stevedore-server", "stevedore-sklearn-logreg", "stevedore-test-sleeper", "stevedore-test-tensors"
+    )
     return environment
 
 
