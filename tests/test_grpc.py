@@ -342,6 +342,38 @@ def test_repository_index_load_and_unload(served: Server, client: triton_grpc.In
     assert "installed plugin wheels" in caught.value.message()
 
 
+def test_unload_and_load_under_grpc_load_answer_only_ok_or_unavailable(
+    served: Server, client: triton_grpc.InferenceServerClient
+) -> None:
+    outcomes: Counter[str] = Counter()
+    stop = threading.Event()
+
+    def loop() -> None:
+        service = stub(served)
+        while not stop.is_set():
+            try:
+                service.ModelInfer(iris_request(), timeout=30)
+                outcomes["OK"] += 1
+            except grpc.RpcError as error:
+                outcomes[error.code().name] += 1
+
+    clients = [threading.Thread(target=loop) for _ in range(4)]
+    for thread in clients:
+        thread.start()
+    try:
+        for _ in range(3):
+            client.unload_model("iris")
+            time.sleep(0.2)
+            client.load_model("iris")
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join(timeout=60)
+    assert outcomes["OK"] and outcomes["UNAVAILABLE"] and set(outcomes) == {"OK", "UNAVAILABLE"}, outcomes
+    assert client.is_model_ready("iris")
+
+
 def test_a_kserve_client_naming_the_model_in_field_1_loads_it(served: Server) -> None:
     """KServe's proto puts the model name of a load request in field 1, where Triton's has repository_name."""
     stub(served).RepositoryModelLoad(service_pb2.RepositoryModelLoadRequest(repository_name="iris"))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
@@ -55,6 +56,13 @@ def test_a_wheel_installed_while_serving_is_loaded_and_served_without_restart(
     assert httpx.post(server.url + "/models/gamma/predict", json=[[1, 2]]).status_code == 503
     with pytest.raises(InferenceServerException, match="no installed plugin provides a model named 'nope'"):
         client.load_model("nope")
+
+    with triton_grpc.InferenceServerClient(server.grpc_target) as over_grpc:  # the same over gRPC
+        over_grpc.load_model("gamma")
+        assert over_grpc.is_model_ready("gamma")
+        assert httpx.post(server.url + "/models/gamma/predict", json=[[1, 2]]).status_code == 200
+        over_grpc.unload_model("gamma")
+        assert not over_grpc.is_model_ready("gamma") and not client.is_model_ready("gamma")
     assert "SIGTERM" not in server.log() and "Traceback" not in server.log()
 
 
