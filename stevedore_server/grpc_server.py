@@ -123,9 +123,7 @@ class RequestContext:
                 await context.abort(code, error.summary(), trailers)
             except ModelFailure as error:
                 code = grpc.StatusCode.INTERNAL
-                error_id = uuid.uuid4().hex
-                logger.error("%s (error id %s)", error, error_id, exc_info=error.error)
-                await context.abort(code, f"{error}; see the server log for error id {error_id}", trailers)
+                await context.abort(code, logged_internal(str(error), error.error), trailers)
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED  # the client went away, or its deadline passed
                 raise
@@ -133,14 +131,30 @@ class RequestContext:
                 raise
             except Exception as error:
                 code = grpc.StatusCode.INTERNAL
-                error_id = uuid.uuid4().hex
-                logger.error("unexpected error (error id %s)", error_id, exc_info=error)
-                await context.abort(code, f"internal server error; error id {error_id}", trailers)
+                await context.abort(code, logged_internal("internal server error", error), trailers)
             finally:
                 self.record(path, code, time.perf_counter() - started, rid, context)
                 request_id.reset(token)
 
         return grpc.unary_unary_rpc_method_handler(
+            call, request_deserializer=method.request_type.FromString, response_serializer=serialize
+        )
+
+    def server_stream(self, method: Method) -> grpc.RpcMethodHandler:
+        """A server-streaming RPC (health's Watch): its API key checked as a unary one's, no access log line."""
+        handler = method.handler
+        needs_key = self.keys is not None and (not method.open or self.protect_health)
+
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            if needs_key:
+                try:
+                    self.authenticate(dict(context.invocation_metadata() or ()))
+                except Unauthenticated as error:
+                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, error.summary())
+            async for message in handler(request):
+                yield message
+
+        return grpc.unary_stream_rpc_method_handler(
             call, request_deserializer=method.request_type.FromString, response_serializer=serialize
         )
 
@@ -174,6 +188,13 @@ class RequestContext:
                 {"status": code.value[0], "grpc_status": code.name, "duration_ms": round(seconds * 1000, 3),
                  "route": path},
             )  # fmt: skip
+
+
+def logged_internal(message: str, error: BaseException) -> str:
+    """Log ``error`` with its traceback under a new error id; the client's message, with the id."""
+    error_id = uuid.uuid4().hex
+    logger.error("%s (error id %s)", message, error_id, exc_info=error)
+    return f"{message}; see the server log for error id {error_id}"
 
 
 def serialize(message: Any) -> bytes:
@@ -216,9 +237,7 @@ class HealthService:
             raise NotFound(f"no service or model named {request.service!r}")
         return health_pb2.HealthCheckResponse(status=status)
 
-    async def watch(
-        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
+    async def watch(self, request: health_pb2.HealthCheckRequest) -> AsyncIterator[health_pb2.HealthCheckResponse]:
         """The status now, then each change; the stream ends once the server drains (after NOT_SERVING)."""
         last = None
         while True:
@@ -267,11 +286,7 @@ class GrpcServer:
             "Check": context.unary(
                 f"/{HEALTH_SERVICE}/Check", Method(health.check, health_pb2.HealthCheckRequest, open=True)
             ),
-            "Watch": grpc.unary_stream_rpc_method_handler(
-                health.watch,
-                request_deserializer=health_pb2.HealthCheckRequest.FromString,
-                response_serializer=serialize,
-            ),
+            "Watch": context.server_stream(Method(health.watch, health_pb2.HealthCheckRequest, open=True)),
         }
         server.add_generic_rpc_handlers(
             (

@@ -115,6 +115,7 @@ def test_production_command_healthcheck_and_user(example_image: tuple[str, str])
     config = inspect(example_image[0])["Docker"]["config"]
     assert config["Cmd"] == ["stevedore-server", "run", "--host", "0.0.0.0", "--port", "8000"]
     assert config["User"] == "stevedore"
+    assert set(config["ExposedPorts"]) == {"8000/tcp", "8081/tcp"}
     assert config["Healthcheck"]["Test"][0] == "CMD" and "/readyz" in config["Healthcheck"]["Test"][-1]
 
 

@@ -403,6 +403,32 @@ def test_api_keys_as_bearer_metadata(ops_venv: Venv, tmp_path: Path) -> None:
         server.stop()
 
 
+def test_auth_health_closes_the_probes_and_health_too(ops_venv: Venv, tmp_path: Path) -> None:
+    server = Server.start(ops_venv, tmp_path / "server.log", "--auth-health", STEVEDORE_API_KEYS="sesame")
+    try:
+        server.wait_for("/readyz", status=401)  # listening; the models are loaded before either port listens
+        health = health_pb2_grpc.HealthStub(grpc.insecure_channel(server.grpc_target))
+        everything = health_pb2.HealthCheckRequest(service="")
+        deadline = time.monotonic() + 60
+        while True:  # until gRPC listens too
+            try:
+                health.Check(everything, metadata=[("authorization", "Bearer sesame")], timeout=5)
+                break
+            except grpc.RpcError:
+                assert time.monotonic() < deadline, server.log()
+                time.sleep(0.2)
+        assert status_of(lambda: health.Check(everything)) == grpc.StatusCode.UNAUTHENTICATED
+        assert status_of(lambda: next(health.Watch(everything))) == grpc.StatusCode.UNAUTHENTICATED
+        live = service_pb2.ServerLiveRequest()
+        assert status_of(lambda: stub(server).ServerLive(live)) == grpc.StatusCode.UNAUTHENTICATED
+        key = [("authorization", "Bearer sesame")]
+        assert health.Check(everything, metadata=key).status == health_pb2.HealthCheckResponse.SERVING
+        assert next(health.Watch(everything, metadata=key)).status == health_pb2.HealthCheckResponse.SERVING
+        assert stub(server).ServerLive(live, metadata=key).live
+    finally:
+        server.stop()
+
+
 # -- batching, workers, shutdown ----------------------------------------------------------------------------
 
 
@@ -422,8 +448,10 @@ def test_grpc_requests_join_adaptive_batches(ops_venv: Venv, tmp_path: Path) -> 
 def test_workers_share_the_grpc_port(ops_venv: Venv, tmp_path: Path) -> None:
     server = start(ops_venv, tmp_path, "--workers", "2")
     try:
-        prefixes = Counter()
-        for _ in range(40):  # each channel its own connection, which the kernel gives to either worker
+        prefixes: Counter[str] = Counter()
+        deadline = time.monotonic() + 90  # /readyz answered from one worker; the other may still be starting
+        while len(prefixes) < 2 and time.monotonic() < deadline:
+            # Each channel its own connection, which the kernel gives to either worker's listener.
             with grpc.insecure_channel(server.grpc_target) as channel:
                 service = service_pb2_grpc.GRPCInferenceServiceStub(channel)
                 response, call = service.ModelInfer.with_call(iris_request())

@@ -223,15 +223,3 @@ def test_fifty_concurrent_requests_each_get_their_own_answer(server: Server) -> 
     for rows, answer in zip(batches, answers, strict=True):
         expected = [CLASSES[next(i for i, known in enumerate(ROWS) if (known == row).all())] for row in rows]
         assert answer == expected
-
-
-def test_the_readme_tritonclient_example(server: Server) -> None:
-    from .test_docs import python_block
-
-    *statements, last = (
-        python_block("tritonclient").replace("127.0.0.1:8000", server.url[len("http://") :]).splitlines()
-    )
-    namespace: dict[str, Any] = {}
-    exec("\n".join(statements), namespace)
-    expression, _, shown = last.partition("#")
-    assert repr(eval(expression, namespace)) == shown.strip()

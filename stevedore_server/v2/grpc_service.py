@@ -11,7 +11,7 @@ compatibility with Triton's service (``tritonclient.grpc``) is described in
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,8 +29,8 @@ from . import protocol as pb
 from .grpc_codec import decode_inputs, encode_response, requested_outputs
 from .routes import EXTENSIONS
 
-#: A handler: request message to response message.
-Handler = Callable[[Any], Awaitable[Any]]
+#: A handler: request message to (an awaitable of) the response message, or to an async iterator of them.
+Handler = Callable[[Any], Any]
 
 
 @dataclass(frozen=True)
