@@ -277,26 +277,32 @@ class GrpcServer:
                 ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
             ]
         )
-        context = RequestContext(settings, self.server.metrics)
+        server.add_generic_rpc_handlers(self.handlers(RequestContext(settings, self.server.metrics)))
+        services = (SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(services, server, pool=reflection_pool())
+        self.listen(server)
+        await server.start()
+        self.grpc = server
+        logger.info("gRPC (Open Inference Protocol, health, reflection) on %s", self.address)
+
+    def handlers(self, context: RequestContext) -> tuple[grpc.GenericRpcHandler, ...]:
+        """The protocol's service and the health service, each call through ``context``."""
         inference = {
             name: context.unary(f"/{SERVICE}/{name}", method) for name, method in self.service.methods().items()
         }
         health = HealthService(self.service)
+        check = Method(health.check, health_pb2.HealthCheckRequest, open=True)
+        watch = Method(health.watch, health_pb2.HealthCheckRequest, open=True)
         health_methods = {
-            "Check": context.unary(
-                f"/{HEALTH_SERVICE}/Check", Method(health.check, health_pb2.HealthCheckRequest, open=True)
-            ),
-            "Watch": context.server_stream(Method(health.watch, health_pb2.HealthCheckRequest, open=True)),
+            "Check": context.unary(f"/{HEALTH_SERVICE}/Check", check),
+            "Watch": context.server_stream(watch),
         }
-        server.add_generic_rpc_handlers(
-            (
-                grpc.method_handlers_generic_handler(SERVICE, inference),
-                grpc.method_handlers_generic_handler(HEALTH_SERVICE, health_methods),
-            )
+        return (
+            grpc.method_handlers_generic_handler(SERVICE, inference),
+            grpc.method_handlers_generic_handler(HEALTH_SERVICE, health_methods),
         )
-        reflection.enable_server_reflection(
-            (SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server, pool=reflection_pool()
-        )
+
+    def listen(self, server: grpc.aio.Server) -> None:
         try:
             port = server.add_insecure_port(self.address)
         except RuntimeError as error:
@@ -305,9 +311,6 @@ class GrpcServer:
             reason = "the address is taken or cannot be had"
         if not port:
             raise StartupError(f"gRPC cannot listen on {self.address}: {reason} (--grpc-port 0 turns gRPC off)")
-        await server.start()
-        self.grpc = server
-        logger.info("gRPC (Open Inference Protocol, health, reflection) on %s", self.address)
 
     def stop(self, grace: float) -> asyncio.Task[None]:
         """Refuse new calls and give those in flight ``grace`` seconds; the task ends when all have."""

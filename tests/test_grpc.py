@@ -4,6 +4,7 @@ standard health and reflection clients, and raw stubs of Triton's own service de
 from __future__ import annotations
 
 import re
+import socket
 import threading
 import time
 from collections import Counter
@@ -425,6 +426,30 @@ def test_auth_health_closes_the_probes_and_health_too(ops_venv: Venv, tmp_path: 
         assert health.Check(everything, metadata=key).status == health_pb2.HealthCheckResponse.SERVING
         assert next(health.Watch(everything, metadata=key)).status == health_pb2.HealthCheckResponse.SERVING
         assert stub(server).ServerLive(live, metadata=key).live
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_grpc_port_in_use_stops_the_start_with_a_clear_error(ops_venv: Venv, tmp_path: Path, workers: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        server = Server.start(ops_venv, tmp_path / "server.log", "--grpc-port", port, "--workers", workers)
+        try:
+            code = server.process.wait(timeout=60)
+        finally:
+            server.stop()
+    assert code != 0
+    assert f"gRPC cannot listen on 127.0.0.1:{port}" in server.log() and "Traceback" not in server.log()
+
+
+def test_grpc_port_0_turns_grpc_off(ops_venv: Venv, tmp_path: Path) -> None:
+    server = start(ops_venv, tmp_path, "--grpc-port", "0")
+    try:
+        assert "gRPC" not in server.log()
+        assert httpx.get(server.url + "/v2/health/ready").status_code == 200
     finally:
         server.stop()
 

@@ -31,6 +31,8 @@ def test_a_flag_beats_its_variable() -> None:
         ({"STEVEDORE_STRICT": "maybe"}, "setting strict (STEVEDORE_STRICT): 'maybe' is not a boolean"),
         ({"STEVEDORE_LOG_LEVEL": "loud"}, "setting log_level: 'loud' is not one of"),
         ({"STEVEDORE_PORT": "70000"}, "setting port: 70000 is not a TCP port"),
+        ({"STEVEDORE_GRPC_PORT": "-1"}, "setting grpc_port: -1 is not a TCP port"),
+        ({"STEVEDORE_PORT": "9000", "STEVEDORE_GRPC_PORT": "9000"}, "setting grpc_port: 9000 is the HTTP port too"),
     ],
 )
 def test_invalid_settings_name_the_setting(env: dict[str, str], message: str) -> None:
