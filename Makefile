@@ -67,7 +67,7 @@ check: $(STAMP)
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .tox
 
-# The throughput benchmark against MLServer, KServe and a bare Starlette app (not run by CI; see
+# The throughput benchmark against MLServer, KServe and a bare Starlette app, over HTTP and gRPC (not run by CI; see
 # benchmarks/README.md). Settings from the environment: `ROUNDS=2 DURATION=5 make bench`, `SOAK=1 make bench`.
 bench:
 	$(PYTHON) benchmarks/bench.py

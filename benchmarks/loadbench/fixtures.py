@@ -35,6 +35,8 @@ class WrongAnswer(Exception):
 @dataclass(frozen=True)
 class Fixtures:
     model: Path
+    #: rows.json: {"small": [1 row], "batch": [1000 rows]}
+    rows_file: Path
     rows: dict[str, Rows]
     #: size -> precision ("FP64" or "FP32") -> the model's own predictions
     expected: dict[str, dict[str, list[Any]]]
@@ -55,6 +57,7 @@ class Fixtures:
         config.write_text(BATCHING_CONFIG)
         return cls(
             model=directory / "model.joblib",
+            rows_file=directory / "rows.json",
             rows=json.loads((directory / "rows.json").read_text()),
             expected=json.loads((directory / "expected.json").read_text()),
             batching_config=config,
@@ -74,6 +77,11 @@ def check_answer(url: str, payload: Payload, rows: Rows, expected: list[Any]) ->
         got = payload.predictions(answer)
     except UnreadableAnswer as error:
         raise WrongAnswer(str(error)) from None
+    return compare(got, expected)
+
+
+def compare(got: list[Any], expected: list[Any]) -> str:
+    """Raises WrongAnswer unless ``got`` holds exactly the model's predictions, row for row."""
     if len(got) != len(expected):
         raise WrongAnswer(f"{len(got)} predictions for {len(expected)} rows")
     wrong = [i for i, (mine, theirs) in enumerate(zip(got, expected, strict=True)) if mine != theirs]

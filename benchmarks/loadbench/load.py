@@ -38,15 +38,19 @@ class RequestFiles:
 
 @dataclass(frozen=True)
 class LoadResult:
+    """What one load measured; h2load (the gRPC targets) gives no percentiles, which stay None."""
+
     requests: int
     seconds: float
     non_2xx: int
     socket_errors: int
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
+    p50_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
     mean_ms: float
     max_ms: float
+    #: gRPC: answers of HTTP status 200 without the answer's message (a gRPC error comes so).
+    no_message: int = 0
 
     @property
     def rps(self) -> float:
@@ -54,7 +58,7 @@ class LoadResult:
 
     @property
     def errors(self) -> int:
-        return self.non_2xx + self.socket_errors
+        return self.non_2xx + self.socket_errors + self.no_message
 
 
 def wrk_available() -> bool:

@@ -17,7 +17,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from . import grpc_client
 from .fixtures import FixtureError, Fixtures
+from .h2load import h2load_available, h2load_version
 from .load import RequestFiles, wrk_available
 from .records import Records
 from .report import scenario_summaries, table, target_summaries
@@ -29,6 +31,7 @@ from .targets import TARGETS, Target
 from .venvs import ENVIRONMENTS, InstallFailed, ensure
 
 logger = logging.getLogger("bench")
+Requests = dict[tuple[str, str], RequestFiles]  # (target, size) -> request files
 
 
 class Interrupted(Exception):
@@ -47,19 +50,26 @@ def configure_logging(log_file: Path) -> None:
     logger.setLevel(logging.INFO)
 
 
-def ensure_wrk(log: Path) -> None:
-    """Debian's wrk, installed with apt-get when missing (through sudo unless root)."""
-    if wrk_available():
-        return
+def ensure_debian_tool(command: str, package: str, log: Path) -> None:
+    """A load generator from Debian, installed with apt-get when missing (through sudo unless root)."""
     sudo = [] if os.geteuid() == 0 else ["sudo"]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = [*sudo, "apt-get", "install", "-y", "-q", "wrk"]
-    logger.info("wrk is missing: %s", " ".join(install))
+    install = [*sudo, "apt-get", "install", "-y", "-q", package]
+    logger.info("%s is missing: %s", command, " ".join(install))
     with log.open("a") as output:
         for attempt in ([install], [[*sudo, "apt-get", "update", "-q"], install]):
             if all(subprocess.run(cmd, env=env, stdout=output, stderr=output).returncode == 0 for cmd in attempt):
                 return
-    raise SystemExit(f"wrk is missing and apt-get could not install it (log: {log})")
+    raise SystemExit(f"{command} is missing and apt-get could not install {package} (log: {log})")
+
+
+def ensure_load_generators(settings: BenchSettings, logs: Path) -> None:
+    """wrk always (Debian's wrk); h2load (Debian's nghttp2-client) when a gRPC target is to run."""
+    if not wrk_available():
+        ensure_debian_tool("wrk", "wrk", logs / "install-wrk.log")
+    names = (settings.soak_target,) if settings.soak else settings.targets
+    if any(TARGETS[name].grpc for name in names if name in TARGETS) and not h2load_available():
+        ensure_debian_tool("h2load", "nghttp2-client", logs / "install-h2load.log")
 
 
 def plain(value: object) -> object:
@@ -113,10 +123,14 @@ def install(records: Records, settings: BenchSettings, targets: list[Target], lo
     return venvs
 
 
-def write_requests(targets: list[Target], fixtures: Fixtures, directory: Path) -> dict[tuple[str, str], RequestFiles]:
+def write_requests(target: Target, fixtures: Fixtures, directory: Path, tools_python: Path, log: Path) -> Requests:
+    """The target's request bodies and headers; a gRPC target's are encoded in the tools environment."""
+    payload = target.payload
+    if isinstance(payload, grpc_client.GrpcPayload):
+        encoded = grpc_client.encode(tools_python, fixtures.rows_file, payload, directory / target.name, log)
+        return {(target.name, size): files for size, files in encoded.items()}
     return {
-        (target.name, size): RequestFiles.write(target.payload.request(rows), directory / target.name, size)
-        for target in targets
+        (target.name, size): RequestFiles.write(payload.request(rows), directory / target.name, size)
         for size, rows in fixtures.rows.items()
     }
 
@@ -131,8 +145,16 @@ def prepare(settings: BenchSettings, run_dir: Path, records: Records) -> tuple[C
         fixtures = Fixtures.export(venvs["tools"] / "bin" / "python", run_dir / "model", logs / "export-model.log")
     except FixtureError as error:
         raise SystemExit(str(error)) from None
-    ready = [target for target in targets if target.venv in venvs]
-    requests = write_requests(ready, fixtures, run_dir / "requests")
+    ready: list[Target] = []
+    requests: Requests = {}
+    tools_python = venvs["tools"] / "bin" / "python"
+    for target in (target for target in targets if target.venv in venvs):
+        try:
+            requests |= write_requests(target, fixtures, run_dir / "requests", tools_python, logs / "encode-grpc.log")
+        except OSError as error:
+            records.failure(target.name, "setup", str(error))
+            continue
+        ready.append(target)
     return Context(settings, records, fixtures, venvs, requests, logs, work), ready
 
 
@@ -151,7 +173,8 @@ def compare(context: Context, targets: list[Target], run_dir: Path) -> None:
     heading = (
         f"{settings.rounds} round(s) interleaved, {settings.duration:g} s per scenario after {settings.warmup:g} s "
         f"of warm-up; medians over the rounds, errors summed; RSS in MiB summed over the server's process tree; "
-        f"xfloor, xmlsrv: the figure divided by the floor's, by MLServer's"
+        f"xfloor, xmlsrv, xmlgrpc: the figure divided by the floor's, by MLServer's, by MLServer's over gRPC; "
+        f"h2load (gRPC) gives a mean latency and no percentiles"
     )
     text = table(per_scenario, per_target, heading) + "\n\n" + versions_text(records)
     (run_dir / "table.txt").write_text(text + "\n")
@@ -174,6 +197,7 @@ def record_settings(records: Records, settings: BenchSettings) -> None:
         cpus=os.cpu_count(),
         python_version=platform.python_version(),
         wrk=wrk_version(),
+        h2load=h2load_version(),
         repository=git_revision(),
         date=time.strftime("%F %T"),
     )
@@ -191,7 +215,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_sigterm)
     started = time.monotonic()
     logger.info("results: %s", run_dir)
-    ensure_wrk(run_dir / "logs" / "install-wrk.log")
+    ensure_load_generators(settings, run_dir / "logs")
     records = Records(run_dir / "raw.jsonl")
     record_settings(records, settings)
     try:

@@ -1,4 +1,9 @@
-"""Medians over the rounds, and the table: every figure next to its ratio to the floor and to MLServer."""
+"""Medians over the rounds, and the table: every figure next to its ratio to the floor and to MLServer.
+
+Throughput is also given as a ratio to MLServer over gRPC, the peer of the
+gRPC targets; and two lines compare ours over gRPC with MLServer's gRPC and
+with our own REST binary tensors, where both were measured.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,13 @@ from typing import Any
 from .scenarios import SCENARIOS
 
 Record = dict[str, Any]
-MEDIANS = ("rps", "rows_per_s", "p50_ms", "p90_ms", "p99_ms", "peak_rss_mib", "peak_anon_mib")
-FLOOR, MLSERVER = "floor", "mlserver"
+MEDIANS = ("rps", "rows_per_s", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "peak_rss_mib", "peak_anon_mib")
+FLOOR, MLSERVER, MLSERVER_GRPC = "floor", "mlserver", "mlserver-grpc"
+#: (scenario, target, compared with): the lines under the table.
+COMPARISONS = (
+    ("small-c32", "ours-grpc", MLSERVER_GRPC),
+    ("batch1000-c4", "ours-grpc", "ours-v2-binary"),
+)
 
 
 def middle(values: Iterable[float | None]) -> float | None:
@@ -109,8 +119,8 @@ class Columns:
 
 
 SCENARIO_COLUMNS = Columns(
-    [("target", 16), ("req/s", 9), ("spread", 7), ("rows/s", 11), ("xfloor", 7), ("xmlsrv", 7),
-     ("p50 ms", 9), ("xfloor", 7), ("xmlsrv", 7), ("p99 ms", 9), ("xfloor", 7), ("xmlsrv", 7),
+    [("target", 16), ("req/s", 9), ("spread", 7), ("rows/s", 11), ("xfloor", 7), ("xmlsrv", 7), ("xmlgrpc", 8),
+     ("mean ms", 8), ("p50 ms", 9), ("xfloor", 7), ("xmlsrv", 7), ("p99 ms", 9), ("xfloor", 7), ("xmlsrv", 7),
      ("errors", 8), ("peak RSS", 10), ("xfloor", 7), ("xmlsrv", 7)]
 )  # fmt: skip
 TARGET_COLUMNS = Columns(
@@ -136,8 +146,8 @@ def scenario_block(scenario: str, rows: list[Record]) -> list[str]:
     lines += SCENARIO_COLUMNS.header()
     for row in rows:
         throughput = [number(row["rps"], 1), percent(row["rps_spread_pct"]), number(row["rows_per_s"], 0)]
-        throughput += [ratio(row["rps"], of(base, "rps")) for base in bases]
-        cells = [row["target"], *throughput, *with_ratios(row, "p50_ms", 2, bases)]
+        throughput += [ratio(row["rps"], of(base, "rps")) for base in [*bases, by_target.get(MLSERVER_GRPC)]]
+        cells = [row["target"], *throughput, number(row.get("mean_ms"), 2), *with_ratios(row, "p50_ms", 2, bases)]
         cells += [
             *with_ratios(row, "p99_ms", 2, bases),
             str(row["errors"]),
@@ -168,6 +178,20 @@ def install_cell(row: Record) -> str:
     return "cached" if row["installed"] else "-"
 
 
+def comparison_lines(scenario_rows: list[Record]) -> list[str]:
+    """Ours over gRPC against MLServer's gRPC at 32 connections, and against our REST binary at 1000 rows."""
+    rps = {(r["scenario"], r["target"]): r["rps"] for r in scenario_rows}
+    lines = []
+    for scenario, target, base in COMPARISONS:
+        mine, theirs = rps.get((scenario, target)), rps.get((scenario, base))
+        if mine is not None and theirs is not None:
+            lines.append(
+                f"{scenario}: {target} {number(mine, 1)} req/s, {base} {number(theirs, 1)} req/s: "
+                f"{ratio(mine, theirs)}x"
+            )
+    return ["gRPC compared (median req/s):", *(f"  {line}" for line in lines), ""] if lines else []
+
+
 def table(scenario_rows: list[Record], target_rows: list[Record], heading: str) -> str:
     targets = [row["target"] for row in target_rows]
     lines = [heading, ""]
@@ -175,5 +199,6 @@ def table(scenario_rows: list[Record], target_rows: list[Record], heading: str) 
         rows = sorted((r for r in scenario_rows if r["scenario"] == scenario), key=lambda r: targets.index(r["target"]))
         if rows:
             lines += [*scenario_block(scenario, rows), ""]
+    lines += comparison_lines(scenario_rows)
     lines += target_block(target_rows)
     return "\n".join(lines)

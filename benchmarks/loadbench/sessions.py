@@ -7,11 +7,13 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import grpc_client
 from .client import NotReady, wait_ready
 from .fixtures import Fixtures, WrongAnswer, check_answer
+from .h2load import run_h2load
 from .load import LoadFailed, LoadResult, RequestFiles, run_wrk
 from .procs import Memory, Server, free_ports, tree_memory
 from .records import Records
@@ -34,12 +36,25 @@ class Running:
     target: Target
     server: Server
     sampler: MemorySampler
-    base_url: str
+    ports: list[int]
     startup_s: float
     idle: Memory
+    #: gRPC: size -> the framed size of a right answer, from the last check (h2load counts answer bytes).
+    answer_bytes: dict[str, int] = field(default_factory=dict)
 
     def url(self, path: str) -> str:
-        return self.base_url + path
+        return f"http://127.0.0.1:{self.ports[0]}{path}"
+
+    @property
+    def grpc_address(self) -> str:
+        return f"127.0.0.1:{self.ports[1]}"
+
+    @property
+    def load_url(self) -> str:
+        """Where the load goes: the HTTP route, or the gRPC method on the gRPC port."""
+        if self.target.grpc:
+            return f"http://{self.grpc_address}{self.target.predict_path}"
+        return self.url(self.target.predict_path)
 
 
 @dataclass(frozen=True)
@@ -74,10 +89,10 @@ def started(context: Context, target: Target, label: str, batching: bool) -> Ite
         raise StartFailed(f"{type(error).__name__}: {error}") from None
     sampler = MemorySampler(server.pid, context.settings.sample_interval)
     try:
-        base_url = f"http://127.0.0.1:{launch.port}"
-        startup = wait_ready(base_url + target.ready_path, server, context.settings.startup_timeout)
+        ready_url = f"http://127.0.0.1:{launch.port}{target.ready_path}"
+        startup = wait_ready(ready_url, server, context.settings.startup_timeout)
         time.sleep(1.0)  # let start-up work that follows readiness settle before reading idle memory
-        yield Running(target, server, sampler, base_url, startup, tree_memory(server.pid))
+        yield Running(target, server, sampler, launch.ports, startup, tree_memory(server.pid))
     except NotReady as error:
         raise StartFailed(f"{error}; it said: {last_line(server.log)!r} (log: {server.log})") from None
     finally:
@@ -91,29 +106,59 @@ def last_line(log: Path) -> str:
     return lines[-1][:200] if lines else ""
 
 
-def verify(context: Context, running: Running) -> None:
-    """The 1-row and the 1000-row answers must be the model's own predictions; raises WrongAnswer."""
-    target = running.target
-    for size, rows in context.fixtures.rows.items():
-        expected = context.fixtures.expected[size][target.payload.precision]
-        message = check_answer(running.url(target.predict_path), target.payload, rows, expected)
-        logger.info("%s: %s request: %s", target.name, size, message)
+def verify(context: Context, running: Running, when: str = "") -> None:
+    """The 1-row and the 1000-row answers must be the model's own predictions; raises WrongAnswer.
+
+    A gRPC target is asked by a real gRPC client with the very requests h2load posts.
+    """
+    target, fixtures = running.target, context.fixtures
+    expected = {size: fixtures.expected[size][target.payload.precision] for size in fixtures.rows}
+    if isinstance(target.payload, grpc_client.GrpcPayload):
+        requests = {size: context.requests[(target.name, size)] for size in fixtures.rows}
+        tools = context.venvs["tools"] / "bin" / "python"
+        checked = grpc_client.check(tools, running.grpc_address, requests, expected)
+        running.answer_bytes = {size: answer_bytes for size, (answer_bytes, _) in checked.items()}
+        messages = {size: message for size, (_, message) in checked.items()}
+    else:
+        messages = {
+            size: check_answer(running.url(target.predict_path), target.payload, rows, expected[size])
+            for size, rows in fixtures.rows.items()
+        }
+    for size, message in messages.items():
+        logger.info("%s: %s request%s: %s", target.name, size, when, message)
+
+
+def run_load(
+    context: Context, running: Running, size: str, threads: int, connections: int, seconds: float, output: Path
+) -> LoadResult:
+    """wrk for HTTP, h2load for gRPC: the same closed loop of one request in flight per connection."""
+    request = context.requests[(running.target.name, size)]
+    if running.target.grpc:
+        answer_bytes = running.answer_bytes.get(size)
+        return run_h2load(running.load_url, request, threads, connections, seconds, output, answer_bytes)
+    return run_wrk(running.load_url, request, threads, connections, seconds, output)
 
 
 def load(context: Context, running: Running, scenario: Scenario, seconds: float, output: Path) -> LoadResult:
-    target = running.target
-    request = context.requests[(target.name, scenario.size)]
-    url = running.url(target.predict_path)
-    return run_wrk(url, request, scenario.threads, scenario.connections, seconds, output)
+    return run_load(context, running, scenario.size, scenario.threads, scenario.connections, seconds, output)
+
+
+def rounded(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def shown(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def measure(context: Context, running: Running, scenario: Scenario, round_number: int, label: str) -> None:
     """Warm up, then one measured load of the scenario, recorded with the peak memory seen during it."""
     settings = context.settings
+    tool = "h2load" if running.target.grpc else "wrk"
     if settings.warmup > 0:
-        load(context, running, scenario, settings.warmup, context.logs / f"{label}-{scenario.name}.warmup.wrk")
+        load(context, running, scenario, settings.warmup, context.logs / f"{label}-{scenario.name}.warmup.{tool}")
     begin = time.time()
-    result = load(context, running, scenario, settings.duration, context.logs / f"{label}-{scenario.name}.wrk")
+    result = load(context, running, scenario, settings.duration, context.logs / f"{label}-{scenario.name}.{tool}")
     peak = running.sampler.peak(begin, time.time())
     record = context.records.add(
         "result",
@@ -128,21 +173,22 @@ def measure(context: Context, running: Running, scenario: Scenario, round_number
         requests=result.requests,
         rps=round(result.rps, 1),
         rows_per_s=round(result.rps * ROWS[scenario.size], 1),
-        p50_ms=round(result.p50_ms, 3),
-        p90_ms=round(result.p90_ms, 3),
-        p99_ms=round(result.p99_ms, 3),
+        p50_ms=rounded(result.p50_ms),
+        p90_ms=rounded(result.p90_ms),
+        p99_ms=rounded(result.p99_ms),
         mean_ms=round(result.mean_ms, 3),
         max_ms=round(result.max_ms, 3),
         errors=result.errors,
         non_2xx=result.non_2xx,
         socket_errors=result.socket_errors,
+        no_message=result.no_message,
         peak_rss_mib=None if peak is None else peak.rss_mib,
         peak_anon_mib=None if peak is None else peak.anon_mib,
     )
     logger.info(
-        "%s %s: %.0f req/s, p50 %.2f ms, p99 %.2f ms, errors %d, peak RSS %s MiB",
-        running.target.name, scenario.name, record["rps"], record["p50_ms"], record["p99_ms"], record["errors"],
-        record["peak_rss_mib"],
+        "%s %s: %.0f req/s, mean %.2f ms, p50 %s ms, p99 %s ms, errors %d, peak RSS %s MiB",
+        running.target.name, scenario.name, record["rps"], record["mean_ms"], shown(record["p50_ms"]),
+        shown(record["p99_ms"]), record["errors"], record["peak_rss_mib"],
     )  # fmt: skip
 
 
@@ -161,6 +207,8 @@ def session(context: Context, target: Target, scenarios: list[Scenario], round_n
                 measure(context, running, scenario, round_number, label)
                 if not running.server.group_alive():
                     raise LoadFailed(f"the server exited during {scenario.name} (log: {running.server.log})")
+                stage = f"verify after {scenario.name}"
+                verify(context, running, f" after {scenario.name}")
     except (StartFailed, WrongAnswer, LoadFailed, OSError) as error:
         context.records.failure(target.name, stage, str(error), round=round_number, scenarios=names)
 

@@ -19,6 +19,9 @@ DEFAULT_TARGETS = (
     "ours-v2",
     "ours-v2-binary",
     "ours-workers2",
+    "mlserver-grpc",
+    "kserve-grpc",
+    "ours-grpc",
 )
 DEFAULT_SCENARIOS = ("small-c1", "small-c32", "batch1000-c4", "small-c64-batching")
 

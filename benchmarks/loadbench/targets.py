@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .grpc_client import METHOD, GrpcPayload
 from .payloads import Payload, RowsPayload, V1Payload, V2BinaryPayload, V2JsonPayload
 from .settings import BENCH_DIR
 
@@ -27,6 +28,11 @@ class Launch:
     def port(self) -> int:
         return self.ports[0]
 
+    @property
+    def grpc_port(self) -> int:
+        """Every target that serves gRPC listens for it on its second port."""
+        return self.ports[1]
+
 
 def no_environment(launch: Launch) -> dict[str, str]:
     return {}
@@ -42,16 +48,23 @@ class Target:
     summary: str
     #: Name of its virtual environment (see venvs.ENVIRONMENTS); the ours-* targets share one.
     venv: str
-    payload: Payload
+    #: A GrpcPayload for the gRPC targets: loaded with h2load and checked by a gRPC client, on ports[1].
+    payload: Payload | GrpcPayload
+    #: The HTTP route, or the gRPC method of a gRPC target.
     predict_path: str
+    #: Always over HTTP: every server here answers its readiness there.
     ready_path: str
     argv: Callable[[Launch], list[str]]
-    #: Loopback ports it listens on (HTTP first).
+    #: Loopback ports it listens on (HTTP first, then gRPC where it serves it).
     ports: int = 1
     environment: Callable[[Launch], dict[str, str]] = field(default=no_environment)
     prepare: Callable[[Launch], None] = field(default=nothing_to_prepare)
     #: Has adaptive batching of its own, started with the settings file for the batching scenario.
     batching: bool = False
+
+    @property
+    def grpc(self) -> bool:
+        return isinstance(self.payload, GrpcPayload)
 
 
 # -- floor --------------------------------------------------------------------
@@ -103,9 +116,12 @@ def kserve_argv(launch: Launch) -> list[str]:
 
 
 def ours_argv(workers: int, *options: str) -> Callable[[Launch], list[str]]:
+    """gRPC is on by default (port 8081): every start gets a free port for it, whether it is loaded or not."""
+
     def argv(launch: Launch) -> list[str]:
         command = [str(launch.venv / "bin" / "stevedore-server"), "run", "--host", "127.0.0.1"]
-        command += ["--port", str(launch.port), "--workers", str(workers), *options]
+        command += ["--port", str(launch.port), "--grpc-port", str(launch.grpc_port), "--workers", str(workers)]
+        command += list(options)
         if launch.batching_config is not None:
             command += ["--config", str(launch.batching_config)]
         return command
@@ -113,9 +129,12 @@ def ours_argv(workers: int, *options: str) -> Callable[[Launch], list[str]]:
     return argv
 
 
-def ours(name: str, summary: str, payload: Payload, predict_path: str, workers: int = 1, *options: str) -> Target:
+def ours(
+    name: str, summary: str, payload: Payload | GrpcPayload, predict_path: str, workers: int = 1, *options: str
+) -> Target:
     return Target(
-        name, summary, "ours", payload, predict_path, "/readyz", ours_argv(workers, *options), batching=True
+        name, summary, "ours", payload, predict_path, "/readyz", ours_argv(workers, *options), ports=2,
+        batching=True,
     )  # fmt: skip
 
 
@@ -142,9 +161,22 @@ TARGETS: dict[str, Target] = {
             "kserve-v2", "the same KServe server; V2 JSON, FP32",
             "kserve", V2JsonPayload("FP32"), V2_ROUTE, "/v2/models/iris/ready", kserve_argv, ports=2,
         ),
+        Target(
+            "mlserver-grpc", "the same MLServer, its gRPC port; ModelInfer, FP32 in raw_input_contents",
+            "mlserver", GrpcPayload("FP32", "raw"), METHOD, "/v2/models/iris/ready", mlserver_argv, ports=3,
+            prepare=mlserver_prepare,
+        ),
+        Target(
+            "kserve-grpc", "the same KServe server, its gRPC port; ModelInfer, FP32 in raw_input_contents",
+            "kserve", GrpcPayload("FP32", "raw"), METHOD, "/v2/models/iris/ready", kserve_argv, ports=2,
+        ),
         ours("ours-stevedore", "stevedore-server, stevedore route", RowsPayload(), STEVEDORE_ROUTE),
         ours("ours-v2", "stevedore-server, V2 JSON, FP64", V2JsonPayload("FP64"), V2_ROUTE),
         ours("ours-v2-binary", "stevedore-server, V2 binary tensors in and out, FP64", V2BinaryPayload(), V2_ROUTE),
+        ours(
+            "ours-grpc", "stevedore-server, its gRPC port; ModelInfer, FP64 in raw_input_contents",
+            GrpcPayload("FP64", "raw"), METHOD,
+        ),
         ours("ours-workers2", "stevedore-server --workers 2, stevedore route", RowsPayload(), STEVEDORE_ROUTE, 2),
         ours(
             "ours-threads", "stevedore-server --inline-budget 0 (every call on the model's thread), stevedore route",

@@ -23,7 +23,7 @@ PINS = REQUIREMENTS / "pins.txt"
 #: Distributions whose versions each run records, where installed.
 REPORTED = (
     "stevedore-server", "mlserver", "mlserver-sklearn", "kserve", "scikit-learn", "numpy", "fastapi",
-    "starlette", "uvicorn", "uvloop", "httptools", "pydantic", "orjson",
+    "starlette", "uvicorn", "uvloop", "httptools", "pydantic", "orjson", "grpcio", "protobuf", "tritonclient",
 )  # fmt: skip
 
 
