@@ -179,6 +179,10 @@ TARGETS: dict[str, Target] = {
         ),
         ours("ours-workers2", "stevedore-server --workers 2, stevedore route", RowsPayload(), STEVEDORE_ROUTE, 2),
         ours(
+            "ours-grpc-workers2", "stevedore-server --workers 2, its gRPC port; ModelInfer, FP64 in raw_input_contents",
+            GrpcPayload("FP64", "raw"), METHOD, 2,
+        ),
+        ours(
             "ours-threads", "stevedore-server --inline-budget 0 (every call on the model's thread), stevedore route",
             RowsPayload(), STEVEDORE_ROUTE, 1, "--inline-budget", "0",
         ),
