@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from .predictor import Predictor
 
 ENV_PREFIX = "STEVEDORE_"
+#: The variable container platforms set to the port a container must listen on.
+PLATFORM_PORT = "PORT"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 LOG_FORMATS = ("text", "json")
 MASK = "********"
@@ -73,7 +75,7 @@ class ModelLimits:
 @dataclass(frozen=True)
 class Settings:
     host: str = setting("127.0.0.1", "Address to bind.")
-    port: int = setting(8000, "TCP port.")
+    port: int = setting(8000, "TCP port; without the flag or `STEVEDORE_PORT`, `PORT` sets it (as platforms do).")
     grpc_port: int = setting(8081, "TCP port of the Open Inference Protocol over gRPC, on the same host (0: no gRPC).")
     workers: int = setting(1, "Server processes on the one port, each with its own models.")
     log_level: str = setting("info", "One of " + ", ".join(LOG_LEVELS) + ".")
@@ -174,7 +176,10 @@ class Settings:
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **flags: Any) -> Settings:
-        """Defaults, then the TOML file, then ``STEVEDORE_*`` variables, then ``flags`` (CLI; None is unset)."""
+        """Defaults, then the TOML file, then ``STEVEDORE_*`` variables, then ``flags`` (CLI; None is unset).
+
+        The port also comes from ``PORT`` (below ``STEVEDORE_PORT``, above the file): Knative, KServe's
+        serverless mode and Cloud Run tell a container where to listen so."""
         environ = os.environ if environ is None else environ
         flags = {key: value for key, value in flags.items() if value is not None}
         from_env = {
@@ -182,6 +187,8 @@ class Settings:
             for item in fields(cls)
             if not item.metadata["file_only"] and env_name(item.name) in environ
         }
+        if "port" not in from_env and PLATFORM_PORT in environ:
+            from_env["port"] = parse("port", HINTS["port"], environ[PLATFORM_PORT], PLATFORM_PORT)
         path = flags.get("config") or from_env.get("config")
         values = read_file(str(path)) if path else {}
         return cls(**(values | from_env | flags))

@@ -20,8 +20,9 @@ from typing import Any
 
 import httpx
 import pytest
+import tritonclient.grpc as triton_grpc
 
-from .venvs import INSTALLED, Venv, build_wheels, copy_source, describe, free_port, run_command
+from .venvs import INSTALLED, Venv, build_wheels, copy_source, describe, free_ports, run_command
 
 pytestmark = pytest.mark.container
 
@@ -113,8 +114,8 @@ def test_labels_list_the_server_and_plugins(example_image: tuple[str, str]) -> N
 
 def test_production_command_healthcheck_and_user(example_image: tuple[str, str]) -> None:
     config = inspect(example_image[0])["Docker"]["config"]
-    assert config["Cmd"] == ["stevedore-server", "run", "--host", "0.0.0.0", "--port", "8000"]
-    assert config["User"] == "stevedore"
+    assert config["Cmd"] == ["stevedore-server", "run", "--host", "0.0.0.0"]  # the port: 8000, or from PORT
+    assert config["User"] == "10001:10001"
     assert set(config["ExposedPorts"]) == {"8000/tcp", "8081/tcp"}
     assert config["Healthcheck"]["Test"][0] == "CMD" and "/readyz" in config["Healthcheck"]["Test"][-1]
 
@@ -131,8 +132,8 @@ def inside(container: str, *command: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_runs_as_non_root(container: str) -> None:
-    result = inside(container, "id", "-u")
-    assert result.returncode == 0 and result.stdout.strip() not in ("", "0"), describe(result)
+    result = inside(container, "python3", "-c", "import os; print(os.getuid(), os.getgid())")
+    assert result.stdout.split() == ["10001", "10001"], describe(result)  # numeric: runAsNonRoot can tell
 
 
 def test_no_wheelhouse_pip_cache_or_compiler_left(container: str) -> None:
@@ -146,10 +147,12 @@ def test_no_wheelhouse_pip_cache_or_compiler_left(container: str) -> None:
 
 
 def test_the_server_inside_answers(container: str, tmp_path: Path) -> None:
-    port = free_port()
+    """As a platform runs it: the image's user, the port from ``PORT``."""
+    port, grpc_port = free_ports(2)
     log = (tmp_path / "container.log").open("wb")
-    command = ["buildah", "run", "--isolation", "chroot", container, "--"]
-    command += ["stevedore-server", "run", "--host", "127.0.0.1", "--port", str(port)]
+    command = ["buildah", "run", "--isolation", "chroot", "--env", f"PORT={port}"]
+    command += ["--env", f"STEVEDORE_GRPC_PORT={grpc_port}", container, "--"]
+    command += ["stevedore-server", "run", "--host", "127.0.0.1"]
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -163,6 +166,8 @@ def test_the_server_inside_answers(container: str, tmp_path: Path) -> None:
         scored = httpx.post(url + "/models/iris/score", json=[{"x": SETOSA, "y": 0}])
         assert scored.json()["score"] == 1.0
         assert httpx.get(url + "/models/iris/score").json()["score"] > 0.9
+        with triton_grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}") as over_grpc:
+            assert over_grpc.is_model_ready("iris")
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:

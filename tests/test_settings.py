@@ -79,3 +79,27 @@ def test_invalid_file_settings_are_named(tmp_path: Path, text: str, message: str
     config.write_text(text)
     with pytest.raises(StartupError, match=re.escape(message)):
         Settings.load({}, config=str(config))
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "file_port", "port"),
+    [
+        ({}, {"PORT": "8080"}, 9000, 8080),  # the platform's PORT beats the file
+        ({}, {"PORT": "8080", "STEVEDORE_PORT": "8500"}, None, 8500),
+        ({"port": 8600}, {"PORT": "8080", "STEVEDORE_PORT": "8500"}, None, 8600),
+        ({}, {}, 9000, 9000),
+        ({}, {}, None, 8000),
+    ],
+)
+def test_the_port_comes_from_the_flag_then_stevedore_port_then_port(
+    tmp_path: Path, flags: dict[str, int], env: dict[str, str], file_port: int | None, port: int
+) -> None:
+    if file_port is not None:
+        (tmp_path / "s.toml").write_text(f"port = {file_port}\n")
+        env = {**env, "STEVEDORE_CONFIG": str(tmp_path / "s.toml")}
+    assert Settings.load(env, **flags).port == port
+
+
+def test_a_bad_platform_port_names_the_variable() -> None:
+    with pytest.raises(StartupError, match=re.escape("setting port (PORT): 'http' is not an integer")):
+        Settings.load({"PORT": "http"})
