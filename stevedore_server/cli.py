@@ -313,5 +313,47 @@ def build(
     click.echo(f"built {tag}: stevedore-server {context.server_version}, plugins: {context.plugin_label or 'none'}")
 
 
+@main.command()
+@click.option("--image", required=True, help="The image to run (built by `stevedore-server build`).")
+@click.option(
+    "--output", required=True, type=click.Path(file_okay=False, path_type=Path), help="Directory to write to."
+)
+@click.option(
+    "--model",
+    "model_names",
+    multiple=True,
+    help="A model the image serves (repeatable; default: every model installed here).",
+)
+@click.option("--name", default="stevedore-server", show_default=True, help="Name of the runtime and workloads.")
+@click.option("--namespace", default=None, help="Namespace of the namespaced resources (default: none set).")
+@click.option("--http-port", default=8080, show_default=True, help="The container's HTTP port.")
+@click.option("--grpc-port", "grpc", default=8081, show_default=True, help="The container's gRPC port.")
+@settings_options(PLUGIN_SETTINGS)
+def manifests(
+    image: str,
+    output: Path,
+    model_names: tuple[str, ...],
+    name: str,
+    namespace: str | None,
+    http_port: int,
+    grpc: int,
+    **values: Any,
+) -> None:
+    """Write Kubernetes manifests for an image: a KServe ClusterServingRuntime and a sample InferenceService, and
+    a Deployment, Service, HorizontalPodAutoscaler and PodDisruptionBudget for clusters without KServe."""
+    from .manifests import Deployment, render, write
+
+    models = list(model_names)
+    if not models:
+        try:
+            candidates, _, _ = startup.find(make_settings(**values))
+        except StevedoreError as error:
+            raise click.ClickException(str(error)) from None
+        models = sorted({candidate.predictor.name for candidate in candidates})
+    deployment = Deployment(image, models, name=name, namespace=namespace, http_port=http_port, grpc_port=grpc)
+    for path in write(render(deployment), output):
+        click.echo(f"wrote {path}")
+
+
 if __name__ == "__main__":
     main()

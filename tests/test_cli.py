@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from stevedore_server.cli import RUN_SETTINGS, main
 from stevedore_server.scaffold import identifiers
 
-COMMANDS = ["run", "list", "check", "schema", "new-plugin", "config", "build"]
+COMMANDS = ["run", "list", "check", "schema", "new-plugin", "config", "build", "manifests"]
 
 
 @pytest.fixture
