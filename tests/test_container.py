@@ -8,6 +8,7 @@ every pip step reads the local wheelhouse: containers cannot reach the index.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -21,6 +22,8 @@ from typing import Any
 import httpx
 import pytest
 import tritonclient.grpc as triton_grpc
+
+from stevedore_server.manifests import Deployment, render
 
 from .venvs import INSTALLED, Venv, build_wheels, copy_source, describe, free_ports, run_command
 
@@ -146,17 +149,34 @@ def test_no_wheelhouse_pip_cache_or_compiler_left(container: str) -> None:
     assert result.stdout.split() == ["True", "False", "False", "False"], describe(result)
 
 
+@contextlib.contextmanager
+def serving(container: str, log_path: Path, env: dict[str, str], command: list[str], url: str) -> Iterator[None]:
+    """``command`` run in the container with ``env``, until ready at ``url``; stopped by its process group."""
+    log = log_path.open("wb")
+    run = ["buildah", "run", "--isolation", "chroot"]
+    for name, value in env.items():
+        run += ["--env", f"{name}={value}"]
+    process = subprocess.Popen([*run, container, "--", *command], stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)  # fmt: skip
+    try:
+        wait_ready(process, url, log_path)
+        yield
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=20)
+        log.close()
+
+
 def test_the_server_inside_answers(container: str, tmp_path: Path) -> None:
     """As a platform runs it: the image's user, the port from ``PORT``."""
     port, grpc_port = free_ports(2)
-    log = (tmp_path / "container.log").open("wb")
-    command = ["buildah", "run", "--isolation", "chroot", "--env", f"PORT={port}"]
-    command += ["--env", f"STEVEDORE_GRPC_PORT={grpc_port}", container, "--"]
-    command += ["stevedore-server", "run", "--host", "127.0.0.1"]
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(process, url, tmp_path / "container.log")
+    env = {"PORT": str(port), "STEVEDORE_GRPC_PORT": str(grpc_port)}
+    with serving(container, tmp_path / "container.log", env, ["stevedore-server", "run", "--host", "127.0.0.1"], url):
         assert httpx.get(url + "/livez").json() == {"status": "live"}
         assert httpx.get(url + "/healthz").json()["status"] == "ok"
         names = [m["name"] for m in httpx.get(url + "/models").json()["models"]]
@@ -168,14 +188,27 @@ def test_the_server_inside_answers(container: str, tmp_path: Path) -> None:
         assert httpx.get(url + "/models/iris/score").json()["score"] > 0.9
         with triton_grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}") as over_grpc:
             assert over_grpc.is_model_ready("iris")
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=20)
-        log.close()
+
+
+def test_the_image_serves_as_its_kserve_runtime_runs_it(
+    container: str, example_image: tuple[str, str], tmp_path: Path
+) -> None:
+    """The generated runtime's container command, arguments and environment, run here: the V2 routes answer on
+    the manifest's port. (Its host, every interface, is loopback here, as every server in the tests.)"""
+    http_port, grpc_port = free_ports(2)
+    deployment = Deployment(example_image[0], ["iris", "iris-proba"], http_port=http_port, grpc_port=grpc_port)
+    (spec,) = render(deployment)["clusterservingruntime.yaml"]["spec"]["containers"]
+    args = ["127.0.0.1" if arg == "0.0.0.0" else arg for arg in spec["args"]]
+    env = {variable["name"]: variable["value"] for variable in spec["env"]}
+    port = spec["ports"][0]["containerPort"]
+    url = f"http://127.0.0.1:{port}"
+    with serving(container, tmp_path / "runtime.log", env, [*spec["command"], *args], url):
+        assert httpx.get(url + spec["readinessProbe"]["httpGet"]["path"]).status_code == 200
+        assert httpx.get(url + spec["livenessProbe"]["httpGet"]["path"]).status_code == 200
+        assert httpx.get(url + "/v2/health/ready").status_code == 200
+        body = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": SETOSA}]}
+        answer = httpx.post(url + "/v2/models/iris/infer", json=body)
+        assert answer.status_code == 200 and answer.json()["outputs"][0]["data"] == [0], answer.text
 
 
 def wait_ready(process: subprocess.Popen[bytes], url: str, log: Path, deadline: float = 120) -> None:
