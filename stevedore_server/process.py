@@ -10,9 +10,9 @@ starts them and each serves. Either way every serving process runs a
 2. keeps serving for ``shutdown_delay`` seconds, while load balancers take it
    out of rotation;
 3. refuses new gRPC calls (UNAVAILABLE) and lets those in flight finish
-   (``grpc_server``), meanwhile it stops new handshakes on the listening socket (Linux), takes the
-   connections already waiting in its backlog, and closes it: a client that
-   came too late is refused, none is reset;
+   (``grpc_server``); meanwhile it stops new handshakes on the HTTP listening
+   socket (Linux), takes the connections already waiting in its backlog, and
+   closes it: a client that came too late is refused, none is reset;
 4. gives connections that have sent no request yet a moment to send one;
 5. lets in-flight requests finish (``graceful_timeout``), runs the lifespan
    shutdown, and exits 0.
