@@ -15,7 +15,6 @@ app state. Nothing here changes the process (signals, ``gc``, logging): that is
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -36,6 +35,7 @@ from .auth import APIKeys
 from .convergence import SharedState
 from .errors import ClientError, ModelFailure
 from .lifecycle import Lifecycle
+from .logs import log_error
 from .metrics import Metrics
 from .middleware import RequestContext, RequireAPIKey
 from .repository import Repository
@@ -148,8 +148,7 @@ async def client_error(request: Request, error: Exception) -> Response:
 
 async def model_failure(request: Request, error: Exception) -> Response:
     """500 with an error id, logged with the model's traceback: the client learns which model failed, not how."""
-    error_id = uuid.uuid4().hex
-    logger.error("%s (error id %s)", error, error_id, exc_info=getattr(error, "error", error))
+    error_id = log_error(logger, str(error), getattr(error, "error", error))
     return error_response(500, {"error": f"{error}; see the server log for error id {error_id}", "error_id": error_id})
 
 

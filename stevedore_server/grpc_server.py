@@ -25,11 +25,9 @@ graceful time-out to finish.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import socket
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -51,9 +49,9 @@ from .errors import (
 )
 from .health import readiness_problems
 from .lifecycle import Lifecycle
-from .logs import AccessLog, request_id
+from .logs import AccessLog, RequestIds, log_error, request_id
 from .metrics import Metrics
-from .middleware import REQUEST_ID_HEADER, VALID_REQUEST_ID
+from .middleware import REQUEST_ID_HEADER
 from .server import ModelServer
 from .settings import Settings
 from .v2 import protocol
@@ -97,17 +95,17 @@ class RequestContext:
         self.protect_health = settings.auth_health
         self.metrics = metrics
         self.access_log = settings.access_log
-        self.id_prefix = uuid.uuid4().hex[:12]
-        self.id_counter = itertools.count(1)
+        self.ids = RequestIds()
         self.samples: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     def unary(self, path: str, method: Method) -> grpc.RpcMethodHandler:
         handler = method.handler
-        needs_key = self.keys is not None and (not method.open or self.protect_health)
+        needs_key = self.needs_key(method)
 
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             metadata = dict(context.invocation_metadata() or ())
-            rid = self.request_id(metadata)
+            given = metadata.get(REQUEST_ID_HEADER)
+            rid = self.ids.of(given if isinstance(given, str) else None)
             token = request_id.set(rid)
             started = time.perf_counter()
             code = grpc.StatusCode.OK
@@ -143,7 +141,7 @@ class RequestContext:
     def server_stream(self, method: Method) -> grpc.RpcMethodHandler:
         """A server-streaming RPC (health's Watch): its API key checked as a unary one's, no access log line."""
         handler = method.handler
-        needs_key = self.keys is not None and (not method.open or self.protect_health)
+        needs_key = self.needs_key(method)
 
         async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             if needs_key:
@@ -158,11 +156,9 @@ class RequestContext:
             call, request_deserializer=method.request_type.FromString, response_serializer=serialize
         )
 
-    def request_id(self, metadata: dict[str, Any]) -> str:
-        given = metadata.get(REQUEST_ID_HEADER)
-        if isinstance(given, str) and VALID_REQUEST_ID.match(given):
-            return given
-        return f"{self.id_prefix}{next(self.id_counter):08x}"
+    def needs_key(self, method: Method) -> bool:
+        """With API keys on, every call needs one but the probes' (unless ``auth_health``)."""
+        return self.keys is not None and (not method.open or self.protect_health)
 
     def authenticate(self, metadata: dict[str, Any]) -> None:
         if self.keys is None:
@@ -192,9 +188,7 @@ class RequestContext:
 
 def logged_internal(message: str, error: BaseException) -> str:
     """Log ``error`` with its traceback under a new error id; the client's message, with the id."""
-    error_id = uuid.uuid4().hex
-    logger.error("%s (error id %s)", message, error_id, exc_info=error)
-    return f"{message}; see the server log for error id {error_id}"
+    return f"{message}; see the server log for error id {log_error(logger, message, error)}"
 
 
 def serialize(message: Any) -> bytes:

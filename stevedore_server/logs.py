@@ -14,15 +14,44 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import copy
+import itertools
 import json
 import logging
+import re
 import time
+import uuid
 from typing import Any
 
 from uvicorn.config import LOGGING_CONFIG
 
 #: The id of the request being served, for every log line written while serving it.
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+#: A client's request id is kept when it is short and printable; otherwise one is made.
+VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
+
+
+class RequestIds:
+    """Request ids for one front end of one process: the client's where valid, else made from a random prefix
+    for the process and a counter, far cheaper than a uuid4 a request."""
+
+    def __init__(self) -> None:
+        self.prefix = uuid.uuid4().hex[:12]
+        self.counter = itertools.count(1)
+
+    def of(self, given: str | None) -> str:
+        """The client's id ``given``, if valid; else a new one."""
+        if given is not None and VALID_REQUEST_ID.match(given):
+            return given
+        return f"{self.prefix}{next(self.counter):08x}"
+
+
+def log_error(logger: logging.Logger, message: str, error: BaseException) -> str:
+    """Log ``message`` with ``error``'s traceback under a new error id, once; the id, for the client's answer."""
+    error_id = uuid.uuid4().hex
+    logger.error("%s (error id %s)", message, error_id, exc_info=error)
+    return error_id
+
 
 #: The message of an access line: client, method, path, status, milliseconds.
 ACCESS_FORMAT = '%s "%s %s" %d %.1f ms'

@@ -8,18 +8,16 @@ sent yet.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import re
 import time
-import uuid
 from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import APIKeys
-from .logs import AccessLog, request_id
+from .logs import AccessLog, RequestIds, log_error, request_id
 from .metrics import Metrics
 from .serialization import dumps
 
@@ -28,8 +26,6 @@ logger = logging.getLogger("stevedore.http")
 
 REQUEST_ID_HEADER = "x-request-id"
 REQUEST_ID_RAW = REQUEST_ID_HEADER.encode("latin-1")
-#: A client's request id is kept when it is short and printable; otherwise one is made.
-VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
 #: Routes open without an API key (unless ``auth_health``): probes and metrics.
 OPEN_PATHS = {
     "/livez", "/readyz", "/healthz", "/metrics", "/v2/health/live", "/v2/health/ready",
@@ -52,16 +48,14 @@ class RequestContext:
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
-        # Made ids: a random prefix for this process and a counter, far cheaper than a uuid4 a request.
-        self.id_prefix = uuid.uuid4().hex[:12]
-        self.id_counter = itertools.count(1)
+        self.ids = RequestIds()
         self.samples: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = given_request_id(scope) or f"{self.id_prefix}{next(self.id_counter):08x}"
+        rid = self.ids.of(given_request_id(scope))
         token = request_id.set(rid)
         started = time.perf_counter()
         status = 500
@@ -83,8 +77,7 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as error:
-            error_id = uuid.uuid4().hex
-            logger.error("unexpected error (error id %s)", error_id, exc_info=error)
+            error_id = log_error(logger, "unexpected error", error)
             if not response_started:
                 body = {"error": f"internal server error; error id {error_id}", "error_id": error_id}
                 await send_json(send_with_id, 500, body)
@@ -115,11 +108,11 @@ class RequestContext:
 
 
 def given_request_id(scope: Scope) -> str | None:
-    """The client's ``X-Request-ID``, if it is short and printable (a plain loop: this runs on every request)."""
+    """The client's ``X-Request-ID``, if it sent one (a plain loop: this runs on every request)."""
     for name, value in scope["headers"]:
         if name.lower() == REQUEST_ID_RAW:
-            given = value.decode("latin-1")
-            return given if VALID_REQUEST_ID.match(given) else None
+            given: str = value.decode("latin-1")
+            return given
     return None
 
 

@@ -22,12 +22,15 @@ from .routes import outputs_of
 from .signature import Signature
 from .tensors import (
     DTYPES,
+    bytes_of,
+    cast_checked,
     decode_binary_data,
     element_count,
     input_spec,
     model_input,
     output_array,
     raw_bytes,
+    text_of,
 )
 
 #: The ``InferTensorContents`` field that holds each datatype's elements (FP16 has none: raw contents only).
@@ -96,23 +99,8 @@ def typed_contents(name: str, datatype: str, contents: Any, count: int) -> np.nd
     if len(values) != count:
         raise BadRequest(f"input {name!r}: shape holds {count} elements but contents has {len(values)}")
     if field == "bytes_contents":
-        return np.array([text(item) for item in values], dtype=object)
-    array = np.array(values, dtype=FIELD_DTYPE[field])
-    target = DTYPES[datatype]
-    if array.dtype == target:
-        return array
-    info = np.iinfo(target)
-    if array.size and (array.min() < info.min or array.max() > info.max):
-        raise BadRequest(f"input {name!r}: values out of the range of {datatype}")
-    return array.astype(target)
-
-
-def text(element: bytes) -> str | bytes:
-    """A BYTES element as the REST front end gives it to a model: text where it is UTF-8."""
-    try:
-        return element.decode("utf-8")
-    except UnicodeDecodeError:
-        return element
+        return np.array([text_of(item) for item in values], dtype=object)
+    return cast_checked(name, np.array(values, dtype=FIELD_DTYPE[field]), DTYPES[datatype], datatype)
 
 
 def requested_outputs(request: Any, signature: Signature) -> list[str]:
@@ -144,6 +132,6 @@ def fill_contents(contents: Any, datatype: str, array: np.ndarray[Any, Any]) -> 
         raise ValueError(f"a {datatype} output has no typed contents; ask with raw_input_contents")
     flat = array.ravel()
     if field == "bytes_contents":
-        contents.bytes_contents.extend(x if isinstance(x, bytes) else str(x).encode("utf-8") for x in flat)
+        contents.bytes_contents.extend(bytes_of(item) for item in flat)
     else:
         getattr(contents, field).extend(flat.tolist())

@@ -150,14 +150,15 @@ def decode_binary_bytes(name: str, raw: bytes, count: int) -> np.ndarray[Any, An
         element = raw[offset + 4 : offset + 4 + length]
         if len(element) != length:
             raise BadRequest(f"input {name!r}: truncated BYTES element")
-        items.append(_text(element))
+        items.append(text_of(element))
         offset += 4 + length
     if len(items) != count:
         raise BadRequest(f"input {name!r}: shape holds {count} elements but data has {len(items)}")
     return np.array(items, dtype=object)
 
 
-def _text(element: bytes) -> str | bytes:
+def text_of(element: bytes) -> str | bytes:
+    """A BYTES element as a model receives it: text where it is UTF-8, else the bytes."""
     try:
         return element.decode("utf-8")
     except UnicodeDecodeError:
@@ -230,6 +231,11 @@ def encode_output(name: str, result: Any, binary: bool) -> tuple[dict[str, Any],
 def encode_binary_bytes(array: np.ndarray[Any, Any]) -> bytes:
     parts = []
     for item in array.ravel():
-        element = item if isinstance(item, bytes) else str(item).encode("utf-8")
+        element = bytes_of(item)
         parts.append(struct.pack("<I", len(element)) + element)
     return b"".join(parts)
+
+
+def bytes_of(item: Any) -> bytes:
+    """A BYTES output element as bytes: text as UTF-8."""
+    return item if isinstance(item, bytes) else str(item).encode("utf-8")
