@@ -15,8 +15,8 @@ app state. Nothing here changes the process (signals, ``gc``, logging): that is
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import anyio
@@ -33,7 +33,7 @@ from starlette.routing import BaseRoute
 from . import api, compat, docs, startup
 from .auth import APIKeys
 from .convergence import SharedState
-from .errors import ClientError, ModelFailure
+from .errors import ClientError, ModelFailure, ReportedFailure
 from .lifecycle import Lifecycle
 from .logs import log_error
 from .metrics import Metrics
@@ -41,6 +41,7 @@ from .middleware import RequestContext, RequireAPIKey
 from .repository import Repository
 from .rest import JSONBytesResponse, error_response, http_error, server_of
 from .routing import ApiRoute, docs_app
+from .server import ModelServer
 from .settings import Settings
 from .v2 import routes as v2_routes
 
@@ -50,16 +51,27 @@ logger = logging.getLogger("stevedore.app")
 HEALTH_CHECK_THREADS = 4
 
 
-def create_app(settings: Settings | None = None, manager: pluggy.PluginManager | None = None) -> Starlette:
-    """A server for ``settings``; ``manager`` replaces the entry-point plugins (tests use it)."""
+#: What serves the models of an app, for its lifespan: the server and the repository, stopped on exit.
+#: In-process by default (``local_models``); the Ray Serve ingress has its models in deployments.
+ServeModels = Callable[[Settings, Metrics], AbstractAsyncContextManager[tuple[ModelServer, Any]]]
+
+
+def create_app(
+    settings: Settings | None = None,
+    manager: pluggy.PluginManager | None = None,
+    models: ServeModels | None = None,
+    outer: Sequence[Middleware] = (),
+) -> Starlette:
+    """A server for ``settings``; ``manager`` replaces the entry-point plugins (tests use it). ``models`` serves
+    the models elsewhere, and ``outer`` middleware goes around all the rest (the Ray Serve ingress uses both)."""
     settings = settings or Settings()
     metrics = Metrics()
     table = route_table()
     app = Starlette(
         routes=table,
-        middleware=middleware(settings, metrics),
+        middleware=[*outer, *middleware(settings, metrics)],
         exception_handlers=EXCEPTION_HANDLERS,
-        lifespan=lifespan(settings, manager, metrics, table),
+        lifespan=lifespan(settings, models or local_models(manager), metrics, table),
     )
     app.router.redirect_slashes = False  # each route answers with or without its slash where it should
     return app
@@ -93,15 +105,29 @@ def middleware(settings: Settings, metrics: Metrics) -> list[Middleware]:
     return stack
 
 
-def lifespan(settings: Settings, manager: pluggy.PluginManager | None, metrics: Metrics, table: list[BaseRoute]) -> Any:
+def local_models(manager: pluggy.PluginManager | None) -> ServeModels:
+    """The models loaded in this process, and its model repository."""
+
     @asynccontextmanager
-    async def serve(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+    async def serve(settings: Settings, metrics: Metrics) -> AsyncIterator[tuple[ModelServer, Any]]:
         loaded = await run_in_threadpool(startup.load, settings, manager)
         server = startup.build_server(settings, loaded, metrics)
         await startup.start_models(server)
         repository = Repository(server, manager, SharedState.from_environment())
         await repository.start()
         try:
+            yield server, repository
+        finally:
+            repository.close()
+            startup.stop_models(server)
+
+    return serve
+
+
+def lifespan(settings: Settings, models: ServeModels, metrics: Metrics, table: list[BaseRoute]) -> Any:
+    @asynccontextmanager
+    async def serve(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        async with models(settings, metrics) as (server, repository):
             yield {
                 "server": server,
                 "repository": repository,
@@ -110,9 +136,6 @@ def lifespan(settings: Settings, manager: pluggy.PluginManager | None, metrics: 
                 "routes": table,
                 "openapi": {},
             }
-        finally:
-            repository.close()
-            startup.stop_models(server)
 
     return serve
 
@@ -147,11 +170,21 @@ async def client_error(request: Request, error: Exception) -> Response:
 
 
 async def model_failure(request: Request, error: Exception) -> Response:
-    """500 with an error id, logged with the model's traceback: the client learns which model failed, not how."""
-    error_id = log_error(logger, str(error), getattr(error, "error", error))
+    """500 with an error id, logged with the model's traceback: the client learns which model failed, not how.
+    A failure reported by another process (a Ray replica) was logged there, under the id it gives."""
+    if isinstance(error, ReportedFailure):
+        error_id = error.error_id
+        logger.error("%s (error id %s, logged by the replica that ran the model)", error, error_id)
+    else:
+        error_id = log_error(logger, str(error), getattr(error, "error", error))
     return error_response(500, {"error": f"{error}; see the server log for error id {error_id}", "error_id": error_id})
 
 
 #: Typed errors to responses: every error is JSON ``{"error": ...}``, never a traceback. The V2 mount has its
 #: own for client errors (``v2.routes.EXCEPTION_HANDLERS``); an exception none takes is ``RequestContext``'s.
-EXCEPTION_HANDLERS = {ClientError: client_error, HTTPException: http_error, ModelFailure: model_failure}
+EXCEPTION_HANDLERS = {
+    ClientError: client_error,
+    HTTPException: http_error,
+    ModelFailure: model_failure,
+    ReportedFailure: model_failure,
+}

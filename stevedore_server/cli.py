@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 import orjson
+import yaml
 
 from . import __version__, startup
 from .errors import NotFound, StevedoreError
@@ -27,6 +28,8 @@ PLUGIN_SETTINGS = ("plugins", "disable_plugins", "config")
 RUN_SETTINGS = tuple(
     item.name for item in fields(Settings) if not item.metadata["file_only"] and not item.metadata["secret"]
 )
+#: On Ray Serve: the processes and the gRPC port are Ray's business.
+RAY_SETTINGS = tuple(name for name in RUN_SETTINGS if name not in ("workers", "grpc_port"))
 
 
 def settings_options(names: tuple[str, ...]) -> Callable[[Any], Any]:
@@ -357,3 +360,53 @@ def manifests(
 
 if __name__ == "__main__":
     main()
+
+
+@main.command(name="ray")
+@click.option(
+    "--address",
+    envvar="RAY_ADDRESS",
+    help="The Ray cluster to deploy on (HOST:PORT of its head, or auto). [env RAY_ADDRESS]",
+)
+@click.option("--config-only", is_flag=True, help="Write the Serve config file instead of deploying.")
+@click.option(
+    "--output", type=click.Path(dir_okay=False, path_type=Path), help="With --config-only: the file (default: stdout)."
+)
+@settings_options(RAY_SETTINGS)
+def ray_serve(address: str | None, config_only: bool, output: Path | None, **values: Any) -> None:
+    """Serve the installed plugins on a Ray cluster with Ray Serve: a deployment for each model (replicas and
+    autoscaling from its [models.NAME] table) and the HTTP API of `run` at --host and --port."""
+    from .rayserve.config import APP_NAME, serve_config
+
+    settings = make_settings(**values)
+    if config_only:
+        predictors = [candidate.predictor for candidate in find_or_exit(settings)]
+        document = yaml.safe_dump(serve_config(settings, predictors, settings.host, settings.port), sort_keys=False)
+        if output is None:
+            click.echo(document, nl=False)
+        else:
+            output.write_text(document)
+            click.echo(f"wrote {output}: `serve deploy {output}` deploys it", err=True)
+        return
+    if not address:
+        raise click.UsageError("--address (or RAY_ADDRESS) names the Ray cluster to deploy on")
+    try:
+        from .rayserve.app import deploy
+    except ImportError as error:
+        raise click.ClickException(
+            f"Ray Serve is not installed ({error}): pip install 'stevedore-server[ray]'"
+        ) from None
+    try:
+        url = deploy(settings, address)
+    except StevedoreError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"serving on {url} (Ray Serve application {APP_NAME!r} on {address})")
+
+
+def find_or_exit(settings: Settings) -> list[Any]:
+    """The installed predictors, not loaded (plugins that fail are logged and left out)."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return startup.find(settings)[0]
+    except StevedoreError as error:
+        raise click.ClickException(str(error)) from None

@@ -53,6 +53,10 @@ class ClientError(StevedoreError):
         self.message = message
         self.details = details
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled whole, details too (a Ray replica sends its errors to the ingress)."""
+        return type(self), (self.message, self.details)
+
     def summary(self) -> str:
         """The message with any details folded in, for a protocol whose errors are one string."""
         if not self.details:
@@ -120,3 +124,15 @@ class ModelFailure(StevedoreError):
     def __init__(self, model: str, version: str, action: str, error: BaseException) -> None:
         super().__init__(f"model {model!r} version {version!r} failed to {action}: {type(error).__name__}")
         self.error = error
+
+
+class ReportedFailure(StevedoreError):
+    """A ``ModelFailure`` in another process (a Ray replica), logged there with its traceback under
+    ``error_id``: the client gets the same 500, with that id."""
+
+    def __init__(self, message: str, error_id: str) -> None:
+        super().__init__(message)
+        self.error_id = error_id
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (str(self), self.error_id)

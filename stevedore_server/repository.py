@@ -25,7 +25,7 @@ import asyncio
 import gc
 import importlib
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 import pluggy
 from anyio import to_thread
@@ -46,6 +46,16 @@ RETIRE_TIMEOUT = 300.0
 #: Seconds between a worker's looks at the desired state, and the longest wait for every worker to follow.
 POLL_INTERVAL = 0.1
 CONVERGE_TIMEOUT = 120.0
+
+
+class ModelRepository(Protocol):
+    """What the repository routes and RPCs call: ``Repository`` here; the Ray Serve ingress has its own."""
+
+    async def index(self, ready_only: bool = False) -> list[dict[str, Any]]: ...
+
+    async def load(self, name: str) -> None: ...
+
+    async def unload(self, name: str) -> None: ...
 
 
 class Repository:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from .admission import Admission, ModelThreads
 from .batching import Batcher
@@ -19,6 +19,21 @@ from .metrics import Metrics, ModelMetrics
 from .settings import ModelLimits
 
 logger = logging.getLogger("stevedore.runtime")
+
+
+class Runtime(Protocol):
+    """How a model's calls run: ``ModelRuntime`` here; a Ray Serve deployment's (``rayserve.remote``) there."""
+
+    @property
+    def idle(self) -> bool:
+        """Nothing in flight: the runtime can be closed."""
+        ...
+
+    async def call(self, action: str, payload: Any, rows: int | None) -> Any:
+        """``action`` on a valid ``payload`` (``rows`` rows, or None where it is not rows)."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class ModelRuntime:

@@ -21,7 +21,7 @@ from .inline import calibrate
 from .loading import LoadedModel, State
 from .metrics import Metrics
 from .predictor import Predictor
-from .runtime import ModelRuntime
+from .runtime import ModelRuntime, Runtime
 from .settings import Settings
 from .sources import PluginSource
 from .v2.signature import Signature, signature_of
@@ -40,7 +40,7 @@ class ServingModel:
     signature: Signature | None
     no_tensor_reason: str | None
     #: How its calls run; None until ``start`` (and for a model that is not ready).
-    runtime: ModelRuntime | None = None
+    runtime: Runtime | None = None
 
     @property
     def name(self) -> str:

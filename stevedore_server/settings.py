@@ -53,6 +53,20 @@ class ModelSettings:
     inline_budget: float | None = setting(
         None, "Seconds under which a predict call runs on the event loop (0: never; set: even without `inline`)."
     )
+    # On Ray Serve (`stevedore-server ray`), the model's deployment.
+    replicas: int | None = setting(None, "Ray Serve: replicas of the model's deployment (without autoscaling).")
+    min_replicas: int | None = setting(None, "Ray Serve autoscaling: fewest replicas (setting any of the three on).")
+    max_replicas: int | None = setting(None, "Ray Serve autoscaling: most replicas.")
+    target_ongoing_requests: float | None = setting(
+        None, "Ray Serve autoscaling: requests in flight a replica should have; more adds replicas, fewer removes."
+    )
+    ray_actor_options: dict[str, Any] | None = setting(  # noqa: RUF009  (a default of None)
+        None, "Ray Serve: each replica's `ray_actor_options` (`num_cpus`, `num_gpus`, `memory` in bytes, ...)."
+    )
+
+    @property
+    def autoscaling(self) -> bool:
+        return any(value is not None for value in (self.min_replicas, self.max_replicas, self.target_ongoing_requests))
 
 
 @dataclass(frozen=True)
@@ -207,6 +221,26 @@ class Settings:
             env[env_name(item.name)] = str(value)
         return env
 
+    def secret_env(self) -> dict[str, str]:
+        """The ``STEVEDORE_*`` variables of the secret settings that are set."""
+        secret = {env_name(item.name) for item in fields(self) if item.metadata["secret"]}
+        return {name: value for name, value in self.to_env().items() if name in secret and value}
+
+    def document(self) -> dict[str, Any]:
+        """The settings shaped as the TOML file (``read_document`` reads it back), without the secrets and the
+        file's path: what a Serve config carries to every replica, which takes its secrets from its environment."""
+        document: dict[str, Any] = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if value is None or item.metadata["secret"] or item.name == "config":
+                continue
+            document[item.name] = list(value) if isinstance(value, tuple) else value
+        document["models"] = {
+            name: {key: value for key, value in asdict(model).items() if value is not None}
+            for name, model in self.models.items()
+        }
+        return document
+
     def masked(self) -> dict[str, Any]:
         """The settings as plain data, secrets replaced by a mask: what `stevedore-server config` prints."""
         values = asdict(self)
@@ -221,6 +255,11 @@ MODEL_FALLBACKS = {
     "max_batch_size": "the predictor's attribute",
     "max_batch_time": "the predictor's attribute",
     "inline_budget": "the server's `inline_budget` if the predictor declares `inline`, else 0",
+    "replicas": "1",
+    "min_replicas": "1, with autoscaling on",
+    "max_replicas": "`min_replicas` (at least 1)",
+    "target_ongoing_requests": "Serve's default (2)",
+    "ray_actor_options": "`{num_cpus = 1}` (a table given is merged into it)",
 }
 
 #: The settings' types, resolved once (the annotations are strings under PEP 563).
@@ -246,6 +285,19 @@ def check_model_settings(name: str, model: ModelSettings) -> None:
         raise StartupError(f"{prefix}.max_concurrency: {model.max_concurrency} must be at least 1")
     if model.max_queue is not None and model.max_queue < 0:
         raise StartupError(f"{prefix}.max_queue: {model.max_queue} must not be negative")
+    for attribute in ("replicas", "min_replicas", "max_replicas"):
+        value = getattr(model, attribute)
+        if value is not None and value < (0 if attribute == "min_replicas" else 1):
+            raise StartupError(
+                f"{prefix}.{attribute}: {value} must be at least {0 if attribute == 'min_replicas' else 1}"
+            )
+    if model.replicas is not None and model.autoscaling:
+        raise StartupError(f"{prefix}.replicas: a fixed number of replicas and autoscaling exclude each other")
+    low, high = model.min_replicas, model.max_replicas
+    if low is not None and high is not None and low > high:
+        raise StartupError(f"{prefix}.min_replicas: {low} is more than max_replicas {high}")
+    if model.target_ongoing_requests is not None and model.target_ongoing_requests <= 0:
+        raise StartupError(f"{prefix}.target_ongoing_requests: {model.target_ongoing_requests} must be positive")
 
 
 def read_file(path: str) -> dict[str, Any]:
@@ -257,15 +309,20 @@ def read_file(path: str) -> dict[str, Any]:
         raise StartupError(f"setting config: cannot read {path}: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:
         raise StartupError(f"setting config: {path} is not valid TOML: {error}") from None
+    return read_document(document, path)
+
+
+def read_document(document: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Settings from a document shaped as the TOML file (the file, a Serve config's ``args``), type-checked."""
     known = {item.name: item for item in fields(Settings) if item.name != "config"}
     values: dict[str, Any] = {}
     for key, raw in document.items():
         if key not in known:
-            raise StartupError(f"setting {key} (in {path}): no such setting")
+            raise StartupError(f"setting {key} (in {where}): no such setting")
         if key == "models":
-            values["models"] = read_models(path, raw)
+            values["models"] = read_models(where, raw)
         else:
-            values[key] = typed(key, HINTS[key], raw, path)
+            values[key] = typed(key, HINTS[key], raw, where)
     return values
 
 
@@ -289,6 +346,8 @@ def base_type(hint: Any) -> type:
     args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
     if typing.get_origin(hint) is tuple or (args and typing.get_origin(args[0]) is tuple):
         return tuple
+    if typing.get_origin(hint) is dict or (args and typing.get_origin(args[0]) is dict):
+        return dict
     found = args[0] if typing.get_origin(hint) in (typing.Union, types.UnionType) else hint
     return typing.cast(type, found)
 
@@ -296,13 +355,15 @@ def base_type(hint: Any) -> type:
 def typed(name: str, hint: Any, raw: Any, where: str) -> Any:
     """A value from the TOML file, checked against the setting's type."""
     kind = base_type(hint)
+    if kind is dict and isinstance(raw, dict) and all(isinstance(key, str) for key in raw):
+        return raw
     if kind is tuple and isinstance(raw, list) and all(isinstance(item, str) for item in raw):
         return tuple(raw)
     if kind is float and isinstance(raw, (int, float)) and not isinstance(raw, bool):
         return float(raw)
     if isinstance(raw, kind) and not (kind is int and isinstance(raw, bool)):
         return raw
-    wanted = "a list of strings" if kind is tuple else f"a {kind.__name__}"
+    wanted = "a list of strings" if kind is tuple else "a table" if kind is dict else f"a {kind.__name__}"
     raise StartupError(f"setting {name} (in {where}): {raw!r} is not {wanted}")
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import pluggy
@@ -28,6 +29,7 @@ from .plugins import check_hooks, get_plugin_manager, hook_sources
 from .predictor import NAME_PATTERN, Predictor
 from .registry import Registry, Snapshot
 from .server import ModelServer
+from .serving import ServingModel
 from .settings import Settings
 from .sources import PluginFailure
 
@@ -119,11 +121,15 @@ def build_server(settings: Settings, loaded: Loaded, metrics: Metrics | None = N
     return server
 
 
-async def start_models(server: ModelServer) -> None:
+#: Gives a model its runtime (``serving.start`` by default).
+StartModel = Callable[[ServingModel, Settings, Metrics], Awaitable[ServingModel]]
+
+
+async def start_models(server: ModelServer, start: StartModel = serving.start) -> None:
     """Give each model its runtime, inside the running event loop, and publish the models' metrics."""
     server.metrics.describe_server()
     for model in server.registry.models:
-        server.registry.replace(await serving.start(model, server.settings, server.metrics))
+        server.registry.replace(await start(model, server.settings, server.metrics))
         source = model.source
         plugin = None
         if source.distribution and source.distribution_version:

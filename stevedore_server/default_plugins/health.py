@@ -11,9 +11,14 @@ if TYPE_CHECKING:
     from ..server import ModelServer
 
 
+#: The names of the built-in checks.
+BUILT_IN_CHECKS = ("models", "plugins")
+
+
 @hookimpl(trylast=True)
 def stevedore_health_checks(server: ModelServer) -> Mapping[str, HealthCheck]:
-    return {"models": lambda: models_check(server), "plugins": lambda: plugins_check(server)}
+    models, plugins = BUILT_IN_CHECKS
+    return {models: lambda: models_check(server), plugins: lambda: plugins_check(server)}
 
 
 def models_check(server: ModelServer) -> tuple[bool, str]:

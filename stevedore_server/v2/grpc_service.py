@@ -23,7 +23,7 @@ from ..errors import BadRequest
 from ..health import readiness_problems
 from ..inference import OFF_LOOP_BYTES, Action, ModelRef, Tensors
 from ..lifecycle import Lifecycle
-from ..repository import Repository
+from ..repository import ModelRepository
 from ..server import ModelServer
 from . import protocol as pb
 from .grpc_codec import decode_inputs, encode_response, requested_outputs
@@ -47,7 +47,11 @@ class InferenceService:
     """The RPCs over one process's server, repository and lifecycle (the app's lifespan state)."""
 
     def __init__(
-        self, server: ModelServer, repository: Repository, lifecycle: Lifecycle, check_threads: anyio.CapacityLimiter
+        self,
+        server: ModelServer,
+        repository: ModelRepository,
+        lifecycle: Lifecycle,
+        check_threads: anyio.CapacityLimiter,
     ) -> None:
         self.server = server
         self.repository = repository

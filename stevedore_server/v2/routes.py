@@ -14,7 +14,7 @@ from starlette.routing import BaseRoute
 from .. import __version__
 from ..errors import BadRequest, ClientError, ModelFailure
 from ..inference import OFF_LOOP_BYTES, Action, Answer, ModelRef, Tensors
-from ..repository import Repository
+from ..repository import ModelRepository
 from ..rest import JSONBytesResponse, check_readiness, error_response, http_error, read_body, server_of
 from ..routing import ApiRoute, ProtocolMount
 from ..serialization import dumps, loads
@@ -249,8 +249,8 @@ def encode_response(answer: Answer, header: dict[str, Any], selected: list[str])
 # -- the model repository extension ---------------------------------------------
 
 
-def repository_of(request: Request) -> Repository:
-    repository: Repository = request.state.repository
+def repository_of(request: Request) -> ModelRepository:
+    repository: ModelRepository = request.state.repository
     return repository
 
 

@@ -1,0 +1,13 @@
+"""The installed plugins served by Ray Serve on a Ray cluster: ``stevedore-server ray`` (the ``ray`` extra).
+
+The application is one deployment a model and an ingress:
+
+- ``config``: the deployments the installed plugins make and their options, and
+  the Serve config file that deploys them (``--config-only``); needs no Ray.
+- ``replica``: the model deployment, one model loaded in each replica, serving
+  it with its own runtime (threads, admission, batching), and the plugins'
+  health checks as the replica's.
+- ``ingress``: the HTTP API of ``stevedore-server run``, the same app, whose
+  models run in their deployments (``remote``).
+- ``app``: the application builder Serve imports, and deploying it.
+"""

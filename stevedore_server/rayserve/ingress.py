@@ -1,0 +1,69 @@
+"""The ingress deployment: the HTTP API of ``stevedore-server run`` (the same app and routes), with the
+models in their deployments.
+
+At startup it discovers the installed plugins as a server does (a plugin that
+fails is reported in ``/healthz``), asks each model's deployment what loading
+found, and builds its registry from that: schemas, fixtures, tensors and
+catalogue are the plugin's own, the catalogue and health hooks run here as in
+one process, and each ready model's runtime is its deployment
+(``remote.DeploymentRuntime``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from anyio import to_thread
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp
+
+from .. import startup
+from ..app import create_app
+from ..metrics import Metrics
+from ..server import ModelServer
+from ..settings import Settings
+from .config import deployment_name
+from .remote import DeploymentRepository, LifespanState, ServedBy, record, runtime_starter
+from .replica import LoadReport, configure_logging, served_by, settings_from_args
+
+
+def deployed_models(handles: dict[str, DeploymentHandle]) -> Any:
+    """``app.create_app``'s ``models``: the server of the deployed models, and their repository."""
+
+    @asynccontextmanager
+    async def serve_models(settings: Settings, metrics: Metrics) -> AsyncIterator[tuple[ModelServer, Any]]:
+        candidates, failures, hooks = await to_thread.run_sync(startup.find, settings)
+        keys = [deployment_name(c.predictor.name, c.predictor.version) for c in candidates]
+        reports: list[LoadReport | None] = await asyncio.gather(
+            *(handles[key].report.remote() if key in handles else none() for key in keys)
+        )
+        models = tuple(record(c.predictor, c.source, report) for c, report in zip(candidates, reports, strict=True))
+        loaded = startup.Loaded(models, tuple(failures), hooks)
+        server = await to_thread.run_sync(startup.build_server, settings, loaded, metrics)
+        await startup.start_models(server, runtime_starter(handles, deployment_name))
+        yield server, DeploymentRepository(server)
+
+    return serve_models
+
+
+async def none() -> None:
+    return None
+
+
+@serve.ingress()
+class Ingress:
+    """The ingress replica: ``args`` as ``app.build`` got them, and a handle of each model's deployment."""
+
+    def __init__(self, args: dict[str, Any], models: dict[str, DeploymentHandle]) -> None:
+        self.settings = settings_from_args(args)
+        configure_logging(self.settings)
+        self.handles = models
+
+    def __serve_build_asgi_app__(self) -> ASGIApp:
+        outer = [Middleware(LifespanState), Middleware(ServedBy, ingress=served_by())]
+        return create_app(self.settings, models=deployed_models(self.handles), outer=outer)

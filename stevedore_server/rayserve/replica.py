@@ -1,0 +1,139 @@
+"""A model's deployment: each replica loads and self-tests one model and serves it with its own runtime.
+
+The ingress has already checked each payload against the model's schema, so a
+replica only runs the model: its threads, admission, time-out and batching
+(``runtime.ModelRuntime``: batching happens here, once). What a replica
+answers is a ``Reply``, never an exception, so the ingress gets a client error
+whole (status, details, headers) and a model's failure with the id it was
+logged under here, with its traceback.
+
+A model that fails to load or self-test is not retried: its replicas stay up
+and report the failure, which the ingress shows as ``stevedore-server run``
+does. The plugins' health checks are the replica's (``check_health``): one that
+fails makes Serve replace the replica.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from anyio import to_thread
+from ray import serve
+
+from .. import startup
+from ..default_plugins.health import BUILT_IN_CHECKS
+from ..errors import ClientError, ModelFailure, NotReady, StartupError
+from ..health import failing, run_checks
+from ..logs import log_error, logging_config
+from ..server import ModelServer
+from ..settings import Settings, read_document
+from ..startup import Loaded
+
+logger = logging.getLogger("stevedore.rayserve")
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What loading the model found, for the ingress to describe it as a local one."""
+
+    state: str
+    reason: str | None
+    created: str | None
+    fixture_output: Any
+    row_aligned: bool
+    served_by: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One call's outcome: the result, or a client error, or a failure logged here; and who answered."""
+
+    served_by: str
+    result: Any = None
+    error: ClientError | None = None
+    failure: tuple[str, str] | None = None  # (message, error id)
+
+
+def served_by() -> str:
+    """``<node id>/<replica id>`` of the calling replica."""
+    return f"{ray.get_runtime_context().get_node_id()}/{serve.get_replica_context().replica_id.unique_id}"
+
+
+def settings_from_args(args: dict[str, Any]) -> Settings:
+    """The settings ``app.build`` was given (``Settings.document``); secrets from the replica's environment."""
+    values = read_document(args.get("settings") or {}, "the Serve application's args")
+    return Settings.load(os.environ, **values)
+
+
+def configure_logging(settings: Settings) -> None:
+    """The ``stevedore`` loggers as ``stevedore-server run`` sets them; Ray keeps its own and the lines."""
+    config = logging_config(settings.log_level, settings.log_format)
+    config["loggers"] = {"stevedore": config["loggers"]["stevedore"]}
+    config["disable_existing_loggers"] = False
+    logging.config.dictConfig(config)
+
+
+def load_one(settings: Settings, name: str, version: str) -> ModelServer:
+    """A server of the one model ``name`` ``version``, loaded and self-tested (blocking)."""
+    from ..loading import load_model
+
+    candidates, _, hooks = startup.find(settings)
+    found = [c for c in candidates if (c.predictor.name, c.predictor.version) == (name, version)]
+    if not found:
+        raise StartupError(f"no installed plugin provides model {name!r} version {version!r} on this node")
+    model = load_model(found[0].predictor, found[0].source)
+    return startup.build_server(settings, Loaded((model,), (), hooks))
+
+
+class ModelReplica:
+    """One replica of a model's deployment (``app.build`` makes it a Serve deployment)."""
+
+    async def __init__(self, settings: dict[str, Any], name: str, version: str) -> None:  # type: ignore[misc]
+        # Serve awaits an async constructor: the runtime is made inside the replica's event loop.
+        self.settings = settings_from_args(settings)
+        configure_logging(self.settings)
+        self.name, self.version = name, version
+        self.server = await to_thread.run_sync(load_one, self.settings, name, version)
+        await startup.start_models(self.server)
+        self.served_by = served_by()
+        #: The plugins' checks: the built-in ones say whether the model loaded, which a restart would not mend.
+        self.checks = {
+            key: check for key, check in self.server.registry.health_checks.items() if key not in BUILT_IN_CHECKS
+        }
+
+    def report(self) -> LoadReport:
+        model = self.server.registry.get(self.name, self.version)
+        loaded = model.loaded
+        return LoadReport(
+            str(loaded.state), loaded.reason, loaded.created, loaded.fixture_output, loaded.row_aligned, self.served_by
+        )
+
+    async def call(self, action: str, payload: Any, rows: int | None) -> Reply:
+        model = self.server.registry.get(self.name, self.version)
+        runtime = model.runtime
+        if runtime is None:
+            reason = model.reason or model.state
+            return Reply(self.served_by, error=NotReady(f"model {self.name!r} version {self.version!r}: {reason}"))
+        try:
+            return Reply(self.served_by, result=await runtime.call(action, payload, rows))
+        except ClientError as error:
+            return Reply(self.served_by, error=error)
+        except ModelFailure as failure:
+            error_id = log_error(logger, str(failure), failure.error)
+            return Reply(self.served_by, failure=(str(failure), error_id))
+
+    def check_health(self) -> None:
+        """Serve's health check: every plugin's check passes (a failing one names itself)."""
+        problems = failing(run_checks(self.checks))
+        if problems:
+            raise RuntimeError("; ".join(problems))
+
+    def __del__(self) -> None:
+        server = getattr(self, "server", None)
+        if server is not None:
+            startup.stop_models(server)
