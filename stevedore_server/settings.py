@@ -41,6 +41,10 @@ def setting(default: Any, help: str, secret: bool = False, file_only: bool = Fal
     return field(default=default, metadata=metadata)
 
 
+#: The per-model settings of Ray Serve's autoscaling: setting any turns it on.
+AUTOSCALING_SETTINGS = ("min_replicas", "max_replicas", "target_ongoing_requests", "upscale_delay", "downscale_delay")
+
+
 @dataclass(frozen=True)
 class ModelSettings:
     """Settings of one model, from its ``[models.NAME]`` table; unset ones fall back to the server's."""
@@ -60,13 +64,19 @@ class ModelSettings:
     target_ongoing_requests: float | None = setting(
         None, "Ray Serve autoscaling: requests in flight a replica should have; more adds replicas, fewer removes."
     )
+    upscale_delay: float | None = setting(
+        None, "Ray Serve autoscaling: seconds of high load before a replica is added."
+    )
+    downscale_delay: float | None = setting(
+        None, "Ray Serve autoscaling: seconds of low load before a replica is removed."
+    )
     ray_actor_options: dict[str, Any] | None = setting(  # noqa: RUF009  (a default of None)
         None, "Ray Serve: each replica's `ray_actor_options` (`num_cpus`, `num_gpus`, `memory` in bytes, ...)."
     )
 
     @property
     def autoscaling(self) -> bool:
-        return any(value is not None for value in (self.min_replicas, self.max_replicas, self.target_ongoing_requests))
+        return any(getattr(self, name) is not None for name in AUTOSCALING_SETTINGS)
 
 
 @dataclass(frozen=True)
@@ -259,6 +269,8 @@ MODEL_FALLBACKS = {
     "min_replicas": "1, with autoscaling on",
     "max_replicas": "`min_replicas` (at least 1)",
     "target_ongoing_requests": "Serve's default (2)",
+    "upscale_delay": "Serve's default (30)",
+    "downscale_delay": "Serve's default (600)",
     "ray_actor_options": "`{num_cpus = 1}` (a table given is merged into it)",
 }
 
@@ -296,6 +308,10 @@ def check_model_settings(name: str, model: ModelSettings) -> None:
     low, high = model.min_replicas, model.max_replicas
     if low is not None and high is not None and low > high:
         raise StartupError(f"{prefix}.min_replicas: {low} is more than max_replicas {high}")
+    for attribute in ("upscale_delay", "downscale_delay"):
+        value = getattr(model, attribute)
+        if value is not None and value < 0:
+            raise StartupError(f"{prefix}.{attribute}: {value} must not be negative")
     if model.target_ongoing_requests is not None and model.target_ongoing_requests <= 0:
         raise StartupError(f"{prefix}.target_ongoing_requests: {model.target_ongoing_requests} must be positive")
 

@@ -30,7 +30,7 @@ from .venvs import (
 )
 
 #: The tiers, slowest last. A test with none of these markers is a unit test (in process).
-TIERS = ("unit", "server", "venv", "container", "browser")
+TIERS = ("unit", "server", "venv", "container", "browser", "ray")
 #: Fixtures that make a test a server test (a real ``stevedore-server run`` over loopback), and a venv test.
 SERVER_FIXTURES = {"example_server", "ops_venv"}
 VENV_FIXTURES = {"wheelhouse"}

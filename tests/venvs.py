@@ -164,6 +164,13 @@ class Venv:
         # Bytecode is compiled on first import instead: compiling all of scipy would dominate the test's time.
         self.run("python", "-m", "pip", "install", "--quiet", "--no-compile", "--no-index", *links, *requirements)
 
+    def install_from_index(self, *requirements: str) -> None:
+        """Install with the package index too: for what no wheelhouse holds (Ray, half a gigabyte)."""
+        links = [arg for directory in self.find_links for arg in ("--find-links", str(directory))]
+        self.run(
+            "python", "-m", "pip", "install", "--quiet", "--no-compile", *links, *requirements, timeout=NETWORK_TIMEOUT
+        )
+
     def run(
         self,
         command: str,

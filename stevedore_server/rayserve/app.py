@@ -23,12 +23,16 @@ logger = logging.getLogger("stevedore.rayserve")
 PROXY_LOCATION = "HeadOnly"
 
 
-def build(args: dict[str, Any], secrets: dict[str, str] | None = None) -> Application:
+def build(args: dict[str, Any]) -> Application:
     """The application: a deployment for each installed model that ``load_models`` selects, and the ingress.
 
     ``args`` is ``{"settings": Settings.document()}``, which has no secrets: the ingress reads them from its
-    environment, where ``secrets`` (variables) are set. A plugin that fails to load gets no deployment; the
-    ingress finds it again and reports it."""
+    environment. A plugin that fails to load gets no deployment; the ingress finds it again and reports it."""
+    return build_with_secrets(args, {})
+
+
+def build_with_secrets(args: dict[str, Any], secrets: dict[str, str]) -> Application:
+    """``build``, with ``secrets`` (``STEVEDORE_*`` variables) set in the ingress's environment."""
     settings = settings_from_args(args)
     candidates, _, _ = startup.find(settings)
     models = {}
@@ -49,7 +53,7 @@ def deploy(settings: Settings, address: str) -> str:
     returns once every deployment is running (StartupError if one fails). The URL it serves."""
     ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     serve.start(http_options={"host": settings.host, "port": settings.port, "location": PROXY_LOCATION})
-    application = build({"settings": settings.document()}, settings.secret_env())
+    application = build_with_secrets({"settings": settings.document()}, settings.secret_env())
     try:
         serve.run(application, name=APP_NAME, route_prefix="/")
     except Exception as error:  # Serve reports a failed deployment as RuntimeError with its replicas' errors

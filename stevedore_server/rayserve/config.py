@@ -23,6 +23,14 @@ INGRESS_CPUS = 0.0
 HEALTH_CHECK_PERIOD = 10.0
 
 
+#: Per-model settings and the options of Serve's autoscaling config they set.
+AUTOSCALING_OPTIONS = {
+    "target_ongoing_requests": "target_ongoing_requests",
+    "upscale_delay": "upscale_delay_s",
+    "downscale_delay": "downscale_delay_s",
+}
+
+
 def deployment_name(name: str, version: str) -> str:
     """A model's deployment: ``iris:1.0`` (``:`` is in no model name or version)."""
     return f"{name}:{version}"
@@ -39,8 +47,10 @@ def model_options(settings: Settings, predictor: Predictor) -> dict[str, Any]:
     if own.autoscaling:
         low = 1 if own.min_replicas is None else own.min_replicas
         autoscaling: dict[str, Any] = {"min_replicas": low, "max_replicas": max(low, own.max_replicas or 1)}
-        if own.target_ongoing_requests is not None:
-            autoscaling["target_ongoing_requests"] = own.target_ongoing_requests
+        for setting, option in AUTOSCALING_OPTIONS.items():
+            value = getattr(own, setting)
+            if value is not None:
+                autoscaling[option] = value
         options["autoscaling_config"] = autoscaling
     else:
         options["num_replicas"] = own.replicas or 1

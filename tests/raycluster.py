@@ -1,0 +1,147 @@
+"""A real multi-node Ray cluster on this machine, for the Ray Serve tests: a head and worker nodes, one CPU
+each, every node a ``ray start --block`` process in a process group of its own, stopped by that group.
+
+Every node listens on 127.0.0.1, on ports picked free where Ray takes fixed ones otherwise, and keeps its files
+in the cluster's own directories and ``HOME`` (a developer's ``~/.ray`` must not change what the tests see).
+The logs are copied next to the test's files when the cluster stops.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from .venvs import Venv, free_ports, run_command
+
+#: Seconds a node may take to join; Ray starts several processes per node, slowly on two busy cores.
+JOIN_TIMEOUT = 180.0
+
+
+@dataclass
+class Node:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    #: The raylet's port: how ``ray.nodes()`` tells the node apart.
+    manager_port: int
+    _log: IO[bytes] = field(repr=False)
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, grace: float = 30.0) -> None:
+        """Stop the node's whole process group (its raylet, workers and replicas): ``sig``, then SIGKILL."""
+        try:
+            os.killpg(self.process.pid, sig)
+            try:
+                self.process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                pass
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+        self._log.close()
+
+
+@dataclass
+class RayCluster:
+    """A head and workers started from ``environment`` (which has Ray installed)."""
+
+    environment: Venv
+    root: Path
+    head_port: int = 0
+    dashboard_port: int = 0
+    nodes: list[Node] = field(default_factory=list)
+    #: Ray's session files: a short path, as its sockets' paths must fit in 107 bytes.
+    ray_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp")))
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.head_port}"
+
+    @property
+    def dashboard(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        home = self.root / "home"
+        home.mkdir(exist_ok=True)
+        return self.environment.env(HOME=str(home), RAY_USAGE_STATS_ENABLED="0", **extra)
+
+    def start(self, workers: int) -> None:
+        self.head_port, self.dashboard_port, client_port = free_ports(3)
+        self.nodes.append(self._node("head", "--head", "--port", str(self.head_port),
+                                     "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
+                                     "--dashboard-port", str(self.dashboard_port),
+                                     "--ray-client-server-port", str(client_port)))  # fmt: skip
+        self.wait_for_nodes(1)
+        for _ in range(workers):
+            self.add_worker()
+
+    def add_worker(self) -> Node:
+        node = self._node(f"worker{len(self.nodes)}", "--address", self.address)
+        self.nodes.append(node)
+        self.wait_for_nodes(len(self.alive()))
+        return node
+
+    def _node(self, name: str, *args: str) -> Node:
+        agent_port, metrics_port, env_agent_port, manager_port = free_ports(4)
+        log_path = self.root / f"{name}.log"
+        log = log_path.open("wb")
+        command = [
+            str(self.environment.bin / "ray"), "start", "--block", *args,
+            "--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--temp-dir", str(self.ray_dir),
+            "--dashboard-agent-listen-port", str(agent_port), "--metrics-export-port", str(metrics_port),
+            "--runtime-env-agent-port", str(env_agent_port), "--node-manager-port", str(manager_port),
+            "--disable-usage-stats",
+        ]  # fmt: skip
+        process = subprocess.Popen(
+            command, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        return Node(process, log_path, manager_port, log)
+
+    def alive(self) -> list[Node]:
+        return [node for node in self.nodes if node.process.poll() is None]
+
+    def python(self, code: str, timeout: float = 120.0) -> str:
+        """Run ``code`` in the cluster's environment, connected to the cluster as ``ray``; its output."""
+        prelude = f"import ray\nray.init(address={self.address!r}, logging_level='ERROR')\n"
+        result = run_command([self.environment.python, "-c", prelude + code], env=self.env(), timeout=timeout)
+        return result.stdout
+
+    def node_of(self, node_id: str) -> Node:
+        """Our process of the node Ray calls ``node_id``."""
+        ports = self.python("for node in ray.nodes():\n    print(node['NodeID'], node['NodeManagerPort'])").split()
+        port = int(dict(zip(ports[::2], ports[1::2], strict=True))[node_id])
+        return next(node for node in self.nodes if node.manager_port == port)
+
+    def alive_nodes(self) -> int:
+        return int(self.python("print(sum(node['Alive'] for node in ray.nodes()))").strip())
+
+    def wait_for_nodes(self, count: int) -> None:
+        deadline = time.monotonic() + JOIN_TIMEOUT
+        while True:
+            for node in self.nodes:
+                if node.process.poll() is not None:
+                    raise AssertionError(f"a Ray node exited:\n{node.log_path.read_text(errors='replace')}")
+            try:
+                if self.alive_nodes() >= count:
+                    return
+            except AssertionError:
+                pass  # the head is not up yet
+            if time.monotonic() > deadline:
+                logs = "\n".join(node.log_path.read_text(errors="replace") for node in self.nodes)
+                raise AssertionError(f"{count} Ray nodes did not come up in {JOIN_TIMEOUT}s:\n{logs}")
+            time.sleep(1)
+
+    def stop(self) -> None:
+        for node in reversed(self.nodes):
+            node.stop()
+        logs = self.ray_dir / "session_latest" / "logs"
+        if logs.is_dir():  # kept to read
+            shutil.copytree(logs, self.root / "logs", dirs_exist_ok=True)
+        shutil.rmtree(self.ray_dir, ignore_errors=True)

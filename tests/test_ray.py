@@ -1,0 +1,365 @@
+"""``stevedore-server ray`` on a real Ray cluster of three nodes on this machine (a head and two workers, one
+CPU each), from a virtual environment of its own with ``stevedore-server[ray]`` and the plugins: the README's
+commands, its curl tour and client example answered as ``stevedore-server run`` answers them, replicas on two
+nodes, autoscaling from one replica to two and back, and recovery from a node killed.
+
+The tests run in order on one cluster and one application; the node is killed last.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+
+from .raycluster import RayCluster
+from .test_readme_clients import EXAMPLES, run_example
+from .venvs import INSTALLED, REPO, Server, Venv, build_wheels, copy_source, free_port
+
+pytestmark = pytest.mark.ray
+
+README = (REPO / "README.md").read_text()
+RAY_COMMANDS = README.split("<!-- ray-commands -->")[1].split("<!-- /ray-commands -->")[0]
+#: The curl tour and the V2 curl example, each command on one line.
+TOUR = re.search(r"## A tour with curl.*?```sh\n(.*?)```", README, flags=re.DOTALL)[1]  # type: ignore[index]
+V2_CURL = re.search(r"```sh\n(curl -s -d '\{\"id\".*?)```", README, flags=re.DOTALL)[1]  # type: ignore[index]
+
+#: Each model's deployment options; small CPU shares so that everything fits on three one-CPU nodes.
+SETTINGS = """
+[models.iris]
+replicas = 2
+ray_actor_options = {num_cpus = 0.25}
+
+[models.iris-proba]
+ray_actor_options = {num_cpus = 0.25}
+
+[models.failing]
+ray_actor_options = {num_cpus = 0.1}
+
+[models.sleeper]
+min_replicas = 1
+max_replicas = 2
+target_ongoing_requests = 1
+upscale_delay = 1
+downscale_delay = 3
+ray_actor_options = {num_cpus = 0.25}
+"""
+SETOSA = [5.1, 3.5, 1.4, 0.2]
+#: Seconds for the application to deploy, for a deployment to scale, for requests to succeed after a node dies.
+DEPLOY_TIMEOUT = 300
+SCALE_TIMEOUT = 120
+RECOVERY_TIMEOUT = 180
+
+
+@pytest.fixture(scope="module")
+def ray_venv(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Venv:
+    """``stevedore-server[ray]`` (Ray from PyPI), the example plugin, and the sleeper, a plugin that fails to
+    import (broken) and a model that fails its self-test (failing)."""
+    root = tmp_path_factory.mktemp("ray-venv")
+    sources = [copy_source(INSTALLED / name, root / name) for name in ("sleeper", "broken", "failing")]
+    wheels = build_wheels([*sources, copy_source(REPO, root / "core")], root / "wheels", wheelhouse)
+    core = next(wheel for wheel in wheels if wheel.name.startswith("stevedore_server-"))
+    environment = Venv.create(root / "venv", wheelhouse, root / "wheels")
+    environment.install_from_index(
+        f"stevedore-server[ray] @ {core.as_uri()}", "stevedore-sklearn-logreg",
+        "stevedore-test-sleeper", "stevedore-test-broken", "stevedore-test-failing",
+    )  # fmt: skip
+    return environment
+
+
+@pytest.fixture(scope="module")
+def cluster(ray_venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
+    running = RayCluster(ray_venv, Path(tmp_path_factory.mktemp("cluster")))
+    try:
+        running.start(workers=2)
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def settings_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ray-settings") / "models.toml"
+    path.write_text(SETTINGS)
+    return path
+
+
+def readme_command(
+    prefix: str, cluster: RayCluster, settings: Path, port: int, output: Path | None = None
+) -> list[str]:
+    """The README's command line starting with ``prefix``, for this cluster (loopback, a free port)."""
+    line = next(line for line in RAY_COMMANDS.splitlines() if line.startswith(prefix))
+    words = shlex.split(line.split("#")[0])
+    replacements = {"HEAD:6379": cluster.address, "0.0.0.0": "127.0.0.1", "8000": str(port),
+                    "models.toml": str(settings), "serve.yaml": str(output)}  # fmt: skip
+    return [replacements.get(word, word) for word in words]
+
+
+@pytest.fixture(scope="module")
+def ray_url(cluster: RayCluster, settings_file: Path) -> str:
+    """The README's ``stevedore-server ray`` run against the cluster; the URL it serves."""
+    port = free_port()
+    command = readme_command("stevedore-server ray --address", cluster, settings_file, port)
+    result = subprocess.run(
+        [str(cluster.environment.bin / command[0]), *command[1:]],
+        env=cluster.env(), capture_output=True, text=True, timeout=DEPLOY_TIMEOUT,
+    )  # fmt: skip
+    assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
+    url = f"http://127.0.0.1:{port}"
+    assert url in result.stdout
+    return url
+
+
+@pytest.fixture(scope="module")
+def standalone(ray_venv: Venv, settings_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """``stevedore-server run`` of the same environment and settings: the answers to match."""
+    server = Server.start(
+        ray_venv, tmp_path_factory.mktemp("standalone") / "server.log", "--config", str(settings_file)
+    )
+    try:
+        server.wait_for("/livez")
+        server.wait_for("/models/iris/ready")
+        yield server
+    finally:
+        server.stop()
+
+
+def curl(command: str, url: str) -> subprocess.CompletedProcess[str]:
+    line = command.split("  #")[0].replace("localhost:8000", url.removeprefix("http://"))
+    return subprocess.run(["sh", "-c", line + " -w ' %{http_code}'"], capture_output=True, text=True, timeout=60)
+
+
+def commands_of(block: str) -> list[str]:
+    """The curl commands of a README block, each on one line (a line not starting one continues it)."""
+    commands: list[str] = []
+    for line in block.replace("\\\n", " ").splitlines():
+        if line.startswith("curl"):
+            commands.append(line)
+        elif commands and line.strip() and not line.startswith("#"):
+            commands[-1] += " " + line.strip()
+    return commands
+
+
+def served_by(response: httpx.Response) -> tuple[str, str]:
+    node, replica = response.headers["x-served-by"].split("/")
+    return node, replica
+
+
+def without_times(text: str) -> str:
+    """Uptime, and the time a model without an artifact or ``created`` was made (when it loaded), differ."""
+    return re.sub(r'"created":"[^"]*"', '"created":"..."', re.sub(r'"uptime":[0-9.e-]+', '"uptime":0', text))
+
+
+# -- the same answers as stevedore-server run --------------------------------------
+
+
+def test_the_readme_curl_tour_answers_as_the_standalone_server(ray_url: str, standalone: Server) -> None:
+    commands = commands_of(TOUR) + commands_of(V2_CURL)
+    assert len(commands) >= 8
+    for command in commands:
+        through_ray, alone = curl(command, ray_url), curl(command, standalone.url)
+        assert through_ray.returncode == 0, through_ray.stderr
+        assert without_times(through_ray.stdout) == without_times(alone.stdout), command
+    predicted = curl(commands_of(TOUR)[3], ray_url).stdout
+    assert predicted == '{"model_name":"iris","model_version":"1","predictions":[0,2]} 200'
+
+
+def test_the_readme_tritonclient_example_answers_through_ray(ray_url: str) -> None:
+    http_example = next(block for block in EXAMPLES if "tritonclient.http" in block)
+    assert run_example(http_example, Server(None, ray_url, Path(), None)) >= 1  # type: ignore[arg-type]
+
+
+def test_every_route_answers_as_the_standalone_server(ray_url: str, standalone: Server) -> None:
+    """Beyond the tour: V2 metadata and readiness, binary tensors, the original routes, docs, errors."""
+    requests: list[tuple[str, str, Any]] = [
+        ("GET", "/v2", None),
+        ("GET", "/v2/health/ready", None),
+        ("GET", "/v2/models/iris", None),
+        ("GET", "/v2/models/iris/versions/1/ready", None),
+        ("GET", "/v2/models/failing/ready", None),
+        ("POST", "/v2/repository/index", {}),
+        ("GET", "/models/iris", None),
+        ("GET", "/models/sleeper/schemas/predict", None),
+        ("GET", "/models/nope", None),
+        ("POST", "/models/failing/predict", [1.0]),
+        ("POST", "/models/iris/predict", b"[[1, 2"),
+        ("GET", "/predictors", None),
+        ("POST", "/predict", {"predictor": "iris", "payload": [SETOSA]}),
+        ("GET", "/docs", None),
+    ]
+    for method, path, body in requests:
+        content = body if isinstance(body, bytes) else None
+        answers = [
+            httpx.request(method, base + path, json=None if content else body, content=content, timeout=30)
+            for base in (ray_url, standalone.url)
+        ]
+        assert answers[0].status_code == answers[1].status_code, path
+        assert without_times(answers[0].text) == without_times(answers[1].text), path
+    # Binary tensors (the tritonclient's default for outputs too).
+    header = b'{"inputs":[{"name":"input-0","shape":[1,4],"datatype":"FP64","parameters":{"binary_data_size":32}}]}'
+    body = header + np.array([SETOSA]).tobytes()
+    headers = {"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"}
+    binary = [
+        httpx.post(base + "/v2/models/iris/infer", content=body, headers=headers) for base in (ray_url, standalone.url)
+    ]
+    assert binary[0].status_code == 200 and binary[0].content == binary[1].content
+    openapi = [httpx.get(base + "/openapi.json").json() for base in (ray_url, standalone.url)]
+    assert openapi[0] == openapi[1]
+    assert "stevedore_http_requests_total" in httpx.get(ray_url + "/metrics").text
+
+
+def test_a_plugin_that_fails_to_import_gets_no_deployment_and_is_reported(ray_url: str, cluster: RayCluster) -> None:
+    health = httpx.get(ray_url + "/healthz")
+    assert health.status_code == 503
+    report = health.json()
+    assert [failure["distribution"] for failure in report["failed_plugins"]] == ["stevedore-test-broken"]
+    states = {model["name"]: model["state"] for model in report["models"]}
+    assert states == {"iris": "ready", "iris-proba": "ready", "sleeper": "ready", "failing": "failed"}
+    assert "ZeroDivisionError" in next(m["reason"] for m in report["models"] if m["name"] == "failing")
+    deployments = cluster.python(
+        "from ray import serve\nprint(sorted(serve.status().applications['stevedore'].deployments))"
+    )
+    assert deployments.strip() == "['Ingress', 'failing:1', 'iris-proba:1', 'iris:1', 'sleeper:1']"
+
+
+# -- replicas on the nodes --------------------------------------------------------
+
+
+def test_answers_come_from_replicas_on_two_nodes(ray_url: str, cluster: RayCluster) -> None:
+    nodes = set(cluster.python("print(' '.join(node['NodeID'] for node in ray.nodes() if node['Alive']))").split())
+    answers = [httpx.post(ray_url + "/models/iris/predict", json=[SETOSA], timeout=30) for _ in range(60)]
+    assert {a.status_code for a in answers} == {200}
+    by = {served_by(a) for a in answers}
+    assert len({replica for _, replica in by}) == 2
+    assert len({node for node, _ in by}) == 2
+    assert {node for node, _ in by} <= nodes
+    ingress = served_by(httpx.get(ray_url + "/livez"))
+    assert ingress[0] in nodes and ingress not in by
+
+
+def replicas_running(cluster: RayCluster, deployment: str) -> int:
+    code = (
+        "from ray import serve\n"
+        f"status = serve.status().applications['stevedore'].deployments[{deployment!r}]\n"
+        "print(status.replica_states.get('RUNNING', 0))"
+    )
+    return int(cluster.python(code).strip())
+
+
+def wait_for_replicas(cluster: RayCluster, deployment: str, count: int, timeout: float) -> float:
+    started = time.monotonic()
+    while (running := replicas_running(cluster, deployment)) != count:
+        assert time.monotonic() - started < timeout, f"{deployment}: {running} replicas, not {count}"
+        time.sleep(1)
+    return time.monotonic() - started
+
+
+def test_a_slow_model_scales_from_one_replica_to_two_under_load_and_back(ray_url: str, cluster: RayCluster) -> None:
+    assert replicas_running(cluster, "sleeper:1") == 1
+    stop = threading.Event()
+    replicas: set[str] = set()
+    failures: list[int] = []
+
+    def load() -> None:  # four callers, each a request of 0.3 s at a time: four in flight for a target of one
+        with httpx.Client(timeout=60) as client:
+            while not stop.is_set():
+                answer = client.post(ray_url + "/models/sleeper/predict", json=[0.3])
+                if answer.status_code == 200:
+                    replicas.add(served_by(answer)[1])
+                else:
+                    failures.append(answer.status_code)
+
+    callers = [threading.Thread(target=load) for _ in range(4)]
+    for caller in callers:
+        caller.start()
+    try:
+        wait_for_replicas(cluster, "sleeper:1", 2, SCALE_TIMEOUT)
+        deadline = time.monotonic() + 30
+        while len(replicas) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        for caller in callers:
+            caller.join()
+    assert failures == []
+    assert len(replicas) == 2  # both answered
+    wait_for_replicas(cluster, "sleeper:1", 1, SCALE_TIMEOUT)
+
+
+# -- the Serve config -----------------------------------------------------------------
+
+
+def test_the_config_only_file_is_a_serve_config_that_serve_deploys(
+    ray_url: str, cluster: RayCluster, settings_file: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "serve.yaml"
+    port = int(ray_url.rsplit(":", 1)[1])
+    command = readme_command("stevedore-server ray --config-only", cluster, settings_file, port, output)
+    cluster.environment.run(command[0], *command[1:], env=cluster.env())
+    config = yaml.safe_load(output.read_text())
+    cluster.python(f"from ray.serve.schema import ServeDeploySchema\nServeDeploySchema.model_validate({config!r})")
+    application = config["applications"][0]
+    assert application["import_path"] == "stevedore_server.rayserve.app:build"
+    options = {deployment["name"]: deployment for deployment in application["deployments"]}
+    assert options["iris:1"]["num_replicas"] == 2
+    assert options["sleeper:1"]["autoscaling_config"]["max_replicas"] == 2
+    assert "stevedore-test-broken" not in output.read_text()
+    deploy = readme_command("serve deploy", cluster, settings_file, port, output)
+    cluster.environment.run(deploy[0], *deploy[1:], "--address", cluster.dashboard, env=cluster.env())
+    deadline = time.monotonic() + DEPLOY_TIMEOUT
+    status = "from ray import serve\napp = serve.status().applications['stevedore']\nprint(app.status, app.message)"
+    while not (state := cluster.python(status)).startswith("RUNNING"):
+        assert not state.startswith("DEPLOY_FAILED"), state
+        assert time.monotonic() < deadline, f"the application deployed from the config file did not run: {state}"
+        time.sleep(2)
+    answer = httpx.post(ray_url + "/models/iris/predict", json=[SETOSA], timeout=30)
+    assert (answer.status_code, answer.json()["predictions"]) == (200, [0])
+
+
+# -- a node lost ------------------------------------------------------------------------
+
+
+def test_requests_succeed_again_after_a_node_with_a_replica_is_killed(ray_url: str, cluster: RayCluster) -> None:
+    head = cluster.python("print(ray.get_runtime_context().get_node_id())")  # the driver's node: the head
+    answers = [httpx.post(ray_url + "/models/iris/predict", json=[SETOSA], timeout=30) for _ in range(30)]
+    on_workers = {served_by(a)[0] for a in answers} - {head.strip()}
+    assert on_workers, "no iris replica on a worker node"
+    victim_id = on_workers.pop()
+    victim = cluster.node_of(victim_id)
+    victim.stop(signal.SIGKILL, grace=0)
+    killed = time.monotonic()
+    recovered = None
+    while time.monotonic() - killed < RECOVERY_TIMEOUT:
+        try:
+            answer = httpx.post(ray_url + "/models/iris/predict", json=[SETOSA], timeout=30)
+        except httpx.TransportError:
+            answer = None
+        if answer is not None and answer.status_code == 200:
+            recovered = recovered or time.monotonic()
+            if time.monotonic() - recovered > 5:  # five seconds of answers in a row
+                break
+        else:
+            recovered = None
+        time.sleep(0.2)
+    assert recovered is not None, f"iris did not answer again within {RECOVERY_TIMEOUT}s of the node's death"
+    recovery = recovered - killed
+    replaced = wait_for_replicas(cluster, "iris:1", 2, RECOVERY_TIMEOUT)
+    print(
+        f"\nrecovery: answers again {recovery:.1f} s after the node was killed, two replicas {replaced:.1f} s later",
+        file=sys.stderr,
+    )
+    answers = [httpx.post(ray_url + "/models/iris/predict", json=[SETOSA], timeout=30) for _ in range(20)]
+    assert {a.status_code for a in answers} == {200}
+    assert victim_id not in {served_by(a)[0] for a in answers}
