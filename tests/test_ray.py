@@ -316,13 +316,20 @@ def test_the_config_only_file_is_a_serve_config_that_serve_deploys(
     assert options["iris:1"]["num_replicas"] == 2
     assert options["sleeper:1"]["autoscaling_config"]["max_replicas"] == 2
     assert "stevedore-test-broken" not in output.read_text()
+    status = (
+        "from ray import serve\napp = serve.status().applications['stevedore']\n"
+        "print(app.last_deployed_time_s, app.status.value, app.message)"
+    )
+    before = float(cluster.python(status).split()[0])
     deploy = readme_command("serve deploy", cluster, settings_file, port, output)
     cluster.environment.run(deploy[0], *deploy[1:], "--address", cluster.dashboard, env=cluster.env())
     deadline = time.monotonic() + DEPLOY_TIMEOUT
-    status = "from ray import serve\napp = serve.status().applications['stevedore']\nprint(app.status, app.message)"
-    while not (state := cluster.python(status)).startswith("RUNNING"):
-        assert not state.startswith("DEPLOY_FAILED"), state
-        assert time.monotonic() < deadline, f"the application deployed from the config file did not run: {state}"
+    while True:  # deployed again from the file, and running
+        deployed, state, *message = cluster.python(status).split()
+        assert state != "DEPLOY_FAILED", " ".join(message)
+        if float(deployed) > before and state == "RUNNING":
+            break
+        assert time.monotonic() < deadline, f"the application deployed from the file did not run: {state} {message}"
         time.sleep(2)
     answer = httpx.post(ray_url + "/models/iris/predict", json=[SETOSA], timeout=30)
     assert (answer.status_code, answer.json()["predictions"]) == (200, [0])
