@@ -53,6 +53,8 @@ class RayCluster:
 
     environment: Venv
     root: Path
+    #: Variables every node (and so every replica) has.
+    variables: dict[str, str] = field(default_factory=dict)
     head_port: int = 0
     dashboard_port: int = 0
     nodes: list[Node] = field(default_factory=list)
@@ -70,7 +72,7 @@ class RayCluster:
     def env(self, **extra: str) -> dict[str, str]:
         home = self.root / "home"
         home.mkdir(exist_ok=True)
-        return self.environment.env(HOME=str(home), RAY_USAGE_STATS_ENABLED="0", **extra)
+        return self.environment.env(HOME=str(home), RAY_USAGE_STATS_ENABLED="0", **self.variables, **extra)
 
     def start(self, workers: int) -> None:
         self.head_port, self.dashboard_port, client_port = free_ports(3)
