@@ -185,7 +185,7 @@ def test_the_readme_curl_tour_answers_as_the_standalone_server(ray_url: str, sta
 
 def test_the_readme_tritonclient_example_answers_through_ray(ray_url: str) -> None:
     http_example = next(block for block in EXAMPLES if "tritonclient.http" in block)
-    assert run_example(http_example, Server(None, ray_url, Path(), None)) >= 1  # type: ignore[arg-type]
+    assert run_example(http_example, ray_url) >= 1
 
 
 def test_every_route_answers_as_the_standalone_server(ray_url: str, standalone: Server) -> None:
