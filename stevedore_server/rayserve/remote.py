@@ -12,6 +12,7 @@ does not come is 504.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import replace
@@ -34,6 +35,8 @@ from ..serving import ServingModel
 from ..settings import Settings
 from ..sources import PluginSource
 from .replica import LoadReport, Reply
+
+logger = logging.getLogger("stevedore.rayserve")
 
 HEADER = "X-Served-By"
 #: Seconds the ingress waits for a reply beyond the model's time-out, which the replica enforces.
@@ -131,7 +134,8 @@ def record(predictor: Any, source: PluginSource, report: LoadReport | None) -> L
         return not_loaded(predictor, source)
     try:
         schemas = vars(compile_schemas(predictor))
-    except Exception:  # the replica failed on them too, and its report says why
+    except Exception as error:  # the replica failed on them too, and its report says why
+        logger.debug("model %s version %s: its schemas do not compile: %s", predictor.name, predictor.version, error)
         schemas = {}
     return LoadedModel(
         predictor, source, State(report.state), report.reason, report.created, **schemas,
