@@ -3,7 +3,7 @@
 Throughput is also given as a ratio to MLServer over gRPC, the peer of the
 gRPC targets; and lines under the table compare ours over gRPC with MLServer's
 gRPC and with our own REST binary tensors, and ours on Ray Serve with the
-hand-written Ray Serve baseline in every scenario, where both were measured.
+hand-written Ray Serve baselines in every scenario, where both were measured.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ FLOOR, MLSERVER, MLSERVER_GRPC = "floor", "mlserver", "mlserver-grpc"
 COMPARISONS = (
     ("small-c32", "ours-grpc", MLSERVER_GRPC),
     ("batch1000-c4", "ours-grpc", "ours-v2-binary"),
-    *((scenario, "ours-ray", "ray-fastapi") for scenario in SCENARIOS),
+    *((scenario, "ours-ray", base) for scenario in SCENARIOS for base in ("ray-fastapi", "ray-fastapi-65")),
 )
 
 

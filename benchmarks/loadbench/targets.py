@@ -156,6 +156,10 @@ ray_actor_options = {num_cpus = 1}
 """
 
 
+#: What our model's deployment takes at once, its runtime's capacity (1 running, 64 waiting): for ray-fastapi-65.
+OURS_MODEL_QUEUE = ("--model-max-ongoing-requests", "65")
+
+
 def on_ray(deploy: Callable[[Launch], list[str]]) -> Callable[[Launch], list[str]]:
     """A local Ray cluster started in the target's process group, then ``deploy`` run on it."""
 
@@ -180,11 +184,14 @@ def ours_ray_prepare(launch: Launch) -> None:
     (launch.work / "stevedore-ray.toml").write_text(OURS_RAY_SETTINGS)
 
 
-def ray_fastapi_deploy(launch: Launch) -> list[str]:
-    return [
-        str(launch.venv / "bin" / "python"), str(SERVERS_DIR / "ray_fastapi.py"), "--model", str(launch.model),
-        "--host", "127.0.0.1", "--port", str(launch.port),
-    ]  # fmt: skip
+def ray_fastapi_deploy(*options: str) -> Callable[[Launch], list[str]]:
+    def deploy(launch: Launch) -> list[str]:
+        return [
+            str(launch.venv / "bin" / "python"), str(SERVERS_DIR / "ray_fastapi.py"), "--model", str(launch.model),
+            "--host", "127.0.0.1", "--port", str(launch.port), *options,
+        ]  # fmt: skip
+
+    return deploy
 
 
 STEVEDORE_ROUTE = "/models/iris/predict"
@@ -242,7 +249,11 @@ TARGETS: dict[str, Target] = {
         ),
         Target(
             "ray-fastapi", "Ray Serve by hand: FastAPI ingress, DeploymentHandle to a model deployment",
-            "ray", RowsPayload(), "/predict", "/ready", on_ray(ray_fastapi_deploy), ports=RAY_PORTS,
+            "ray", RowsPayload(), "/predict", "/ready", on_ray(ray_fastapi_deploy()), ports=RAY_PORTS,
+        ),
+        Target(
+            "ray-fastapi-65", "the same, its model deployment taking 65 requests at once (as ours's) instead of 5",
+            "ray", RowsPayload(), "/predict", "/ready", on_ray(ray_fastapi_deploy(*OURS_MODEL_QUEUE)), ports=RAY_PORTS,
         ),
     )
 }  # fmt: skip

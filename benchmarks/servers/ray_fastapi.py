@@ -9,11 +9,12 @@ rows through a DeploymentHandle to one replica of the model's deployment.
 
 Deployed on a running cluster (``ray_head.py`` runs it with ``RAY_ADDRESS`` set):
 
-    python ray_fastapi.py --model model.joblib --host 127.0.0.1 --port P
+    python ray_fastapi.py --model model.joblib --host 127.0.0.1 --port P [--model-max-ongoing-requests N]
 
 Serve's defaults, except: the model replica reserves one CPU, and the ingress
 has the options ``stevedore-server ray`` gives its own (one replica, no CPU
-reserved, 1000 requests at once, 30 s to shut down).
+reserved, 1000 requests at once, 30 s to shut down). The model deployment
+takes Serve's default ``max_ongoing_requests`` (5) unless told otherwise.
 
 The deployments are defined at module level, as Serve's documentation writes
 them: this script runs as ``__main__``, so Serve ships them to the replicas by
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import Any
 
 import joblib
 import numpy as np
@@ -67,11 +69,15 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="the exported model.joblib")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--model-max-ongoing-requests", type=int, help="the model deployment's (Serve's default: 5)")
     args = parser.parse_args()
     ray.init(logging_level=logging.WARNING, log_to_driver=False)  # the cluster at RAY_ADDRESS
     serve.start(http_options={"host": args.host, "port": args.port, "location": "HeadOnly"})
     # mypy keeps a decorated class's own type: it does not see the Deployment that serve.deployment made of it.
-    application = Ingress.bind(IrisModel.bind(args.model))  # type: ignore[attr-defined]
+    model: Any = IrisModel
+    if args.model_max_ongoing_requests is not None:
+        model = model.options(max_ongoing_requests=args.model_max_ongoing_requests)
+    application = Ingress.bind(model.bind(args.model))  # type: ignore[attr-defined]
     serve.run(application, name="iris", route_prefix="/")
 
 
