@@ -1,8 +1,9 @@
 """Medians over the rounds, and the table: every figure next to its ratio to the floor and to MLServer.
 
 Throughput is also given as a ratio to MLServer over gRPC, the peer of the
-gRPC targets; and two lines compare ours over gRPC with MLServer's gRPC and
-with our own REST binary tensors, where both were measured.
+gRPC targets; and lines under the table compare ours over gRPC with MLServer's
+gRPC and with our own REST binary tensors, and ours on Ray Serve with the
+hand-written Ray Serve baselines in every scenario, where both were measured.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ FLOOR, MLSERVER, MLSERVER_GRPC = "floor", "mlserver", "mlserver-grpc"
 COMPARISONS = (
     ("small-c32", "ours-grpc", MLSERVER_GRPC),
     ("batch1000-c4", "ours-grpc", "ours-v2-binary"),
+    *((scenario, "ours-ray", base) for scenario in SCENARIOS for base in ("ray-fastapi", "ray-fastapi-65")),
 )
 
 
@@ -179,7 +181,8 @@ def install_cell(row: Record) -> str:
 
 
 def comparison_lines(scenario_rows: list[Record]) -> list[str]:
-    """Ours over gRPC against MLServer's gRPC at 32 connections, and against our REST binary at 1000 rows."""
+    """Ours over gRPC against MLServer's gRPC at 32 connections and our REST binary at 1000 rows; ours on Ray
+    Serve against the hand-written Ray Serve application."""
     rps = {(r["scenario"], r["target"]): r["rps"] for r in scenario_rows}
     lines = []
     for scenario, target, base in COMPARISONS:
@@ -189,7 +192,7 @@ def comparison_lines(scenario_rows: list[Record]) -> list[str]:
                 f"{scenario}: {target} {number(mine, 1)} req/s, {base} {number(theirs, 1)} req/s: "
                 f"{ratio(mine, theirs)}x"
             )
-    return ["gRPC compared (median req/s):", *(f"  {line}" for line in lines), ""] if lines else []
+    return ["compared (median req/s):", *(f"  {line}" for line in lines), ""] if lines else []
 
 
 def table(scenario_rows: list[Record], target_rows: list[Record], heading: str) -> str:

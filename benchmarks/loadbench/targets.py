@@ -46,7 +46,7 @@ def nothing_to_prepare(launch: Launch) -> None:
 class Target:
     name: str
     summary: str
-    #: Name of its virtual environment (see venvs.ENVIRONMENTS); the ours-* targets share one.
+    #: Name of its virtual environment (see venvs.ENVIRONMENTS); the ours-* targets share one (ours-ray has its own).
     venv: str
     #: A GrpcPayload for the gRPC targets: loaded with h2load and checked by a gRPC client, on ports[1].
     payload: Payload | GrpcPayload
@@ -138,6 +138,62 @@ def ours(
     )  # fmt: skip
 
 
+# -- Ray Serve --------------------------------------------------------------------
+
+#: CPUs of the single-node Ray cluster each Ray target starts (servers/ray_head.py): the machine's two cores.
+RAY_CPUS = 2
+#: The HTTP port of Serve's proxy, then those Ray would otherwise take fixed (GCS, client server, dashboard
+#: agent, metrics, runtime-env agent).
+RAY_PORTS = 6
+#: Ours on Ray as the baseline is deployed: the one model (the plugin's other, iris-proba, would be a deployment
+#: and a replica process of its own), one replica of it, one CPU reserved for it.
+OURS_RAY_SETTINGS = """\
+load_models = ["iris"]
+
+[models.iris]
+replicas = 1
+ray_actor_options = {num_cpus = 1}
+"""
+
+
+#: What our model's deployment takes at once, its runtime's capacity (1 running, 64 waiting): for ray-fastapi-65.
+OURS_MODEL_QUEUE = ("--model-max-ongoing-requests", "65")
+
+
+def on_ray(deploy: Callable[[Launch], list[str]]) -> Callable[[Launch], list[str]]:
+    """A local Ray cluster started in the target's process group, then ``deploy`` run on it."""
+
+    def argv(launch: Launch) -> list[str]:
+        ports = ",".join(str(port) for port in launch.ports[1:])
+        return [
+            str(launch.venv / "bin" / "python"), str(SERVERS_DIR / "ray_head.py"), "--ports", ports,
+            "--num-cpus", str(RAY_CPUS), "--work", str(launch.work), "--", *deploy(launch),
+        ]  # fmt: skip
+
+    return argv
+
+
+def ours_ray_deploy(launch: Launch) -> list[str]:
+    return [
+        str(launch.venv / "bin" / "stevedore-server"), "ray", "--host", "127.0.0.1", "--port", str(launch.port),
+        "--config", str(launch.work / "stevedore-ray.toml"),
+    ]  # fmt: skip
+
+
+def ours_ray_prepare(launch: Launch) -> None:
+    (launch.work / "stevedore-ray.toml").write_text(OURS_RAY_SETTINGS)
+
+
+def ray_fastapi_deploy(*options: str) -> Callable[[Launch], list[str]]:
+    def deploy(launch: Launch) -> list[str]:
+        return [
+            str(launch.venv / "bin" / "python"), str(SERVERS_DIR / "ray_fastapi.py"), "--model", str(launch.model),
+            "--host", "127.0.0.1", "--port", str(launch.port), *options,
+        ]  # fmt: skip
+
+    return deploy
+
+
 STEVEDORE_ROUTE = "/models/iris/predict"
 V2_ROUTE = "/v2/models/iris/infer"
 
@@ -185,6 +241,19 @@ TARGETS: dict[str, Target] = {
         ours(
             "ours-threads", "stevedore-server --inline-budget 0 (every call on the model's thread), stevedore route",
             RowsPayload(), STEVEDORE_ROUTE, 1, "--inline-budget", "0",
+        ),
+        Target(
+            "ours-ray", "stevedore-server ray on a local Ray cluster: proxy, ingress replica, model replica",
+            "ours-ray", RowsPayload(), STEVEDORE_ROUTE, "/readyz", on_ray(ours_ray_deploy), ports=RAY_PORTS,
+            prepare=ours_ray_prepare,
+        ),
+        Target(
+            "ray-fastapi", "Ray Serve by hand: FastAPI ingress, DeploymentHandle to a model deployment",
+            "ray", RowsPayload(), "/predict", "/ready", on_ray(ray_fastapi_deploy()), ports=RAY_PORTS,
+        ),
+        Target(
+            "ray-fastapi-65", "the same, its model deployment taking 65 requests at once (as ours's) instead of 5",
+            "ray", RowsPayload(), "/predict", "/ready", on_ray(ray_fastapi_deploy(*OURS_MODEL_QUEUE)), ports=RAY_PORTS,
         ),
     )
 }  # fmt: skip

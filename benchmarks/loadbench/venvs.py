@@ -3,7 +3,11 @@
 The ``ours`` environment holds stevedore-server and its example plugin, built
 from this working tree (non-editable, from a clean copy of the files git would
 commit). A change to their code reinstalls just those two; a change to their
-``pyproject.toml`` or to any requirements file rebuilds the environment.
+``pyproject.toml`` or to any requirements or constraints file rebuilds the
+environment. ``ours-ray`` is the same with the ``ray`` extra, in an environment
+of its own: Ray and its dependencies stay out of the one the other targets of
+ours run in. The two Ray environments share a second constraints file, so that
+ours and the baseline run the same Ray, FastAPI, Starlette and protobuf.
 """
 
 from __future__ import annotations
@@ -13,17 +17,19 @@ import json
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .settings import BENCH_DIR, REPO_DIR
 
 REQUIREMENTS = BENCH_DIR / "requirements"
 PINS = REQUIREMENTS / "pins.txt"
+#: Also applied to the Ray environments: ours and the baseline on the same Ray stack.
+RAY_PINS = REQUIREMENTS / "ray-pins.txt"
 #: Distributions whose versions each run records, where installed.
 REPORTED = (
     "stevedore-server", "mlserver", "mlserver-sklearn", "kserve", "scikit-learn", "numpy", "fastapi",
-    "starlette", "uvicorn", "uvloop", "httptools", "pydantic", "orjson", "grpcio", "protobuf", "tritonclient",
+    "starlette", "uvicorn", "uvloop", "httptools", "pydantic", "orjson", "grpcio", "protobuf", "tritonclient", "ray",
 )  # fmt: skip
 
 
@@ -37,6 +43,13 @@ class LocalProject:
 
     path: str
     include: tuple[str, ...]
+    #: Its optional dependencies installed with it (``ray``: pip installs ``path[ray]``).
+    extras: tuple[str, ...] = ()
+
+    def requirement(self, stage: Path) -> str:
+        """What pip is given: the project's staged copy, with its extras."""
+        extras = f"[{','.join(self.extras)}]" if self.extras else ""
+        return f"{stage / self.path}{extras}"
 
 
 @dataclass(frozen=True)
@@ -44,7 +57,12 @@ class Environment:
     name: str
     requirements: Path
     local_projects: tuple[LocalProject, ...] = ()
+    #: Applied with ``pip -c``.
+    constraints: tuple[Path, ...] = (PINS,)
 
+
+SERVER = LocalProject(".", ("pyproject.toml", "README.md", "LICENSE", "stevedore_server"))
+PLUGIN = LocalProject("contrib/sklearn_logreg", ("pyproject.toml", "README.md", "stevedore_sklearn_logreg"))
 
 ENVIRONMENTS = {
     env.name: env
@@ -53,14 +71,11 @@ ENVIRONMENTS = {
         Environment("floor", REQUIREMENTS / "floor.txt"),
         Environment("mlserver", REQUIREMENTS / "mlserver.txt"),
         Environment("kserve", REQUIREMENTS / "kserve.txt"),
+        Environment("ours", REQUIREMENTS / "ours.txt", (SERVER, PLUGIN)),
         Environment(
-            "ours",
-            REQUIREMENTS / "ours.txt",
-            (
-                LocalProject(".", ("pyproject.toml", "README.md", "LICENSE", "stevedore_server")),
-                LocalProject("contrib/sklearn_logreg", ("pyproject.toml", "README.md", "stevedore_sklearn_logreg")),
-            ),
+            "ours-ray", REQUIREMENTS / "ours-ray.txt", (replace(SERVER, extras=("ray",)), PLUGIN), (PINS, RAY_PINS)
         ),
+        Environment("ray", REQUIREMENTS / "ray.txt", constraints=(PINS, RAY_PINS)),
     )
 }
 
@@ -127,7 +142,7 @@ def source_files(environment: Environment) -> list[str]:
 
 def dependency_stamp(environment: Environment, python: str) -> str:
     """What the environment's dependencies come from: the Python, the pins, requirements, pyproject files."""
-    files = [PINS, environment.requirements]
+    files = [*environment.constraints, environment.requirements]
     files += [REPO_DIR / project.path / "pyproject.toml" for project in environment.local_projects]
     return digest(python.encode(), *(path.read_bytes() for path in files))
 
@@ -161,14 +176,15 @@ def ensure(environment: Environment, root: Path, python: str, log: Path) -> Inst
     deps = dependency_stamp(environment, python_identity(python))
     files = source_files(environment)
     sources = source_stamp(files) if files else ""
-    local = [str(stage / project.path) for project in environment.local_projects]
+    local = [project.requirement(stage) for project in environment.local_projects]
     rebuilt = stamp_of(venv / ".bench-deps") != deps
     if rebuilt:
         shutil.rmtree(venv, ignore_errors=True)
         if files:
             stage_sources(files, stage)
         run_logged([python, "-m", "venv", str(venv)], log)
-        pip_install(venv, ["-c", str(PINS), "-r", str(environment.requirements), *local], log)
+        constraints = [arg for path in environment.constraints for arg in ("-c", str(path))]
+        pip_install(venv, [*constraints, "-r", str(environment.requirements), *local], log)
         (venv / ".bench-deps").write_text(deps)
     elif files and stamp_of(venv / ".bench-sources") != sources:
         stage_sources(files, stage)
