@@ -8,6 +8,7 @@ starts. The runs are in process, except where what a run imports is the point.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import textwrap
 import tomllib
@@ -93,19 +94,28 @@ def check(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
 
 
 @pytest.mark.server
-def test_a_generated_plugin_passes_its_tests_and_the_check(kit: pytest.Pytester) -> None:
-    generated(kit)
+def test_a_generated_plugin_passes_its_tests_the_check_and_the_readmes_example(kit: pytest.Pytester) -> None:
+    create_plugin("my-model", kit.path)
+    install_in_place(kit.path)
+    (kit.path / "tests" / "test_readme.py").write_text(readme_example())
 
     result = kit.runpytest("-p", PLUGIN, "-v")
 
-    result.assert_outcomes(passed=3)
+    result.assert_outcomes(passed=5)
     result.stdout.fnmatch_lines(
         [
-            "pyproject.toml::stevedore[[]kit-demo 1[]] PASSED*",
+            "pyproject.toml::stevedore[[]my-model 1[]] PASSED*",
             "tests/test_predictor.py::test_predicts_row_sums PASSED*",
             "tests/test_predictor.py::test_a_variant_served_from_a_test PASSED*",
         ]
     )
+
+
+def readme_example() -> str:
+    """The README's example of a plugin's tests (for the plugin ``new-plugin my-model`` writes)."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    [block] = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL) if "stevedore_client" in b]
+    return block
 
 
 def test_an_invalid_fixture_fails_the_check_in_the_words_of_check(kit: pytest.Pytester) -> None:
