@@ -16,8 +16,9 @@ points. Its predictors are those of its installed entry points and hooks, found
 as the server finds them. Without a package under test the plugin adds nothing.
 
 pytest loads this module in every test run where stevedore-server is installed,
-so its top imports only pytest and the standard library; the server's modules
-are imported when a check runs or a fixture is used.
+so its top imports only pytest and the standard library (and so the package's
+light ``__init__``); the server's modules are imported when a check is
+collected or a fixture is used.
 """
 
 from __future__ import annotations
