@@ -17,6 +17,7 @@ import orjson
 import yaml
 
 from . import __version__, startup
+from .checking import Report
 from .errors import NotFound, StevedoreError
 from .logs import logging_config
 from .registry import version_key
@@ -140,11 +141,8 @@ def list_models(as_json: bool, **values: Any) -> None:
 def check(**values: Any) -> None:
     """Load every selected plugin, validate its fixtures and self-test it; exit 1 on any failure."""
     registry = load_or_exit(make_settings(**values)).registry
-    for entry in registry.models:
-        status = "ok" if entry.ready else f"FAILED: {entry.reason}"
-        click.echo(f"{entry.name} {entry.version} ({entry.source.describe()}): {status}")
-    for failure in registry.plugin_failures:
-        click.echo(f"plugin {failure.source.describe()}: FAILED: {failure.error}")
+    for line in Report.of(registry).lines:
+        click.echo(line)
     if not registry.models and not registry.plugin_failures:
         raise click.ClickException("no models found: no installed distribution provides stevedore.predictors")
     if registry.failures:

@@ -33,6 +33,11 @@ class SelfTestFailed(AssertionError):
     """A predictor would not be served (``testing.self_test``, in a plugin's tests): its reason is the message."""
 
 
+class CheckFailed(AssertionError):
+    """A package fails the automatic check of the pytest plugin: the message is what ``stevedore-server check``
+    would print of it."""
+
+
 class BuildError(StevedoreError):
     """The image cannot be built: no engine, a plugin pip cannot find, or the engine failed."""
 

@@ -24,7 +24,7 @@ requires-python = ">=3.11"
 dependencies = ["stevedore-server"]
 
 [project.optional-dependencies]
-test = ["pytest>=7"]
+test = ["pytest>=8"]
 
 [project.entry-points."stevedore.predictors"]
 "$model_name" = "$package.predictor:$class_name"
@@ -34,6 +34,10 @@ include = ["$package*"]
 
 [tool.setuptools.package-data]
 $package = ["schemas/*.json", "fixtures/*.json"]
+
+[tool.pytest.ini_options]
+# stevedore-server's pytest plugin checks each predictor of this package as the server does at startup
+# (the pyproject.toml::stevedore[...] items). To leave a model out: stevedore_skip = ["$model_name: why"]
 """)
 
 PREDICTOR = Template('''"""The $model_name predictor. Replace the placeholder model with yours."""
@@ -71,20 +75,30 @@ class $class_name(Predictor):
         return -sum(errors) / len(errors)
 ''')
 
-TEST = Template("""from stevedore_server.testing import self_test
+TEST = Template('''"""The $model_name model's own tests.
+
+stevedore-server's pytest plugin adds a check of each predictor of this package (the
+pyproject.toml::stevedore[...] items): its fixtures valid against its schemas, load(), predict and score on
+the fixtures, outputs the server can write, its tensors; failing with the words `stevedore-server check` uses.
+"""
 
 from $package.predictor import $class_name
 
 
-def test_the_server_would_serve_it():
-    self_test($class_name())
+def test_predicts_row_sums(stevedore_client):
+    # A real `stevedore-server run` serving this package, over loopback.
+    response = stevedore_client.post("/models/$model_name/predict", json=[[1.0, 2.0], [3.0, 4.5]])
+
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"] == [3.0, 7.5]
 
 
-def test_predicts_row_sums():
-    predictor = $class_name()
-    predictor.load()
-    assert predictor.predict([[1.0, 2.0], [3.0, 4.5]]) == [3.0, 7.5]
-""")
+def test_a_variant_served_from_a_test(stevedore_serve):
+    client = stevedore_serve($class_name(version="2", predict_fixture=[[0.5, 0.25]]))
+
+    response = client.post("/models/$model_name/versions/2/predict", json=[[1.0, 1.0]])
+    assert response.json()["predictions"] == [2.0]
+''')
 
 README = Template("""# $distribution
 
@@ -94,7 +108,8 @@ The `$model_name` model as a stevedore-server plugin.
     stevedore-server check
     stevedore-server run
 
-Test: `pip install .[test] && pytest`.
+Test: `pip install -e .[test] && pytest`. Besides the tests in `tests/`, pytest checks every predictor of
+this package as `stevedore-server check` does, and the tests get a real server over loopback.
 """)
 
 ROWS = {"type": "array", "minItems": 1, "items": {"type": "array", "minItems": 1, "items": {"type": "number"}}}
