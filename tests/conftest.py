@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from selenium.webdriver.chrome.webdriver import WebDriver
 
 from stevedore_server.app import create_app
 from stevedore_server.settings import Settings
 
+from .browser import chromium
 from .helpers import Registers, fresh_manager
 from .predictors import RowSum
 from .venvs import (
@@ -110,3 +112,10 @@ def example_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
     (``make test`` installs it), on a free loopback port; stopped by its pid at the end of the session."""
     with example_server_at(tmp_path_factory.mktemp("example-server") / "server.log") as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    """Headless Chromium (Debian's, driven by Selenium), one for a module's tests."""
+    with chromium(tmp_path_factory.mktemp("chromium-profile")) as session:
+        yield session
