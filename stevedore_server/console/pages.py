@@ -78,10 +78,13 @@ def pretty(value: Any) -> str:
 
 
 def payload(value: Any) -> str:
-    """A payload as JSON to edit: a list of rows one row a line, anything else indented (as console.js does)."""
-    if isinstance(value, list) and value and all(isinstance(item, (list, dict)) for item in value):
-        return "[\n  " + ",\n  ".join(as_json(item) for item in value) + "\n]"
-    return pretty(value)
+    """A payload as JSON to edit: a list of rows one row a line, a list of scalars on one line, anything else
+    indented (as console.js writes a payload or result)."""
+    if not isinstance(value, list) or not value:
+        return pretty(value)
+    if not any(isinstance(item, (list, dict)) for item in value):
+        return as_json(value)
+    return "[\n  " + ",\n  ".join(as_json(item) for item in value) + "\n]"
 
 
 def as_json(value: Any) -> str:

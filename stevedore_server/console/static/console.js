@@ -36,8 +36,19 @@
       : null;
   }
 
+  function askForKey(target, message) {
+    const paragraph = document.createElement("p");
+    paragraph.textContent = message;
+    target.replaceChildren(paragraph);
+  }
+
   document.addEventListener("htmx:configRequest", (event) => {
     if (apiKey) event.detail.headers.Authorization = `Bearer ${apiKey}`;
+    else if (document.getElementById("api-key")) {
+      // Keys are on and none is typed yet: asking would only earn a 401.
+      event.preventDefault();
+      askForKey(event.detail.target, needsKey(401));
+    }
   });
   document.addEventListener("htmx:afterRequest", (event) => {
     if (event.detail.successful) notice("");
@@ -46,9 +57,7 @@
     const { xhr, target } = event.detail;
     const keyMessage = needsKey(xhr.status);
     if (keyMessage && target) {
-      const paragraph = document.createElement("p");
-      paragraph.textContent = keyMessage;
-      target.replaceChildren(paragraph);
+      askForKey(target, `${errorOf(xhr.responseText, xhr.status)}. ${keyMessage}`);
       return;
     }
     notice(`${xhr.status}: ${errorOf(xhr.responseText, xhr.status)}`);
@@ -114,10 +123,12 @@
     return value;
   }
 
-  // A payload as JSON to edit: a list of rows one row a line, anything else indented (as pages.payload does).
+  // A payload or result as JSON: a list of rows one row a line, a list of scalars on one line, anything else
+  // indented (pages.payload writes the fixture so).
   function formatted(value) {
-    const rows = Array.isArray(value) && value.length && value.every((item) => item !== null && typeof item === "object");
-    return rows ? `[\n  ${value.map((item) => JSON.stringify(item)).join(",\n  ")}\n]` : JSON.stringify(value, null, 2);
+    if (!Array.isArray(value) || !value.length) return JSON.stringify(value, null, 2);
+    if (value.every((item) => item === null || typeof item !== "object")) return JSON.stringify(value);
+    return `[\n  ${value.map((item) => JSON.stringify(item)).join(",\n  ")}\n]`;
   }
 
   // -- filling the form --------------------------------------------------------------
@@ -230,7 +241,7 @@
     const heading = document.createElement("h3");
     heading.textContent = title;
     const code = document.createElement("code");
-    code.textContent = typeof value === "string" ? value : JSON.stringify(value, null, 2);
+    code.textContent = typeof value === "string" ? value : formatted(value);
     const pre = document.createElement("pre");
     pre.append(code);
     section.replaceChildren(heading, pre);
