@@ -186,3 +186,19 @@ def wait_until(browser: WebDriver, read: Callable[[WebDriver], T], done: Callabl
         time.sleep(0.25)
         value = read(browser)
     return value
+
+
+#: The screenshots the tests took, listed at the end of the run (``conftest.pytest_terminal_summary``).
+SCREENSHOTS: list[Path] = []
+
+
+def save_screenshot(browser: WebDriver, path: Path) -> None:
+    """The whole page as a PNG at ``path`` (the window made as tall as the page for it)."""
+    width, height = browser.get_window_size()["width"], browser.get_window_size()["height"]
+    full = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.set_window_size(width, max(height, full + 120))
+    try:
+        browser.save_screenshot(str(path))
+    finally:
+        browser.set_window_size(width, height)
+    SCREENSHOTS.append(path)

@@ -16,7 +16,7 @@ from selenium.webdriver.chrome.webdriver import WebDriver
 from stevedore_server.app import create_app
 from stevedore_server.settings import Settings
 
-from .browser import chromium
+from .browser import SCREENSHOTS, chromium
 from .helpers import Registers, fresh_manager
 from .predictors import RowSum
 from .venvs import (
@@ -49,6 +49,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.venv)
         if not any(item.get_closest_marker(tier) for tier in TIERS):
             item.add_marker(pytest.mark.unit)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Where the browser tests' screenshots are (artifacts of the run, not committed)."""
+    if SCREENSHOTS:
+        terminalreporter.section("screenshots")
+        for path in SCREENSHOTS:
+            terminalreporter.write_line(str(path))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
