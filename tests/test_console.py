@@ -25,7 +25,7 @@ from stevedore_server.settings import Settings
 
 from .browser import is_path_on_this_host, parse_page, policy_of
 from .helpers import Registers
-from .predictors import HOSTILE, FailsLoad, Hostile, HostileFailing, NoScore, RowSum
+from .predictors import HOSTILE, BadFixture, FailsLoad, Hostile, HostileFailing, NoScore, RowSum
 
 STATIC = Path(console.__file__).parent / "static"
 VENDOR = STATIC / "vendor"
@@ -188,9 +188,16 @@ def test_the_model_fragment_shows_what_a_person_needs_to_call_it(console_client:
     assert 'data-repository="/v2/repository/models/rowsum/unload"' in text
 
 
-def test_a_model_without_score_or_tensors_says_so(console_client: TestClient) -> None:
+def test_a_model_without_score_or_tensors_says_so(
+    console_client: TestClient, make_client: Callable[..., TestClient]
+) -> None:
     text = console_client.get("/console/fragments/models/noscore").text
     assert "data-score=" not in text and "Score schema" not in text
+
+    unchecked = make_client(Registers(BadFixture())).get("/console/fragments/models/badfixture")
+    assert unchecked.status_code == 200  # its schemas never compiled: no form, no schema shown
+    assert 'id="try-it"' not in unchecked.text and "<summary>Predict schema</summary>" not in unchecked.text
+    assert "predict_fixture does not match" in unchecked.text  # why, in place of the form
 
     failed = console_client.get("/console/fragments/models/failsload").text
     assert "artifact missing" in failed
