@@ -307,7 +307,7 @@ def test_load_and_unload_buttons(page: WebDriver, console_server: Server) -> Non
     assert_offline_and_clean(page, console_server)
 
 
-def test_a_plugin_s_markup_runs_no_script(page: WebDriver, console_server: Server) -> None:
+def test_a_plugin_s_markup_runs_no_script(page: WebDriver, console_server: Server, screenshots: Path) -> None:
     for path in ("/", "/console/models/hostile", "/console/models/hostile-failing"):
         open_page(page, f"{console_server.url}{path}")
         assert HOSTILE in wait_until(page, body_text, lambda text: HOSTILE in text), path
@@ -316,6 +316,7 @@ def test_a_plugin_s_markup_runs_no_script(page: WebDriver, console_server: Serve
             assert HOSTILE in page.find_element(By.ID, "schema-title").text
             assert submit(page).startswith("Predictions")  # its predictions hold markup too
             assert json.loads(page.find_element(By.CSS_SELECTOR, "#result code").text)[0] == HOSTILE
+            save_screenshot(page, screenshots / "model-hostile.png")  # an object of scalars: labelled fields
             page.find_element(By.CSS_SELECTOR, "#try-it input[name=mode][value=json]").click()
             page.find_element(By.CSS_SELECTOR, "#try-it input[name=mode][value=form]").click()
         assert page.find_elements(By.TAG_NAME, "img") == [], path

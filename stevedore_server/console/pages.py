@@ -92,7 +92,9 @@ def as_json(value: Any) -> str:
 
 
 def compact(value: Any) -> str:
-    """A plain string as it is, anything else as JSON."""
+    """A plain string as it is, nothing for None, anything else as JSON."""
+    if value is None:
+        return ""
     return value if isinstance(value, str) else as_json(value)
 
 

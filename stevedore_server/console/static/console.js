@@ -136,8 +136,8 @@
   function write(control, value) {
     const kind = control.dataset.kind;
     if (kind === "boolean") {
-      if (typeof value !== "boolean") throw new Error("a checkbox holds true or false");
-      control.checked = value;
+      if (value !== undefined && typeof value !== "boolean") throw new Error("a checkbox holds true or false");
+      control.checked = value === true;
     } else if (kind === "enum") {
       const option = Array.from(control.options).find((o) => o.value !== "" && JSON.parse(o.value) === value);
       if (value !== undefined && !option) throw new Error(`${JSON.stringify(value)} is not one of the options`);
