@@ -45,10 +45,16 @@ async def readyz(request: Request) -> Response:
 
 async def healthz(request: Request) -> Response:
     """The full report: each model's state and reason, each plugin failure, each check, uptime."""
+    report = await health_document(request)
+    return JSONBytesResponse(report, status_code=200 if report["status"] == "ok" else 503)
+
+
+async def health_document(request: Request) -> dict[str, Any]:
+    """What ``/healthz`` answers (the web console shows it too)."""
     registry = server_of(request).registry
     checks = await health_report(request)
     ok = all(result["ok"] for result in checks.values())
-    report = {
+    return {
         "status": "ok" if ok else "failing",
         "uptime": registry.uptime(),
         "models": [
@@ -57,7 +63,6 @@ async def healthz(request: Request) -> Response:
         "failed_plugins": [failure.as_dict() for failure in registry.plugin_failures],
         "checks": checks,
     }
-    return JSONBytesResponse(report, status_code=200 if ok else 503)
 
 
 # -- catalogue --------------------------------------------------------------
@@ -104,13 +109,15 @@ def v2_interface(model: ServingModel) -> dict[str, Any]:
 
 async def catalogue(request: Request) -> Response:
     """Every served or failed model, and the plugins that failed before giving a model."""
-    registry = server_of(request).registry
-    return JSONBytesResponse(
-        {
-            "models": [catalogue_entry(registry, model) for model in registry.models],
-            "failed_plugins": [failure.as_dict() for failure in registry.plugin_failures],
-        }
-    )
+    return JSONBytesResponse(catalogue_document(server_of(request).registry))
+
+
+def catalogue_document(registry: Registry) -> dict[str, Any]:
+    """What ``/models`` answers (the web console shows it too)."""
+    return {
+        "models": [catalogue_entry(registry, model) for model in registry.models],
+        "failed_plugins": [failure.as_dict() for failure in registry.plugin_failures],
+    }
 
 
 async def model_detail(request: Request) -> Response:

@@ -4,7 +4,7 @@
 
 The routes: the predict routes first (the hot path), the Open Inference
 Protocol (V2) mount with its own error format, the stevedore routes, the
-original ml-py-stevedore routes, metrics and docs. The middleware, outermost
+original ml-py-stevedore routes, metrics, docs and the web console. The middleware, outermost
 first: request context (ids, access log, metrics, last-resort 500), CORS when
 configured, API keys when configured. The error edge: ``EXCEPTION_HANDLERS``.
 The lifespan loads the models (``startup``) and shares the server through the
@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from . import api, compat, docs, startup
+from . import api, compat, console, docs, startup
 from .auth import APIKeys
 from .convergence import SharedState
 from .errors import ClientError, ModelFailure, ReportedFailure
@@ -66,7 +66,7 @@ def create_app(
     the models elsewhere, and ``outer`` middleware goes around all the rest (the Ray Serve ingress uses both)."""
     settings = settings or Settings()
     metrics = Metrics()
-    table = route_table()
+    table = route_table(settings)
     app = Starlette(
         routes=table,
         middleware=[*outer, *middleware(settings, metrics)],
@@ -82,7 +82,7 @@ def app_from_env() -> Starlette:
     return create_app(Settings.load())
 
 
-def route_table() -> list[BaseRoute]:
+def route_table(settings: Settings) -> list[BaseRoute]:
     return [
         *api.predict_routes(),
         *v2_routes.routes(),
@@ -91,6 +91,7 @@ def route_table() -> list[BaseRoute]:
         ApiRoute("/metrics", metrics_route, ["GET"], ["health"]),
         ApiRoute("/openapi.json", openapi_json, ["GET"], include_in_schema=False),
         *docs.docs_routes(),
+        *(console.routes() if settings.console else []),
     ]
 
 
@@ -101,7 +102,8 @@ def middleware(settings: Settings, metrics: Metrics) -> list[Middleware]:
         stack.append(Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"], allow_headers=["*"]))
     keys = APIKeys.from_settings(settings)
     if keys is not None:
-        stack.append(Middleware(RequireAPIKey, keys=keys, protect_health=settings.auth_health))
+        pages = console.PAGES if settings.console else None
+        stack.append(Middleware(RequireAPIKey, keys=keys, protect_health=settings.auth_health, pages=pages))
     return stack
 
 

@@ -45,6 +45,7 @@ MEDIA_TYPES = {
     ".js": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
     ".png": "image/png",
+    ".svg": "image/svg+xml",
     ".md": "text/markdown; charset=utf-8",
 }
 TEXT = "text/plain; charset=utf-8"
@@ -170,8 +171,9 @@ def asset_url(name: str) -> str:
 
 
 @functools.cache
-def fingerprint(name: str) -> str:
-    content = (resources.files(PACKAGE) / ASSETS_DIRECTORY / name).read_bytes()
+def fingerprint(name: str, directory: str = ASSETS_DIRECTORY) -> str:
+    """The start of the SHA-256 of a file in a package data ``directory`` (the web console's too)."""
+    content = (resources.files(PACKAGE).joinpath(directory, *name.split("/"))).read_bytes()
     return hashlib.sha256(content).hexdigest()[:16]
 
 
@@ -204,9 +206,9 @@ class PackageAssets(StaticFiles):
         return response
 
 
-def assets_app() -> ASGIApp:
-    """Serves the vendored files (GET and HEAD; 404 for any other name)."""
-    return PackageAssets(packages=[(PACKAGE, ASSETS_DIRECTORY)])
+def assets_app(directory: str = ASSETS_DIRECTORY) -> ASGIApp:
+    """Serves the files of a package data ``directory`` (GET and HEAD; 404 for any other name)."""
+    return PackageAssets(packages=[(PACKAGE, directory)])
 
 
 def docs_routes() -> list[BaseRoute]:

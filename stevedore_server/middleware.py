@@ -119,10 +119,12 @@ def given_request_id(scope: Scope) -> str | None:
 class RequireAPIKey:
     """401 with ``WWW-Authenticate`` for a protected route without an accepted ``Authorization: Bearer`` key."""
 
-    def __init__(self, app: ASGIApp, keys: APIKeys, protect_health: bool) -> None:
+    def __init__(self, app: ASGIApp, keys: APIKeys, protect_health: bool, pages: re.Pattern[str] | None = None) -> None:
         self.app = app
         self.keys = keys
         self.protect_health = protect_health
+        #: Paths of pages that hold no data (the web console's), open always: they send the key typed in them.
+        self.pages = pages
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] == "OPTIONS" or self.is_open(scope["path"]):
@@ -138,6 +140,8 @@ class RequireAPIKey:
         await send_json(send, 401, body, {"www-authenticate": challenge})
 
     def is_open(self, path: str) -> bool:
+        if self.pages is not None and self.pages.match(path):
+            return True
         return not self.protect_health and (path in OPEN_PATHS or bool(OPEN_PATTERN.match(path)))
 
 

@@ -14,6 +14,7 @@ from fastapi.openapi.utils import get_openapi
 from . import __version__
 from .compat import MODEL_QUERY
 from .registry import Registry
+from .routing import model_tag
 from .serving import ServingModel
 
 logger = logging.getLogger("stevedore.openapi")
@@ -147,7 +148,7 @@ def _operation(
         "properties": {"model_name": {"type": "string"}, "model_version": {"type": "string"}, field: {}},
     }
     operation: dict[str, Any] = {
-        "tags": [f"model {entry.name}"],
+        "tags": [model_tag(entry.name)],
         "summary": summary,
         "description": entry.predictor.description or "",
         "operationId": f"{method}_{kind}_{base}".replace("/", "_").replace(".", "_").replace("-", "_"),

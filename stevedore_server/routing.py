@@ -60,6 +60,11 @@ class ProtocolMount(Mount):
         return self.documented
 
 
+def model_tag(name: str) -> str:
+    """The OpenAPI tag of a model's own operations (``/docs`` shows them in a section of this name)."""
+    return f"model {name}"
+
+
 def documented(routes: Sequence[BaseRoute], prefix: str = "") -> Iterator[tuple[str, ApiRoute]]:
     """Every documented route with its full path."""
     for route in routes:

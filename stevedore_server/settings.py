@@ -143,6 +143,7 @@ class Settings:
     api_key_file: str | None = setting(None, "File of SHA-256 hex digests of accepted API keys, one a line.")
     auth_health: bool = setting(False, "With API keys, also require one for health and metrics routes.")
     cors_origins: tuple[str, ...] = setting((), "Origins allowed by CORS (`*` for any; default: none).")
+    console: bool = setting(True, "Serve the web console at `/`: every model's health, and a form to try each.")
     config: str | None = setting(None, "TOML file of settings; `[models.NAME]` tables hold per-model settings.")
     models: dict[str, ModelSettings] = setting({}, "Per-model settings (file only).", file_only=True)  # noqa: RUF009
 

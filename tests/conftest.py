@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from selenium.webdriver.chrome.webdriver import WebDriver
 
 from stevedore_server.app import create_app
 from stevedore_server.settings import Settings
 
+from .browser import SCREENSHOTS, chromium
 from .helpers import Registers, fresh_manager
 from .predictors import RowSum
 from .venvs import (
@@ -47,6 +49,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.venv)
         if not any(item.get_closest_marker(tier) for tier in TIERS):
             item.add_marker(pytest.mark.unit)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Where the browser tests' screenshots are (artifacts of the run, not committed)."""
+    if SCREENSHOTS:
+        terminalreporter.section("screenshots")
+        for path in SCREENSHOTS:
+            terminalreporter.write_line(str(path))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -110,3 +120,10 @@ def example_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
     (``make test`` installs it), on a free loopback port; stopped by its pid at the end of the session."""
     with example_server_at(tmp_path_factory.mktemp("example-server") / "server.log") as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    """Headless Chromium (Debian's, driven by Selenium), one for a module's tests."""
+    with chromium(tmp_path_factory.mktemp("chromium-profile")) as session:
+        yield session

@@ -226,3 +226,50 @@ class Sleepy(RowSum):
     def run_predict(self, rows: list[list[float]]) -> list[float]:
         time.sleep(rows[0][0])
         return super().run_predict(rows)
+
+
+#: Markup a plugin could try to write into the web console: shown as text, it runs nothing.
+HOSTILE = '<script>alert("script")</script>"><img src=x onerror=alert("img")>'
+
+
+class Hostile(RowSum):
+    """Every string it gives is markup: description, schema titles and descriptions, an enum, a property name,
+    its fixture and its predictions."""
+
+    name = "hostile"
+    description = HOSTILE
+    predict_schema = {
+        "title": HOSTILE,
+        "description": HOSTILE,
+        "type": "object",
+        "required": ["amount"],
+        "properties": {
+            "amount": {"type": "number", "title": HOSTILE, "description": HOSTILE, "maximum": 10},
+            "kind": {"title": HOSTILE, "enum": [HOSTILE, "plain"]},
+            HOSTILE: {"type": "boolean"},
+        },
+    }
+    predict_fixture = {"amount": 1, "kind": HOSTILE, HOSTILE: True}
+    score_schema = None
+
+    def run_predict(self, payload: dict[str, Any]) -> list[str]:
+        return [HOSTILE, str(payload.get("kind"))]
+
+
+class HostileFailing(Hostile):
+    """Fails its self-test with markup in the reason."""
+
+    name = "hostile-failing"
+
+    def run_predict(self, payload: dict[str, Any]) -> list[str]:
+        raise ValueError(HOSTILE)
+
+
+def hostile_models() -> list[Predictor]:
+    """Target of the hostile test plugin's entry point (``tests/test_console_browser.py``)."""
+    return [Hostile(), HostileFailing()]
+
+
+def hostile_plugin() -> list[Predictor]:
+    """An entry point that fails with markup in its error."""
+    raise RuntimeError(HOSTILE)

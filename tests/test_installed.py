@@ -418,6 +418,19 @@ def test_documentation_pages(user_server: httpx.Client, path: str, marker: str) 
         assert user_server.get(asset).status_code == 200, asset
 
 
+def test_the_web_console_is_served_from_the_wheel(user_server: httpx.Client) -> None:
+    """Its templates, script, styles and vendored files are package data of the wheel."""
+    page = user_server.get("/")
+    assets = re.findall(r'(?:src|href)="(/console/assets/[^"]+)"', page.text)
+
+    assert page.status_code == 200 and len(assets) == 5
+    for asset in assets:
+        assert user_server.get(asset).status_code == 200, asset
+    models = user_server.get("/console/fragments/models").text
+    assert 'data-model="iris"' in models and 'data-model="demo-model"' in models
+    assert 'id="try-it"' in user_server.get("/console/fragments/models/iris").text
+
+
 @pytest.mark.parametrize("kind", ["predict", "score"])
 def test_openapi_documents_each_models_schema_and_fixture(user_server: httpx.Client, kind: str) -> None:
     spec = user_server.get("/openapi.json").json()
