@@ -1,8 +1,9 @@
 """A real multi-node Ray cluster on this machine, for the Ray Serve tests: a head and worker nodes, one CPU
 each, every node a ``ray start --block`` process in a process group of its own, stopped by that group.
 
-Every node listens on 127.0.0.1, on ports picked free where Ray takes fixed ones otherwise, and keeps its files
-in the cluster's own directories and ``HOME`` (a developer's ``~/.ray`` must not change what the tests see).
+Every node is at 127.0.0.1 (``--node-ip-address``) with the ports Ray would otherwise fix picked free; Ray's
+internal servers bind every interface, which it has no option to change. Each node keeps its files in the
+cluster's own directories and ``HOME`` (a developer's ``~/.ray`` must not change what the tests see).
 The logs are copied next to the test's files when the cluster stops.
 """
 

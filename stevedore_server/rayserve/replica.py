@@ -16,8 +16,8 @@ fails makes Serve replace the replica.
 from __future__ import annotations
 
 import logging
-import logging.config
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,7 @@ from .. import startup
 from ..default_plugins.health import BUILT_IN_CHECKS
 from ..errors import ClientError, ModelFailure, NotReady, StartupError
 from ..health import failing, run_checks
-from ..logs import log_error, logging_config
+from ..logs import JSONFormatter, RequestIdFilter, TextFormatter, TurnHandler, log_error
 from ..server import ModelServer
 from ..settings import Settings, read_document
 from ..startup import Loaded
@@ -71,11 +71,17 @@ def settings_from_args(args: dict[str, Any]) -> Settings:
 
 
 def configure_logging(settings: Settings) -> None:
-    """The ``stevedore`` loggers as ``stevedore-server run`` sets them; Ray keeps its own and the lines."""
-    config = logging_config(settings.log_level, settings.log_format)
-    config["loggers"] = {"stevedore": config["loggers"]["stevedore"]}
-    config["disable_existing_loggers"] = False
-    logging.config.dictConfig(config)
+    """The ``stevedore`` loggers' lines as ``stevedore-server run`` writes them, on the replica's stderr (which
+    Ray keeps in the worker's log). Not with ``dictConfig``: it would close the handlers Serve set up."""
+    logger = logging.getLogger("stevedore")
+    if any(isinstance(handler, TurnHandler) for handler in logger.handlers):
+        return
+    handler = TurnHandler(sys.stderr)
+    handler.setFormatter(JSONFormatter() if settings.log_format == "json" else TextFormatter())
+    handler.addFilter(RequestIdFilter())
+    logger.addHandler(handler)
+    logger.setLevel("DEBUG" if settings.log_level == "trace" else settings.log_level.upper())
+    logger.propagate = False
 
 
 def load_one(settings: Settings, name: str, version: str) -> ModelServer:
