@@ -112,7 +112,8 @@ class RayCluster:
 
     def python(self, code: str, timeout: float = 120.0) -> str:
         """Run ``code`` in the cluster's environment, connected to the cluster as ``ray``; its output."""
-        prelude = f"import ray\nray.init(address={self.address!r}, logging_level='ERROR')\n"
+        # Without the cluster's log lines, which Ray would otherwise print among the code's output.
+        prelude = f"import ray\nray.init(address={self.address!r}, logging_level='ERROR', log_to_driver=False)\n"
         result = run_command([self.environment.python, "-c", prelude + code], env=self.env(), timeout=timeout)
         return result.stdout
 
