@@ -3,6 +3,7 @@ middleware as every route, in the OpenAPI document, and refused at startup where
 
 from __future__ import annotations
 
+import logging
 import re
 import types
 from collections.abc import Callable
@@ -39,6 +40,7 @@ class Explainer:
             register(path, self.answer, methods, model=model)
 
     async def answer(self, request: Request) -> Response:
+        await request.body()
         return JSONResponse({"path": request.url.path, "params": request.path_params})
 
 
@@ -51,9 +53,13 @@ def plugin_base(client: TestClient) -> str:
     return path.removesuffix("/info")
 
 
-def test_routes_under_the_model_and_the_distribution(make_client: Callable[..., TestClient]) -> None:
+def test_routes_under_the_model_and_the_distribution(
+    make_client: Callable[..., TestClient], caplog: pytest.LogCaptureFixture
+) -> None:
     client = start(make_client, Explainer())
-    answer = client.get("/models/rowsum/explain/3")
+    with caplog.at_level(logging.INFO, logger="stevedore.access"):
+        answer = client.get("/models/rowsum/explain/3")
+    assert any("/models/rowsum/explain/3" in record.getMessage() for record in caplog.records)
     assert answer.status_code == 200 and answer.json() == {"path": "/models/rowsum/explain/3", "params": {"row": 3}}
     assert answer.headers["x-request-id"]  # through the request context middleware
     assert client.get(plugin_base(client) + "/info").status_code == 200
@@ -78,6 +84,19 @@ def test_api_keys_protect_the_routes(make_client: Callable[..., TestClient]) -> 
     assert client.get("/models/rowsum/explain/1").status_code == 401
     answer = client.get("/models/rowsum/explain/1", headers={"Authorization": f"Bearer {KEY}"})
     assert answer.status_code == 200
+
+
+def test_the_body_size_limit_applies(make_client: Callable[..., TestClient]) -> None:
+    client = start(make_client, Explainer([("/echo", ["POST"], "rowsum")]), max_body_size=100)
+    assert client.post("/models/rowsum/echo", content=b"x" * 100).status_code == 200
+    refused = client.post("/models/rowsum/echo", content=b"x" * 101)
+    assert refused.status_code == 413 and "exceeds the limit of 100 bytes" in refused.json()["error"]
+
+    def chunks() -> Any:
+        yield b"x" * 60
+        yield b"x" * 60
+
+    assert client.post("/models/rowsum/echo", content=chunks()).status_code == 413  # no content-length
 
 
 @pytest.mark.parametrize(
