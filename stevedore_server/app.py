@@ -90,6 +90,7 @@ def route_table(settings: Settings) -> list[BaseRoute]:
         *api.predict_routes(),
         *v2_routes.routes(),
         *api.routes(),
+        *api.stream_routes(),
         *compat.routes(),
         ApiRoute("/metrics", metrics_route, ["GET"], ["health"]),
         ApiRoute("/openapi.json", openapi_json, ["GET"], include_in_schema=False),

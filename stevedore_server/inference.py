@@ -128,14 +128,17 @@ class Inference:
         model = self.resolve(ref)
         if action is Action.SCORE and not model.predictor.has_score:
             raise NotFound(f"model {model.name!r} version {model.version!r} has no score service")
-        if size_of(payload) > OFF_LOOP_BYTES:
-            prepared = await to_thread.run_sync(prepare, model, action, payload, self.max_json_depth)
-        else:
-            prepared = prepare(model, action, payload, self.max_json_depth)
+        prepared = await self.prepared(model, action, payload)
         runtime = model.runtime
         if runtime is None:  # resolve() returned a model with a runtime; this keeps the type checker sure of it
             raise NotReady(f"model {model.name!r} version {model.version!r} is not running")
         return Answer(model, await runtime.call(action, prepared.value, prepared.rows))
+
+    async def prepared(self, model: ServingModel, action: Action, payload: Payload) -> Prepared:
+        """``payload`` validated for ``action`` on ``model`` (``prepare``), off the event loop when large."""
+        if size_of(payload) > OFF_LOOP_BYTES:
+            return await to_thread.run_sync(prepare, model, action, payload, self.max_json_depth)
+        return prepare(model, action, payload, self.max_json_depth)
 
 
 def size_of(payload: Payload) -> int:

@@ -190,6 +190,16 @@ class Predictor:
         """The whole predict pipeline on an already validated payload."""
         return self.convert_output(self.run_predict(self.convert_prediction_input(payload)))
 
+    def predict_stream(self, payload: Any) -> Any:
+        """Override to stream: a generator (or async generator) of JSON-serializable items for a validated predict
+        payload, served as Server-Sent Events by ``POST /models/{name}/predict/stream``. A plain generator runs
+        on the model's threads, one item at a time; a client that disconnects closes it (its ``finally`` runs)."""
+        raise NotImplementedError
+
+    @property
+    def has_stream(self) -> bool:
+        return type(self).predict_stream is not Predictor.predict_stream
+
     def score(self, payload: Any) -> Any:
         """The whole score pipeline on an already validated payload."""
         arguments = self.convert_score_input(payload)

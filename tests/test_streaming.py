@@ -1,0 +1,179 @@
+"""Streamed predictions (``predict_stream``) as Server-Sent Events, read by a real HTTP client from a real
+uvicorn server on loopback: every item, the end, the error event, and a disconnect that closes the generator."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from stevedore_server import Predictor
+from stevedore_server.app import create_app
+from stevedore_server.settings import ModelSettings, Settings
+
+from .helpers import Registers, fresh_manager
+from .predictors import ROWS, RowSum
+
+#: Set when the endless generator's ``finally`` has run.
+CLOSED = threading.Event()
+
+
+class Counter(Predictor):
+    """Streams each row's sum, then fails if the first row asks for it."""
+
+    name = "counter"
+    predict_schema = ROWS
+    predict_fixture = [[1, 2]]
+
+    def run_predict(self, rows: list[list[float]]) -> list[float]:
+        return [sum(row) for row in rows]
+
+    def predict_stream(self, rows: list[list[float]]) -> Iterator[dict[str, Any]]:
+        for index, row in enumerate(rows):
+            if row[0] < 0:
+                raise ValueError("negative")
+            yield {"row": index, "sum": sum(row)}
+
+
+class Endless(RowSum):
+    """Streams forever until closed."""
+
+    name = "endless"
+
+    def predict_stream(self, rows: Any) -> Iterator[int]:
+        try:
+            count = 0
+            while True:
+                time.sleep(0.01)
+                count += 1
+                yield count
+        finally:
+            CLOSED.set()
+
+
+class Capped(Endless):
+    """Endless, with one stream at a time and a time-out of 0.3 s (``CAPPED``)."""
+
+    name = "capped"
+
+    def predict_stream(self, rows: Any) -> Iterator[int]:
+        try:
+            yield from super().predict_stream(rows)
+        finally:
+            CAPPED_CLOSED.set()
+
+
+CAPPED = ModelSettings(timeout=0.3, max_concurrency=1, max_queue=0)
+CAPPED_CLOSED = threading.Event()
+
+
+class Ticker(RowSum):
+    """An async generator."""
+
+    name = "ticker"
+
+    async def predict_stream(self, rows: Any) -> AsyncIterator[str]:
+        for word in ("a", "b"):
+            await asyncio.sleep(0)
+            yield word
+
+
+@pytest.fixture(scope="module")
+def base_url() -> Iterator[str]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = Settings(models={"capped": CAPPED})
+    app = create_app(settings, fresh_manager(Registers(Counter(), Endless(), Capped(), Ticker(), RowSum())))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def events(response: httpx.Response) -> Iterator[tuple[str, str]]:
+    """(event, data) of each Server-Sent Event."""
+    event, data = "message", ""
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            event = line.removeprefix("event: ")
+        elif line.startswith("data: "):
+            data = line.removeprefix("data: ")
+        elif line == "":
+            yield event, data
+            event, data = "message", ""
+
+
+def read_all(base_url: str, model: str, body: Any) -> list[tuple[str, str]]:
+    with httpx.stream("POST", f"{base_url}/models/{model}/predict/stream", json=body, timeout=10) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        return list(events(response))
+
+
+def test_one_event_an_item_then_the_end(base_url: str) -> None:
+    assert read_all(base_url, "counter", [[1, 2], [3, 4]]) == [
+        ("message", '{"row":0,"sum":3}'),
+        ("message", '{"row":1,"sum":7}'),
+        ("end", '{"model_name":"counter","model_version":"1"}'),
+    ]
+    assert read_all(base_url, "ticker", [[1]]) == [
+        ("message", '"a"'),
+        ("message", '"b"'),
+        ("end", '{"model_name":"ticker","model_version":"1"}'),
+    ]
+
+
+def test_a_failure_is_an_error_event_with_an_error_id(base_url: str) -> None:
+    received = read_all(base_url, "counter", [[1, 2], [-1, 0]])
+    assert received[0] == ("message", '{"row":0,"sum":3}')
+    event, data = received[1]
+    assert event == "error" and "failed to predict: ValueError" in data and '"error_id"' in data
+    assert len(received) == 2
+
+
+def test_the_payload_is_validated_before_the_stream(base_url: str) -> None:
+    response = httpx.post(f"{base_url}/models/counter/predict/stream", json={"not": "rows"})
+    assert response.status_code == 422
+    response = httpx.post(f"{base_url}/models/rowsum/predict/stream", json=[[1]])
+    assert response.status_code == 404 and "has no predict_stream" in response.json()["error"]
+
+
+def test_a_disconnect_closes_the_generator(base_url: str) -> None:
+    CLOSED.clear()
+    with httpx.stream("POST", f"{base_url}/models/endless/predict/stream", json=[[1]], timeout=10) as response:
+        received = []
+        for item in events(response):
+            received.append(item)
+            if len(received) == 3:
+                break
+    assert received == [("message", "1"), ("message", "2"), ("message", "3")]
+    assert CLOSED.wait(10), "the generator's finally did not run after the client disconnected"
+    assert httpx.post(f"{base_url}/models/rowsum/predict", json=[[1, 2]]).json()["predictions"] == [3]
+
+
+def test_the_models_bound_and_time_out_hold_for_the_whole_stream(base_url: str) -> None:
+    CAPPED_CLOSED.clear()
+    url = f"{base_url}/models/capped/predict/stream"
+    with httpx.stream("POST", url, json=[[1]], timeout=10) as response:
+        received = iter(events(response))
+        assert next(received) == ("message", "1")
+        refused = httpx.post(url, json=[[1]])  # the one stream the model takes is running
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        last = list(received)[-1]
+    assert last == ("error", "{\"error\":\"model 'capped' version '1' did not predict within 0.3 s\"}")
+    assert CAPPED_CLOSED.wait(10)
+    with httpx.stream("POST", url, json=[[1]], timeout=10) as response:  # admitted again
+        assert response.status_code == 200
