@@ -4,15 +4,18 @@ uvicorn server on loopback: every item, the end, the error event, and a disconne
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import uvicorn
+from fastapi.testclient import TestClient
 
 from stevedore_server import Predictor
 from stevedore_server.app import create_app
@@ -177,3 +180,16 @@ def test_the_models_bound_and_time_out_hold_for_the_whole_stream(base_url: str) 
     assert CAPPED_CLOSED.wait(10)
     with httpx.stream("POST", url, json=[[1]], timeout=10) as response:  # admitted again
         assert response.status_code == 200
+
+
+def test_the_readme_example() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL) if "class Countdown" in b]
+    namespace: dict[str, Any] = {}
+    exec(block, namespace)
+    (shell,) = [b for b in re.findall(r"```sh\n(.*?)```", readme, flags=re.DOTALL) if "countdown" in b]
+    expected = "\n".join(line.removeprefix("# ").removeprefix("#") for line in shell.splitlines()[1:]) + "\n\n"
+    app = create_app(Settings(), fresh_manager(Registers(namespace["Countdown"]())))
+    with TestClient(app) as client:
+        answer = client.post("/models/countdown/predict/stream", json=[2])
+    assert answer.text == expected
