@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Callable, Generator
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -24,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from .errors import ClientError, ModelFailure, NotFound, NotReady
-from .inference import Action, JSONText, ModelRef
+from .inference import Action, JSONText, ModelRef, Payload
 from .logs import log_error
 from .rest import read_json_text, server_of
 from .runtime import ModelRuntime
@@ -37,31 +38,60 @@ logger = logging.getLogger("stevedore.streaming")
 DONE: Any = object()
 
 
+@dataclass(frozen=True)
+class EventFormat:
+    """How a stream's items, its end and its failure are written as events (each protocol has its own)."""
+
+    item: Callable[[ServingModel, Any], bytes]
+    end: Callable[[ServingModel], bytes]
+    error: Callable[[ClientError | ModelFailure], bytes]
+
+
+def event(data: Any, name: str | None = None) -> bytes:
+    """One Server-Sent Event of ``data`` as JSON."""
+    return (f"event: {name}\n".encode() if name else b"") + b"data: " + dumps(data) + b"\n\n"
+
+
+#: The stevedore route's events: an item each, an ``end`` naming the model, an ``error`` with the error body.
+STEVEDORE_EVENTS = EventFormat(
+    item=lambda model, item: event(item),
+    end=lambda model: event({"model_name": model.name, "model_version": model.version}, "end"),
+    error=lambda error: event(error_body(error), "error"),
+)
+
+
 async def predict_stream(request: Request) -> Response:
     """Validate the body as predict does, then answer the model's items as Server-Sent Events."""
-    inference = server_of(request).inference
     ref = ModelRef(request.path_params["name"], request.path_params.get("version"))
-    model = inference.resolve(ref)
+    model = server_of(request).inference.resolve(ref)
+    return await stream_response(request, model, JSONText(await read_json_text(request)), STEVEDORE_EVENTS)
+
+
+async def stream_response(request: Request, model: ServingModel, payload: Payload, events: EventFormat) -> Response:
+    """The events of ``model``'s stream on ``payload`` (validated first): 404 for a model that does not stream,
+    503 when it is full."""
     if not model.predictor.has_stream:
         raise NotFound(f"model {model.name!r} version {model.version!r} has no predict_stream")
-    prepared = await inference.prepared(model, Action.PREDICT, JSONText(await read_json_text(request)))
+    prepared = await server_of(request).inference.prepared(model, Action.PREDICT, payload)
     runtime = model.runtime
     if not isinstance(runtime, ModelRuntime):
         raise NotReady(f"model {model.name!r} version {model.version!r} cannot stream where it runs")
     runtime.admission.check_capacity(Action.PREDICT)
-    events = sse_events(model, runtime, prepared.value)
-    return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    body = sse_events(model, runtime, prepared.value, events)
+    return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-async def sse_events(model: ServingModel, runtime: ModelRuntime, payload: Any) -> AsyncIterator[bytes]:
+async def sse_events(
+    model: ServingModel, runtime: ModelRuntime, payload: Any, events: EventFormat
+) -> AsyncIterator[bytes]:
     try:
         async with runtime.admission.streaming(Action.PREDICT):
             async for item in model_items(model, runtime, payload):
-                yield b"data: " + dumps(item) + b"\n\n"
+                yield events.item(model, item)
     except (ClientError, ModelFailure) as error:
-        yield b"event: error\ndata: " + dumps(error_body(error)) + b"\n\n"
+        yield events.error(error)
         return
-    yield b"event: end\ndata: " + dumps({"model_name": model.name, "model_version": model.version}) + b"\n\n"
+    yield events.end(model)
 
 
 def error_body(error: ClientError | ModelFailure) -> dict[str, Any]:

@@ -193,3 +193,56 @@ def test_the_readme_example() -> None:
     with TestClient(app) as client:
         answer = client.post("/models/countdown/predict/stream", json=[2])
     assert answer.text == expected
+
+
+class Speaker(Predictor):
+    """Triton-style names: ``text_input`` in, ``text_output`` out; streams one word at a time."""
+
+    name = "speaker"
+    predict_schema = {"type": "array", "minItems": 1, "items": {"type": "string"}}
+    predict_fixture = ["hi there"]
+    tensor_inputs = [{"name": "text_input", "datatype": "BYTES", "shape": [-1]}]
+    tensor_outputs = [{"name": "text_output", "datatype": "BYTES", "shape": [-1]}]
+
+    def run_predict(self, texts: list[str]) -> list[str]:
+        return [text.upper() for text in texts]
+
+    def predict_stream(self, texts: list[str]) -> Iterator[list[str]]:
+        for word in texts[0].split():
+            if word == "boom":
+                raise RuntimeError("boom")
+            yield [word]
+
+
+@pytest.fixture
+def speaker(make_client: Any) -> TestClient:
+    client: TestClient = make_client(Registers(Speaker(), RowSum()))
+    return client
+
+
+def test_generate_as_triton_defines_it(speaker: TestClient) -> None:
+    answer = speaker.post("/v2/models/speaker/generate", json={"text_input": ["what is triton"], "parameters": {}})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"model_name": "speaker", "model_version": "1", "text_output": ["WHAT IS TRITON"]}
+    assert speaker.post("/v2/models/speaker/versions/1/generate", json={"text_input": ["x"]}).status_code == 200
+    assert "generate" in speaker.get("/v2").json()["extensions"]
+
+
+def test_generate_stream_as_triton_defines_it(speaker: TestClient) -> None:
+    answer = speaker.post("/v2/models/speaker/generate_stream", json={"text_input": ["what is triton"]})
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/event-stream")
+    words = [line.removeprefix("data: ") for line in answer.text.splitlines() if line]
+    head = '{"model_name":"speaker","model_version":"1","text_output":'
+    assert words == [head + '["what"]}', head + '["is"]}', head + '["triton"]}']
+
+
+def test_generate_errors_in_the_protocols_format(speaker: TestClient) -> None:
+    answer = speaker.post("/v2/models/speaker/generate", json={"text_input": "not a list"})
+    assert answer.status_code == 400 and list(answer.json()) == ["error"]  # the V2 format: 422 is its 400
+    assert speaker.post("/v2/models/speaker/generate", json=["x"]).status_code == 400
+    assert speaker.post("/v2/models/speaker/generate", json={"parameters": {}}).status_code == 400
+    assert speaker.post("/v2/models/nope/generate", json={"text_input": ["x"]}).status_code == 404
+    assert speaker.post("/v2/models/rowsum/generate_stream", json={"input": [[1]]}).status_code == 404
+    failed = speaker.post("/v2/models/speaker/generate_stream", json={"text_input": ["one boom"]})
+    lines = [line.removeprefix("data: ") for line in failed.text.splitlines() if line]
+    assert len(lines) == 2 and "\"error\":\"model 'speaker' version '1' failed to predict: RuntimeError" in lines[1]

@@ -20,6 +20,7 @@ from ..routing import ApiRoute, ProtocolMount
 from ..serialization import dumps, loads
 from ..serving import ServingModel
 from .content_types import ContentPlan, checked, plan_of
+from .generate import generate, generate_stream
 from .signature import Signature
 from .tensors import (
     TensorSpec,
@@ -32,7 +33,9 @@ from .tensors import (
 )
 
 PREFIX = "/v2"
+#: Extensions of both transports; REST also has the generate extension.
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
+REST_EXTENSIONS = [*EXTENSIONS, "generate"]
 #: Statuses the protocol's clients tell apart; every other client error is its 400.
 KEPT_STATUSES = frozenset({401, 404, 413, 503, 504})
 HEADER_LENGTH = "inference-header-content-length"
@@ -56,7 +59,7 @@ EXCEPTION_HANDLERS = {ClientError: client_error, HTTPException: http_error}
 
 
 async def server_metadata(request: Request) -> Response:
-    return JSONBytesResponse({"name": "stevedore-server", "version": __version__, "extensions": EXTENSIONS})
+    return JSONBytesResponse({"name": "stevedore-server", "version": __version__, "extensions": REST_EXTENSIONS})
 
 
 async def server_live(request: Request) -> Response:
@@ -301,6 +304,11 @@ def routes() -> list[BaseRoute]:
         return ApiRoute(path, handler, [method], tags, template=PREFIX + path)
 
     mounted: list[BaseRoute] = [route(f"{base}/infer", infer, "POST") for base in (MODEL, VERSIONED)]
+    for base in (MODEL, VERSIONED):
+        mounted += [
+            route(f"{base}/generate", generate, "POST"),
+            route(f"{base}/generate_stream", generate_stream, "POST"),
+        ]
     mounted += [route("/health/live", server_live, "GET"), route("/health/ready", server_ready, "GET")]
     for base in (MODEL, VERSIONED):
         mounted += [route(base, model_metadata, "GET"), route(f"{base}/ready", model_ready, "GET")]
