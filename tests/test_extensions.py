@@ -15,11 +15,11 @@ from fastapi.testclient import TestClient
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from stevedore_server import hookimpl
+from stevedore_server import hookimpl, startup
 from stevedore_server.errors import StartupError
 from stevedore_server.settings import Settings
 
-from .helpers import Registers
+from .helpers import Registers, fresh_manager
 from .predictors import RowSum
 
 KEY = "s3cret"
@@ -156,3 +156,13 @@ def test_the_readme_example(make_client: Callable[..., TestClient]) -> None:
     assert client.get("/models/iris/classes").json() == ["setosa", "versicolor", "virginica"]
     answer = client.post("/plugins/readme_routes/feedback", json={"label": 2})
     assert answer.status_code == 201 and answer.json() == {"received": {"label": 2}}
+
+
+def test_a_server_that_serves_no_http_asks_for_no_routes() -> None:
+    """A Ray replica holds one model and answers its ingress only: a route under another model is no failure."""
+    settings = Settings()
+    manager = fresh_manager(Registers(RowSum()), Explainer([("/x", ["GET"], "elsewhere")]))
+    replica = startup.build_server(settings, startup.load(settings, manager), serves_http=False)
+    assert replica.plugin_routes == [] and replica.registry.plugin_failures == []
+    ingress = startup.build_server(settings, startup.load(settings, manager))
+    assert "there is no model 'elsewhere'" in ingress.registry.plugin_failures[0].error
