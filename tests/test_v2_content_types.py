@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import datetime
 import re
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from stevedore_server import Predictor
+from stevedore_server.inference import Answer
 from stevedore_server.v2 import content_types, grpc_codec
 from stevedore_server.v2 import protocol as pb
 from stevedore_server.v2.signature import Signature
@@ -291,3 +293,12 @@ def test_the_readme_example(make_client: Callable[..., TestClient]) -> None:
             "data": ["2022-01-12T11:09:10"],
         }
     ]
+
+
+def test_grpc_outputs_carry_their_content_type() -> None:
+    signature = Signature((TensorSpec("when", "BYTES", (-1,)),), (TensorSpec("next", "BYTES", (-1,)),))
+    model: Any = types.SimpleNamespace(name="next-day", version="1", signature=signature)
+    answer = Answer(model, [datetime.datetime(2022, 1, 12, 11, 9, 10)])
+    (output,) = grpc_codec.encode_response(answer, pb.ModelInferRequest(model_name="next-day"), ["next"]).outputs
+    assert output.parameters["content_type"].string_param == "datetime"
+    assert list(output.contents.bytes_contents) == [b"2022-01-12T11:09:10"]
