@@ -246,3 +246,18 @@ def test_generate_errors_in_the_protocols_format(speaker: TestClient) -> None:
     failed = speaker.post("/v2/models/speaker/generate_stream", json={"text_input": ["one boom"]})
     lines = [line.removeprefix("data: ") for line in failed.text.splitlines() if line]
     assert len(lines) == 2 and "\"error\":\"model 'speaker' version '1' failed to predict: RuntimeError" in lines[1]
+
+
+def test_a_generate_stream_client_that_disconnects_closes_the_generator(base_url: str) -> None:
+    CLOSED.clear()
+    url = f"{base_url}/v2/models/endless/generate_stream"
+    with httpx.stream("POST", url, json={"input-0": [[1]]}, timeout=10) as response:
+        assert response.status_code == 200
+        received = []
+        for item in events(response):
+            received.append(item)
+            if len(received) == 2:
+                break
+    head = '{"model_name":"endless","model_version":"1","output-0":'
+    assert received == [("message", head + "1}"), ("message", head + "2}")]
+    assert CLOSED.wait(10), "the generator's finally did not run after the client disconnected"
