@@ -19,7 +19,7 @@ CONTEXT := build/image
 PLUGIN_ARGS = --plugin contrib/sklearn_logreg $(foreach wheel,$(wildcard plugins/*.whl),--plugin $(wheel)) \
 	$(if $(wildcard plugins/requirements.txt),$(shell sed -e 's/#.*//' -e '/^[[:space:]]*$$/d' -e 's/^/--plugin /' plugins/requirements.txt))
 
-.PHONY: run test check venv clean deb-packages wheels image image-run image-test bench proto
+.PHONY: run test check venv clean deb-packages wheels image image-run image-test bench proto test-mlserver
 
 $(STAMP): pyproject.toml contrib/sklearn_logreg/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,14 @@ run: $(STAMP)
 
 test: $(STAMP) deb-packages
 	$(BIN)/python -m pytest tests contrib/sklearn_logreg/tests
+
+# MLServer's own codecs (and pandas) build the content-type requests and read the answers; in a virtual
+# environment of their own, as mlserver brings its own stack. Without it those tests are skipped.
+MLSERVER_VENV ?= build/mlserver-venv
+test-mlserver:
+	$(PYTHON) -m venv $(MLSERVER_VENV)
+	$(MLSERVER_VENV)/bin/python -m pip install --quiet -e '.[test]' 'mlserver==1.7.1'
+	$(MLSERVER_VENV)/bin/python -m pytest tests/test_v2_content_types.py
 
 deb-packages:
 	@missing=$$(for package in $(DEB_PACKAGES); do dpkg -s $$package >/dev/null 2>&1 || echo $$package; done); \

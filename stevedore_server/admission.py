@@ -10,11 +10,12 @@ abandoned to finish on its own, and the server stays responsive.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -68,6 +69,34 @@ class Admission:
         self.limits = limits
         self.metrics = metrics
         self.admitted = 0
+
+    def check_capacity(self, action: str) -> None:
+        """Overloaded when the bound is reached (a stream is refused before its answer starts)."""
+        if self.admitted >= self.limits.capacity:
+            self.metrics.count_error(action, "overloaded")
+            raise Overloaded(f"{self.label} has {self.admitted} inferences running or waiting; try again shortly")
+
+    @contextlib.asynccontextmanager
+    async def streaming(self, action: str) -> AsyncIterator[None]:
+        """A whole stream as one inference: counted against the bound, within the time-out from its start."""
+        self.check_capacity(action)
+        self.admitted += 1
+        started = time.perf_counter()
+        deadline = asyncio.timeout(self.limits.timeout)
+        try:
+            async with deadline:
+                yield
+            self.metrics.observe(action, started)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            self.metrics.count_error(action, "timeout")
+            raise InferenceTimeout(f"{self.label} did not {action} within {self.limits.timeout:g} s") from None
+        except ModelFailure:
+            self.metrics.count_error(action, "error")
+            raise
+        finally:
+            self.admitted -= 1
 
     async def run(self, action: str, work: Coroutine[Any, Any, Any]) -> Any:
         """``work``'s result, or Overloaded (the bound is reached), InferenceTimeout or the model's failure."""

@@ -13,6 +13,7 @@ from .registry import Registry
 from .rest import JSONBytesResponse, check_readiness, health_report, json_result, read_json_text, server_of
 from .routing import ApiRoute
 from .serving import ServingModel
+from .streaming import predict_stream
 
 MODEL = "/models/{name}"
 VERSIONED = "/models/{name}/versions/{version}"
@@ -174,6 +175,11 @@ async def score(request: Request) -> Response:
 def predict_routes() -> list[BaseRoute]:
     """The predict routes, which the app matches first: Starlette tries routes in order, and each miss costs."""
     return [ApiRoute(f"{base}/predict", predict, ["POST"], ["inference"]) for base in (MODEL, VERSIONED)]
+
+
+def stream_routes() -> list[BaseRoute]:
+    """The streamed predict routes (Server-Sent Events, ``streaming``)."""
+    return [ApiRoute(f"{base}/predict/stream", predict_stream, ["POST"], ["inference"]) for base in (MODEL, VERSIONED)]
 
 
 def routes() -> list[BaseRoute]:

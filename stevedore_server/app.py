@@ -4,7 +4,8 @@
 
 The routes: the predict routes first (the hot path), the Open Inference
 Protocol (V2) mount with its own error format, the stevedore routes, the
-original ml-py-stevedore routes, metrics, docs and the web console. The middleware, outermost
+original ml-py-stevedore routes, metrics, docs, the web console, and last the plugins' own routes
+(``extensions``). The middleware, outermost
 first: request context (ids, access log, metrics, last-resort 500), CORS when
 configured, API keys when configured. The error edge: ``EXCEPTION_HANDLERS``.
 The lifespan loads the models (``startup``) and shares the server through the
@@ -34,6 +35,8 @@ from . import api, compat, console, docs, startup
 from .auth import APIKeys
 from .convergence import SharedState
 from .errors import ClientError, ModelFailure, ReportedFailure
+from .extensions import STATE_KEY as PLUGIN_ROUTES
+from .extensions import PluginRoutes, serve_routes
 from .lifecycle import Lifecycle
 from .logs import log_error
 from .metrics import Metrics
@@ -87,11 +90,13 @@ def route_table(settings: Settings) -> list[BaseRoute]:
         *api.predict_routes(),
         *v2_routes.routes(),
         *api.routes(),
+        *api.stream_routes(),
         *compat.routes(),
         ApiRoute("/metrics", metrics_route, ["GET"], ["health"]),
         ApiRoute("/openapi.json", openapi_json, ["GET"], include_in_schema=False),
         *docs.docs_routes(),
         *(console.routes() if settings.console else []),
+        PluginRoutes(),  # last: a plugin's route never comes before a built-in one
     ]
 
 
@@ -130,12 +135,14 @@ def lifespan(settings: Settings, models: ServeModels, metrics: Metrics, table: l
     @asynccontextmanager
     async def serve(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         async with models(settings, metrics) as (server, repository):
+            plugin_routes = serve_routes(server.plugin_routes, table)
             yield {
+                PLUGIN_ROUTES: plugin_routes,
                 "server": server,
                 "repository": repository,
                 "lifecycle": Lifecycle(),
                 "check_threads": anyio.CapacityLimiter(HEALTH_CHECK_THREADS),
-                "routes": table,
+                "routes": [*table, *plugin_routes],
                 "openapi": {},
             }
 

@@ -8,13 +8,14 @@ where a result is expected: called alone it returns a generator, not a result.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from .errors import StartupError
+from .extensions import PluginRoute, checked_route
 from .health import HealthCheck
 from .predictor import Predictor
 from .sources import PluginFailure, PluginSource, failure
@@ -100,6 +101,39 @@ class Hooks:
                 metadata.update(result.value)
         return metadata, failures
 
+    def routes(self, server: ModelServer) -> tuple[list[PluginRoute], list[PluginFailure]]:
+        """Every plugin's own routes (``stevedore_routes``), each placed under its model or its distribution; a
+        plugin that raises, registers what cannot be a route, or names a model not its own is a failure."""
+        routes: list[PluginRoute] = []
+        failures: list[PluginFailure] = []
+        found: list[tuple[str, Callable[..., Any], tuple[str, ...], str | None]] = []
+
+        def register(
+            path: str, endpoint: Callable[..., Any], methods: Sequence[str] = ("GET",), model: str | None = None
+        ) -> None:
+            checked_path, checked_methods = checked_route(path, endpoint, methods)
+            found.append((checked_path, endpoint, checked_methods, model))
+
+        hook = self.manager.hook.stevedore_routes
+        for result in self._each(hook, server=server, register=register):
+            source = self.source(result.plugin, "stevedore_routes")
+            distribution = source.distribution or result.plugin
+            try:
+                if result.error is not None:
+                    raise result.error
+                placed = [
+                    PluginRoute(path, endpoint, methods, source.describe(), model, distribution)
+                    for path, endpoint, methods, model in found
+                ]
+                for route in placed:
+                    check_owner(route, source, server)
+            except Exception as error:
+                failures.append(failure(source, error))
+            else:
+                routes += placed
+            found.clear()
+        return routes, failures
+
     def source(self, plugin: str, hook_name: str) -> PluginSource:
         """The entry point a hook plugin came from, or a source naming the plugin and the hook."""
         return self.sources.get(plugin) or PluginSource(entry_point=plugin, group=hook_name)
@@ -119,3 +153,15 @@ class Hooks:
                 yield HookResult(implementation.plugin_name, None, error)
                 continue
             yield HookResult(implementation.plugin_name, value, None)
+
+
+def check_owner(route: PluginRoute, source: PluginSource, server: ModelServer) -> None:
+    """LookupError unless the model a route goes under is served here and, for an installed plugin, its own."""
+    if route.model is None:
+        return
+    models = [model for model in server.registry.models if model.name == route.model]
+    if not models:
+        raise LookupError(f"{route.describe()}: there is no model {route.model!r}")
+    owners = {model.source.distribution for model in models}
+    if source.distribution is not None and source.distribution not in owners:
+        raise LookupError(f"{route.describe()}: model {route.model!r} is not of {source.distribution}")

@@ -56,6 +56,31 @@ def stevedore_catalogue_metadata(predictor: Predictor, server: ModelServer) -> d
     """
 
 
+#: ``register(path, endpoint, methods=("GET",), model=None)``: one route of a plugin (``stevedore_routes``).
+RegisterRoute = Callable[..., None]
+
+
+@hookspec
+def stevedore_routes(server: ModelServer, register: RegisterRoute) -> None:
+    """Add HTTP routes of the plugin's own, under one of its models or under its distribution.
+
+    Called once at startup, after the models are loaded and the health checks
+    gathered, with the ``server``. Call ``register(path, endpoint,
+    methods=("GET",), model=None)`` for each route: ``path`` starts with ``/``
+    and may hold Starlette path parameters (``/items/{item_id:int}``); with
+    ``model="NAME"`` (a model of the plugin's own distribution) the route is
+    served at ``/models/NAME{path}``, without it at
+    ``/plugins/DISTRIBUTION{path}``. ``endpoint`` is a Starlette endpoint: it
+    takes the ``Request`` and returns a ``Response``; an ``async def`` runs on
+    the event loop, a plain function in a worker thread. The routes pass
+    through every middleware (API keys, limits, request ids, access log,
+    metrics) and are in ``/openapi.json``. A route that would shadow a built-in
+    route or another plugin's is a startup error naming both. Returns nothing;
+    if the implementation raises, or registers what cannot be a route, the
+    plugin is reported as failed and none of its routes is served.
+    """
+
+
 @hookspec
 def stevedore_register_predictors(register: Callable[[Predictor], None]) -> None:
     """Contribute predictors without the ``stevedore.predictors`` entry-point group.

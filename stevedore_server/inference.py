@@ -34,6 +34,7 @@ from .errors import BadRequest, InvalidPayload, NotFound, NotReady
 from .registry import Registry
 from .serialization import loads
 from .serving import ServingModel
+from .v2.content_types import NUMPY_PLAN, ContentPlan
 from .validation import SchemaValidator
 
 if TYPE_CHECKING:
@@ -75,9 +76,11 @@ class JSONValue:
 
 @dataclass(frozen=True)
 class Tensors:
-    """Decoded input tensors by input name (Open Inference Protocol)."""
+    """Decoded input tensors by input name (Open Inference Protocol), and what they become for the predictor
+    once valid (their content types)."""
 
     arrays: dict[str, np.ndarray[Any, Any]]
+    content: ContentPlan = NUMPY_PLAN
 
 
 Payload = JSONText | JSONValue | Tensors
@@ -125,14 +128,17 @@ class Inference:
         model = self.resolve(ref)
         if action is Action.SCORE and not model.predictor.has_score:
             raise NotFound(f"model {model.name!r} version {model.version!r} has no score service")
-        if size_of(payload) > OFF_LOOP_BYTES:
-            prepared = await to_thread.run_sync(prepare, model, action, payload, self.max_json_depth)
-        else:
-            prepared = prepare(model, action, payload, self.max_json_depth)
+        prepared = await self.prepared(model, action, payload)
         runtime = model.runtime
         if runtime is None:  # resolve() returned a model with a runtime; this keeps the type checker sure of it
             raise NotReady(f"model {model.name!r} version {model.version!r} is not running")
         return Answer(model, await runtime.call(action, prepared.value, prepared.rows))
+
+    async def prepared(self, model: ServingModel, action: Action, payload: Payload) -> Prepared:
+        """``payload`` validated for ``action`` on ``model`` (``prepare``), off the event loop when large."""
+        if size_of(payload) > OFF_LOOP_BYTES:
+            return await to_thread.run_sync(prepare, model, action, payload, self.max_json_depth)
+        return prepare(model, action, payload, self.max_json_depth)
 
 
 def size_of(payload: Payload) -> int:
@@ -152,7 +158,7 @@ def prepare(model: ServingModel, action: Action, payload: Payload, max_depth: in
     if isinstance(payload, Tensors):
         if action is not Action.PREDICT:
             raise BadRequest("tensors are predict inputs only")
-        return prepare_tensors(model, validator, payload.arrays)
+        return prepare_tensors(model, validator, payload.arrays, payload.content)
     if isinstance(payload, JSONText) and action is Action.PREDICT:
         return prepare_json_text(model, validator, payload.body, max_depth)
     value = loads(payload.body, max_depth) if isinstance(payload, JSONText) else payload.value
@@ -181,10 +187,14 @@ def prepare_json_text(model: ServingModel, validator: SchemaValidator, body: byt
 
 
 def prepare_tensors(
-    model: ServingModel, validator: SchemaValidator, arrays: dict[str, np.ndarray[Any, Any]]
+    model: ServingModel,
+    validator: SchemaValidator,
+    arrays: dict[str, np.ndarray[Any, Any]],
+    content: ContentPlan = NUMPY_PLAN,
 ) -> Prepared:
-    """Decoded tensors checked against the predict schema: on the array itself where the schema says nothing an
-    array check cannot, else as the JSON lists a predictor without ``numpy_input`` receives."""
+    """Decoded tensors checked against the predict schema (on the array itself where the schema says nothing an
+    array check cannot, else as JSON lists), then turned into what the predictor takes: the DataFrame or the
+    decoded elements their content types ask for, arrays for a ``numpy_input`` predictor, else JSON lists."""
     signature = tensor_signature(model)
     names = [spec.name for spec in signature.inputs]
     if sorted(arrays) != sorted(names):
@@ -193,11 +203,12 @@ def prepare_tensors(
     single = len(names) == 1
     rows = first.shape[0] if first.ndim else None
 
-    def as_lists() -> Any:
-        return first.tolist() if single else {name: array.tolist() for name, array in arrays.items()}
+    def as_lists(given: dict[str, np.ndarray[Any, Any]]) -> Any:
+        return given[names[0]].tolist() if single else {name: array.tolist() for name, array in given.items()}
 
-    if not model.predictor.numpy_input:
-        value = as_lists()
+    plain = content is NUMPY_PLAN
+    if not model.predictor.numpy_input and plain:
+        value = as_lists(arrays)
         validator.validate(value)
         return Prepared(value, rows)
     if signature.tensor_check is not None and single:
@@ -205,8 +216,13 @@ def prepare_tensors(
         if problem:
             raise InvalidPayload(f"input {names[0]!r} does not match the model's schema: it {problem}")
     else:
-        validator.validate(as_lists())
-    return Prepared(first if single else arrays, rows)
+        validator.validate(as_lists(arrays))
+    if content.frame:  # a DataFrame is not rows the batcher can merge
+        return Prepared(content.frame_of(content.decode(arrays)), None)
+    decoded = content.decode(arrays)
+    if not model.predictor.numpy_input:
+        return Prepared(as_lists(decoded), rows)
+    return Prepared(decoded[names[0]] if single else decoded, rows)
 
 
 def tensor_signature(model: ServingModel) -> Signature:

@@ -30,6 +30,7 @@ OVERRIDABLE = (
     "model",
     "tensor_inputs",
     "tensor_outputs",
+    "content_type",
     "numpy_input",
     "max_batch_size",
     "max_batch_time",
@@ -58,7 +59,11 @@ class Predictor:
       tensors, as lists of ``{"name", "datatype", "shape"}`` (-1 for a variable
       dimension). Without them, the input is derived from an array predict
       schema and the output from the self-test's result. Several inputs reach
-      ``convert_prediction_input`` as an object keyed by input name.
+      ``convert_prediction_input`` as an object keyed by input name. A tensor
+      may add ``"content_type"`` (``np``, ``str``, ``base64``, ``datetime``).
+    - ``content_type``: what V2 inputs become where a request names no
+      content type (MLServer's): ``np`` (default), ``str``, ``base64``,
+      ``datetime``, or ``pd``, every input a column of one pandas DataFrame.
     - ``numpy_input``: V2 requests hand ``convert_prediction_input`` the NumPy
       array decoded from the tensor instead of nested lists, and so does a
       large stevedore predict payload that is an array of numbers (float64);
@@ -99,6 +104,7 @@ class Predictor:
     model: Any = None
     tensor_inputs: list[dict[str, Any]] | None = None
     tensor_outputs: list[dict[str, Any]] | None = None
+    content_type: str | None = None
     numpy_input: bool = False
     max_batch_size: int = 1
     max_batch_time: float = 0.0
@@ -183,6 +189,16 @@ class Predictor:
     def predict(self, payload: Any) -> Any:
         """The whole predict pipeline on an already validated payload."""
         return self.convert_output(self.run_predict(self.convert_prediction_input(payload)))
+
+    def predict_stream(self, payload: Any) -> Any:
+        """Override to stream: a generator (or async generator) of JSON-serializable items for a validated predict
+        payload, served as Server-Sent Events by ``POST /models/{name}/predict/stream``. A plain generator runs
+        on the model's threads, one item at a time; a client that disconnects closes it (its ``finally`` runs)."""
+        raise NotImplementedError
+
+    @property
+    def has_stream(self) -> bool:
+        return type(self).predict_stream is not Predictor.predict_stream
 
     def score(self, payload: Any) -> Any:
         """The whole score pipeline on an already validated payload."""

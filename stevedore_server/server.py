@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .extensions import PluginRoute
 from .inference import Inference
 from .metrics import Metrics
 from .predictor import Predictor
@@ -14,11 +15,14 @@ from .sources import PluginSource
 
 @dataclass
 class ModelServer:
-    """Its settings, its models (``registry``), the inference core every front end calls, and its metrics."""
+    """Its settings, its models (``registry``), the inference core every front end calls, its metrics, and the
+    plugins' own routes."""
 
     settings: Settings
     registry: Registry
     metrics: Metrics = field(default_factory=Metrics)
+    #: The plugins' own routes (``stevedore_routes``), served by the app after its built-in routes.
+    plugin_routes: list[PluginRoute] = field(default_factory=list)
     inference: Inference = field(init=False)
 
     def __post_init__(self) -> None:

@@ -105,13 +105,19 @@ def identity_problem(predictor: Predictor) -> str | None:
     return None
 
 
-def build_server(settings: Settings, loaded: Loaded, metrics: Metrics | None = None) -> ModelServer:
-    """The server of the loaded models: health checks and catalogue metadata from the hooks, which receive it."""
+def build_server(
+    settings: Settings, loaded: Loaded, metrics: Metrics | None = None, serves_http: bool = True
+) -> ModelServer:
+    """The server of the loaded models: health checks, the plugins' routes (where it ``serves_http``: not a Ray
+    replica) and catalogue metadata from the hooks, which receive it."""
     registry = Registry(Snapshot.of(serving.describe(model, {}) for model in loaded.models), list(loaded.failures))
     server = ModelServer(settings, registry, metrics or Metrics())
     checks, failures = loaded.hooks.health_checks(server)
     registry.health_checks = checks
     registry.plugin_failures += failures
+    if serves_http:
+        server.plugin_routes, failures = loaded.hooks.routes(server)
+        registry.plugin_failures += failures
     for model in registry.models:
         metadata, failures = loaded.hooks.catalogue_metadata(model.predictor, server)
         registry.plugin_failures += failures

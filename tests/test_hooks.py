@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from stevedore_server import Predictor, hookimpl, hookspecs, startup
 from stevedore_server.errors import StartupError
@@ -97,6 +99,22 @@ class Team:
         if predictor.name == "noscore":
             return None
         return {"team": "vision", "distribution": "overridden"}
+
+
+class RoutePlugin:
+    @hookimpl
+    def stevedore_routes(self, server: ModelServer, register: Callable[..., None]) -> None:
+        async def models(request: Request) -> Response:
+            return JSONResponse(sorted(model.name for model in server.registry.models))
+
+        register("/names", models, model="rowsum")
+
+
+def test_hook_stevedore_routes(make_client: Callable[..., TestClient]) -> None:
+    """More in test_extensions.py."""
+    client = make_client(Registers(RowSum()), RoutePlugin())
+    assert client.get("/models/rowsum/names").json() == ["rowsum"]
+    assert "/models/rowsum/names" in client.get("/openapi.json").json()["paths"]
 
 
 def test_hook_stevedore_catalogue_metadata(make_client: Callable[..., TestClient]) -> None:

@@ -84,9 +84,8 @@ def test_several_inputs_reach_the_model_as_an_object(client: TestClient) -> None
         outputs=[{"name": "label"}],
     )
     assert response.status_code == 200, response.text
-    assert response.json()["outputs"] == [
-        {"name": "label", "datatype": "BYTES", "shape": [2], "data": ["small", "big"]}
-    ]
+    label = {"name": "label", "datatype": "BYTES", "shape": [2], "data": ["small", "big"]}
+    assert response.json()["outputs"] == [{**label, "parameters": {"content_type": "str"}}]
     missing = infer(client, "two-inputs", {"name": "a", "shape": [1, 2], "datatype": "FP64", "data": [1, 2]})
     assert missing.status_code == 400 and missing.json() == {"error": "missing inputs: b"}
 

@@ -93,7 +93,8 @@ def load_one(settings: Settings, name: str, version: str) -> ModelServer:
     if not found:
         raise StartupError(f"no installed plugin provides model {name!r} version {version!r} on this node")
     model = load_model(found[0].predictor, found[0].source)
-    return startup.build_server(settings, Loaded((model,), (), hooks))
+    # A replica answers its ingress, not HTTP: the plugins' routes are the ingress's.
+    return startup.build_server(settings, Loaded((model,), (), hooks), serves_http=False)
 
 
 class ModelReplica:

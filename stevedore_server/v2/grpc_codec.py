@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import BadRequest, ModelFailure
 from ..inference import Answer
+from .content_types import ContentPlan, checked, plan_of
 from .protocol import ModelInferResponse
 from .routes import outputs_of
 from .signature import Signature
@@ -87,6 +88,20 @@ def decode_inputs(request: Any, signature: Signature) -> dict[str, np.ndarray[An
     return arrays
 
 
+def content_plan(request: Any, signature: Signature) -> ContentPlan:
+    """What the request's inputs become for the predictor, from the ``content_type`` string parameters of the
+    request and its inputs and the content types the model declares."""
+    input_types = {tensor.name: content_type_of(tensor.parameters, tensor.name) for tensor in request.inputs}
+    request_type = content_type_of(request.parameters, "the request")
+    return plan_of(request_type, input_types, signature.declared_content(), signature.content_type)
+
+
+def content_type_of(parameters: Any, where: str) -> str | None:
+    if "content_type" not in parameters:
+        return None
+    return checked(parameters["content_type"].string_param, where)
+
+
 def typed_contents(name: str, datatype: str, contents: Any, count: int) -> np.ndarray[Any, Any]:
     """A flat array from an input's typed contents: only the field of its datatype may hold elements."""
     field = CONTENTS_FIELD.get(datatype)
@@ -115,8 +130,11 @@ def encode_response(answer: Answer, request: Any, selected: list[str]) -> Any:
     raw = bool(request.raw_input_contents)
     for name in selected:
         try:
-            datatype, array = output_array(results[name])
+            declared = model.signature.output_content_type(name) if model.signature else None
+            tensor = output_array(results[name], declared)
+            datatype, array = tensor.datatype, tensor.array
             output = response.outputs.add(name=name, datatype=datatype, shape=array.shape)
+            output.parameters["content_type"].string_param = tensor.content_type
             if raw:
                 response.raw_output_contents.append(raw_bytes(datatype, array))
             else:

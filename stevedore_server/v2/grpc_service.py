@@ -26,7 +26,7 @@ from ..lifecycle import Lifecycle
 from ..repository import ModelRepository
 from ..server import ModelServer
 from . import protocol as pb
-from .grpc_codec import decode_inputs, encode_response, requested_outputs
+from .grpc_codec import content_plan, decode_inputs, encode_response, requested_outputs
 from .routes import EXTENSIONS
 
 #: A handler: request message to (an awaitable of) the response message, or to an async iterator of them.
@@ -122,7 +122,8 @@ class InferenceService:
         )
         arrays = await to_thread.run_sync(decode) if large else decode()
         selected = requested_outputs(request, signature)
-        answer = await self.server.inference.call(ref, Action.PREDICT, Tensors(arrays))
+        content = content_plan(request, signature)
+        answer = await self.server.inference.call(ref, Action.PREDICT, Tensors(arrays, content))
         return encode_response(answer, request, selected)
 
     # -- the model repository extension ---------------------------------------------

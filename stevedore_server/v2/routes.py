@@ -19,6 +19,8 @@ from ..rest import JSONBytesResponse, check_readiness, error_response, http_erro
 from ..routing import ApiRoute, ProtocolMount
 from ..serialization import dumps, loads
 from ..serving import ServingModel
+from .content_types import ContentPlan, checked, plan_of
+from .generate import generate, generate_stream
 from .signature import Signature
 from .tensors import (
     TensorSpec,
@@ -31,7 +33,9 @@ from .tensors import (
 )
 
 PREFIX = "/v2"
+#: Extensions of both transports; REST also has the generate extension.
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
+REST_EXTENSIONS = [*EXTENSIONS, "generate"]
 #: Statuses the protocol's clients tell apart; every other client error is its 400.
 KEPT_STATUSES = frozenset({401, 404, 413, 503, 504})
 HEADER_LENGTH = "inference-header-content-length"
@@ -55,7 +59,7 @@ EXCEPTION_HANDLERS = {ClientError: client_error, HTTPException: http_error}
 
 
 async def server_metadata(request: Request) -> Response:
-    return JSONBytesResponse({"name": "stevedore-server", "version": __version__, "extensions": EXTENSIONS})
+    return JSONBytesResponse({"name": "stevedore-server", "version": __version__, "extensions": REST_EXTENSIONS})
 
 
 async def server_live(request: Request) -> Response:
@@ -103,10 +107,12 @@ async def model_ready(request: Request) -> Response:
 
 @dataclass(frozen=True)
 class Decoded:
-    """A decoded inference request: its JSON header, its input arrays, the outputs it wants."""
+    """A decoded inference request: its JSON header, its input arrays, what they become for the predictor, the
+    outputs it wants."""
 
     header: dict[str, Any]
     arrays: dict[str, np.ndarray[Any, Any]]
+    content: ContentPlan
     selected: list[str]
 
 
@@ -120,7 +126,7 @@ async def infer(request: Request) -> Response:
     max_depth = server_of(request).settings.max_json_depth
     # A large body is decoded off the event loop, as JSON bodies are parsed.
     decoded = await to_thread.run_sync(decode, max_depth) if len(body) > OFF_LOOP_BYTES else decode(max_depth)
-    answer = await inference.call(ref, Action.PREDICT, Tensors(decoded.arrays))
+    answer = await inference.call(ref, Action.PREDICT, Tensors(decoded.arrays, decoded.content))
     content, headers = encode_response(answer, decoded.header, decoded.selected)
     media_type = "application/octet-stream" if HEADER_LENGTH in headers else "application/json"
     return Response(content, media_type=media_type, headers=headers)
@@ -129,7 +135,17 @@ async def infer(request: Request) -> Response:
 def decode_request(signature: Signature, header_length: str | None, body: bytes, max_depth: int) -> Decoded:
     header, binary = split_body(body, header_length, max_depth)
     arrays = decode_inputs(header, binary, signature)
-    return Decoded(header, arrays, requested_outputs(header, signature))
+    return Decoded(header, arrays, content_plan(header, signature), requested_outputs(header, signature))
+
+
+def content_plan(header: dict[str, Any], signature: Signature) -> ContentPlan:
+    """What the request's inputs become for the predictor, from the content types it and the model name."""
+    request_type = checked(parameters(header, "the request").get("content_type"), "the request")
+    input_types = {
+        tensor["name"]: checked(parameters(tensor, f"input {tensor['name']!r}").get("content_type"), tensor["name"])
+        for tensor in header["inputs"]
+    }
+    return plan_of(request_type, input_types, signature.declared_content(), signature.content_type)
 
 
 def split_body(body: bytes, declared: str | None, max_depth: int) -> tuple[dict[str, Any], bytes]:
@@ -225,13 +241,15 @@ def encode_response(answer: Answer, header: dict[str, Any], selected: list[str])
     """The inference response (body and headers): the selected outputs, JSON or binary as asked."""
     entry = answer.model
     results = outputs_of(answer)
+    signature = entry.signature
     binary_default = parameters(header, "the request").get("binary_data_output") is True
     wanted = {o["name"]: o.get("parameters", {}) for o in header.get("outputs") or []}
     tensors, chunks = [], []
     for name in selected:
         binary = wanted.get(name, {}).get("binary_data", binary_default) is True
         try:
-            tensor, raw = encode_output(name, results[name], binary)
+            declared = signature.output_content_type(name) if signature else None
+            tensor, raw = encode_output(name, results[name], binary, declared)
         except (TypeError, ValueError) as error:
             raise ModelFailure(entry.name, entry.version, "predict", error) from error
         tensors.append(tensor)
@@ -286,6 +304,11 @@ def routes() -> list[BaseRoute]:
         return ApiRoute(path, handler, [method], tags, template=PREFIX + path)
 
     mounted: list[BaseRoute] = [route(f"{base}/infer", infer, "POST") for base in (MODEL, VERSIONED)]
+    for base in (MODEL, VERSIONED):
+        mounted += [
+            route(f"{base}/generate", generate, "POST"),
+            route(f"{base}/generate_stream", generate_stream, "POST"),
+        ]
     mounted += [route("/health/live", server_live, "GET"), route("/health/ready", server_ready, "GET")]
     for base in (MODEL, VERSIONED):
         mounted += [route(base, model_metadata, "GET"), route(f"{base}/ready", model_ready, "GET")]

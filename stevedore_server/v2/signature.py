@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import BadRequest, NoTensorInterface
 from ..validation import ArrayCheck
+from .content_types import CONTENT_TYPES, ELEMENT_TYPES, encode_elements
 from .tensors import DTYPES, TensorSpec, datatype_of
 
 if TYPE_CHECKING:
@@ -25,6 +26,15 @@ class Signature:
     outputs: tuple[TensorSpec, ...]
     #: Where the predict schema says nothing an array check cannot, the check; else None (validate the JSON).
     tensor_check: ArrayCheck | None = None
+    #: The content type the predictor asks for where a request names none (None: ``np``).
+    content_type: str | None = None
+
+    def declared_content(self) -> dict[str, tuple[str, str | None]]:
+        """Each input's datatype and declared content type, by input name."""
+        return {spec.name: (spec.datatype, spec.content_type) for spec in self.inputs}
+
+    def output_content_type(self, name: str) -> str | None:
+        return next((spec.content_type for spec in self.outputs if spec.name == name), None)
 
     def select_outputs(self, requested: list[str]) -> list[str]:
         """The outputs a request asks for by name (none named: every output); BadRequest for an unknown one."""
@@ -59,7 +69,10 @@ def signature_of(model: LoadedModel) -> Signature:
         outputs = tuple(declared(spec, "tensor_outputs") for spec in predictor.tensor_outputs)
     else:
         outputs = (output_from_result(model.predict_fixture, model.fixture_output),)
-    return Signature(inputs, outputs, check)
+    content_type = predictor.content_type
+    if content_type is not None and content_type not in CONTENT_TYPES:
+        raise NoTensorInterface(f"content_type {content_type!r} is not one of {', '.join(CONTENT_TYPES)}")
+    return Signature(inputs, outputs, check, content_type)
 
 
 def declared(spec: Any, attribute: str) -> TensorSpec:
@@ -70,7 +83,10 @@ def declared(spec: Any, attribute: str) -> TensorSpec:
     shape = spec.get("shape")
     if not isinstance(shape, (list, tuple)) or not all(type(dim) is int and dim >= -1 for dim in shape):
         raise NoTensorInterface(f"{attribute}: shape {shape!r} must be a list of integers >= -1")
-    return TensorSpec(spec["name"], spec["datatype"], tuple(shape))
+    content_type = spec.get("content_type")
+    if content_type is not None and content_type not in ELEMENT_TYPES:
+        raise NoTensorInterface(f"{attribute}: content_type {content_type!r} is not one of {', '.join(ELEMENT_TYPES)}")
+    return TensorSpec(spec["name"], spec["datatype"], tuple(shape), content_type)
 
 
 def input_from_schema(schema: dict[str, Any]) -> tuple[TensorSpec, ArrayCheck | None]:
@@ -97,7 +113,7 @@ def input_from_schema(schema: dict[str, Any]) -> tuple[TensorSpec, ArrayCheck | 
 def output_from_result(fixture: Any, result: Any) -> TensorSpec:
     """The output tensor the self-test's result shows; the batch dimension is variable."""
     try:
-        array = np.asarray(result)
+        array, _ = encode_elements(np.asarray(result), None)
         datatype = datatype_of(array)
     except (TypeError, ValueError) as error:
         raise NoTensorInterface(f"the predict output on the fixture is not a tensor: {error}") from None

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadRequest
+from .content_types import encode_elements
 
 #: The protocol's datatypes that NumPy can hold, little-endian as the binary extension defines.
 DTYPES: dict[str, np.dtype[Any]] = {
@@ -44,14 +45,19 @@ def datatype_of(array: np.ndarray[Any, Any]) -> str:
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """Name, datatype and shape (-1 for a variable dimension) of one input or output."""
+    """Name, datatype and shape (-1 for a variable dimension) of one input or output, and the content type the
+    predictor declares for it (None: none)."""
 
     name: str
     datatype: str
     shape: tuple[int, ...]
+    content_type: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+        metadata: dict[str, Any] = {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+        if self.content_type is not None:
+            metadata["parameters"] = {"content_type": self.content_type}
+        return metadata
 
     def accepts_shape(self, shape: list[int]) -> bool:
         if len(shape) != len(self.shape):
@@ -201,13 +207,23 @@ def element_count(shape: list[int]) -> int:
     return math.prod(shape)
 
 
-def output_array(result: Any) -> tuple[str, np.ndarray[Any, Any]]:
-    """A model's output as an array and its datatype; TypeError or ValueError for what no tensor may hold."""
-    array = np.asarray(result)
+@dataclass(frozen=True)
+class OutputArray:
+    """A model's output as a tensor holds it: datatype, elements and their content type."""
+
+    datatype: str
+    array: np.ndarray[Any, Any]
+    content_type: str
+
+
+def output_array(result: Any, declared: str | None = None) -> OutputArray:
+    """A model's output as a tensor, of the content type the output ``declared`` where it has one; TypeError or
+    ValueError for what no tensor may hold."""
+    array, content_type = encode_elements(np.asarray(result), declared)
     datatype = datatype_of(array)
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise ValueError("the output holds NaN or infinity")
-    return datatype, array
+    return OutputArray(datatype, array, content_type)
 
 
 def raw_bytes(datatype: str, array: np.ndarray[Any, Any]) -> bytes:
@@ -215,16 +231,21 @@ def raw_bytes(datatype: str, array: np.ndarray[Any, Any]) -> bytes:
     return encode_binary_bytes(array) if datatype == "BYTES" else array.astype(DTYPES[datatype]).tobytes()
 
 
-def encode_output(name: str, result: Any, binary: bool) -> tuple[dict[str, Any], bytes | None]:
-    """An output tensor (JSON header and, for binary, its raw bytes) whose datatype and shape follow ``result``."""
-    datatype, array = output_array(result)
+def encode_output(
+    name: str, result: Any, binary: bool, declared: str | None = None
+) -> tuple[dict[str, Any], bytes | None]:
+    """An output tensor (JSON header and, for binary, its raw bytes) whose datatype and shape follow ``result``;
+    its ``parameters.content_type`` tells MLServer's codecs what it holds."""
+    output = output_array(result, declared)
+    datatype, array = output.datatype, output.array
     tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+    tensor["parameters"] = {"content_type": output.content_type}
     if not binary:
         flat = array.ravel().tolist()
         tensor["data"] = [x.decode("utf-8", "replace") if isinstance(x, bytes) else x for x in flat]
         return tensor, None
     raw = raw_bytes(datatype, array)
-    tensor["parameters"] = {"binary_data_size": len(raw)}
+    tensor["parameters"]["binary_data_size"] = len(raw)
     return tensor, raw
 
 
