@@ -34,13 +34,18 @@ run: $(STAMP)
 
 test: $(STAMP) deb-packages
 	$(BIN)/python -m pytest tests contrib/sklearn_logreg/tests
+	$(MAKE) test-mlserver
 
-# MLServer's own codecs (and pandas) build the content-type requests and read the answers; in a virtual
-# environment of their own, as mlserver brings its own stack. Without it those tests are skipped.
+# MLServer's own codecs (and pandas) build the content-type requests and read the answers, in a virtual
+# environment of their own, as mlserver brings its own stack (`make test` runs them; the main one skips them).
 MLSERVER_VENV ?= build/mlserver-venv
-test-mlserver:
+MLSERVER_STAMP := $(MLSERVER_VENV)/.installed
+$(MLSERVER_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(MLSERVER_VENV)
 	$(MLSERVER_VENV)/bin/python -m pip install --quiet -e '.[test]' 'mlserver==1.7.1'
+	touch $@
+
+test-mlserver: $(MLSERVER_STAMP)
 	$(MLSERVER_VENV)/bin/python -m pytest tests/test_v2_content_types.py
 
 deb-packages:
