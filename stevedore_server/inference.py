@@ -48,6 +48,8 @@ VECTOR_CHECK_MIN_BYTES = 2048
 class Action(enum.StrEnum):
     PREDICT = "predict"
     SCORE = "score"
+    #: Parameters of a training job: validated here, run by ``jobs`` (never by the model's runtime).
+    TRAIN = "train"
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,13 @@ class Inference:
             )
         return model
 
+    def train_parameters(self, ref: ModelRef, payload: Payload) -> tuple[ServingModel, Any]:
+        """The model ``ref`` names and ``payload`` validated against its train schema (NotFound without one)."""
+        model = self.resolve(ref)
+        if not model.predictor.has_train:
+            raise NotFound(f"model {model.name!r} version {model.version!r} cannot be trained")
+        return model, prepare(model, Action.TRAIN, payload, self.max_json_depth).value
+
     def resolve_tensors(self, ref: ModelRef) -> tuple[ServingModel, Signature]:
         """The model ``ref`` names and its tensors (Open Inference Protocol): BadRequest for a model without."""
         model = self.resolve(ref)
@@ -146,7 +155,11 @@ def size_of(payload: Payload) -> int:
 def prepare(model: ServingModel, action: Action, payload: Payload, max_depth: int) -> Prepared:
     """``payload`` validated against the model's schema for ``action``, as the predictor takes it."""
     loaded = model.loaded
-    validator = loaded.predict_validator if action is Action.PREDICT else loaded.score_validator
+    validator = {
+        Action.PREDICT: loaded.predict_validator,
+        Action.SCORE: loaded.score_validator,
+        Action.TRAIN: loaded.train_validator,
+    }[action]
     if validator is None:
         raise NotFound(f"model {model.name!r} version {model.version!r} has no {action} service")
     if isinstance(payload, Tensors):
