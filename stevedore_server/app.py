@@ -30,10 +30,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from . import api, compat, console, docs, startup
+from . import api, compat, console, docs, jobs_api, startup
 from .auth import APIKeys
 from .convergence import SharedState
 from .errors import ClientError, ModelFailure, ReportedFailure
+from .jobs import Jobs
 from .lifecycle import Lifecycle
 from .logs import log_error
 from .metrics import Metrics
@@ -88,6 +89,7 @@ def route_table(settings: Settings) -> list[BaseRoute]:
         *v2_routes.routes(),
         *api.routes(),
         *compat.routes(),
+        *jobs_api.routes(),
         ApiRoute("/metrics", metrics_route, ["GET"], ["health"]),
         ApiRoute("/openapi.json", openapi_json, ["GET"], include_in_schema=False),
         *docs.docs_routes(),
@@ -129,8 +131,9 @@ def local_models(manager: pluggy.PluginManager | None) -> ServeModels:
 def lifespan(settings: Settings, models: ServeModels, metrics: Metrics, table: list[BaseRoute]) -> Any:
     @asynccontextmanager
     async def serve(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        async with models(settings, metrics) as (server, repository):
+        async with models(settings, metrics) as (server, repository), running_jobs(settings, server) as jobs:
             yield {
+                "jobs": jobs,
                 "server": server,
                 "repository": repository,
                 "lifecycle": Lifecycle(),
@@ -140,6 +143,17 @@ def lifespan(settings: Settings, models: ServeModels, metrics: Metrics, table: l
             }
 
     return serve
+
+
+@asynccontextmanager
+async def running_jobs(settings: Settings, server: ModelServer) -> AsyncIterator[Jobs]:
+    """The jobs of this server process: recovered and dispatched at startup, stopped (interrupted) at exit."""
+    jobs = Jobs(settings, server.registry)
+    await anyio.to_thread.run_sync(jobs.start)
+    try:
+        yield jobs
+    finally:
+        await anyio.to_thread.run_sync(jobs.close)
 
 
 async def metrics_route(request: Request) -> Response:

@@ -1,0 +1,94 @@
+"""The jobs routes: start a training, list, watch and cancel jobs. The work is ``jobs.Jobs``'s, off the event loop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from anyio import to_thread
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+
+from .api import MODEL, VERSIONED, model_ref
+from .errors import BadRequest
+from .inference import JSONText
+from .jobs import Jobs
+from .jobstore import JobState
+from .rest import JSONBytesResponse, read_json_text, server_of
+from .routing import ApiRoute
+
+DEFAULT_PAGE = 50
+MAX_PAGE = 1000
+
+
+def jobs_of(request: Request) -> Jobs:
+    jobs: Jobs = request.state.jobs
+    return jobs
+
+
+def int_parameter(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise BadRequest(f"query parameter {name}: {raw!r} is not an integer from {low} to {high}")
+    return int(raw)
+
+
+async def train(request: Request) -> Response:
+    """Start training the model on the body's parameters (checked against its train schema): 202 with the job."""
+    inference = server_of(request).inference
+    ref = model_ref(request)
+    inference.resolve(ref)  # an unknown or unready model is answered before its body is read
+    model, params = inference.train_parameters(ref, JSONText(await read_json_text(request)))
+    job = await to_thread.run_sync(jobs_of(request).submit, model.name, model.version, params)
+    return JSONBytesResponse(job.as_dict(), status_code=202, headers={"Location": f"/jobs/{job.id}"})
+
+
+async def list_jobs(request: Request) -> Response:
+    """Jobs, newest first; filter by ``model`` and ``state``, page with ``limit`` and ``offset``."""
+    state = request.query_params.get("state")
+    if state is not None and state not in {item.value for item in JobState}:
+        raise BadRequest(f"query parameter state: {state!r} is not one of {', '.join(JobState)}")
+    limit = int_parameter(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    offset = int_parameter(request, "offset", 0, 0, 2**31)
+    model = request.query_params.get("model")
+    found = await to_thread.run_sync(lambda: jobs_of(request).store.find(model, state, limit, offset))
+    body: dict[str, Any] = {"jobs": [job.as_dict() for job in found], "limit": limit, "offset": offset}
+    return JSONBytesResponse(body)
+
+
+async def job_detail(request: Request) -> Response:
+    """One job: its state, progress, parameters, timestamps, and result or error."""
+    job = await to_thread.run_sync(jobs_of(request).get, request.path_params["id"])
+    return JSONBytesResponse(job.as_dict())
+
+
+async def job_logs(request: Request) -> Response:
+    """The job's log lines, oldest first; ``after`` (a line's id) for the lines since."""
+    jobs = jobs_of(request)
+    job_id = request.path_params["id"]
+    after = int_parameter(request, "after", 0, 0, 2**62)
+    limit = int_parameter(request, "limit", MAX_PAGE, 1, MAX_PAGE)
+
+    def read() -> list[dict[str, Any]]:
+        jobs.get(job_id)
+        return list(jobs.store.logs(job_id, after, limit))
+
+    return JSONBytesResponse({"id": job_id, "lines": await to_thread.run_sync(read)})
+
+
+async def cancel_job(request: Request) -> Response:
+    """Cancel the job: a queued one at once (200), a running one is stopped (202 until it has); 409 if finished."""
+    job = await to_thread.run_sync(jobs_of(request).cancel, request.path_params["id"])
+    return JSONBytesResponse(job.as_dict(), status_code=200 if job.state is JobState.CANCELLED else 202)
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        *(ApiRoute(f"{base}/train", train, ["POST"], ["jobs"]) for base in (MODEL, VERSIONED)),
+        ApiRoute("/jobs", list_jobs, ["GET"], ["jobs"]),
+        ApiRoute("/jobs/{id}", job_detail, ["GET"], ["jobs"]),
+        ApiRoute("/jobs/{id}", cancel_job, ["DELETE"], ["jobs"]),
+        ApiRoute("/jobs/{id}/logs", job_logs, ["GET"], ["jobs"]),
+    ]
