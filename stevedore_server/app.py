@@ -86,6 +86,7 @@ def app_from_env() -> Starlette:
 def route_table(settings: Settings) -> list[BaseRoute]:
     return [
         *api.predict_routes(),
+        *jobs_api.deepaas_routes(),
         *v2_routes.routes(),
         *api.routes(),
         *compat.routes(),

@@ -10,10 +10,10 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from .api import MODEL, VERSIONED, model_ref
-from .errors import BadRequest
+from .errors import BadRequest, NotFound
 from .inference import JSONText
 from .jobs import Jobs
-from .jobstore import JobState
+from .jobstore import Job, JobState, iso
 from .rest import JSONBytesResponse, read_json_text, server_of
 from .routing import ApiRoute
 
@@ -82,6 +82,88 @@ async def cancel_job(request: Request) -> Response:
     """Cancel the job: a queued one at once (200), a running one is stopped (202 until it has); 409 if finished."""
     job = await to_thread.run_sync(jobs_of(request).cancel, request.path_params["id"])
     return JSONBytesResponse(job.as_dict(), status_code=200 if job.state is JobState.CANCELLED else 202)
+
+
+# -- the DEEPaaS V2 train routes, as aliases ----------------------------------
+
+#: DEEPaaS's training statuses for ours.
+DEEPAAS_STATUS = {
+    JobState.QUEUED: "pending",
+    JobState.RUNNING: "running",
+    JobState.SUCCEEDED: "done",
+    JobState.FAILED: "error",
+    JobState.CANCELLED: "cancelled",
+    JobState.INTERRUPTED: "error",
+}
+DEEPAAS_TRAIN = "/v2/models/{name}/train"
+
+
+def deepaas_view(job: Job) -> dict[str, Any]:
+    """A job in DEEPaaS's shape: ``{date, args, uuid, status}``, ``result`` when done, ``message`` on error."""
+    view: dict[str, Any] = {
+        "date": iso(job.created),
+        "args": job.params,
+        "uuid": job.id,
+        "status": DEEPAAS_STATUS[job.state],
+    }
+    if job.state is JobState.SUCCEEDED:
+        view["result"] = job.result
+    if job.error is not None:
+        view["message"] = job.error
+    return view
+
+
+def deepaas_job(request: Request, job: Job) -> Job:
+    """The job of the path's uuid, as long as it trains the path's model (DEEPaaS's 404 otherwise)."""
+    if job.model != request.path_params["name"]:
+        raise NotFound(f"model {request.path_params['name']!r} has no training {job.id!r}")
+    return job
+
+
+async def deepaas_train(request: Request) -> Response:
+    """DEEPaaS: start a training (``POST .../train/``); 200 with the training, as DEEPaaS answers."""
+    inference = server_of(request).inference
+    ref = model_ref(request)
+    inference.resolve(ref)
+    model, params = inference.train_parameters(ref, JSONText(await read_json_text(request)))
+    job = await to_thread.run_sync(jobs_of(request).submit, model.name, model.version, params)
+    return JSONBytesResponse(deepaas_view(job))
+
+
+async def deepaas_list(request: Request) -> Response:
+    """DEEPaaS: the model's trainings, a list."""
+    name = request.path_params["name"]
+    server_of(request).registry.get(name)
+    found = await to_thread.run_sync(lambda: jobs_of(request).store.find(name, None, MAX_PAGE, 0))
+    return JSONBytesResponse([deepaas_view(job) for job in found])
+
+
+async def deepaas_detail(request: Request) -> Response:
+    """DEEPaaS: one training."""
+    job = await to_thread.run_sync(jobs_of(request).get, request.path_params["uuid"])
+    return JSONBytesResponse(deepaas_view(deepaas_job(request, job)))
+
+
+async def deepaas_cancel(request: Request) -> Response:
+    """DEEPaaS: cancel a training; the answer says ``cancelled``, as DEEPaaS's does, once it was asked."""
+    jobs = jobs_of(request)
+    deepaas_job(request, await to_thread.run_sync(jobs.get, request.path_params["uuid"]))
+    job = await to_thread.run_sync(jobs.cancel, request.path_params["uuid"])
+    return JSONBytesResponse(deepaas_view(job) | {"status": "cancelled"})
+
+
+def deepaas_routes() -> list[BaseRoute]:
+    """Before the Open Inference Protocol's mount, which would take every path under ``/v2``."""
+    table: list[BaseRoute] = []
+    for slash in ("/", ""):  # DEEPaaS's paths end with a slash; documented once
+        shown = slash == "/"
+        table += [
+            ApiRoute(DEEPAAS_TRAIN + slash, deepaas_train, ["POST"], ["deepaas"], shown),
+            ApiRoute(DEEPAAS_TRAIN + slash, deepaas_list, ["GET"], ["deepaas"], shown),
+            ApiRoute(DEEPAAS_TRAIN + "/{uuid}" + slash, deepaas_detail, ["GET"], ["deepaas"], shown),
+            ApiRoute(DEEPAAS_TRAIN + "/{uuid}" + slash, deepaas_cancel, ["DELETE"], ["deepaas"], shown),
+        ]
+    return table
 
 
 def routes() -> list[BaseRoute]:

@@ -246,3 +246,40 @@ def test_a_job_left_running_by_a_killed_server_is_interrupted_at_startup_with_it
     lines = [line["line"] for line in client.get(f"/jobs/{job.id}/logs").json()["lines"]]
     assert lines[0] == "misbehaving: hang" and "interrupted" in lines[-1]
     assert leftover_group.wait(timeout=GRACE + 2.0) == -signal.SIGTERM
+
+
+def test_the_deepaas_train_routes_answer_in_deepaas_shape(jobs_client: TestClient) -> None:
+    response = jobs_client.post("/v2/models/iris-trainer/train/", json={"C": 2.0})
+    assert response.status_code == 200, response.text
+    started = response.json()
+    assert set(started) == {"date", "args", "uuid", "status"} and started["args"] == {"C": 2.0}
+    assert started["status"] in ("pending", "running")
+    done = wait_for(jobs_client, started["uuid"], "succeeded", "failed")
+    assert done["state"] == "succeeded"
+    training = jobs_client.get(f"/v2/models/iris-trainer/train/{started['uuid']}").json()
+    assert training["status"] == "done" and training["result"]["accuracy"] > 0.9
+    assert training["date"] == started["date"]
+    listed = jobs_client.get("/v2/models/iris-trainer/train/").json()
+    assert [item["uuid"] for item in listed] == [started["uuid"]]
+    assert jobs_client.get(f"/v2/models/misbehaving-trainer/train/{started['uuid']}").status_code == 404
+    assert jobs_client.post("/v2/models/iris-trainer/train/", json={"C": 0}).status_code == 422
+
+
+def test_a_deepaas_cancel_answers_cancelled(jobs_client: TestClient) -> None:
+    started = jobs_client.post("/v2/models/misbehaving-trainer/train", json={"mode": "hang"}).json()
+    wait_until_hanging(jobs_client, started["uuid"])
+    cancelled = jobs_client.delete(f"/v2/models/misbehaving-trainer/train/{started['uuid']}/")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    wait_for(jobs_client, started["uuid"], "cancelled")
+    failed = jobs_client.get(f"/v2/models/misbehaving-trainer/train/{started['uuid']}").json()
+    assert failed["status"] == "cancelled" and failed["message"] == "cancelled"
+
+
+def test_the_jobs_routes_need_an_api_key_when_keys_are_set(
+    make_client: Callable[..., TestClient], trainers: Registers, state_dir: Path
+) -> None:
+    client = make_client(trainers, settings=Settings(state_dir=str(state_dir), api_keys=("secret",)))
+    assert client.get("/jobs").status_code == 401
+    assert client.post("/models/iris-trainer/train", json={}).status_code == 401
+    assert client.get("/v2/models/iris-trainer/train/").status_code == 401
+    assert client.get("/jobs", headers={"Authorization": "Bearer secret"}).status_code == 200
