@@ -8,6 +8,7 @@ any other.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -131,3 +132,29 @@ def test_sigterm_to_the_server_interrupts_and_stops_its_running_job(state_dir: P
         assert server.stop() == 0, server.log()
     assert gone(job["pid"])
     assert stored_state(state_dir, job["id"]) is JobState.INTERRUPTED
+
+
+def test_the_jobs_commands_drive_a_running_server(state_dir: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from stevedore_server.cli import main
+
+    server = serving(tmp_path / "server.log")
+    try:
+        job = hanging_job(server)
+        runner = CliRunner()
+        listed = runner.invoke(main, ["jobs", "list", "--url", server.url, "--state", "running"])
+        assert listed.exit_code == 0 and job["id"] in listed.output and "running" in listed.output
+        shown = runner.invoke(main, ["jobs", "show", job["id"], "--url", server.url])
+        assert shown.exit_code == 0 and json.loads(shown.output)["params"] == {"mode": "hang"}
+        logs = runner.invoke(main, ["jobs", "logs", job["id"], "--url", server.url])
+        assert logs.exit_code == 0 and "misbehaving: hang" in logs.output
+        cancelled = runner.invoke(main, ["jobs", "cancel", job["id"], "--url", server.url])
+        assert cancelled.exit_code == 0 and job["id"] in cancelled.output
+        assert gone_within(job["pid"], GRACE + 3.0)
+        again = runner.invoke(main, ["jobs", "cancel", job["id"], "--url", server.url])
+        assert again.exit_code != 0 and "409" in again.output and "already finished" in again.output
+        missing = runner.invoke(main, ["jobs", "show", "no-such-job", "--url", server.url])
+        assert missing.exit_code != 0 and "404" in missing.output
+    finally:
+        server.stop()
