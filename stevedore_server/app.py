@@ -149,7 +149,7 @@ def lifespan(settings: Settings, models: ServeModels, metrics: Metrics, table: l
 @asynccontextmanager
 async def running_jobs(settings: Settings, server: ModelServer) -> AsyncIterator[Jobs]:
     """The jobs of this server process: recovered and dispatched at startup, stopped (interrupted) at exit."""
-    jobs = Jobs(settings, server.registry)
+    jobs = Jobs(settings, server.registry, server.metrics)
     await anyio.to_thread.run_sync(jobs.start)
     try:
         yield jobs

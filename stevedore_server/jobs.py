@@ -38,6 +38,7 @@ import platformdirs
 
 from .errors import Conflict, NotFound
 from .jobstore import FINISHED, Job, JobState, JobStore, default_url, sqlite_file, this_owner
+from .metrics import Metrics
 from .registry import Registry
 from .settings import Settings
 from .training import describe, run_job
@@ -64,15 +65,18 @@ class RunningJob:
     result: Any = None
     error: str | None = None
     has_result: bool = False
+    #: ``time.monotonic()`` at the start of its process.
+    started: float = field(default_factory=time.monotonic)
     supervisor: threading.Thread | None = field(default=None, repr=False)
 
 
 class Jobs:
     """The jobs of one server process (see the module's docstring)."""
 
-    def __init__(self, settings: Settings, registry: Registry) -> None:
+    def __init__(self, settings: Settings, registry: Registry, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.registry = registry
+        self.metrics = metrics
         self.url = settings.database_url or default_url(settings.state_dir)
         self.owner = this_owner(os.getpid())
         self.running: dict[str, RunningJob] = {}
@@ -131,6 +135,7 @@ class Jobs:
             if not self._orphaned(job):
                 continue
             if self.store.finish(job.id, JobState.INTERRUPTED, error="the server running it stopped"):
+                self._count(job, JobState.INTERRUPTED, None)
                 self.store.add_log(job.id, "warning", "interrupted: the server running this job stopped")
                 logger.warning("job %s (model %s) interrupted: its server stopped", job.id, job.model)
             if job.pgid is not None:
@@ -162,6 +167,7 @@ class Jobs:
         """Cancel a queued job at once, or stop a running one (it ends cancelled); 409 for a finished one."""
         job = self.get(job_id)
         if job.state is JobState.QUEUED and self.store.finish(job_id, JobState.CANCELLED, error="cancelled"):
+            self._count(job, JobState.CANCELLED, None)
             logger.info("job %s cancelled while queued", job_id)
             return self.get(job_id)
         if job.state in FINISHED:
@@ -225,6 +231,8 @@ class Jobs:
         entry.supervisor = threading.Thread(target=self._supervise, args=(entry,), name=f"job-{job.id}", daemon=True)
         with self.lock:
             self.running[job.id] = entry
+        if self.metrics is not None:
+            self.metrics.jobs_running.labels(job.model, job.kind).inc()
         entry.supervisor.start()
 
     # -- supervising one job -------------------------------------------------
@@ -239,6 +247,8 @@ class Jobs:
             self.store.finish(entry.job.id, JobState.FAILED, error="the server lost track of the job")
         finally:
             entry.reader.close()
+            if self.metrics is not None:
+                self.metrics.jobs_running.labels(entry.job.model, entry.job.kind).dec()
             with self.lock:
                 self.running.pop(entry.job.id, None)
             self.wake.set()
@@ -283,8 +293,17 @@ class Jobs:
         state, error = outcome(entry)
         result = entry.result if state is JobState.SUCCEEDED else None
         if self.store.finish(job_id, state, result=result, error=error):
+            self._count(entry.job, state, time.monotonic() - entry.started)
             level = logging.INFO if state is JobState.SUCCEEDED else logging.WARNING
             logger.log(level, "job %s %s%s", job_id, state, f": {error}" if error else "")
+
+    def _count(self, job: Job, state: JobState, seconds: float | None) -> None:
+        """A job that ended, in the metrics; its duration where this process ran it."""
+        if self.metrics is None:
+            return
+        self.metrics.jobs_finished.labels(job.model, job.kind, state).inc()
+        if seconds is not None:
+            self.metrics.job_seconds.labels(job.model, job.kind, state).observe(seconds)
 
     def _stop(self, entry: RunningJob, reason: str) -> None:
         """SIGTERM to the job's process group now, SIGKILL after the grace period (its supervisor sends it)."""

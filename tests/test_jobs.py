@@ -100,6 +100,11 @@ def test_a_training_runs_to_its_result_with_progress_and_logs(jobs_client: TestC
     assert (state_dir / DATABASE_FILE).exists()
     listed = jobs_client.get("/jobs", params={"model": "iris-trainer", "state": "succeeded"}).json()["jobs"]
     assert [item["id"] for item in listed] == [job["id"]]
+    metrics = jobs_client.get("/metrics").text
+    labels = 'kind="train",model="iris-trainer",state="succeeded"'
+    assert f"stevedore_jobs_finished_total{{{labels}}} 1.0" in metrics
+    assert f"stevedore_job_duration_seconds_count{{{labels}}} 1.0" in metrics
+    assert 'stevedore_jobs_running{kind="train",model="iris-trainer"} 0.0' in metrics
 
 
 def test_parameters_are_checked_against_the_train_schema(jobs_client: TestClient) -> None:
