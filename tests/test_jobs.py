@@ -288,3 +288,21 @@ def test_the_jobs_routes_need_an_api_key_when_keys_are_set(
     assert client.post("/models/iris-trainer/train", json={}).status_code == 401
     assert client.get("/v2/models/iris-trainer/train/").status_code == 401
     assert client.get("/jobs", headers={"Authorization": "Bearer secret"}).status_code == 200
+
+
+def test_the_readme_training_example_trains(
+    make_client: Callable[..., TestClient], state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_docs import python_block
+
+    (tmp_path / "readme_trainer.py").write_text(python_block("class TrainableIris(Predictor)"))
+    monkeypatch.syspath_prepend(str(tmp_path))  # the job's spawned process imports the module too
+    import readme_trainer
+
+    client = make_client(Registers(readme_trainer.TrainableIris()), settings=Settings(state_dir=str(state_dir)))
+    job = start(client, "trainable-iris", {"C": 0.5})
+    done = wait_for(client, job["id"], "succeeded", "failed")
+    assert done["state"] == "succeeded" and done["result"]["accuracy"] > 0.9, done
+    assert (state_dir / "jobs" / job["id"] / "model.pickle").exists()
+    lines = [line["line"] for line in client.get(f"/jobs/{job['id']}/logs").json()["lines"]]
+    assert lines == ["stevedore.job: loading the data"]
