@@ -76,13 +76,16 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def aware(moment: datetime) -> datetime:
+    """A stored time with its zone: SQLite hands times back without it, and they are UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
 def iso(moment: datetime | None) -> str | None:
-    """A stored time as ISO 8601 UTC; SQLite hands times back without their zone, which is UTC."""
+    """A stored time as ISO 8601 UTC."""
     if moment is None:
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return aware(moment).astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def this_owner(pid: int) -> str:
@@ -121,8 +124,8 @@ class Job:
     def duration(self) -> float | None:
         if self.started is None:
             return None
-        end = self.finished or now().replace(tzinfo=self.started.tzinfo)
-        return round((end - self.started).total_seconds(), 3)
+        end = aware(self.finished) if self.finished is not None else now()
+        return round((end - aware(self.started)).total_seconds(), 3)
 
     def as_dict(self) -> dict[str, Any]:
         """What the API answers of a job."""

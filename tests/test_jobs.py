@@ -19,19 +19,9 @@ from stevedore_server.jobstore import DATABASE_FILE, JobState, JobStore, default
 from stevedore_server.settings import Settings
 from tests.helpers import Registers
 
-TRAINER = Path(__file__).resolve().parent / "installed" / "trainer"
 GRACE = 1.0
 #: Seconds a spawned job process may take to import scikit-learn and start on a busy machine.
 DEADLINE = 60.0
-
-
-@pytest.fixture
-def trainers(monkeypatch: pytest.MonkeyPatch) -> Registers:
-    """The test plugin's trainable and misbehaving models (spawned job processes find it on the same sys.path)."""
-    monkeypatch.syspath_prepend(str(TRAINER))
-    from stevedore_test_trainer import IrisTrainer, MisbehavingTrainer
-
-    return Registers(IrisTrainer(), MisbehavingTrainer())
 
 
 @pytest.fixture
