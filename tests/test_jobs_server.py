@@ -40,6 +40,7 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: stevedore-test-trainer\nVersion: 0.1.0\n")
     (info / "entry_points.txt").write_text(
         "[stevedore.predictors]\nmisbehaving-trainer = stevedore_test_trainer:MisbehavingTrainer\n"
+        "iris-trainer = stevedore_test_trainer:IrisTrainer\n"
     )
     path = [str(site), str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(path))
@@ -50,8 +51,8 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return state
 
 
-def serving(log: Path) -> LiveServer:
-    server = LiveServer.start(log)
+def serving(log: Path, *args: str) -> LiveServer:
+    server = LiveServer.start(log, *args)
     status, body = server.wait_until_serving(DEADLINE)
     if status != 200:
         server.stop()
@@ -70,6 +71,17 @@ def hanging_job(server: LiveServer) -> dict[str, Any]:
             return job
         time.sleep(0.1)
     raise AssertionError(f"the job never hung: {job}\n{server.log()}")
+
+
+def final_state(server: LiveServer, job_id: str) -> str:
+    """The job's state once it has left queued and running (its process may be gone a moment before)."""
+    stop_at = time.monotonic() + DEADLINE
+    while time.monotonic() < stop_at:
+        state: str = httpx.get(f"{server.url}/jobs/{job_id}").json()["state"]
+        if state not in ("queued", "running"):
+            return state
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} never finished")
 
 
 def gone(pid: int) -> bool:
@@ -152,9 +164,39 @@ def test_the_jobs_commands_drive_a_running_server(state_dir: Path, tmp_path: Pat
         cancelled = runner.invoke(main, ["jobs", "cancel", job["id"], "--url", server.url])
         assert cancelled.exit_code == 0 and job["id"] in cancelled.output
         assert gone_within(job["pid"], GRACE + 3.0)
+        assert final_state(server, job["id"]) == "cancelled"
         again = runner.invoke(main, ["jobs", "cancel", job["id"], "--url", server.url])
         assert again.exit_code != 0 and "409" in again.output and "already finished" in again.output
         missing = runner.invoke(main, ["jobs", "show", "no-such-job", "--url", server.url])
         assert missing.exit_code != 0 and "404" in missing.output
     finally:
         server.stop()
+
+
+def test_two_workers_share_one_job_list_and_start_each_job_once(state_dir: Path, tmp_path: Path) -> None:
+    server = serving(tmp_path / "server.log", "--workers", "2")
+    try:
+        ids = []
+        for _ in range(4):
+            response = httpx.post(server.url + "/models/iris-trainer/train", json={"C": 1.0})
+            assert response.status_code == 202, response.text
+            ids.append(response.json()["id"])
+        stop_at = time.monotonic() + DEADLINE * 2
+        while time.monotonic() < stop_at:
+            listed = {job["id"]: job for job in httpx.get(server.url + "/jobs").json()["jobs"]}
+            assert set(listed) == set(ids)  # whichever worker answers, the same list
+            if all(job["state"] in ("succeeded", "failed") for job in listed.values()):
+                break
+            time.sleep(0.2)
+        assert all(job["state"] == "succeeded" for job in listed.values()), listed
+        for job_id in ids:  # a job started twice would have logged twice
+            lines = httpx.get(f"{server.url}/jobs/{job_id}/logs").json()["lines"]
+            assert sum("loading the iris data set" in line["line"] for line in lines) == 1, lines
+        # A cancel reaches the job whichever worker takes the request (the owner polls for it).
+        hanging = hanging_job(server)
+        for _ in range(2):
+            httpx.delete(f"{server.url}/jobs/{hanging['id']}")
+        assert gone_within(hanging["pid"], GRACE + 5.0)
+        assert final_state(server, hanging["id"]) == "cancelled"
+    finally:
+        assert server.stop() == 0, server.log()
