@@ -37,7 +37,7 @@ import orjson
 import platformdirs
 
 from .errors import Conflict, NotFound
-from .jobstore import FINISHED, Job, JobState, JobStore, default_url, sqlite_file, this_owner
+from .jobstore import FINISHED, Job, JobState, JobStore, ago, default_url, sqlite_file, this_owner
 from .metrics import Metrics
 from .registry import Registry
 from .settings import Settings
@@ -47,6 +47,8 @@ logger = logging.getLogger("stevedore.jobs")
 
 #: Seconds between the dispatcher's looks at the queue (jobs submitted to another server process).
 POLL_INTERVAL = 1.0
+#: Seconds between two purges of the jobs past ``job_retention``.
+PURGE_INTERVAL = 60.0
 #: Seconds between a supervisor's looks at a cancel asked through another server process.
 CANCEL_POLL_INTERVAL = 1.0
 KIND_TRAIN = "train"
@@ -65,6 +67,7 @@ class RunningJob:
     result: Any = None
     error: str | None = None
     has_result: bool = False
+    log_lines: int = 0
     #: ``time.monotonic()`` at the start of its process.
     started: float = field(default_factory=time.monotonic)
     supervisor: threading.Thread | None = field(default=None, repr=False)
@@ -182,6 +185,7 @@ class Jobs:
     # -- dispatching ---------------------------------------------------------
 
     def _dispatch(self) -> None:
+        next_purge = 0.0
         while not self.closing:
             self.wake.wait(POLL_INTERVAL)
             self.wake.clear()
@@ -189,8 +193,17 @@ class Jobs:
                 continue
             try:
                 self._start_queued()
+                if self.settings.job_retention and time.monotonic() >= next_purge:
+                    next_purge = time.monotonic() + PURGE_INTERVAL
+                    self._purge()
             except Exception:
                 logger.exception("the job dispatcher failed; it tries again in %s s", POLL_INTERVAL)
+
+    def _purge(self) -> None:
+        purged = self.store.purge(ago(self.settings.job_retention))
+        if purged:
+            retention = self.settings.job_retention
+            logger.info("deleted %d jobs finished more than %g s ago (job_retention)", purged, retention)
 
     def _start_queued(self) -> None:
         with self.lock:
@@ -281,14 +294,23 @@ class Jobs:
         if kind == "progress":
             self.store.progress(entry.job.id, message["fraction"], message["message"])
         elif kind == "log":
-            self.store.add_log(entry.job.id, message["level"], message["line"])
+            self._log(entry, message["level"], message["line"])
         elif kind == "result":
             entry.result, entry.has_result = message["result"], True
         elif kind == "error":
             entry.error = message["error"]
 
+    def _log(self, entry: RunningJob, level: str, line: str) -> None:
+        """Keep a line of the job's log, up to ``max_job_log_lines``; then say how many more were dropped."""
+        entry.log_lines += 1
+        if entry.log_lines <= self.settings.max_job_log_lines:
+            self.store.add_log(entry.job.id, level, line)
+
     def _finish(self, entry: RunningJob) -> None:
         job_id = entry.job.id
+        dropped = entry.log_lines - self.settings.max_job_log_lines
+        if dropped > 0:
+            self.store.add_log(job_id, "warning", f"{dropped} more log lines dropped (max_job_log_lines)")
         signal_group(entry.process, signal.SIGKILL)  # whatever the job left behind in its group
         state, error = outcome(entry)
         result = entry.result if state is JobState.SUCCEEDED else None

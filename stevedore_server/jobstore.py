@@ -13,7 +13,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,10 @@ def now() -> datetime:
 def aware(moment: datetime) -> datetime:
     """A stored time with its zone: SQLite hands times back without it, and they are UTC."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def ago(seconds: float) -> datetime:
+    return now() - timedelta(seconds=seconds)
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -271,6 +275,13 @@ class JobStore:
         row = {"job_id": job_id, "time": now(), "level": level, "line": line[:MAX_LOG_LINE]}
         with self.engine.begin() as connection:
             connection.execute(job_logs.insert().values(**row))
+
+    def purge(self, finished_before: datetime) -> int:
+        """Delete the jobs that finished before the time, with their logs; how many."""
+        old = sa.select(jobs.c.id).where(jobs.c.finished.is_not(None), jobs.c.finished < finished_before)
+        with self.engine.begin() as connection:
+            connection.execute(job_logs.delete().where(job_logs.c.job_id.in_(old)))
+            return connection.execute(jobs.delete().where(jobs.c.id.in_(old))).rowcount
 
     def logs(self, job_id: str, after: int = 0, limit: int = 1000) -> Iterator[dict[str, Any]]:
         query = (

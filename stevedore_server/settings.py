@@ -154,6 +154,12 @@ class Settings:
     job_grace_period: float = setting(
         10.0, "Seconds a cancelled or stopped job gets after SIGTERM to its process group, before SIGKILL."
     )
+    max_job_log_lines: int = setting(
+        10000, "Log lines kept of one job; beyond them one line says how many more were dropped."
+    )
+    job_retention: float = setting(
+        7 * 24 * 3600.0, "Seconds a finished job, its result and its logs are kept (0: forever)."
+    )
     config: str | None = setting(None, "TOML file of settings; `[models.NAME]` tables hold per-model settings.")
     models: dict[str, ModelSettings] = setting({}, "Per-model settings (file only).", file_only=True)  # noqa: RUF009
 
@@ -175,6 +181,8 @@ class Settings:
             (self.graceful_timeout >= 0, "graceful_timeout", "must not be negative"),
             (self.max_jobs >= 1, "max_jobs", "must be at least 1"),
             (self.job_grace_period >= 0, "job_grace_period", "must not be negative"),
+            (self.max_job_log_lines >= 1, "max_job_log_lines", "must be at least 1"),
+            (self.job_retention >= 0, "job_retention", "must not be negative"),
         ]
         special = {"all", "none"} & set(self.load_models)
         checks.append((not special or len(self.load_models) == 1, "load_models", "takes all or none alone"))

@@ -296,3 +296,32 @@ def test_the_readme_training_example_trains(
     assert (state_dir / "jobs" / job["id"] / "model.pickle").exists()
     lines = [line["line"] for line in client.get(f"/jobs/{job['id']}/logs").json()["lines"]]
     assert lines == ["stevedore.job: loading the data"]
+
+
+def test_log_lines_beyond_the_limit_are_dropped_and_counted(
+    make_client: Callable[..., TestClient], trainers: Registers, state_dir: Path
+) -> None:
+    client = make_client(trainers, settings=Settings(state_dir=str(state_dir), max_job_log_lines=100))
+    job = start(client, "misbehaving-trainer", {"mode": "log"})
+    assert wait_for(client, job["id"], "succeeded", "failed")["state"] == "succeeded"
+    lines = client.get(f"/jobs/{job['id']}/logs").json()["lines"]
+    assert len(lines) == 101
+    assert lines[-1]["line"] == "1901 more log lines dropped (max_job_log_lines)"
+
+
+def test_finished_jobs_past_their_retention_are_deleted_with_their_logs(
+    make_client: Callable[..., TestClient], trainers: Registers, state_dir: Path
+) -> None:
+    store = JobStore(default_url(str(state_dir)))
+    finished = store.create("iris-trainer", "1", "train", {})
+    store.add_log(finished.id, "info", "old")
+    store.finish(finished.id, JobState.FAILED, error="long ago")
+    queued = store.create("iris-trainer", "1", "train", {"C": 1.0})
+    store.close()
+    time.sleep(0.1)
+    client = make_client(trainers, settings=Settings(state_dir=str(state_dir), job_retention=0.05))
+    stop_at = time.monotonic() + 10
+    while client.get(f"/jobs/{finished.id}").status_code != 404 and time.monotonic() < stop_at:
+        time.sleep(0.1)
+    assert client.get(f"/jobs/{finished.id}").status_code == 404
+    assert client.get(f"/jobs/{queued.id}").status_code == 200  # not finished when purged
