@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 from anyio import to_thread
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute
 
 from .api import MODEL, VERSIONED, model_ref
 from .errors import BadRequest, NotFound
 from .inference import JSONText
 from .jobs import Jobs
-from .jobstore import Job, JobState, iso
+from .jobstore import FINISHED, Job, JobState, iso
 from .rest import JSONBytesResponse, read_json_text, server_of
 from .routing import ApiRoute
+from .serialization import dumps
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 1000
+#: Seconds between a followed log's looks at the store.
+FOLLOW_INTERVAL = 0.5
 
 
 def jobs_of(request: Request) -> Jobs:
@@ -65,17 +70,40 @@ async def job_detail(request: Request) -> Response:
 
 
 async def job_logs(request: Request) -> Response:
-    """The job's log lines, oldest first; ``after`` (a line's id) for the lines since."""
+    """The job's log lines, oldest first; ``after`` (a line's id) for the lines since. ``follow=true``: a stream
+    of Server-Sent Events, one a line (its id as the event id), that ends once the job has."""
     jobs = jobs_of(request)
     job_id = request.path_params["id"]
     after = int_parameter(request, "after", 0, 0, 2**62)
     limit = int_parameter(request, "limit", MAX_PAGE, 1, MAX_PAGE)
+    if request.query_params.get("follow") in ("true", "1"):
+        await to_thread.run_sync(jobs.get, job_id)  # 404 before the stream starts
+        return StreamingResponse(follow_logs(jobs, job_id, after), media_type="text/event-stream")
 
     def read() -> list[dict[str, Any]]:
         jobs.get(job_id)
         return list(jobs.store.logs(job_id, after, limit))
 
     return JSONBytesResponse({"id": job_id, "lines": await to_thread.run_sync(read)})
+
+
+def log_page(jobs: Jobs, job_id: str, after: int) -> list[dict[str, Any]]:
+    return list(jobs.store.logs(job_id, after, MAX_PAGE))
+
+
+async def follow_logs(jobs: Jobs, job_id: str, after: int) -> AsyncIterator[bytes]:
+    """The job's log lines as Server-Sent Events, polled from the store until the job has finished."""
+    while True:
+        finished = (await to_thread.run_sync(jobs.get, job_id)).state in FINISHED
+        lines = await to_thread.run_sync(log_page, jobs, job_id, after)
+        for line in lines:
+            after = line["id"]
+            yield b"id: %d\nevent: log\ndata: %s\n\n" % (line["id"], dumps(line))
+        if finished and not lines:
+            yield b"event: end\ndata: %s\n\n" % dumps((await to_thread.run_sync(jobs.get, job_id)).as_dict())
+            return
+        if not lines:
+            await anyio.sleep(FOLLOW_INTERVAL)
 
 
 async def cancel_job(request: Request) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -325,3 +326,23 @@ def test_finished_jobs_past_their_retention_are_deleted_with_their_logs(
         time.sleep(0.1)
     assert client.get(f"/jobs/{finished.id}").status_code == 404
     assert client.get(f"/jobs/{queued.id}").status_code == 200  # not finished when purged
+
+
+def test_logs_can_be_followed_as_server_sent_events_until_the_job_ends(jobs_client: TestClient) -> None:
+    job = start(jobs_client, "iris-trainer", {"C": 1.0})
+    events: list[tuple[str, dict[str, Any]]] = []
+    with jobs_client.stream("GET", f"/jobs/{job['id']}/logs", params={"follow": "true"}) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        event = ""
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                event = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                events.append((event, json.loads(line.removeprefix("data: "))))
+    assert [kind for kind, _ in events][-1] == "end"
+    assert events[-1][1]["state"] == "succeeded"
+    logged = [data["line"] for kind, data in events if kind == "log"]
+    assert any("loading the iris data set" in line for line in logged)
+    assert any("training accuracy" in line for line in logged)
+    assert jobs_client.get("/jobs/nope/logs", params={"follow": "true"}).status_code == 404
