@@ -120,6 +120,8 @@ class Jobs:
         """Stop the running jobs (interrupted) and wait for their supervisors."""
         self.closing = True
         self.wake.set()
+        if self.dispatcher.is_alive():  # first, so that no job starts after the ones running are listed
+            self.dispatcher.join(POLL_INTERVAL + 5)
         with self.lock:
             running = list(self.running.values())
         for entry in running:
@@ -127,8 +129,6 @@ class Jobs:
         for entry in running:
             if entry.supervisor is not None:
                 entry.supervisor.join(self.settings.job_grace_period + 10)
-        if self.dispatcher.is_alive():
-            self.dispatcher.join(POLL_INTERVAL + 5)
         if self._store is not None:
             self._store.close()
 
@@ -160,11 +160,23 @@ class Jobs:
         self.wake.set()
         return job
 
+    def _readable(self) -> bool:
+        """Whether there is a database to read: reading never makes one (a server that ran no job has none)."""
+        return self._store is not None or self._store_exists()
+
     def get(self, job_id: str) -> Job:
-        job = self.store.get(job_id)
+        job = self.store.get(job_id) if self._readable() else None
         if job is None:
             raise NotFound(f"no job {job_id!r}")
         return job
+
+    def find(self, model: str | None, state: str | None, limit: int, offset: int) -> list[Job]:
+        return self.store.find(model, state, limit, offset) if self._readable() else []
+
+    def logs(self, job_id: str, after: int, limit: int) -> list[dict[str, Any]]:
+        """The job's log lines after the line ``after`` (NotFound for no such job)."""
+        self.get(job_id)
+        return list(self.store.logs(job_id, after, limit))
 
     def cancel(self, job_id: str) -> Job:
         """Cancel a queued job at once, or stop a running one (it ends cancelled); 409 for a finished one."""

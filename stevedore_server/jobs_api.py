@@ -58,7 +58,7 @@ async def list_jobs(request: Request) -> Response:
     limit = int_parameter(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
     offset = int_parameter(request, "offset", 0, 0, 2**31)
     model = request.query_params.get("model")
-    found = await to_thread.run_sync(lambda: jobs_of(request).store.find(model, state, limit, offset))
+    found = await to_thread.run_sync(jobs_of(request).find, model, state, limit, offset)
     body: dict[str, Any] = {"jobs": [job.as_dict() for job in found], "limit": limit, "offset": offset}
     return JSONBytesResponse(body)
 
@@ -79,16 +79,11 @@ async def job_logs(request: Request) -> Response:
     if request.query_params.get("follow") in ("true", "1"):
         await to_thread.run_sync(jobs.get, job_id)  # 404 before the stream starts
         return StreamingResponse(follow_logs(jobs, job_id, after), media_type="text/event-stream")
-
-    def read() -> list[dict[str, Any]]:
-        jobs.get(job_id)
-        return list(jobs.store.logs(job_id, after, limit))
-
-    return JSONBytesResponse({"id": job_id, "lines": await to_thread.run_sync(read)})
+    return JSONBytesResponse({"id": job_id, "lines": await to_thread.run_sync(jobs.logs, job_id, after, limit)})
 
 
 def log_page(jobs: Jobs, job_id: str, after: int) -> list[dict[str, Any]]:
-    return list(jobs.store.logs(job_id, after, MAX_PAGE))
+    return jobs.logs(job_id, after, MAX_PAGE)
 
 
 async def follow_logs(jobs: Jobs, job_id: str, after: int) -> AsyncIterator[bytes]:
@@ -162,7 +157,7 @@ async def deepaas_list(request: Request) -> Response:
     """DEEPaaS: the model's trainings, a list."""
     name = request.path_params["name"]
     server_of(request).registry.get(name)
-    found = await to_thread.run_sync(lambda: jobs_of(request).store.find(name, None, MAX_PAGE, 0))
+    found = await to_thread.run_sync(jobs_of(request).find, name, None, MAX_PAGE, 0)
     return JSONBytesResponse([deepaas_view(job) for job in found])
 
 

@@ -112,8 +112,9 @@ def test_a_model_without_a_train_schema_cannot_be_trained(
 
     client = make_client(Registers(RowSum()), settings=Settings(state_dir=str(state_dir)))
     assert client.post("/models/rowsum/train", json={}).status_code == 404
-    assert not (state_dir / DATABASE_FILE).exists()  # a server that never ran a job made no database
     assert client.get("/jobs/nope").status_code == 404
+    assert client.get("/jobs").json()["jobs"] == []
+    assert not (state_dir / DATABASE_FILE).exists()  # a server that never ran a job made no database
 
 
 def test_list_filters_and_pages(jobs_client: TestClient) -> None:
