@@ -117,12 +117,16 @@ class Inference:
             )
         return model
 
-    def train_parameters(self, ref: ModelRef, payload: Payload) -> tuple[ServingModel, Any]:
-        """The model ``ref`` names and ``payload`` validated against its train schema (NotFound without one)."""
+    def job_parameters(self, ref: ModelRef, action: Action, body: bytes) -> tuple[ServingModel, Any]:
+        """The model ``ref`` names and the JSON ``body`` validated for a job of ``action`` (train, or a long
+        predict), as a JSON value: a job keeps its parameters in the database. NotFound for a model without."""
         model = self.resolve(ref)
-        if not model.predictor.has_train:
+        if action is Action.TRAIN and not model.predictor.has_train:
             raise NotFound(f"model {model.name!r} version {model.version!r} cannot be trained")
-        return model, prepare(model, Action.TRAIN, payload, self.max_json_depth).value
+        if action is Action.SCORE:
+            raise BadRequest("score runs as a request, not as a job")
+        value = loads(body, self.max_json_depth)
+        return model, prepare(model, action, JSONValue(value, len(body)), self.max_json_depth).value
 
     def resolve_tensors(self, ref: ModelRef) -> tuple[ServingModel, Signature]:
         """The model ``ref`` names and its tensors (Open Inference Protocol): BadRequest for a model without."""

@@ -154,9 +154,10 @@ class Jobs:
 
     # -- the API's operations ----------------------------------------------
 
-    def submit(self, model: str, version: str, params: Any) -> Job:
-        job = self.store.create(model, version, KIND_TRAIN, params)
-        logger.info("job %s queued: train model %s version %s", job.id, model, version)
+    def submit(self, model: str, version: str, params: Any, kind: str = KIND_TRAIN) -> Job:
+        """Queue a job of ``kind`` (``train``, or ``predict`` for a long prediction) on valid parameters."""
+        job = self.store.create(model, version, str(kind), params)
+        logger.info("job %s queued: %s model %s version %s", job.id, kind, model, version)
         self.wake.set()
         return job
 
@@ -238,7 +239,8 @@ class Jobs:
         workdir = self.state_dir() / "jobs" / job.id
         context = multiprocessing.get_context("spawn")
         reader, writer = context.Pipe(duplex=False)
-        process = context.Process(target=run_job, args=(writer, predictor, job.params, str(workdir)), name=job.id)
+        arguments = (writer, predictor, job.kind, job.params, str(workdir))
+        process = context.Process(target=run_job, args=arguments, name=job.id)
         try:
             workdir.mkdir(parents=True, exist_ok=True)
             process.start()

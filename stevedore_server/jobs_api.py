@@ -13,7 +13,7 @@ from starlette.routing import BaseRoute
 
 from .api import MODEL, VERSIONED, model_ref
 from .errors import BadRequest, NotFound
-from .inference import JSONText
+from .inference import Action
 from .jobs import Jobs
 from .jobstore import FINISHED, Job, JobState, iso
 from .rest import JSONBytesResponse, read_json_text, server_of
@@ -45,8 +45,19 @@ async def train(request: Request) -> Response:
     inference = server_of(request).inference
     ref = model_ref(request)
     inference.resolve(ref)  # an unknown or unready model is answered before its body is read
-    model, params = inference.train_parameters(ref, JSONText(await read_json_text(request)))
-    job = await to_thread.run_sync(jobs_of(request).submit, model.name, model.version, params)
+    model, params = inference.job_parameters(ref, Action.TRAIN, await read_json_text(request))
+    job = await to_thread.run_sync(jobs_of(request).submit, model.name, model.version, params, Action.TRAIN)
+    return JSONBytesResponse(job.as_dict(), status_code=202, headers={"Location": f"/jobs/{job.id}"})
+
+
+async def predict_job(request: Request) -> Response:
+    """A long predict as a job: the body is checked against the predict schema; 202 with the job, whose result
+    is the predictions, kept for ``job_retention``."""
+    inference = server_of(request).inference
+    ref = model_ref(request)
+    inference.resolve(ref)
+    model, payload = inference.job_parameters(ref, Action.PREDICT, await read_json_text(request))
+    job = await to_thread.run_sync(jobs_of(request).submit, model.name, model.version, payload, Action.PREDICT)
     return JSONBytesResponse(job.as_dict(), status_code=202, headers={"Location": f"/jobs/{job.id}"})
 
 
@@ -148,8 +159,8 @@ async def deepaas_train(request: Request) -> Response:
     inference = server_of(request).inference
     ref = model_ref(request)
     inference.resolve(ref)
-    model, params = inference.train_parameters(ref, JSONText(await read_json_text(request)))
-    job = await to_thread.run_sync(jobs_of(request).submit, model.name, model.version, params)
+    model, params = inference.job_parameters(ref, Action.TRAIN, await read_json_text(request))
+    job = await to_thread.run_sync(jobs_of(request).submit, model.name, model.version, params, Action.TRAIN)
     return JSONBytesResponse(deepaas_view(job))
 
 
@@ -192,6 +203,7 @@ def deepaas_routes() -> list[BaseRoute]:
 def routes() -> list[BaseRoute]:
     return [
         *(ApiRoute(f"{base}/train", train, ["POST"], ["jobs"]) for base in (MODEL, VERSIONED)),
+        *(ApiRoute(f"{base}/jobs/predict", predict_job, ["POST"], ["jobs"]) for base in (MODEL, VERSIONED)),
         ApiRoute("/jobs", list_jobs, ["GET"], ["jobs"]),
         ApiRoute("/jobs/{id}", job_detail, ["GET"], ["jobs"]),
         ApiRoute("/jobs/{id}", cancel_job, ["DELETE"], ["jobs"]),

@@ -95,8 +95,8 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def run_job(connection: Connection, predictor: Any, params: Any, workdir: str) -> None:
-    """The job process: train, then send the result or the error."""
+def run_job(connection: Connection, predictor: Any, kind: str, params: Any, workdir: str) -> None:
+    """The job process: train (or predict, for a long prediction), then send the result or the error."""
     os.setsid()
     cancel = threading.Event()
     # SIGTERM asks the job to stop (context.cancelled()); SIGKILL follows after the grace period.
@@ -105,9 +105,10 @@ def run_job(connection: Connection, predictor: Any, params: Any, workdir: str) -
     logger = job_logger(channel)
     context = TrainContext(Path(workdir), channel, logger, cancel)
     try:
-        result = dumps_result(predictor.train(params, context))
+        output = predictor.predict(params) if kind == "predict" else predictor.train(params, context)
+        result = dumps_result(output)
     except Exception as error:
-        logger.error("train failed:\n%s", "".join(traceback.format_exception(error)).rstrip())
+        logger.error("%s failed:\n%s", kind, "".join(traceback.format_exception(error)).rstrip())
         channel.send({"type": "error", "error": describe(error)})
         return
     channel.send_bytes(b'{"type":"result","result":' + result + b"}")

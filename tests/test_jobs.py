@@ -347,3 +347,15 @@ def test_logs_can_be_followed_as_server_sent_events_until_the_job_ends(jobs_clie
     assert any("loading the iris data set" in line for line in logged)
     assert any("training accuracy" in line for line in logged)
     assert jobs_client.get("/jobs/nope/logs", params={"follow": "true"}).status_code == 404
+
+
+def test_a_long_predict_runs_as_a_job_and_keeps_its_result(jobs_client: TestClient) -> None:
+    response = jobs_client.post("/models/iris-trainer/jobs/predict", json=[[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]])
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["kind"] == "predict" and response.headers["location"] == f"/jobs/{job['id']}"
+    done = wait_for(jobs_client, job["id"], "succeeded", "failed")
+    assert done["state"] == "succeeded" and done["result"] == [0, 2], done
+    assert jobs_client.get("/jobs/" + job["id"]).json()["result"] == [0, 2]
+    invalid = jobs_client.post("/models/iris-trainer/jobs/predict", json=[[1, 2]])
+    assert invalid.status_code == 422 and invalid.json()["details"][0]["path"] == "/0"
