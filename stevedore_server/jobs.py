@@ -27,6 +27,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -52,6 +53,11 @@ PURGE_INTERVAL = 60.0
 #: Seconds between a supervisor's looks at a cancel asked through another server process.
 CANCEL_POLL_INTERVAL = 1.0
 KIND_TRAIN = "train"
+#: Seconds a new version made by a training gets to load and self-test.
+SERVE_TIMEOUT = 600.0
+
+#: Serves the new version a training made: (job, its predictor, the artifact's path) -> the new version.
+ServeTrained = Callable[[Job, Any, Path], str]
 
 
 @dataclass
@@ -76,7 +82,14 @@ class RunningJob:
 class Jobs:
     """The jobs of one server process (see the module's docstring)."""
 
-    def __init__(self, settings: Settings, registry: Registry, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        metrics: Metrics | None = None,
+        serve_trained: ServeTrained | None = None,
+    ) -> None:
+        self.serve_trained = serve_trained
         self.settings = settings
         self.registry = registry
         self.metrics = metrics
@@ -328,10 +341,31 @@ class Jobs:
         signal_group(entry.process, signal.SIGKILL)  # whatever the job left behind in its group
         state, error = outcome(entry)
         result = entry.result if state is JobState.SUCCEEDED else None
+        if state is JobState.SUCCEEDED and isinstance(result, dict) and isinstance(result.get("artifact"), str):
+            result = {**result, "served_version": self._serve_artifact(entry, result["artifact"])}
         if self.store.finish(job_id, state, result=result, error=error):
             self._count(entry.job, state, time.monotonic() - entry.started)
             level = logging.INFO if state is JobState.SUCCEEDED else logging.WARNING
             logger.log(level, "job %s %s%s", job_id, state, f": {error}" if error else "")
+
+    def _serve_artifact(self, entry: RunningJob, artifact: str) -> str | None:
+        """Serve the artifact a training returned as a new version; None (and why, in the job's log) if not."""
+        job = entry.job
+        workdir = (self.state_dir() / "jobs" / job.id).resolve()
+        path = (workdir / artifact).resolve()
+        try:
+            if self.serve_trained is None:
+                raise RuntimeError("this server cannot serve new versions")
+            if not path.is_relative_to(workdir) or not path.exists():
+                raise FileNotFoundError(f"the artifact {artifact!r} is no file in the job's workdir")
+            predictor = self.registry.get(job.model, job.version).predictor
+            version = self.serve_trained(job, predictor, path)
+        except Exception as error:
+            logger.warning("job %s: its artifact is not served: %s", job.id, describe(error))
+            self.store.add_log(job.id, "warning", f"the new version is not served: {describe(error)}")
+            return None
+        self.store.add_log(job.id, "info", f"serving the new version {version}")
+        return version
 
     def _count(self, job: Job, state: JobState, seconds: float | None) -> None:
         """A job that ended, in the metrics; its duration where this process ran it."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import sys
@@ -193,6 +194,14 @@ class Predictor:
         """Train on valid ``params``; return a JSON-serialisable result. Runs in a process of its own, with a
         ``training.TrainContext``: ``workdir``, ``progress(fraction, message)``, ``logger``, ``cancelled()``."""
         raise NotImplementedError(f"{type(self).__name__} must implement train")
+
+    def trained(self, artifact: Path, version: str) -> Predictor:
+        """The predictor of a new version made by a training that returned ``{"artifact": ...}``: by default a
+        copy of this one with ``artifact`` (an absolute path, in the job's workdir) and ``version`` set and no
+        model, which the server then loads (``load`` reads ``self.artifact``) and self-tests."""
+        clone = copy.copy(self)
+        clone.version, clone.artifact, clone.model, clone.created = version, str(artifact), None, None
+        return clone
 
     def predict(self, payload: Any) -> Any:
         """The whole predict pipeline on an already validated payload."""

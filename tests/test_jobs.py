@@ -359,3 +359,27 @@ def test_a_long_predict_runs_as_a_job_and_keeps_its_result(jobs_client: TestClie
     assert jobs_client.get("/jobs/" + job["id"]).json()["result"] == [0, 2]
     invalid = jobs_client.post("/models/iris-trainer/jobs/predict", json=[[1, 2]])
     assert invalid.status_code == 422 and invalid.json()["details"][0]["path"] == "/0"
+
+
+def test_a_trained_artifact_is_served_as_a_new_version_after_its_self_test(jobs_client: TestClient) -> None:
+    job = start(jobs_client, "iris-trainer", {"C": 0.01, "max_iter": 50})
+    done = wait_for(jobs_client, job["id"], "succeeded", "failed")
+    assert done["state"] == "succeeded", done
+    version = done["result"]["served_version"]
+    assert version == "1+job." + job["id"].split("-")[0]
+    entry = jobs_client.get("/models/iris-trainer").json()
+    assert entry["version"] == version and entry["ready"] and entry["metadata"]["trained_by_job"] == job["id"]
+    assert sorted(entry["versions"]) == ["1", version]
+    response = jobs_client.post(f"/models/iris-trainer/versions/{version}/predict", json=[[5.1, 3.5, 1.4, 0.2]])
+    assert response.status_code == 200 and response.json()["model_version"] == version
+    lines = [line["line"] for line in jobs_client.get(f"/jobs/{job['id']}/logs").json()["lines"]]
+    assert lines[-1] == f"serving the new version {version}"
+
+
+def test_an_artifact_outside_the_jobs_workdir_is_not_served(jobs_client: TestClient) -> None:
+    job = start(jobs_client, "misbehaving-trainer", {"mode": "escape"})
+    done = wait_for(jobs_client, job["id"], "succeeded", "failed")
+    assert done["state"] == "succeeded" and done["result"]["served_version"] is None
+    assert jobs_client.get("/models/misbehaving-trainer").json()["versions"] == ["1"]
+    lines = [line["line"] for line in jobs_client.get(f"/jobs/{job['id']}/logs").json()["lines"]]
+    assert "is no file in the job's workdir" in lines[-1]

@@ -7,6 +7,7 @@ import pickle
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from sklearn.datasets import load_iris
@@ -32,6 +33,9 @@ class IrisTrainer(Predictor):
     train_fixture = {"C": 1.0}
 
     def load(self) -> None:
+        if self.artifact:  # a version a training made
+            self.model = pickle.loads(Path(self.artifact).read_bytes())
+            return
         features, labels = load_iris(return_X_y=True)
         self.model = LogisticRegression(max_iter=1000).fit(features, labels)
 
@@ -60,13 +64,16 @@ class Unpicklable(Exception):
         self.lock = threading.Lock()
 
 
+MODES = ["raise", "unpicklable", "hang", "stubborn", "abort", "not-json", "log", "escape"]
+
+
 class MisbehavingTrainer(Predictor):
     name = "misbehaving-trainer"
     predict_schema = ROWS
     predict_fixture = [[1, 2, 3, 4]]
     train_schema = {
         "type": "object",
-        "properties": {"mode": {"enum": ["raise", "unpicklable", "hang", "stubborn", "abort", "not-json", "log"]}},
+        "properties": {"mode": {"enum": MODES}},
         "required": ["mode"],
     }
     train_fixture = {"mode": "raise"}
@@ -85,6 +92,8 @@ class MisbehavingTrainer(Predictor):
             os.abort()
         if mode == "not-json":
             return {"model": object()}
+        if mode == "escape":  # an artifact outside the job's workdir is never served
+            return {"artifact": "../../../../etc/passwd"}
         if mode == "log":
             for number in range(2000):
                 context.logger.info("line %d", number)
