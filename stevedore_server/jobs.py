@@ -12,6 +12,10 @@ process died, ends failed with the reason. The store is written by the server
 only, never by the job's process, so a job needs no database driver, and a
 job killed halfway leaves no half-written transaction.
 
+A job is a training (``Predictor.train``) or a long predict. A training that
+returns ``{"artifact": PATH}`` in its workdir is served as a new version
+through ``serve_trained`` (the app's, by the model repository).
+
 Cancel: SIGTERM to the job's process group, SIGKILL after ``job_grace_period``.
 At startup, jobs left ``running`` by a server process that is gone become
 ``interrupted`` and their process group is stopped; at shutdown, the running
