@@ -64,7 +64,7 @@ class Unpicklable(Exception):
         self.lock = threading.Lock()
 
 
-MODES = ["raise", "unpicklable", "hang", "stubborn", "abort", "not-json", "log", "escape"]
+MODES = ["raise", "unpicklable", "hang", "stubborn", "abort", "not-json", "log", "escape", "busy"]
 
 
 class MisbehavingTrainer(Predictor):
@@ -98,6 +98,11 @@ class MisbehavingTrainer(Predictor):
             for number in range(2000):
                 context.logger.info("line %d", number)
             return {"lines": 2000}
+        if mode == "busy":  # a CPU-bound training, until cancelled
+            context.progress(0.5, "hanging")
+            while not context.cancelled():
+                sum(number * number for number in range(10000))
+            return {"stopped": True}
         if mode == "stubborn":
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # only SIGKILL stops it
         context.progress(0.5, "hanging")
