@@ -8,8 +8,9 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-# Debian packages the tests use: the container tests build a real image; the docs pages' test runs a browser.
-DEB_PACKAGES := podman buildah debootstrap chromium chromium-driver
+# Debian packages the tests use: the container tests build a real image; the docs pages' test runs a browser;
+# the jobs tests start a PostgreSQL server.
+DEB_PACKAGES := podman buildah debootstrap chromium chromium-driver postgresql
 # Container engine: podman, else docker (Colima provides docker); override with ENGINE=.
 ENGINE ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
 IMAGE ?= stevedore-server:latest

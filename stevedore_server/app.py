@@ -15,9 +15,11 @@ app state. Nothing here changes the process (signals, ``gc``, logging): that is
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -31,16 +33,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from . import api, compat, console, docs, startup
+from . import api, compat, console, docs, jobs_api, startup
 from .auth import APIKeys
 from .convergence import SharedState
 from .errors import ClientError, ModelFailure, ReportedFailure
 from .extensions import STATE_KEY as PLUGIN_ROUTES
 from .extensions import PluginRoutes, serve_routes
+from .jobs import SERVE_TIMEOUT, Jobs
+from .jobstore import Job
 from .lifecycle import Lifecycle
 from .logs import log_error
 from .metrics import Metrics
 from .middleware import RequestContext, RequireAPIKey
+from .predictor import Predictor
 from .repository import Repository
 from .rest import JSONBytesResponse, error_response, http_error, server_of
 from .routing import ApiRoute, docs_app
@@ -88,10 +93,12 @@ def app_from_env() -> Starlette:
 def route_table(settings: Settings) -> list[BaseRoute]:
     return [
         *api.predict_routes(),
+        *jobs_api.deepaas_routes(),
         *v2_routes.routes(),
         *api.routes(),
         *api.stream_routes(),
         *compat.routes(),
+        *jobs_api.routes(),
         ApiRoute("/metrics", metrics_route, ["GET"], ["health"]),
         ApiRoute("/openapi.json", openapi_json, ["GET"], include_in_schema=False),
         *docs.docs_routes(),
@@ -134,10 +141,14 @@ def local_models(manager: pluggy.PluginManager | None) -> ServeModels:
 def lifespan(settings: Settings, models: ServeModels, metrics: Metrics, table: list[BaseRoute]) -> Any:
     @asynccontextmanager
     async def serve(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        async with models(settings, metrics) as (server, repository):
+        async with (
+            models(settings, metrics) as (server, repository),
+            running_jobs(settings, server, repository) as jobs,
+        ):
             plugin_routes = serve_routes(server.plugin_routes, table)
             yield {
                 PLUGIN_ROUTES: plugin_routes,
+                "jobs": jobs,
                 "server": server,
                 "repository": repository,
                 "lifecycle": Lifecycle(),
@@ -147,6 +158,28 @@ def lifespan(settings: Settings, models: ServeModels, metrics: Metrics, table: l
             }
 
     return serve
+
+
+@asynccontextmanager
+async def running_jobs(settings: Settings, server: ModelServer, repository: Any) -> AsyncIterator[Jobs]:
+    """The jobs of this server process: recovered and dispatched at startup, stopped (interrupted) at exit. A new
+    version a training makes is served through the repository, on the event loop."""
+    loop = asyncio.get_running_loop()
+
+    def serve_trained(job: Job, predictor: Predictor, artifact: Path) -> str:
+        version = f"{job.version.split('+')[0]}+job.{job.id.split('-')[0]}"  # a PEP 440 local version
+        base = server.registry.get(job.model, job.version)
+        coroutine = repository.serve_trained(predictor.trained(artifact, version), base, job.id)
+        asyncio.run_coroutine_threadsafe(coroutine, loop).result(SERVE_TIMEOUT)
+        return version
+
+    served = serve_trained if isinstance(repository, Repository) else None
+    jobs = Jobs(settings, server.registry, server.metrics, served)
+    await anyio.to_thread.run_sync(jobs.start)
+    try:
+        yield jobs
+    finally:
+        await anyio.to_thread.run_sync(jobs.close)
 
 
 async def metrics_route(request: Request) -> Response:

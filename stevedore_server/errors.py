@@ -91,6 +91,12 @@ class NotReady(ClientError):
     status_code = 503
 
 
+class Conflict(ClientError):
+    """The request does not fit the resource's state, such as cancelling a job that has finished."""
+
+    status_code = 409
+
+
 class Unauthenticated(ClientError):
     """No accepted API key (gRPC; the HTTP routes answer from their middleware)."""
 

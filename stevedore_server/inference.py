@@ -49,6 +49,8 @@ VECTOR_CHECK_MIN_BYTES = 2048
 class Action(enum.StrEnum):
     PREDICT = "predict"
     SCORE = "score"
+    #: Parameters of a training job: validated here, run by ``jobs`` (never by the model's runtime).
+    TRAIN = "train"
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,17 @@ class Inference:
             )
         return model
 
+    def job_parameters(self, ref: ModelRef, action: Action, body: bytes) -> tuple[ServingModel, Any]:
+        """The model ``ref`` names and the JSON ``body`` validated for a job of ``action`` (train, or a long
+        predict), as a JSON value: a job keeps its parameters in the database. NotFound for a model without."""
+        model = self.resolve(ref)
+        if action is Action.TRAIN and not model.predictor.has_train:
+            raise NotFound(f"model {model.name!r} version {model.version!r} cannot be trained")
+        if action is Action.SCORE:
+            raise BadRequest("score runs as a request, not as a job")
+        value = loads(body, self.max_json_depth)
+        return model, prepare(model, action, JSONValue(value, len(body)), self.max_json_depth).value
+
     def resolve_tensors(self, ref: ModelRef) -> tuple[ServingModel, Signature]:
         """The model ``ref`` names and its tensors (Open Inference Protocol): BadRequest for a model without."""
         model = self.resolve(ref)
@@ -152,7 +165,11 @@ def size_of(payload: Payload) -> int:
 def prepare(model: ServingModel, action: Action, payload: Payload, max_depth: int) -> Prepared:
     """``payload`` validated against the model's schema for ``action``, as the predictor takes it."""
     loaded = model.loaded
-    validator = loaded.predict_validator if action is Action.PREDICT else loaded.score_validator
+    validator = {
+        Action.PREDICT: loaded.predict_validator,
+        Action.SCORE: loaded.score_validator,
+        Action.TRAIN: loaded.train_validator,
+    }[action]
     if validator is None:
         raise NotFound(f"model {model.name!r} version {model.version!r} has no {action} service")
     if isinstance(payload, Tensors):

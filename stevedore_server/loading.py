@@ -48,6 +48,8 @@ class LoadedModel:
     score_validator: SchemaValidator | None = None
     predict_fixture: Any = None
     score_fixture: Any = None
+    #: The training parameters' schema, for a model that can be trained (its fixture is checked, never run).
+    train_validator: SchemaValidator | None = None
     #: What predict returned on its fixture in the self-test (the V2 output tensor is derived from it).
     fixture_output: Any = None
     #: The self-test showed one output item a row: only then can batching split a result back to its callers.
@@ -86,6 +88,7 @@ class Schemas:
     array_check: ArrayCheck | None
     score_validator: SchemaValidator | None = None
     score_fixture: Any = None
+    train_validator: SchemaValidator | None = None
 
 
 @dataclass(frozen=True)
@@ -129,12 +132,21 @@ def compile_schemas(predictor: Predictor) -> Schemas:
         raise PluginError("predict_schema is required")
     predict_validator = compile_schema("predict", predict_schema)
     predict_fixture = checked_fixture(predictor, "predict", predict_validator)
-    score_schema = predictor.resolved_schema("score")
-    if score_schema is None:
-        return Schemas(predict_validator, predict_fixture, ArrayCheck.of(predict_schema))
-    score_validator = compile_schema("score", score_schema)
-    score_fixture = checked_fixture(predictor, "score", score_validator)
-    return Schemas(predict_validator, predict_fixture, ArrayCheck.of(predict_schema), score_validator, score_fixture)
+    score_validator, score_fixture = optional_schema(predictor, "score")
+    train_validator, _ = optional_schema(predictor, "train")
+    return Schemas(
+        predict_validator, predict_fixture, ArrayCheck.of(predict_schema), score_validator, score_fixture,
+        train_validator,
+    )  # fmt: skip
+
+
+def optional_schema(predictor: Predictor, kind: str) -> tuple[SchemaValidator | None, Any]:
+    """The compiled score or train schema and its checked fixture; (None, None) when the predictor has none."""
+    schema = predictor.resolved_schema(kind)
+    if schema is None:
+        return None, None
+    validator = compile_schema(kind, schema)
+    return validator, checked_fixture(predictor, kind, validator)
 
 
 def compile_schema(kind: str, schema: dict[str, Any]) -> SchemaValidator:

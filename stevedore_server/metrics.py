@@ -28,6 +28,8 @@ from prometheus_client import (
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+#: Seconds: trainings take from seconds to days.
+JOB_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 12 * 3600.0, 24 * 3600.0, 72 * 3600.0)
 
 
 class Metrics:
@@ -84,6 +86,26 @@ class Metrics:
             "1 when the model is loaded and self-tested",
             ["model", "version"],
             multiprocess_mode="max",
+            registry=registry,
+        )
+        self.jobs_finished = Counter(
+            "stevedore_jobs_finished",
+            "Jobs that ended, by model, kind and final state (succeeded, failed, cancelled, interrupted)",
+            ["model", "kind", "state"],
+            registry=registry,
+        )
+        self.jobs_running = Gauge(
+            "stevedore_jobs_running",
+            "Jobs running in this server's processes",
+            ["model", "kind"],
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.job_seconds = Histogram(
+            "stevedore_job_duration_seconds",
+            "Time a job ran, from its start to its end, by model, kind and final state",
+            ["model", "kind", "state"],
+            buckets=JOB_BUCKETS,
             registry=registry,
         )
         self.info = Gauge(

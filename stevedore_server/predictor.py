@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import sys
@@ -25,6 +26,8 @@ OVERRIDABLE = (
     "score_schema",
     "predict_fixture",
     "score_fixture",
+    "train_schema",
+    "train_fixture",
     "created",
     "artifact",
     "model",
@@ -53,6 +56,11 @@ class Predictor:
     - ``predict_fixture`` / ``score_fixture``: a valid input, as a value or as the
       path of a ``.json`` file in package data (a ``str`` ending in ``.json`` or a
       ``pathlib.Path``).
+    - ``train_schema`` / ``train_fixture``: the JSON Schema of the training
+      parameters and valid parameters, as for predict (the fixture is checked
+      against the schema at startup, never run). A model with a train schema
+      implements :meth:`train`, which the server runs as a job in a process
+      of its own (``POST /models/NAME/train``).
     - ``created``: ISO 8601 UTC time the model was made; defaults to the
       modification time of ``artifact`` (a package-data path), else the load time.
     - ``tensor_inputs`` / ``tensor_outputs``: the Open Inference Protocol (V2)
@@ -99,6 +107,8 @@ class Predictor:
     score_schema: dict[str, Any] | str | os.PathLike[str] | None = None
     predict_fixture: Any = None
     score_fixture: Any = None
+    train_schema: dict[str, Any] | str | os.PathLike[str] | None = None
+    train_fixture: Any = None
     created: str | None = None
     artifact: str | None = None
     model: Any = None
@@ -186,6 +196,19 @@ class Predictor:
         """Turn the score into a JSON-serializable value. Default: NumPy values to Python ones."""
         return result.tolist() if hasattr(result, "tolist") else result
 
+    def train(self, params: Any, context: Any) -> Any:
+        """Train on valid ``params``; return a JSON-serialisable result. Runs in a process of its own, with a
+        ``training.TrainContext``: ``workdir``, ``progress(fraction, message)``, ``logger``, ``cancelled()``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement train")
+
+    def trained(self, artifact: Path, version: str) -> Predictor:
+        """The predictor of a new version made by a training that returned ``{"artifact": ...}``: by default a
+        copy of this one with ``artifact`` (an absolute path, in the job's workdir) and ``version`` set and no
+        model, which the server then loads (``load`` reads ``self.artifact``) and self-tests."""
+        clone = copy.copy(self)
+        clone.version, clone.artifact, clone.model, clone.created = version, str(artifact), None, None
+        return clone
+
     def predict(self, payload: Any) -> Any:
         """The whole predict pipeline on an already validated payload."""
         return self.convert_output(self.run_predict(self.convert_prediction_input(payload)))
@@ -213,8 +236,12 @@ class Predictor:
     def has_score(self) -> bool:
         return self.score_schema is not None
 
+    @property
+    def has_train(self) -> bool:
+        return self.train_schema is not None
+
     def resolved_schema(self, kind: str) -> dict[str, Any] | None:
-        """The predict or score schema as a dict, reading it from package data if given as a path."""
+        """The predict, score or train schema as a dict, reading it from package data if given as a path."""
         value = getattr(self, f"{kind}_schema")
         if value is None or isinstance(value, dict):
             return value
@@ -226,7 +253,7 @@ class Predictor:
         raise PluginError(f"{kind}_schema must be a dict or a path, not {type(value).__name__}")
 
     def resolved_fixture(self, kind: str) -> Any:
-        """The predict or score fixture as a value, reading it from package data if given as a path."""
+        """The predict, score or train fixture as a value, reading it from package data if given as a path."""
         value = getattr(self, f"{kind}_fixture")
         if isinstance(value, os.PathLike) or (isinstance(value, str) and value.endswith(".json")):
             return self._read_json(kind + "_fixture", value)

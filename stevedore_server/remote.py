@@ -1,4 +1,5 @@
-"""A running server's model repository, from the command line: ``stevedore-server models index|load|unload``.
+"""A running server from the command line: its model repository (``stevedore-server models index|load|unload``)
+and its jobs (``stevedore-server jobs list|show|logs|cancel``).
 
 Plain HTTP with the standard library, so the commands need nothing the core
 does not install. An API key comes from ``STEVEDORE_API_KEY`` (never a flag: a
@@ -12,7 +13,7 @@ import os
 import urllib.error
 import urllib.request
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from .errors import RemoteError
 
@@ -27,6 +28,17 @@ def call(url: str, path: str, body: dict[str, Any] | None = None) -> Any:
         url.rstrip("/") + path, data=json.dumps(body or {}).encode(), method="POST",
         headers={"Content-Type": "application/json"} | authorization(),
     )  # fmt: skip
+    return send(url, request)
+
+
+def fetch(url: str, path: str, method: str = "GET", query: dict[str, Any] | None = None) -> Any:
+    """GET (or DELETE) ``url`` + ``path`` with the query's parameters that are set; the parsed answer."""
+    parameters = urlencode({key: value for key, value in (query or {}).items() if value is not None})
+    full = url.rstrip("/") + path + (f"?{parameters}" if parameters else "")
+    return send(url, urllib.request.Request(full, method=method, headers=authorization()))
+
+
+def send(url: str, request: urllib.request.Request) -> Any:
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
             return json.loads(response.read() or b"null")
@@ -59,3 +71,29 @@ def load(url: str, name: str) -> None:
 
 def unload(url: str, name: str) -> None:
     call(url, f"/v2/repository/models/{quote(name, safe='')}/unload")
+
+
+def list_jobs(url: str, model: str | None, state: str | None, limit: int) -> list[dict[str, Any]]:
+    answer: list[dict[str, Any]] = fetch(url, "/jobs", query={"model": model, "state": state, "limit": limit})["jobs"]
+    return answer
+
+
+def show_job(url: str, job_id: str) -> dict[str, Any]:
+    answer: dict[str, Any] = fetch(url, f"/jobs/{quote(job_id, safe='')}")
+    return answer
+
+
+def job_logs(url: str, job_id: str) -> list[dict[str, Any]]:
+    """Every log line of the job, page after page."""
+    lines: list[dict[str, Any]] = []
+    while True:
+        after = lines[-1]["id"] if lines else None
+        page = fetch(url, f"/jobs/{quote(job_id, safe='')}/logs", query={"after": after})["lines"]
+        if not page:
+            return lines
+        lines += page
+
+
+def cancel_job(url: str, job_id: str) -> dict[str, Any]:
+    answer: dict[str, Any] = fetch(url, f"/jobs/{quote(job_id, safe='')}", method="DELETE")
+    return answer

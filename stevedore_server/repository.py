@@ -36,6 +36,7 @@ from .discovery import Candidate
 from .errors import BadRequest, InferenceTimeout, NotFound, StevedoreError
 from .hooks import Hooks
 from .loading import State, load_model, not_loaded
+from .predictor import Predictor
 from .server import ModelServer
 from .serving import ServingModel
 
@@ -200,6 +201,15 @@ class Repository:
             predictor = candidate.predictor if candidate else model.predictor
             self.swap(serving.describe(not_loaded(predictor, model.source), model.metadata))
         logger.info("model %s unloaded", name)
+
+    async def serve_trained(self, predictor: Predictor, base: ServingModel, job_id: str) -> None:
+        """Serve the new version a training made, once loaded and self-tested, beside the model it came from."""
+        loaded = await to_thread.run_sync(load_model, predictor, base.source)
+        if not loaded.ready:
+            raise BadRequest(f"the new version {predictor.version} failed: {loaded.reason}")
+        described = serving.describe(loaded, {**base.metadata, "trained_by_job": job_id})
+        self.swap(await serving.start(described, self.server.settings, self.server.metrics))
+        logger.info("model %s version %s, trained by job %s, served", predictor.name, predictor.version, job_id)
 
     def close(self) -> None:
         """At shutdown: stop following the other workers, and waiting for replaced models (their runtimes close)."""

@@ -144,6 +144,22 @@ class Settings:
     auth_health: bool = setting(False, "With API keys, also require one for health and metrics routes.")
     cors_origins: tuple[str, ...] = setting((), "Origins allowed by CORS (`*` for any; default: none).")
     console: bool = setting(True, "Serve the web console at `/`: every model's health, and a form to try each.")
+    state_dir: str | None = setting(
+        None, "Directory of the server's state: the jobs database `jobs.db` (default: the user's data directory)."
+    )
+    database_url: str | None = setting(
+        None, "SQLAlchemy URL of the jobs database (`postgresql://...` needs the `postgres` extra); default SQLite."
+    )
+    max_jobs: int = setting(1, "Jobs (trainings) running at once in this server process; the others wait queued.")
+    job_grace_period: float = setting(
+        10.0, "Seconds a cancelled or stopped job gets after SIGTERM to its process group, before SIGKILL."
+    )
+    max_job_log_lines: int = setting(
+        10000, "Log lines kept of one job; beyond them one line says how many more were dropped."
+    )
+    job_retention: float = setting(
+        7 * 24 * 3600.0, "Seconds a finished job, its result and its logs are kept (0: forever)."
+    )
     config: str | None = setting(None, "TOML file of settings; `[models.NAME]` tables hold per-model settings.")
     models: dict[str, ModelSettings] = setting({}, "Per-model settings (file only).", file_only=True)  # noqa: RUF009
 
@@ -163,6 +179,10 @@ class Settings:
             (0 <= self.inline_budget <= MAX_INLINE_BUDGET, "inline_budget", f"is not from 0 to {MAX_INLINE_BUDGET}"),
             (self.shutdown_delay >= 0, "shutdown_delay", "must not be negative"),
             (self.graceful_timeout >= 0, "graceful_timeout", "must not be negative"),
+            (self.max_jobs >= 1, "max_jobs", "must be at least 1"),
+            (self.job_grace_period >= 0, "job_grace_period", "must not be negative"),
+            (self.max_job_log_lines >= 1, "max_job_log_lines", "must be at least 1"),
+            (self.job_retention >= 0, "job_retention", "must not be negative"),
         ]
         special = {"all", "none"} & set(self.load_models)
         checks.append((not special or len(self.load_models) == 1, "load_models", "takes all or none alone"))

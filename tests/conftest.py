@@ -87,6 +87,16 @@ def make_client() -> Iterator[Callable[..., TestClient]]:
 
 
 @pytest.fixture
+def trainers(monkeypatch: pytest.MonkeyPatch) -> Registers:
+    """The trainer test plugin's trainable and misbehaving models, registered in process (the spawned job
+    processes find the plugin on the same ``sys.path``)."""
+    monkeypatch.syspath_prepend(str(INSTALLED / "trainer"))
+    from stevedore_test_trainer import IrisTrainer, MisbehavingTrainer
+
+    return Registers(IrisTrainer(), MisbehavingTrainer())
+
+
+@pytest.fixture
 def client(make_client: Callable[..., TestClient]) -> TestClient:
     """A server with one healthy model, ``rowsum``."""
     return make_client(Registers(RowSum()))

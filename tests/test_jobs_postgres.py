@@ -1,0 +1,137 @@
+"""The jobs on a real PostgreSQL server: a throwaway cluster on a free loopback port, started by the tests.
+
+Debian's PostgreSQL refuses to run as root, so the cluster runs as the
+``postgres`` user when the tests are root. Skipped where PostgreSQL or psycopg
+is not installed, except under ``CI``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from stevedore_server.jobstore import JobState, JobStore
+from stevedore_server.loopback import free_ports
+from stevedore_server.settings import Settings
+from tests.helpers import Registers
+from tests.test_jobs import GRACE, group_gone_within, start, wait_for, wait_until_hanging
+
+TOOLS = ("initdb", "pg_ctl")
+
+
+def tool(name: str) -> str | None:
+    """A PostgreSQL server program: on the PATH, else where Debian's ``postgresql`` puts it (not on the PATH)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    versions = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), key=lambda path: int(path.parts[-3]))
+    return str(versions[-1]) if versions else None
+
+
+def as_postgres(command: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+@pytest.fixture(scope="module")
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL cluster of its own for this module; its base URL (a database name to append)."""
+    missing = [name for name in TOOLS if tool(name) is None]
+    if missing or pytest.importorskip("psycopg") is None:
+        if os.environ.get("CI"):
+            raise AssertionError(f"PostgreSQL is not installed: {missing}")
+        pytest.skip(f"PostgreSQL is not installed: {missing}")
+    root = Path(tempfile.mkdtemp(prefix="stevedore-postgres-"))
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+    (port,) = free_ports(1)
+    data = root / "data"
+    subprocess.run(as_postgres([str(tool("initdb")), "-D", str(data), "-A", "trust", "-U", "postgres"]), check=True,
+                   capture_output=True)  # fmt: skip
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1"
+    start_command = [str(tool("pg_ctl")), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"]
+    subprocess.run(as_postgres(start_command), check=True, capture_output=True)
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}"
+    finally:
+        subprocess.run(
+            as_postgres([str(tool("pg_ctl")), "-D", str(data), "-m", "immediate", "-w", "stop"]), check=False
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def database_url(postgres_server: str) -> str:
+    """A fresh database of the cluster for one test."""
+    import psycopg
+
+    name = f"jobs_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server + "/postgres", autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name}")
+    return f"{postgres_server}/{name}"
+
+
+@pytest.fixture
+def pg_client(
+    make_client: Callable[..., TestClient], trainers: Registers, database_url: str, tmp_path: Path
+) -> TestClient:
+    settings = Settings(database_url=database_url, state_dir=str(tmp_path / "state"), job_grace_period=GRACE)
+    return make_client(trainers, settings=settings)
+
+
+def test_a_training_succeeds_with_its_jobs_in_postgresql(pg_client: TestClient, database_url: str) -> None:
+    job = start(pg_client, "iris-trainer", {"C": 1.0})
+    done = wait_for(pg_client, job["id"], "succeeded", "failed")
+    assert done["state"] == "succeeded" and done["result"]["accuracy"] > 0.9
+    assert done["duration"] >= 0 and done["finished"].endswith("Z")
+    store = JobStore(database_url)
+    stored = store.get(job["id"])
+    assert stored is not None and stored.state is JobState.SUCCEEDED
+    assert any("loading the iris data set" in line["line"] for line in store.logs(job["id"]))
+    store.close()
+
+
+def test_failures_and_cancel_on_postgresql(pg_client: TestClient) -> None:
+    failed = start(pg_client, "misbehaving-trainer", {"mode": "unpicklable"})
+    assert "Unpicklable" in wait_for(pg_client, failed["id"], "failed")["error"]
+    hanging = wait_until_hanging(pg_client, start(pg_client, "misbehaving-trainer", {"mode": "stubborn"})["id"])
+    pg_client.delete(f"/jobs/{hanging['id']}")
+    assert group_gone_within(hanging["pid"], GRACE + 2.0)
+    assert wait_for(pg_client, hanging["id"], "cancelled")["state"] == "cancelled"
+    listed = pg_client.get("/jobs", params={"state": "cancelled"}).json()["jobs"]
+    assert [item["id"] for item in listed] == [hanging["id"]]
+
+
+def test_a_job_left_running_is_interrupted_at_startup_on_postgresql(
+    make_client: Callable[..., TestClient], trainers: Registers, database_url: str, tmp_path: Path
+) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    leftover = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        store = JobStore(database_url)
+        job = store.create("misbehaving-trainer", "1", "train", {"mode": "hang"})
+        assert store.claim(job.id, f"{socket.gethostname()}:{dead.pid}")
+        assert not store.claim(job.id, "another:1")  # claimed once only
+        store.started(job.id, leftover.pid)
+        store.add_log(job.id, "info", "misbehaving: hang")
+        store.close()
+        settings = Settings(database_url=database_url, state_dir=str(tmp_path / "state"), job_grace_period=GRACE)
+        client = make_client(trainers, settings=settings)
+        found = client.get(f"/jobs/{job.id}").json()
+        assert found["state"] == "interrupted"
+        lines = [line["line"] for line in client.get(f"/jobs/{job.id}/logs").json()["lines"]]
+        assert lines[0] == "misbehaving: hang" and "interrupted" in lines[-1]
+        assert leftover.wait(timeout=GRACE + 2.0) < 0
+    finally:
+        if leftover.poll() is None:
+            leftover.kill()
+            leftover.wait()

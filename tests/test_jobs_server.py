@@ -1,0 +1,202 @@
+"""Jobs across restarts of a real ``stevedore-server run``: killed mid-job, and stopped with SIGTERM mid-job.
+
+The trainer test plugin is made an installed distribution without building a
+wheel: a directory on ``PYTHONPATH`` holding the package (a symlink) and a
+``.dist-info`` with its entry points, which ``importlib.metadata`` finds like
+any other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from stevedore_server.jobstore import JobState, JobStore, default_url
+from stevedore_server.loopback import LiveServer
+
+pytestmark = pytest.mark.server
+
+REPO = Path(__file__).resolve().parent.parent
+TRAINER = REPO / "tests" / "installed" / "trainer" / "stevedore_test_trainer"
+GRACE = 1.0
+DEADLINE = 90.0
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The trainer plugin installed (as far as entry points go), and the servers' settings."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / TRAINER.name).symlink_to(TRAINER)
+    info = site / "stevedore_test_trainer-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: stevedore-test-trainer\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[stevedore.predictors]\nmisbehaving-trainer = stevedore_test_trainer:MisbehavingTrainer\n"
+        "iris-trainer = stevedore_test_trainer:IrisTrainer\n"
+    )
+    path = [str(site), str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(path))
+    state = tmp_path / "state"
+    monkeypatch.setenv("STEVEDORE_STATE_DIR", str(state))
+    monkeypatch.setenv("STEVEDORE_JOB_GRACE_PERIOD", str(GRACE))
+    monkeypatch.setenv("STEVEDORE_PLUGINS", "stevedore-test-trainer")
+    return state
+
+
+def serving(log: Path, *args: str) -> LiveServer:
+    server = LiveServer.start(log, *args)
+    status, body = server.wait_until_serving(DEADLINE)
+    if status != 200:
+        server.stop()
+        raise AssertionError(f"not ready: {body}\n{server.log()}")
+    return server
+
+
+def hanging_job(server: LiveServer) -> dict[str, Any]:
+    response = httpx.post(server.url + "/models/misbehaving-trainer/train", json={"mode": "hang"})
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    stop_at = time.monotonic() + DEADLINE
+    while time.monotonic() < stop_at:
+        job: dict[str, Any] = httpx.get(f"{server.url}/jobs/{job_id}").json()
+        if job["message"] == "hanging":
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"the job never hung: {job}\n{server.log()}")
+
+
+def final_state(server: LiveServer, job_id: str) -> str:
+    """The job's state once it has left queued and running (its process may be gone a moment before)."""
+    stop_at = time.monotonic() + DEADLINE
+    while time.monotonic() < stop_at:
+        state: str = httpx.get(f"{server.url}/jobs/{job_id}").json()["state"]
+        if state not in ("queued", "running"):
+            return state
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} never finished")
+
+
+def gone(pid: int) -> bool:
+    """Whether a process has exited (a zombie that nobody reaped yet counts as exited)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
+        return True
+    return state == "Z"
+
+
+def gone_within(pid: int, seconds: float) -> bool:
+    stop_at = time.monotonic() + seconds
+    while time.monotonic() < stop_at:
+        if gone(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def stored_state(state_dir: Path, job_id: str) -> JobState:
+    store = JobStore(default_url(str(state_dir)))
+    try:
+        job = store.get(job_id)
+    finally:
+        store.close()
+    assert job is not None
+    return job.state
+
+
+def test_a_job_of_a_killed_server_is_interrupted_at_the_next_start_with_its_logs(
+    state_dir: Path, tmp_path: Path
+) -> None:
+    first = serving(tmp_path / "first.log")
+    try:
+        job = hanging_job(first)
+        os.kill(first.process.pid, signal.SIGKILL)  # no lifespan exit: the job is left running, unseen
+        first.process.wait(timeout=10)
+    finally:
+        first.stop()
+    assert not gone(job["pid"]), "the job's process should outlive its killed server"
+    assert stored_state(state_dir, job["id"]) is JobState.RUNNING
+    second = serving(tmp_path / "second.log")
+    try:
+        found = httpx.get(f"{second.url}/jobs/{job['id']}").json()
+        assert found["state"] == "interrupted", found
+        lines = [line["line"] for line in httpx.get(f"{second.url}/jobs/{job['id']}/logs").json()["lines"]]
+        assert any("misbehaving: hang" in line for line in lines)
+        assert any("interrupted" in line for line in lines)
+        assert gone_within(job["pid"], GRACE + 3.0), "the leftover job process was not stopped"
+    finally:
+        second.stop()
+
+
+def test_sigterm_to_the_server_interrupts_and_stops_its_running_job(state_dir: Path, tmp_path: Path) -> None:
+    server = serving(tmp_path / "server.log")
+    try:
+        job = hanging_job(server)
+    finally:
+        assert server.stop() == 0, server.log()
+    assert gone(job["pid"])
+    assert stored_state(state_dir, job["id"]) is JobState.INTERRUPTED
+
+
+def test_the_jobs_commands_drive_a_running_server(state_dir: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from stevedore_server.cli import main
+
+    server = serving(tmp_path / "server.log")
+    try:
+        job = hanging_job(server)
+        runner = CliRunner()
+        listed = runner.invoke(main, ["jobs", "list", "--url", server.url, "--state", "running"])
+        assert listed.exit_code == 0 and job["id"] in listed.output and "running" in listed.output
+        shown = runner.invoke(main, ["jobs", "show", job["id"], "--url", server.url])
+        assert shown.exit_code == 0 and json.loads(shown.output)["params"] == {"mode": "hang"}
+        logs = runner.invoke(main, ["jobs", "logs", job["id"], "--url", server.url])
+        assert logs.exit_code == 0 and "misbehaving: hang" in logs.output
+        cancelled = runner.invoke(main, ["jobs", "cancel", job["id"], "--url", server.url])
+        assert cancelled.exit_code == 0 and job["id"] in cancelled.output
+        assert gone_within(job["pid"], GRACE + 3.0)
+        assert final_state(server, job["id"]) == "cancelled"
+        again = runner.invoke(main, ["jobs", "cancel", job["id"], "--url", server.url])
+        assert again.exit_code != 0 and "409" in again.output and "already finished" in again.output
+        missing = runner.invoke(main, ["jobs", "show", "no-such-job", "--url", server.url])
+        assert missing.exit_code != 0 and "404" in missing.output
+    finally:
+        server.stop()
+
+
+def test_two_workers_share_one_job_list_and_start_each_job_once(state_dir: Path, tmp_path: Path) -> None:
+    server = serving(tmp_path / "server.log", "--workers", "2")
+    try:
+        ids = []
+        for _ in range(4):
+            response = httpx.post(server.url + "/models/iris-trainer/train", json={"C": 1.0})
+            assert response.status_code == 202, response.text
+            ids.append(response.json()["id"])
+        stop_at = time.monotonic() + DEADLINE * 2
+        while time.monotonic() < stop_at:
+            listed = {job["id"]: job for job in httpx.get(server.url + "/jobs").json()["jobs"]}
+            assert set(listed) == set(ids)  # whichever worker answers, the same list
+            if all(job["state"] in ("succeeded", "failed") for job in listed.values()):
+                break
+            time.sleep(0.2)
+        assert all(job["state"] == "succeeded" for job in listed.values()), listed
+        for job_id in ids:  # a job started twice would have logged twice
+            lines = httpx.get(f"{server.url}/jobs/{job_id}/logs").json()["lines"]
+            assert sum("loading the iris data set" in line["line"] for line in lines) == 1, lines
+        # A cancel reaches the job whichever worker takes the request (the owner polls for it).
+        hanging = hanging_job(server)
+        for _ in range(2):
+            httpx.delete(f"{server.url}/jobs/{hanging['id']}")
+        assert gone_within(hanging["pid"], GRACE + 5.0)
+        assert final_state(server, hanging["id"]) == "cancelled"
+    finally:
+        assert server.stop() == 0, server.log()
