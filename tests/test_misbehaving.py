@@ -170,7 +170,7 @@ def test_an_unbatched_result_is_answered_whatever_its_length(client: TestClient)
     responses = predict_everywhere(client, "wrong-rows", BAD_ROWS)
     assert responses["stevedore"].json()["predictions"] == [0]
     assert responses["v2"].json()["outputs"][0] | {"data": None} == {
-        "name": "output-0", "datatype": "FP64", "shape": [1], "data": None
+        "name": "output-0", "datatype": "FP64", "shape": [1], "parameters": {"content_type": "np"}, "data": None
     }  # fmt: skip
     assert responses["original"].json() == [0]
 
