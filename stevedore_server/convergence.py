@@ -99,6 +99,7 @@ class SharedState:
 
 
 def alive(pid: int) -> bool:
+    """Whether a process (or, with a negative number, a process group) exists."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

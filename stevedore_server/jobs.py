@@ -41,6 +41,7 @@ from typing import Any
 import orjson
 import platformdirs
 
+from .convergence import alive
 from .errors import Conflict, NotFound
 from .jobstore import FINISHED, Job, JobState, JobStore, ago, default_url, sqlite_file, this_owner
 from .metrics import Metrics
@@ -167,7 +168,7 @@ class Jobs:
         if host != socket.gethostname() or not pid_text.isdigit():
             return False
         pid = int(pid_text)
-        return pid == os.getpid() or not process_exists(pid)
+        return pid == os.getpid() or not alive(pid)
 
     # -- the API's operations ----------------------------------------------
 
@@ -438,21 +439,10 @@ def stop_group(pgid: int, grace: float) -> None:
     logger.warning("stopping the process group %s of an interrupted job", pgid)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        if not process_exists(-pgid):
+        if not alive(-pgid):
             return
         time.sleep(0.1)
     try:
         os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-
-
-def process_exists(pid: int) -> bool:
-    """Whether a process (or, with a negative number, a process group) exists."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
