@@ -70,6 +70,9 @@ class ModelSettings:
     downscale_delay: float | None = setting(
         None, "Ray Serve autoscaling: seconds of low load before a replica is removed."
     )
+    max_replicas_per_node: int | None = setting(
+        None, "Ray Serve: most replicas of the model on one node (1: every replica on a node of its own)."
+    )
     ray_actor_options: dict[str, Any] | None = setting(  # noqa: RUF009  (a default of None)
         None, "Ray Serve: each replica's `ray_actor_options` (`num_cpus`, `num_gpus`, `memory` in bytes, ...)."
     )
@@ -292,6 +295,7 @@ MODEL_FALLBACKS = {
     "target_ongoing_requests": "Serve's default (2)",
     "upscale_delay": "Serve's default (30)",
     "downscale_delay": "Serve's default (600)",
+    "max_replicas_per_node": "no limit",
     "ray_actor_options": "`{num_cpus = 1}` (a table given is merged into it)",
 }
 
@@ -318,7 +322,7 @@ def check_model_settings(name: str, model: ModelSettings) -> None:
         raise StartupError(f"{prefix}.max_concurrency: {model.max_concurrency} must be at least 1")
     if model.max_queue is not None and model.max_queue < 0:
         raise StartupError(f"{prefix}.max_queue: {model.max_queue} must not be negative")
-    for attribute in ("replicas", "min_replicas", "max_replicas"):
+    for attribute in ("replicas", "min_replicas", "max_replicas", "max_replicas_per_node"):
         value = getattr(model, attribute)
         if value is not None and value < (0 if attribute == "min_replicas" else 1):
             raise StartupError(

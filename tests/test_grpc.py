@@ -512,9 +512,12 @@ def test_sigterm_under_grpc_load_loses_nothing(ops_venv: Venv, tmp_path: Path) -
                 with lock:
                     outcomes[outcome] += 1
 
+    watching = threading.Event()
+
     def watch() -> None:
         health = health_pb2_grpc.HealthStub(grpc.insecure_channel(server.grpc_target))
         for answer in health.Watch(health_pb2.HealthCheckRequest(service="")):
+            watching.set()  # the stream is open: the first answer came
             if answer.status == health_pb2.HealthCheckResponse.NOT_SERVING:
                 not_serving.set()
                 return
@@ -527,6 +530,7 @@ def test_sigterm_under_grpc_load_loses_nothing(ops_venv: Venv, tmp_path: Path) -
     for thread in clients:
         thread.start()
     time.sleep(1)
+    assert watching.wait(30), "the health Watch stream did not open"
     server.process.send_signal(15)
     assert not_serving.wait(5), "health did not turn NOT_SERVING"
     assert slow.result().model_name == "sleeper"  # in flight across the whole drain

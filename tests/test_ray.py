@@ -40,6 +40,7 @@ V2_CURL = re.search(r"```sh\n(curl -s -d '\{\"id\".*?)```", README, flags=re.DOT
 SETTINGS = """
 [models.iris]
 replicas = 2
+max_replicas_per_node = 1
 ray_actor_options = {num_cpus = 0.25}
 
 [models.iris-proba]

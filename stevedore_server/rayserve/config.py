@@ -54,6 +54,8 @@ def model_options(settings: Settings, predictor: Predictor) -> dict[str, Any]:
         options["autoscaling_config"] = autoscaling
     else:
         options["num_replicas"] = own.replicas or 1
+    if own.max_replicas_per_node is not None:
+        options["max_replicas_per_node"] = own.max_replicas_per_node
     options["ray_actor_options"] = {"num_cpus": MODEL_CPUS} | (own.ray_actor_options or {})
     options["max_ongoing_requests"] = limits.capacity
     options["health_check_period_s"] = HEALTH_CHECK_PERIOD
