@@ -137,6 +137,16 @@ class ModelFailure(StevedoreError):
         self.error = error
 
 
+class WorkerFailure(Exception):
+    """A model's call failed in its worker process (``isolation``): the model raised there, or the process died
+    or overran the time-out. The runtime makes it a ``ModelFailure``; the client never sees its text."""
+
+    def __init__(self, summary: str, remote_traceback: str = "") -> None:
+        super().__init__(summary)
+        if remote_traceback:  # logged with the error id, under the server's own frames
+            self.add_note("In the worker process:\n" + remote_traceback.rstrip())
+
+
 class ReportedFailure(StevedoreError):
     """A ``ModelFailure`` in another process (a Ray replica), logged there with its traceback under
     ``error_id``: the client gets the same 500, with that id."""

@@ -108,6 +108,13 @@ class Metrics:
             buckets=JOB_BUCKETS,
             registry=registry,
         )
+        self.process_memory = Gauge(
+            "stevedore_model_process_resident_bytes",
+            "Resident memory of each worker process of a model run in processes (`[models.NAME] processes`)",
+            ["model", "version", "process"],
+            multiprocess_mode="liveall",
+            registry=registry,
+        )
         self.info = Gauge(
             "stevedore_info",
             "Versions of the server and of each plugin distribution (value 1)",
@@ -124,6 +131,17 @@ class Metrics:
         self.model_ready.labels(name, model_version).set(1 if ready else 0)
         if plugin is not None:
             self.info.labels(*plugin).set(1)
+
+    def report_process_memory(self, model: str, model_version: str, index: int, resident: int | None) -> None:
+        """A model's worker process ``index`` uses ``resident`` bytes; None: it is gone."""
+        labels = (model, model_version, str(index))
+        if resident is not None:
+            self.process_memory.labels(*labels).set(resident)
+            return
+        try:
+            self.process_memory.remove(*labels)
+        except KeyError:  # never reported
+            pass
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format: this process's metrics, or every worker's in multiprocess mode."""

@@ -165,6 +165,10 @@ class Predictor:
     def load(self) -> None:
         """Load the model artifact into ``self.model``. Called once at startup, never at import."""
 
+    def unload(self) -> None:
+        """Release what ``load`` holds, once the model is no longer served (unloaded, replaced, the server
+        stopping): files, connections, processes. Default: nothing; the model object is dropped anyway."""
+
     def resource_path(self, relative: str | os.PathLike[str]) -> Path:
         """Path of a package-data file, relative to the package of this predictor's class."""
         return package_dir(type(self)) / relative

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import pluggy
 from anyio import to_thread
 
-from . import serving, startup
+from . import isolation, serving, startup
 from .convergence import LOADED, UNLOADED, Desired, SharedState
 from .discovery import Candidate
 from .errors import BadRequest, InferenceTimeout, NotFound, StevedoreError
@@ -177,7 +177,8 @@ class Repository:
     async def load_here(self, name: str) -> None:
         """Load every installed version of ``name`` in this process."""
         candidates, hooks = await to_thread.run_sync(self.candidates, name)
-        loaded = await to_thread.run_sync(lambda: [load_model(c.predictor, c.source) for c in candidates])
+        settings = self.server.settings
+        loaded = await to_thread.run_sync(lambda: [isolation.load_candidate(c, settings) for c in candidates])
         failed = [f"version {m.version}: {m.reason}" for m in loaded if not m.ready]
         if failed:
             raise BadRequest(f"failed to load model {name!r}, which keeps serving as it was: " + "; ".join(failed))

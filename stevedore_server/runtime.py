@@ -120,3 +120,7 @@ class ModelRuntime:
         if self.batcher is not None:
             self.batcher.stop()
         self.threads.close()
+        try:
+            self.model.predictor.unload()
+        except Exception as error:
+            logger.error("model %s version %s: unload() raised", self.model.name, self.model.version, exc_info=error)

@@ -16,6 +16,7 @@ from typing import Any
 
 from anyio import to_thread
 
+from . import proxy
 from .errors import NoTensorInterface
 from .inline import calibrate
 from .loading import LoadedModel, State
@@ -107,6 +108,8 @@ async def start(model: ServingModel, settings: Settings, metrics: Metrics | None
     if not model.ready:
         return model
     limits = settings.limits_for(model.predictor)
+    if metrics is not None:
+        proxy.report_memory(model.predictor, metrics.report_process_memory)
     cost = await to_thread.run_sync(calibrate, model.loaded, limits.inline_budget) if limits.inline_budget else None
     return replace(model, runtime=ModelRuntime(model.loaded, limits, metrics, cost))
 

@@ -41,6 +41,9 @@ def setting(default: Any, help: str, secret: bool = False, file_only: bool = Fal
     return field(default=default, metadata=metadata)
 
 
+#: Most worker processes of one model.
+MAX_PROCESSES = 256
+
 #: The per-model settings of Ray Serve's autoscaling: setting any turns it on.
 AUTOSCALING_SETTINGS = ("min_replicas", "max_replicas", "target_ongoing_requests", "upscale_delay", "downscale_delay")
 
@@ -56,6 +59,16 @@ class ModelSettings:
     max_queue: int | None = setting(None, "Inferences of this model waiting; beyond it, 503 with Retry-After.")
     inline_budget: float | None = setting(
         None, "Seconds under which a predict call runs on the event loop (0: never; set: even without `inline`)."
+    )
+    processes: int | None = setting(
+        None,
+        "Worker processes running this model's inferences instead of threads (for CPU-bound models that hold "
+        "the GIL); each loads the model.",
+    )
+    python: str | None = setting(
+        None,
+        "Interpreter (or virtual environment directory) of the model's worker processes, where its plugin and "
+        "dependencies are installed: the model runs in its own environment.",
     )
     # On Ray Serve (`stevedore-server ray`), the model's deployment.
     replicas: int | None = setting(None, "Ray Serve: replicas of the model's deployment (without autoscaling).")
@@ -76,6 +89,15 @@ class ModelSettings:
     ray_actor_options: dict[str, Any] | None = setting(  # noqa: RUF009  (a default of None)
         None, "Ray Serve: each replica's `ray_actor_options` (`num_cpus`, `num_gpus`, `memory` in bytes, ...)."
     )
+
+    @property
+    def in_processes(self) -> bool:
+        """The model runs in worker processes of its own (``processes`` or ``python`` set)."""
+        return self.processes is not None or self.python is not None
+
+    @property
+    def worker_processes(self) -> int:
+        return self.processes or 1
 
     @property
     def autoscaling(self) -> bool:
@@ -213,13 +235,18 @@ class Settings:
         def pick(value: Any, fallback: Any) -> Any:
             return fallback if value is None else value
 
+        if own.in_processes:  # as many calls at once as processes, and none on the event loop
+            concurrency, inline_budget = pick(own.max_concurrency, own.worker_processes), 0.0
+        else:
+            concurrency = pick(own.max_concurrency, self.max_concurrency)
+            inline_budget = pick(own.inline_budget, self.inline_budget if predictor.inline is True else 0.0)
         return ModelLimits(
             max_batch_size=pick(own.max_batch_size, predictor.max_batch_size),
             max_batch_time=pick(own.max_batch_time, predictor.max_batch_time),
             timeout=pick(own.timeout, self.timeout),
-            max_concurrency=pick(own.max_concurrency, self.max_concurrency),
+            max_concurrency=concurrency,
             max_queue=pick(own.max_queue, self.max_queue),
-            inline_budget=pick(own.inline_budget, self.inline_budget if predictor.inline is True else 0.0),
+            inline_budget=inline_budget,
         )
 
     @classmethod
@@ -289,6 +316,9 @@ MODEL_FALLBACKS = {
     "max_batch_size": "the predictor's attribute",
     "max_batch_time": "the predictor's attribute",
     "inline_budget": "the server's `inline_budget` if the predictor declares `inline`, else 0",
+    "max_concurrency": "the server's, or `processes` for a model in processes",
+    "processes": "none: the model runs on the server's threads (1 where `python` is set)",
+    "python": "the server's own interpreter",
     "replicas": "1",
     "min_replicas": "1, with autoscaling on",
     "max_replicas": "`min_replicas` (at least 1)",
@@ -322,6 +352,10 @@ def check_model_settings(name: str, model: ModelSettings) -> None:
         raise StartupError(f"{prefix}.max_concurrency: {model.max_concurrency} must be at least 1")
     if model.max_queue is not None and model.max_queue < 0:
         raise StartupError(f"{prefix}.max_queue: {model.max_queue} must not be negative")
+    if model.processes is not None and not 1 <= model.processes <= MAX_PROCESSES:
+        raise StartupError(f"{prefix}.processes: {model.processes} is not from 1 to {MAX_PROCESSES}")
+    if model.python is not None and not model.python.strip():
+        raise StartupError(f"{prefix}.python: an interpreter path or a virtual environment directory, not empty")
     for attribute in ("replicas", "min_replicas", "max_replicas", "max_replicas_per_node"):
         value = getattr(model, attribute)
         if value is not None and value < (0 if attribute == "min_replicas" else 1):

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 import pluggy
 
-from . import serving
+from . import isolation, serving
 from .discovery import Candidate, discover
 from .errors import StartupError
 from .hooks import Hooks
-from .loading import LoadedModel, load_model, not_loaded
+from .loading import LoadedModel, not_loaded
 from .metrics import Metrics
 from .plugins import check_hooks, get_plugin_manager, hook_sources
 from .predictor import NAME_PATTERN, Predictor
@@ -61,7 +61,7 @@ def load(settings: Settings, manager: pluggy.PluginManager | None = None) -> Loa
 def load_selected(settings: Settings, candidate: Candidate) -> LoadedModel:
     """The model loaded and self-tested if ``load_models`` selects it, else its record as not loaded."""
     if settings.loads_at_startup(candidate.predictor.name):
-        return load_model(candidate.predictor, candidate.source)
+        return isolation.load_candidate(candidate, settings)
     return not_loaded(candidate.predictor, candidate.source)
 
 
@@ -77,6 +77,10 @@ def find(
     hooks = Hooks(manager, hook_sources() if from_entry_points else {})
     candidates, discovery_failures = discover(hooks, settings.selection, entry_points=from_entry_points)
     failures += discovery_failures
+    isolated, isolated_failures, names = isolation.isolated_candidates(settings)
+    if names:  # a model with an environment of its own is that environment's, even where the server has one too
+        candidates = [candidate for candidate in candidates if candidate.predictor.name not in names] + isolated
+        failures += isolated_failures
     accepted: dict[tuple[str, str], Candidate] = {}
     for candidate in candidates:
         problem = identity_problem(candidate.predictor)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import platform
 import sys
 from collections.abc import Mapping
 from email.utils import getaddresses
@@ -10,6 +11,7 @@ from importlib.metadata import PackageNotFoundError, distribution, packages_dist
 from typing import TYPE_CHECKING, Any
 
 from ..hookspecs import hookimpl
+from ..proxy import ProcessPredictor
 
 if TYPE_CHECKING:
     from importlib.metadata import PackageMetadata
@@ -20,14 +22,18 @@ if TYPE_CHECKING:
 
 @hookimpl(trylast=True)
 def stevedore_catalogue_metadata(predictor: Predictor, server: ModelServer) -> dict[str, Any] | None:
-    """Distribution name and version, author, license, summary and home page of the model's distribution."""
+    """Distribution name and version, author, license, summary and home page of the model's distribution, and
+    where the model runs (``runs_in``)."""
+    if isinstance(predictor, ProcessPredictor):  # its distribution is where its processes run, maybe not here
+        return {**(predictor.distribution_metadata or {}), "runs_in": predictor.placement}
+    runs_in = {"kind": "threads", "python": sys.executable, "python_version": platform.python_version()}
     name = distribution_name(predictor, server)
     if name is None:
-        return None
+        return {"runs_in": runs_in}
     try:
-        return wheel_metadata(distribution(name).metadata)
+        return {**wheel_metadata(distribution(name).metadata), "runs_in": runs_in}
     except PackageNotFoundError:
-        return None
+        return {"runs_in": runs_in}
 
 
 def distribution_name(predictor: Predictor, server: ModelServer) -> str | None:

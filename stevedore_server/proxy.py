@@ -1,0 +1,68 @@
+"""``ProcessPredictor``: a model served by worker processes (``isolation``), as the rest of the server sees it.
+
+What its worker processes declared (schemas, fixtures, tensors, batching) are
+its attributes; ``predict`` and ``score`` are calls to its pool; ``unload``
+stops the pool. Kept apart from ``isolation`` so that the catalogue and
+serving can know such a model without importing how its processes are run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from .errors import PluginError
+from .predictor import Predictor
+
+#: Reports a pool's processes' memory: (model, version, process index, bytes or None once gone).
+MemoryReport = Callable[[str, str, int, int | None], None]
+
+
+class Pool(Protocol):
+    """Worker processes of one model (``isolation.ProcessPool``)."""
+
+    report_memory: MemoryReport | None
+
+    def call(self, action: str, payload: Any) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class ProcessPredictor(Predictor):
+    """A model served by its worker processes: what they declared, and ``predict``/``score`` sent to them."""
+
+    def __init__(self, pool: Pool | None, declared: dict[str, Any], placement: dict[str, Any]) -> None:
+        super().__init__()
+        for attribute, value in declared.items():
+            setattr(self, attribute, value)
+        self.pool = pool
+        #: Where the model runs, for the catalogue.
+        self.placement = placement
+        #: The catalogue fields of the plugin's distribution, as installed where the model runs.
+        self.distribution_metadata: dict[str, Any] | None = None
+
+    @classmethod
+    def placeholder(cls, name: str, version: str) -> ProcessPredictor:
+        """A model of another environment before it is loaded: a name and a version, nothing else."""
+        return cls(None, {"name": name, "version": version}, {})
+
+    def predict(self, payload: Any) -> Any:
+        return self._pool().call("predict", payload)
+
+    def score(self, payload: Any) -> Any:
+        return self._pool().call("score", payload)
+
+    def _pool(self) -> Pool:
+        if self.pool is None:
+            raise PluginError(f"model {self.name!r} version {self.version!r} has no worker processes")
+        return self.pool
+
+    def unload(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+
+
+def report_memory(predictor: Predictor, report: MemoryReport) -> None:
+    """Have the worker processes of a model served by them report their memory (any other model has none)."""
+    if isinstance(predictor, ProcessPredictor) and predictor.pool is not None:
+        predictor.pool.report_memory = report

@@ -1,0 +1,165 @@
+"""A model's worker process: ``python -m stevedore_server.worker``, started by ``isolation`` (never by a user).
+
+It runs under the server's interpreter (``[models.NAME] processes``) or under
+another one (``python``), whose environment has the plugin and its own
+dependencies. It finds the plugins installed where it runs, as a server does,
+and talks to the server over one socket (its file descriptor in the
+``STEVEDORE_WORKER`` variable, with what it is to do), one pickled message
+at a time:
+
+- ``describe``: the models these plugins provide, for the listed names;
+- ``serve``: load and self-test one model (name, version), send what loading
+  found, then answer ``(action, payload)`` requests, one at a time, with
+  ``("ok", result)``, ``("client", error)`` for an error meant for the client,
+  or ``("error", summary, traceback)`` when the model raised. It ends when the
+  server closes the socket (the server stopping, or dying).
+
+Nothing in a reply can fail to unpickle on the server's side for being an
+exception of a module it lacks: a model's exception travels as text.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import sys
+import traceback
+from importlib.metadata import PackageNotFoundError, distribution
+from multiprocessing.connection import Connection
+from typing import Any
+
+import orjson
+
+from .isolation import ORDERS_ENV, PROTOCOL
+
+logger = logging.getLogger("stevedore.worker")
+
+
+def main() -> None:
+    orders = orjson.loads(os.environ.pop(ORDERS_ENV))
+    connection = Connection(orders["fd"])
+    logging.basicConfig(
+        level=orders.get("log_level", "INFO").upper(),
+        format=f"%(asctime)s %(levelname)s [worker {os.getpid()} {orders.get('model', '')}] %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if orders["mode"] == "describe":
+        send(connection, describe(orders))
+    else:
+        serve(connection, orders)
+
+
+def send(connection: Connection, message: Any) -> None:
+    connection.send_bytes(pickle.dumps(message, protocol=PROTOCOL))
+
+
+def find(orders: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+    """The candidates and plugin failures of the plugins installed here, selected as the server selects."""
+    from .settings import Settings
+    from .startup import find as find_candidates
+
+    settings = Settings(plugins=orders.get("plugins"), disable_plugins=tuple(orders.get("disable_plugins", ())))
+    candidates, failures, _hooks = find_candidates(settings)
+    return candidates, failures
+
+
+def describe(orders: dict[str, Any]) -> dict[str, Any]:
+    """The models of the names asked for, as (name, version, where from), and the plugins that failed."""
+    candidates, failures = find(orders)
+    names = set(orders["names"])
+    found = [(c.predictor.name, c.predictor.version, c.source) for c in candidates if c.predictor.name in names]
+    return {"models": found, "failures": failures, "python": python_description()}
+
+
+def python_description() -> dict[str, str]:
+    return {"executable": sys.executable, "version": ".".join(map(str, sys.version_info[:3]))}
+
+
+def serve(connection: Connection, orders: dict[str, Any]) -> None:
+    from .loading import load_model
+
+    candidates, _failures = find(orders)
+    wanted = (orders["model"], orders["version"])
+    chosen = [c for c in candidates if (c.predictor.name, c.predictor.version) == wanted]
+    if not chosen:
+        send(connection, {"state": "failed", "reason": f"no installed plugin provides model {wanted[0]!r} "
+                          f"version {wanted[1]!r} under {sys.executable}"})  # fmt: skip
+        return
+    loaded = load_model(chosen[0].predictor, chosen[0].source)
+    send(connection, loaded_description(loaded))
+    if loaded.ready:
+        answer(connection, loaded.predictor)
+
+
+def loaded_description(loaded: Any) -> dict[str, Any]:
+    """What the server needs of a loaded model: its state, declarations, self-test and distribution."""
+    predictor = loaded.predictor
+    declared = {
+        attribute: getattr(predictor, attribute)
+        for attribute in (
+            "name", "version", "description", "tensor_inputs", "tensor_outputs", "content_type", "numpy_input",
+            "max_batch_size", "max_batch_time", "row_aligned",
+        )
+    }  # fmt: skip
+    for kind in ("predict", "score"):
+        validator = getattr(loaded, f"{kind}_validator")
+        declared[f"{kind}_schema"] = validator.schema if validator is not None else None
+        declared[f"{kind}_fixture"] = getattr(loaded, f"{kind}_fixture")
+    return {
+        "state": loaded.state.value,
+        "reason": loaded.reason,
+        "created": loaded.created,
+        "declared": declared,
+        "distribution": distribution_metadata(loaded.source.distribution),
+        "python": python_description(),
+        "pid": os.getpid(),
+    }
+
+
+def distribution_metadata(name: str | None) -> dict[str, Any] | None:
+    """The catalogue fields of the plugin's distribution, as installed here (the server may lack it)."""
+    from .default_plugins.catalogue import wheel_metadata
+
+    if name is None:
+        return None
+    try:
+        return wheel_metadata(distribution(name).metadata)
+    except PackageNotFoundError:
+        return None
+
+
+def answer(connection: Connection, predictor: Any) -> None:
+    """Answer the server's requests until it closes the socket."""
+    from .errors import ClientError
+
+    while True:
+        try:
+            action, payload = pickle.loads(connection.recv_bytes())
+        except (EOFError, OSError):
+            return
+        try:
+            method = predictor.predict if action == "predict" else predictor.score
+            reply: tuple[Any, ...] = ("ok", method(payload))
+        except ClientError as error:
+            reply = ("client", error)
+        except Exception as error:
+            reply = ("error", f"{type(error).__name__}: {error}", traceback.format_exc())
+        send_reply(connection, reply)
+
+
+def send_reply(connection: Connection, reply: tuple[Any, ...]) -> None:
+    """Send ``reply``; one that cannot be pickled (an odd result, an error holding a lock) is sent as an error."""
+    try:
+        data = pickle.dumps(reply, protocol=PROTOCOL)
+    except Exception as error:
+        what = "result" if reply[0] == "ok" else "error"
+        data = pickle.dumps(
+            ("error", f"the model's {what} cannot be sent to the server: {type(error).__name__}: {error}", ""),
+            protocol=PROTOCOL,
+        )
+    connection.send_bytes(data)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""``spin``: a pure-Python loop a row (it never releases the GIL), answering which process ran it.
+
+A row is a number of iterations; a negative one makes the model raise, with a message that must reach the log
+and never the client.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from stevedore_server import Predictor
+
+#: What the model's exception says: for the log only.
+SECRET = "secret detail of the spin model"
+
+
+class Spin(Predictor):
+    name = "spin"
+    predict_schema = {"type": "array", "items": {"type": "integer", "minimum": -1, "maximum": 10**9}}
+    predict_fixture = [1000]
+
+    def run_predict(self, rows: list[int]) -> list[dict[str, Any]]:
+        if any(row < 0 for row in rows):
+            raise ValueError(SECRET)
+        return [{"total": spin(row), "pid": os.getpid()} for row in rows]
+
+
+def spin(iterations: int) -> int:
+    total = 0
+    for step in range(iterations):
+        total = (total + step * step) % 1_000_003
+    return total

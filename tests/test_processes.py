@@ -1,0 +1,263 @@
+"""Models in worker processes of their own (``[models.NAME] processes``) and in environments of their own
+(``python``), against a real server and real wheels in fresh virtual environments."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .venvs import INSTALLED, Server, Venv, build_wheelhouse, build_wheels, copy_source
+
+pytestmark = [pytest.mark.venv, pytest.mark.server]
+
+SPIN_SECRET = "secret detail of the spin model"
+
+CONFIG = """
+[models.spin]
+processes = 2
+timeout = 20
+
+[models.iris]
+processes = 1
+max_batch_size = 8
+max_batch_time = 0.005
+"""
+
+
+@pytest.fixture(scope="module")
+def cpu_venv(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Venv:
+    """The core, the example plugin and the CPU-bound test plugin, installed from wheels."""
+    root = tmp_path_factory.mktemp("cpu")
+    build_wheels([copy_source(INSTALLED / "cpu", root / "cpu")], root / "wheels", wheelhouse)
+    environment = Venv.create(root / "venv", wheelhouse, root / "wheels")
+    environment.install("stevedore-server", "stevedore-sklearn-logreg", "stevedore-test-cpu")
+    return environment
+
+
+def start(environment: Venv, directory: Path, config: str, name: str = "server") -> Server:
+    path = directory / f"{name}.toml"
+    path.write_text(config)
+    server = Server.start(environment, directory / f"{name}.log", "--config", str(path))
+    server.wait_for("/readyz", deadline=120)
+    return server
+
+
+@pytest.fixture(scope="module")
+def server(cpu_venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    running = start(cpu_venv, tmp_path_factory.mktemp("processes"), CONFIG)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def children(pid: int) -> set[int]:
+    """The direct children of process ``pid``."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found |= {int(child) for child in (task / "children").read_text().split()}
+    return found
+
+
+def workers_of(server: Server, model: str) -> set[int]:
+    """The server's worker processes of ``model`` (their orders, in their environment, name it)."""
+    found = set()
+    for child in children(server.process.pid):
+        try:
+            environment = Path(f"/proc/{child}/environ").read_bytes()
+        except OSError:
+            continue
+        if re.search(rb'STEVEDORE_WORKER=\{[^\x00]*"model":"' + model.encode() + rb'"', environment):
+            found.add(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_until(condition: object, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if callable(condition) and condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"not within {seconds} s: {what}")
+
+
+def spin(server: Server, rows: list[int], timeout: float = 60) -> httpx.Response:
+    return httpx.post(server.url + "/models/spin/predict", json=rows, timeout=timeout)
+
+
+def test_a_model_in_processes_runs_in_as_many_processes_of_its_own(server: Server) -> None:
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: spin(server, [300_000]), range(16)))
+    assert all(answer.status_code == 200 for answer in answers), [a.text for a in answers]
+    pids = {answer.json()["predictions"][0]["pid"] for answer in answers}
+    assert pids == workers_of(server, "spin") and len(pids) == 2
+    assert server.process.pid not in pids
+
+    runs_in = httpx.get(server.url + "/models/spin").json()["metadata"]["runs_in"]
+    assert runs_in["kind"] == "processes" and runs_in["processes"] == 2
+    assert Path(runs_in["python"]).parent == Path(server_python(server)).parent
+    threads = httpx.get(server.url + "/models/iris-proba").json()["metadata"]["runs_in"]
+    assert threads["kind"] == "threads"
+
+    def memory_reported() -> bool:
+        text = httpx.get(server.url + "/metrics").text
+        found = re.findall(
+            r'stevedore_model_process_resident_bytes\{model="spin",process="(\d)",version="1"\} (\S+)', text
+        )
+        return {index for index, _ in found} == {"0", "1"} and all(float(value) > 10e6 for _, value in found)
+
+    wait_until(memory_reported, 10, "the resident memory of both spin processes in /metrics")
+
+
+def server_python(server: Server) -> str:
+    return str(Path(f"/proc/{server.process.pid}/exe").resolve())
+
+
+def test_validation_and_model_errors_are_as_for_any_model(server: Server) -> None:
+    invalid = spin(server, ["many"])
+    assert invalid.status_code == 422 and invalid.json()["details"][0]["path"] == "/0"
+
+    failed = spin(server, [-1])
+    assert failed.status_code == 500
+    body = failed.json()
+    assert SPIN_SECRET not in failed.text and "Traceback" not in failed.text
+    log = server.log()
+    logged = log[log.index(body["error_id"]) :]
+    assert "In the worker process" in logged and f"ValueError: {SPIN_SECRET}" in logged
+    assert spin(server, [10]).status_code == 200  # the process that raised serves on
+
+
+def test_v2_and_batching_run_through_the_process_too(server: Server) -> None:
+    rows = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
+    v2 = {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [2, 4], "data": [*rows[0], *rows[1]]}]}
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: httpx.post(server.url + "/v2/models/iris/infer", json=v2), range(32)))
+    assert {tuple(answer.json()["outputs"][0]["data"]) for answer in answers} == {(0, 2)}
+    plain = httpx.post(server.url + "/models/iris/predict", json=rows).json()
+    assert plain["predictions"] == [0, 2]
+    batches = re.search(
+        r'stevedore_batch_size_count\{model="iris",version="1"\} (\S+)', httpx.get(server.url + "/metrics").text
+    )
+    assert batches is not None and float(batches.group(1)) >= 1
+
+
+def test_a_worker_process_killed_mid_request_fails_that_request_and_is_replaced(server: Server) -> None:
+    before = workers_of(server, "spin")
+    with ThreadPoolExecutor(2) as pool:
+        long_calls = [pool.submit(spin, server, [400_000_000]) for _ in range(2)]  # one on each process
+        time.sleep(1.5)
+        for pid in before:
+            subprocess.run(["kill", "-KILL", str(pid)], check=True)
+        answers = [call.result(timeout=30) for call in long_calls]
+    for answer in answers:
+        assert answer.status_code == 500 and answer.json()["error_id"], answer.text
+    log = server.log()
+    assert log.count("was killed by SIGKILL during the call") >= 2
+    wait_until(lambda: len(workers_of(server, "spin")) == 2, 60, "two new spin processes")
+    after = workers_of(server, "spin")
+    assert not after & before
+    assert {spin(server, [10]).json()["predictions"][0]["pid"] for _ in range(6)} <= after
+
+
+def test_worker_processes_end_with_the_server_even_when_it_is_killed(cpu_venv: Venv, tmp_path: Path) -> None:
+    stopped = start(cpu_venv, tmp_path, CONFIG, "stopped")
+    workers = workers_of(stopped, "spin") | workers_of(stopped, "iris")
+    assert len(workers) == 3
+    assert stopped.stop() == 0
+    assert not any(alive(pid) for pid in workers)
+
+    killed = start(cpu_venv, tmp_path, CONFIG, "killed")
+    workers = workers_of(killed, "spin") | workers_of(killed, "iris")
+    killed.process.send_signal(signal.SIGKILL)
+    killed.stop()
+    wait_until(lambda: not any(alive(pid) for pid in workers), 15, "the worker processes of a killed server end")
+
+
+def test_a_bad_processes_setting_stops_the_server_naming_it(cpu_venv: Venv, tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[models.spin]\nprocesses = 0\n")
+    result = cpu_venv.run("stevedore-server", "check", "--config", str(config), check=False)
+    assert result.returncode != 0
+    assert "models.spin.processes: 0 is not from 1 to 256" in result.stdout + result.stderr
+
+
+# -- models in environments of their own --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pinned_environments(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Venv]:
+    """Two virtual environments, each with one copy of the pinned plugin: one pins toolz 0.12.1, the other
+    toolz 1.0.0 (the two cannot be installed together)."""
+    root = tmp_path_factory.mktemp("pinned")
+    environments = {}
+    for label, pin in (("old", "0.12.1"), ("new", "1.0.0")):
+        toolz = build_wheelhouse(root / f"toolz-{label}", [], [f"toolz=={pin}"])
+        source = copy_source(INSTALLED / "pinned", root / f"src-{label}")
+        project = source / "pyproject.toml"
+        text = project.read_text().replace('"stevedore-test-pinned"', f'"stevedore-test-pinned-{label}"')
+        project.write_text(text.replace('"toolz"', f'"toolz=={pin}"'))
+        build_wheels([source], root / f"wheels-{label}", wheelhouse)
+        environment = Venv.create(root / f"venv-{label}", wheelhouse, toolz, root / f"wheels-{label}")
+        environment.install("stevedore-server", f"stevedore-test-pinned-{label}")
+        environments[label] = environment
+    return environments
+
+
+def test_two_plugins_pinning_incompatible_versions_are_served_side_by_side(
+    cpu_venv: Venv, pinned_environments: dict[str, Venv], tmp_path: Path
+) -> None:
+    old, new = pinned_environments["old"], pinned_environments["new"]
+    config = f"""
+[models.toolz-0]
+python = "{old.path}"
+
+[models.toolz-1]
+python = "{new.python}"
+processes = 2
+"""
+    server = start(cpu_venv, tmp_path, config)
+    try:
+        for model, environment, version, distribution in (
+            ("toolz-0", old, "0.12.1", "stevedore-test-pinned-old"),
+            ("toolz-1", new, "1.0.0", "stevedore-test-pinned-new"),
+        ):
+            answer = httpx.post(server.url + f"/models/{model}/predict", json=[1, 2])
+            assert answer.status_code == 200, answer.text
+            rows = answer.json()["predictions"]
+            assert rows == [{"toolz": version, "prefix": str(environment.path)}] * 2
+            metadata = httpx.get(server.url + f"/models/{model}").json()["metadata"]
+            assert metadata["distribution"] == distribution
+            assert metadata["runs_in"]["python"] == str(environment.python)
+        iris = httpx.post(server.url + "/models/iris/predict", json=[[5.1, 3.5, 1.4, 0.2]])
+        assert iris.status_code == 200  # the server's own plugins are served beside them
+    finally:
+        server.stop()
+    nowhere = tmp_path / "nowhere.toml"
+    nowhere.write_text(f'[models.nowhere]\npython = "{old.path}"\n')
+    result = cpu_venv.run("stevedore-server", "check", "--config", str(nowhere), check=False)
+    assert result.returncode != 0
+    assert f"no plugin under {old.python} provides a model named 'nowhere'" in result.stdout + result.stderr
+
+
+def test_an_interpreter_that_cannot_run_stops_the_server_naming_it(cpu_venv: Venv, tmp_path: Path) -> None:
+    config = tmp_path / "missing.toml"
+    config.write_text(f'[models.spin]\npython = "{tmp_path / "no-such-venv"}"\n')
+    result = cpu_venv.run("stevedore-server", "check", "--config", str(config), check=False)
+    assert result.returncode != 0
+    assert f"python = {tmp_path / 'no-such-venv'}" in result.stdout + result.stderr
