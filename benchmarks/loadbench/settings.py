@@ -22,6 +22,10 @@ DEFAULT_TARGETS = (
     "mlserver-grpc",
     "kserve-grpc",
     "ours-grpc",
+    "ours-threads",
+    "ours-processes",
+    "ours-gil-threads",
+    "ours-gil-processes2",
 )
 DEFAULT_SCENARIOS = ("small-c1", "small-c32", "batch1000-c4", "small-c64-batching")
 

@@ -138,6 +138,27 @@ def ours(
     )  # fmt: skip
 
 
+def in_processes(name: str, processes: int) -> Callable[[Launch], None]:
+    """Write the settings file that runs model ``name`` in ``processes`` worker processes."""
+
+    def prepare(launch: Launch) -> None:
+        (launch.work / "processes.toml").write_text(f"[models.{name}]\nprocesses = {processes}\n")
+
+    return prepare
+
+
+def ours_processes(name: str, summary: str, model: str, processes: int) -> Target:
+    """Ours with ``model`` in worker processes (batching off: it runs the batching scenario as it is)."""
+
+    def argv(launch: Launch) -> list[str]:
+        return [*ours_argv(1)(launch), "--config", str(launch.work / "processes.toml")]
+
+    return Target(
+        name, summary, "ours", RowsPayload(), f"/models/{model}/predict", "/readyz", argv, ports=2,
+        prepare=in_processes(model, processes),
+    )  # fmt: skip
+
+
 # -- Ray Serve --------------------------------------------------------------------
 
 #: CPUs of the single-node Ray cluster each Ray target starts (servers/ray_head.py): the machine's two cores.
@@ -241,6 +262,18 @@ TARGETS: dict[str, Target] = {
         ours(
             "ours-threads", "stevedore-server --inline-budget 0 (every call on the model's thread), stevedore route",
             RowsPayload(), STEVEDORE_ROUTE, 1, "--inline-budget", "0",
+        ),
+        ours_processes(
+            "ours-processes", "stevedore-server, iris in 1 worker process ([models.iris] processes = 1)", "iris", 1
+        ),
+        Target(
+            "ours-gil-threads", "stevedore-server, iris-gil (5 ms of pure Python a call) on 2 threads",
+            "ours", RowsPayload(), "/models/iris-gil/predict", "/readyz", ours_argv(1, "--max-concurrency", "2"),
+            ports=2,
+        ),
+        ours_processes(
+            "ours-gil-processes2", "stevedore-server, iris-gil in 2 worker processes ([models.iris-gil] processes = 2)",
+            "iris-gil", 2,
         ),
         Target(
             "ours-ray", "stevedore-server ray on a local Ray cluster: proxy, ingress replica, model replica",

@@ -63,6 +63,8 @@ class Environment:
 
 SERVER = LocalProject(".", ("pyproject.toml", "README.md", "LICENSE", "stevedore_server"))
 PLUGIN = LocalProject("contrib/sklearn_logreg", ("pyproject.toml", "README.md", "stevedore_sklearn_logreg"))
+#: The iris model behind pure Python that holds the GIL: models in processes against threads.
+GIL_PLUGIN = LocalProject("benchmarks/plugins/iris_gil", ("pyproject.toml", "stevedore_bench_iris_gil"))
 
 ENVIRONMENTS = {
     env.name: env
@@ -71,7 +73,7 @@ ENVIRONMENTS = {
         Environment("floor", REQUIREMENTS / "floor.txt"),
         Environment("mlserver", REQUIREMENTS / "mlserver.txt"),
         Environment("kserve", REQUIREMENTS / "kserve.txt"),
-        Environment("ours", REQUIREMENTS / "ours.txt", (SERVER, PLUGIN)),
+        Environment("ours", REQUIREMENTS / "ours.txt", (SERVER, PLUGIN, GIL_PLUGIN)),
         Environment(
             "ours-ray", REQUIREMENTS / "ours-ray.txt", (replace(SERVER, extras=("ray",)), PLUGIN), (PINS, RAY_PINS)
         ),
