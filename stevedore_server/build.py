@@ -34,36 +34,60 @@ ENGINES = ("podman", "docker")
 DEFAULT_BASE_IMAGE = f"python:{sys.version_info.major}.{sys.version_info.minor}-slim"
 
 
+#: Where the image has each isolated plugin's virtual environment (``ISOLATED_DIR/<distribution>``).
+ISOLATED_DIR = "/opt/stevedore-envs"
+
+
 @dataclass(frozen=True)
 class BuildContext:
     directory: Path
     server_version: str
     plugins: tuple[tuple[str, str], ...]  # (distribution, version)
+    #: Plugins in virtual environments of their own.
+    isolated: tuple[tuple[str, str], ...] = ()
 
     @property
     def plugin_label(self) -> str:
         return ",".join(f"{name}=={version}" for name, version in self.plugins)
 
+    @property
+    def isolated_label(self) -> str:
+        return ",".join(f"{name}=={version}" for name, version in self.isolated)
 
-def write_context(directory: Path, plugins: list[str], base_image: str = DEFAULT_BASE_IMAGE) -> BuildContext:
-    """The build context in ``directory``: Containerfile, wheelhouse and its requirements.txt."""
+
+def write_context(
+    directory: Path, plugins: list[str], base_image: str = DEFAULT_BASE_IMAGE, isolated: list[str] | None = None
+) -> BuildContext:
+    """The build context in ``directory``: Containerfile, the wheelhouse and its requirements.txt, and one
+    wheelhouse under ``isolated/`` for each plugin installed in an environment of its own."""
     if directory.exists() and any(directory.iterdir()):
         raise BuildError(f"{directory} exists and is not empty")
-    wheelhouse = directory / "wheelhouse"
-    wheelhouse.mkdir(parents=True)
     core = core_source(directory / "core-wheel")
-    pip_wheel(wheelhouse, [str(core), *plugins])
+    pinned = wheelhouse_of(directory / "wheelhouse", core, plugins)
+    isolated_pinned = []
+    (directory / "isolated").mkdir()
+    for plugin in isolated or []:
+        name = canonicalize_name(plugin_name(plugin))
+        isolated_pinned += wheelhouse_of(directory / "isolated" / name, core, [plugin])[1:]
     shutil.rmtree(directory / "core-wheel", ignore_errors=True)
-    built = wheel_versions(wheelhouse)
-    names = [plugin_name(plugin) for plugin in plugins]
-    missing = [name for name in [CORE, *names] if canonicalize_name(name) not in built]
-    if missing:
-        raise BuildError(f"pip made no wheel for {', '.join(missing)}")
-    pinned = [(name, built[canonicalize_name(name)]) for name in [CORE, *names]]
-    (wheelhouse / "requirements.txt").write_text("".join(f"{name}=={version}\n" for name, version in pinned))
-    context = BuildContext(directory, pinned[0][1], tuple(pinned[1:]))
+    context = BuildContext(directory, pinned[0][1], tuple(pinned[1:]), tuple(isolated_pinned))
     (directory / "Containerfile").write_text(containerfile(context, base_image))
     return context
+
+
+def wheelhouse_of(wheelhouse: Path, core: Path, plugins: list[str]) -> list[tuple[str, str]]:
+    """A wheelhouse of the core, ``plugins`` and their dependencies, resolved together, with the requirements.txt
+    pinning the core and the plugins; (name, version) of each of those."""
+    wheelhouse.mkdir(parents=True)
+    pip_wheel(wheelhouse, [str(core), *plugins])
+    built = wheel_versions(wheelhouse)
+    names = [CORE, *(plugin_name(plugin) for plugin in plugins)]
+    missing = [name for name in names if canonicalize_name(name) not in built]
+    if missing:
+        raise BuildError(f"pip made no wheel for {', '.join(missing)}")
+    pinned = [(name, built[canonicalize_name(name)]) for name in names]
+    (wheelhouse / "requirements.txt").write_text("".join(f"{name}=={version}\n" for name, version in pinned))
+    return pinned
 
 
 def containerfile(context: BuildContext, base_image: str) -> str:
@@ -73,6 +97,7 @@ def containerfile(context: BuildContext, base_image: str) -> str:
         "BASE_IMAGE": base_image,
         "SERVER_VERSION": context.server_version,
         "PLUGINS": context.plugin_label or "none",
+        "ISOLATED_PLUGINS": context.isolated_label or "none",
     }
     lines = []
     for line in text.splitlines():

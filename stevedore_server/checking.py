@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import startup
+from . import isolation, startup
 from .discovery import Candidate
 from .hooks import Hooks
-from .loading import load_model
 from .registry import Registry
 from .serving import ServingModel
 from .settings import Settings
@@ -45,7 +44,7 @@ def plugin_line(failure: PluginFailure) -> str:
 def check_one(settings: Settings, candidate: Candidate, hooks: Hooks) -> tuple[ServingModel, Report]:
     """One model loaded, self-tested and given its serving state as the server's startup does, with the
     hooks that run then (catalogue metadata, health checks); what ``check`` would say of it."""
-    loaded = load_model(candidate.predictor, candidate.source)
+    loaded = isolation.load_candidate(candidate, settings)
     registry = startup.build_server(settings, startup.Loaded((loaded,), (), hooks)).registry
     [model] = registry.models
     return model, Report.of(registry)

@@ -333,6 +333,14 @@ def new_plugin(name: str, directory: Path | None) -> None:
     metavar="WHEEL_OR_REQUIREMENT",
     help="A plugin to preinstall: a wheel file, a source directory or a requirement (repeatable).",
 )
+@click.option(
+    "--isolated-plugin",
+    "isolated_plugins",
+    multiple=True,
+    metavar="WHEEL_OR_REQUIREMENT",
+    help="A plugin to preinstall in a virtual environment of its own, with its own dependencies; its models run "
+    "there (repeatable).",
+)
 @click.option("--tag", default="stevedore-server:latest", show_default=True, help="Tag of the image.")
 @click.option(
     "--engine", type=click.Choice(["podman", "docker"]), help="Container engine (default: podman, else docker)."
@@ -349,7 +357,12 @@ def new_plugin(name: str, directory: Path | None) -> None:
     "that build elsewhere.",
 )
 def build(
-    plugins: tuple[str, ...], tag: str, engine: str | None, base_image: str | None, output_context: Path | None
+    plugins: tuple[str, ...],
+    isolated_plugins: tuple[str, ...],
+    tag: str,
+    engine: str | None,
+    base_image: str | None,
+    output_context: Path | None,
 ) -> None:
     """Build a container image with the core and the given plugins preinstalled."""
     import tempfile
@@ -361,7 +374,7 @@ def build(
         chosen_engine = None if output_context else find_engine(engine)
         with tempfile.TemporaryDirectory(prefix="stevedore-build-") as scratch:
             directory = output_context or Path(scratch) / "context"
-            context = write_context(directory, list(plugins), base_image or DEFAULT_BASE_IMAGE)
+            context = write_context(directory, list(plugins), base_image or DEFAULT_BASE_IMAGE, list(isolated_plugins))
             if chosen_engine is None:
                 click.echo(f"wrote the build context to {directory}; build it with:")
                 click.echo(f"  docker build --tag {tag} {directory}   (podman: add --format docker)")
@@ -370,6 +383,25 @@ def build(
     except StevedoreError as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"built {tag}: stevedore-server {context.server_version}, plugins: {context.plugin_label or 'none'}")
+
+
+@main.command(name="environment-settings")
+@click.argument("environments", nargs=-1, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to this file.")
+def environment_settings_command(environments: tuple[Path, ...], output: Path | None) -> None:
+    """Settings that run every model of each virtual environment ENVIRONMENTS in it: one `[models.NAME]` table
+    with `python` a model (`stevedore-server build --isolated-plugin` writes the image's so)."""
+    from .isolation import environment_settings
+
+    try:
+        text = environment_settings(list(environments), make_settings())
+    except StevedoreError as error:
+        raise click.ClickException(str(error)) from None
+    header = "# Models in environments of their own (stevedore-server environment-settings).\n"
+    if output is None:
+        click.echo(header + text, nl=False)
+    else:
+        output.write_text(header + text)
 
 
 @main.command()

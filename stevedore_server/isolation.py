@@ -27,6 +27,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -37,6 +38,7 @@ import orjson
 from .discovery import Candidate
 from .errors import ClientError, PluginError, StartupError, WorkerFailure
 from .loading import LoadedModel, State, load_model
+from .logs import request_id
 from .proxy import MemoryReport, ProcessPredictor
 from .settings import ModelSettings, Settings
 from .sources import PluginFailure, PluginSource
@@ -136,10 +138,10 @@ def kill(process: subprocess.Popen[bytes]) -> None:
 
 
 def describe_environment(
-    python: str, names: list[str], settings: Settings
+    python: str, names: list[str] | None, settings: Settings
 ) -> tuple[list[Candidate], list[PluginFailure]]:
-    """The models named ``names`` that the plugins of ``python``'s environment provide, as candidates not yet
-    loaded, and the plugins that failed there; a StartupError if the interpreter cannot tell."""
+    """The models named ``names`` (None: all) that the plugins of ``python``'s environment provide, as candidates
+    not yet loaded, and the plugins that failed there; a StartupError if the interpreter cannot tell."""
     orders = {"mode": "describe", "names": names, **selection_orders(settings)}
     try:
         process, connection = start_worker(python, orders)
@@ -147,7 +149,8 @@ def describe_environment(
             found = receive(connection, process, LOAD_TIMEOUT, "finding its plugins")
         process.wait(timeout=STOP_GRACE)
     except (PluginError, subprocess.TimeoutExpired) as error:
-        raise StartupError(f"models {', '.join(names)}: python = {python}: {error}") from None
+        which = f"models {', '.join(names)}: " if names else ""
+        raise StartupError(f"{which}python = {python}: {error}") from None
     candidates = [
         Candidate(ProcessPredictor.placeholder(name, version), source) for name, version, source in found["models"]
     ]
@@ -156,7 +159,12 @@ def describe_environment(
 
 def selection_orders(settings: Settings) -> dict[str, Any]:
     plugins = list(settings.plugins) if settings.plugins is not None else None
-    return {"plugins": plugins, "disable_plugins": list(settings.disable_plugins), "log_level": settings.log_level}
+    return {
+        "plugins": plugins,
+        "disable_plugins": list(settings.disable_plugins),
+        "log_level": settings.log_level,
+        "log_format": settings.log_format,
+    }
 
 
 @dataclass
@@ -245,7 +253,7 @@ class ProcessPool:
     def call(self, action: str, payload: Any) -> Any:
         """``action`` on ``payload`` in an idle worker process: its result, or its ClientError raised, or
         WorkerFailure (the model raised; the process died or overran the time-out, and is being replaced)."""
-        request = pickle.dumps((action, payload), protocol=PROTOCOL)
+        request = pickle.dumps((action, payload, request_id.get()), protocol=PROTOCOL)
         worker = self._take()
         try:
             worker.connection.send_bytes(request)
@@ -360,10 +368,18 @@ class ProcessPool:
         return [worker.pid for worker in self.processes()]
 
     def close(self) -> None:
-        """Stop every worker process (each finishes the call it has, if any, within its grace)."""
+        """Stop every worker process: each sees its socket closed and exits (after the call it has, if any); one
+        still there after the grace is killed."""
         self.closed.set()
-        for worker in self.processes():
-            worker.stop()
+        workers = self.processes()
+        for worker in workers:
+            worker.connection.close()
+        deadline = time.monotonic() + STOP_GRACE
+        for worker in workers:
+            try:
+                worker.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                kill(worker.process)
             if self.report_memory is not None:
                 self.report_memory(self.orders["model"], self.orders["version"], worker.index, None)
 
@@ -423,3 +439,22 @@ def isolated_candidates(settings: Settings) -> tuple[list[Candidate], list[Plugi
             failures.append(PluginFailure(source, f"no plugin under {python} provides a model named {name!r}"))
             logger.error("model %s: no plugin under %s provides it", name, python)
     return candidates, failures, {name for names in by_python.values() for name in names}
+
+
+def environment_settings(environments: list[Path], settings: Settings) -> str:
+    """``[models.NAME]`` tables (TOML) running every model of each virtual environment in ``environments``
+    there: the settings file of an image with plugins in environments of their own."""
+    tables = []
+    for environment in environments:
+        python = interpreter(ModelSettings(python=str(environment)))
+        candidates, failures = describe_environment(python, None, settings)
+        if failures:
+            raise StartupError(f"{environment}: " + "; ".join(f"{f.source.describe()}: {f.error}" for f in failures))
+        for name in sorted({candidate.predictor.name for candidate in candidates}):
+            tables.append(f"[models.{toml_key(name)}]\npython = {orjson.dumps(str(environment)).decode()}\n")
+    return "\n".join(tables)
+
+
+def toml_key(name: str) -> str:
+    """A model name as a TOML key: bare where it can be (letters, digits, ``-``, ``_``), else quoted."""
+    return name if all(c.isalnum() or c in "-_" for c in name) else orjson.dumps(name).decode()

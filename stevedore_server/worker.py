@@ -7,7 +7,7 @@ and talks to the server over one socket (its file descriptor in the
 ``STEVEDORE_WORKER`` variable, with what it is to do), one pickled message
 at a time:
 
-- ``describe``: the models these plugins provide, for the listed names;
+- ``describe``: the models these plugins provide (of the listed names, or all);
 - ``serve``: load and self-test one model (name, version), send what loading
   found, then answer ``(action, payload)`` requests, one at a time, with
   ``("ok", result)``, ``("client", error)`` for an error meant for the client,
@@ -39,15 +39,25 @@ logger = logging.getLogger("stevedore.worker")
 def main() -> None:
     orders = orjson.loads(os.environ.pop(ORDERS_ENV))
     connection = Connection(orders["fd"])
-    logging.basicConfig(
-        level=orders.get("log_level", "INFO").upper(),
-        format=f"%(asctime)s %(levelname)s [worker {os.getpid()} {orders.get('model', '')}] %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(orders.get("log_level", "info"), orders.get("log_format", "text"))
     if orders["mode"] == "describe":
         send(connection, describe(orders))
     else:
         serve(connection, orders)
+
+
+def configure_logging(level: str, log_format: str) -> None:
+    """Lines in the server's format on stderr (the server's), each with the id of the request being answered,
+    or ``worker-PID`` outside one."""
+    from .logs import JSONFormatter, RequestIdFilter, TextFormatter, request_id
+
+    request_id.set(f"worker-{os.getpid()}")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JSONFormatter() if log_format == "json" else TextFormatter())
+    handler.addFilter(RequestIdFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel("DEBUG" if level == "trace" else level.upper())
 
 
 def send(connection: Connection, message: Any) -> None:
@@ -67,8 +77,12 @@ def find(orders: dict[str, Any]) -> tuple[list[Any], list[Any]]:
 def describe(orders: dict[str, Any]) -> dict[str, Any]:
     """The models of the names asked for, as (name, version, where from), and the plugins that failed."""
     candidates, failures = find(orders)
-    names = set(orders["names"])
-    found = [(c.predictor.name, c.predictor.version, c.source) for c in candidates if c.predictor.name in names]
+    names = orders.get("names")  # None: every model
+    found = [
+        (c.predictor.name, c.predictor.version, c.source)
+        for c in candidates
+        if names is None or c.predictor.name in names
+    ]
     return {"models": found, "failures": failures, "python": python_description()}
 
 
@@ -132,12 +146,14 @@ def distribution_metadata(name: str | None) -> dict[str, Any] | None:
 def answer(connection: Connection, predictor: Any) -> None:
     """Answer the server's requests until it closes the socket."""
     from .errors import ClientError
+    from .logs import request_id
 
     while True:
         try:
-            action, payload = pickle.loads(connection.recv_bytes())
+            action, payload, request = pickle.loads(connection.recv_bytes())
         except (EOFError, OSError):
             return
+        request_id.set(request)  # the model's log lines carry the id of the request they are about
         try:
             method = predictor.predict if action == "predict" else predictor.score
             reply: tuple[Any, ...] = ("ok", method(payload))

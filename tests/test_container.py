@@ -25,7 +25,7 @@ import tritonclient.grpc as triton_grpc
 
 from stevedore_server.manifests import Deployment, render
 
-from .venvs import INSTALLED, Venv, build_wheels, copy_source, describe, free_ports, run_command
+from .venvs import INSTALLED, Venv, build_wheels, copy_source, describe, free_ports, pinned_plugin, run_command
 
 pytestmark = pytest.mark.container
 
@@ -72,10 +72,15 @@ def core_only_venv(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -
     return environment
 
 
-def build(environment: Venv, wheelhouse: Path, tag: str, *plugins: Path) -> subprocess.CompletedProcess[str]:
-    """``stevedore-server build`` as a user runs it; pip reads the wheelhouse instead of the index."""
+def build(
+    environment: Venv, wheelhouse: Path, tag: str, *plugins: Path, isolated: tuple[Path, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    """``stevedore-server build`` as a user runs it; pip reads the wheelhouse (and the directories of the
+    ``isolated`` plugins' wheels) instead of the index."""
     options = [arg for plugin in plugins for arg in ("--plugin", str(plugin))]
-    env = environment.env(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheelhouse), **CONTAINER_ENV)
+    options += [arg for plugin in isolated for arg in ("--isolated-plugin", str(plugin))]
+    links = " ".join(str(directory) for directory in (wheelhouse, *(plugin.parent for plugin in isolated)))
+    env = environment.env(PIP_NO_INDEX="1", PIP_FIND_LINKS=links, **CONTAINER_ENV)
     command = ["build", *options, "--tag", tag, "--engine", "podman", "--base-image", BASE_IMAGE]
     return environment.run("stevedore-server", *command, env=env, check=False, timeout=BUILD_TIMEOUT)
 
@@ -86,11 +91,16 @@ def remove_image(tag: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def example_image(base_image: str, core_only_venv: Venv, wheelhouse: Path) -> Iterator[tuple[str, str]]:
-    """The example plugin's image, built from its wheel; yields the tag and the build's output."""
+def example_image(
+    base_image: str, core_only_venv: Venv, wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str]]:
+    """The example plugin's image, built from its wheel, with the pinned test plugin in an environment of its
+    own (``--isolated-plugin``); yields the tag and the build's output."""
     tag = f"localhost/stevedore-test-example:{uuid.uuid4().hex[:8]}"
     (plugin_wheel,) = wheelhouse.glob("stevedore_sklearn_logreg-*.whl")
-    result = build(core_only_venv, wheelhouse, tag, plugin_wheel)
+    links = pinned_plugin(tmp_path_factory.mktemp("isolated"), "old", "0.12.1", wheelhouse)
+    (isolated_wheel,) = links.glob("stevedore_test_pinned_old-*.whl")
+    result = build(core_only_venv, wheelhouse, tag, plugin_wheel, isolated=(isolated_wheel,))
     try:
         assert result.returncode == 0, describe(result)
         yield tag, result.stdout + result.stderr
@@ -106,12 +116,13 @@ def inspect(tag: str) -> dict[str, Any]:
 def test_build_reports_what_it_built(example_image: tuple[str, str]) -> None:
     tag, output = example_image
     assert f"built {tag}: stevedore-server 0.1.0, plugins: stevedore-sklearn-logreg==0.1.0" in output
-    assert "all 2 models passed" in output  # `stevedore-server check` ran inside the image
+    assert "all 3 models passed" in output  # `stevedore-server check` ran inside the image, isolated model too
 
 
 def test_labels_list_the_server_and_plugins(example_image: tuple[str, str]) -> None:
     labels = inspect(example_image[0])["Docker"]["config"]["Labels"]
     assert labels["io.stevedore.plugins"] == "stevedore-sklearn-logreg==0.1.0"
+    assert labels["io.stevedore.isolated-plugins"] == "stevedore-test-pinned-old==1.0.0"
     assert labels["io.stevedore.server.version"] == labels["org.opencontainers.image.version"] == "0.1.0"
 
 
@@ -180,7 +191,9 @@ def test_the_server_inside_answers(container: str, tmp_path: Path) -> None:
         assert httpx.get(url + "/livez").json() == {"status": "live"}
         assert httpx.get(url + "/healthz").json()["status"] == "ok"
         names = [m["name"] for m in httpx.get(url + "/models").json()["models"]]
-        assert names == ["iris", "iris-proba"]
+        assert names == ["iris", "iris-proba", "toolz-0"]
+        isolated = httpx.post(url + "/models/toolz-0/predict", json=[1]).json()["predictions"]
+        assert isolated == [{"toolz": "0.12.1", "prefix": "/opt/stevedore-envs/stevedore-test-pinned-old"}]
         predicted = httpx.post(url + "/models/iris/predict", json=[SETOSA])
         assert predicted.json() == {"model_name": "iris", "model_version": "1", "predictions": [0]}
         scored = httpx.post(url + "/models/iris/score", json=[{"x": SETOSA, "y": 0}])
@@ -256,9 +269,12 @@ def test_no_engine_is_a_clear_error(core_only_venv: Venv) -> None:
 
 def test_output_context_needs_no_engine(core_only_venv: Venv, wheelhouse: Path, tmp_path: Path) -> None:
     (plugin_wheel,) = wheelhouse.glob("stevedore_sklearn_logreg-*.whl")
-    env = core_only_venv.env(PATH=str(core_only_venv.bin), PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheelhouse))
+    links = pinned_plugin(tmp_path, "new", "1.0.0", wheelhouse)
+    (isolated_wheel,) = links.glob("stevedore_test_pinned_new-*.whl")
+    env = core_only_venv.env(PATH=str(core_only_venv.bin), PIP_NO_INDEX="1", PIP_FIND_LINKS=f"{wheelhouse} {links}")
     context = tmp_path / "context"
     args = ["build", "--plugin", str(plugin_wheel), "--output-context", str(context), "--base-image", "debian:12"]
+    args += ["--isolated-plugin", str(isolated_wheel)]
     result = core_only_venv.run("stevedore-server", *args, env=env, check=False)
     assert result.returncode == 0, describe(result)
     containerfile = (context / "Containerfile").read_text()
@@ -267,4 +283,12 @@ def test_output_context_needs_no_engine(core_only_venv: Venv, wheelhouse: Path, 
     )
     requirements = (context / "wheelhouse" / "requirements.txt").read_text().split()
     assert requirements == ["stevedore-server==0.1.0", "stevedore-sklearn-logreg==0.1.0"]
+    # The isolated plugin: a wheelhouse of its own, resolved alone (its toolz, not the server's), and a label.
+    isolated = context / "isolated" / "stevedore-test-pinned-new"
+    assert (isolated / "requirements.txt").read_text().split() == [
+        "stevedore-server==0.1.0", "stevedore-test-pinned-new==1.0.0"
+    ]  # fmt: skip
+    assert (isolated / "toolz-1.0.0-py3-none-any.whl").is_file()
+    assert not list((context / "wheelhouse").glob("toolz-*"))
+    assert "ARG ISOLATED_PLUGINS=stevedore-test-pinned-new==1.0.0" in containerfile
     assert (context / "wheelhouse" / "stevedore_server-0.1.0-py3-none-any.whl").is_file()  # repacked, no repository

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .venvs import INSTALLED, Server, Venv, build_wheelhouse, build_wheels, copy_source
+from .venvs import INSTALLED, Server, Venv, build_wheels, copy_source, pinned_plugin
 
 pytestmark = [pytest.mark.venv, pytest.mark.server]
 
@@ -133,13 +133,15 @@ def test_validation_and_model_errors_are_as_for_any_model(server: Server) -> Non
     invalid = spin(server, ["many"])
     assert invalid.status_code == 422 and invalid.json()["details"][0]["path"] == "/0"
 
-    failed = spin(server, [-1])
+    failed = httpx.post(server.url + "/models/spin/predict", json=[-1], headers={"X-Request-ID": "spin-test-42"})
     assert failed.status_code == 500
     body = failed.json()
     assert SPIN_SECRET not in failed.text and "Traceback" not in failed.text
     log = server.log()
     logged = log[log.index(body["error_id"]) :]
     assert "In the worker process" in logged and f"ValueError: {SPIN_SECRET}" in logged
+    # The model's own line, written in its worker process, carries the request's id, as in the server.
+    assert re.search(r"WARNING stevedore_test_cpu \[spin-test-42\] refusing a negative row", log), log[-3000:]
     assert spin(server, [10]).status_code == 200  # the process that raised serves on
 
 
@@ -207,30 +209,27 @@ def pinned_environments(wheelhouse: Path, tmp_path_factory: pytest.TempPathFacto
     root = tmp_path_factory.mktemp("pinned")
     environments = {}
     for label, pin in (("old", "0.12.1"), ("new", "1.0.0")):
-        toolz = build_wheelhouse(root / f"toolz-{label}", [], [f"toolz=={pin}"])
-        source = copy_source(INSTALLED / "pinned", root / f"src-{label}")
-        project = source / "pyproject.toml"
-        text = project.read_text().replace('"stevedore-test-pinned"', f'"stevedore-test-pinned-{label}"')
-        project.write_text(text.replace('"toolz"', f'"toolz=={pin}"'))
-        build_wheels([source], root / f"wheels-{label}", wheelhouse)
-        environment = Venv.create(root / f"venv-{label}", wheelhouse, toolz, root / f"wheels-{label}")
+        links = pinned_plugin(root, label, pin, wheelhouse)
+        environment = Venv.create(root / f"venv-{label}", wheelhouse, links)
         environment.install("stevedore-server", f"stevedore-test-pinned-{label}")
         environments[label] = environment
     return environments
+
+
+def readme_example() -> str:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (block,) = [b for b in re.findall(r"```toml\n(.*?)```", readme, flags=re.DOTALL) if "models in processes" in b]
+    return block
 
 
 def test_two_plugins_pinning_incompatible_versions_are_served_side_by_side(
     cpu_venv: Venv, pinned_environments: dict[str, Venv], tmp_path: Path
 ) -> None:
     old, new = pinned_environments["old"], pinned_environments["new"]
-    config = f"""
-[models.toolz-0]
-python = "{old.path}"
-
-[models.toolz-1]
-python = "{new.python}"
-processes = 2
-"""
+    # The README's example, its two models named as here, and a third model in a third environment.
+    config = readme_example().replace("my-model", "spin").replace("legacy-model", "toolz-0")
+    config = config.replace("/opt/venvs/legacy", str(old.path))
+    config += f'\n[models.toolz-1]\npython = "{new.python}"\nprocesses = 2\n'
     server = start(cpu_venv, tmp_path, config)
     try:
         for model, environment, version, distribution in (
@@ -244,6 +243,7 @@ processes = 2
             metadata = httpx.get(server.url + f"/models/{model}").json()["metadata"]
             assert metadata["distribution"] == distribution
             assert metadata["runs_in"]["python"] == str(environment.python)
+        assert spin(server, [10]).json()["predictions"][0]["pid"] in workers_of(server, "spin")
         iris = httpx.post(server.url + "/models/iris/predict", json=[[5.1, 3.5, 1.4, 0.2]])
         assert iris.status_code == 200  # the server's own plugins are served beside them
     finally:

@@ -72,6 +72,9 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
         ("[models.iris]\nmax_batch_size = 0", "setting models.iris.max_batch_size: 0 must be at least 1"),
         ("[models.iris]\ntimeout = true", "setting models.iris.timeout (in"),
         ("port = ", "is not valid TOML"),
+        ("[models.iris]\nprocesses = 0", "setting models.iris.processes: 0 is not from 1 to 256"),
+        ("[models.iris]\npython = ' '", "setting models.iris.python: an interpreter path or a virtual environment"),
+        ("[models.iris]\nprocesses = 'two'", "setting models.iris.processes (in"),
     ],
 )
 def test_invalid_file_settings_are_named(tmp_path: Path, text: str, message: str) -> None:
@@ -103,3 +106,20 @@ def test_the_port_comes_from_the_flag_then_stevedore_port_then_port(
 def test_a_bad_platform_port_names_the_variable() -> None:
     with pytest.raises(StartupError, match=re.escape("setting port (PORT): 'http' is not an integer")):
         Settings.load({"PORT": "http"})
+
+
+def test_a_model_in_processes_runs_as_many_calls_as_processes_and_none_inline(tmp_path: Path) -> None:
+    from stevedore_server import Predictor
+
+    class Short(Predictor):
+        name = "iris"
+        inline = True
+
+    config = tmp_path / "s.toml"
+    config.write_text("max_concurrency = 3\n[models.iris]\nprocesses = 4\ninline_budget = 0.001\n")
+    limits = Settings.load({}, config=str(config)).limits_for(Short())
+    assert (limits.max_concurrency, limits.inline_budget) == (4, 0.0)
+    config.write_text("[models.iris]\npython = '/opt/venvs/iris'\nmax_concurrency = 2\n")
+    settings = Settings.load({}, config=str(config))
+    assert settings.for_model("iris").worker_processes == 1 and settings.limits_for(Short()).max_concurrency == 2
+    assert not settings.for_model("other").in_processes

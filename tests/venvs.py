@@ -135,6 +135,18 @@ def build_wheels(
     return sorted(set(out.glob("*.whl")) - before)
 
 
+def pinned_plugin(root: Path, label: str, pin: str, wheelhouse: Path) -> Path:
+    """A directory of the wheels of ``stevedore-test-pinned-LABEL`` (the pinned test plugin, its toolz pinned to
+    ``pin``; its model is ``toolz-MAJOR``) and of that toolz (from the index: no wheelhouse holds two)."""
+    links = build_wheelhouse(root / f"pinned-{label}", [], [f"toolz=={pin}"])
+    source = copy_source(INSTALLED / "pinned", root / f"pinned-src-{label}")
+    project = source / "pyproject.toml"
+    text = project.read_text().replace('"stevedore-test-pinned"', f'"stevedore-test-pinned-{label}"')
+    project.write_text(text.replace('"toolz"', f'"toolz=={pin}"'))
+    build_wheels([source], links, wheelhouse)
+    return links
+
+
 @dataclass(frozen=True)
 class Venv:
     """A virtual environment made with ``python -m venv``, installed into only from local wheels."""

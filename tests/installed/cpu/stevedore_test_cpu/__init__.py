@@ -6,6 +6,7 @@ and never the client.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -13,6 +14,8 @@ from stevedore_server import Predictor
 
 #: What the model's exception says: for the log only.
 SECRET = "secret detail of the spin model"
+
+logger = logging.getLogger(__name__)
 
 
 class Spin(Predictor):
@@ -22,6 +25,7 @@ class Spin(Predictor):
 
     def run_predict(self, rows: list[int]) -> list[dict[str, Any]]:
         if any(row < 0 for row in rows):
+            logger.warning("refusing a negative row")
             raise ValueError(SECRET)
         return [{"total": spin(row), "pid": os.getpid()} for row in rows]
 
