@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import socket
 import subprocess
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from stevedore_server.jobstore import DATABASE_FILE, JobState, JobStore, default_url
+from stevedore_server.jobstore import DATABASE_FILE, JobState, JobStore, TrainedVersion, default_url, now
 from stevedore_server.settings import Settings
 from tests.helpers import Registers
 
@@ -361,7 +362,9 @@ def test_a_long_predict_runs_as_a_job_and_keeps_its_result(jobs_client: TestClie
     assert invalid.status_code == 422 and invalid.json()["details"][0]["path"] == "/0"
 
 
-def test_a_trained_artifact_is_served_as_a_new_version_after_its_self_test(jobs_client: TestClient) -> None:
+def test_a_trained_artifact_is_served_as_a_new_version_after_its_self_test(
+    jobs_client: TestClient, state_dir: Path
+) -> None:
     job = start(jobs_client, "iris-trainer", {"C": 0.01, "max_iter": 50})
     done = wait_for(jobs_client, job["id"], "succeeded", "failed")
     assert done["state"] == "succeeded", done
@@ -374,6 +377,42 @@ def test_a_trained_artifact_is_served_as_a_new_version_after_its_self_test(jobs_
     assert response.status_code == 200 and response.json()["model_version"] == version
     lines = [line["line"] for line in jobs_client.get(f"/jobs/{job['id']}/logs").json()["lines"]]
     assert lines[-1] == f"serving the new version {version}"
+    store = JobStore(default_url(str(state_dir)))
+    (recorded,) = store.trained()
+    store.close()
+    assert (recorded.model, recorded.version, recorded.base_version, recorded.job_id) == (
+        "iris-trainer", version, "1", job["id"],
+    )  # fmt: skip
+    assert recorded.artifact == str(state_dir.resolve() / "artifacts" / job["id"] / "model.pickle")
+    assert Path(recorded.artifact).is_file()
+
+
+def test_recorded_trained_versions_are_served_at_startup_and_a_broken_one_is_reported(
+    make_client: Callable[..., TestClient], trainers: Registers, state_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    artifacts = state_dir / "artifacts"
+    good = artifacts / "good" / "model.pickle"
+    good.parent.mkdir(parents=True)
+    good.write_bytes(pickle.dumps(LogisticRegression(max_iter=500).fit(*load_iris(return_X_y=True))))
+    broken = artifacts / "broken" / "model.pickle"
+    broken.parent.mkdir()
+    broken.write_bytes(b"not a pickle")
+    store = JobStore(default_url(str(state_dir)))
+    for job_id, artifact in [("good", good), ("gone", artifacts / "gone" / "model.pickle"), ("broken", broken)]:
+        store.record_trained(TrainedVersion("iris-trainer", f"1+job.{job_id}", "1", job_id, str(artifact), now()))
+    store.close()
+    client = make_client(trainers, settings=Settings(state_dir=str(state_dir), job_grace_period=GRACE))
+    entry = client.get("/models/iris-trainer").json()
+    assert sorted(entry["versions"]) == ["1", "1+job.good"] and entry["metadata"]["trained_by_job"] == "good"
+    answer = client.post("/models/iris-trainer/versions/1+job.good/predict", json=[[5.1, 3.5, 1.4, 0.2]])
+    assert answer.status_code == 200 and answer.json()["model_version"] == "1+job.good"
+    reported = [record.getMessage() for record in caplog.records if record.name == "stevedore.trained"]
+    assert any("version 1+job.gone (trained by job gone) is not served" in line and "is gone" in line
+               for line in reported), reported  # fmt: skip
+    assert any("version 1+job.broken (trained by job broken) is not served" in line for line in reported), reported
 
 
 def test_an_artifact_outside_the_jobs_workdir_is_not_served(jobs_client: TestClient) -> None:
