@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from stevedore_server.jobstore import JobState, JobStore
+from stevedore_server.jobstore import JobState, JobStore, job_logs, jobs, make_engine, metadata
 from stevedore_server.loopback import free_ports
 from stevedore_server.settings import Settings
 from tests.helpers import Registers
@@ -135,3 +135,24 @@ def test_a_job_left_running_is_interrupted_at_startup_on_postgresql(
         if leftover.poll() is None:
             leftover.kill()
             leftover.wait()
+
+
+def test_a_postgresql_database_made_before_migrations_is_adopted(database_url: str) -> None:
+    from tests.test_migrations import head, revision
+
+    engine = make_engine(database_url)
+    metadata.create_all(engine, tables=[jobs, job_logs])  # what the server made before migrations
+    engine.dispose()
+    assert revision(database_url) is None
+    store = JobStore(database_url)
+    assert store.trained() == []
+    store.close()
+    assert revision(database_url) == head()
+
+
+def test_processes_migrating_a_fresh_postgresql_database_at_once_all_succeed(database_url: str) -> None:
+    from tests.test_migrations import head, open_at_once, revision
+
+    outcomes = open_at_once(database_url, processes=3)
+    assert [outcome.returncode for outcome in outcomes] == [0, 0, 0], [outcome.stderr for outcome in outcomes]
+    assert revision(database_url) == head()
