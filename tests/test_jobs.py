@@ -422,3 +422,26 @@ def test_an_artifact_outside_the_jobs_workdir_is_not_served(jobs_client: TestCli
     assert jobs_client.get("/models/misbehaving-trainer").json()["versions"] == ["1"]
     lines = [line["line"] for line in jobs_client.get(f"/jobs/{job['id']}/logs").json()["lines"]]
     assert "is no file in the job's workdir" in lines[-1]
+
+
+def test_the_database_url_is_a_secret_like_the_api_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from stevedore_server.cli import main
+    from stevedore_server.errors import StartupError
+    from stevedore_server.settings import MASK
+
+    url = "postgresql://stevedore:hunter2-secret@db.example/jobs"
+    settings = Settings.load({"STEVEDORE_DATABASE_URL": url})
+    assert settings.database_url == url
+    assert "database_url" not in settings.document()  # a generated Serve config (`ray --config-only`)
+    assert settings.secret_env() == {"STEVEDORE_DATABASE_URL": url}  # the replicas' environment instead
+    assert settings.masked()["database_url"] == MASK
+    monkeypatch.setenv("STEVEDORE_DATABASE_URL", url)
+    shown = CliRunner().invoke(main, ["config"])
+    assert shown.exit_code == 0 and "hunter2" not in shown.output and MASK in shown.output
+    flag = CliRunner().invoke(main, ["run", "--database-url", url])  # a command line is seen by every user
+    assert flag.exit_code == 2 and "No such option" in flag.output
+    with pytest.raises(StartupError) as refused:
+        Settings(database_url="postgresql://stevedore:hunter2-secret@db.example:port/jobs")
+    assert "database_url" in str(refused.value) and "hunter2" not in str(refused.value)

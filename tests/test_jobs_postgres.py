@@ -24,6 +24,7 @@ from stevedore_server.loopback import free_ports
 from stevedore_server.settings import Settings
 from tests.helpers import Registers
 from tests.test_jobs import GRACE, group_gone_within, start, wait_for, wait_until_hanging
+from tests.test_jobs_server import state_dir  # noqa: F401 (the trainer plugin installed, for a real server)
 
 TOOLS = ("initdb", "pg_ctl")
 
@@ -156,3 +157,27 @@ def test_processes_migrating_a_fresh_postgresql_database_at_once_all_succeed(dat
     outcomes = open_at_once(database_url, processes=3)
     assert [outcome.returncode for outcome in outcomes] == [0, 0, 0], [outcome.stderr for outcome in outcomes]
     assert revision(database_url) == head()
+
+
+@pytest.mark.usefixtures("state_dir")
+def test_a_password_in_the_database_url_is_nowhere_in_the_log_or_the_answers(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    from tests.test_jobs_server import final_state, serving
+
+    password = "hunter2-secret"  # the cluster trusts loopback: the password is sent, and not needed
+    monkeypatch.setenv("STEVEDORE_DATABASE_URL", database_url.replace("postgres@", f"postgres:{password}@"))
+    server = serving(tmp_path / "server.log", "--log-level", "debug")
+    try:
+        job_id = httpx.post(server.url + "/models/iris-trainer/train", json={"C": 1.0}).json()["id"]
+        assert final_state(server, job_id) == "succeeded", server.log()
+        paths = ["/healthz", "/readyz", "/models", "/models/iris-trainer", "/jobs", f"/jobs/{job_id}",
+                 f"/jobs/{job_id}/logs", "/metrics", "/openapi.json", "/v2", "/"]  # fmt: skip
+        for path in paths:
+            answer = httpx.get(server.url + path)
+            assert answer.status_code == 200 and password not in answer.text, path
+    finally:
+        assert server.stop() == 0, server.log()
+    assert "job " + job_id in server.log() and password not in server.log()
