@@ -148,7 +148,9 @@ class Settings:
     cors_origins: tuple[str, ...] = setting((), "Origins allowed by CORS (`*` for any; default: none).")
     console: bool = setting(True, "Serve the web console at `/`: every model's health, and a form to try each.")
     state_dir: str | None = setting(
-        None, "Directory of the server's state: the jobs database `jobs.db` (default: the user's data directory)."
+        None,
+        "Directory of the server's state: the jobs database `jobs.db` and the artifacts of trained versions "
+        "(default: the user's data directory; `/var/lib/stevedore` in the image).",
     )
     database_url: str | None = setting(
         None,
