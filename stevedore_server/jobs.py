@@ -380,20 +380,20 @@ class Jobs:
         state_dir = self.state_dir()
         workdir = (state_dir / "jobs" / job.id).resolve()
         path = (workdir / artifact).resolve()
-        kept = False
         try:
             if self.serve_trained is None:
                 raise RuntimeError("this server cannot serve new versions")
             if not path.is_relative_to(workdir) or not path.exists():
                 raise FileNotFoundError(f"the artifact {artifact!r} is no file in the job's workdir")
             kept_path = keep_artifact(state_dir, job.id, path)
-            kept = True
             trained = TrainedVersion(job.model, version_of(job), job.version, job.id, str(kept_path), now())
-            self.serve_trained(trained)
+            try:
+                self.serve_trained(trained)
+            except Exception:
+                forget_artifact(state_dir, job.id)
+                raise
             self.store.record_trained(trained)
         except Exception as error:
-            if kept:
-                forget_artifact(state_dir, job.id)
             logger.warning("job %s: its artifact is not served: %s", job.id, describe(error))
             self.store.add_log(job.id, "warning", f"the new version is not served: {describe(error)}")
             return None

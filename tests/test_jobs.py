@@ -445,3 +445,18 @@ def test_the_database_url_is_a_secret_like_the_api_keys(monkeypatch: pytest.Monk
     with pytest.raises(StartupError) as refused:
         Settings(database_url="postgresql://stevedore:hunter2-secret@db.example:port/jobs")
     assert "database_url" in str(refused.value) and "hunter2" not in str(refused.value)
+
+
+def test_an_artifact_file_or_directory_is_kept_whole_under_the_state_directory(tmp_path: Path) -> None:
+    from stevedore_server.trained import keep_artifact
+
+    workdir = tmp_path / "jobs" / "job-1"
+    (workdir / "model" / "weights").mkdir(parents=True)
+    (workdir / "model" / "weights" / "layer.bin").write_bytes(b"weights")
+    (workdir / "model.pickle").write_bytes(b"pickle")
+    state = tmp_path / "state"
+    kept = keep_artifact(state, "job-1", workdir / "model")
+    assert kept == state / "artifacts" / "job-1" / "model"
+    assert (kept / "weights" / "layer.bin").read_bytes() == b"weights"
+    assert keep_artifact(state, "job-2", workdir / "model.pickle").read_bytes() == b"pickle"
+    assert sorted(path.name for path in (state / "artifacts").iterdir()) == ["job-1", "job-2"]  # no partial copy

@@ -24,6 +24,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection, Engine
 
 logger = logging.getLogger("stevedore.migrations")
@@ -51,8 +52,16 @@ def upgrade(engine: Engine) -> None:
         if adopted(connection):
             logger.info("the jobs database predates migrations: stamped with revision %s", BASELINE)
             command.stamp(alembic_config, BASELINE)
+        before = current(connection)
         command.upgrade(alembic_config, "head")
+        after = current(connection)
         connection.commit()
+    if after != before:
+        logger.info("the jobs database upgraded from revision %s to %s", before or "(none: new)", after)
+
+
+def current(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
 
 
 def adopted(connection: Connection) -> bool:
