@@ -40,12 +40,11 @@ from .errors import ClientError, ModelFailure, ReportedFailure
 from .extensions import STATE_KEY as PLUGIN_ROUTES
 from .extensions import PluginRoutes, serve_routes
 from .jobs import SERVE_TIMEOUT, Jobs
-from .jobstore import Job
+from .jobstore import TrainedVersion
 from .lifecycle import Lifecycle
 from .logs import log_error
 from .metrics import Metrics
 from .middleware import RequestContext, RequireAPIKey
-from .predictor import Predictor
 from .repository import Repository
 from .rest import JSONBytesResponse, error_response, http_error, server_of
 from .routing import ApiRoute, docs_app
@@ -162,16 +161,16 @@ def lifespan(settings: Settings, models: ServeModels, metrics: Metrics, table: l
 
 @asynccontextmanager
 async def running_jobs(settings: Settings, server: ModelServer, repository: Any) -> AsyncIterator[Jobs]:
-    """The jobs of this server process: recovered and dispatched at startup, stopped (interrupted) at exit. A new
-    version a training makes is served through the repository, on the event loop."""
+    """The jobs of this server process: recovered and dispatched at startup, stopped (interrupted) at exit. A
+    version a training made (here, or in another process: the jobs follow them) is served through the repository,
+    on the event loop."""
     loop = asyncio.get_running_loop()
 
-    def serve_trained(job: Job, predictor: Predictor, artifact: Path) -> str:
-        version = f"{job.version.split('+')[0]}+job.{job.id.split('-')[0]}"  # a PEP 440 local version
-        base = server.registry.get(job.model, job.version)
-        coroutine = repository.serve_trained(predictor.trained(artifact, version), base, job.id)
+    def serve_trained(trained: TrainedVersion) -> None:
+        base = server.registry.get(trained.model, trained.base_version)
+        predictor = base.predictor.trained(Path(trained.artifact), trained.version)
+        coroutine = repository.serve_trained(predictor, base, trained.job_id)
         asyncio.run_coroutine_threadsafe(coroutine, loop).result(SERVE_TIMEOUT)
-        return version
 
     served = serve_trained if isinstance(repository, Repository) else None
     jobs = Jobs(settings, server.registry, server.metrics, served)

@@ -13,8 +13,11 @@ only, never by the job's process, so a job needs no database driver, and a
 job killed halfway leaves no half-written transaction.
 
 A job is a training (``Predictor.train``) or a long predict. A training that
-returns ``{"artifact": PATH}`` in its workdir is served as a new version
-through ``serve_trained`` (the app's, by the model repository).
+returns ``{"artifact": PATH}`` in its workdir makes a new version: its
+artifact is kept under the state directory, the version is served here
+through ``serve_trained`` (the app's, by the model repository), then recorded
+in the store, where every server process finds it (``trained.py``: the
+dispatcher follows the recorded versions, at startup and on every round).
 
 Cancel: SIGTERM to the job's process group, SIGKILL after ``job_grace_period``.
 At startup, jobs left ``running`` by a server process that is gone become
@@ -31,7 +34,6 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -43,10 +45,22 @@ import platformdirs
 
 from .convergence import alive
 from .errors import Conflict, NotFound
-from .jobstore import FINISHED, Job, JobState, JobStore, ago, default_url, sqlite_file, this_owner
+from .jobstore import (
+    FINISHED,
+    Job,
+    JobState,
+    JobStore,
+    TrainedVersion,
+    ago,
+    default_url,
+    now,
+    sqlite_file,
+    this_owner,
+)
 from .metrics import Metrics
 from .registry import Registry
 from .settings import Settings
+from .trained import ServeTrained, TrainedVersions, forget_artifact, keep_artifact, version_of
 from .training import describe, run_job
 
 logger = logging.getLogger("stevedore.jobs")
@@ -60,9 +74,6 @@ CANCEL_POLL_INTERVAL = 1.0
 KIND_TRAIN = "train"
 #: Seconds a new version made by a training gets to load and self-test.
 SERVE_TIMEOUT = 600.0
-
-#: Serves the new version a training made: (job, its predictor, the artifact's path) -> the new version.
-ServeTrained = Callable[[Job, Any, Path], str]
 
 
 @dataclass
@@ -95,6 +106,7 @@ class Jobs:
         serve_trained: ServeTrained | None = None,
     ) -> None:
         self.serve_trained = serve_trained
+        self.trained = TrainedVersions(registry, serve_trained) if serve_trained is not None else None
         self.settings = settings
         self.registry = registry
         self.metrics = metrics
@@ -129,9 +141,11 @@ class Jobs:
     # -- lifecycle ---------------------------------------------------------
 
     def start(self) -> None:
-        """Recover what a previous server left running (only if there is a database already), then dispatch."""
+        """Recover what a previous server left running and serve the trained versions (only if there is a
+        database already), then dispatch."""
         if self._store_exists():
             self.recover()
+            self._follow_trained()
         self.dispatcher.start()
 
     def close(self) -> None:
@@ -223,12 +237,18 @@ class Jobs:
             if self.closing or (self._store is None and not self._store_exists()):
                 continue
             try:
+                self._follow_trained()
                 self._start_queued()
                 if self.settings.job_retention and time.monotonic() >= next_purge:
                     next_purge = time.monotonic() + PURGE_INTERVAL
                     self._purge()
             except Exception:
                 logger.exception("the job dispatcher failed; it tries again in %s s", POLL_INTERVAL)
+
+    def _follow_trained(self) -> None:
+        """Serve the versions trained since the last look (by any server process sharing the store)."""
+        if self.trained is not None:
+            self.trained.follow(self.store)
 
     def _purge(self) -> None:
         purged = self.store.purge(ago(self.settings.job_retention))
@@ -354,23 +374,31 @@ class Jobs:
             logger.log(level, "job %s %s%s", job_id, state, f": {error}" if error else "")
 
     def _serve_artifact(self, entry: RunningJob, artifact: str) -> str | None:
-        """Serve the artifact a training returned as a new version; None (and why, in the job's log) if not."""
+        """Keep the artifact a training returned, serve it here as a new version, and record it for every server
+        process; the new version, or None (and why, in the job's log) if not served."""
         job = entry.job
-        workdir = (self.state_dir() / "jobs" / job.id).resolve()
+        state_dir = self.state_dir()
+        workdir = (state_dir / "jobs" / job.id).resolve()
         path = (workdir / artifact).resolve()
         try:
             if self.serve_trained is None:
                 raise RuntimeError("this server cannot serve new versions")
             if not path.is_relative_to(workdir) or not path.exists():
                 raise FileNotFoundError(f"the artifact {artifact!r} is no file in the job's workdir")
-            predictor = self.registry.get(job.model, job.version).predictor
-            version = self.serve_trained(job, predictor, path)
+            kept_path = keep_artifact(state_dir, job.id, path)
+            trained = TrainedVersion(job.model, version_of(job), job.version, job.id, str(kept_path), now())
+            try:
+                self.serve_trained(trained)
+            except Exception:
+                forget_artifact(state_dir, job.id)
+                raise
+            self.store.record_trained(trained)
         except Exception as error:
             logger.warning("job %s: its artifact is not served: %s", job.id, describe(error))
             self.store.add_log(job.id, "warning", f"the new version is not served: {describe(error)}")
             return None
-        self.store.add_log(job.id, "info", f"serving the new version {version}")
-        return version
+        self.store.add_log(job.id, "info", f"serving the new version {trained.version}")
+        return trained.version
 
     def _count(self, job: Job, state: JobState, seconds: float | None) -> None:
         """A job that ended, in the metrics; its duration where this process ran it."""

@@ -1,13 +1,16 @@
-"""The jobs database: jobs and their log lines, with SQLAlchemy Core (SQLite by default, PostgreSQL by URL).
+"""The jobs database: jobs, their log lines and the versions trainings made, with SQLAlchemy Core (SQLite by
+default, PostgreSQL by URL).
 
 Every state change is one conditional UPDATE (``WHERE state = ...``), so two
 server processes sharing the database never both start, or both finish, one
-job: whoever's UPDATE matched a row owns the change. The tables are made with
-``create_all`` (no migrations yet).
+job: whoever's UPDATE matched a row owns the change. The schema is made and
+upgraded by the Alembic migrations in ``migrations/`` when the store opens;
+the tables here describe it for the queries (a test checks the two agree).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import socket
 import uuid
@@ -19,6 +22,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+
+from .migrations import upgrade
 
 DATABASE_FILE = "jobs.db"
 #: Longest log line kept; a model printing megabytes on one line must not fill the database.
@@ -46,8 +51,8 @@ jobs = sa.Table(
     sa.Column("version", sa.String(200), nullable=False),
     sa.Column("kind", sa.String(20), nullable=False),
     sa.Column("state", sa.String(20), nullable=False, index=True),
-    sa.Column("progress", sa.Float, nullable=False, default=0.0),
-    sa.Column("message", sa.Text, nullable=False, default=""),
+    sa.Column("progress", sa.Float, nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
     sa.Column("params", sa.JSON),
     sa.Column("result", sa.JSON),
     sa.Column("error", sa.Text),
@@ -58,7 +63,7 @@ jobs = sa.Table(
     sa.Column("pgid", sa.Integer),
     #: ``host:pid`` of the server process running the job.
     sa.Column("owner", sa.String(300)),
-    sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False),
 )
 
 job_logs = sa.Table(
@@ -69,6 +74,22 @@ job_logs = sa.Table(
     sa.Column("time", sa.DateTime(timezone=True), nullable=False),
     sa.Column("level", sa.String(20), nullable=False),
     sa.Column("line", sa.Text, nullable=False),
+)
+
+
+#: Which job made which version of which model, and where its artifact is kept (no foreign key: a version keeps
+#: serving after its job is deleted).
+trained_versions = sa.Table(
+    "trained_versions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("version", sa.String(200), nullable=False),
+    sa.Column("base_version", sa.String(200), nullable=False),
+    sa.Column("job_id", sa.String(36), nullable=False),
+    sa.Column("artifact", sa.Text, nullable=False),
+    sa.Column("created", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("model", "version", name="uq_trained_versions_model_version"),
 )
 
 
@@ -153,6 +174,25 @@ class Job:
         }
 
 
+@dataclass(frozen=True)
+class TrainedVersion:
+    """A version a training made: served by every server process from its kept artifact."""
+
+    model: str
+    version: str
+    base_version: str
+    job_id: str
+    #: The artifact's absolute path, under the state directory's ``artifacts/<job id>/``.
+    artifact: str
+    created: datetime
+    #: Its row's number: the versions recorded after one a process has seen are those with a larger one.
+    id: int = 0
+
+    @classmethod
+    def of(cls, row: sa.Row[Any]) -> TrainedVersion:
+        return cls(**row._mapping)
+
+
 def default_url(state_dir: str | None) -> str:
     """SQLite in ``state_dir``, or in the user's data directory (``platformdirs``)."""
     if state_dir is None:
@@ -198,7 +238,7 @@ class JobStore:
             path.parent.mkdir(parents=True, exist_ok=True)
         self.url = url
         self.engine = make_engine(url)
-        metadata.create_all(self.engine)
+        upgrade(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -282,6 +322,17 @@ class JobStore:
         with self.engine.begin() as connection:
             connection.execute(job_logs.delete().where(job_logs.c.job_id.in_(old)))
             return connection.execute(jobs.delete().where(jobs.c.id.in_(old))).rowcount
+
+    def record_trained(self, trained: TrainedVersion) -> None:
+        row = {key: value for key, value in dataclasses.asdict(trained).items() if key != "id"}
+        with self.engine.begin() as connection:
+            connection.execute(trained_versions.insert().values(**row))
+
+    def trained(self, after: int = 0) -> list[TrainedVersion]:
+        """The trained versions recorded after the row ``after``, oldest first."""
+        query = trained_versions.select().where(trained_versions.c.id > after).order_by(trained_versions.c.id)
+        with self.engine.connect() as connection:
+            return [TrainedVersion.of(row) for row in connection.execute(query)]
 
     def logs(self, job_id: str, after: int = 0, limit: int = 1000) -> Iterator[dict[str, Any]]:
         query = (

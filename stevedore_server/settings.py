@@ -170,10 +170,15 @@ class Settings:
     cors_origins: tuple[str, ...] = setting((), "Origins allowed by CORS (`*` for any; default: none).")
     console: bool = setting(True, "Serve the web console at `/`: every model's health, and a form to try each.")
     state_dir: str | None = setting(
-        None, "Directory of the server's state: the jobs database `jobs.db` (default: the user's data directory)."
+        None,
+        "Directory of the server's state: the jobs database `jobs.db` and the artifacts of trained versions "
+        "(default: the user's data directory; `/var/lib/stevedore` in the image).",
     )
     database_url: str | None = setting(
-        None, "SQLAlchemy URL of the jobs database (`postgresql://...` needs the `postgres` extra); default SQLite."
+        None,
+        "SQLAlchemy URL of the jobs database (`postgresql://...` needs the `postgres` extra); default SQLite. "
+        "A secret (it may hold a password): no flag, never logged nor written in a generated config.",
+        secret=True,
     )
     max_jobs: int = setting(1, "Jobs (trainings) running at once in this server process; the others wait queued.")
     job_grace_period: float = setting(
@@ -216,6 +221,8 @@ class Settings:
                 raise StartupError(f"setting {name}: {getattr(self, name)!r} {problem}")
         for name, model in self.models.items():
             check_model_settings(name, model)
+        if self.database_url is not None:
+            check_database_url(self.database_url)
 
     @property
     def selection(self) -> PluginSelection:
@@ -336,6 +343,20 @@ MODEL_HINTS = typing.get_type_hints(ModelSettings)
 
 def env_name(name: str) -> str:
     return ENV_PREFIX + name.upper()
+
+
+def check_database_url(url: str) -> None:
+    """A SQLAlchemy URL; the error does not show it (it may hold a password, and SQLAlchemy's own shows it)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(url)
+    except (ArgumentError, ValueError):
+        raise StartupError(
+            f"setting database_url ({env_name('database_url')}): not a SQLAlchemy URL such as "
+            "postgresql://user:password@host/database (not shown here: it may hold a password)"
+        ) from None
 
 
 def check_model_settings(name: str, model: ModelSettings) -> None:

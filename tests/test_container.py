@@ -150,6 +150,12 @@ def test_runs_as_non_root(container: str) -> None:
     assert result.stdout.split() == ["10001", "10001"], describe(result)  # numeric: runAsNonRoot can tell
 
 
+def test_the_state_directory_is_var_lib_stevedore_and_writable(container: str) -> None:
+    script = "import os; state = os.environ['STEVEDORE_STATE_DIR']; print(state, os.access(state, os.W_OK))"
+    result = inside(container, "python3", "-c", script)
+    assert result.stdout.split() == ["/var/lib/stevedore", "True"], describe(result)
+
+
 def test_no_wheelhouse_pip_cache_or_compiler_left(container: str) -> None:
     script = (
         "import importlib.util, os, shutil; "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import socket
 import subprocess
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from stevedore_server.jobstore import DATABASE_FILE, JobState, JobStore, default_url
+from stevedore_server.jobstore import DATABASE_FILE, JobState, JobStore, TrainedVersion, default_url, now
 from stevedore_server.settings import Settings
 from tests.helpers import Registers
 
@@ -361,7 +362,9 @@ def test_a_long_predict_runs_as_a_job_and_keeps_its_result(jobs_client: TestClie
     assert invalid.status_code == 422 and invalid.json()["details"][0]["path"] == "/0"
 
 
-def test_a_trained_artifact_is_served_as_a_new_version_after_its_self_test(jobs_client: TestClient) -> None:
+def test_a_trained_artifact_is_served_as_a_new_version_after_its_self_test(
+    jobs_client: TestClient, state_dir: Path
+) -> None:
     job = start(jobs_client, "iris-trainer", {"C": 0.01, "max_iter": 50})
     done = wait_for(jobs_client, job["id"], "succeeded", "failed")
     assert done["state"] == "succeeded", done
@@ -374,6 +377,42 @@ def test_a_trained_artifact_is_served_as_a_new_version_after_its_self_test(jobs_
     assert response.status_code == 200 and response.json()["model_version"] == version
     lines = [line["line"] for line in jobs_client.get(f"/jobs/{job['id']}/logs").json()["lines"]]
     assert lines[-1] == f"serving the new version {version}"
+    store = JobStore(default_url(str(state_dir)))
+    (recorded,) = store.trained()
+    store.close()
+    assert (recorded.model, recorded.version, recorded.base_version, recorded.job_id) == (
+        "iris-trainer", version, "1", job["id"],
+    )  # fmt: skip
+    assert recorded.artifact == str(state_dir.resolve() / "artifacts" / job["id"] / "model.pickle")
+    assert Path(recorded.artifact).is_file()
+
+
+def test_recorded_trained_versions_are_served_at_startup_and_a_broken_one_is_reported(
+    make_client: Callable[..., TestClient], trainers: Registers, state_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    artifacts = state_dir / "artifacts"
+    good = artifacts / "good" / "model.pickle"
+    good.parent.mkdir(parents=True)
+    good.write_bytes(pickle.dumps(LogisticRegression(max_iter=500).fit(*load_iris(return_X_y=True))))
+    broken = artifacts / "broken" / "model.pickle"
+    broken.parent.mkdir()
+    broken.write_bytes(b"not a pickle")
+    store = JobStore(default_url(str(state_dir)))
+    for job_id, artifact in [("good", good), ("gone", artifacts / "gone" / "model.pickle"), ("broken", broken)]:
+        store.record_trained(TrainedVersion("iris-trainer", f"1+job.{job_id}", "1", job_id, str(artifact), now()))
+    store.close()
+    client = make_client(trainers, settings=Settings(state_dir=str(state_dir), job_grace_period=GRACE))
+    entry = client.get("/models/iris-trainer").json()
+    assert sorted(entry["versions"]) == ["1", "1+job.good"] and entry["metadata"]["trained_by_job"] == "good"
+    answer = client.post("/models/iris-trainer/versions/1+job.good/predict", json=[[5.1, 3.5, 1.4, 0.2]])
+    assert answer.status_code == 200 and answer.json()["model_version"] == "1+job.good"
+    reported = [record.getMessage() for record in caplog.records if record.name == "stevedore.trained"]
+    assert any("version 1+job.gone (trained by job gone) is not served" in line and "is gone" in line
+               for line in reported), reported  # fmt: skip
+    assert any("version 1+job.broken (trained by job broken) is not served" in line for line in reported), reported
 
 
 def test_an_artifact_outside_the_jobs_workdir_is_not_served(jobs_client: TestClient) -> None:
@@ -383,3 +422,41 @@ def test_an_artifact_outside_the_jobs_workdir_is_not_served(jobs_client: TestCli
     assert jobs_client.get("/models/misbehaving-trainer").json()["versions"] == ["1"]
     lines = [line["line"] for line in jobs_client.get(f"/jobs/{job['id']}/logs").json()["lines"]]
     assert "is no file in the job's workdir" in lines[-1]
+
+
+def test_the_database_url_is_a_secret_like_the_api_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from stevedore_server.cli import main
+    from stevedore_server.errors import StartupError
+    from stevedore_server.settings import MASK
+
+    url = "postgresql://stevedore:hunter2-secret@db.example/jobs"
+    settings = Settings.load({"STEVEDORE_DATABASE_URL": url})
+    assert settings.database_url == url
+    assert "database_url" not in settings.document()  # a generated Serve config (`ray --config-only`)
+    assert settings.secret_env() == {"STEVEDORE_DATABASE_URL": url}  # the replicas' environment instead
+    assert settings.masked()["database_url"] == MASK
+    monkeypatch.setenv("STEVEDORE_DATABASE_URL", url)
+    shown = CliRunner().invoke(main, ["config"])
+    assert shown.exit_code == 0 and "hunter2" not in shown.output and MASK in shown.output
+    flag = CliRunner().invoke(main, ["run", "--database-url", url])  # a command line is seen by every user
+    assert flag.exit_code == 2 and "No such option" in flag.output
+    with pytest.raises(StartupError) as refused:
+        Settings(database_url="postgresql://stevedore:hunter2-secret@db.example:port/jobs")
+    assert "database_url" in str(refused.value) and "hunter2" not in str(refused.value)
+
+
+def test_an_artifact_file_or_directory_is_kept_whole_under_the_state_directory(tmp_path: Path) -> None:
+    from stevedore_server.trained import keep_artifact
+
+    workdir = tmp_path / "jobs" / "job-1"
+    (workdir / "model" / "weights").mkdir(parents=True)
+    (workdir / "model" / "weights" / "layer.bin").write_bytes(b"weights")
+    (workdir / "model.pickle").write_bytes(b"pickle")
+    state = tmp_path / "state"
+    kept = keep_artifact(state, "job-1", workdir / "model")
+    assert kept == state / "artifacts" / "job-1" / "model"
+    assert (kept / "weights" / "layer.bin").read_bytes() == b"weights"
+    assert keep_artifact(state, "job-2", workdir / "model.pickle").read_bytes() == b"pickle"
+    assert sorted(path.name for path in (state / "artifacts").iterdir()) == ["job-1", "job-2"]  # no partial copy

@@ -19,11 +19,12 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from stevedore_server.jobstore import JobState, JobStore
+from stevedore_server.jobstore import JobState, JobStore, job_logs, jobs, make_engine, metadata
 from stevedore_server.loopback import free_ports
 from stevedore_server.settings import Settings
 from tests.helpers import Registers
 from tests.test_jobs import GRACE, group_gone_within, start, wait_for, wait_until_hanging
+from tests.test_jobs_server import state_dir  # noqa: F401 (the trainer plugin installed, for a real server)
 
 TOOLS = ("initdb", "pg_ctl")
 
@@ -135,3 +136,48 @@ def test_a_job_left_running_is_interrupted_at_startup_on_postgresql(
         if leftover.poll() is None:
             leftover.kill()
             leftover.wait()
+
+
+def test_a_postgresql_database_made_before_migrations_is_adopted(database_url: str) -> None:
+    from tests.test_migrations import head, revision
+
+    engine = make_engine(database_url)
+    metadata.create_all(engine, tables=[jobs, job_logs])  # what the server made before migrations
+    engine.dispose()
+    assert revision(database_url) is None
+    store = JobStore(database_url)
+    assert store.trained() == []
+    store.close()
+    assert revision(database_url) == head()
+
+
+def test_processes_migrating_a_fresh_postgresql_database_at_once_all_succeed(database_url: str) -> None:
+    from tests.test_migrations import head, open_at_once, revision
+
+    outcomes = open_at_once(database_url, processes=3)
+    assert [outcome.returncode for outcome in outcomes] == [0, 0, 0], [outcome.stderr for outcome in outcomes]
+    assert revision(database_url) == head()
+
+
+@pytest.mark.usefixtures("state_dir")
+def test_a_password_in_the_database_url_is_nowhere_in_the_log_or_the_answers(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    from tests.test_jobs_server import final_state, serving
+
+    password = "hunter2-secret"  # the cluster trusts loopback: the password is sent, and not needed
+    monkeypatch.setenv("STEVEDORE_DATABASE_URL", database_url.replace("postgres@", f"postgres:{password}@"))
+    server = serving(tmp_path / "server.log", "--log-level", "debug")
+    try:
+        job_id = httpx.post(server.url + "/models/iris-trainer/train", json={"C": 1.0}).json()["id"]
+        assert final_state(server, job_id) == "succeeded", server.log()
+        paths = ["/healthz", "/readyz", "/models", "/models/iris-trainer", "/jobs", f"/jobs/{job_id}",
+                 f"/jobs/{job_id}/logs", "/metrics", "/openapi.json", "/v2", "/"]  # fmt: skip
+        for path in paths:
+            answer = httpx.get(server.url + path)
+            assert answer.status_code == 200 and password not in answer.text, path
+    finally:
+        assert server.stop() == 0, server.log()
+    assert "job " + job_id in server.log() and password not in server.log()

@@ -200,3 +200,38 @@ def test_two_workers_share_one_job_list_and_start_each_job_once(state_dir: Path,
         assert final_state(server, hanging["id"]) == "cancelled"
     finally:
         assert server.stop() == 0, server.log()
+
+
+def served_logged(server: LiveServer, job_id: str) -> int:
+    """How many server processes have logged serving the version ``job_id`` trained (the repository's line)."""
+    return server.log().count(f"trained by job {job_id}, served")
+
+
+def test_a_trained_version_is_served_by_every_worker_and_after_a_restart(state_dir: Path, tmp_path: Path) -> None:
+    row = [[5.1, 3.5, 1.4, 0.2]]
+    first = serving(tmp_path / "first.log", "--workers", "2")
+    try:
+        response = httpx.post(first.url + "/models/iris-trainer/train", json={"C": 0.5})
+        assert response.status_code == 202, response.text
+        job_id = response.json()["id"]
+        assert final_state(first, job_id) == "succeeded", first.log()
+        version = httpx.get(f"{first.url}/jobs/{job_id}").json()["result"]["served_version"]
+        stop_at = time.monotonic() + 15.0  # the other worker follows the store every second
+        while served_logged(first, job_id) < 2 and time.monotonic() < stop_at:
+            time.sleep(0.2)
+        assert served_logged(first, job_id) == 2, first.log()
+        for _ in range(20):  # a fresh connection each: the requests spread over the workers
+            answer = httpx.post(f"{first.url}/models/iris-trainer/versions/{version}/predict", json=row)
+            assert answer.status_code == 200 and answer.json()["model_version"] == version, answer.text
+    finally:
+        assert first.stop() == 0, first.log()
+    kept = state_dir / "artifacts" / job_id / "model.pickle"
+    assert kept.is_file()
+    second = serving(tmp_path / "second.log")
+    try:
+        entry = httpx.get(second.url + "/models/iris-trainer").json()
+        assert version in entry["versions"] and entry["metadata"]["trained_by_job"] == job_id, entry
+        answer = httpx.post(f"{second.url}/models/iris-trainer/versions/{version}/predict", json=row)
+        assert answer.status_code == 200 and answer.json()["model_version"] == version, answer.text
+    finally:
+        assert second.stop() == 0, second.log()
