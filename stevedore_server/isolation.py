@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Generator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -276,6 +277,58 @@ class ProcessPool:
             raise reply[1]
         raise WorkerFailure(str(reply[1]), reply[2] if len(reply) > 2 else "")
 
+    def stream(self, payload: Any) -> Generator[Any, None, None]:
+        """The items of the model's ``predict_stream`` on ``payload``, from an idle worker process, as they come;
+        closing the generator early (the client left) has the worker close the model's generator too."""
+        request = pickle.dumps(("stream", payload, request_id.get()), protocol=PROTOCOL)
+        worker = self._take()
+        finished = False
+        try:
+            worker.connection.send_bytes(request)
+            while True:
+                reply = self._streamed(worker)
+                if reply[0] != "item":
+                    finished = True
+                    break
+                yield reply[1]
+        except GeneratorExit:
+            finished = self._cancel(worker)
+            raise
+        except WorkerFailure:
+            self._replace(worker)
+            raise
+        except (EOFError, OSError):
+            self._replace(worker)
+            raise WorkerFailure(f"the worker process (pid {worker.pid}) {ended(worker.process)} during the stream; "
+                                "a new one is starting") from None  # fmt: skip
+        finally:
+            if finished:
+                self.idle.put(worker)
+        if reply[0] == "client" and isinstance(reply[1], ClientError):
+            raise reply[1]
+        if reply[0] == "error":
+            raise WorkerFailure(str(reply[1]), reply[2])
+
+    def _streamed(self, worker: WorkerProcess) -> tuple[Any, ...]:
+        data = self._reply(worker)
+        try:
+            reply: tuple[Any, ...] = pickle.loads(data)
+        except Exception as error:
+            raise WorkerFailure(f"the server cannot read the model's item: {type(error).__name__}: {error}") from None
+        return reply
+
+    def _cancel(self, worker: WorkerProcess) -> bool:
+        """Have the worker close the stream; True once it has (the worker is then idle), False if it had to be
+        replaced (it did not answer, or died)."""
+        try:
+            worker.connection.send_bytes(pickle.dumps(("cancel", None, request_id.get()), protocol=PROTOCOL))
+            while self._streamed(worker)[0] == "item":  # items already sent, before it saw the cancel
+                pass
+        except (WorkerFailure, EOFError, OSError):
+            self._replace(worker)
+            return False
+        return True
+
     def _take(self) -> WorkerProcess:
         """An idle, living worker process, waiting for one (the runtime admits at most as many calls as there
         are processes, but a replacement may still be loading). One found dead is replaced, not used."""
@@ -407,6 +460,7 @@ def load_in_processes(candidate: Candidate, settings: Settings) -> LoadedModel:
     predictor = ProcessPredictor(pool, description["declared"], placement)
     predictor.created = description["created"]
     predictor.distribution_metadata = description["distribution"]
+    predictor.streams = description["streams"]
     loaded = load_model(predictor, candidate.source)
     if not loaded.ready:
         pool.close()

@@ -8,7 +8,7 @@ serving can know such a model without importing how its processes are run.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any, Protocol
 
 from .errors import PluginError
@@ -25,6 +25,8 @@ class Pool(Protocol):
 
     def call(self, action: str, payload: Any) -> Any: ...
 
+    def stream(self, payload: Any) -> Generator[Any, None, None]: ...
+
     def close(self) -> None: ...
 
 
@@ -40,6 +42,8 @@ class ProcessPredictor(Predictor):
         self.placement = placement
         #: The catalogue fields of the plugin's distribution, as installed where the model runs.
         self.distribution_metadata: dict[str, Any] | None = None
+        #: The model implements ``predict_stream`` (where it runs).
+        self.streams = False
 
     @classmethod
     def placeholder(cls, name: str, version: str) -> ProcessPredictor:
@@ -51,6 +55,14 @@ class ProcessPredictor(Predictor):
 
     def score(self, payload: Any) -> Any:
         return self._pool().call("score", payload)
+
+    def predict_stream(self, payload: Any) -> Generator[Any, None, None]:
+        """The model's items, from a worker process: a plain generator, stepped on the model's threads."""
+        return self._pool().stream(payload)
+
+    @property
+    def has_stream(self) -> bool:
+        return self.streams
 
     def _pool(self) -> Pool:
         if self.pool is None:

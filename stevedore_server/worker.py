@@ -125,6 +125,7 @@ def loaded_description(loaded: Any) -> dict[str, Any]:
         "reason": loaded.reason,
         "created": loaded.created,
         "declared": declared,
+        "streams": predictor.has_stream,
         "distribution": distribution_metadata(loaded.source.distribution),
         "python": python_description(),
         "pid": os.getpid(),
@@ -154,6 +155,11 @@ def answer(connection: Connection, predictor: Any) -> None:
         except (EOFError, OSError):
             return
         request_id.set(request)  # the model's log lines carry the id of the request they are about
+        if action == "cancel":  # a stream's cancel that crossed its end: nothing to stop
+            continue
+        if action == "stream":
+            stream(connection, predictor, payload)
+            continue
         try:
             method = predictor.predict if action == "predict" else predictor.score
             reply: tuple[Any, ...] = ("ok", method(payload))
@@ -162,6 +168,54 @@ def answer(connection: Connection, predictor: Any) -> None:
         except Exception as error:
             reply = ("error", f"{type(error).__name__}: {error}", traceback.format_exc())
         send_reply(connection, reply)
+
+
+def stream(connection: Connection, predictor: Any, payload: Any) -> None:
+    """Send the items of ``predict_stream`` one message each, then ``("end",)``; or the error, as ``answer``
+    does. A ``cancel`` from the server (its client left) closes the generator, so its ``finally`` runs, and is
+    acknowledged with ``("cancelled",)``."""
+    from .errors import ClientError
+
+    items: Any = None
+    try:
+        items = generator_of(predictor.predict_stream(payload))
+        for item in items:
+            send_reply(connection, ("item", item))
+            if connection.poll(0) and pickle.loads(connection.recv_bytes())[0] == "cancel":
+                items.close()
+                send_reply(connection, ("cancelled",))
+                return
+    except ClientError as error:
+        send_reply(connection, ("client", error))
+        return
+    except Exception as error:
+        send_reply(connection, ("error", f"{type(error).__name__}: {error}", traceback.format_exc()))
+        return
+    send_reply(connection, ("end",))
+
+
+def generator_of(stream: Any) -> Any:
+    """A plain generator of the items of a generator or of an async generator (run on a loop of its own)."""
+    if not hasattr(stream, "__anext__"):
+        if not hasattr(stream, "__next__"):
+            raise TypeError(f"predict_stream must return a generator, got {type(stream).__name__}")
+        return stream
+    return async_items(stream)
+
+
+def async_items(stream: Any) -> Any:
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    try:
+        while True:
+            try:
+                yield loop.run_until_complete(stream.__anext__())
+            except StopAsyncIteration:
+                return
+    finally:
+        loop.run_until_complete(stream.aclose())
+        loop.close()
 
 
 def send_reply(connection: Connection, reply: tuple[Any, ...]) -> None:

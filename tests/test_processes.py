@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -157,6 +158,36 @@ def test_v2_and_batching_run_through_the_process_too(server: Server) -> None:
         r'stevedore_batch_size_count\{model="iris",version="1"\} (\S+)', httpx.get(server.url + "/metrics").text
     )
     assert batches is not None and float(batches.group(1)) >= 1
+
+
+def events(response: httpx.Response) -> Iterator[tuple[str, dict[str, object]]]:
+    """(event name, data) of each Server-Sent Event of ``response`` as it comes."""
+    name = "message"
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            name = line.removeprefix("event: ")
+        elif line.startswith("data: "):
+            yield name, json.loads(line.removeprefix("data: "))
+            name = "message"
+
+
+def test_a_model_in_processes_streams_and_a_client_leaving_closes_its_generator(server: Server) -> None:
+    url = server.url + "/models/spin/predict/stream"
+    with httpx.stream("POST", url, json=[10, 20, 30], timeout=30) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        received = list(events(response))
+    assert [name for name, _ in received] == ["message"] * 3 + ["end"]
+    assert {data["pid"] for _, data in received[:3]} <= workers_of(server, "spin")
+
+    headers = {"X-Request-ID": "stream-left-7"}
+    with httpx.stream("POST", url, json=[10] * 100, headers=headers, timeout=30) as response:
+        stream = events(response)
+        assert [next(stream)[0], next(stream)[0]] == ["message", "message"]
+    closed = r"stevedore_test_cpu \[stream-left-7\] stream closed after (\d+) items"
+    wait_until(lambda: re.search(closed, server.log()), 10, "the generator's finally, in its worker process")
+    found = re.search(closed, server.log())
+    assert found is not None and 2 <= int(found.group(1)) < 100
+    assert all(spin(server, [10]).status_code == 200 for _ in range(4))  # both processes serve on
 
 
 def test_a_worker_process_killed_mid_request_fails_that_request_and_is_replaced(server: Server) -> None:

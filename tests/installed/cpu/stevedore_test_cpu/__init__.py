@@ -1,4 +1,4 @@
-"""``spin``: a pure-Python loop a row (it never releases the GIL), answering which process ran it.
+"""``spin``: a pure-Python loop a row (it never releases the GIL), answering which process ran it; it streams too.
 
 A row is a number of iterations; a negative one makes the model raise, with a message that must reach the log
 and never the client.
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Iterator
 from typing import Any
 
 from stevedore_server import Predictor
@@ -28,6 +30,17 @@ class Spin(Predictor):
             logger.warning("refusing a negative row")
             raise ValueError(SECRET)
         return [{"total": spin(row), "pid": os.getpid()} for row in rows]
+
+    def predict_stream(self, rows: list[int]) -> Iterator[dict[str, Any]]:
+        """An item a row, a tenth of a second apart; says in the log how many it sent when it is closed."""
+        sent = 0
+        try:
+            for row in rows:
+                yield {"total": spin(row), "pid": os.getpid()}
+                sent += 1
+                time.sleep(0.1)
+        finally:
+            logger.warning("stream closed after %d items", sent)
 
 
 def spin(iterations: int) -> int:
