@@ -73,8 +73,11 @@ def interpreter(model: ModelSettings) -> str:
 
 
 def isolated(model: ModelSettings) -> bool:
-    """The model runs under an interpreter that is not the server's (so its plugin is found there, not here)."""
-    return model.python is not None and Path(interpreter(model)).resolve() != Path(sys.executable).resolve()
+    """The model runs under an interpreter that is not the server's (so its plugin is found there, not here).
+
+    Paths are compared as given, symbolic links not followed: a virtual environment's ``bin/python`` is often
+    a link to the base interpreter, and only its own path makes it that environment."""
+    return model.python is not None and os.path.abspath(interpreter(model)) != os.path.abspath(sys.executable)
 
 
 def worker_environment(python: str) -> dict[str, str]:

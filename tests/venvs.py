@@ -155,9 +155,10 @@ class Venv:
     find_links: tuple[Path, ...]
 
     @classmethod
-    def create(cls, path: Path, *find_links: Path) -> Venv:
-        # Same interpreter as the test run, so the wheelhouse's binary wheels fit.
-        venv.EnvBuilder(with_pip=True, clear=True).create(path)
+    def create(cls, path: Path, *find_links: Path, symlinks: bool = False) -> Venv:
+        # Same interpreter as the test run, so the wheelhouse's binary wheels fit. ``symlinks``: its bin/python a
+        # link to that interpreter, as `python3 -m venv` makes it on Linux.
+        venv.EnvBuilder(with_pip=True, clear=True, symlinks=symlinks).create(path)
         return cls(path, find_links)
 
     @property
