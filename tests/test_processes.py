@@ -82,12 +82,16 @@ def workers_of(server: Server, model: str) -> set[int]:
     return found
 
 
-def alive(pid: int) -> bool:
+def state(pid: int) -> str | None:
+    """The process's state letter (R running, S sleeping, Z zombie, ...); None once it is gone."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
-        return False
-    return state != "Z"
+        return None
+
+
+def alive(pid: int) -> bool:
+    return state(pid) not in (None, "Z")
 
 
 def wait_until(condition: object, seconds: float, what: str) -> None:
@@ -191,7 +195,7 @@ def test_a_worker_process_killed_mid_request_fails_that_request_and_is_replaced(
     before = workers_of(server, "spin")
     with ThreadPoolExecutor(2) as pool:
         long_calls = [pool.submit(spin, server, [400_000_000]) for _ in range(2)]  # one on each process
-        time.sleep(1.5)
+        wait_until(lambda: all(state(pid) == "R" for pid in before), 15, "both spin processes computing")
         for pid in before:
             subprocess.run(["kill", "-KILL", str(pid)], check=True)
         answers = [call.result(timeout=30) for call in long_calls]
