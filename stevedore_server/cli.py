@@ -24,11 +24,10 @@ from .registry import version_key
 from .server import ModelServer
 from .settings import HINTS, Settings, base_type, env_name
 
-#: Settings each command takes as options (secrets never: a command line is visible to every user).
+#: Settings each command takes as options (secrets only where the setting says: a command line is visible to
+#: every user).
 PLUGIN_SETTINGS = ("plugins", "disable_plugins", "config")
-RUN_SETTINGS = tuple(
-    item.name for item in fields(Settings) if not item.metadata["file_only"] and not item.metadata["secret"]
-)
+RUN_SETTINGS = tuple(item.name for item in fields(Settings) if not item.metadata["file_only"] and item.metadata["flag"])
 #: On Ray Serve: the processes and the gRPC port are Ray's business.
 RAY_SETTINGS = tuple(name for name in RUN_SETTINGS if name not in ("workers", "grpc_port"))
 

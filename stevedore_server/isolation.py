@@ -18,6 +18,7 @@ is replaced; the call it had fails as a model failure (a 500 with an error id).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -28,8 +29,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Generator
-from dataclasses import dataclass
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, fields
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from .errors import ClientError, PluginError, StartupError, WorkerFailure
 from .loading import LoadedModel, State, load_model
 from .logs import request_id
 from .proxy import MemoryReport, ProcessPredictor
-from .settings import ModelSettings, Settings
+from .settings import ModelSettings, Settings, env_name
 from .sources import PluginFailure, PluginSource
 
 logger = logging.getLogger("stevedore.isolation")
@@ -81,7 +82,12 @@ def isolated(model: ModelSettings) -> bool:
 
 
 def worker_environment(python: str) -> dict[str, str]:
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("PROMETHEUS_")}
+    """The server's environment less what a worker must not have: the metrics directory, the secrets (API keys,
+    the database's URL), and for another interpreter what would mix the two environments."""
+    secrets = {env_name(item.name) for item in fields(Settings) if item.metadata["secret"]}
+    environment = {
+        key: value for key, value in os.environ.items() if not key.startswith("PROMETHEUS_") and key not in secrets
+    }
     if python != sys.executable:
         for key in ENVIRONMENT_VARIABLES:
             environment.pop(key, None)
@@ -169,6 +175,15 @@ def selection_orders(settings: Settings) -> dict[str, Any]:
         "log_level": settings.log_level,
         "log_format": settings.log_format,
     }
+
+
+def failure(reply: tuple[Any, ...]) -> Exception:
+    """The exception of a worker's failed reply: the client's error it sent, or the model's, as WorkerFailure."""
+    if reply[0] == "client" and isinstance(reply[1], ClientError):
+        return reply[1]
+    if reply[0] != "error" or len(reply) != 3:
+        return WorkerFailure(f"the worker process answered what the server cannot use: {reply[0]!r}")
+    return WorkerFailure(str(reply[1]), reply[2])
 
 
 @dataclass
@@ -259,16 +274,9 @@ class ProcessPool:
         WorkerFailure (the model raised; the process died or overran the time-out, and is being replaced)."""
         request = pickle.dumps((action, payload, request_id.get()), protocol=PROTOCOL)
         worker = self._take()
-        try:
+        with self._replaced_on_failure(worker, "call"):
             worker.connection.send_bytes(request)
             data = self._reply(worker)
-        except WorkerFailure:
-            self._replace(worker)
-            raise
-        except (EOFError, OSError):
-            self._replace(worker)
-            raise WorkerFailure(f"the worker process (pid {worker.pid}) {ended(worker.process)} during the call; "
-                                "a new one is starting") from None  # fmt: skip
         self.idle.put(worker)
         try:
             reply = pickle.loads(data)
@@ -276,9 +284,7 @@ class ProcessPool:
             raise WorkerFailure(f"the server cannot read the model's reply: {type(error).__name__}: {error}") from None
         if reply[0] == "ok":
             return reply[1]
-        if reply[0] == "client" and isinstance(reply[1], ClientError):
-            raise reply[1]
-        raise WorkerFailure(str(reply[1]), reply[2] if len(reply) > 2 else "")
+        raise failure(reply)
 
     def stream(self, payload: Any) -> Generator[Any, None, None]:
         """The items of the model's ``predict_stream`` on ``payload``, from an idle worker process, as they come;
@@ -287,30 +293,32 @@ class ProcessPool:
         worker = self._take()
         finished = False
         try:
-            worker.connection.send_bytes(request)
-            while True:
-                reply = self._streamed(worker)
-                if reply[0] != "item":
-                    finished = True
-                    break
-                yield reply[1]
+            with self._replaced_on_failure(worker, "stream"):
+                worker.connection.send_bytes(request)
+                while (reply := self._streamed(worker))[0] == "item":
+                    yield reply[1]
+            finished = True
         except GeneratorExit:
             finished = self._cancel(worker)
             raise
+        finally:
+            if finished:
+                self.idle.put(worker)
+        if reply[0] != "end":
+            raise failure(reply)
+
+    @contextlib.contextmanager
+    def _replaced_on_failure(self, worker: WorkerProcess, exchange: str) -> Iterator[None]:
+        """Replace ``worker`` when the exchange fails: a WorkerFailure raised as it is, a closed socket as one."""
+        try:
+            yield
         except WorkerFailure:
             self._replace(worker)
             raise
         except (EOFError, OSError):
             self._replace(worker)
-            raise WorkerFailure(f"the worker process (pid {worker.pid}) {ended(worker.process)} during the stream; "
-                                "a new one is starting") from None  # fmt: skip
-        finally:
-            if finished:
-                self.idle.put(worker)
-        if reply[0] == "client" and isinstance(reply[1], ClientError):
-            raise reply[1]
-        if reply[0] == "error":
-            raise WorkerFailure(str(reply[1]), reply[2])
+            raise WorkerFailure(f"the worker process (pid {worker.pid}) {ended(worker.process)} during the "
+                                f"{exchange}; a new one is starting") from None  # fmt: skip
 
     def _streamed(self, worker: WorkerProcess) -> tuple[Any, ...]:
         data = self._reply(worker)

@@ -34,8 +34,10 @@ MASK = "********"
 MAX_INLINE_BUDGET = 0.01
 
 
-def setting(default: Any, help: str, secret: bool = False, file_only: bool = False) -> Any:
-    metadata = {"help": help, "secret": secret, "file_only": file_only}
+def setting(default: Any, help: str, secret: bool = False, file_only: bool = False, flag: bool | None = None) -> Any:
+    """A setting's field: ``secret`` ones are masked and never written out, and get no command-line flag (every
+    user sees a command line) unless ``flag`` says so."""
+    metadata = {"help": help, "secret": secret, "file_only": file_only, "flag": not secret if flag is None else flag}
     if isinstance(default, dict):
         return field(default_factory=dict, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -177,8 +179,10 @@ class Settings:
     database_url: str | None = setting(
         None,
         "SQLAlchemy URL of the jobs database (`postgresql://...` needs the `postgres` extra); default SQLite. "
-        "A secret (it may hold a password): no flag, never logged nor written in a generated config.",
+        "A secret (it may hold a password): masked, never logged nor written in a generated config; the "
+        "variable keeps it off the command line, which every user of the machine can see.",
         secret=True,
+        flag=True,
     )
     max_jobs: int = setting(1, "Jobs (trainings) running at once in this server process; the others wait queued.")
     job_grace_period: float = setting(
@@ -490,7 +494,7 @@ def reference() -> str:
     for item in fields(Settings):
         if item.metadata["file_only"]:
             continue
-        flag = "" if item.metadata["secret"] else f"`--{item.name.replace('_', '-')}`"
+        flag = f"`--{item.name.replace('_', '-')}`" if item.metadata["flag"] else ""
         default = item.default if item.default not in (None, ()) else ""
         rows.append(f"| `{item.name}` | {flag} | `{env_name(item.name)}` | {default} | {item.metadata['help']} |")
     rows.append("")
