@@ -61,6 +61,20 @@ class ModelThreads:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
+class Reservation:
+    """One inference's place in its model's bound (``Admission.reserve``), given back once, by whichever of its
+    holders lets go first: the stream when it ends, or its response when it is over or cancelled."""
+
+    def __init__(self, admission: Admission) -> None:
+        self.admission = admission
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.admission.admitted -= 1
+
+
 class Admission:
     """At most ``limits.capacity`` inferences of one model running or waiting, each within ``limits.timeout``."""
 
@@ -70,17 +84,20 @@ class Admission:
         self.metrics = metrics
         self.admitted = 0
 
-    def check_capacity(self, action: str) -> None:
-        """Overloaded when the bound is reached (a stream is refused before its answer starts)."""
+    def reserve(self, action: str) -> Reservation:
+        """A place in the bound, taken now (no await between the check and the count, so two requests cannot
+        both take the last place); Overloaded when the bound is reached. For a stream: refused before its
+        answer starts, counted until it ends."""
         if self.admitted >= self.limits.capacity:
             self.metrics.count_error(action, "overloaded")
             raise Overloaded(f"{self.label} has {self.admitted} inferences running or waiting; try again shortly")
+        self.admitted += 1
+        return Reservation(self)
 
     @contextlib.asynccontextmanager
-    async def streaming(self, action: str) -> AsyncIterator[None]:
-        """A whole stream as one inference: counted against the bound, within the time-out from its start."""
-        self.check_capacity(action)
-        self.admitted += 1
+    async def streaming(self, action: str, reservation: Reservation) -> AsyncIterator[None]:
+        """A whole stream as one inference, in the place ``reservation`` holds, within the time-out from its
+        start; the place is given back when the stream ends."""
         started = time.perf_counter()
         deadline = asyncio.timeout(self.limits.timeout)
         try:
@@ -96,7 +113,7 @@ class Admission:
             self.metrics.count_error(action, "error")
             raise
         finally:
-            self.admitted -= 1
+            reservation.release()
 
     async def run(self, action: str, work: Coroutine[Any, Any, Any]) -> Any:
         """``work``'s result, or Overloaded (the bound is reached), InferenceTimeout or the model's failure."""

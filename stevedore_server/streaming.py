@@ -5,8 +5,9 @@
 Each item the generator yields is one event (``data: <JSON>``); the end is an
 ``end`` event naming the model, a failure an ``error`` event with the body a
 non-streaming request would get (a model's failure logged under an error id).
-The whole stream is one inference of the model: it counts against its bound
-(503 before the answer starts when full) and its time-out runs from the start.
+The whole stream is one inference of the model: it takes its place in the
+bound before the answer starts (503 when full; two streams arriving together
+cannot both take the last place) and its time-out runs from the start.
 A plain generator runs on the model's threads one item at a time; when the
 client disconnects, the server stops asking for items and closes the
 generator, so its ``finally`` runs.
@@ -23,7 +24,9 @@ from typing import Any
 import anyio
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
+from .admission import Reservation
 from .errors import ClientError, ModelFailure, NotFound, NotReady
 from .inference import Action, JSONText, ModelRef, Payload
 from .logs import log_error
@@ -76,16 +79,31 @@ async def stream_response(request: Request, model: ServingModel, payload: Payloa
     runtime = model.runtime
     if not isinstance(runtime, ModelRuntime):
         raise NotReady(f"model {model.name!r} version {model.version!r} cannot stream where it runs")
-    runtime.admission.check_capacity(Action.PREDICT)
-    body = sse_events(model, runtime, prepared.value, events)
-    return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    reservation = runtime.admission.reserve(Action.PREDICT)
+    body = sse_events(model, runtime, prepared.value, events, reservation)
+    return ReservedStream(reservation, body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+class ReservedStream(StreamingResponse):
+    """A stream holding its place in the model's bound from before it starts: given back by its events when
+    they end, or here if they never run (the client left before the answer began)."""
+
+    def __init__(self, reservation: Reservation, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reservation = reservation
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.reservation.release()
 
 
 async def sse_events(
-    model: ServingModel, runtime: ModelRuntime, payload: Any, events: EventFormat
+    model: ServingModel, runtime: ModelRuntime, payload: Any, events: EventFormat, reservation: Reservation
 ) -> AsyncIterator[bytes]:
     try:
-        async with runtime.admission.streaming(Action.PREDICT):
+        async with runtime.admission.streaming(Action.PREDICT, reservation):
             async for item in model_items(model, runtime, payload):
                 yield events.item(model, item)
     except (ClientError, ModelFailure) as error:

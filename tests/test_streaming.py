@@ -182,6 +182,27 @@ def test_the_models_bound_and_time_out_hold_for_the_whole_stream(base_url: str) 
         assert response.status_code == 200
 
 
+def test_streams_arriving_together_cannot_both_take_the_last_place(base_url: str) -> None:
+    """Eight streams at once on a model that takes one: one answers, seven get 503 before their answer starts
+    (the place is taken when the request is admitted, not once the stream's body begins)."""
+    CAPPED_CLOSED.clear()
+
+    async def open_stream(client: httpx.AsyncClient) -> int:
+        async with client.stream("POST", "/models/capped/predict/stream", json=[[1]]) as response:
+            async for _ in response.aiter_bytes():
+                pass
+            return response.status_code
+
+    async def at_once() -> list[int]:
+        async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
+            return list(await asyncio.gather(*(open_stream(client) for _ in range(8))))
+
+    assert sorted(asyncio.run(at_once())) == [200] + [503] * 7
+    assert CAPPED_CLOSED.wait(10)
+    with httpx.stream("POST", f"{base_url}/models/capped/predict/stream", json=[[1]], timeout=10) as response:
+        assert response.status_code == 200  # the place was given back
+
+
 def test_the_readme_example() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     (block,) = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL) if "class Countdown" in b]
