@@ -43,7 +43,7 @@ from typing import Any
 import orjson
 import platformdirs
 
-from .convergence import alive
+from .convergence import alive, started_at
 from .errors import Conflict, NotFound
 from .jobstore import (
     FINISHED,
@@ -52,6 +52,7 @@ from .jobstore import (
     JobStore,
     TrainedVersion,
     ago,
+    aware,
     default_url,
     now,
     sqlite_file,
@@ -67,6 +68,9 @@ logger = logging.getLogger("stevedore.jobs")
 
 #: Seconds between the dispatcher's looks at the queue (jobs submitted to another server process).
 POLL_INTERVAL = 1.0
+#: Seconds two start times of "the same" process may differ by (``/proc`` gives the boot time to a second; a
+#: job's process is forked right after the job is marked started).
+START_TOLERANCE = 5.0
 #: Seconds between two purges of the jobs past ``job_retention``.
 PURGE_INTERVAL = 60.0
 #: Seconds between a supervisor's looks at a cancel asked through another server process.
@@ -173,16 +177,20 @@ class Jobs:
                 self._count(job, JobState.INTERRUPTED, None)
                 self.store.add_log(job.id, "warning", "interrupted: the server running this job stopped")
                 logger.warning("job %s (model %s) interrupted: its server stopped", job.id, job.model)
-            if job.pgid is not None:
+            if job.pgid is not None and leftover_of(job):
                 stop_group(job.pgid, self.settings.job_grace_period)
 
     def _orphaned(self, job: Job) -> bool:
-        """Whether the server process that ran ``job`` is gone (only known for one on this host)."""
-        host, _, pid_text = (job.owner or "").rpartition(":")
-        if host != socket.gethostname() or not pid_text.isdigit():
+        """Whether the server process that ran ``job`` is gone (only known for one on this host): its pid is
+        ours (we are its successor), no process has it, or the one that has it started at another time (the pid
+        was given to a later process)."""
+        host, pid, start = parse_owner(job.owner or "")
+        if host != socket.gethostname() or pid is None:
             return False
-        pid = int(pid_text)
-        return pid == os.getpid() or not alive(pid)
+        if pid == os.getpid() or not alive(pid):
+            return True
+        now_started = started_at(pid)
+        return start is not None and now_started is not None and abs(now_started - start) > START_TOLERANCE
 
     # -- the API's operations ----------------------------------------------
 
@@ -456,6 +464,31 @@ def signal_group(process: BaseProcess, signum: int) -> None:
                 pass
     except PermissionError:
         logger.warning("no permission to signal the process group %s", pid)
+
+
+def parse_owner(owner: str) -> tuple[str, int | None, float | None]:
+    """Host, pid and start time of a job's ``owner`` (``host:pid:start``, or ``host:pid`` as older servers
+    wrote it)."""
+    parts = owner.rsplit(":", 2)
+    if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+        return parts[0], int(parts[1]), float(parts[2])
+    host, _, pid_text = owner.rpartition(":")
+    return host, int(pid_text) if pid_text.isdigit() else None, None
+
+
+def leftover_of(job: Job) -> bool:
+    """Whether the process group ``job.pgid`` is still the job's: its leader is gone while the group lives on
+    (a group's id is never given to a new process while the group exists), or the leader started before the
+    job did. A leader started later is a stranger given the same number: left alone, and logged."""
+    if job.pgid is None:
+        return False
+    leader_started = started_at(job.pgid)
+    if leader_started is None or job.started is None:
+        return True
+    if leader_started <= aware(job.started).timestamp() + START_TOLERANCE:
+        return True
+    logger.warning("job %s: process %s is not its process (it started later); left running", job.id, job.pgid)
+    return False
 
 
 def stop_group(pgid: int, grace: float) -> None:

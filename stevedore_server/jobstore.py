@@ -23,6 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from .convergence import started_at
 from .migrations import upgrade
 
 DATABASE_FILE = "jobs.db"
@@ -114,7 +115,10 @@ def iso(moment: datetime | None) -> str | None:
 
 
 def this_owner(pid: int) -> str:
-    return f"{socket.gethostname()}:{pid}"
+    """``host:pid:start``: the server process running a job, its start time telling it from a later process
+    given the same pid (``jobs.Jobs.recover``)."""
+    start = started_at(pid)
+    return f"{socket.gethostname()}:{pid}" + (f":{start:.0f}" if start is not None else "")
 
 
 @dataclass(frozen=True)

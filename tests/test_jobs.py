@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from starlette.testclient import TestClient
 
-from stevedore_server.jobstore import DATABASE_FILE, JobState, JobStore, TrainedVersion, default_url, now
+from stevedore_server.jobstore import DATABASE_FILE, JobState, JobStore, TrainedVersion, ago, default_url, now
+from stevedore_server.jobstore import jobs as jobs_table
 from stevedore_server.settings import Settings
 from tests.helpers import Registers
 
@@ -244,6 +246,30 @@ def test_a_job_left_running_by_a_killed_server_is_interrupted_at_startup_with_it
     lines = [line["line"] for line in client.get(f"/jobs/{job.id}/logs").json()["lines"]]
     assert lines[0] == "misbehaving: hang" and "interrupted" in lines[-1]
     assert leftover_group.wait(timeout=GRACE + 2.0) == -signal.SIGTERM
+
+
+def test_a_pid_given_to_a_later_process_is_not_taken_for_the_jobs_server_nor_its_job(
+    make_client: Callable[..., TestClient],
+    trainers: Registers,
+    state_dir: Path,
+    leftover_group: subprocess.Popen[bytes],
+) -> None:
+    """The job's server pid and its process group's pid both belong to processes started after the job did
+    (pids reused, as after a container restart): the job is interrupted all the same, and the stranger holding
+    the group's number is left running."""
+    stranger = leftover_group  # started now, an hour after the job below
+    store = JobStore(default_url(str(state_dir)))
+    job = store.create("misbehaving-trainer", "1", "train", {"mode": "hang"})
+    hour_ago = time.time() - 3600
+    assert store.claim(job.id, f"{socket.gethostname()}:{stranger.pid}:{hour_ago:.0f}")
+    store.started(job.id, stranger.pid)
+    with store.engine.begin() as connection:
+        connection.execute(sa.update(jobs_table).values(started=ago(3600)).where(jobs_table.c.id == job.id))
+    store.close()
+    client = make_client(trainers, settings=Settings(state_dir=str(state_dir), job_grace_period=GRACE))
+    assert client.get(f"/jobs/{job.id}").json()["state"] == "interrupted"
+    time.sleep(GRACE + 0.5)
+    assert stranger.poll() is None  # not ours: never signalled
 
 
 def test_the_deepaas_train_routes_answer_in_deepaas_shape(jobs_client: TestClient) -> None:
