@@ -1,9 +1,7 @@
 """Jobs across restarts of a real ``stevedore-server run``: killed mid-job, and stopped with SIGTERM mid-job.
 
-The trainer test plugin is made an installed distribution without building a
-wheel: a directory on ``PYTHONPATH`` holding the package (a symlink) and a
-``.dist-info`` with its entry points, which ``importlib.metadata`` finds like
-any other.
+The server runs in a fresh virtual environment with the trainer test plugin installed from its wheel, as a
+user has it.
 """
 
 from __future__ import annotations
@@ -12,6 +10,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,48 +18,55 @@ import httpx
 import pytest
 
 from stevedore_server.jobstore import JobState, JobStore, default_url
-from stevedore_server.loopback import LiveServer
 
-pytestmark = pytest.mark.server
+from .venvs import INSTALLED, Server, Venv, build_wheels, copy_source
 
-REPO = Path(__file__).resolve().parent.parent
-TRAINER = REPO / "tests" / "installed" / "trainer" / "stevedore_test_trainer"
+pytestmark = [pytest.mark.server, pytest.mark.venv]
+
 GRACE = 1.0
 DEADLINE = 90.0
 
+#: Starts a ready server of the trainer plugin: (log file, arguments) -> the server.
+Serve = Callable[..., Server]
+
+
+@pytest.fixture(scope="module")
+def trainer_venv(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Venv:
+    """The core and the trainer test plugin, installed from wheels."""
+    root = tmp_path_factory.mktemp("trainer")
+    build_wheels([copy_source(INSTALLED / "trainer", root / "trainer")], root / "wheels", wheelhouse)
+    environment = Venv.create(root / "venv", wheelhouse, root / "wheels")
+    environment.install("stevedore-server", "stevedore-test-trainer")
+    return environment
+
 
 @pytest.fixture
-def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The trainer plugin installed (as far as entry points go), and the servers' settings."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / TRAINER.name).symlink_to(TRAINER)
-    info = site / "stevedore_test_trainer-0.1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: stevedore-test-trainer\nVersion: 0.1.0\n")
-    (info / "entry_points.txt").write_text(
-        "[stevedore.predictors]\nmisbehaving-trainer = stevedore_test_trainer:MisbehavingTrainer\n"
-        "iris-trainer = stevedore_test_trainer:IrisTrainer\n"
-    )
-    path = [str(site), str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(path))
-    state = tmp_path / "state"
-    monkeypatch.setenv("STEVEDORE_STATE_DIR", str(state))
-    monkeypatch.setenv("STEVEDORE_JOB_GRACE_PERIOD", str(GRACE))
-    monkeypatch.setenv("STEVEDORE_PLUGINS", "stevedore-test-trainer")
-    return state
+def state_dir(tmp_path: Path) -> Path:
+    return tmp_path / "state"
 
 
-def serving(log: Path, *args: str) -> LiveServer:
-    server = LiveServer.start(log, *args)
-    status, body = server.wait_until_serving(DEADLINE)
-    if status != 200:
-        server.stop()
-        raise AssertionError(f"not ready: {body}\n{server.log()}")
-    return server
+@pytest.fixture
+def serve(trainer_venv: Venv, state_dir: Path) -> Serve:
+    """Servers of the trainer plugin, each ready, sharing ``state_dir``."""
+    settings = {
+        "STEVEDORE_STATE_DIR": str(state_dir),
+        "STEVEDORE_JOB_GRACE_PERIOD": str(GRACE),
+        "STEVEDORE_PLUGINS": "stevedore-test-trainer",
+    }
+
+    def start(log: Path, *args: str) -> Server:
+        server = Server.start(trainer_venv, log, *args, **settings)
+        try:
+            server.wait_for("/readyz", deadline=DEADLINE)
+        except AssertionError:
+            server.stop()
+            raise
+        return server
+
+    return start
 
 
-def hanging_job(server: LiveServer) -> dict[str, Any]:
+def hanging_job(server: Server) -> dict[str, Any]:
     response = httpx.post(server.url + "/models/misbehaving-trainer/train", json={"mode": "hang"})
     assert response.status_code == 202, response.text
     job_id = response.json()["id"]
@@ -73,7 +79,7 @@ def hanging_job(server: LiveServer) -> dict[str, Any]:
     raise AssertionError(f"the job never hung: {job}\n{server.log()}")
 
 
-def final_state(server: LiveServer, job_id: str) -> str:
+def final_state(server: Server, job_id: str) -> str:
     """The job's state once it has left queued and running (its process may be gone a moment before)."""
     stop_at = time.monotonic() + DEADLINE
     while time.monotonic() < stop_at:
@@ -113,9 +119,9 @@ def stored_state(state_dir: Path, job_id: str) -> JobState:
 
 
 def test_a_job_of_a_killed_server_is_interrupted_at_the_next_start_with_its_logs(
-    state_dir: Path, tmp_path: Path
+    state_dir: Path, tmp_path: Path, serve: Serve
 ) -> None:
-    first = serving(tmp_path / "first.log")
+    first = serve(tmp_path / "first.log")
     try:
         job = hanging_job(first)
         os.kill(first.process.pid, signal.SIGKILL)  # no lifespan exit: the job is left running, unseen
@@ -124,7 +130,7 @@ def test_a_job_of_a_killed_server_is_interrupted_at_the_next_start_with_its_logs
         first.stop()
     assert not gone(job["pid"]), "the job's process should outlive its killed server"
     assert stored_state(state_dir, job["id"]) is JobState.RUNNING
-    second = serving(tmp_path / "second.log")
+    second = serve(tmp_path / "second.log")
     try:
         found = httpx.get(f"{second.url}/jobs/{job['id']}").json()
         assert found["state"] == "interrupted", found
@@ -136,8 +142,10 @@ def test_a_job_of_a_killed_server_is_interrupted_at_the_next_start_with_its_logs
         second.stop()
 
 
-def test_sigterm_to_the_server_interrupts_and_stops_its_running_job(state_dir: Path, tmp_path: Path) -> None:
-    server = serving(tmp_path / "server.log")
+def test_sigterm_to_the_server_interrupts_and_stops_its_running_job(
+    state_dir: Path, tmp_path: Path, serve: Serve
+) -> None:
+    server = serve(tmp_path / "server.log")
     try:
         job = hanging_job(server)
     finally:
@@ -146,12 +154,12 @@ def test_sigterm_to_the_server_interrupts_and_stops_its_running_job(state_dir: P
     assert stored_state(state_dir, job["id"]) is JobState.INTERRUPTED
 
 
-def test_the_jobs_commands_drive_a_running_server(state_dir: Path, tmp_path: Path) -> None:
+def test_the_jobs_commands_drive_a_running_server(state_dir: Path, tmp_path: Path, serve: Serve) -> None:
     from click.testing import CliRunner
 
     from stevedore_server.cli import main
 
-    server = serving(tmp_path / "server.log")
+    server = serve(tmp_path / "server.log")
     try:
         job = hanging_job(server)
         runner = CliRunner()
@@ -173,8 +181,8 @@ def test_the_jobs_commands_drive_a_running_server(state_dir: Path, tmp_path: Pat
         server.stop()
 
 
-def test_two_workers_share_one_job_list_and_start_each_job_once(state_dir: Path, tmp_path: Path) -> None:
-    server = serving(tmp_path / "server.log", "--workers", "2")
+def test_two_workers_share_one_job_list_and_start_each_job_once(state_dir: Path, tmp_path: Path, serve: Serve) -> None:
+    server = serve(tmp_path / "server.log", "--workers", "2")
     try:
         ids = []
         for _ in range(4):
@@ -202,14 +210,16 @@ def test_two_workers_share_one_job_list_and_start_each_job_once(state_dir: Path,
         assert server.stop() == 0, server.log()
 
 
-def served_logged(server: LiveServer, job_id: str) -> int:
+def served_logged(server: Server, job_id: str) -> int:
     """How many server processes have logged serving the version ``job_id`` trained (the repository's line)."""
     return server.log().count(f"trained by job {job_id}, served")
 
 
-def test_a_trained_version_is_served_by_every_worker_and_after_a_restart(state_dir: Path, tmp_path: Path) -> None:
+def test_a_trained_version_is_served_by_every_worker_and_after_a_restart(
+    state_dir: Path, tmp_path: Path, serve: Serve
+) -> None:
     row = [[5.1, 3.5, 1.4, 0.2]]
-    first = serving(tmp_path / "first.log", "--workers", "2")
+    first = serve(tmp_path / "first.log", "--workers", "2")
     try:
         response = httpx.post(first.url + "/models/iris-trainer/train", json={"C": 0.5})
         assert response.status_code == 202, response.text
@@ -227,7 +237,7 @@ def test_a_trained_version_is_served_by_every_worker_and_after_a_restart(state_d
         assert first.stop() == 0, first.log()
     kept = state_dir / "artifacts" / job_id / "model.pickle"
     assert kept.is_file()
-    second = serving(tmp_path / "second.log")
+    second = serve(tmp_path / "second.log")
     try:
         entry = httpx.get(second.url + "/models/iris-trainer").json()
         assert version in entry["versions"] and entry["metadata"]["trained_by_job"] == job_id, entry

@@ -10,18 +10,19 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
 import venv
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
+
+from stevedore_server.loopback import LiveServer
 
 REPO = Path(__file__).resolve().parents[1]
 CONTRIB = REPO / "contrib" / "sklearn_logreg"
@@ -213,19 +214,12 @@ def free_ports(count: int) -> list[int]:
         return ports
 
 
-@dataclass
-class Server:
-    """A real ``stevedore-server run`` process on a loopback port, stopped by its pid."""
-
-    process: subprocess.Popen[bytes]
-    url: str
-    log_path: Path
-    _log: IO[bytes] = field(repr=False)
-    #: ``host:port`` of its gRPC server.
-    grpc_target: str = ""
+class Server(LiveServer):
+    """A real ``stevedore-server run`` of a test venv on loopback ports, stopped by its pid (as the kit's
+    ``LiveServer``, which runs this Python's)."""
 
     @classmethod
-    def start(cls, environment: Venv, log_path: Path, *args: str, **env: str) -> Server:
+    def start(cls, environment: Venv, log_path: Path, *args: str, **env: str) -> Server:  # type: ignore[override]
         """Serve on free loopback ports, HTTP and gRPC (unless ``args`` choose the gRPC port)."""
         port, free_grpc_port = free_ports(2)
         grpc_port = str(free_grpc_port)
@@ -236,10 +230,7 @@ class Server:
         log = log_path.open("wb")
         command = [str(environment.bin / "stevedore-server"), "run", "--host", "127.0.0.1", "--port", str(port), *args]
         process = subprocess.Popen(command, env=environment.env(**env), stdout=log, stderr=subprocess.STDOUT)
-        return cls(process, f"http://127.0.0.1:{port}", log_path, log, f"127.0.0.1:{grpc_port}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return cls(process, f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}", log_path, log)
 
     def wait_for(self, path: str, status: int = 200, deadline: float = 90.0) -> httpx.Response:
         """Poll ``path`` until it answers ``status``; fail with the server's log if it exits or the deadline passes."""
@@ -258,19 +249,6 @@ class Server:
                 last = f"{response.status_code} {response.text}"
             time.sleep(0.2)
         raise AssertionError(f"GET {path} did not answer {status} within {deadline}s (last: {last}):\n{self.log()}")
-
-    def stop(self, grace: float = 15.0) -> int:
-        """SIGTERM, then SIGKILL if it has not exited after ``grace`` seconds; returns the exit code."""
-        try:
-            if self.process.poll() is None:
-                os.kill(self.process.pid, signal.SIGTERM)
-                try:
-                    return self.process.wait(timeout=grace)
-                except subprocess.TimeoutExpired:
-                    os.kill(self.process.pid, signal.SIGKILL)
-            return self.process.wait(timeout=grace)
-        finally:
-            self._log.close()
 
 
 @contextlib.contextmanager
