@@ -69,7 +69,11 @@ def find(orders: dict[str, Any]) -> tuple[list[Any], list[Any]]:
     from .settings import Settings
     from .startup import find as find_candidates
 
-    settings = Settings(plugins=orders.get("plugins"), disable_plugins=tuple(orders.get("disable_plugins", ())))
+    plugins = orders.get("plugins")
+    settings = Settings(
+        plugins=tuple(plugins) if plugins is not None else None,
+        disable_plugins=tuple(orders.get("disable_plugins", ())),
+    )
     candidates, failures, _hooks = find_candidates(settings)
     return candidates, failures
 
