@@ -107,8 +107,19 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Wheels of the core, the example plugin and every dependency, built once per session."""
     root = tmp_path_factory.mktemp("wheelhouse")
     sources = [copy_source(REPO, root / "src" / "core"), copy_source(CONTRIB, root / "src" / "sklearn_logreg")]
-    # setuptools for the isolated builds of plugins, pytest for the generated plugin's tests.
-    return build_wheelhouse(root / "wheels", sources, ["setuptools>=77", "pytest"])
+    # setuptools for the isolated builds of plugins, pytest for the generated plugin's tests, psycopg for the
+    # core's postgres extra.
+    return build_wheelhouse(root / "wheels", sources, ["setuptools>=77", "pytest", "psycopg[binary]>=3.1"])
+
+
+@pytest.fixture(scope="session")
+def trainer_venv(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Venv:
+    """The core (with its postgres extra) and the trainer test plugin, installed from wheels."""
+    root = tmp_path_factory.mktemp("trainer")
+    build_wheels([copy_source(INSTALLED / "trainer", root / "trainer")], root / "wheels", wheelhouse)
+    environment = Venv.create(root / "venv", wheelhouse, root / "wheels")
+    environment.install("stevedore-server[postgres]", "stevedore-test-trainer")
+    return environment
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import platform
 import re
 import signal
 from collections.abc import Iterator
@@ -210,10 +211,11 @@ def test_readyz_is_503_while_a_plugin_has_failed(plugins_server: httpx.Client) -
     assert [reason for reason in body["reasons"] if reason.startswith("plugins: ")], body
 
 
-def test_catalogue_carries_hook_and_distribution_metadata(plugins_server: httpx.Client) -> None:
+def test_catalogue_carries_hook_and_distribution_metadata(plugins_server: httpx.Client, plugins_venv: Venv) -> None:
     catalogue = plugins_server.get("/models").json()
 
     expected = {
+        "runs_in": {"kind": "threads", "python": str(plugins_venv.python), "python_version": platform.python_version()},
         "team": "test",
         "distribution": "stevedore-test-good",
         "distribution_version": "2.3.4",

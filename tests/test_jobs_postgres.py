@@ -24,7 +24,7 @@ from stevedore_server.loopback import free_ports
 from stevedore_server.settings import Settings
 from tests.helpers import Registers
 from tests.test_jobs import GRACE, group_gone_within, start, wait_for, wait_until_hanging
-from tests.test_jobs_server import state_dir  # noqa: F401 (the trainer plugin installed, for a real server)
+from tests.venvs import Venv, ready_server
 
 TOOLS = ("initdb", "pg_ctl")
 
@@ -159,17 +159,22 @@ def test_processes_migrating_a_fresh_postgresql_database_at_once_all_succeed(dat
     assert revision(database_url) == head()
 
 
-@pytest.mark.usefixtures("state_dir")
+@pytest.mark.venv
+@pytest.mark.server
 def test_a_password_in_the_database_url_is_nowhere_in_the_log_or_the_answers(
-    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, database_url: str, trainer_venv: Venv
 ) -> None:
     import httpx
 
-    from tests.test_jobs_server import final_state, serving
+    from tests.test_jobs_server import final_state
 
     password = "hunter2-secret"  # the cluster trusts loopback: the password is sent, and not needed
-    monkeypatch.setenv("STEVEDORE_DATABASE_URL", database_url.replace("postgres@", f"postgres:{password}@"))
-    server = serving(tmp_path / "server.log", "--log-level", "debug")
+    settings = {
+        "STEVEDORE_DATABASE_URL": database_url.replace("postgres@", f"postgres:{password}@"),
+        "STEVEDORE_STATE_DIR": str(tmp_path / "state"),
+        "STEVEDORE_PLUGINS": "stevedore-test-trainer",
+    }
+    server = ready_server(trainer_venv, tmp_path / "server.log", "--log-level", "debug", **settings)
     try:
         job_id = httpx.post(server.url + "/models/iris-trainer/train", json={"C": 1.0}).json()["id"]
         assert final_state(server, job_id) == "succeeded", server.log()

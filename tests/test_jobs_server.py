@@ -19,7 +19,7 @@ import pytest
 
 from stevedore_server.jobstore import JobState, JobStore, default_url
 
-from .venvs import INSTALLED, Server, Venv, build_wheels, copy_source
+from .venvs import Server, Venv, ready_server
 
 pytestmark = [pytest.mark.server, pytest.mark.venv]
 
@@ -28,16 +28,6 @@ DEADLINE = 90.0
 
 #: Starts a ready server of the trainer plugin: (log file, arguments) -> the server.
 Serve = Callable[..., Server]
-
-
-@pytest.fixture(scope="module")
-def trainer_venv(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Venv:
-    """The core and the trainer test plugin, installed from wheels."""
-    root = tmp_path_factory.mktemp("trainer")
-    build_wheels([copy_source(INSTALLED / "trainer", root / "trainer")], root / "wheels", wheelhouse)
-    environment = Venv.create(root / "venv", wheelhouse, root / "wheels")
-    environment.install("stevedore-server", "stevedore-test-trainer")
-    return environment
 
 
 @pytest.fixture
@@ -55,13 +45,7 @@ def serve(trainer_venv: Venv, state_dir: Path) -> Serve:
     }
 
     def start(log: Path, *args: str) -> Server:
-        server = Server.start(trainer_venv, log, *args, **settings)
-        try:
-            server.wait_for("/readyz", deadline=DEADLINE)
-        except AssertionError:
-            server.stop()
-            raise
-        return server
+        return ready_server(trainer_venv, log, *args, deadline=DEADLINE, **settings)
 
     return start
 

@@ -251,6 +251,17 @@ class Server(LiveServer):
         raise AssertionError(f"GET {path} did not answer {status} within {deadline}s (last: {last}):\n{self.log()}")
 
 
+def ready_server(environment: Venv, log_path: Path, *args: str, deadline: float = 90.0, **env: str) -> Server:
+    """``Server.start``, then ready (``/readyz`` 200); stopped, and the failure raised, if it never is."""
+    server = Server.start(environment, log_path, *args, **env)
+    try:
+        server.wait_for("/readyz", deadline=deadline)
+    except AssertionError:
+        server.stop()
+        raise
+    return server
+
+
 @contextlib.contextmanager
 def example_server_at(log_path: Path) -> Iterator[Server]:
     """The real ``stevedore-server run`` of the environment running the tests, serving the example plugin, ready;
