@@ -428,9 +428,6 @@ class ProcessPool:
         with self.lock:
             return list(self.workers.values())
 
-    def pids(self) -> list[int]:
-        return [worker.pid for worker in self.processes()]
-
     def close(self) -> None:
         """Stop every worker process: each sees its socket closed and exits (after the call it has, if any); one
         still there after the grace is killed."""
