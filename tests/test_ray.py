@@ -166,7 +166,9 @@ def served_by(response: httpx.Response) -> tuple[str, str]:
 
 
 def without_times(text: str) -> str:
-    """Uptime, and the time a model without an artifact or ``created`` was made (when it loaded), differ."""
+    """Uptime, and the time a model without an artifact or ``created`` was made (when it loaded), differ; and
+    where a model runs (``runs_in``: a deployment on Ray, threads alone), which has a test of its own."""
+    text = re.sub(r'"runs_in":\{[^}]*\}', '"runs_in":{...}', text)
     return re.sub(r'"created":"[^"]*"', '"created":"..."', re.sub(r'"uptime":[0-9.e-]+', '"uptime":0', text))
 
 
@@ -182,6 +184,9 @@ def test_the_readme_curl_tour_answers_as_the_standalone_server(ray_url: str, sta
         assert without_times(through_ray.stdout) == without_times(alone.stdout), command
     predicted = curl(commands_of(TOUR)[3], ray_url).stdout
     assert predicted == '{"model_name":"iris","model_version":"1","predictions":[0,2]} 200'
+    # The catalogue says where each model runs: its deployment on Ray, the server's threads alone.
+    assert httpx.get(ray_url + "/models/iris").json()["metadata"]["runs_in"] == {"kind": "ray", "deployment": "iris:1"}
+    assert httpx.get(standalone.url + "/models/iris").json()["metadata"]["runs_in"]["kind"] == "threads"
 
 
 def test_the_readme_tritonclient_example_answers_through_ray(ray_url: str) -> None:

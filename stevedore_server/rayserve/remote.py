@@ -147,11 +147,15 @@ def runtime_starter(handles: dict[str, DeploymentHandle], key: Callable[[str, st
     """``startup.start_models``' ``start``: each ready model's runtime is its deployment's."""
 
     async def start(model: ServingModel, settings: Settings, metrics: Metrics | None) -> ServingModel:
-        handle = handles.get(key(model.name, model.version))
+        deployment = key(model.name, model.version)
+        handle = handles.get(deployment)
         if not model.ready or handle is None:
             return model
         label = f"model {model.name!r} version {model.version!r}"
-        return replace(model, runtime=DeploymentRuntime(handle, label, settings.limits_for(model.predictor).timeout))
+        runtime = DeploymentRuntime(handle, label, settings.limits_for(model.predictor).timeout)
+        # The catalogue's ``runs_in``: the model's replicas, not this ingress's threads.
+        metadata = {**model.metadata, "runs_in": {"kind": "ray", "deployment": deployment}}
+        return replace(model, runtime=runtime, metadata=metadata)
 
     return start
 
