@@ -26,9 +26,9 @@ from .venvs import (
     Server,
     Venv,
     build_wheelhouse,
-    build_wheels,
     copy_source,
     example_server_at,
+    plugins_venv,
 )
 
 #: The tiers, slowest last. A test with none of these markers is a unit test (in process).
@@ -115,24 +115,15 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def trainer_venv(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Venv:
     """The core (with its postgres extra) and the trainer test plugin, installed from wheels."""
-    root = tmp_path_factory.mktemp("trainer")
-    build_wheels([copy_source(INSTALLED / "trainer", root / "trainer")], root / "wheels", wheelhouse)
-    environment = Venv.create(root / "venv", wheelhouse, root / "wheels")
-    environment.install("stevedore-server[postgres]", "stevedore-test-trainer")
-    return environment
+    requirements = ["stevedore-server[postgres]", "stevedore-test-trainer"]
+    return plugins_venv(tmp_path_factory.mktemp("trainer"), wheelhouse, ["trainer"], requirements)
 
 
 @pytest.fixture(scope="session")
 def ops_venv(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Venv:
     """The core, the example plugin and the sleeper and tensors test plugins, installed from wheels."""
-    root = tmp_path_factory.mktemp("ops")
-    sources = [copy_source(INSTALLED / name, root / name) for name in ("sleeper", "tensors")]
-    build_wheels(sources, root / "wheels", wheelhouse)
-    environment = Venv.create(root / "venv", wheelhouse, root / "wheels")
-    environment.install(
-        "stevedore-server", "stevedore-sklearn-logreg", "stevedore-test-sleeper", "stevedore-test-tensors"
-    )
-    return environment
+    requirements = ["stevedore-server", "stevedore-sklearn-logreg", "stevedore-test-sleeper", "stevedore-test-tensors"]
+    return plugins_venv(tmp_path_factory.mktemp("ops"), wheelhouse, ["sleeper", "tensors"], requirements)
 
 
 @pytest.fixture(scope="session")

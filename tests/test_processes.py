@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .venvs import INSTALLED, Server, Venv, build_wheels, copy_source, pinned_plugin
+from .venvs import Server, Venv, pinned_plugin, plugins_venv
 
 pytestmark = [pytest.mark.venv, pytest.mark.server]
 
@@ -36,12 +36,9 @@ max_batch_time = 0.005
 @pytest.fixture(scope="module")
 def cpu_venv(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Venv:
     """The core, the example plugin and the CPU-bound test plugin, installed from wheels."""
-    root = tmp_path_factory.mktemp("cpu")
-    build_wheels([copy_source(INSTALLED / "cpu", root / "cpu")], root / "wheels", wheelhouse)
     # Its bin/python a link to the base interpreter, as `python3 -m venv` makes it (as the pinned "old" one).
-    environment = Venv.create(root / "venv", wheelhouse, root / "wheels", symlinks=True)
-    environment.install("stevedore-server", "stevedore-sklearn-logreg", "stevedore-test-cpu")
-    return environment
+    requirements = ["stevedore-server", "stevedore-sklearn-logreg", "stevedore-test-cpu"]
+    return plugins_venv(tmp_path_factory.mktemp("cpu"), wheelhouse, ["cpu"], requirements, symlinks=True)
 
 
 def start(environment: Venv, directory: Path, config: str, name: str = "server") -> Server:

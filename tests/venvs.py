@@ -136,6 +136,18 @@ def build_wheels(
     return sorted(set(out.glob("*.whl")) - before)
 
 
+def plugins_venv(
+    root: Path, wheelhouse: Path, plugins: Sequence[str], requirements: Sequence[str], symlinks: bool = False
+) -> Venv:
+    """A fresh venv in ``root`` with ``requirements`` installed from the wheelhouse and from the wheels of the
+    test ``plugins`` (directories of ``tests/installed``), built here."""
+    sources = [copy_source(INSTALLED / name, root / name) for name in plugins]
+    build_wheels(sources, root / "wheels", wheelhouse)
+    environment = Venv.create(root / "venv", wheelhouse, root / "wheels", symlinks=symlinks)
+    environment.install(*requirements)
+    return environment
+
+
 def pinned_plugin(root: Path, label: str, pin: str, wheelhouse: Path) -> Path:
     """A directory of the wheels of ``stevedore-test-pinned-LABEL`` (the pinned test plugin, its toolz pinned to
     ``pin``; its model is ``toolz-MAJOR``) and of that toolz (from the index: no wheelhouse holds two)."""
