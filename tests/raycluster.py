@@ -10,6 +10,7 @@ The logs are copied next to the test's files when the cluster stops.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -46,6 +47,11 @@ class Node:
             pass
         self.process.wait()
         self._log.close()
+
+
+#: A line Ray's driver prints of its own, among a script's output even with ``log_to_driver=False``: the
+#: cluster's events, such as a node marked dead, prefixed ``(raylet)`` (or ``(pid=...)``), maybe in colour.
+RAY_LINE = re.compile(r"^\s*(\x1b\[[\d;]*m)*\([^)]*\)(\x1b\[[\d;]*m)* ")
 
 
 @dataclass
@@ -115,7 +121,7 @@ class RayCluster:
         # Without the cluster's log lines, which Ray would otherwise print among the code's output.
         prelude = f"import ray\nray.init(address={self.address!r}, logging_level='ERROR', log_to_driver=False)\n"
         result = run_command([self.environment.python, "-c", prelude + code], env=self.env(), timeout=timeout)
-        return result.stdout
+        return "".join(line for line in result.stdout.splitlines(keepends=True) if not RAY_LINE.match(line))
 
     def node_of(self, node_id: str) -> Node:
         """Our process of the node Ray calls ``node_id``."""
