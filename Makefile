@@ -34,7 +34,7 @@ run: $(STAMP)
 	$(BIN)/stevedore-server run --host $(HOST) --port $(PORT)
 
 test: $(STAMP) deb-packages
-	$(BIN)/python -m pytest tests contrib/sklearn_logreg/tests
+	$(BIN)/python -m pytest --durations=30 tests contrib/sklearn_logreg/tests
 	$(MAKE) test-mlserver
 
 # MLServer's own codecs (and pandas) build the content-type requests and read the answers, in a virtual
