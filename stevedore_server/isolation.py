@@ -19,6 +19,7 @@ is replaced; the call it had fails as a model failure (a 500 with an error id).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import pickle
@@ -252,6 +253,10 @@ class ProcessPool:
         self.monitor.start()
         return descriptions[0]
 
+    def start_job(self) -> tuple[subprocess.Popen[bytes], Connection]:
+        """A process of this pool's interpreter that loads the model and runs one job (``worker.job``)."""
+        return start_worker(self.python, {**self.orders, "mode": "job"})
+
     def _launch(self, index: int) -> WorkerProcess:
         process, connection = start_worker(self.python, self.orders)
         return WorkerProcess(process, connection, index)
@@ -466,6 +471,7 @@ def load_in_processes(candidate: Candidate, settings: Settings) -> LoadedModel:
         "python_version": description["python"]["version"],
     }
     predictor = ProcessPredictor(pool, description["declared"], placement)
+    predictor.make_pool = functools.partial(ProcessPool, python, size=own.worker_processes, timeout=pool.timeout)
     predictor.created = description["created"]
     predictor.distribution_metadata = description["distribution"]
     predictor.streams = description["streams"]

@@ -5,7 +5,8 @@
 A dispatcher thread claims queued jobs from the store (a conditional UPDATE,
 so a job is never started twice, even by several servers sharing the
 database) and starts each in a ``multiprocessing`` spawn process running
-``training.run_job``. A supervisor thread per running job reads what the job
+``training.run_job`` (a model in worker processes: in a process of their
+interpreter, ``worker.job``, which loads the model itself). A supervisor thread per running job reads what the job
 sends through its pipe (progress, log lines, result or error) and writes it to
 the store, then reads the process's exit status: a job that raised, or whose
 process died, ends failed with the reason. The store is written by the server
@@ -32,13 +33,13 @@ import multiprocessing
 import os
 import signal
 import socket
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import platformdirs
@@ -59,6 +60,7 @@ from .jobstore import (
     this_owner,
 )
 from .metrics import Metrics
+from .proxy import ProcessPredictor
 from .registry import Registry
 from .settings import Settings
 from .trained import ServeTrained, TrainedVersions, forget_artifact, keep_artifact, version_of
@@ -80,12 +82,48 @@ KIND_TRAIN = "train"
 SERVE_TIMEOUT = 600.0
 
 
+class JobProcess(Protocol):
+    """A job's process: a ``multiprocessing`` process, or a ``Popen`` seen as one (``StartedProcess``)."""
+
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def exitcode(self) -> int | None: ...
+
+    def is_alive(self) -> bool: ...
+
+    def join(self) -> None: ...
+
+
+class StartedProcess:
+    """A ``subprocess.Popen`` with the face of a ``multiprocessing`` process (the exit codes agree: a signal's
+    is its number, negated)."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self.popen = popen
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid
+
+    @property
+    def exitcode(self) -> int | None:
+        return self.popen.poll()
+
+    def is_alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def join(self) -> None:
+        self.popen.wait()
+
+
 @dataclass
 class RunningJob:
     """A job's process as its supervisor sees it."""
 
     job: Job
-    process: BaseProcess
+    process: JobProcess
     reader: Connection
     #: Why the server stops it: "cancel" or "shutdown"; None while it runs its course.
     stop_reason: str | None = None
@@ -283,20 +321,16 @@ class Jobs:
             self.store.finish(job.id, JobState.FAILED, error=f"model not served here: {describe(error)}")
             return
         workdir = self.state_dir() / "jobs" / job.id
-        context = multiprocessing.get_context("spawn")
-        reader, writer = context.Pipe(duplex=False)
-        arguments = (writer, predictor, job.kind, job.params, str(workdir))
-        process = context.Process(target=run_job, args=arguments, name=job.id)
         try:
             workdir.mkdir(parents=True, exist_ok=True)
-            process.start()
+            if isinstance(predictor, ProcessPredictor):
+                process, reader = start_in_worker(predictor, job, workdir)
+            else:
+                process, reader = spawn(predictor, job, workdir)
         except Exception as error:  # the model cannot be pickled, or no process can be started
-            reader.close()
             logger.error("job %s could not start: %s", job.id, describe(error))
             self.store.finish(job.id, JobState.FAILED, error=f"the job's process could not start: {describe(error)}")
             return
-        finally:
-            writer.close()
         pid = process.pid or 0
         self.store.started(job.id, pid)
         logger.info("job %s started: model %s, process %s", job.id, job.model, pid)
@@ -426,6 +460,31 @@ class Jobs:
         entry.kill_at = time.monotonic() + self.settings.job_grace_period
 
 
+def spawn(predictor: Any, job: Job, workdir: Path) -> tuple[JobProcess, Connection]:
+    """A spawned process running ``job`` on a copy of ``predictor`` (pickled), and the pipe it answers on."""
+    context = multiprocessing.get_context("spawn")
+    reader, writer = context.Pipe(duplex=False)
+    process = context.Process(target=run_job, args=(writer, predictor, job.kind, job.params, str(workdir)), name=job.id)
+    try:
+        process.start()
+    except BaseException:
+        reader.close()
+        raise
+    finally:
+        writer.close()
+    return process, reader
+
+
+def start_in_worker(predictor: ProcessPredictor, job: Job, workdir: Path) -> tuple[JobProcess, Connection]:
+    """A process of the model's worker interpreter that loads the model and runs ``job``, and its socket."""
+    popen, connection = predictor.start_job()
+    try:
+        connection.send_bytes(orjson.dumps({"kind": job.kind, "params": job.params, "workdir": str(workdir)}))
+    except OSError:  # it died at once: its exit status says why
+        pass
+    return StartedProcess(popen), connection
+
+
 def outcome(entry: RunningJob) -> tuple[JobState, str | None]:
     """The final state of a job whose process has ended, and why it did not succeed."""
     if entry.stop_reason == "cancel":
@@ -449,7 +508,7 @@ def exit_reason(exitcode: int | None) -> str:
     return f"exited with status {exitcode}"
 
 
-def signal_group(process: BaseProcess, signum: int) -> None:
+def signal_group(process: JobProcess, signum: int) -> None:
     """Signal the job's process group (the process alone if it has not made its group yet)."""
     pid = process.pid
     if pid is None:

@@ -2,13 +2,20 @@
 
 What its worker processes declared (schemas, fixtures, tensors, batching) are
 its attributes; ``predict`` and ``score`` are calls to its pool; ``unload``
-stops the pool. Kept apart from ``isolation`` so that the catalogue and
-serving can know such a model without importing how its processes are run.
+stops the pool. A job on it (a training, a long prediction) runs in a process
+of the pool's interpreter (``start_job``); the new version a training made is
+a ``ProcessPredictor`` whose ``load`` starts a pool of its own (``trained``).
+
+Kept apart from ``isolation`` so that the catalogue, serving and the jobs can
+know such a model without importing how its processes are run.
 """
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable, Generator
+from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import PluginError
@@ -22,6 +29,12 @@ class Pool(Protocol):
     """Worker processes of one model (``isolation.ProcessPool``)."""
 
     report_memory: MemoryReport | None
+    #: What its worker processes were told to load (model, version, plugins, a trained artifact).
+    orders: dict[str, Any]
+
+    def start(self) -> dict[str, Any]: ...
+
+    def start_job(self) -> tuple[subprocess.Popen[bytes], Connection]: ...
 
     def call(self, action: str, payload: Any) -> Any: ...
 
@@ -37,13 +50,18 @@ class ProcessPredictor(Predictor):
         super().__init__()
         for attribute, value in declared.items():
             setattr(self, attribute, value)
+        self.declared = declared
         self.pool = pool
+        #: Makes a pool (not started) for other orders: that of a trained version.
+        self.make_pool: Callable[[dict[str, Any]], Pool] | None = None
         #: Where the model runs, for the catalogue.
         self.placement = placement
         #: The catalogue fields of the plugin's distribution, as installed where the model runs.
         self.distribution_metadata: dict[str, Any] | None = None
         #: The model implements ``predict_stream`` (where it runs).
         self.streams = False
+        #: The orders of the pool ``load`` starts (a trained version's).
+        self.pending_orders: dict[str, Any] | None = None
 
     @classmethod
     def placeholder(cls, name: str, version: str) -> ProcessPredictor:
@@ -63,6 +81,29 @@ class ProcessPredictor(Predictor):
     @property
     def has_stream(self) -> bool:
         return self.streams
+
+    def trained(self, artifact: Path, version: str) -> ProcessPredictor:
+        """The new version a training made, served by worker processes of its own once loaded (``load``):
+        they load the installed version this one comes from with ``artifact``."""
+        orders = self._pool().orders
+        base_version = orders.get("base_version", orders["version"])
+        clone = ProcessPredictor(None, {**self.declared, "version": version}, self.placement)
+        clone.distribution_metadata = self.distribution_metadata
+        clone.make_pool = self.make_pool
+        clone.pending_orders = {**orders, "version": version, "base_version": base_version, "artifact": str(artifact)}
+        return clone
+
+    def load(self) -> None:
+        """Start the worker processes of a trained version (the others' are started before their load)."""
+        if self.pool is not None or self.make_pool is None or self.pending_orders is None:
+            return
+        pool = self.make_pool(self.pending_orders)
+        description = pool.start()
+        self.created, self.streams, self.pool = description["created"], description["streams"], pool
+
+    def start_job(self) -> tuple[subprocess.Popen[bytes], Connection]:
+        """A job process under the interpreter of the model's worker processes, and the socket to it."""
+        return self._pool().start_job()
 
     def _pool(self) -> Pool:
         if self.pool is None:

@@ -96,13 +96,17 @@ def describe(error: BaseException) -> str:
 
 
 def run_job(connection: Connection, predictor: Any, kind: str, params: Any, workdir: str) -> None:
-    """The job process: train (or predict, for a long prediction), then send the result or the error."""
+    """The job process (spawned by the server): a session of its own, then ``run``."""
     os.setsid()
+    channel = Channel(connection)
+    run(channel, job_logger(channel), predictor, kind, params, workdir)
+
+
+def run(channel: Channel, logger: logging.Logger, predictor: Any, kind: str, params: Any, workdir: str) -> None:
+    """Train (or predict, for a long prediction), then send the result or the error."""
     cancel = threading.Event()
     # SIGTERM asks the job to stop (context.cancelled()); SIGKILL follows after the grace period.
     signal.signal(signal.SIGTERM, lambda signum, frame: cancel.set())
-    channel = Channel(connection)
-    logger = job_logger(channel)
     context = TrainContext(Path(workdir), channel, logger, cancel)
     try:
         output = predictor.predict(params) if kind == "predict" else predictor.train(params, context)

@@ -12,7 +12,15 @@ at a time:
   found, then answer ``(action, payload)`` requests, one at a time, with
   ``("ok", result)``, ``("client", error)`` for an error meant for the client,
   or ``("error", summary, traceback)`` when the model raised. It ends when the
-  server closes the socket (the server stopping, or dying).
+  server closes the socket (the server stopping, or dying);
+- ``job``: load the model, read one JSON message (what to run: a training or a
+  long prediction, its parameters, its workdir), then run it as a job process
+  does (``training.py``): its progress, log lines, result or error go back as
+  that module's JSON messages. A model in worker processes is trained (and
+  predicts as a job) under its own interpreter, never in the server's.
+
+``artifact`` and ``base_version`` in the orders make the model the new version
+a training produced: the installed ``base_version`` with ``Predictor.trained``.
 
 Nothing in a reply can fail to unpickle on the server's side for being an
 exception of a module it lacks: a model's exception travels as text.
@@ -42,6 +50,8 @@ def main() -> None:
     configure_logging(orders.get("log_level", "info"), orders.get("log_format", "text"))
     if orders["mode"] == "describe":
         send(connection, describe(orders))
+    elif orders["mode"] == "job":
+        job(connection, orders)
     else:
         serve(connection, orders)
 
@@ -95,19 +105,46 @@ def python_description() -> dict[str, str]:
 
 
 def serve(connection: Connection, orders: dict[str, Any]) -> None:
-    from .loading import load_model
-
-    candidates, _failures = find(orders)
-    wanted = (orders["model"], orders["version"])
-    chosen = [c for c in candidates if (c.predictor.name, c.predictor.version) == wanted]
-    if not chosen:
-        send(connection, {"state": "failed", "reason": f"no installed plugin provides model {wanted[0]!r} "
-                          f"version {wanted[1]!r} under {sys.executable}"})  # fmt: skip
+    loaded = load_ordered(orders)
+    if isinstance(loaded, str):
+        send(connection, {"state": "failed", "reason": loaded})
         return
-    loaded = load_model(chosen[0].predictor, chosen[0].source)
     send(connection, loaded_description(loaded))
     if loaded.ready:
         answer(connection, loaded.predictor)
+
+
+def load_ordered(orders: dict[str, Any]) -> Any:
+    """The model of the orders (a trained version of it, given ``artifact``), loaded and self-tested: a
+    ``loading.LoadedModel``, or why no installed plugin provides it."""
+    from pathlib import Path
+
+    from .loading import load_model
+
+    candidates, _failures = find(orders)
+    wanted = (orders["model"], orders.get("base_version", orders["version"]))
+    chosen = [c for c in candidates if (c.predictor.name, c.predictor.version) == wanted]
+    if not chosen:
+        return f"no installed plugin provides model {wanted[0]!r} version {wanted[1]!r} under {sys.executable}"
+    predictor = chosen[0].predictor
+    if orders.get("artifact") is not None:
+        predictor = predictor.trained(Path(orders["artifact"]), orders["version"])
+    return load_model(predictor, chosen[0].source)
+
+
+def job(connection: Connection, orders: dict[str, Any]) -> None:
+    """Run one job (``training.run``) on the model of the orders; its loading's log lines are the job's too."""
+    from .training import Channel, job_logger, run
+
+    order = orjson.loads(connection.recv_bytes())
+    channel = Channel(connection)
+    job_log = job_logger(channel)
+    loaded = load_ordered(orders)
+    if isinstance(loaded, str) or not loaded.ready:
+        reason = loaded if isinstance(loaded, str) else loaded.reason
+        channel.send({"type": "error", "error": f"the model could not be loaded for the job: {reason}"})
+        return
+    run(channel, job_log, loaded.predictor, order["kind"], order["params"], order["workdir"])
 
 
 def loaded_description(loaded: Any) -> dict[str, Any]:
@@ -124,6 +161,9 @@ def loaded_description(loaded: Any) -> dict[str, Any]:
         validator = getattr(loaded, f"{kind}_validator")
         declared[f"{kind}_schema"] = validator.schema if validator is not None else None
         declared[f"{kind}_fixture"] = getattr(loaded, f"{kind}_fixture")
+    if loaded.train_validator is not None:  # trained by a job process under this interpreter (``job``)
+        declared["train_schema"] = loaded.train_validator.schema
+        declared["train_fixture"] = predictor.resolved_fixture("train")
     return {
         "state": loaded.state.value,
         "reason": loaded.reason,

@@ -229,3 +229,53 @@ def test_a_trained_version_is_served_by_every_worker_and_after_a_restart(
         assert answer.status_code == 200 and answer.json()["model_version"] == version, answer.text
     finally:
         assert second.stop() == 0, second.log()
+
+
+#: ``[models.NAME]`` tables running both trainer models in worker processes: under the server's interpreter,
+#: or under the trainer environment's (``{python}``), from a server whose environment lacks the trainer plugin.
+IN_PROCESSES = {
+    "processes": "[models.iris-trainer]\nprocesses = 1\n[models.misbehaving-trainer]\nprocesses = 1\n",
+    "python": '[models.iris-trainer]\npython = "{python}"\n[models.misbehaving-trainer]\npython = "{python}"\n',
+}
+
+
+@pytest.mark.parametrize("placement", list(IN_PROCESSES))
+def test_a_model_in_worker_processes_is_trained_under_their_interpreter_and_its_new_version_served_by_them(
+    trainer_venv: Venv, ops_venv: Venv, state_dir: Path, tmp_path: Path, placement: str
+) -> None:
+    python = trainer_venv.path / "bin" / "python"
+    config = tmp_path / "stevedore.toml"
+    config.write_text(IN_PROCESSES[placement].format(python=python))
+    environment = trainer_venv if placement == "processes" else ops_venv
+    settings = {"STEVEDORE_STATE_DIR": str(state_dir), "STEVEDORE_JOB_GRACE_PERIOD": str(GRACE)}
+    server = ready_server(environment, tmp_path / "server.log", "--config", str(config), deadline=DEADLINE, **settings)
+    row = [[5.1, 3.5, 1.4, 0.2]]
+    try:
+        response = httpx.post(server.url + "/models/iris-trainer/train", json={"C": 0.5})
+        assert response.status_code == 202, response.text
+        job_id = response.json()["id"]
+        assert final_state(server, job_id) == "succeeded", server.log()
+        job = httpx.get(f"{server.url}/jobs/{job_id}").json()
+        lines = [line["line"] for line in httpx.get(f"{server.url}/jobs/{job_id}/logs").json()["lines"]]
+        assert f"training under {python}" in "\n".join(lines), lines
+        version = job["result"]["served_version"]
+        assert version is not None, lines
+        entry = httpx.get(server.url + "/models/iris-trainer").json()
+        assert version in entry["versions"] and entry["metadata"]["trained_by_job"] == job_id, entry
+        new = httpx.get(f"{server.url}/models/iris-trainer/versions/{version}").json()
+        assert new["metadata"]["runs_in"]["kind"] == "processes", new
+        answer = httpx.post(f"{server.url}/models/iris-trainer/versions/{version}/predict", json=row)
+        assert answer.status_code == 200 and answer.json()["model_version"] == version, answer.text
+        # A long prediction as a job, and a hanging training cancelled: in the model's interpreter too.
+        predicted = httpx.post(f"{server.url}/models/iris-trainer/versions/{version}/jobs/predict", json=row)
+        assert predicted.status_code == 202, predicted.text
+        assert final_state(server, predicted.json()["id"]) == "succeeded", server.log()
+        assert httpx.get(f"{server.url}/jobs/{predicted.json()['id']}").json()["result"] == [0]
+        hanging = hanging_job(server)
+        command = Path(f"/proc/{hanging['pid']}/cmdline").read_bytes().split(b"\0")
+        assert command[0].decode() == str(python), command
+        assert httpx.delete(f"{server.url}/jobs/{hanging['id']}").status_code in (200, 202)
+        assert final_state(server, hanging["id"]) == "cancelled"
+        assert gone_within(hanging["pid"], GRACE + 3.0), "the cancelled job's process is still there"
+    finally:
+        assert server.stop() == 0, server.log()

@@ -27,13 +27,17 @@ def stevedore_catalogue_metadata(predictor: Predictor, server: ModelServer) -> d
     if isinstance(predictor, ProcessPredictor):  # its distribution is where its processes run, maybe not here
         return {**(predictor.distribution_metadata or {}), "runs_in": predictor.placement}
     runs_in = {"kind": "threads", "python": sys.executable, "python_version": platform.python_version()}
+    return {**distribution_metadata(predictor, server), "runs_in": runs_in}
+
+
+def distribution_metadata(predictor: Predictor, server: ModelServer) -> dict[str, Any]:
     name = distribution_name(predictor, server)
     if name is None:
-        return {"runs_in": runs_in}
+        return {}
     try:
-        return {**wheel_metadata(distribution(name).metadata), "runs_in": runs_in}
+        return wheel_metadata(distribution(name).metadata)
     except PackageNotFoundError:
-        return {"runs_in": runs_in}
+        return {}
 
 
 def distribution_name(predictor: Predictor, server: ModelServer) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -43,6 +44,7 @@ class IrisTrainer(Predictor):
         return [int(label) for label in self.model.predict(rows)]
 
     def train(self, params: dict[str, Any], context: Any) -> dict[str, Any]:
+        context.logger.info("training under %s", sys.executable)
         context.logger.info("loading the iris data set")
         features, labels = load_iris(return_X_y=True)
         context.progress(0.2, "data loaded")
