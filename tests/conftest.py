@@ -108,8 +108,8 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("wheelhouse")
     sources = [copy_source(REPO, root / "src" / "core"), copy_source(CONTRIB, root / "src" / "sklearn_logreg")]
     # setuptools for the isolated builds of plugins, pytest for the generated plugin's tests, psycopg for the
-    # core's postgres extra.
-    return build_wheelhouse(root / "wheels", sources, ["setuptools>=77", "pytest", "psycopg[binary]>=3.1"])
+    # core's postgres extra, pip for the test venvs (``Venv.create``).
+    return build_wheelhouse(root / "wheels", sources, ["setuptools>=77", "pytest", "psycopg[binary]>=3.1", "pip"])
 
 
 @pytest.fixture(scope="session")

@@ -136,6 +136,8 @@ def test_validation_and_model_errors_are_as_for_any_model(server: Server) -> Non
     assert failed.status_code == 500
     body = failed.json()
     assert SPIN_SECRET not in failed.text and "Traceback" not in failed.text
+    # Lines logged on the event loop are written at its next turn (logs.TurnHandler): maybe after the answer.
+    wait_until(lambda: body["error_id"] in server.log(), 5, f"the error id {body['error_id']} in the log")
     log = server.log()
     logged = log[log.index(body["error_id"]) :]
     assert "In the worker process" in logged and f"ValueError: {SPIN_SECRET}" in logged

@@ -83,9 +83,10 @@ def offline_env(bin_dir: Path | None = None, **extra: str) -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("STEVEDORE_", "PIP_", "PYTHON")) and key != "VIRTUAL_ENV"
+        if not key.startswith(("STEVEDORE_", "PIP_", "UV_", "PYTHON")) and key != "VIRTUAL_ENV"
     }
     env |= {
+        "UV_NO_CONFIG": "1",
         "PIP_CONFIG_FILE": os.devnull,
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         "PIP_NO_INPUT": "1",
@@ -162,7 +163,8 @@ def pinned_plugin(root: Path, label: str, pin: str, wheelhouse: Path) -> Path:
 
 @dataclass(frozen=True)
 class Venv:
-    """A virtual environment made with ``python -m venv``, installed into only from local wheels."""
+    """A virtual environment made by the ``venv`` module, installed into by uv, only from local wheels unless
+    told otherwise (``install_from_index``)."""
 
     path: Path
     find_links: tuple[Path, ...]
@@ -170,9 +172,12 @@ class Venv:
     @classmethod
     def create(cls, path: Path, *find_links: Path, symlinks: bool = False) -> Venv:
         # Same interpreter as the test run, so the wheelhouse's binary wheels fit. ``symlinks``: its bin/python a
-        # link to that interpreter, as `python3 -m venv` makes it on Linux.
-        venv.EnvBuilder(with_pip=True, clear=True, symlinks=symlinks).create(path)
-        return cls(path, find_links)
+        # link to that interpreter, as `python3 -m venv` makes it on Linux. pip comes from the wheelhouse, as uv
+        # installs it in a tenth of the time ensurepip takes; the tests that install while serving use it.
+        venv.EnvBuilder(with_pip=False, clear=True, symlinks=symlinks).create(path)
+        environment = cls(path, find_links)
+        environment.install("pip")
+        return environment
 
     @property
     def bin(self) -> Path:
@@ -186,16 +191,19 @@ class Venv:
         return offline_env(self.bin, VIRTUAL_ENV=str(self.path), **extra)
 
     def install(self, *requirements: str) -> None:
-        links = [arg for directory in self.find_links for arg in ("--find-links", str(directory))]
-        # Bytecode is compiled on first import instead: compiling all of scipy would dominate the test's time.
-        self.run("python", "-m", "pip", "install", "--quiet", "--no-compile", "--no-index", *links, *requirements)
+        self._uv_install("--no-index", *requirements)
 
     def install_from_index(self, *requirements: str) -> None:
         """Install with the package index too: for what no wheelhouse holds (Ray, half a gigabyte)."""
+        self._uv_install(*requirements, timeout=NETWORK_TIMEOUT)
+
+    def _uv_install(self, *args: str, timeout: float = COMMAND_TIMEOUT) -> None:
+        """``uv pip install`` into this venv: what pip installs, ten times as fast (a fresh venv of the core and
+        scikit-learn in under 2 s instead of 17). Files are copied out of uv's cache, never linked: a test that
+        edits an installed file must not edit the cache under the next venv."""
         links = [arg for directory in self.find_links for arg in ("--find-links", str(directory))]
-        self.run(
-            "python", "-m", "pip", "install", "--quiet", "--no-compile", *links, *requirements, timeout=NETWORK_TIMEOUT
-        )
+        command = [sys.executable, "-m", "uv", "pip", "install", "--quiet", "--link-mode", "copy"]
+        run_command([*command, "--python", self.python, *links, *args], env=offline_env(), timeout=timeout)
 
     def run(
         self,
