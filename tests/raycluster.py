@@ -5,22 +5,29 @@ Every node is at 127.0.0.1 (``--node-ip-address``) with the ports Ray would othe
 internal servers bind every interface, which it has no option to change. Each node keeps its files in the
 cluster's own directories and ``HOME`` (a developer's ``~/.ray`` must not change what the tests see).
 The logs are copied next to the test's files when the cluster stops.
+
+The tests ask the cluster questions (``python``) through one driver process, connected once and kept: a fresh
+interpreter importing Ray and connecting for each question took seconds of both cores, every second of a
+polling loop.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import queue
 import re
 import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from .venvs import Venv, free_ports, run_command
+from .venvs import Venv, free_ports
 
 #: Seconds a node may take to join; Ray starts several processes per node, slowly on two busy cores.
 JOIN_TIMEOUT = 180.0
@@ -34,7 +41,7 @@ class Node:
     manager_port: int
     _log: IO[bytes] = field(repr=False)
 
-    def stop(self, sig: signal.Signals = signal.SIGTERM, grace: float = 30.0) -> None:
+    def stop(self, sig: signal.Signals = signal.SIGTERM, grace: float = 10.0) -> None:
         """Stop the node's whole process group (its raylet, workers and replicas): ``sig``, then SIGKILL."""
         try:
             os.killpg(self.process.pid, sig)
@@ -53,6 +60,87 @@ class Node:
 #: cluster's events, such as a node marked dead, prefixed ``(raylet)`` (or ``(pid=...)``), maybe in colour.
 RAY_LINE = re.compile(r"^\s*(\x1b\[[\d;]*m)*\([^)]*\)(\x1b\[[\d;]*m)* ")
 
+#: Begins the driver's answer to a question, a JSON line; any other line is Ray's own.
+ANSWER = "@@stevedore-test-answer "
+
+#: The driver: connects to the cluster, then runs each question (a JSON string a line on stdin) with ``ray`` in
+#: scope, and answers what it printed, or its traceback.
+DRIVER = f"""
+import contextlib, io, json, sys, traceback
+import ray
+ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+for line in sys.stdin:
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            exec(json.loads(line), {{"ray": ray}})
+        answer = {{"output": printed.getvalue()}}
+    except BaseException:
+        answer = {{"output": printed.getvalue(), "error": traceback.format_exc()}}
+    sys.stdout.write({ANSWER!r} + json.dumps(answer) + "\\n")
+    sys.stdout.flush()
+"""
+
+
+class DriverLost(AssertionError):
+    """The driver exited, or did not answer in time."""
+
+
+class Driver:
+    """A Python process of the cluster's environment connected to it as ``ray``: ``ask`` runs code there."""
+
+    def __init__(self, cluster: RayCluster) -> None:
+        self.log_path = cluster.root / "driver.log"
+        self._log = self.log_path.open("ab")
+        command = [str(cluster.environment.python), "-u", "-c", DRIVER, cluster.address]
+        self.process = subprocess.Popen(
+            command, env=cluster.env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line)
+        self.lines.put(None)  # the driver exited
+
+    def ask(self, code: str, timeout: float) -> str:
+        """What ``code`` printed; AssertionError if it raised, the driver died or it took over ``timeout`` s."""
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write(json.dumps(code) + "\n")
+            self.process.stdin.flush()
+        except OSError:
+            raise DriverLost(f"the Ray driver is gone:\n{self.log_path.read_text(errors='replace')}") from None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise DriverLost(f"the Ray driver did not answer in {timeout} s:\n{code}") from None
+            if line is None:
+                raise DriverLost(f"the Ray driver exited:\n{self.log_path.read_text(errors='replace')}")
+            if line.startswith(ANSWER):
+                answer = json.loads(line[len(ANSWER) :])
+                if "error" in answer:
+                    raise AssertionError(f"{code}\n--- raised\n{answer['error']}")
+                output: str = answer["output"]
+                return output
+
+    def stop(self) -> None:
+        try:
+            if self.process.stdin is not None:
+                self.process.stdin.close()
+        except OSError:  # it is gone already
+            pass
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()
+
 
 @dataclass
 class RayCluster:
@@ -65,6 +153,7 @@ class RayCluster:
     head_port: int = 0
     dashboard_port: int = 0
     nodes: list[Node] = field(default_factory=list)
+    driver: Driver | None = None
     #: Ray's session files: a short path, as its sockets' paths must fit in 107 bytes.
     ray_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp")))
 
@@ -117,11 +206,17 @@ class RayCluster:
         return [node for node in self.nodes if node.process.poll() is None]
 
     def python(self, code: str, timeout: float = 120.0) -> str:
-        """Run ``code`` in the cluster's environment, connected to the cluster as ``ray``; its output."""
-        # Without the cluster's log lines, which Ray would otherwise print among the code's output.
-        prelude = f"import ray\nray.init(address={self.address!r}, logging_level='ERROR', log_to_driver=False)\n"
-        result = run_command([self.environment.python, "-c", prelude + code], env=self.env(), timeout=timeout)
-        return "".join(line for line in result.stdout.splitlines(keepends=True) if not RAY_LINE.match(line))
+        """Run ``code`` in the cluster's environment, connected to the cluster as ``ray``; what it printed. A
+        driver that died, never connected (the head not up yet) or hung is replaced at the next question."""
+        if self.driver is None:
+            self.driver = Driver(self)
+        try:
+            output = self.driver.ask(code, timeout)
+        except DriverLost:
+            self.driver.stop()
+            self.driver = None
+            raise
+        return "".join(line for line in output.splitlines(keepends=True) if not RAY_LINE.match(line))
 
     def node_of(self, node_id: str) -> Node:
         """Our process of the node Ray calls ``node_id``."""
@@ -149,6 +244,9 @@ class RayCluster:
             time.sleep(1)
 
     def stop(self) -> None:
+        if self.driver is not None:
+            self.driver.stop()
+            self.driver = None
         for node in reversed(self.nodes):
             node.stop()
         logs = self.ray_dir / "session_latest" / "logs"
