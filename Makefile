@@ -22,10 +22,11 @@ PLUGIN_ARGS = --plugin contrib/sklearn_logreg $(foreach wheel,$(wildcard plugins
 
 .PHONY: run test check venv clean deb-packages wheels image image-run image-test bench proto test-mlserver
 
+# pip brings uv, which installs the rest (in seconds where pip takes minutes).
 $(STAMP): pyproject.toml contrib/sklearn_logreg/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]' -e contrib/sklearn_logreg
+	$(BIN)/python -m pip install --quiet --upgrade pip uv
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[test]' -e contrib/sklearn_logreg
 	touch $@
 
 venv: $(STAMP)
@@ -43,7 +44,8 @@ MLSERVER_VENV ?= build/mlserver-venv
 MLSERVER_STAMP := $(MLSERVER_VENV)/.installed
 $(MLSERVER_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(MLSERVER_VENV)
-	$(MLSERVER_VENV)/bin/python -m pip install --quiet -e '.[test]' 'mlserver==1.7.1'
+	$(MLSERVER_VENV)/bin/python -m pip install --quiet --upgrade pip uv
+	$(MLSERVER_VENV)/bin/uv pip install --quiet --python $(MLSERVER_VENV)/bin/python -e '.[test]' 'mlserver==1.7.1'
 	touch $@
 
 test-mlserver: $(MLSERVER_STAMP)

@@ -5,7 +5,6 @@ its resources (from KServe's SDK, in an environment of their own)."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,8 @@ from click.testing import CliRunner
 
 from stevedore_server.cli import main
 from stevedore_server.manifests import GRPC_PORT, HTTP_PORT, Deployment, render
+
+from .venvs import Venv
 
 #: The Kubernetes release whose schemas the core resources are checked against.
 KUBERNETES = "1.33"
@@ -73,11 +74,9 @@ def test_the_checks_refuse_an_unknown_field(written: Path) -> None:
 @pytest.fixture(scope="session")
 def kserve_types(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A virtual environment with KServe's SDK and the Kubernetes client, without their other dependencies."""
-    venv = tmp_path_factory.mktemp("kserve-types") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    install = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-deps", *KSERVE_TYPES]
-    subprocess.run(install, check=True, timeout=600)
-    yield venv / "bin" / "python"
+    environment = Venv.create(tmp_path_factory.mktemp("kserve-types") / "venv", pip=False)
+    environment.install_from_index("--no-deps", *KSERVE_TYPES)
+    yield environment.python
 
 
 def check_kserve(python: Path, *files: Path) -> subprocess.CompletedProcess[str]:

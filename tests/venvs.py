@@ -170,13 +170,14 @@ class Venv:
     find_links: tuple[Path, ...]
 
     @classmethod
-    def create(cls, path: Path, *find_links: Path, symlinks: bool = False) -> Venv:
+    def create(cls, path: Path, *find_links: Path, symlinks: bool = False, pip: bool = True) -> Venv:
         # Same interpreter as the test run, so the wheelhouse's binary wheels fit. ``symlinks``: its bin/python a
-        # link to that interpreter, as `python3 -m venv` makes it on Linux. pip comes from the wheelhouse, as uv
-        # installs it in a tenth of the time ensurepip takes; the tests that install while serving use it.
+        # link to that interpreter, as `python3 -m venv` makes it on Linux. ``pip`` comes from the wheelhouse, as
+        # uv installs it in a tenth of the time ensurepip takes; the tests that install while serving use it.
         venv.EnvBuilder(with_pip=False, clear=True, symlinks=symlinks).create(path)
         environment = cls(path, find_links)
-        environment.install("pip")
+        if pip:
+            environment.install("pip")
         return environment
 
     @property
