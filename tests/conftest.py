@@ -17,8 +17,11 @@ from stevedore_server.app import create_app
 from stevedore_server.settings import Settings
 
 from .browser import SCREENSHOTS, chromium
+from .containers import EXAMPLE_IMAGE, build_example_image, remove_image
+from .headstart import HeadStart
 from .helpers import Registers, fresh_manager
 from .predictors import RowSum
+from .raycluster import RAY_VENV, make_ray_venv
 from .venvs import (
     CONTRIB,
     INSTALLED,
@@ -38,6 +41,8 @@ SERVER_FIXTURES = {"example_server", "ops_venv"}
 VENV_FIXTURES = {"wheelhouse"}
 #: Commands each tier needs; ``make test`` installs them (Debian packages).
 TIER_TOOLS = {"container": ("podman", "buildah", "debootstrap"), "browser": ("chromium", "chromedriver")}
+#: The wheelhouse among the setups of the session's head start.
+WHEELHOUSE = "wheelhouse"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -102,14 +107,46 @@ def client(make_client: Callable[..., TestClient]) -> TestClient:
     return make_client(Registers(RowSum()))
 
 
-@pytest.fixture(scope="session")
-def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Wheels of the core, the example plugin and every dependency, built once per session."""
-    root = tmp_path_factory.mktemp("wheelhouse")
+def make_wheelhouse(root: Path) -> Path:
+    """Wheels of the core, the example plugin and every dependency."""
     sources = [copy_source(REPO, root / "src" / "core"), copy_source(CONTRIB, root / "src" / "sklearn_logreg")]
     # setuptools for the isolated builds of plugins, pytest for the generated plugin's tests, psycopg for the
     # core's postgres extra, pip for the test venvs (``Venv.create``).
     return build_wheelhouse(root / "wheels", sources, ["setuptools>=77", "pytest", "psycopg[binary]>=3.1", "pip"])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def head_start(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HeadStart]:
+    """The slow setups of the tiers this session runs, started on a thread of their own before its first test
+    (``headstart.py``): the wheelhouse, then the container tier's image, then the Ray tier's environment."""
+    tiers = {mark.name for item in request.session.items for mark in item.iter_markers()}
+    started = HeadStart()
+    if tiers & {"venv", "container", "ray"}:
+        wheelhouse_root = tmp_path_factory.mktemp("wheelhouse")
+        started.submit(WHEELHOUSE, lambda: make_wheelhouse(wheelhouse_root))
+        if "container" in tiers and all(shutil.which(tool) for tool in TIER_TOOLS["container"]):
+            image_root = tmp_path_factory.mktemp("example-image")
+            started.submit(
+                EXAMPLE_IMAGE,
+                lambda: build_example_image(image_root, started.result(WHEELHOUSE)),
+                cleanup=lambda built: remove_image(built.tag),
+            )
+        if "ray" in tiers:
+            ray_root = tmp_path_factory.mktemp("ray-venv")
+            started.submit(RAY_VENV, lambda: make_ray_venv(ray_root, started.result(WHEELHOUSE)))
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(head_start: HeadStart, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Wheels of the core, the example plugin and every dependency, built once per session (ahead, if it can)."""
+    if head_start.has(WHEELHOUSE):
+        built: Path = head_start.result(WHEELHOUSE)
+        return built
+    return make_wheelhouse(tmp_path_factory.mktemp("wheelhouse"))
 
 
 @pytest.fixture(scope="session")

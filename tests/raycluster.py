@@ -27,8 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from .venvs import Venv, free_ports
+from .venvs import INSTALLED, REPO, Venv, build_wheels, copy_source, free_ports
 
+#: The Ray tier's environment among the setups of the session's head start (``headstart.py``).
+RAY_VENV = "ray venv"
 #: Seconds a node may take to join; Ray starts several processes per node, slowly on two busy cores.
 JOIN_TIMEOUT = 180.0
 
@@ -253,3 +255,17 @@ class RayCluster:
         if logs.is_dir():  # kept to read
             shutil.copytree(logs, self.root / "logs", dirs_exist_ok=True)
         shutil.rmtree(self.ray_dir, ignore_errors=True)
+
+
+def make_ray_venv(root: Path, wheelhouse: Path) -> Venv:
+    """A venv in ``root`` with ``stevedore-server[ray]`` (Ray from PyPI), the example plugin, and the sleeper, a
+    plugin that fails to import (broken) and a model that fails its self-test (failing)."""
+    sources = [copy_source(INSTALLED / name, root / name) for name in ("sleeper", "broken", "failing")]
+    wheels = build_wheels([*sources, copy_source(REPO, root / "core")], root / "wheels", wheelhouse)
+    core = next(wheel for wheel in wheels if wheel.name.startswith("stevedore_server-"))
+    environment = Venv.create(root / "venv", wheelhouse, root / "wheels")
+    environment.install_from_index(
+        f"stevedore-server[ray] @ {core.as_uri()}", "stevedore-sklearn-logreg",
+        "stevedore-test-sleeper", "stevedore-test-broken", "stevedore-test-failing",
+    )  # fmt: skip
+    return environment

@@ -1,17 +1,11 @@
-"""The container image, built for real with Podman and run with buildah, from a venv with only the core.
-
-No public base image can be pulled here, so the base is a minimal Debian made
-with debootstrap and imported into Podman's storage, where it stays between
-runs on one machine. Builds use chroot isolation (``BUILDAH_ISOLATION``), and
-every pip step reads the local wheelhouse: containers cannot reach the index.
-"""
+"""The container image, built for real with Podman and run with buildah, from a venv with only the core (how
+the images are made: ``containers.py``)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import uuid
@@ -25,87 +19,55 @@ import tritonclient.grpc as triton_grpc
 
 from stevedore_server.manifests import Deployment, render
 
-from .venvs import INSTALLED, Venv, build_wheels, copy_source, describe, free_ports, pinned_plugin, run_command
+from .containers import (
+    EXAMPLE_IMAGE,
+    ExampleBuild,
+    build,
+    build_example_image,
+    buildah,
+    ensure_base_image,
+    image_exists,
+    remove_image,
+)
+from .headstart import HeadStart
+from .venvs import INSTALLED, Venv, build_wheels, copy_source, describe, free_ports, pinned_plugin
 
 pytestmark = pytest.mark.container
 
-BASE_IMAGE = "localhost/stevedore-test-base:bookworm"
-DEBIAN_MIRROR = os.environ.get("STEVEDORE_TEST_DEBIAN_MIRROR", "http://deb.debian.org/debian")
-BUILD_TIMEOUT = 900
 SETOSA = [5.1, 3.5, 1.4, 0.2]
-CONTAINER_ENV = {"BUILDAH_ISOLATION": "chroot"}
-
-
-def engine(*args: str, check: bool = True, timeout: float = BUILD_TIMEOUT) -> subprocess.CompletedProcess[str]:
-    return run_command(["podman", *args], env=os.environ | CONTAINER_ENV, check=check, timeout=timeout)
-
-
-def buildah(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return run_command(["buildah", *args], env=os.environ | CONTAINER_ENV, check=check)
-
-
-def image_exists(name: str) -> bool:
-    return engine("image", "exists", name, check=False).returncode == 0
 
 
 @pytest.fixture(scope="session")
 def base_image(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Debian with python3 and venv, made with debootstrap unless this machine's Podman has it from a run before."""
-    for tool in ("podman", "buildah", "debootstrap"):
-        assert shutil.which(tool), f"{tool} is not installed: `make test` installs it with apt-get"
-    if not image_exists(BASE_IMAGE):
-        rootfs = tmp_path_factory.mktemp("base") / "rootfs"
-        debootstrap = ["debootstrap", "--variant=minbase", "--include=python3,python3-venv", "bookworm"]
-        run_command([*debootstrap, str(rootfs), DEBIAN_MIRROR], timeout=BUILD_TIMEOUT)
-        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-        imported = subprocess.run(["podman", "import", "-", BASE_IMAGE], stdin=tar.stdout, capture_output=True)
-        assert tar.wait() == 0 and imported.returncode == 0, imported.stderr
-        shutil.rmtree(rootfs, ignore_errors=True)
-    return BASE_IMAGE
+    return ensure_base_image(tmp_path_factory.mktemp("base"))
 
 
 @pytest.fixture(scope="module")
-def core_only_venv(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Venv:
-    """What a user has after ``pip install stevedore-server``: no clone of the repository."""
-    environment = Venv.create(tmp_path_factory.mktemp("builder") / "venv", wheelhouse)
-    environment.install("stevedore-server")
-    return environment
-
-
-def build(
-    environment: Venv, wheelhouse: Path, tag: str, *plugins: Path, isolated: tuple[Path, ...] = ()
-) -> subprocess.CompletedProcess[str]:
-    """``stevedore-server build`` as a user runs it; pip reads the wheelhouse (and the directories of the
-    ``isolated`` plugins' wheels) instead of the index."""
-    options = [arg for plugin in plugins for arg in ("--plugin", str(plugin))]
-    options += [arg for plugin in isolated for arg in ("--isolated-plugin", str(plugin))]
-    links = " ".join(str(directory) for directory in (wheelhouse, *(plugin.parent for plugin in isolated)))
-    env = environment.env(PIP_NO_INDEX="1", PIP_FIND_LINKS=links, **CONTAINER_ENV)
-    command = ["build", *options, "--tag", tag, "--engine", "podman", "--base-image", BASE_IMAGE]
-    return environment.run("stevedore-server", *command, env=env, check=False, timeout=BUILD_TIMEOUT)
-
-
-def remove_image(tag: str) -> None:
-    engine("rmi", "--force", tag, check=False)
-    engine("image", "prune", "--force", check=False)  # the build's intermediate stage
-
-
-@pytest.fixture(scope="module")
-def example_image(
-    base_image: str, core_only_venv: Venv, wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[str, str]]:
-    """The example plugin's image, built from its wheel, with the pinned test plugin in an environment of its
-    own (``--isolated-plugin``); yields the tag and the build's output."""
-    tag = f"localhost/stevedore-test-example:{uuid.uuid4().hex[:8]}"
-    (plugin_wheel,) = wheelhouse.glob("stevedore_sklearn_logreg-*.whl")
-    links = pinned_plugin(tmp_path_factory.mktemp("isolated"), "old", "0.12.1", wheelhouse)
-    (isolated_wheel,) = links.glob("stevedore_test_pinned_old-*.whl")
-    result = build(core_only_venv, wheelhouse, tag, plugin_wheel, isolated=(isolated_wheel,))
+def example_build(
+    head_start: HeadStart, wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ExampleBuild]:
+    """The example plugin's image (``containers.build_example_image``), built ahead if the session could."""
+    if head_start.has(EXAMPLE_IMAGE):
+        built: ExampleBuild = head_start.result(EXAMPLE_IMAGE)
+    else:
+        built = build_example_image(tmp_path_factory.mktemp("example-image"), wheelhouse)
     try:
-        assert result.returncode == 0, describe(result)
-        yield tag, result.stdout + result.stderr
+        yield built
     finally:
-        remove_image(tag)
+        remove_image(built.tag)
+
+
+@pytest.fixture(scope="module")
+def core_only_venv(example_build: ExampleBuild) -> Venv:
+    """What a user has after ``pip install stevedore-server``: the venv that built the example image."""
+    return example_build.builder
+
+
+@pytest.fixture(scope="module")
+def example_image(example_build: ExampleBuild) -> tuple[str, str]:
+    """The example image's tag and the output of its build, which succeeded."""
+    assert example_build.result.returncode == 0, describe(example_build.result)
+    return example_build.tag, example_build.result.stdout + example_build.result.stderr
 
 
 def inspect(tag: str) -> dict[str, Any]:

@@ -24,9 +24,10 @@ import numpy as np
 import pytest
 import yaml
 
-from .raycluster import RayCluster
+from .headstart import HeadStart
+from .raycluster import RAY_VENV, RayCluster, make_ray_venv
 from .test_readme_clients import EXAMPLES, run_example
-from .venvs import INSTALLED, REPO, Server, Venv, build_wheels, copy_source, free_port
+from .venvs import REPO, Server, Venv, free_port
 
 pytestmark = pytest.mark.ray
 
@@ -65,19 +66,12 @@ RECOVERY_TIMEOUT = 180
 
 
 @pytest.fixture(scope="module")
-def ray_venv(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Venv:
-    """``stevedore-server[ray]`` (Ray from PyPI), the example plugin, and the sleeper, a plugin that fails to
-    import (broken) and a model that fails its self-test (failing)."""
-    root = tmp_path_factory.mktemp("ray-venv")
-    sources = [copy_source(INSTALLED / name, root / name) for name in ("sleeper", "broken", "failing")]
-    wheels = build_wheels([*sources, copy_source(REPO, root / "core")], root / "wheels", wheelhouse)
-    core = next(wheel for wheel in wheels if wheel.name.startswith("stevedore_server-"))
-    environment = Venv.create(root / "venv", wheelhouse, root / "wheels")
-    environment.install_from_index(
-        f"stevedore-server[ray] @ {core.as_uri()}", "stevedore-sklearn-logreg",
-        "stevedore-test-sleeper", "stevedore-test-broken", "stevedore-test-failing",
-    )  # fmt: skip
-    return environment
+def ray_venv(head_start: HeadStart, wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Venv:
+    """The cluster's environment (``raycluster.make_ray_venv``), made ahead if the session could."""
+    if head_start.has(RAY_VENV):
+        environment: Venv = head_start.result(RAY_VENV)
+        return environment
+    return make_ray_venv(tmp_path_factory.mktemp("ray-venv"), wheelhouse)
 
 
 @pytest.fixture(scope="module")
