@@ -529,23 +529,28 @@ def test_sigterm_under_grpc_load_loses_nothing(ops_venv: Venv, tmp_path: Path) -
         except grpc.RpcError as error:
             watched.append(error)
 
-    watcher = threading.Thread(target=watch)
+    # Daemon threads, and stopped in any case: clients left calling a server that is gone would spin, and keep
+    # the test run from exiting, if an assertion below fails.
+    watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    clients = [threading.Thread(target=loop, args=(polite, not_serving)) for _ in range(6)]
-    clients += [threading.Thread(target=loop, args=(stubborn, stop)) for _ in range(2)]
+    clients = [threading.Thread(target=loop, args=(polite, not_serving), daemon=True) for _ in range(6)]
+    clients += [threading.Thread(target=loop, args=(stubborn, stop), daemon=True) for _ in range(2)]
     slow = stub(server).ModelInfer.future(sleeper_request(2.5), timeout=30)
     for thread in clients:
         thread.start()
-    time.sleep(1)
-    assert watching.wait(30), "the health Watch stream did not open"
-    server.process.send_signal(15)
-    assert not_serving.wait(30), f"not NOT_SERVING: {watched}; the server's log ends:\n{server.log()[-6000:]}"
-    assert slow.result().model_name == "sleeper"  # in flight across the whole drain
-    code = server.process.wait(timeout=60)
-    stop.set()
-    for thread in [*clients, watcher]:
-        thread.join(timeout=60)
-    server.stop()
+    try:
+        time.sleep(1)
+        assert watching.wait(30), "the health Watch stream did not open"
+        server.process.send_signal(15)
+        assert not_serving.wait(30), f"not NOT_SERVING: {watched}; the server's log ends:\n{server.log()[-6000:]}"
+        assert slow.result().model_name == "sleeper"  # in flight across the whole drain
+        code = server.process.wait(timeout=60)
+    finally:
+        not_serving.set()
+        stop.set()
+        for thread in [*clients, watcher]:
+            thread.join(timeout=60)
+        server.stop()
     assert code == 0
     assert polite["OK"] > 0 and set(polite) == {"OK"}, polite
     assert stubborn["OK"] > 0 and set(stubborn) <= {"OK", "UNAVAILABLE", "CANCELLED"}, stubborn
