@@ -6,12 +6,13 @@ A dispatcher thread claims queued jobs from the store (a conditional UPDATE,
 so a job is never started twice, even by several servers sharing the
 database) and starts each in a ``multiprocessing`` spawn process running
 ``training.run_job`` (a model in worker processes: in a process of their
-interpreter, ``worker.job``, which loads the model itself). A supervisor thread per running job reads what the job
-sends through its pipe (progress, log lines, result or error) and writes it to
-the store, then reads the process's exit status: a job that raised, or whose
-process died, ends failed with the reason. The store is written by the server
-only, never by the job's process, so a job needs no database driver, and a
-job killed halfway leaves no half-written transaction.
+interpreter, ``worker.job``, which loads the model itself). A supervisor
+thread per running job reads what the job sends through its pipe (progress,
+log lines, result or error) and writes it to the store, then reads the
+process's exit status: a job that raised, or whose process died, ends failed
+with the reason. The store is written by the server only, never by the job's
+process, so a job needs no database driver, and a job killed halfway leaves no
+half-written transaction.
 
 A job is a training (``Predictor.train``) or a long predict. A training that
 returns ``{"artifact": PATH}`` in its workdir makes a new version: its

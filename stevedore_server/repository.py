@@ -207,6 +207,7 @@ class Repository:
         """Serve the new version a training made, once loaded and self-tested, beside the model it came from."""
         loaded = await to_thread.run_sync(load_model, predictor, base.source)
         if not loaded.ready:
+            await to_thread.run_sync(predictor.unload)  # what its load holds (worker processes) is not served
             raise BadRequest(f"the new version {predictor.version} failed: {loaded.reason}")
         described = serving.describe(loaded, {**base.metadata, "trained_by_job": job_id})
         self.swap(await serving.start(described, self.server.settings, self.server.metrics))
