@@ -141,12 +141,11 @@ def head_start(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
 
 
 @pytest.fixture(scope="session")
-def wheelhouse(head_start: HeadStart, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Wheels of the core, the example plugin and every dependency, built once per session (ahead, if it can)."""
-    if head_start.has(WHEELHOUSE):
-        built: Path = head_start.result(WHEELHOUSE)
-        return built
-    return make_wheelhouse(tmp_path_factory.mktemp("wheelhouse"))
+def wheelhouse(head_start: HeadStart) -> Path:
+    """Wheels of the core, the example plugin and every dependency, built once per session, ahead (a test that
+    uses them is a venv test: ``pytest_collection_modifyitems``)."""
+    built: Path = head_start.result(WHEELHOUSE)
+    return built
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,8 @@ session, while the first tests run on the other core.
 
 pytest runs one test at a time, so one of the machine's two cores idles through most of the unit tests. The
 wheelhouse, the container tier's image and the Ray tier's environment are built there instead, one after the
-other (heavy runs one at a time). A setup that fails raises its error in the fixture that asks for it, as if
-the fixture had run it.
+other (heavy runs one at a time), each only when its tier is among the session's tests. A setup that fails
+raises its error in the fixture that asks for it, as if the fixture had run it.
 """
 
 from __future__ import annotations
@@ -32,11 +32,10 @@ class HeadStart:
         if cleanup is not None:
             self.cleanups[name] = cleanup
 
-    def has(self, name: str) -> bool:
-        return name in self.started
-
     def result(self, name: str) -> Any:
         """What setup ``name`` made, once it is done; its exception if it failed. The caller owns it now."""
+        if name not in self.started:
+            raise LookupError(f"no head start for {name!r}: the session's first test did not see its tier")
         self.taken.add(name)
         return self.started[name].result()
 

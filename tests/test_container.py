@@ -23,7 +23,6 @@ from .containers import (
     EXAMPLE_IMAGE,
     ExampleBuild,
     build,
-    build_example_image,
     buildah,
     ensure_base_image,
     image_exists,
@@ -43,14 +42,9 @@ def base_image(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="module")
-def example_build(
-    head_start: HeadStart, wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ExampleBuild]:
-    """The example plugin's image (``containers.build_example_image``), built ahead if the session could."""
-    if head_start.has(EXAMPLE_IMAGE):
-        built: ExampleBuild = head_start.result(EXAMPLE_IMAGE)
-    else:
-        built = build_example_image(tmp_path_factory.mktemp("example-image"), wheelhouse)
+def example_build(head_start: HeadStart) -> Iterator[ExampleBuild]:
+    """The example plugin's image (``containers.build_example_image``), built ahead by the session."""
+    built: ExampleBuild = head_start.result(EXAMPLE_IMAGE)
     try:
         yield built
     finally:

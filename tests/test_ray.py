@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from .headstart import HeadStart
-from .raycluster import RAY_VENV, RayCluster, make_ray_venv
+from .raycluster import RAY_VENV, RayCluster
 from .test_readme_clients import EXAMPLES, run_example
 from .venvs import REPO, Server, Venv, free_port
 
@@ -66,12 +66,10 @@ RECOVERY_TIMEOUT = 180
 
 
 @pytest.fixture(scope="module")
-def ray_venv(head_start: HeadStart, wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Venv:
-    """The cluster's environment (``raycluster.make_ray_venv``), made ahead if the session could."""
-    if head_start.has(RAY_VENV):
-        environment: Venv = head_start.result(RAY_VENV)
-        return environment
-    return make_ray_venv(tmp_path_factory.mktemp("ray-venv"), wheelhouse)
+def ray_venv(head_start: HeadStart) -> Venv:
+    """The cluster's environment (``raycluster.make_ray_venv``), made ahead by the session."""
+    environment: Venv = head_start.result(RAY_VENV)
+    return environment
 
 
 @pytest.fixture(scope="module")
