@@ -232,14 +232,17 @@ class HealthService:
         return health_pb2.HealthCheckResponse(status=status)
 
     async def watch(self, request: health_pb2.HealthCheckRequest) -> AsyncIterator[health_pb2.HealthCheckResponse]:
-        """The status now, then each change; the stream ends once the server drains (after NOT_SERVING)."""
+        """The status now, then each change; the stream ends once the server drains, after NOT_SERVING."""
         last = None
         while True:
+            # Read before the status, which awaits the health checks: a drain that starts meanwhile is seen at the
+            # next turn, whose status is NOT_SERVING. Read after, the stream could end on the SERVING it had sent.
+            draining = self.lifecycle.draining
             status = await self.status(request.service)
             if status != last:
                 yield health_pb2.HealthCheckResponse(status=status)
                 last = status
-            if self.lifecycle.draining:
+            if draining:
                 return
             await asyncio.sleep(WATCH_INTERVAL)
 

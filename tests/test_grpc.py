@@ -3,6 +3,7 @@ standard health and reflection clients, and raw stubs of Triton's own service de
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 import threading
@@ -10,8 +11,10 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import anyio
 import grpc
 import httpx
 import numpy as np
@@ -24,6 +27,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
+
+from stevedore_server.grpc_server import HealthService
+from stevedore_server.lifecycle import Lifecycle
+from stevedore_server.registry import Registry
 
 from .venvs import Server, Venv
 
@@ -304,6 +311,28 @@ def test_standard_health_service_for_the_server_and_each_model(served: Server) -
     watch = health.Watch(health_pb2.HealthCheckRequest(service="iris"))
     assert next(watch).status == serving
     watch.cancel()
+
+
+def test_a_watch_ends_on_not_serving_when_the_drain_starts_while_its_status_is_computed() -> None:
+    """The race CI met: SIGTERM came while the Watch awaited the health checks (which found all well), and the
+    stream ended on the SERVING it had sent, so a load balancer watching it never heard of the drain."""
+    lifecycle = Lifecycle()
+
+    def check_during_which_sigterm_comes() -> tuple[bool, str]:
+        lifecycle.drain()
+        return True, "fine when it looked"
+
+    registry = Registry(health_checks={"slow": check_during_which_sigterm_comes})
+    service = SimpleNamespace(
+        server=SimpleNamespace(registry=registry), lifecycle=lifecycle, check_threads=anyio.CapacityLimiter(1)
+    )
+    health = HealthService(service)  # type: ignore[arg-type]
+
+    async def statuses() -> list[int]:
+        return [answer.status async for answer in health.watch(health_pb2.HealthCheckRequest(service=""))]
+
+    answers = health_pb2.HealthCheckResponse
+    assert asyncio.run(statuses()) == [answers.SERVING, answers.NOT_SERVING]
 
 
 def test_reflection_describes_the_services(served: Server) -> None:
