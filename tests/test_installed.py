@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .venvs import CONTRIB, INSTALLED, Server, Venv, build_wheels, copy_source, describe
+from .venvs import CONTRIB, INSTALLED, REPO, Server, Venv, build_wheels, copy_source, describe
 
 pytestmark = pytest.mark.venv
 
@@ -75,6 +75,21 @@ def plugins_venv(wheelhouse: Path, test_plugin_wheels: Path, tmp_path_factory: p
     environment = Venv.create(tmp_path_factory.mktemp("plugins") / "venv", wheelhouse, test_plugin_wheels)
     environment.install("stevedore-server", "stevedore-test-good", "stevedore-test-broken", "stevedore-test-dup")
     return environment
+
+
+def test_the_venvs_run_this_checkout(ops_venv: Venv) -> None:
+    """A venv gets the stevedore-server wheel that this run built from the checkout. uv once installed one
+    that its cache kept from an earlier run whose wheelhouse had the same path, and the tests ran old code."""
+    where = "import pathlib, stevedore_server; print(pathlib.Path(stevedore_server.__file__).parent)"
+    installed = Path(ops_venv.run("python", "-c", where).stdout.strip())
+    source = REPO / "stevedore_server"
+    modules = [path.relative_to(source) for path in source.rglob("*.py")]
+    stale = [
+        str(path)
+        for path in modules
+        if not (installed / path).is_file() or (installed / path).read_bytes() != (source / path).read_bytes()
+    ]
+    assert modules and not stale, f"installed in {installed}, unlike the checkout: {stale}"
 
 
 def test_list_reports_good_models_ready_and_the_broken_plugin(plugins_venv: Venv) -> None:

@@ -7,12 +7,16 @@ instead of being fetched quietly, and each environment installs in seconds.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import venv
 from collections.abc import Iterator, Sequence
@@ -42,6 +46,9 @@ NOT_SOURCE = shutil.ignore_patterns(
     ".pytest_cache",
     ".tox",
     ".hypothesis",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".venvs",  # the benchmark's venvs, gigabytes
     "wheelhouse",
 )
 
@@ -95,6 +102,29 @@ def offline_env(bin_dir: Path | None = None, **extra: str) -> dict[str, str]:
     if bin_dir is not None:
         env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
     return env | extra
+
+
+_uv_cache_lock = threading.Lock()
+
+
+@functools.cache
+def _new_uv_cache() -> Path:
+    path = Path(tempfile.mkdtemp(prefix="stevedore-tests-uv-cache-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def uv_cache() -> Path:
+    """uv's cache for this test run, deleted when it ends.
+
+    uv takes a wheel it found in a ``--find-links`` directory as immutable, known by its
+    file name and directory. The tests build their wheels again in every run, at
+    paths that come back (pytest numbers its directories from ``pytest-0`` again
+    once they are gone): with uv's cache shared across runs, a venv got the
+    stevedore-server wheel of an earlier run, and the tests ran old code.
+    """
+    with _uv_cache_lock:  # the head start's thread makes venvs too
+        return _new_uv_cache()
 
 
 def copy_source(source: Path, destination: Path) -> Path:
@@ -200,10 +230,11 @@ class Venv:
 
     def _uv_install(self, *args: str, timeout: float = COMMAND_TIMEOUT) -> None:
         """``uv pip install`` into this venv: what pip installs, ten times as fast (a fresh venv of the core and
-        scikit-learn in under 2 s instead of 17). Files are copied out of uv's cache, never linked: a test that
-        edits an installed file must not edit the cache under the next venv."""
+        scikit-learn in under 2 s instead of 17). The cache is this run's own (``uv_cache``). Files are copied out
+        of it, never linked: a test that edits an installed file must not edit the cache under the next venv."""
         links = [arg for directory in self.find_links for arg in ("--find-links", str(directory))]
         command = [sys.executable, "-m", "uv", "pip", "install", "--quiet", "--link-mode", "copy"]
+        command += ["--cache-dir", str(uv_cache())]
         run_command([*command, "--python", self.python, *links, *args], env=offline_env(), timeout=timeout)
 
     def run(
