@@ -48,7 +48,9 @@ class SharedState:
         self.directory = directory
         self.desired_path = directory / "desired.json"
         # The process id, for telling live workers, and a token, for telling apart two apps of one process (tests).
-        self.ack_path = directory / f"ack-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        worker = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.ack_path = directory / f"ack-{worker}"
+        self.trained_path = directory / f"trained-{worker}"
 
     @classmethod
     def from_environment(cls) -> SharedState | None:
@@ -90,8 +92,19 @@ class SharedState:
 
     def acknowledged(self) -> list[int]:
         """The generation each live worker has applied (a worker that exited is left out)."""
+        return self._of_live_workers("ack-*")
+
+    def followed_trained(self, row: int) -> None:
+        """This worker has looked at the trained versions recorded up to ``row``: serves them, or logged why not."""
+        self.trained_path.write_text(str(row))
+
+    def trained_followed(self) -> list[int]:
+        """The last trained version's row each live worker has looked at."""
+        return self._of_live_workers("trained-*")
+
+    def _of_live_workers(self, pattern: str) -> list[int]:
         found = []
-        for path in self.directory.glob("ack-*"):
+        for path in self.directory.glob(pattern):
             with contextlib.suppress(FileNotFoundError, ValueError):
                 if alive(int(path.name.split("-")[1])):
                     found.append(int(path.read_text()))

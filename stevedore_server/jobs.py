@@ -45,7 +45,7 @@ from typing import Any, Protocol
 import orjson
 import platformdirs
 
-from .convergence import alive, started_at
+from .convergence import SharedState, alive, started_at
 from .errors import Conflict, NotFound
 from .jobstore import (
     FINISHED,
@@ -64,7 +64,15 @@ from .metrics import Metrics
 from .proxy import ProcessPredictor
 from .registry import Registry
 from .settings import Settings
-from .trained import ServeTrained, TrainedVersions, forget_artifact, keep_artifact, version_of
+from .trained import (
+    FOLLOW_TIMEOUT,
+    ServeTrained,
+    TrainedVersions,
+    forget_artifact,
+    keep_artifact,
+    version_of,
+    wait_until_followed,
+)
 from .training import describe, run_job
 
 logger = logging.getLogger("stevedore.jobs")
@@ -149,7 +157,9 @@ class Jobs:
         serve_trained: ServeTrained | None = None,
     ) -> None:
         self.serve_trained = serve_trained
-        self.trained = TrainedVersions(registry, serve_trained) if serve_trained is not None else None
+        #: With ``--workers N``: the workers' files, where each marks the trained versions it has followed.
+        self.shared = SharedState.from_environment() if settings.workers > 1 else None
+        self.trained = TrainedVersions(registry, serve_trained, self.shared) if serve_trained is not None else None
         self.settings = settings
         self.registry = registry
         self.metrics = metrics
@@ -435,12 +445,15 @@ class Jobs:
             except Exception:
                 forget_artifact(state_dir, job.id)
                 raise
-            self.store.record_trained(trained)
+            row = self.store.record_trained(trained)
         except Exception as error:
             logger.warning("job %s: its artifact is not served: %s", job.id, describe(error))
             self.store.add_log(job.id, "warning", f"the new version is not served: {describe(error)}")
             return None
         self.store.add_log(job.id, "info", f"serving the new version {trained.version}")
+        if self.shared is not None and not wait_until_followed(self.shared, row, self.settings.workers):
+            late = f"not every worker looked at the new version {trained.version} within {FOLLOW_TIMEOUT:g} s"
+            self.store.add_log(job.id, "warning", late)
         return trained.version
 
     def _count(self, job: Job, state: JobState, seconds: float | None) -> None:

@@ -327,10 +327,15 @@ class JobStore:
             connection.execute(job_logs.delete().where(job_logs.c.job_id.in_(old)))
             return connection.execute(jobs.delete().where(jobs.c.id.in_(old))).rowcount
 
-    def record_trained(self, trained: TrainedVersion) -> None:
+    def record_trained(self, trained: TrainedVersion) -> int:
+        """Record ``trained``; its row's number."""
         row = {key: value for key, value in dataclasses.asdict(trained).items() if key != "id"}
         with self.engine.begin() as connection:
-            connection.execute(trained_versions.insert().values(**row))
+            inserted = connection.execute(trained_versions.insert().values(**row))
+        key = inserted.inserted_primary_key
+        if key is None:  # SQLAlchemy gives it for a single-row insert on SQLite and PostgreSQL alike
+            raise RuntimeError("the database did not say which row it recorded the trained version in")
+        return int(key[0])
 
     def trained(self, after: int = 0) -> list[TrainedVersion]:
         """The trained versions recorded after the row ``after``, oldest first."""

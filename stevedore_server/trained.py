@@ -11,6 +11,12 @@ those another process recorded since it last looked. The store, not the
 workers' files of ``convergence.py``, is what they follow: it outlives a
 restart and is shared by servers on several machines. A version whose artifact
 is gone, or that fails its self-test, is logged and not served; the others are.
+
+With ``--workers N`` each worker also marks, in the workers' files, the last
+row it has looked at; the job that made a version ends (succeeded) once every
+live worker of the machine serves it (``wait_until_followed``), so that a client
+who sees the job succeed finds the version on any worker. Servers on other
+machines sharing a PostgreSQL store follow within a second or so.
 """
 
 from __future__ import annotations
@@ -18,9 +24,11 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .convergence import SharedState
 from .jobstore import Job, JobStore, TrainedVersion
 from .registry import Registry
 from .training import describe
@@ -31,6 +39,9 @@ ARTIFACTS = "artifacts"
 
 #: Serves a trained version in this process, once loaded and self-tested (raises with the reason if not).
 ServeTrained = Callable[[TrainedVersion], None]
+#: Seconds a job that made a version waits for the other workers to serve it, and between its looks.
+FOLLOW_TIMEOUT = 60.0
+FOLLOW_POLL = 0.05
 
 
 def version_of(job: Job) -> str:
@@ -64,17 +75,23 @@ def forget_artifact(state_dir: Path, job_id: str) -> None:
 class TrainedVersions:
     """Serves, in this process, the trained versions recorded in the store that it does not serve yet."""
 
-    def __init__(self, registry: Registry, serve: ServeTrained) -> None:
+    def __init__(self, registry: Registry, serve: ServeTrained, shared: SharedState | None = None) -> None:
         self.registry = registry
         self.serve = serve
         #: The last row of ``trained_versions`` looked at: each row is tried once per process.
         self.seen = 0
+        #: With workers: where this one marks ``seen`` for the others, and the last mark it made.
+        self.shared = shared
+        self.marked: int | None = None
 
     def follow(self, store: JobStore) -> None:
         for trained in store.trained(after=self.seen):
             self.seen = trained.id
             if self.wanted(trained):
                 self.serve_one(trained)
+        if self.shared is not None and self.marked != self.seen:
+            self.shared.followed_trained(self.seen)
+            self.marked = self.seen
 
     def wanted(self, trained: TrainedVersion) -> bool:
         """A version of a model this process serves, and not served yet (the process that trained it does)."""
@@ -92,3 +109,14 @@ class TrainedVersions:
             logger.error("%s is not served: %s", described, describe(error))
             return
         logger.info("%s served", described)
+
+
+def wait_until_followed(shared: SharedState, row: int, workers: int, timeout: float = FOLLOW_TIMEOUT) -> bool:
+    """Wait (blocking) until ``workers`` live workers have looked at the trained version in ``row``; False if
+    they have not within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while sum(followed >= row for followed in shared.trained_followed()) < workers:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(FOLLOW_POLL)
+    return True
