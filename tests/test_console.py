@@ -30,8 +30,13 @@ from .predictors import HOSTILE, BadFixture, FailsLoad, Hostile, HostileFailing,
 STATIC = Path(console.__file__).parent / "static"
 VENDOR = STATIC / "vendor"
 KEY = "console-key"
-PAGES = ["/", "/console/models/rowsum", "/console/models/rowsum/versions/1"]
-FRAGMENTS = ["/console/fragments/models", "/console/fragments/models/rowsum", "/console/fragments/models/rowsum/state"]
+PAGES = ["/", "/console/models/rowsum", "/console/models/rowsum/versions/1", "/console/jobs"]
+FRAGMENTS = [
+    "/console/fragments/models",
+    "/console/fragments/models/rowsum",
+    "/console/fragments/models/rowsum/state",
+    "/console/fragments/jobs",
+]
 MEDIA_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 hookimpl = pluggy.HookimplMarker("stevedore")
 
@@ -53,9 +58,11 @@ class HostileMetadata:
 
 
 @pytest.fixture
-def console_client(make_client: Callable[..., TestClient]) -> TestClient:
-    """A healthy model, one without score, one failed, and a plugin that failed."""
-    return make_client(Registers(RowSum(), NoScore(), FailsLoad()), FailsToRegister())
+def console_client(make_client: Callable[..., TestClient], tmp_path: Path) -> TestClient:
+    """A healthy model, one without score, one failed, and a plugin that failed; its jobs database in
+    ``tmp_path``."""
+    plugins = (Registers(RowSum(), NoScore(), FailsLoad()), FailsToRegister())
+    return make_client(*plugins, settings=Settings(state_dir=str(tmp_path)))
 
 
 @pytest.fixture
@@ -205,9 +212,12 @@ def test_a_model_without_score_or_tensors_says_so(
     assert "/docs#" not in failed  # /docs documents the routes of ready models only
 
 
-def test_with_api_keys_the_pages_are_open_and_the_fragments_need_a_key(make_client: Callable[..., TestClient]) -> None:
+def test_with_api_keys_the_pages_are_open_and_the_fragments_need_a_key(
+    make_client: Callable[..., TestClient], tmp_path: Path
+) -> None:
     for auth_health in (False, True):
-        client = make_client(Registers(RowSum()), settings=Settings(api_keys=(KEY,), auth_health=auth_health))
+        settings = Settings(api_keys=(KEY,), auth_health=auth_health, state_dir=str(tmp_path))
+        client = make_client(Registers(RowSum()), settings=settings)
         for path in [*PAGES, "/console/assets/console.js"]:
             response = client.get(path)
             assert response.status_code == 200, path

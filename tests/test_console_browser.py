@@ -113,6 +113,21 @@ def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="module")
+def jobs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The trainer test plugin: a model that trains, and one whose training hangs when asked."""
+    root = tmp_path_factory.mktemp("jobs-console-server")
+    site = root / "site"
+    source = installed_plugin(site, "trainer")
+    server = serve(
+        root / "server.log", site, ["stevedore-test-trainer"], source, STEVEDORE_STATE_DIR=str(root / "state")
+    )
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
 def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("console-screenshots", numbered=False)
 
@@ -383,3 +398,45 @@ def open_model_with_key(browser: WebDriver, server: Server) -> None:
     wait_until(browser, body_text, lambda text: "An API key is needed" in text)
     browser.find_element(By.ID, "api-key").send_keys(KEY, Keys.TAB)
     assert wait_until(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#try-it"), bool)
+
+
+JOB_ROWS = """
+return Object.fromEntries(Array.from(document.querySelectorAll('#job-table tr[data-job]'), (row) => [
+  row.dataset.job, {state: row.dataset.state, text: row.textContent.replace(/\\s+/g, ' ').trim()}]));
+"""
+
+
+def job_rows(browser: WebDriver) -> dict[str, dict[str, str]]:
+    rows: dict[str, dict[str, str]] = browser.execute_script(JOB_ROWS)
+    return rows
+
+
+def test_the_jobs_page_shows_each_job_cancels_a_running_one_and_shows_a_log(
+    page: WebDriver, jobs_server: Server, screenshots: Path
+) -> None:
+    started = [
+        httpx.post(f"{jobs_server.url}/models/{name}/train", json=params, timeout=30)
+        for name, params in (("iris-trainer", {"C": 0.5}), ("misbehaving-trainer", {"mode": "hang"}))
+    ]
+    assert [answer.status_code for answer in started] == [202, 202], [answer.text for answer in started]
+    trained, hanging = (answer.json()["id"] for answer in started)
+    open_page(page, f"{jobs_server.url}/console/jobs")
+
+    def states(rows: dict[str, dict[str, str]]) -> dict[str, str]:
+        return {job: row["state"] for job, row in rows.items()}
+
+    rows = wait_until(page, job_rows, lambda found: states(found) == {trained: "succeeded", hanging: "running"})
+    assert states(rows) == {trained: "succeeded", hanging: "running"}, rows
+    assert "iris-trainer" in rows[trained]["text"] and "served_version" in rows[trained]["text"], rows
+    save_screenshot(page, screenshots / "jobs.png")
+    cancel = page.find_element(By.CSS_SELECTOR, f"tr[data-job='{hanging}'] button[data-cancel]")
+    cancel.click()
+    rows = wait_until(page, job_rows, lambda found: found.get(hanging, {}).get("state") == "cancelled")
+    assert rows[hanging]["state"] == "cancelled", rows
+    assert httpx.get(f"{jobs_server.url}/jobs/{hanging}").json()["state"] == "cancelled"
+    assert not page.find_elements(By.CSS_SELECTOR, f"tr[data-job='{hanging}'] button[data-cancel]")
+
+    page.find_element(By.XPATH, f"//tr[@data-job='{trained}']//button[text()='Log']").click()
+    log = wait_until(page, lambda b: b.find_element(By.ID, "job-log").text, lambda text: "new version" in text)
+    assert f"Log of job {trained}" in log and "serving the new version" in log, log
+    assert_offline_and_clean(page, jobs_server)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import signal
 import socket
 import subprocess
@@ -374,6 +375,24 @@ def test_logs_can_be_followed_as_server_sent_events_until_the_job_ends(jobs_clie
     assert any("loading the iris data set" in line for line in logged)
     assert any("training accuracy" in line for line in logged)
     assert jobs_client.get("/jobs/nope/logs", params={"follow": "true"}).status_code == 404
+
+
+def test_the_console_lists_the_jobs_and_shows_a_log(jobs_client: TestClient) -> None:
+    """The console's jobs fragment (the browser test drives the page): each job with its state and a way to its
+    log, a cancel button only for a job not finished; the log fragment shows the job's lines."""
+    trained = start(jobs_client, "iris-trainer", {"C": 0.5})["id"]
+    hanging = start(jobs_client, "misbehaving-trainer", {"mode": "hang"})["id"]
+    wait_for(jobs_client, trained, "succeeded")
+    wait_until_hanging(jobs_client, hanging)
+    page = jobs_client.get("/console/fragments/jobs").text
+    rows = dict(re.findall(r'<tr data-job="([^"]+)" data-state="([^"]+)">', page))
+    assert rows == {trained: "succeeded", hanging: "running"}
+    assert page.count("data-cancel=") == 1 and f'data-cancel="/jobs/{hanging}"' in page
+    log = jobs_client.get(f"/console/fragments/jobs/{trained}/logs").text
+    assert f"Log of job <code>{trained}</code>" in log and "serving the new version" in log
+    assert jobs_client.get("/console/fragments/jobs/nope/logs").status_code == 404
+    jobs_client.delete(f"/jobs/{hanging}")
+    wait_for(jobs_client, hanging, "cancelled")
 
 
 def test_a_long_predict_runs_as_a_job_and_keeps_its_result(jobs_client: TestClient) -> None:

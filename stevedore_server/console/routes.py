@@ -1,10 +1,11 @@
-"""The console's routes: two pages, the fragments they load, and the console's files.
+"""The console's routes: its pages, the fragments they load, and the console's files.
 
-A page (``/``, ``/console/models/NAME``) holds no data: it loads its fragments
+A page (``/``, ``/console/models/NAME``, ``/console/jobs``) holds no data: it loads its fragments
 with htmx, which sends the API key typed in the page, so the pages are open
 when keys are on while the fragments, like the catalogue, need one. The
 fragments show what the JSON routes answer (``api.catalogue_document``,
-``api.health_document``, ``api.catalogue_entry``), read from the same place.
+``api.health_document``, ``api.catalogue_entry``, the jobs' ``as_dict``), read
+from the same place; the jobs page cancels through ``DELETE /jobs/{id}``.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from anyio import to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from .. import api, docs
 from ..errors import NotReady
+from ..jobstore import FINISHED
 from ..rest import server_of
 from ..routing import model_tag
 from ..serving import ServingModel
@@ -25,10 +28,13 @@ from .forms import form_for
 from .pages import ASSETS_DIRECTORY, ASSETS_PATH, render, segment
 
 FRAGMENTS = "/console/fragments"
-#: Seconds between refreshes of the models page and of a model's state.
+#: Seconds between refreshes of the models page, of a model's state and of the jobs page.
 REFRESH_SECONDS = 5
+#: The jobs the jobs page lists (the newest), and the log lines it shows of one.
+JOBS_SHOWN = 50
+LOG_LINES_SHOWN = 200
 #: The paths that hold no data, open without an API key: the pages and the console's files.
-PAGES = re.compile(r"^/$|^/console/models/[^/]+(/versions/[^/]+)?$|^/console/assets/")
+PAGES = re.compile(r"^/$|^/console/models/[^/]+(/versions/[^/]+)?$|^/console/jobs$|^/console/assets/")
 
 
 def routes() -> list[BaseRoute]:
@@ -36,6 +42,9 @@ def routes() -> list[BaseRoute]:
     table: list[BaseRoute] = [
         Route("/", models_page, methods=["GET"], name="console"),
         Route(f"{FRAGMENTS}/models", models_fragment, methods=["GET"]),
+        Route("/console/jobs", jobs_page, methods=["GET"]),
+        Route(f"{FRAGMENTS}/jobs", jobs_fragment, methods=["GET"]),
+        Route(f"{FRAGMENTS}/jobs/{{id}}/logs", job_log_fragment, methods=["GET"]),
     ]
     for base in (api.MODEL, api.VERSIONED):
         table += [
@@ -66,6 +75,12 @@ async def model_page(request: Request) -> Response:
     name, version = request.path_params["name"], request.path_params.get("version")
     fragment = model_path(FRAGMENTS, name, version)
     return render("model.html", keys=keys_on(request), fragment=fragment, name=name)
+
+
+async def jobs_page(request: Request) -> Response:
+    """The newest jobs (trainings and long predictions) with their state and progress, refreshed in place; a
+    running one can be cancelled and any one's log read."""
+    return render("jobs.html", keys=keys_on(request), fragment=f"{FRAGMENTS}/jobs", refresh=REFRESH_SECONDS)
 
 
 def model_path(prefix: str, name: str, version: str | None = None) -> str:
@@ -105,6 +120,21 @@ async def state_fragment(request: Request) -> Response:
     """A model's state, and the buttons that load and unload it."""
     model = api.addressed_model(request)
     return render("state_fragment.html", entry=api.catalogue_entry(server_of(request).registry, model))
+
+
+async def jobs_fragment(request: Request) -> Response:
+    found = await to_thread.run_sync(request.state.jobs.find, None, None, JOBS_SHOWN, 0)
+    jobs = [job.as_dict() for job in found]
+    finished = [str(state) for state in FINISHED]
+    return render("jobs_fragment.html", jobs=jobs, finished=finished, model_path=model_path, fragments=FRAGMENTS)
+
+
+async def job_log_fragment(request: Request) -> Response:
+    """A job's log: its first lines (NotFound for no such job)."""
+    job_id = request.path_params["id"]
+    job = await to_thread.run_sync(request.state.jobs.get, job_id)
+    lines = await to_thread.run_sync(request.state.jobs.logs, job_id, 0, LOG_LINES_SHOWN)
+    return render("job_log_fragment.html", job=job.as_dict(), lines=lines, shown=LOG_LINES_SHOWN)
 
 
 def schema_of(model: ServingModel, kind: str) -> dict[str, Any] | None:

@@ -1,4 +1,4 @@
-// The web console's own script: the API key, the try-it form, the load and unload buttons.
+// The web console's own script: the API key, the try-it form, the load and unload buttons, cancelling jobs.
 // No build step: plain JavaScript the browser runs as it is. It never writes markup from a
 // string: values a plugin or the server gave reach the page as text (textContent).
 "use strict";
@@ -370,6 +370,7 @@
       button.closest("tr").remove();
       renumber(form);
     } else if ("repository" in button.dataset) repository(button);
+    else if ("cancel" in button.dataset) cancel(button);
   });
 
   // -- loading and unloading -------------------------------------------------------------
@@ -380,6 +381,16 @@
     const answer = await call(button.dataset.repository, { method: "POST" });
     button.removeAttribute("aria-busy");
     button.disabled = false;
+    notice(answer.ok ? "" : `${answer.status}: ${needsKey(answer.status) || answer.body.error}`);
+    htmx.trigger(document.body, "console:changed");
+  }
+
+  // -- cancelling a job ------------------------------------------------------------------
+
+  async function cancel(button) {
+    button.setAttribute("aria-busy", "true");
+    button.disabled = true;
+    const answer = await call(button.dataset.cancel, { method: "DELETE" });
     notice(answer.ok ? "" : `${answer.status}: ${needsKey(answer.status) || answer.body.error}`);
     htmx.trigger(document.body, "console:changed");
   }
