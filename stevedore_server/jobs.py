@@ -451,10 +451,16 @@ class Jobs:
             self.store.add_log(job.id, "warning", f"the new version is not served: {describe(error)}")
             return None
         self.store.add_log(job.id, "info", f"serving the new version {trained.version}")
-        if self.shared is not None and not wait_until_followed(self.shared, row, self.settings.workers):
+        if not self._followed_by_every_worker(row):
             late = f"not every worker looked at the new version {trained.version} within {FOLLOW_TIMEOUT:g} s"
             self.store.add_log(job.id, "warning", late)
         return trained.version
+
+    def _followed_by_every_worker(self, row: int) -> bool:
+        """With ``--workers N``: wait until every worker has looked at the trained version in ``row``."""
+        if self.shared is None:
+            return True
+        return wait_until_followed(self.shared, row, self.settings.workers, lambda: self.closing)
 
     def _count(self, job: Job, state: JobState, seconds: float | None) -> None:
         """A job that ended, in the metrics; its duration where this process ran it."""

@@ -14,8 +14,9 @@ is gone, or that fails its self-test, is logged and not served; the others are.
 
 With ``--workers N`` each worker also marks, in the workers' files, the last
 row it has looked at; the job that made a version ends (succeeded) once every
-live worker of the machine serves it (``wait_until_followed``), so that a client
-who sees the job succeed finds the version on any worker. Servers on other
+live worker of the machine has looked at it: serves it, or has logged why not
+(``wait_until_followed``). A client who sees the job succeed finds the version
+on any worker. Servers on other
 machines sharing a PostgreSQL store follow within a second or so.
 """
 
@@ -111,12 +112,14 @@ class TrainedVersions:
         logger.info("%s served", described)
 
 
-def wait_until_followed(shared: SharedState, row: int, workers: int, timeout: float = FOLLOW_TIMEOUT) -> bool:
+def wait_until_followed(
+    shared: SharedState, row: int, workers: int, closing: Callable[[], bool], timeout: float = FOLLOW_TIMEOUT
+) -> bool:
     """Wait (blocking) until ``workers`` live workers have looked at the trained version in ``row``; False if
-    they have not within ``timeout``."""
+    they have not within ``timeout``, or the server is ``closing`` (its workers may be gone already)."""
     deadline = time.monotonic() + timeout
     while sum(followed >= row for followed in shared.trained_followed()) < workers:
-        if time.monotonic() > deadline:
+        if time.monotonic() > deadline or closing():
             return False
         time.sleep(FOLLOW_POLL)
     return True
