@@ -1,11 +1,12 @@
 """The console's routes: its pages, the fragments they load, and the console's files.
 
-A page (``/``, ``/console/models/NAME``, ``/console/jobs``) holds no data: it loads its fragments
-with htmx, which sends the API key typed in the page, so the pages are open
-when keys are on while the fragments, like the catalogue, need one. The
-fragments show what the JSON routes answer (``api.catalogue_document``,
-``api.health_document``, ``api.catalogue_entry``, the jobs' ``as_dict``), read
-from the same place; the jobs page cancels through ``DELETE /jobs/{id}``.
+A page (``/``, ``/console/models/NAME``, ``/console/jobs``) holds no data: it
+loads its fragments with htmx, which sends the API key typed in the page, so the
+pages are open when keys are on while the fragments, like the catalogue, need
+one. The fragments show what the JSON routes answer
+(``api.catalogue_document``, ``api.health_document``, ``api.catalogue_entry``,
+the jobs' ``as_dict``), read from the same place; the jobs page cancels through
+``DELETE /jobs/{id}``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from .. import api, docs
 from ..errors import NotReady
+from ..jobs_api import jobs_of
 from ..jobstore import FINISHED
 from ..rest import server_of
 from ..routing import model_tag
@@ -123,7 +125,8 @@ async def state_fragment(request: Request) -> Response:
 
 
 async def jobs_fragment(request: Request) -> Response:
-    found = await to_thread.run_sync(request.state.jobs.find, None, None, JOBS_SHOWN, 0)
+    """The newest jobs, as ``GET /jobs`` answers them."""
+    found = await to_thread.run_sync(jobs_of(request).find, None, None, JOBS_SHOWN, 0)
     jobs = [job.as_dict() for job in found]
     finished = [str(state) for state in FINISHED]
     return render("jobs_fragment.html", jobs=jobs, finished=finished, model_path=model_path, fragments=FRAGMENTS)
@@ -132,8 +135,9 @@ async def jobs_fragment(request: Request) -> Response:
 async def job_log_fragment(request: Request) -> Response:
     """A job's log: its first lines (NotFound for no such job)."""
     job_id = request.path_params["id"]
-    job = await to_thread.run_sync(request.state.jobs.get, job_id)
-    lines = await to_thread.run_sync(request.state.jobs.logs, job_id, 0, LOG_LINES_SHOWN)
+    jobs = jobs_of(request)
+    job = await to_thread.run_sync(jobs.get, job_id)
+    lines = await to_thread.run_sync(jobs.logs, job_id, 0, LOG_LINES_SHOWN)
     return render("job_log_fragment.html", job=job.as_dict(), lines=lines, shown=LOG_LINES_SHOWN)
 
 
