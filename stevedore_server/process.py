@@ -27,6 +27,7 @@ import gc
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -85,12 +86,18 @@ def serve(settings: Settings) -> None:
     if settings.workers == 1:
         serve_here(config)
         return
-    os.environ[MULTIPROC_ENV] = str(fresh_multiprocess_dir())  # before any worker imports prometheus_client
-    SharedState.create_for_workers()  # where the workers agree on the models loaded
+    metrics_configured = MULTIPROC_ENV in os.environ
+    metrics_dir = fresh_multiprocess_dir()
+    os.environ[MULTIPROC_ENV] = str(metrics_dir)  # before any worker imports prometheus_client
+    shared_dir = SharedState.create_for_workers()  # where the workers agree on the models loaded
     try:
         Supervisor(config, sockets=[config.bind_socket()]).run()
     except KeyboardInterrupt:  # as uvicorn.run: a second Ctrl+C while the workers stop
         pass
+    finally:  # the workers have exited: the run's temporary directories go with it (not one a user named)
+        shutil.rmtree(shared_dir, ignore_errors=True)
+        if not metrics_configured:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def serve_here(config: ServerConfig) -> None:

@@ -168,6 +168,22 @@ def test_a_worker_stopping_alone_leaves_the_socket_to_the_others(ops_venv: Venv,
     assert exit_code == 0, server.log()
 
 
+def test_workers_leave_no_temporary_directory_behind(ops_venv: Venv, tmp_path: Path) -> None:
+    """With ``--workers 2`` the run makes a directory for the workers' metrics and one for their shared model
+    state; a server stopped by SIGTERM removes both."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    server = Server.start(ops_venv, tmp_path / "server.log", "--workers", "2", TMPDIR=str(temporary))
+    try:
+        server.wait_for("/readyz")
+        made = sorted(path.name.rsplit("-", 1)[0] for path in temporary.iterdir())
+        assert made == ["stevedore-metrics", "stevedore-repository"], made
+    finally:
+        exit_code = server.stop()
+    assert exit_code == 0, server.log()
+    assert list(temporary.iterdir()) == []
+
+
 @linux_only
 def test_a_listener_refusing_handshakes_still_gives_its_backlog() -> None:
     with socket.create_server(("127.0.0.1", 0)) as listener:
