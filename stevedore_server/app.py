@@ -172,8 +172,9 @@ async def running_jobs(settings: Settings, server: ModelServer, repository: Any)
         coroutine = repository.serve_trained(predictor, base, trained.job_id)
         asyncio.run_coroutine_threadsafe(coroutine, loop).result(SERVE_TIMEOUT)
 
-    served = serve_trained if isinstance(repository, Repository) else None
-    jobs = Jobs(settings, server.registry, server.metrics, served)
+    here = isinstance(repository, Repository)  # not Ray Serve's ingress, whose replicas hold the models
+    served = serve_trained if here else None
+    jobs = Jobs(settings, server.registry, server.metrics, served, repository.shared if here else None)
     await anyio.to_thread.run_sync(jobs.start)
     try:
         yield jobs

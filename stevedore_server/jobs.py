@@ -155,11 +155,13 @@ class Jobs:
         registry: Registry,
         metrics: Metrics | None = None,
         serve_trained: ServeTrained | None = None,
+        shared: SharedState | None = None,
     ) -> None:
         self.serve_trained = serve_trained
-        #: With ``--workers N``: the workers' files, where each marks the trained versions it has followed.
-        self.shared = SharedState.from_environment() if settings.workers > 1 else None
-        self.trained = TrainedVersions(registry, serve_trained, self.shared) if serve_trained is not None else None
+        #: With ``--workers N``: the workers' files (the repository's), where each marks the trained versions it
+        #: has followed.
+        self.shared = shared
+        self.trained = TrainedVersions(registry, serve_trained, shared) if serve_trained is not None else None
         self.settings = settings
         self.registry = registry
         self.metrics = metrics
