@@ -74,8 +74,8 @@ image-test:
 
 # The gRPC messages of the Open Inference Protocol, compiled from their definition (a test checks it is current).
 proto: $(STAMP)
-	$(BIN)/python -m grpc_tools.protoc -I . --descriptor_set_out=stevedore_server/v2/inference.binpb \
-		stevedore_server/v2/inference.proto
+	$(BIN)/python -m grpc_tools.protoc -I . --descriptor_set_out=stevedore_server/frontends/v2/inference.binpb \
+		stevedore_server/frontends/v2/inference.proto
 
 check: $(STAMP)
 	$(BIN)/stevedore-server check

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import httpx
 
-from stevedore_server.loopback import ThreadServer
-from stevedore_server.settings import Settings
+from stevedore_server.base.settings import Settings
+from stevedore_server.kit.loopback import ThreadServer
 
 CALLS = 2000
 ROW = [[5.1, 3.5, 1.4, 0.2]]

@@ -2,13 +2,13 @@
 # Re-download the htmx and Pico CSS files that the web console serves, from the npm registry.
 # Usage: scripts/update-console-assets.sh [HTMX_VERSION [PICO_VERSION]]
 # Needs npm (only to download the two tarballs: nothing is installed or run). Rewrites
-# stevedore_server/console/static/vendor/ whole, README.md there included; review the diff, then run
+# stevedore_server/frontends/console/static/vendor/ whole, README.md there included; review the diff, then run
 # tests/test_console.py and tests/test_console_browser.py (make test runs both).
 set -eu
 htmx_version=${1:-2.0.11}
 pico_version=${2:-2.1.1}
 cd "$(dirname "$0")/.."
-target=stevedore_server/console/static/vendor
+target=stevedore_server/frontends/console/static/vendor
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

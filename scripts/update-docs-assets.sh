@@ -2,13 +2,13 @@
 # Re-download the Swagger UI and ReDoc files that /docs and /redoc serve, from the npm registry.
 # Usage: scripts/update-docs-assets.sh [SWAGGER_UI_VERSION [REDOC_VERSION]]
 # Needs npm (only to download the two tarballs: nothing is installed or run). Rewrites
-# stevedore_server/static/docs/ whole, README.md there included; review the diff, then run
+# stevedore_server/frontends/web/static/docs/ whole, README.md there included; review the diff, then run
 # tests/test_docs_offline.py, the browser test too (make test runs it).
 set -eu
 swagger_ui_version=${1:-5.35.0}
 redoc_version=${2:-2.5.4}
 cd "$(dirname "$0")/.."
-target=stevedore_server/static/docs
+target=stevedore_server/frontends/web/static/docs
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

@@ -1,3 +1,3 @@
-from stevedore_server.cli import main
+from .cli import main
 
 main()

@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from .health import HealthCheck
+from stevedore_server.base.health import HealthCheck
 
 if TYPE_CHECKING:
+    from stevedore_server.core.server import ModelServer
+
     from .predictor import Predictor
-    from .server import ModelServer
 
 PROJECT = "stevedore"
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from .errors import PluginError
+from stevedore_server.base.errors import PluginError
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
 

@@ -35,13 +35,14 @@ import pytest
 if TYPE_CHECKING:
     import httpx
 
-    from .discovery import Candidate
-    from .hooks import Hooks
-    from .loopback import LiveServer
+    from stevedore_server.base.settings import Settings
+    from stevedore_server.base.sources import PluginFailure
+    from stevedore_server.core.serving import ServingModel
+    from stevedore_server.kit.loopback import LiveServer
+    from stevedore_server.plugins.discovery import Candidate
+    from stevedore_server.plugins.hooks import Hooks
+
     from .predictor import Predictor
-    from .serving import ServingModel
-    from .settings import Settings
-    from .sources import PluginFailure
 
 PREDICTORS_GROUP = "stevedore.predictors"
 #: ``NAME`` or ``NAME: why``, as the ``stevedore_skip`` ini option lists models.
@@ -175,9 +176,10 @@ def discovered(config: pytest.Config) -> Discovered:
 def discover(distribution: str) -> Discovered:
     from importlib.metadata import PackageNotFoundError, metadata
 
-    from . import startup
-    from .errors import StevedoreError
-    from .settings import Settings
+    from stevedore_server.base.errors import StevedoreError
+    from stevedore_server.base.settings import Settings
+
+    from .core import startup
 
     settings = Settings(plugins=(distribution,))
     try:
@@ -229,7 +231,7 @@ class StevedoreCheck(pytest.File):
         return FailedCheck.from_parent(self, name=f"stevedore[{name}]", message=message)
 
     def plugin_checks(self, failures: list[PluginFailure]) -> Iterator[pytest.Item]:
-        from .checking import plugin_line
+        from stevedore_server.kit.checking import plugin_line
 
         for failure in failures:
             yield self.failed(f"plugin {failure.source.entry_point}", report_text(self.config, [plugin_line(failure)]))
@@ -251,7 +253,7 @@ class Check(pytest.Item):
         return self.path, 0, f"stevedore-server check: {self.name}"
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        from .errors import CheckFailed
+        from stevedore_server.base.errors import CheckFailed
 
         if isinstance(excinfo.value, CheckFailed):
             return str(excinfo.value)
@@ -266,7 +268,7 @@ class FailedCheck(Check):
         self.message = message
 
     def runtest(self) -> None:
-        from .errors import CheckFailed
+        from stevedore_server.base.errors import CheckFailed
 
         raise CheckFailed(self.message)
 
@@ -279,8 +281,8 @@ class PredictorCheck(Check):
         self.candidate, self.settings, self.hooks = candidate, settings, hooks
 
     def runtest(self) -> None:
-        from .checking import check_one
-        from .errors import CheckFailed
+        from stevedore_server.base.errors import CheckFailed
+        from stevedore_server.kit.checking import check_one
 
         model, report = check_one(self.settings, self.candidate, self.hooks)
         if report.failures:
@@ -339,7 +341,7 @@ def stevedore_live_server(
     """A real ``stevedore-server run`` of this Python serving the package under test (``--plugins``) on free
     loopback ports, ready; stopped by its pid after the session. Models opted out of the automatic check are
     listed but not loaded. ``.url``, ``.grpc_target``, ``.log()``."""
-    from .loopback import LiveServer
+    from stevedore_server.kit.loopback import LiveServer
 
     config = request.config
     package = require_package(config)
@@ -394,7 +396,7 @@ def stevedore_serve(request: pytest.FixtureRequest) -> Iterator[Callable[..., ht
     its reason); returns an ``httpx.Client`` for it. Stopped after the test."""
     import httpx
 
-    from .loopback import ThreadServer
+    from stevedore_server.kit.loopback import ThreadServer
 
     timeout = float(request.config.getini("stevedore_startup_timeout"))
     servers: list[ThreadServer] = []

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from .errors import SelfTestFailed
-from .loading import LoadedModel, load_model
+from stevedore_server.base.errors import SelfTestFailed
+from stevedore_server.base.sources import PluginSource
+from stevedore_server.plugins.loading import LoadedModel, load_model
+
 from .predictor import Predictor
-from .sources import PluginSource
 
 __all__ = ["SelfTestFailed", "self_test"]
 

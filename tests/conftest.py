@@ -13,8 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 from selenium.webdriver.chrome.webdriver import WebDriver
 
-from stevedore_server.app import create_app
-from stevedore_server.settings import Settings
+from stevedore_server.base.settings import Settings
+from stevedore_server.frontends.app import create_app
 
 from .browser import SCREENSHOTS, chromium
 from .containers import EXAMPLE_IMAGE, build_example_image, remove_image

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pluggy
 
-from stevedore_server.plugins import get_plugin_manager
+from stevedore_server.plugins.manager import get_plugin_manager
 
 
 class Registers:

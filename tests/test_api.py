@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 from fastapi.testclient import TestClient
 
-from stevedore_server.settings import Settings
+from stevedore_server.base.settings import Settings
 
 from .helpers import Registers
 from .predictors import (
@@ -242,9 +242,9 @@ def test_fastapi_is_loaded_for_the_docs_only() -> None:
     script = """
 import sys
 from starlette.testclient import TestClient
-from stevedore_server.app import create_app
+from stevedore_server.frontends.app import create_app
 from stevedore_server.cli import main
-from stevedore_server.settings import Settings
+from stevedore_server.base.settings import Settings
 with TestClient(create_app(Settings(plugins=("none",)))) as client:
     assert client.get("/livez").status_code == 200
     assert "fastapi" not in sys.modules and "pydantic" not in sys.modules, "loaded at startup"

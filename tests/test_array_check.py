@@ -20,8 +20,8 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stevedore_server.inference import VECTOR_CHECK_MIN_BYTES
-from stevedore_server.validation import EXACT_FLOAT_INTEGERS, ArrayCheck
+from stevedore_server.base.validation import EXACT_FLOAT_INTEGERS, ArrayCheck
+from stevedore_server.core.inference import VECTOR_CHECK_MIN_BYTES
 
 from .helpers import Registers
 from .predictors import ArrayInput, Positive, RowSum

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from stevedore_server.cli import RUN_SETTINGS, main
-from stevedore_server.scaffold import identifiers
+from stevedore_server.kit.scaffold import identifiers
 from stevedore_server.testing import self_test
 
 COMMANDS = ["run", "list", "check", "schema", "new-plugin", "config", "build", "manifests"]

@@ -18,10 +18,10 @@ import pytest
 from fastapi.testclient import TestClient
 from markupsafe import escape
 
-from stevedore_server import console
-from stevedore_server.console.forms import Form, form_for
-from stevedore_server.console.pages import duration
-from stevedore_server.settings import Settings
+from stevedore_server.base.settings import Settings
+from stevedore_server.frontends import console
+from stevedore_server.frontends.console.forms import Form, form_for
+from stevedore_server.frontends.console.pages import duration
 
 from .browser import is_path_on_this_host, parse_page, policy_of
 from .helpers import Registers

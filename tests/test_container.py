@@ -17,7 +17,7 @@ import httpx
 import pytest
 import tritonclient.grpc as triton_grpc
 
-from stevedore_server.manifests import Deployment, render
+from stevedore_server.deploy.manifests import Deployment, render
 
 from .containers import (
     EXAMPLE_IMAGE,

@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from stevedore_server import Predictor, startup
-from stevedore_server.errors import BadRequest, InvalidPayload, NotFound, NotReady
-from stevedore_server.inference import Action, JSONText, JSONValue, ModelRef, Tensors
-from stevedore_server.server import ModelServer
-from stevedore_server.settings import ModelSettings, Settings
+from stevedore_server import Predictor
+from stevedore_server.base.errors import BadRequest, InvalidPayload, NotFound, NotReady
+from stevedore_server.base.settings import ModelSettings, Settings
+from stevedore_server.core import startup
+from stevedore_server.core.inference import Action, JSONText, JSONValue, ModelRef, Tensors
+from stevedore_server.core.server import ModelServer
 
 from .helpers import Registers, fresh_manager
 from .predictors import ROWS, FailsLoad, NoScore, RowSum

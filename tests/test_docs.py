@@ -45,15 +45,15 @@ def test_the_readme_predictor_is_served(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_the_readme_settings_reference_is_the_settings_object() -> None:
-    from stevedore_server.settings import reference
+    from stevedore_server.base.settings import reference
 
     start = README.index("<!-- settings-reference")
     table = README[README.index("\n", start) + 1 : README.index("<!-- /settings-reference -->")]
-    assert table == reference(), "regenerate the README table with stevedore_server.settings.reference()"
+    assert table == reference(), "regenerate the README table with stevedore_server.base.settings.reference()"
 
 
 def test_the_readme_example_settings_file_loads(tmp_path: Path) -> None:
-    from stevedore_server.settings import Settings
+    from stevedore_server.base.settings import Settings
 
     (block,) = [b for b in re.findall(r"```toml\n(.*?)```", README, flags=re.DOTALL) if "stevedore.toml" in b]
     (tmp_path / "stevedore.toml").write_text(block)

@@ -24,7 +24,7 @@ import pytest
 from fastapi.testclient import TestClient
 from selenium.webdriver.chrome.webdriver import WebDriver
 
-from stevedore_server import docs
+from stevedore_server.frontends.web import docs
 
 from .browser import (
     LOCAL_SOURCES,
@@ -138,8 +138,8 @@ def test_pages_and_assets_need_no_fastapi() -> None:
 import sys
 import time
 from starlette.testclient import TestClient
-from stevedore_server.app import create_app
-from stevedore_server.settings import Settings
+from stevedore_server.frontends.app import create_app
+from stevedore_server.base.settings import Settings
 with TestClient(create_app(Settings(plugins=("none",)))) as client:
     for path in ("/docs", "/redoc", "/docs/assets/swagger-ui.css", "/docs/assets/redoc.standalone.js"):
         assert client.get(path).status_code == 200, path

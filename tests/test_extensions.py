@@ -15,9 +15,10 @@ from fastapi.testclient import TestClient
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from stevedore_server import hookimpl, startup
-from stevedore_server.errors import StartupError
-from stevedore_server.settings import Settings
+from stevedore_server import hookimpl
+from stevedore_server.base.errors import StartupError
+from stevedore_server.base.settings import Settings
+from stevedore_server.core import startup
 
 from .helpers import Registers, fresh_manager
 from .predictors import RowSum

@@ -28,9 +28,9 @@ from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from stevedore_server.grpc_server import HealthService
-from stevedore_server.lifecycle import Lifecycle
-from stevedore_server.registry import Registry
+from stevedore_server.base.lifecycle import Lifecycle
+from stevedore_server.core.registry import Registry
+from stevedore_server.frontends.grpc_server import HealthService
 
 from .venvs import Server, Venv
 

@@ -13,14 +13,14 @@ import pytest
 from google.protobuf import descriptor_pb2
 from tritonclient.grpc import service_pb2 as triton
 
-from stevedore_server.errors import BadRequest
-from stevedore_server.v2 import protocol
-from stevedore_server.v2.grpc_codec import decode_inputs
-from stevedore_server.v2.signature import Signature
-from stevedore_server.v2.tensors import TensorSpec
+from stevedore_server.base.errors import BadRequest
+from stevedore_server.core.signature import Signature
+from stevedore_server.core.tensors import TensorSpec
+from stevedore_server.frontends.v2 import protocol
+from stevedore_server.frontends.v2.grpc_codec import decode_inputs
 
 REPO = Path(__file__).resolve().parents[1]
-PROTO = "stevedore_server/v2/inference.proto"
+PROTO = "stevedore_server/frontends/v2/inference.proto"
 
 
 def test_the_compiled_definition_is_current(tmp_path: Path) -> None:

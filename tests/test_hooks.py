@@ -14,11 +14,12 @@ from fastapi.testclient import TestClient
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from stevedore_server import Predictor, hookimpl, hookspecs, startup
-from stevedore_server.errors import StartupError
-from stevedore_server.plugins import get_plugin_manager
-from stevedore_server.server import ModelServer
-from stevedore_server.settings import Settings
+from stevedore_server import Predictor, hookimpl, hookspecs
+from stevedore_server.base.errors import StartupError
+from stevedore_server.base.settings import Settings
+from stevedore_server.core import startup
+from stevedore_server.core.server import ModelServer
+from stevedore_server.plugins.manager import get_plugin_manager
 
 from .helpers import Registers, fresh_manager
 from .predictors import NoScore, RowSum
@@ -230,5 +231,5 @@ def test_a_wrapper_implementation_is_refused_where_a_result_is_expected(make_cli
 def test_the_default_plugins_are_modules_on_every_fresh_manager() -> None:
     manager, _ = get_plugin_manager(load_entry_points=False)
     names = {manager.get_name(plugin) for plugin in manager.get_plugins()}
-    assert names == {"stevedore_server.default_plugins.health", "stevedore_server.default_plugins.catalogue"}
+    assert names == {"stevedore_server.plugins.builtin.health", "stevedore_server.plugins.builtin.catalogue"}
     assert all(isinstance(plugin, types.ModuleType) for plugin in manager.get_plugins())

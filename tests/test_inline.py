@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from stevedore_server import inline, startup
-from stevedore_server.inline import INLINE_WINDOW, CallCost, calibrate
-from stevedore_server.loading import LoadedModel
-from stevedore_server.runtime import ModelRuntime
-from stevedore_server.settings import ModelLimits, ModelSettings, Settings
+from stevedore_server.base.settings import ModelLimits, ModelSettings, Settings
+from stevedore_server.core import inline, startup
+from stevedore_server.core.inline import INLINE_WINDOW, CallCost, calibrate
+from stevedore_server.core.runtime import ModelRuntime
+from stevedore_server.plugins.loading import LoadedModel
 
 from .helpers import Registers, fresh_manager
 from .predictors import ArrayInput, ObjectPayload, RowSum

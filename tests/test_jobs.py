@@ -19,9 +19,9 @@ import pytest
 import sqlalchemy as sa
 from starlette.testclient import TestClient
 
-from stevedore_server.jobstore import DATABASE_FILE, JobState, JobStore, TrainedVersion, ago, default_url, now
-from stevedore_server.jobstore import jobs as jobs_table
-from stevedore_server.settings import Settings
+from stevedore_server.base.settings import Settings
+from stevedore_server.jobs.store import DATABASE_FILE, JobState, JobStore, TrainedVersion, ago, default_url, now
+from stevedore_server.jobs.store import jobs as jobs_table
 from tests.helpers import Registers
 
 GRACE = 1.0
@@ -472,9 +472,9 @@ def test_an_artifact_outside_the_jobs_workdir_is_not_served(jobs_client: TestCli
 def test_the_database_url_is_a_secret_like_the_api_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
 
+    from stevedore_server.base.errors import StartupError
+    from stevedore_server.base.settings import MASK
     from stevedore_server.cli import main
-    from stevedore_server.errors import StartupError
-    from stevedore_server.settings import MASK
 
     url = "postgresql://stevedore:hunter2-secret@db.example/jobs"
     settings = Settings.load({"STEVEDORE_DATABASE_URL": url})
@@ -494,7 +494,7 @@ def test_the_database_url_is_a_secret_like_the_api_keys(monkeypatch: pytest.Monk
 
 
 def test_an_artifact_file_or_directory_is_kept_whole_under_the_state_directory(tmp_path: Path) -> None:
-    from stevedore_server.trained import keep_artifact
+    from stevedore_server.jobs.versions import keep_artifact
 
     workdir = tmp_path / "jobs" / "job-1"
     (workdir / "model" / "weights").mkdir(parents=True)

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from stevedore_server.jobstore import JobState, JobStore, default_url
+from stevedore_server.jobs.store import JobState, JobStore, default_url
 
 from .venvs import Server, Venv, ready_server
 

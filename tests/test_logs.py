@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from stevedore_server.logs import (
+from stevedore_server.base.logs import (
     AccessLog,
     JSONFormatter,
     LineFormatter,
@@ -111,7 +111,7 @@ def test_any_other_configuration_gets_records(change) -> None:
 def test_the_servers_own_configuration_takes_the_short_path() -> None:
     script = (
         "import logging, logging.config\n"
-        "from stevedore_server.logs import AccessLog, TurnHandler, logging_config\n"
+        "from stevedore_server.base.logs import AccessLog, TurnHandler, logging_config\n"
         "for log_format in ('text', 'json'):\n"
         "    logging.config.dictConfig(logging_config('info', log_format))\n"
         "    assert type(AccessLog(logging.getLogger('stevedore.access')).sole_handler()) is TurnHandler\n"

@@ -14,7 +14,7 @@ import yaml
 from click.testing import CliRunner
 
 from stevedore_server.cli import main
-from stevedore_server.manifests import GRPC_PORT, HTTP_PORT, Deployment, render
+from stevedore_server.deploy.manifests import GRPC_PORT, HTTP_PORT, Deployment, render
 
 from .venvs import Venv
 

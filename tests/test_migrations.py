@@ -14,13 +14,22 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from stevedore_server.jobstore import JobState, JobStore, default_url, job_logs, jobs, make_engine, metadata, now
-from stevedore_server.migrations import config
+from stevedore_server.jobs.migrations import config
+from stevedore_server.jobs.store import (
+    JobState,
+    JobStore,
+    default_url,
+    job_logs,
+    jobs,
+    make_engine,
+    metadata,
+    now,
+)
 
 #: Each process opens the store at the same moment (a start time given to both).
 OPEN_AT_ONCE = """
 import sys, time
-from stevedore_server.jobstore import JobStore
+from stevedore_server.jobs.store import JobStore
 start = float(sys.argv[2])
 time.sleep(max(0.0, start - time.time()))
 JobStore(sys.argv[1]).close()

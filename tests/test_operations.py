@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from stevedore_server.app import create_app
-from stevedore_server.errors import StartupError
-from stevedore_server.logs import JSONFormatter, RequestIdFilter
-from stevedore_server.settings import Settings
+from stevedore_server.base.errors import StartupError
+from stevedore_server.base.logs import JSONFormatter, RequestIdFilter
+from stevedore_server.base.settings import Settings
+from stevedore_server.frontends.app import create_app
 
 from .helpers import Registers, fresh_manager
 from .predictors import RaisesOnNegative, RowSum
@@ -80,7 +80,7 @@ def test_keys_from_a_file_of_digests(make_client: Callable[..., TestClient], tmp
 
 
 def test_a_bad_key_file_is_a_startup_error(tmp_path: Path) -> None:
-    from stevedore_server.app import create_app
+    from stevedore_server.frontends.app import create_app
 
     keys = tmp_path / "keys"
     keys.write_text("not-a-digest\n")
@@ -152,7 +152,7 @@ def test_a_500_is_logged_once_with_its_error_id_and_request_id(
 
 
 def test_json_lines_carry_the_request_id() -> None:
-    from stevedore_server.logs import request_id
+    from stevedore_server.base.logs import request_id
 
     token = request_id.set("abc")
     try:

@@ -11,8 +11,8 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 from stevedore_server import Predictor
-from stevedore_server.errors import PluginError
-from stevedore_server.loading import State
+from stevedore_server.base.errors import PluginError
+from stevedore_server.plugins.loading import State
 from stevedore_server.testing import SelfTestFailed, self_test
 
 from .predictors import ROWS, RowSum

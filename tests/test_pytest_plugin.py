@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from stevedore_server.scaffold import create_plugin
+from stevedore_server.kit.scaffold import create_plugin
 
 pytest_plugins = ["pytester"]
 
@@ -359,7 +359,7 @@ def test_a_project_that_is_no_plugin_gets_nothing_and_imports_nothing_of_the_ser
 
         def test_the_kit_is_loaded_and_nothing_heavy_is_imported():
             assert "stevedore_server.pytest_plugin" in sys.modules
-            heavy = {"numpy", "uvicorn", "starlette", "httpx", "jsonschema_rs", "stevedore_server.loading"}
+            heavy = {"numpy", "uvicorn", "starlette", "httpx", "jsonschema_rs", "stevedore_server.plugins.loading"}
             assert heavy & set(sys.modules) == set()
         """,
         test_fixture="def test_live(stevedore_live_server):\n    pass\n",

@@ -14,11 +14,11 @@ import yaml
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
+from stevedore_server.base.errors import InvalidPayload, Overloaded, ReportedFailure, StartupError
+from stevedore_server.base.settings import Settings, read_document
 from stevedore_server.cli import main
-from stevedore_server.errors import InvalidPayload, Overloaded, ReportedFailure, StartupError
 from stevedore_server.predictor import Predictor
 from stevedore_server.rayserve.config import IMPORT_PATH, INGRESS, model_options, serve_config
-from stevedore_server.settings import Settings, read_document
 
 V2_ROWS = {"inputs": [{"name": "input-0", "shape": [1, 2], "datatype": "FP64", "data": [1, 2]}]}
 

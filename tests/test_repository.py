@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 import pytest
 from fastapi.testclient import TestClient
 
-from stevedore_server.convergence import DIRECTORY_ENV
-from stevedore_server.settings import Settings
+from stevedore_server.base.settings import Settings
+from stevedore_server.core.convergence import DIRECTORY_ENV
 
 from .helpers import Registers
 from .predictors import FailsLoad, NoScore, RowSum

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from stevedore_server import hookimpl
-from stevedore_server.settings import Settings
+from stevedore_server.base.settings import Settings
 
 from .helpers import Registers
 from .predictors import Nullable, RangeOfRows, RowSum, Slow, Words

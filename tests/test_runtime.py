@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from stevedore_server.settings import ModelSettings, Settings
+from stevedore_server.base.settings import ModelSettings, Settings
 
 from .helpers import Registers
 from .predictors import Batched, RowSum, Sleepy, Slow

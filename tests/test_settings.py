@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from stevedore_server.errors import StartupError
-from stevedore_server.plugins import PluginSelection, PluginSource
-from stevedore_server.settings import Settings
+from stevedore_server.base.errors import StartupError
+from stevedore_server.base.settings import Settings
+from stevedore_server.plugins.manager import PluginSelection, PluginSource
 
 
 def test_from_env_and_back() -> None:

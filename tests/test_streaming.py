@@ -18,8 +18,8 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from stevedore_server import Predictor
-from stevedore_server.app import create_app
-from stevedore_server.settings import ModelSettings, Settings
+from stevedore_server.base.settings import ModelSettings, Settings
+from stevedore_server.frontends.app import create_app
 
 from .helpers import Registers, fresh_manager
 from .predictors import ROWS, RowSum

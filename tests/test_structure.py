@@ -46,8 +46,8 @@ def imports_of(path: Path) -> set[str]:
 def test_no_module_imports_itself_through_others() -> None:
     modules = {module_name(path): path for path in PACKAGE.rglob("*.py")}
     graph = {name: {m for m in imports_of(path) if m in modules and m != name} for name, path in modules.items()}
-    assert "stevedore_server.registry" in graph["stevedore_server.inference"]  # the graph is read at all
-    assert "stevedore_server.server" in graph["stevedore_server.hookspecs"]  # TYPE_CHECKING imports count
+    assert "stevedore_server.core.registry" in graph["stevedore_server.core.inference"]  # the graph is read at all
+    assert "stevedore_server.core.server" in graph["stevedore_server.hookspecs"]  # TYPE_CHECKING imports count
     cycles = []
 
     def visit(name: str, trail: list[str]) -> None:
@@ -77,7 +77,7 @@ def test_payloads_are_validated_in_one_place() -> None:
         for node in ast.walk(ast.parse(path.read_text()))
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "validate"
     )
-    assert set(callers) == {"stevedore_server.inference"}, callers
+    assert set(callers) == {"stevedore_server.core.inference"}, callers
 
 
 def test_the_app_factory_changes_nothing_process_wide(make_client: Callable[..., TestClient]) -> None:

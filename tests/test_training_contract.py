@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from stevedore_server.loading import State, load_model
+from stevedore_server.base.sources import PluginSource
+from stevedore_server.plugins.loading import State, load_model
 from stevedore_server.predictor import Predictor
-from stevedore_server.sources import PluginSource
 
 
 class Trainable(Predictor):

@@ -17,11 +17,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from stevedore_server import Predictor
-from stevedore_server.inference import Answer
-from stevedore_server.v2 import content_types, grpc_codec
-from stevedore_server.v2 import protocol as pb
-from stevedore_server.v2.signature import Signature
-from stevedore_server.v2.tensors import TensorSpec
+from stevedore_server.core import content_types
+from stevedore_server.core.inference import Answer
+from stevedore_server.core.signature import Signature
+from stevedore_server.core.tensors import TensorSpec
+from stevedore_server.frontends.v2 import grpc_codec
+from stevedore_server.frontends.v2 import protocol as pb
 
 from .helpers import Registers
 

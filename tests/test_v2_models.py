@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from stevedore_server.errors import NoTensorInterface
-from stevedore_server.v2.signature import input_from_schema
+from stevedore_server.base.errors import NoTensorInterface
+from stevedore_server.core.signature import input_from_schema
 
 from .helpers import Registers
 from .predictors import ArrayInput, ObjectPayload, Positive, RowSum, TwoInputs, Words

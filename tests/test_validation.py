@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stevedore_server.validation import SchemaValidator
+from stevedore_server.base.validation import SchemaValidator
 
 from .predictors import LABELLED, ROWS
 
@@ -121,7 +121,7 @@ def test_the_v2_tensor_check_decides_as_the_schema(rows: list[list[float]]) -> N
     """For schemas V2 checks on the array itself, that check and the reference agree."""
     import numpy as np
 
-    from stevedore_server.v2.signature import input_from_schema
+    from stevedore_server.core.signature import input_from_schema
 
     _, check = input_from_schema(BOUNDED)
     assert check is not None

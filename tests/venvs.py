@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from stevedore_server.loopback import LiveServer
+from stevedore_server.kit.loopback import LiveServer
 
 REPO = Path(__file__).resolve().parents[1]
 CONTRIB = REPO / "contrib" / "sklearn_logreg"

@@ -14,7 +14,7 @@ import statistics
 import sys
 import time
 
-from stevedore_server.logs import ACCESS_FORMAT, AccessLog, lighten_records, logging_config
+from stevedore_server.base.logs import ACCESS_FORMAT, AccessLog, lighten_records, logging_config
 
 LINES = 20_000
 ROUNDS = 5

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from stevedore_server.validation import ArrayCheck, SchemaValidator
+from stevedore_server.base.validation import ArrayCheck, SchemaValidator
 
 ROUNDS = 7
 CALLS = 200

@@ -13,8 +13,8 @@ import gc
 import statistics
 import time
 
-from stevedore_server import startup
-from stevedore_server.settings import Settings
+from stevedore_server.base.settings import Settings
+from stevedore_server.core import startup
 
 RUNS = 7
 

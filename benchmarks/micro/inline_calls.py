@@ -12,9 +12,9 @@ import asyncio
 import statistics
 import time
 
-from stevedore_server import startup
-from stevedore_server.inference import Action, JSONValue, ModelRef
-from stevedore_server.settings import Settings
+from stevedore_server.base.settings import Settings
+from stevedore_server.core import startup
+from stevedore_server.core.inference import Action, JSONValue, ModelRef
 
 CALLS = 2000
 ROUNDS = 5

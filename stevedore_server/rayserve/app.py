@@ -10,9 +10,10 @@ import ray
 from ray import serve
 from ray.serve import Application
 
-from .. import startup
-from ..errors import StartupError
-from ..settings import Settings
+from stevedore_server.base.errors import StartupError
+from stevedore_server.base.settings import Settings
+from stevedore_server.core import startup
+
 from .config import APP_NAME, INGRESS, deployment_name, ingress_options, model_options
 from .ingress import Ingress
 from .replica import ModelReplica, settings_from_args

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..predictor import Predictor
-from ..settings import Settings
+from stevedore_server.base.settings import Settings
+from stevedore_server.predictor import Predictor
 
 #: The Serve application's name, the builder Serve imports, and the ingress deployment's name.
 APP_NAME = "stevedore"

@@ -23,13 +23,14 @@ from ray.serve.handle import DeploymentHandle
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp
 
-from .. import startup
-from ..app import create_app
-from ..metrics import Metrics
-from ..server import ModelServer
-from ..settings import Settings
+from stevedore_server.base.metrics import Metrics
+from stevedore_server.base.settings import Settings
+from stevedore_server.core import startup
+from stevedore_server.core.server import ModelServer
+from stevedore_server.frontends.app import create_app
+
 from .config import deployment_name
-from .remote import DeploymentRepository, LifespanState, ServedBy, record, runtime_starter
+from .forwarding import DeploymentRepository, LifespanState, ServedBy, record, runtime_starter
 from .replica import LoadReport, configure_logging, served_by, settings_from_args
 
 

@@ -25,14 +25,14 @@ import ray
 from anyio import to_thread
 from ray import serve
 
-from .. import startup
-from ..default_plugins.health import BUILT_IN_CHECKS
-from ..errors import ClientError, ModelFailure, NotReady, StartupError
-from ..health import failing, run_checks
-from ..logs import JSONFormatter, RequestIdFilter, TextFormatter, TurnHandler, log_error
-from ..server import ModelServer
-from ..settings import Settings, read_document
-from ..startup import Loaded
+from stevedore_server.base.errors import ClientError, ModelFailure, NotReady, StartupError
+from stevedore_server.base.health import failing, run_checks
+from stevedore_server.base.logs import JSONFormatter, RequestIdFilter, TextFormatter, TurnHandler, log_error
+from stevedore_server.base.settings import Settings, read_document
+from stevedore_server.core import startup
+from stevedore_server.core.server import ModelServer
+from stevedore_server.core.startup import Loaded
+from stevedore_server.plugins.builtin.health import BUILT_IN_CHECKS
 
 logger = logging.getLogger("stevedore.rayserve")
 
@@ -86,7 +86,7 @@ def configure_logging(settings: Settings) -> None:
 
 def load_one(settings: Settings, name: str, version: str) -> ModelServer:
     """A server of the one model ``name`` ``version``, loaded and self-tested (blocking)."""
-    from ..loading import load_model
+    from stevedore_server.plugins.loading import load_model
 
     candidates, _, hooks = startup.find(settings)
     found = [c for c in candidates if (c.predictor.name, c.predictor.version) == (name, version)]

@@ -9,11 +9,11 @@ import pytest
 import skops.io
 from stevedore_sklearn_logreg.predictor import TRUSTED_TYPES, LogReg, LogRegProba, predictors
 
-from stevedore_server.discovery import predictors_from
+from stevedore_server.base.serialization import dumps_result
+from stevedore_server.base.validation import SchemaValidator
+from stevedore_server.plugins.discovery import predictors_from
 from stevedore_server.predictor import Predictor
-from stevedore_server.serialization import dumps_result
 from stevedore_server.testing import self_test
-from stevedore_server.validation import SchemaValidator
 
 # The first row of each species in sklearn's iris data, with its species.
 KNOWN_ROWS = [[5.1, 3.5, 1.4, 0.2], [7.0, 3.2, 4.7, 1.4], [6.3, 3.3, 6.0, 2.5]]

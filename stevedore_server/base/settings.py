@@ -1,0 +1,507 @@
+"""Server settings: one object, read from CLI flags, ``STEVEDORE_*`` environment variables and a TOML file.
+
+Precedence: a CLI flag beats its environment variable, which beats the file
+(``--config`` / ``STEVEDORE_CONFIG``), which beats the default. Per-model
+settings live in the file only, as ``[models.NAME]`` tables. ``stevedore-server
+run`` hands the settings to its worker processes through the same environment
+variables (and the file's path). Invalid settings stop startup with a message
+naming the setting.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+from .errors import StartupError
+from .sources import PluginSelection
+
+if TYPE_CHECKING:
+    from stevedore_server.predictor import Predictor
+
+ENV_PREFIX = "STEVEDORE_"
+#: The variable container platforms set to the port a container must listen on.
+PLATFORM_PORT = "PORT"
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+LOG_FORMATS = ("text", "json")
+MASK = "********"
+#: Seconds: a longer call on the event loop would delay every other request noticeably.
+MAX_INLINE_BUDGET = 0.01
+
+
+def setting(default: Any, help: str, secret: bool = False, file_only: bool = False, flag: bool | None = None) -> Any:
+    """A setting's field: ``secret`` ones are masked and never written out, and get no command-line flag (every
+    user sees a command line) unless ``flag`` says so."""
+    metadata = {"help": help, "secret": secret, "file_only": file_only, "flag": not secret if flag is None else flag}
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+#: Most worker processes of one model.
+MAX_PROCESSES = 256
+
+#: The per-model settings of Ray Serve's autoscaling: setting any turns it on.
+AUTOSCALING_SETTINGS = ("min_replicas", "max_replicas", "target_ongoing_requests", "upscale_delay", "downscale_delay")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Settings of one model, from its ``[models.NAME]`` table; unset ones fall back to the server's."""
+
+    max_batch_size: int | None = setting(None, "Adaptive batching: most requests merged into one model call (1: off).")
+    max_batch_time: float | None = setting(None, "Adaptive batching: seconds a batch waits for more requests.")
+    timeout: float | None = setting(None, "Seconds an inference may take before the client gets 504.")
+    max_concurrency: int | None = setting(None, "Inferences of this model running at once.")
+    max_queue: int | None = setting(None, "Inferences of this model waiting; beyond it, 503 with Retry-After.")
+    inline_budget: float | None = setting(
+        None, "Seconds under which a predict call runs on the event loop (0: never; set: even without `inline`)."
+    )
+    processes: int | None = setting(
+        None,
+        "Worker processes running this model's inferences instead of threads (for CPU-bound models that hold "
+        "the GIL); each loads the model.",
+    )
+    python: str | None = setting(
+        None,
+        "Interpreter (or virtual environment directory) of the model's worker processes, where its plugin and "
+        "dependencies are installed: the model runs in its own environment.",
+    )
+    # On Ray Serve (`stevedore-server ray`), the model's deployment.
+    replicas: int | None = setting(None, "Ray Serve: replicas of the model's deployment (without autoscaling).")
+    min_replicas: int | None = setting(None, "Ray Serve autoscaling: fewest replicas (setting any of the three on).")
+    max_replicas: int | None = setting(None, "Ray Serve autoscaling: most replicas.")
+    target_ongoing_requests: float | None = setting(
+        None, "Ray Serve autoscaling: requests in flight a replica should have; more adds replicas, fewer removes."
+    )
+    upscale_delay: float | None = setting(
+        None, "Ray Serve autoscaling: seconds of high load before a replica is added."
+    )
+    downscale_delay: float | None = setting(
+        None, "Ray Serve autoscaling: seconds of low load before a replica is removed."
+    )
+    max_replicas_per_node: int | None = setting(
+        None, "Ray Serve: most replicas of the model on one node (1: every replica on a node of its own)."
+    )
+    ray_actor_options: dict[str, Any] | None = setting(  # noqa: RUF009  (a default of None)
+        None, "Ray Serve: each replica's `ray_actor_options` (`num_cpus`, `num_gpus`, `memory` in bytes, ...)."
+    )
+
+    @property
+    def in_processes(self) -> bool:
+        """The model runs in worker processes of its own (``processes`` or ``python`` set)."""
+        return self.processes is not None or self.python is not None
+
+    @property
+    def worker_processes(self) -> int:
+        return self.processes or 1
+
+    @property
+    def autoscaling(self) -> bool:
+        return any(getattr(self, name) is not None for name in AUTOSCALING_SETTINGS)
+
+
+@dataclass(frozen=True)
+class ModelLimits:
+    """One model's effective limits (``Settings.limits_for``)."""
+
+    max_batch_size: int
+    max_batch_time: float
+    timeout: float
+    max_concurrency: int
+    max_queue: int
+    inline_budget: float
+
+    @property
+    def capacity(self) -> int:
+        """Requests admitted at once: running (a batch holds several) plus waiting."""
+        return self.max_concurrency * self.max_batch_size + self.max_queue
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = setting("127.0.0.1", "Address to bind.")
+    port: int = setting(8000, "TCP port; without the flag or `STEVEDORE_PORT`, `PORT` sets it (as platforms do).")
+    grpc_port: int = setting(8081, "TCP port of the Open Inference Protocol over gRPC, on the same host (0: no gRPC).")
+    workers: int = setting(1, "Server processes on the one port, each with its own models.")
+    log_level: str = setting("info", "One of " + ", ".join(LOG_LEVELS) + ".")
+    log_format: str = setting("text", "text (human-readable) or json (one JSON object a line).")
+    access_log: bool = setting(True, "Log one line a request.")
+    strict: bool = setting(False, "Any plugin or model failure stops the server (non-zero exit).")
+    plugins: tuple[str, ...] | None = setting(None, "Entry-point or distribution names to load (default: all).")
+    disable_plugins: tuple[str, ...] = setting((), "Names never to load: the recovery when a plugin breaks.")
+    load_models: tuple[str, ...] = setting(
+        ("all",),
+        "Models loaded at startup: all, none, or model names. The others are listed by the model repository "
+        "(`POST /v2/repository/index`) and loaded through it.",
+    )
+    max_body_size: int = setting(16 * 1024 * 1024, "Largest request body in bytes; beyond it, 413.")
+    max_json_depth: int = setting(64, "Deepest nesting of arrays and objects in a request body; beyond it, 400.")
+    max_concurrency: int = setting(
+        1, "Inferences of one model running at once (its worker threads; more help models that release the GIL)."
+    )
+    max_queue: int = setting(64, "Inferences of one model waiting for a thread; beyond it, 503 with Retry-After.")
+    timeout: float = setting(60.0, "Seconds an inference may take before the client gets 504.")
+    inline_budget: float = setting(
+        0.001,
+        "Seconds under which a predict call of a model declaring `inline`, as measured at startup, runs on the "
+        "event loop (0: never).",
+    )
+    freeze_heap: bool = setting(
+        True,
+        "Once the models are loaded, leave every object so far out of garbage collection (`gc.freeze`): full "
+        "collections then take under a millisecond instead of tens. Off for a plugin that replaces its model "
+        "while serving.",
+    )
+    shutdown_delay: float = setting(
+        0.0,
+        "Seconds the server keeps serving after SIGTERM, not ready and answering with `Connection: close`, before "
+        "it stops accepting connections. On Kubernetes, 5 to 10: the time endpoints take to drop the pod.",
+    )
+    graceful_timeout: float = setting(
+        30.0, "Seconds in-flight requests get to finish once the server stops accepting connections after SIGTERM."
+    )
+    api_keys: tuple[str, ...] = setting((), "API keys accepted as `Authorization: Bearer KEY`.", secret=True)
+    api_key_file: str | None = setting(None, "File of SHA-256 hex digests of accepted API keys, one a line.")
+    auth_health: bool = setting(False, "With API keys, also require one for health and metrics routes.")
+    cors_origins: tuple[str, ...] = setting((), "Origins allowed by CORS (`*` for any; default: none).")
+    console: bool = setting(True, "Serve the web console at `/`: every model's health, and a form to try each.")
+    state_dir: str | None = setting(
+        None,
+        "Directory of the server's state: the jobs database `jobs.db` and the artifacts of trained versions "
+        "(default: the user's data directory; `/var/lib/stevedore` in the image).",
+    )
+    database_url: str | None = setting(
+        None,
+        "SQLAlchemy URL of the jobs database (`postgresql://...` needs the `postgres` extra); default SQLite. "
+        "A secret (it may hold a password): masked, never logged nor written in a generated config; the "
+        "variable keeps it off the command line, which every user of the machine can see.",
+        secret=True,
+        flag=True,
+    )
+    max_jobs: int = setting(1, "Jobs (trainings) running at once in this server process; the others wait queued.")
+    job_grace_period: float = setting(
+        10.0, "Seconds a cancelled or stopped job gets after SIGTERM to its process group, before SIGKILL."
+    )
+    max_job_log_lines: int = setting(
+        10000, "Log lines kept of one job; beyond them one line says how many more were dropped."
+    )
+    job_retention: float = setting(
+        7 * 24 * 3600.0, "Seconds a finished job, its result and its logs are kept (0: forever)."
+    )
+    config: str | None = setting(None, "TOML file of settings; `[models.NAME]` tables hold per-model settings.")
+    models: dict[str, ModelSettings] = setting({}, "Per-model settings (file only).", file_only=True)  # noqa: RUF009
+
+    def __post_init__(self) -> None:
+        checks = [
+            (0 <= self.port <= 65535, "port", "is not a TCP port (0-65535)"),
+            (0 <= self.grpc_port <= 65535, "grpc_port", "is not a TCP port (0-65535)"),
+            (self.grpc_port == 0 or self.grpc_port != self.port, "grpc_port", "is the HTTP port too"),
+            (self.workers >= 1, "workers", "must be at least 1"),
+            (self.log_level in LOG_LEVELS, "log_level", f"is not one of {', '.join(LOG_LEVELS)}"),
+            (self.log_format in LOG_FORMATS, "log_format", f"is not one of {', '.join(LOG_FORMATS)}"),
+            (self.max_body_size >= 1, "max_body_size", "must be positive"),
+            (self.max_json_depth >= 1, "max_json_depth", "must be positive"),
+            (self.max_concurrency >= 1, "max_concurrency", "must be at least 1"),
+            (self.max_queue >= 0, "max_queue", "must not be negative"),
+            (self.timeout > 0, "timeout", "must be positive"),
+            (0 <= self.inline_budget <= MAX_INLINE_BUDGET, "inline_budget", f"is not from 0 to {MAX_INLINE_BUDGET}"),
+            (self.shutdown_delay >= 0, "shutdown_delay", "must not be negative"),
+            (self.graceful_timeout >= 0, "graceful_timeout", "must not be negative"),
+            (self.max_jobs >= 1, "max_jobs", "must be at least 1"),
+            (self.job_grace_period >= 0, "job_grace_period", "must not be negative"),
+            (self.max_job_log_lines >= 1, "max_job_log_lines", "must be at least 1"),
+            (self.job_retention >= 0, "job_retention", "must not be negative"),
+        ]
+        special = {"all", "none"} & set(self.load_models)
+        checks.append((not special or len(self.load_models) == 1, "load_models", "takes all or none alone"))
+        for ok, name, problem in checks:
+            if not ok:
+                raise StartupError(f"setting {name}: {getattr(self, name)!r} {problem}")
+        for name, model in self.models.items():
+            check_model_settings(name, model)
+        if self.database_url is not None:
+            check_database_url(self.database_url)
+
+    @property
+    def selection(self) -> PluginSelection:
+        return PluginSelection.from_names(self.plugins, self.disable_plugins)
+
+    def loads_at_startup(self, name: str) -> bool:
+        """Whether ``load_models`` selects the model ``name`` to load at startup."""
+        return self.load_models == ("all",) or (self.load_models != ("none",) and name in self.load_models)
+
+    def for_model(self, name: str) -> ModelSettings:
+        return self.models.get(name, ModelSettings())
+
+    def limits_for(self, predictor: Predictor) -> ModelLimits:
+        """One model's effective limits: its ``[models.NAME]`` table, else the predictor's, else the server's."""
+        own = self.for_model(predictor.name)
+
+        def pick(value: Any, fallback: Any) -> Any:
+            return fallback if value is None else value
+
+        if own.in_processes:  # as many calls at once as processes, and none on the event loop
+            concurrency, inline_budget = pick(own.max_concurrency, own.worker_processes), 0.0
+        else:
+            concurrency = pick(own.max_concurrency, self.max_concurrency)
+            inline_budget = pick(own.inline_budget, self.inline_budget if predictor.inline is True else 0.0)
+        return ModelLimits(
+            max_batch_size=pick(own.max_batch_size, predictor.max_batch_size),
+            max_batch_time=pick(own.max_batch_time, predictor.max_batch_time),
+            timeout=pick(own.timeout, self.timeout),
+            max_concurrency=concurrency,
+            max_queue=pick(own.max_queue, self.max_queue),
+            inline_budget=inline_budget,
+        )
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None, **flags: Any) -> Settings:
+        """Defaults, then the TOML file, then ``STEVEDORE_*`` variables, then ``flags`` (CLI; None is unset).
+
+        The port also comes from ``PORT`` (below ``STEVEDORE_PORT``, above the file): Knative, KServe's
+        serverless mode and Cloud Run tell a container where to listen so."""
+        environ = os.environ if environ is None else environ
+        flags = {key: value for key, value in flags.items() if value is not None}
+        from_env = {
+            item.name: parse(item.name, HINTS[item.name], environ[env_name(item.name)], env_name(item.name))
+            for item in fields(cls)
+            if not item.metadata["file_only"] and env_name(item.name) in environ
+        }
+        if "port" not in from_env and PLATFORM_PORT in environ:
+            from_env["port"] = parse("port", HINTS["port"], environ[PLATFORM_PORT], PLATFORM_PORT)
+        path = flags.get("config") or from_env.get("config")
+        values = read_file(str(path)) if path else {}
+        return cls(**(values | from_env | flags))
+
+    def to_env(self) -> dict[str, str]:
+        """The ``STEVEDORE_*`` variables that, with the file, reproduce these settings in another process."""
+        env = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if value is None or item.metadata["file_only"]:
+                continue
+            if isinstance(value, tuple):
+                value = ",".join(value)
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            env[env_name(item.name)] = str(value)
+        return env
+
+    def secret_env(self) -> dict[str, str]:
+        """The ``STEVEDORE_*`` variables of the secret settings that are set."""
+        secret = {env_name(item.name) for item in fields(self) if item.metadata["secret"]}
+        return {name: value for name, value in self.to_env().items() if name in secret and value}
+
+    def document(self) -> dict[str, Any]:
+        """The settings shaped as the TOML file (``read_document`` reads it back), without the secrets and the
+        file's path: what a Serve config carries to every replica, which takes its secrets from its environment."""
+        document: dict[str, Any] = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if value is None or item.metadata["secret"] or item.name == "config":
+                continue
+            document[item.name] = list(value) if isinstance(value, tuple) else value
+        document["models"] = {
+            name: {key: value for key, value in asdict(model).items() if value is not None}
+            for name, model in self.models.items()
+        }
+        return document
+
+    def masked(self) -> dict[str, Any]:
+        """The settings as plain data, secrets replaced by a mask: what `stevedore-server config` prints."""
+        values = asdict(self)
+        for item in fields(self):
+            if item.metadata["secret"] and values[item.name]:
+                values[item.name] = MASK
+        return values
+
+
+#: Where a per-model setting comes from when its table does not set it, where not from the server's setting.
+MODEL_FALLBACKS = {
+    "max_batch_size": "the predictor's attribute",
+    "max_batch_time": "the predictor's attribute",
+    "inline_budget": "the server's `inline_budget` if the predictor declares `inline`, else 0",
+    "max_concurrency": "the server's, or `processes` for a model in processes",
+    "processes": "none: the model runs on the server's threads (1 where `python` is set)",
+    "python": "the server's own interpreter",
+    "replicas": "1",
+    "min_replicas": "1, with autoscaling on",
+    "max_replicas": "`min_replicas` (at least 1)",
+    "target_ongoing_requests": "Serve's default (2)",
+    "upscale_delay": "Serve's default (30)",
+    "downscale_delay": "Serve's default (600)",
+    "max_replicas_per_node": "no limit",
+    "ray_actor_options": "`{num_cpus = 1}` (a table given is merged into it)",
+}
+
+#: The settings' types, resolved once (the annotations are strings under PEP 563).
+HINTS = typing.get_type_hints(Settings)
+MODEL_HINTS = typing.get_type_hints(ModelSettings)
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def check_database_url(url: str) -> None:
+    """A SQLAlchemy URL; the error does not show it (it may hold a password, and SQLAlchemy's own shows it)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(url)
+    except (ArgumentError, ValueError):
+        raise StartupError(
+            f"setting database_url ({env_name('database_url')}): not a SQLAlchemy URL such as "
+            "postgresql://user:password@host/database (not shown here: it may hold a password)"
+        ) from None
+
+
+def check_model_settings(name: str, model: ModelSettings) -> None:
+    prefix = f"setting models.{name}"
+    if model.max_batch_size is not None and model.max_batch_size < 1:
+        raise StartupError(f"{prefix}.max_batch_size: {model.max_batch_size} must be at least 1")
+    if model.inline_budget is not None and not 0 <= model.inline_budget <= MAX_INLINE_BUDGET:
+        raise StartupError(f"{prefix}.inline_budget: {model.inline_budget} is not from 0 to {MAX_INLINE_BUDGET}")
+    for attribute in ("max_batch_time", "timeout"):
+        value = getattr(model, attribute)
+        if value is not None and value < 0:
+            raise StartupError(f"{prefix}.{attribute}: {value} must not be negative")
+    if model.max_concurrency is not None and model.max_concurrency < 1:
+        raise StartupError(f"{prefix}.max_concurrency: {model.max_concurrency} must be at least 1")
+    if model.max_queue is not None and model.max_queue < 0:
+        raise StartupError(f"{prefix}.max_queue: {model.max_queue} must not be negative")
+    if model.processes is not None and not 1 <= model.processes <= MAX_PROCESSES:
+        raise StartupError(f"{prefix}.processes: {model.processes} is not from 1 to {MAX_PROCESSES}")
+    if model.python is not None and not model.python.strip():
+        raise StartupError(f"{prefix}.python: an interpreter path or a virtual environment directory, not empty")
+    for attribute in ("replicas", "min_replicas", "max_replicas", "max_replicas_per_node"):
+        value = getattr(model, attribute)
+        if value is not None and value < (0 if attribute == "min_replicas" else 1):
+            raise StartupError(
+                f"{prefix}.{attribute}: {value} must be at least {0 if attribute == 'min_replicas' else 1}"
+            )
+    if model.replicas is not None and model.autoscaling:
+        raise StartupError(f"{prefix}.replicas: a fixed number of replicas and autoscaling exclude each other")
+    low, high = model.min_replicas, model.max_replicas
+    if low is not None and high is not None and low > high:
+        raise StartupError(f"{prefix}.min_replicas: {low} is more than max_replicas {high}")
+    for attribute in ("upscale_delay", "downscale_delay"):
+        value = getattr(model, attribute)
+        if value is not None and value < 0:
+            raise StartupError(f"{prefix}.{attribute}: {value} must not be negative")
+    if model.target_ongoing_requests is not None and model.target_ongoing_requests <= 0:
+        raise StartupError(f"{prefix}.target_ongoing_requests: {model.target_ongoing_requests} must be positive")
+
+
+def read_file(path: str) -> dict[str, Any]:
+    """Top-level settings and ``[models.NAME]`` tables of a TOML file, type-checked, unknown keys refused."""
+    try:
+        with open(path, "rb") as file:
+            document = tomllib.load(file)
+    except OSError as error:
+        raise StartupError(f"setting config: cannot read {path}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise StartupError(f"setting config: {path} is not valid TOML: {error}") from None
+    return read_document(document, path)
+
+
+def read_document(document: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Settings from a document shaped as the TOML file (the file, a Serve config's ``args``), type-checked."""
+    known = {item.name: item for item in fields(Settings) if item.name != "config"}
+    values: dict[str, Any] = {}
+    for key, raw in document.items():
+        if key not in known:
+            raise StartupError(f"setting {key} (in {where}): no such setting")
+        if key == "models":
+            values["models"] = read_models(where, raw)
+        else:
+            values[key] = typed(key, HINTS[key], raw, where)
+    return values
+
+
+def read_models(path: str, tables: Any) -> dict[str, ModelSettings]:
+    if not isinstance(tables, dict) or not all(isinstance(table, dict) for table in tables.values()):
+        raise StartupError(f"setting models (in {path}): must be [models.NAME] tables")
+    known = {item.name: item for item in fields(ModelSettings)}
+    models = {}
+    for name, table in tables.items():
+        for key in table:
+            if key not in known:
+                raise StartupError(f"setting models.{name}.{key} (in {path}): no such per-model setting")
+        models[name] = ModelSettings(
+            **{key: typed(f"models.{name}.{key}", MODEL_HINTS[key], raw, path) for key, raw in table.items()}
+        )
+    return models
+
+
+def base_type(hint: Any) -> type:
+    """``int`` for ``int | None``, ``tuple`` for ``tuple[str, ...] | None``, and so on."""
+    args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    if typing.get_origin(hint) is tuple or (args and typing.get_origin(args[0]) is tuple):
+        return tuple
+    if typing.get_origin(hint) is dict or (args and typing.get_origin(args[0]) is dict):
+        return dict
+    found = args[0] if typing.get_origin(hint) in (typing.Union, types.UnionType) else hint
+    return typing.cast(type, found)
+
+
+def typed(name: str, hint: Any, raw: Any, where: str) -> Any:
+    """A value from the TOML file, checked against the setting's type."""
+    kind = base_type(hint)
+    if kind is dict and isinstance(raw, dict) and all(isinstance(key, str) for key in raw):
+        return raw
+    if kind is tuple and isinstance(raw, list) and all(isinstance(item, str) for item in raw):
+        return tuple(raw)
+    if kind is float and isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        return float(raw)
+    if isinstance(raw, kind) and not (kind is int and isinstance(raw, bool)):
+        return raw
+    wanted = "a list of strings" if kind is tuple else "a table" if kind is dict else f"a {kind.__name__}"
+    raise StartupError(f"setting {name} (in {where}): {raw!r} is not {wanted}")
+
+
+def parse(name: str, hint: Any, raw: str, variable: str) -> Any:
+    """A value from an environment variable."""
+    kind = base_type(hint)
+    if kind is bool:
+        lowered = raw.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off", ""}:
+            return False
+        raise StartupError(f"setting {name} ({variable}): {raw!r} is not a boolean")
+    if kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            wanted = "an integer" if kind is int else "a number"
+            raise StartupError(f"setting {name} ({variable}): {raw!r} is not {wanted}") from None
+    if kind is tuple:
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    return raw.strip()
+
+
+def reference() -> str:
+    """The settings as a Markdown table, for the README (a test keeps the two equal)."""
+    rows = ["| setting | flag | variable | default | meaning |", "|---|---|---|---|---|"]
+    for item in fields(Settings):
+        if item.metadata["file_only"]:
+            continue
+        flag = f"`--{item.name.replace('_', '-')}`" if item.metadata["flag"] else ""
+        default = item.default if item.default not in (None, ()) else ""
+        rows.append(f"| `{item.name}` | {flag} | `{env_name(item.name)}` | {default} | {item.metadata['help']} |")
+    rows.append("")
+    rows.append("Per model, in the file's `[models.NAME]` tables:")
+    rows.append("")
+    rows += ["| setting | when unset | meaning |", "|---|---|---|"]
+    for item in fields(ModelSettings):
+        fallback = MODEL_FALLBACKS.get(item.name, f"the server's `{item.name}`")
+        rows.append(f"| `{item.name}` | {fallback} | {item.metadata['help']} |")
+    return "\n".join(rows) + "\n"

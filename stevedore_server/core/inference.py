@@ -1,0 +1,255 @@
+"""The inference core: the one call every front end makes to run a model.
+
+    answer = await inference.call(ModelRef("iris"), Action.PREDICT, JSONText(body))
+
+The stevedore routes, the original ml-py-stevedore routes and the Open
+Inference Protocol each decode their request into a payload (JSON text, a JSON
+value, or decoded tensors) and call ``Inference.call``, which
+
+1. finds the model (``NotFound``, or ``NotReady`` while it is not served),
+2. validates the payload against the model's schema (``prepare``: the only
+   place a payload is validated; on the event loop, or on a worker thread for
+   a payload over ``OFF_LOOP_BYTES``),
+3. runs the model through its runtime (threads and admission, inline calls,
+   batching: see ``runtime``), which counts the metrics and turns a model's
+   exception into ``ModelFailure``, a time-out into ``InferenceTimeout`` and
+   a full queue into ``Overloaded``,
+
+and returns the model that answered with its result. Every error is a typed
+exception of ``errors.py``, which each front end's exception handlers turn
+into its own error format. Writing the result (JSON, tensors) is the front
+end's.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from anyio import to_thread
+
+from stevedore_server.base.errors import BadRequest, InvalidPayload, NotFound, NotReady
+from stevedore_server.base.serialization import loads
+from stevedore_server.base.validation import SchemaValidator
+
+from .content_types import NUMPY_PLAN, ContentPlan
+from .registry import Registry
+from .serving import ServingModel
+
+if TYPE_CHECKING:
+    from .signature import Signature
+
+#: Payloads larger than this are parsed and validated on a worker thread: megabytes would stall the event loop.
+OFF_LOOP_BYTES = 256 * 1024
+#: Bodies from this size are checked as arrays where the schema allows: below it, the validator is faster.
+VECTOR_CHECK_MIN_BYTES = 2048
+
+
+class Action(enum.StrEnum):
+    PREDICT = "predict"
+    SCORE = "score"
+    #: Parameters of a training job: validated here, run by ``jobs`` (never by the model's runtime).
+    TRAIN = "train"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model by name, and version (None: the highest installed)."""
+
+    name: str
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class JSONText:
+    """A JSON document not parsed yet: a large table of numbers is parsed straight to an array."""
+
+    body: bytes
+
+
+@dataclass(frozen=True)
+class JSONValue:
+    """A parsed JSON value; ``size`` is the length of the text it came from (0 if unknown or small)."""
+
+    value: Any
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class Tensors:
+    """Decoded input tensors by input name (Open Inference Protocol), and what they become for the predictor
+    once valid (their content types)."""
+
+    arrays: dict[str, np.ndarray[Any, Any]]
+    content: ContentPlan = NUMPY_PLAN
+
+
+Payload = JSONText | JSONValue | Tensors
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A valid payload as the predictor takes it, and its rows (None where it is not rows)."""
+
+    value: Any
+    rows: int | None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The model that answered, and its result (not written out yet)."""
+
+    model: ServingModel
+    result: Any
+
+
+class Inference:
+    """Runs the models of a registry for every front end (see the module's docstring)."""
+
+    def __init__(self, registry: Registry, max_json_depth: int) -> None:
+        self.registry = registry
+        self.max_json_depth = max_json_depth
+
+    def resolve(self, ref: ModelRef) -> ServingModel:
+        """The model ``ref`` names, served now: NotFound, or NotReady with the reason."""
+        model = self.registry.get(ref.name, ref.version)
+        if not model.ready or model.runtime is None:
+            raise NotReady(
+                f"model {model.name!r} version {model.version!r} is not ready: {model.reason or model.state}"
+            )
+        return model
+
+    def job_parameters(self, ref: ModelRef, action: Action, body: bytes) -> tuple[ServingModel, Any]:
+        """The model ``ref`` names and the JSON ``body`` validated for a job of ``action`` (train, or a long
+        predict), as a JSON value: a job keeps its parameters in the database. NotFound for a model without."""
+        model = self.resolve(ref)
+        if action is Action.TRAIN and not model.predictor.has_train:
+            raise NotFound(f"model {model.name!r} version {model.version!r} cannot be trained")
+        if action is Action.SCORE:
+            raise BadRequest("score runs as a request, not as a job")
+        value = loads(body, self.max_json_depth)
+        return model, prepare(model, action, JSONValue(value, len(body)), self.max_json_depth).value
+
+    def resolve_tensors(self, ref: ModelRef) -> tuple[ServingModel, Signature]:
+        """The model ``ref`` names and its tensors (Open Inference Protocol): BadRequest for a model without."""
+        model = self.resolve(ref)
+        return model, tensor_signature(model)
+
+    async def call(self, ref: ModelRef, action: Action, payload: Payload) -> Answer:
+        """Validate ``payload`` and run ``action`` on the model ``ref`` names."""
+        model = self.resolve(ref)
+        if action is Action.SCORE and not model.predictor.has_score:
+            raise NotFound(f"model {model.name!r} version {model.version!r} has no score service")
+        prepared = await self.prepared(model, action, payload)
+        runtime = model.runtime
+        if runtime is None:  # resolve() returned a model with a runtime; this keeps the type checker sure of it
+            raise NotReady(f"model {model.name!r} version {model.version!r} is not running")
+        return Answer(model, await runtime.call(action, prepared.value, prepared.rows))
+
+    async def prepared(self, model: ServingModel, action: Action, payload: Payload) -> Prepared:
+        """``payload`` validated for ``action`` on ``model`` (``prepare``), off the event loop when large."""
+        if size_of(payload) > OFF_LOOP_BYTES:
+            return await to_thread.run_sync(prepare, model, action, payload, self.max_json_depth)
+        return prepare(model, action, payload, self.max_json_depth)
+
+
+def size_of(payload: Payload) -> int:
+    if isinstance(payload, JSONText):
+        return len(payload.body)
+    if isinstance(payload, JSONValue):
+        return payload.size
+    return sum(array.nbytes for array in payload.arrays.values())
+
+
+def prepare(model: ServingModel, action: Action, payload: Payload, max_depth: int) -> Prepared:
+    """``payload`` validated against the model's schema for ``action``, as the predictor takes it."""
+    loaded = model.loaded
+    validator = {
+        Action.PREDICT: loaded.predict_validator,
+        Action.SCORE: loaded.score_validator,
+        Action.TRAIN: loaded.train_validator,
+    }[action]
+    if validator is None:
+        raise NotFound(f"model {model.name!r} version {model.version!r} has no {action} service")
+    if isinstance(payload, Tensors):
+        if action is not Action.PREDICT:
+            raise BadRequest("tensors are predict inputs only")
+        return prepare_tensors(model, validator, payload.arrays, payload.content)
+    if isinstance(payload, JSONText) and action is Action.PREDICT:
+        return prepare_json_text(model, validator, payload.body, max_depth)
+    value = loads(payload.body, max_depth) if isinstance(payload, JSONText) else payload.value
+    validator.validate(value)
+    return Prepared(value, rows_of(value))
+
+
+def prepare_json_text(model: ServingModel, validator: SchemaValidator, body: bytes, max_depth: int) -> Prepared:
+    """A predict body. For a ``numpy_input`` predictor a large array of numbers is checked in a few vectorised
+    steps, straight from its text where it is a table, and handed over as the array itself; any other payload
+    goes to the validator, which checks lists faster than they convert to an array
+    (``benchmarks/micro/array_check.py``)."""
+    check = model.loaded.array_check
+    if check is not None and model.predictor.numpy_input and len(body) >= VECTOR_CHECK_MIN_BYTES:
+        table = check.parse_table(body)  # no lists made
+        if table is not None:
+            return Prepared(table, len(table))
+        value = loads(body, max_depth)
+        array = check.rows(body, value) if isinstance(value, list) else None
+        if array is not None:
+            return Prepared(array, len(array))
+    else:
+        value = loads(body, max_depth)
+    validator.validate(value)
+    return Prepared(value, rows_of(value))
+
+
+def prepare_tensors(
+    model: ServingModel,
+    validator: SchemaValidator,
+    arrays: dict[str, np.ndarray[Any, Any]],
+    content: ContentPlan = NUMPY_PLAN,
+) -> Prepared:
+    """Decoded tensors checked against the predict schema (on the array itself where the schema says nothing an
+    array check cannot, else as JSON lists), then turned into what the predictor takes: the DataFrame or the
+    decoded elements their content types ask for, arrays for a ``numpy_input`` predictor, else JSON lists."""
+    signature = tensor_signature(model)
+    names = [spec.name for spec in signature.inputs]
+    if sorted(arrays) != sorted(names):
+        raise BadRequest(f"the model's inputs are {', '.join(names)}; given: {', '.join(arrays) or 'none'}")
+    first = arrays[names[0]]
+    single = len(names) == 1
+    rows = first.shape[0] if first.ndim else None
+
+    def as_lists(given: dict[str, np.ndarray[Any, Any]]) -> Any:
+        return given[names[0]].tolist() if single else {name: array.tolist() for name, array in given.items()}
+
+    plain = content is NUMPY_PLAN
+    if not model.predictor.numpy_input and plain:
+        value = as_lists(arrays)
+        validator.validate(value)
+        return Prepared(value, rows)
+    if signature.tensor_check is not None and single:
+        problem = signature.tensor_check.problem(first)
+        if problem:
+            raise InvalidPayload(f"input {names[0]!r} does not match the model's schema: it {problem}")
+    else:
+        validator.validate(as_lists(arrays))
+    if content.frame:  # a DataFrame is not rows the batcher can merge
+        return Prepared(content.frame_of(content.decode(arrays)), None)
+    decoded = content.decode(arrays)
+    if not model.predictor.numpy_input:
+        return Prepared(as_lists(decoded), rows)
+    return Prepared(decoded[names[0]] if single else decoded, rows)
+
+
+def tensor_signature(model: ServingModel) -> Signature:
+    if model.signature is None:
+        raise BadRequest(
+            f"model {model.name!r} version {model.version!r} has no V2 interface: {model.no_tensor_reason}"
+        )
+    return model.signature
+
+
+def rows_of(value: Any) -> int | None:
+    return len(value) if isinstance(value, (list, np.ndarray)) else None

@@ -1,0 +1,281 @@
+"""The model repository: models listed, loaded and unloaded while the server runs (the Open Inference
+Protocol's model repository extension), for models installed as wheels.
+
+- ``index`` re-reads the installed distributions' entry points: every model they
+  provide, with its state (READY, or UNAVAILABLE with the reason: not loaded, or
+  what failed).
+- ``load`` re-reads them too, so a plugin wheel ``pip install``ed next to the
+  running server is found; it loads and self-tests every version of the model,
+  then swaps each into the registry (calls in flight finish on the old one). A
+  load that fails leaves what is serving untouched. A distribution upgraded
+  while its modules are imported is refused: Python cannot re-import a package
+  in place safely (``importlib.reload`` leaves old classes and objects behind),
+  so serving the new version takes a restart.
+- ``unload`` puts a not-loaded record in the model's place, lets its calls in
+  flight finish, closes its runtime and lets its memory go (the startup heap is
+  frozen: it is thawed for one full collection, then frozen again).
+
+One load or unload runs at a time. With ``--workers N`` every worker converges
+on the same models before the request is answered (``convergence.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import importlib
+import logging
+from typing import Any, Protocol
+
+import pluggy
+from anyio import to_thread
+
+from stevedore_server.base.errors import BadRequest, InferenceTimeout, NotFound, StevedoreError
+from stevedore_server.plugins.discovery import Candidate
+from stevedore_server.plugins.hooks import Hooks
+from stevedore_server.plugins.loading import State, load_model, not_loaded
+from stevedore_server.predictor import Predictor
+from stevedore_server.processes import isolation
+
+from . import serving, startup
+from .convergence import LOADED, UNLOADED, Desired, SharedState
+from .server import ModelServer
+from .serving import ServingModel
+
+logger = logging.getLogger("stevedore.repository")
+
+#: Seconds a replaced or unloaded model's calls in flight get to finish before its runtime is closed anyway.
+RETIRE_TIMEOUT = 300.0
+#: Seconds between a worker's looks at the desired state, and the longest wait for every worker to follow.
+POLL_INTERVAL = 0.1
+CONVERGE_TIMEOUT = 120.0
+
+
+class ModelRepository(Protocol):
+    """What the repository routes and RPCs call: ``Repository`` here; the Ray Serve ingress has its own."""
+
+    async def index(self, ready_only: bool = False) -> list[dict[str, Any]]: ...
+
+    async def load(self, name: str) -> None: ...
+
+    async def unload(self, name: str) -> None: ...
+
+
+class Repository:
+    """Lists, loads and unloads the models of ``server``; ``manager`` replaces the entry points (tests)."""
+
+    def __init__(
+        self, server: ModelServer, manager: pluggy.PluginManager | None = None, shared: SharedState | None = None
+    ) -> None:
+        self.server = server
+        self.manager = manager
+        self.lock = asyncio.Lock()
+        self.retiring: set[asyncio.Task[None]] = set()
+        #: With workers: the desired state all of them follow, what this one has applied, and its poller.
+        self.shared = shared
+        self.generation = 0
+        self.applied: dict[str, int] = {}
+        self.poller: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """With workers: apply the desired state before serving, then follow it."""
+        if self.shared is None:
+            return
+        await self.follow()
+        self.poller = asyncio.create_task(self.poll())
+
+    async def index(self, ready_only: bool = False) -> list[dict[str, Any]]:
+        """Every model the installed plugins provide, and every model served, with its state."""
+        candidates, _ = await to_thread.run_sync(self.discover)
+        served = {(m.name, m.version): m for m in self.server.registry.models}
+        entries = [entry(served[key]) for key in served]
+        entries += [
+            {"name": c.predictor.name, "version": c.predictor.version, "state": "UNAVAILABLE", "reason": "not loaded"}
+            for c in candidates
+            if (c.predictor.name, c.predictor.version) not in served
+        ]
+        return [e for e in entries if e["state"] == "READY"] if ready_only else entries
+
+    async def load(self, name: str) -> None:
+        """Load (or reload) every installed version of ``name``; BadRequest with the reason if one fails."""
+        await self.change(name, LOADED)
+
+    async def unload(self, name: str) -> None:
+        """Unload every version of ``name``: not ready at once, dropped once its calls in flight have finished."""
+        await self.change(name, UNLOADED)
+
+    async def change(self, name: str, state: str) -> None:
+        """Apply a load or unload here and, with workers, record it and wait until every worker has too."""
+        async with self.lock:
+            if self.shared is None:
+                await self.apply(name, state)
+                return
+            generation = await self.record(self.shared, name, state)
+        await self.converged(self.shared, name, generation)
+
+    async def apply(self, name: str, state: str) -> None:
+        await (self.load_here(name) if state == LOADED else self.unload_here(name))
+
+    async def record(self, shared: SharedState, name: str, state: str) -> int:
+        """Under the workers' lock: catch up with the others' changes, apply this one, record it."""
+        lock = shared.locked()
+        await to_thread.run_sync(lock.__enter__)
+        try:
+            desired = shared.read()
+            await self.catch_up(desired)
+            await self.apply(name, state)  # a failure records nothing: the others keep what they serve
+            generation = desired.generation + 1
+            desired.generation, desired.models[name] = generation, (state, generation)
+            shared.write(desired)
+            self.generation = self.applied[name] = generation
+            shared.acknowledge(generation)
+            return generation
+        finally:
+            lock.__exit__(None, None, None)
+
+    async def converged(self, shared: SharedState, name: str, generation: int) -> None:
+        """Wait until every live worker has applied ``generation``."""
+        workers = self.server.settings.workers
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CONVERGE_TIMEOUT
+        while sum(acknowledged >= generation for acknowledged in shared.acknowledged()) < workers:
+            if loop.time() > deadline:
+                late = f"model {name!r} changed on this worker, but not every worker followed"
+                raise InferenceTimeout(f"{late} within {CONVERGE_TIMEOUT:g} s")
+            await asyncio.sleep(POLL_INTERVAL / 2)
+
+    async def poll(self) -> None:
+        """Follow the desired state the other workers record."""
+        if self.shared is None:
+            return
+        while True:
+            await asyncio.sleep(POLL_INTERVAL)
+            try:
+                if self.shared.read().generation > self.generation:
+                    await self.follow()
+            except Exception as error:  # a bad look at the files must not end the following: the next one may do
+                logger.error("could not follow the other workers' models", exc_info=error)
+
+    async def follow(self) -> None:
+        """Apply what changed in the desired state, then acknowledge it."""
+        if self.shared is None:
+            return
+        async with self.lock:
+            desired = self.shared.read()
+            await self.catch_up(desired)
+            self.generation = max(self.generation, desired.generation)
+            self.shared.acknowledge(self.generation)
+
+    async def catch_up(self, desired: Desired) -> None:
+        """Apply each model's wanted state changed since this worker last applied it (a failure is logged: the
+        worker keeps what it served)."""
+        for name, state in desired.changed_since(self.applied).items():
+            try:
+                await self.apply(name, state)
+            except StevedoreError as error:
+                logger.error("model %s: could not follow the other workers (%s): %s", name, state, error)
+            self.applied[name] = desired.models[name][1]
+
+    async def load_here(self, name: str) -> None:
+        """Load every installed version of ``name`` in this process."""
+        candidates, hooks = await to_thread.run_sync(self.candidates, name)
+        settings = self.server.settings
+        loaded = await to_thread.run_sync(lambda: [isolation.load_candidate(c, settings) for c in candidates])
+        failed = [f"version {m.version}: {m.reason}" for m in loaded if not m.ready]
+        if failed:
+            raise BadRequest(f"failed to load model {name!r}, which keeps serving as it was: " + "; ".join(failed))
+        for record in loaded:
+            metadata, _ = hooks.catalogue_metadata(record.predictor, self.server)
+            described = serving.describe(record, metadata)
+            self.swap(await serving.start(described, self.server.settings, self.server.metrics))
+        logger.info("model %s loaded: versions %s", name, ", ".join(m.version for m in loaded))
+
+    async def unload_here(self, name: str) -> None:
+        """Put a not-loaded record in the place of every version of ``name`` in this process."""
+        served = self.server.registry.versions_of(name)
+        if not served:
+            raise NotFound(f"no model named {name!r}")
+        fresh = {(c.predictor.name, c.predictor.version): c for c in (await to_thread.run_sync(self.discover))[0]}
+        for model in served:
+            if model.state is State.UNLOADED:
+                continue
+            # A fresh predictor from the entry point, so that nothing keeps the loaded one's memory.
+            candidate = fresh.get((model.name, model.version))
+            predictor = candidate.predictor if candidate else model.predictor
+            self.swap(serving.describe(not_loaded(predictor, model.source), model.metadata))
+        logger.info("model %s unloaded", name)
+
+    async def serve_trained(self, predictor: Predictor, base: ServingModel, job_id: str) -> None:
+        """Serve the new version a training made, once loaded and self-tested, beside the model it came from."""
+        loaded = await to_thread.run_sync(load_model, predictor, base.source)
+        if not loaded.ready:
+            await to_thread.run_sync(predictor.unload)  # what its load holds (worker processes) is not served
+            raise BadRequest(f"the new version {predictor.version} failed: {loaded.reason}")
+        described = serving.describe(loaded, {**base.metadata, "trained_by_job": job_id})
+        self.swap(await serving.start(described, self.server.settings, self.server.metrics))
+        logger.info("model %s version %s, trained by job %s, served", predictor.name, predictor.version, job_id)
+
+    def close(self) -> None:
+        """At shutdown: stop following the other workers, and waiting for replaced models (their runtimes close)."""
+        if self.poller is not None:
+            self.poller.cancel()
+        for task in self.retiring:
+            task.cancel()
+
+    def discover(self) -> tuple[list[Candidate], Hooks]:
+        """The installed predictors as the entry points list them now (a wheel installed since startup too)."""
+        importlib.invalidate_caches()
+        candidates, _, hooks = startup.find(self.server.settings, self.manager)
+        return candidates, hooks
+
+    def candidates(self, name: str) -> tuple[list[Candidate], Hooks]:
+        """The installed versions of ``name``: NotFound if none, BadRequest if its distribution was upgraded."""
+        found, hooks = self.discover()
+        mine = [c for c in found if c.predictor.name == name]
+        if not mine:
+            raise NotFound(f"no installed plugin provides a model named {name!r}")
+        served = {m.source.distribution: m.source.distribution_version for m in self.server.registry.models}
+        for candidate in mine:
+            source = candidate.source
+            if source.distribution in served and served[source.distribution] != source.distribution_version:
+                raise BadRequest(
+                    f"{source.distribution} was upgraded from {served[source.distribution]} to "
+                    f"{source.distribution_version} while serving; its modules are imported already and cannot be "
+                    "re-imported in place: restart the server to serve the new version"
+                )
+        return mine, hooks
+
+    def swap(self, model: ServingModel) -> None:
+        old = self.server.registry.replace(model)
+        source = model.source
+        plugin = None
+        if source.distribution and source.distribution_version:
+            plugin = (source.distribution, source.distribution_version)
+        self.server.metrics.describe_model(model.name, model.version, model.ready, plugin)
+        if old is not None and old.runtime is not None:
+            task = asyncio.create_task(self.retire(old))
+            self.retiring.add(task)
+            task.add_done_callback(self.retiring.discard)
+
+    async def retire(self, model: ServingModel) -> None:
+        await serving.retire(model, RETIRE_TIMEOUT)
+        del model
+        release_memory()
+
+
+def entry(model: ServingModel) -> dict[str, Any]:
+    """A served model's line of the index."""
+    state = "READY" if model.ready else "UNAVAILABLE"
+    return {"name": model.name, "version": model.version, "state": state, "reason": model.reason or ""}
+
+
+def release_memory() -> None:
+    """Collect what an unloaded or replaced model left: a frozen heap is thawed for one full collection (objects
+    in reference cycles are never collected while frozen), then frozen again."""
+    frozen = gc.get_freeze_count()
+    if not frozen:
+        return
+    gc.unfreeze()
+    collected = gc.collect()
+    gc.freeze()
+    logger.info("heap thawed for one collection after a model was dropped: %d objects collected", collected)

@@ -1,0 +1,127 @@
+"""How one model's calls run: on its threads within its admission bound, on the event loop when the inline
+policy allows, merged into batches when the model batches. One ``ModelRuntime`` a model, made when its
+serving state is built; each of the three mechanisms is a module of its own (``admission``, ``inline``,
+``batching``), and this one only chooses between them."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from stevedore_server.base.errors import ClientError, ModelFailure
+from stevedore_server.base.metrics import Metrics, ModelMetrics
+from stevedore_server.base.settings import ModelLimits
+from stevedore_server.plugins.loading import LoadedModel
+
+from .admission import Admission, ModelThreads
+from .batching import Batcher
+from .inline import CallCost, InlinePolicy
+
+logger = logging.getLogger("stevedore.runtime")
+
+
+class Runtime(Protocol):
+    """How a model's calls run: ``ModelRuntime`` here; a Ray Serve deployment's (``rayserve.remote``) there."""
+
+    @property
+    def idle(self) -> bool:
+        """Nothing in flight: the runtime can be closed."""
+        ...
+
+    async def call(self, action: str, payload: Any, rows: int | None) -> Any:
+        """``action`` on a valid ``payload`` (``rows`` rows, or None where it is not rows)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class ModelRuntime:
+    """One model's threads, admission, inline policy and batcher; created inside the event loop."""
+
+    def __init__(
+        self, model: LoadedModel, limits: ModelLimits, metrics: Metrics | None = None, cost: CallCost | None = None
+    ) -> None:
+        self.model = model
+        self.limits = limits
+        self.metrics = ModelMetrics(metrics, model.name, model.version)
+        self.threads = ModelThreads(model.name, limits.max_concurrency)
+        self.admission = Admission(f"model {model.name!r} version {model.version!r}", limits, self.metrics)
+        label = f"model {model.name} version {model.version}"
+        self.inline = InlinePolicy(label, cost, limits.inline_budget) if cost and limits.inline_budget > 0 else None
+        self.batcher = self._batcher() if limits.max_batch_size > 1 else None
+
+    def _batcher(self) -> Batcher | None:
+        model = self.model
+        if not model.row_aligned or model.schema("predict").get("type") != "array":
+            logger.warning(
+                "model %s version %s is served unbatched: its self-test did not show one output item a row",
+                model.name, model.version,
+            )  # fmt: skip
+            return None
+        return Batcher(model.name, model.version, self.limits, self._call_batch, self.metrics)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing admitted and no thread busy: the runtime can be closed."""
+        return self.admission.admitted == 0 and not self.threads.busy
+
+    async def call(self, action: str, payload: Any, rows: int | None) -> Any:
+        """``action`` on a valid ``payload`` (``rows`` rows, or None where it is not rows)."""
+        if action == "predict" and rows is not None and self.batcher is not None:
+            return await self.admission.run(action, self.batcher.submit(payload))
+        method = self.model.predictor.predict if action == "predict" else self.model.predictor.score
+        policy = self._inline_policy(rows) if action == "predict" else None
+        if policy is not None and rows is not None:
+            return self._inline(policy, action, method, payload, rows)
+        return await self.admission.run(action, self._in_thread(action, method, payload))
+
+    def runs_inline(self, rows: int) -> bool:
+        """Whether a predict of ``rows`` rows would run on the event loop now."""
+        return self._inline_policy(rows) is not None
+
+    def _inline_policy(self, rows: int | None) -> InlinePolicy | None:
+        """The inline policy if this call of ``rows`` rows runs on the loop; never while a thread is busy."""
+        policy = self.inline
+        if policy is None or rows is None or self.threads.busy or not policy.allows(rows):
+            return None
+        return policy
+
+    def _inline(self, policy: InlinePolicy, action: str, method: Callable[[Any], Any], payload: Any, rows: int) -> Any:
+        started = time.perf_counter()
+        try:
+            result = policy.call(method, payload, rows)
+        except ClientError:
+            raise
+        except Exception as error:
+            self.metrics.count_error(action, "error")
+            raise ModelFailure(self.model.name, self.model.version, action, error) from error
+        self.metrics.observe(action, started)
+        return result
+
+    async def _in_thread(self, action: str, method: Callable[[Any], Any], payload: Any) -> Any:
+        try:
+            return await self.threads.call(method, payload)
+        except ClientError:
+            raise
+        except Exception as error:
+            raise ModelFailure(self.model.name, self.model.version, action, error) from error
+
+    async def _call_batch(self, rows: Any) -> Any:
+        policy = self._inline_policy(len(rows))
+        if policy is not None:
+            try:
+                return policy.call(self.model.predictor.predict, rows, len(rows))
+            except Exception as error:
+                raise ModelFailure(self.model.name, self.model.version, "predict", error) from error
+        return await self._in_thread("predict", self.model.predictor.predict, rows)
+
+    def close(self) -> None:
+        if self.batcher is not None:
+            self.batcher.stop()
+        self.threads.close()
+        try:
+            self.model.predictor.unload()
+        except Exception as error:
+            logger.error("model %s version %s: unload() raised", self.model.name, self.model.version, exc_info=error)

@@ -1,0 +1,34 @@
+"""The server a process runs: the object hooks receive and front ends reach through the app's state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from stevedore_server.base.metrics import Metrics
+from stevedore_server.base.settings import Settings
+from stevedore_server.base.sources import PluginSource
+from stevedore_server.plugins.routes import PluginRoute
+from stevedore_server.predictor import Predictor
+
+from .inference import Inference
+from .registry import Registry
+
+
+@dataclass
+class ModelServer:
+    """Its settings, its models (``registry``), the inference core every front end calls, its metrics, and the
+    plugins' own routes."""
+
+    settings: Settings
+    registry: Registry
+    metrics: Metrics = field(default_factory=Metrics)
+    #: The plugins' own routes (``stevedore_routes``), served by the app after its built-in routes.
+    plugin_routes: list[PluginRoute] = field(default_factory=list)
+    inference: Inference = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.inference = Inference(self.registry, self.settings.max_json_depth)
+
+    def source_of(self, predictor: Predictor) -> PluginSource | None:
+        """The plugin that provided ``predictor`` (an entry point, or a hook plugin)."""
+        return self.registry.source_of(predictor)

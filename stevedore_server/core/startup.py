@@ -1,0 +1,155 @@
+"""Startup, the same for every process (one worker or many, the CLI's ``check``):
+
+1. ``load``: the plugin manager, discovery, then each model loaded and
+   self-tested (``loading.load_model``), giving immutable records; blocking.
+2. ``build_server``: the hooks that need the server run (health checks,
+   catalogue metadata) and each model gets its serving state; ``--strict``
+   stops here on any failure.
+3. ``start_models`` (in the app's lifespan, inside the event loop): each
+   model's runtime is made (inline calls calibrated) and swapped in;
+   ``stop_models`` closes them at shutdown.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import pluggy
+
+from stevedore_server.base.errors import StartupError
+from stevedore_server.base.metrics import Metrics
+from stevedore_server.base.settings import Settings
+from stevedore_server.base.sources import PluginFailure
+from stevedore_server.plugins.discovery import Candidate, discover
+from stevedore_server.plugins.hooks import Hooks
+from stevedore_server.plugins.loading import LoadedModel, not_loaded
+from stevedore_server.plugins.manager import check_hooks, get_plugin_manager, hook_sources
+from stevedore_server.predictor import NAME_PATTERN, Predictor
+from stevedore_server.processes import isolation
+
+from . import serving
+from .registry import Registry, Snapshot
+from .server import ModelServer
+from .serving import ServingModel
+
+logger = logging.getLogger("stevedore.startup")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What loading gave: every model's record, the plugins that failed, and the hooks."""
+
+    models: tuple[LoadedModel, ...]
+    failures: tuple[PluginFailure, ...]
+    hooks: Hooks
+
+
+def load(settings: Settings, manager: pluggy.PluginManager | None = None) -> Loaded:
+    """Discover, load and self-test every selected model.
+
+    A ``manager`` may be given (tests do): its plugins then replace the installed entry points.
+    """
+    candidates, failures, hooks = find(settings, manager)
+    models = tuple(load_selected(settings, candidate) for candidate in candidates)
+    unknown = set(settings.load_models) - {"all", "none"} - {candidate.predictor.name for candidate in candidates}
+    if unknown:
+        logger.warning("load_models names models no installed plugin provides: %s", ", ".join(sorted(unknown)))
+    return Loaded(models, tuple(failures), hooks)
+
+
+def load_selected(settings: Settings, candidate: Candidate) -> LoadedModel:
+    """The model loaded and self-tested if ``load_models`` selects it, else its record as not loaded."""
+    if settings.loads_at_startup(candidate.predictor.name):
+        return isolation.load_candidate(candidate, settings)
+    return not_loaded(candidate.predictor, candidate.source)
+
+
+def find(
+    settings: Settings, manager: pluggy.PluginManager | None = None
+) -> tuple[list[Candidate], list[PluginFailure], Hooks]:
+    """The selected predictors, not loaded: names checked, a duplicate name and version a ``StartupError``."""
+    failures: list[PluginFailure] = []
+    from_entry_points = manager is None
+    if manager is None:
+        manager, failures = get_plugin_manager(settings.selection)
+    check_hooks(manager)  # a given manager may have had plugins registered since it was made
+    hooks = Hooks(manager, hook_sources() if from_entry_points else {})
+    candidates, discovery_failures = discover(hooks, settings.selection, entry_points=from_entry_points)
+    failures += discovery_failures
+    isolated, isolated_failures, names = isolation.isolated_candidates(settings)
+    if names:  # a model with an environment of its own is that environment's, even where the server has one too
+        candidates = [candidate for candidate in candidates if candidate.predictor.name not in names] + isolated
+        failures += isolated_failures
+    accepted: dict[tuple[str, str], Candidate] = {}
+    for candidate in candidates:
+        problem = identity_problem(candidate.predictor)
+        if problem:
+            failures.append(PluginFailure(candidate.source, problem))
+            logger.error("plugin failed: %s: %s", candidate.source.describe(), problem)
+            continue
+        key = (candidate.predictor.name, candidate.predictor.version)
+        if key in accepted:
+            raise StartupError(
+                f"model {key[0]!r} version {key[1]!r} is provided twice: "
+                f"by {accepted[key].source.describe()} and by {candidate.source.describe()}"
+            )
+        accepted[key] = candidate
+    return list(accepted.values()), failures, hooks
+
+
+def identity_problem(predictor: Predictor) -> str | None:
+    for attribute in ("name", "version"):
+        value = getattr(predictor, attribute)
+        if not isinstance(value, str) or not NAME_PATTERN.match(value):
+            return (
+                f"{type(predictor).__qualname__}.{attribute} = {value!r}: "
+                "must be a non-empty string of letters, digits, '.', '_' or '-'"
+            )
+    return None
+
+
+def build_server(
+    settings: Settings, loaded: Loaded, metrics: Metrics | None = None, serves_http: bool = True
+) -> ModelServer:
+    """The server of the loaded models: health checks, the plugins' routes (where it ``serves_http``: not a Ray
+    replica) and catalogue metadata from the hooks, which receive it."""
+    registry = Registry(Snapshot.of(serving.describe(model, {}) for model in loaded.models), list(loaded.failures))
+    server = ModelServer(settings, registry, metrics or Metrics())
+    checks, failures = loaded.hooks.health_checks(server)
+    registry.health_checks = checks
+    registry.plugin_failures += failures
+    if serves_http:
+        server.plugin_routes, failures = loaded.hooks.routes(server)
+        registry.plugin_failures += failures
+    for model in registry.models:
+        metadata, failures = loaded.hooks.catalogue_metadata(model.predictor, server)
+        registry.plugin_failures += failures
+        registry.replace(dataclasses.replace(model, metadata=metadata))
+    if settings.strict and registry.failures:
+        raise StartupError("--strict: not every plugin and model loaded:\n  " + "\n  ".join(registry.failures))
+    return server
+
+
+#: Gives a model its runtime (``serving.start`` by default).
+StartModel = Callable[[ServingModel, Settings, Metrics], Awaitable[ServingModel]]
+
+
+async def start_models(server: ModelServer, start: StartModel = serving.start) -> None:
+    """Give each model its runtime, inside the running event loop, and publish the models' metrics."""
+    server.metrics.describe_server()
+    for model in server.registry.models:
+        server.registry.replace(await start(model, server.settings, server.metrics))
+        source = model.source
+        plugin = None
+        if source.distribution and source.distribution_version:
+            plugin = (source.distribution, source.distribution_version)
+        server.metrics.describe_model(model.name, model.version, model.ready, plugin)
+
+
+def stop_models(server: ModelServer) -> None:
+    for model in server.registry.models:
+        if model.runtime is not None:
+            model.runtime.close()

@@ -1,0 +1,240 @@
+"""The web application: a declarative Starlette app of routes, middleware and exception handlers.
+
+    create_app(settings) -> Starlette
+
+The routes: the predict routes first (the hot path), the Open Inference
+Protocol (V2) mount with its own error format, the stevedore routes, the
+original ml-py-stevedore routes, metrics, docs, the web console, and last the plugins' own routes
+(``extensions``). The middleware, outermost
+first: request context (ids, access log, metrics, last-resort 500), CORS when
+configured, API keys when configured. The error edge: ``EXCEPTION_HANDLERS``.
+The lifespan loads the models (``startup``) and shares the server through the
+app state. Nothing here changes the process (signals, ``gc``, logging): that is
+``process.py``'s, so tests can make as many apps as they like.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pluggy
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+
+from stevedore_server.base.errors import ClientError, ModelFailure, ReportedFailure
+from stevedore_server.base.lifecycle import Lifecycle
+from stevedore_server.base.logs import log_error
+from stevedore_server.base.metrics import Metrics
+from stevedore_server.base.settings import Settings
+from stevedore_server.core import startup
+from stevedore_server.core.convergence import SharedState
+from stevedore_server.core.repository import Repository
+from stevedore_server.core.server import ModelServer
+from stevedore_server.frontends.web.bodies import JSONBytesResponse, error_response, http_error, server_of
+from stevedore_server.frontends.web.middleware import RequestContext, RequireAPIKey
+from stevedore_server.frontends.web.routing import ApiRoute, docs_app
+from stevedore_server.jobs.service import SERVE_TIMEOUT, Jobs
+from stevedore_server.jobs.store import TrainedVersion
+from stevedore_server.plugins.routes import STATE_KEY as PLUGIN_ROUTES
+from stevedore_server.plugins.routes import PluginRoutes, serve_routes
+
+from . import console
+from .auth import APIKeys
+from .v2 import rest as v2_routes
+from .web import docs
+from .web import jobs_routes as jobs_api
+from .web import original_routes as compat
+from .web import stevedore_routes as api
+
+logger = logging.getLogger("stevedore.app")
+
+#: Threads for health checks, apart from the models': probes answer while every model is busy.
+HEALTH_CHECK_THREADS = 4
+
+
+#: What serves the models of an app, for its lifespan: the server and the repository, stopped on exit.
+#: In-process by default (``local_models``); the Ray Serve ingress has its models in deployments.
+ServeModels = Callable[[Settings, Metrics], AbstractAsyncContextManager[tuple[ModelServer, Any]]]
+
+
+def create_app(
+    settings: Settings | None = None,
+    manager: pluggy.PluginManager | None = None,
+    models: ServeModels | None = None,
+    outer: Sequence[Middleware] = (),
+) -> Starlette:
+    """A server for ``settings``; ``manager`` replaces the entry-point plugins (tests use it). ``models`` serves
+    the models elsewhere, and ``outer`` middleware goes around all the rest (the Ray Serve ingress uses both)."""
+    settings = settings or Settings()
+    metrics = Metrics()
+    table = route_table(settings)
+    app = Starlette(
+        routes=table,
+        middleware=[*outer, *middleware(settings, metrics)],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan(settings, models or local_models(manager), metrics, table),
+    )
+    app.router.redirect_slashes = False  # each route answers with or without its slash where it should
+    return app
+
+
+def app_from_env() -> Starlette:
+    """The factory ``stevedore-server run`` gives uvicorn in every worker: settings from ``STEVEDORE_*``."""
+    return create_app(Settings.load())
+
+
+def route_table(settings: Settings) -> list[BaseRoute]:
+    return [
+        *api.predict_routes(),
+        *jobs_api.deepaas_routes(),
+        *v2_routes.routes(),
+        *api.routes(),
+        *api.stream_routes(),
+        *compat.routes(),
+        *jobs_api.routes(),
+        ApiRoute("/metrics", metrics_route, ["GET"], ["health"]),
+        ApiRoute("/openapi.json", openapi_json, ["GET"], include_in_schema=False),
+        *docs.docs_routes(),
+        *(console.routes() if settings.console else []),
+        PluginRoutes(),  # last: a plugin's route never comes before a built-in one
+    ]
+
+
+def middleware(settings: Settings, metrics: Metrics) -> list[Middleware]:
+    stack = [Middleware(RequestContext, metrics=metrics, access_log=settings.access_log)]
+    if settings.cors_origins:
+        origins = list(settings.cors_origins)
+        stack.append(Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"], allow_headers=["*"]))
+    keys = APIKeys.from_settings(settings)
+    if keys is not None:
+        pages = console.PAGES if settings.console else None
+        stack.append(Middleware(RequireAPIKey, keys=keys, protect_health=settings.auth_health, pages=pages))
+    return stack
+
+
+def local_models(manager: pluggy.PluginManager | None) -> ServeModels:
+    """The models loaded in this process, and its model repository."""
+
+    @asynccontextmanager
+    async def serve(settings: Settings, metrics: Metrics) -> AsyncIterator[tuple[ModelServer, Any]]:
+        loaded = await run_in_threadpool(startup.load, settings, manager)
+        server = startup.build_server(settings, loaded, metrics)
+        await startup.start_models(server)
+        repository = Repository(server, manager, SharedState.from_environment())
+        await repository.start()
+        try:
+            yield server, repository
+        finally:
+            repository.close()
+            startup.stop_models(server)
+
+    return serve
+
+
+def lifespan(settings: Settings, models: ServeModels, metrics: Metrics, table: list[BaseRoute]) -> Any:
+    @asynccontextmanager
+    async def serve(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        async with (
+            models(settings, metrics) as (server, repository),
+            running_jobs(settings, server, repository) as jobs,
+        ):
+            plugin_routes = serve_routes(server.plugin_routes, table)
+            yield {
+                PLUGIN_ROUTES: plugin_routes,
+                "jobs": jobs,
+                "server": server,
+                "repository": repository,
+                "lifecycle": Lifecycle(),
+                "check_threads": anyio.CapacityLimiter(HEALTH_CHECK_THREADS),
+                "routes": [*table, *plugin_routes],
+                "openapi": {},
+            }
+
+    return serve
+
+
+@asynccontextmanager
+async def running_jobs(settings: Settings, server: ModelServer, repository: Any) -> AsyncIterator[Jobs]:
+    """The jobs of this server process: recovered and dispatched at startup, stopped (interrupted) at exit. A
+    version a training made (here, or in another process: the jobs follow them) is served through the repository,
+    on the event loop."""
+    loop = asyncio.get_running_loop()
+
+    def serve_trained(trained: TrainedVersion) -> None:
+        base = server.registry.get(trained.model, trained.base_version)
+        predictor = base.predictor.trained(Path(trained.artifact), trained.version)
+        coroutine = repository.serve_trained(predictor, base, trained.job_id)
+        asyncio.run_coroutine_threadsafe(coroutine, loop).result(SERVE_TIMEOUT)
+
+    here = isinstance(repository, Repository)  # not Ray Serve's ingress, whose replicas hold the models
+    served = serve_trained if here else None
+    jobs = Jobs(settings, server.registry, server.metrics, served, repository.shared if here else None)
+    await anyio.to_thread.run_sync(jobs.start)
+    try:
+        yield jobs
+    finally:
+        await anyio.to_thread.run_sync(jobs.close)
+
+
+async def metrics_route(request: Request) -> Response:
+    """Prometheus metrics in the text format."""
+    content, media_type = server_of(request).metrics.exposition()
+    return Response(content, media_type=media_type)
+
+
+async def openapi_json(request: Request) -> Response:
+    """The OpenAPI document, generated from the route table once, off the event loop (FastAPI builds it)."""
+    cache = request.state.openapi
+    if "spec" not in cache:
+        cache["spec"] = await run_in_threadpool(build_openapi, request.state.routes, server_of(request))
+    return JSONBytesResponse(cache["spec"])
+
+
+def build_openapi(table: list[BaseRoute], server: Any) -> dict[str, Any]:
+    from stevedore_server.frontends.web.openapi import (
+        build_openapi as build,  # imports FastAPI: only when the document is first asked for
+    )
+
+    return build(docs_app(table), server.registry)
+
+
+# -- the error edge -----------------------------------------------------------
+
+
+async def client_error(request: Request, error: Exception) -> Response:
+    if not isinstance(error, ClientError):
+        raise error
+    return error_response(error.status_code, error.body(), error.headers)
+
+
+async def model_failure(request: Request, error: Exception) -> Response:
+    """500 with an error id, logged with the model's traceback: the client learns which model failed, not how.
+    A failure reported by another process (a Ray replica) was logged there, under the id it gives."""
+    if isinstance(error, ReportedFailure):
+        error_id = error.error_id
+        logger.error("%s (error id %s, logged by the replica that ran the model)", error, error_id)
+    else:
+        error_id = log_error(logger, str(error), getattr(error, "error", error))
+    return error_response(500, {"error": f"{error}; see the server log for error id {error_id}", "error_id": error_id})
+
+
+#: Typed errors to responses: every error is JSON ``{"error": ...}``, never a traceback. The V2 mount has its
+#: own for client errors (``v2.routes.EXCEPTION_HANDLERS``); an exception none takes is ``RequestContext``'s.
+EXCEPTION_HANDLERS = {
+    ClientError: client_error,
+    HTTPException: http_error,
+    ModelFailure: model_failure,
+    ReportedFailure: model_failure,
+}

@@ -1,0 +1,83 @@
+"""The Open Inference Protocol's generate extension (KServe, Triton): ``generate`` and ``generate_stream``.
+
+    POST /v2/models/{name}[/versions/{v}]/generate          {"text_input": ..., "parameters": {...}}
+    POST /v2/models/{name}[/versions/{v}]/generate_stream   the same, answered as Server-Sent Events
+
+The request is a JSON object whose keys (other than ``id`` and ``parameters``)
+are the model's inputs by name: one input's value is the predict payload,
+several form an object keyed by input name, as the stevedore route takes it.
+The answer names the model and holds each output by name (the model's tensor
+outputs: a model with several returns a dict of them). ``generate`` runs
+predict; ``generate_stream`` runs ``predict_stream``, one event an item, and
+ends the stream after the last (an error is an event ``{"error": ...}``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from stevedore_server.base.errors import BadRequest, ClientError, ModelFailure
+from stevedore_server.base.serialization import dumps, loads
+from stevedore_server.core.inference import Action, JSONValue, ModelRef
+from stevedore_server.core.serving import ServingModel
+from stevedore_server.core.signature import DEFAULT_OUTPUT
+from stevedore_server.frontends.web.bodies import read_body, server_of
+from stevedore_server.frontends.web.streaming import EventFormat, error_body, event, stream_response
+
+#: Keys of a generate request that are not inputs.
+NOT_INPUTS = frozenset({"id", "parameters"})
+
+
+async def generate(request: Request) -> Response:
+    """One prediction, its outputs by name."""
+    inference = server_of(request).inference
+    model = inference.resolve(model_ref(request))
+    payload = await generate_payload(request)
+    answer = await inference.call(model_ref(request), Action.PREDICT, JSONValue(payload))
+    try:
+        content = dumps(answer_body(answer.model, answer.result))
+    except (TypeError, ValueError) as error:
+        raise ModelFailure(model.name, model.version, "predict", error) from error
+    return Response(content, media_type="application/json")
+
+
+async def generate_stream(request: Request) -> Response:
+    """The model's ``predict_stream`` as Server-Sent Events of outputs by name."""
+    model = server_of(request).inference.resolve(model_ref(request))
+    return await stream_response(request, model, JSONValue(await generate_payload(request)), GENERATE_EVENTS)
+
+
+def model_ref(request: Request) -> ModelRef:
+    return ModelRef(request.path_params["name"], request.path_params.get("version"))
+
+
+async def generate_payload(request: Request) -> Any:
+    """The predict payload of a generate request: BadRequest for one that is not an object of inputs."""
+    body = loads(await read_body(request), server_of(request).settings.max_json_depth)
+    if not isinstance(body, dict):
+        raise BadRequest("a generate request must be a JSON object of inputs by name")
+    inputs = {name: value for name, value in body.items() if name not in NOT_INPUTS}
+    if not inputs:
+        raise BadRequest("a generate request needs at least one input")
+    return next(iter(inputs.values())) if len(inputs) == 1 else inputs
+
+
+def answer_body(model: ServingModel, result: Any) -> dict[str, Any]:
+    """The model's name and version and its outputs by name."""
+    names = [spec.name for spec in model.signature.outputs] if model.signature else [DEFAULT_OUTPUT]
+    outputs = result if len(names) > 1 and isinstance(result, dict) else {names[0]: result}
+    return {"model_name": model.name, "model_version": model.version, **outputs}
+
+
+def error_event(error: ClientError | ModelFailure) -> bytes:
+    body = {"error": error.summary()} if isinstance(error, ClientError) else error_body(error)
+    return event(body)
+
+
+#: Triton's generate_stream: an event an answer, an error as ``{"error": ...}``, no end event.
+GENERATE_EVENTS = EventFormat(
+    item=lambda model, item: event(answer_body(model, item)), end=lambda model: b"", error=error_event
+)

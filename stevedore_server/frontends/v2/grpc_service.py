@@ -1,0 +1,157 @@
+"""The Open Inference Protocol over gRPC: the ``inference.GRPCInferenceService`` RPCs.
+
+Each handler decodes its request, makes the same call as the REST route of
+the same name (``Inference.call`` for ModelInfer, the ``Repository`` for the
+repository RPCs) and encodes the answer; a typed error of ``errors.py``
+propagates to ``grpc_server``, which turns it into a status code. Wire
+compatibility with Triton's service (``tritonclient.grpc``) is described in
+``inference.proto``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from anyio import to_thread
+
+from stevedore_server import __version__
+from stevedore_server.base.errors import BadRequest
+from stevedore_server.base.health import readiness_problems
+from stevedore_server.base.lifecycle import Lifecycle
+from stevedore_server.core.inference import OFF_LOOP_BYTES, Action, ModelRef, Tensors
+from stevedore_server.core.repository import ModelRepository
+from stevedore_server.core.server import ModelServer
+
+from . import protocol as pb
+from .grpc_codec import content_plan, decode_inputs, encode_response, requested_outputs
+from .rest import EXTENSIONS
+
+#: A handler: request message to (an awaitable of) the response message, or to an async iterator of them.
+Handler = Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One RPC: its handler, the request type it decodes, and whether it is open without an API key (the
+    probes, as their REST routes)."""
+
+    handler: Handler
+    request_type: Any
+    open: bool = False
+
+
+class InferenceService:
+    """The RPCs over one process's server, repository and lifecycle (the app's lifespan state)."""
+
+    def __init__(
+        self,
+        server: ModelServer,
+        repository: ModelRepository,
+        lifecycle: Lifecycle,
+        check_threads: anyio.CapacityLimiter,
+    ) -> None:
+        self.server = server
+        self.repository = repository
+        self.lifecycle = lifecycle
+        self.check_threads = check_threads
+
+    def methods(self) -> dict[str, Method]:
+        """The service's RPCs by name, ModelInfer first as the hot one."""
+        return {
+            "ModelInfer": Method(self.model_infer, pb.ModelInferRequest),
+            "ServerLive": Method(self.server_live, pb.ServerLiveRequest, open=True),
+            "ServerReady": Method(self.server_ready, pb.ServerReadyRequest, open=True),
+            "ModelReady": Method(self.model_ready, pb.ModelReadyRequest, open=True),
+            "ServerMetadata": Method(self.server_metadata, pb.ServerMetadataRequest),
+            "ModelMetadata": Method(self.model_metadata, pb.ModelMetadataRequest),
+            "RepositoryIndex": Method(self.repository_index, pb.RepositoryIndexRequest),
+            "RepositoryModelLoad": Method(self.repository_load, pb.RepositoryModelLoadRequest),
+            "RepositoryModelUnload": Method(self.repository_unload, pb.RepositoryModelUnloadRequest),
+        }
+
+    # -- health and metadata ------------------------------------------------------
+
+    async def server_live(self, request: Any) -> Any:
+        return pb.ServerLiveResponse(live=True)
+
+    async def server_ready(self, request: Any) -> Any:
+        problems = await readiness_problems(self.server.registry.health_checks, self.lifecycle, self.check_threads)
+        return pb.ServerReadyResponse(ready=not problems)
+
+    async def model_ready(self, request: Any) -> Any:
+        model = self.server.registry.get(request.name, request.version or None)
+        return pb.ModelReadyResponse(ready=model.ready)
+
+    async def server_metadata(self, request: Any) -> Any:
+        return pb.ServerMetadataResponse(name="stevedore-server", version=__version__, extensions=EXTENSIONS)
+
+    async def model_metadata(self, request: Any) -> Any:
+        model = self.server.inference.resolve(ModelRef(request.name, request.version or None))
+        signature = model.signature
+        if signature is None:
+            raise BadRequest(
+                f"model {model.name!r} version {model.version!r} has no V2 interface: {model.no_tensor_reason}"
+            )
+        tensor = pb.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=model.name,
+            versions=[other.version for other in self.server.registry.versions_of(model.name)],
+            platform="stevedore",
+            inputs=[tensor(name=s.name, datatype=s.datatype, shape=s.shape) for s in signature.inputs],
+            outputs=[tensor(name=s.name, datatype=s.datatype, shape=s.shape) for s in signature.outputs],
+        )
+
+    # -- infer ----------------------------------------------------------------------
+
+    async def model_infer(self, request: Any) -> Any:
+        """Decode the tensors, run the inference core, encode the selected outputs."""
+        ref = ModelRef(request.model_name, request.model_version or None)
+        model = self.server.inference.resolve(ref)
+        signature = model.signature
+        if signature is None:
+            raise BadRequest(
+                f"model {model.name!r} version {model.version!r} has no V2 interface: {model.no_tensor_reason}"
+            )
+        decode = functools.partial(decode_inputs, request, signature)
+        # A large request is decoded off the event loop, as large REST bodies are.
+        large = (
+            sum(len(raw) for raw in request.raw_input_contents) > OFF_LOOP_BYTES or request.ByteSize() > OFF_LOOP_BYTES
+        )
+        arrays = await to_thread.run_sync(decode) if large else decode()
+        selected = requested_outputs(request, signature)
+        content = content_plan(request, signature)
+        answer = await self.server.inference.call(ref, Action.PREDICT, Tensors(arrays, content))
+        return encode_response(answer, request, selected)
+
+    # -- the model repository extension ---------------------------------------------
+
+    async def repository_index(self, request: Any) -> Any:
+        entries = await self.repository.index(ready_only=request.ready)
+        return pb.RepositoryIndexResponse(models=[pb.ModelIndex(**entry) for entry in entries])
+
+    async def repository_load(self, request: Any) -> Any:
+        """Load (or reload) a model from the installed plugins (Triton's clients may send a model config or files
+        to upload: a plugin's model comes from its wheel, so those are refused)."""
+        uploads = sorted(key for key in request.parameters if key == "config" or key.startswith("file:"))
+        if uploads:
+            raise BadRequest(
+                f"models come from installed plugin wheels; parameters {', '.join(uploads)} cannot change them"
+            )
+        await self.repository.load(model_name(request))
+        return pb.RepositoryModelLoadResponse()
+
+    async def repository_unload(self, request: Any) -> Any:
+        await self.repository.unload(model_name(request))
+        return pb.RepositoryModelUnloadResponse()
+
+
+def model_name(request: Any) -> str:
+    """The model a repository request names: Triton's field 2, or field 1 where KServe's definition puts it."""
+    name: str = request.model_name or request.repository_name
+    if not name:
+        raise BadRequest("the request names no model")
+    return name

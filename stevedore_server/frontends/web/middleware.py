@@ -1,0 +1,153 @@
+"""Pure ASGI middleware: request ids, the access log, HTTP metrics, the last-resort 500, and API keys.
+
+Typed errors become responses in the app's exception handlers; ``RequestContext``
+is the last resort for the rest (a bug): it logs the exception once, with its
+traceback and an error id, and answers a JSON 500 with that id if nothing was
+sent yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import Any
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from stevedore_server.base.logs import AccessLog, RequestIds, log_error, request_id
+from stevedore_server.base.metrics import Metrics
+from stevedore_server.base.serialization import dumps
+from stevedore_server.frontends.auth import APIKeys
+
+access_log = AccessLog(logging.getLogger("stevedore.access"))
+logger = logging.getLogger("stevedore.http")
+
+REQUEST_ID_HEADER = "x-request-id"
+REQUEST_ID_RAW = REQUEST_ID_HEADER.encode("latin-1")
+#: Routes open without an API key (unless ``auth_health``): probes and metrics.
+OPEN_PATHS = {
+    "/livez", "/readyz", "/healthz", "/metrics", "/v2/health/live", "/v2/health/ready",
+    "/health", "/health/", "/health/live", "/health/live/", "/health/ready", "/health/ready/",
+    "/health/uptime", "/health/uptime/",
+}  # fmt: skip
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OPEN_PATTERN = re.compile(r"^(/v2)?/models/[^/]+(/versions/[^/]+)?/ready$")
+
+
+CONNECTION_CLOSE = (b"connection", b"close")
+
+
+class RequestContext:
+    """Outermost: gives each request an id (``X-Request-ID``), logs and counts it, closes the connection after
+    each answer while the server drains, and turns any exception that escaped the app into a JSON 500 with an
+    error id, logged once with its traceback."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: bool) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.access_log = access_log
+        self.ids = RequestIds()
+        self.samples: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = self.ids.of(given_request_id(scope))
+        token = request_id.set(rid)
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+        lifecycle = scope.get("state", {}).get("lifecycle")
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+                headers = [item for item in message.get("headers", ()) if item[0].lower() != REQUEST_ID_RAW]
+                headers.append((REQUEST_ID_RAW, rid.encode("latin-1")))
+                if lifecycle is not None and lifecycle.draining:  # keep-alive clients reconnect, to another pod
+                    headers.append(CONNECTION_CLOSE)
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as error:
+            error_id = log_error(logger, "unexpected error", error)
+            if not response_started:
+                body = {"error": f"internal server error; error id {error_id}", "error_id": error_id}
+                await send_json(send_with_id, 500, body)
+        finally:
+            self.record(scope, status, time.perf_counter() - started, rid)
+            request_id.reset(token)
+
+    def record(self, scope: Scope, status: int, seconds: float, rid: str) -> None:
+        route = scope.get("route")  # an ApiRoute knows its full template; a plain route or mount its path
+        template = str(getattr(route, "template", None) or getattr(route, "path", "unmatched"))
+        method = scope["method"] if scope["method"] in HTTP_METHODS else "other"  # clients choose methods freely
+        samples = self.samples.get((template, method, status))
+        if samples is None:  # looking children up by labels costs more than the samples themselves
+            samples = (
+                self.metrics.requests.labels(template, method, str(status)),
+                self.metrics.request_seconds.labels(template, method),
+            )
+            self.samples[(template, method, status)] = samples
+        samples[0].inc()
+        samples[1].observe(seconds)
+        if self.access_log:
+            path = scope["path"] + ("?" + scope["query_string"].decode("latin-1") if scope["query_string"] else "")
+            client = scope.get("client") or ("-", 0)
+            access_log.write(
+                rid, (client[0], method, path, status, seconds * 1000),
+                {"status": status, "duration_ms": round(seconds * 1000, 3), "route": template},
+            )  # fmt: skip
+
+
+def given_request_id(scope: Scope) -> str | None:
+    """The client's ``X-Request-ID``, if it sent one (a plain loop: this runs on every request)."""
+    for name, value in scope["headers"]:
+        if name.lower() == REQUEST_ID_RAW:
+            given: str = value.decode("latin-1")
+            return given
+    return None
+
+
+class RequireAPIKey:
+    """401 with ``WWW-Authenticate`` for a protected route without an accepted ``Authorization: Bearer`` key."""
+
+    def __init__(self, app: ASGIApp, keys: APIKeys, protect_health: bool, pages: re.Pattern[str] | None = None) -> None:
+        self.app = app
+        self.keys = keys
+        self.protect_health = protect_health
+        #: Paths of pages that hold no data (the web console's), open always: they send the key typed in them.
+        self.pages = pages
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] == "OPTIONS" or self.is_open(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        authorization = Headers(scope=scope).get("authorization")
+        if self.keys.accepts(authorization):
+            await self.app(scope, receive, send)
+            return
+        challenge = 'Bearer realm="stevedore"' + (', error="invalid_token"' if authorization else "")
+        message = "a valid API key is required" if authorization else "an API key is required"
+        body = {"error": f"{message}: send Authorization: Bearer <key>"}
+        await send_json(send, 401, body, {"www-authenticate": challenge})
+
+    def is_open(self, path: str) -> bool:
+        if self.pages is not None and self.pages.match(path):
+            return True
+        return not self.protect_health and (path in OPEN_PATHS or bool(OPEN_PATTERN.match(path)))
+
+
+async def send_json(send: Send, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+    content = dumps(body)
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]
+    raw += [(name.encode("latin-1"), value.encode("latin-1")) for name, value in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": content})

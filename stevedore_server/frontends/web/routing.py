@@ -1,0 +1,86 @@
+"""Route types of the app's route table, and the OpenAPI document generated from that table.
+
+The handlers take the ``Request`` and parse their bodies themselves, so FastAPI's
+per-request dependency machinery (about 80 µs a request here) buys them nothing:
+they are served as plain Starlette routes. The OpenAPI document comes from a
+FastAPI app that is never served, made from the same route table when the
+document is first asked for: a server nobody reads the docs of never loads
+FastAPI (15 MiB with pydantic).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.routing import BaseRoute, Match, Mount, Route, Router
+from starlette.types import Scope
+
+from stevedore_server import __version__
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+
+class ApiRoute(Route):
+    """A route with its OpenAPI tags and its full path template, which it leaves in the scope (as FastAPI's
+    routes do): the access log and the metrics name the template, not the path."""
+
+    def __init__(
+        self,
+        path: str,
+        endpoint: Callable[..., Any],
+        methods: Sequence[str],
+        tags: Sequence[str] = (),
+        include_in_schema: bool = True,
+        template: str | None = None,
+    ) -> None:
+        super().__init__(path, endpoint, methods=list(methods), include_in_schema=include_in_schema)
+        self.tags = list(tags)
+        self.template = template or path
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child_scope = super().matches(scope)
+        if match is not Match.NONE:
+            child_scope["route"] = self
+        return match, child_scope
+
+
+class ProtocolMount(Mount):
+    """Routes under a prefix that answer errors in their protocol's own format, through their own exception
+    handlers (errors they do not handle reach the app's)."""
+
+    def __init__(self, path: str, routes: Sequence[BaseRoute], exception_handlers: Mapping[Any, Any]) -> None:
+        super().__init__(path, app=ExceptionMiddleware(Router(list(routes)), handlers=dict(exception_handlers)))
+        self.documented = list(routes)
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        return self.documented
+
+
+def model_tag(name: str) -> str:
+    """The OpenAPI tag of a model's own operations (``/docs`` shows them in a section of this name)."""
+    return f"model {name}"
+
+
+def documented(routes: Sequence[BaseRoute], prefix: str = "") -> Iterator[tuple[str, ApiRoute]]:
+    """Every documented route with its full path."""
+    for route in routes:
+        if isinstance(route, Mount):
+            yield from documented(route.routes, prefix + route.path)
+        elif isinstance(route, ApiRoute) and route.include_in_schema:
+            yield prefix + route.path, route
+
+
+def docs_app(routes: Sequence[BaseRoute]) -> FastAPI:
+    """A FastAPI app with one operation, with its own id, for each documented route and method."""
+    from fastapi import FastAPI
+
+    docs = FastAPI(title="stevedore-server", version=__version__, redirect_slashes=False)
+    for path, route in documented(routes):
+        for method in sorted((route.methods or set()) - {"HEAD"}):
+            name = f"{route.name}_{method.lower()}"
+            docs.add_api_route(path, route.endpoint, methods=[method], tags=list(route.tags), name=name)
+    return docs

@@ -1,0 +1,201 @@
+"""The stevedore API: health, catalogue, schemas, predict and score."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+
+from stevedore_server.core.inference import Action, JSONText, JSONValue, ModelRef
+from stevedore_server.core.registry import Registry
+from stevedore_server.core.serving import ServingModel
+
+from .bodies import JSONBytesResponse, check_readiness, health_report, json_result, read_json_text, server_of
+from .routing import ApiRoute
+from .streaming import predict_stream
+
+MODEL = "/models/{name}"
+VERSIONED = "/models/{name}/versions/{version}"
+
+
+def model_ref(request: Request) -> ModelRef:
+    """The model the path names (its highest version unless the path has one)."""
+    return ModelRef(request.path_params["name"], request.path_params.get("version"))
+
+
+def addressed_model(request: Request) -> ServingModel:
+    """The model the path names, served or not; 404 if there is none."""
+    ref = model_ref(request)
+    return server_of(request).registry.get(ref.name, ref.version)
+
+
+# -- health ---------------------------------------------------------------
+
+
+async def livez(request: Request) -> Response:
+    """200 while the process serves requests."""
+    return JSONBytesResponse({"status": "live"})
+
+
+async def readyz(request: Request) -> Response:
+    """200 when every selected model is loaded and self-tested and every health check passes, else 503."""
+    reasons = await check_readiness(request)
+    return JSONBytesResponse({"ready": not reasons, "reasons": reasons}, status_code=503 if reasons else 200)
+
+
+async def healthz(request: Request) -> Response:
+    """The full report: each model's state and reason, each plugin failure, each check, uptime."""
+    report = await health_document(request)
+    return JSONBytesResponse(report, status_code=200 if report["status"] == "ok" else 503)
+
+
+async def health_document(request: Request) -> dict[str, Any]:
+    """What ``/healthz`` answers (the web console shows it too)."""
+    registry = server_of(request).registry
+    checks = await health_report(request)
+    ok = all(result["ok"] for result in checks.values())
+    return {
+        "status": "ok" if ok else "failing",
+        "uptime": registry.uptime(),
+        "models": [
+            {"name": m.name, "version": m.version, "state": m.state, "reason": m.reason} for m in registry.models
+        ],
+        "failed_plugins": [failure.as_dict() for failure in registry.plugin_failures],
+        "checks": checks,
+    }
+
+
+# -- catalogue --------------------------------------------------------------
+
+
+def model_links(model: ServingModel) -> dict[str, str]:
+    base = f"/models/{model.name}/versions/{model.version}"
+    links = {"self": base, "ready": f"{base}/ready", "predict": f"{base}/predict"}
+    links["predict_schema"] = f"{base}/schemas/predict"
+    if model.signature is not None:
+        links["v2_infer"] = f"/v2/models/{model.name}/versions/{model.version}/infer"
+    if model.predictor.has_score:
+        links |= {"score": f"{base}/score", "score_schema": f"{base}/schemas/score"}
+    return links
+
+
+def catalogue_entry(registry: Registry, model: ServingModel) -> dict[str, Any]:
+    return {
+        "name": model.name,
+        "version": model.version,
+        "versions": [other.version for other in registry.versions_of(model.name)],
+        "created": model.loaded.created,
+        "ready": model.ready,
+        "state": model.state,
+        "reason": model.reason,
+        "description": model.predictor.description,
+        "has_score": model.predictor.has_score,
+        "links": model_links(model),
+        "metadata": dict(model.metadata),
+        "v2": v2_interface(model),
+    }
+
+
+def v2_interface(model: ServingModel) -> dict[str, Any]:
+    """The model's Open Inference Protocol tensors, or why it has none."""
+    if model.signature is None:
+        return {"available": False, "reason": model.no_tensor_reason}
+    return {
+        "available": True,
+        "inputs": [spec.as_dict() for spec in model.signature.inputs],
+        "outputs": [spec.as_dict() for spec in model.signature.outputs],
+    }
+
+
+async def catalogue(request: Request) -> Response:
+    """Every served or failed model, and the plugins that failed before giving a model."""
+    return JSONBytesResponse(catalogue_document(server_of(request).registry))
+
+
+def catalogue_document(registry: Registry) -> dict[str, Any]:
+    """What ``/models`` answers (the web console shows it too)."""
+    return {
+        "models": [catalogue_entry(registry, model) for model in registry.models],
+        "failed_plugins": [failure.as_dict() for failure in registry.plugin_failures],
+    }
+
+
+async def model_detail(request: Request) -> Response:
+    """One model's catalogue entry (the highest version unless a version is in the path)."""
+    return JSONBytesResponse(catalogue_entry(server_of(request).registry, addressed_model(request)))
+
+
+async def model_ready(request: Request) -> Response:
+    """200 when this model is loaded and self-tested, else 503 with the reason."""
+    model = addressed_model(request)
+    body = {"name": model.name, "version": model.version, "ready": model.ready, "reason": model.reason}
+    return JSONBytesResponse(body, status_code=200 if model.ready else 503)
+
+
+async def predict_schema(request: Request) -> Response:
+    """The model's predict JSON Schema."""
+    return JSONBytesResponse(addressed_model(request).schema("predict"))
+
+
+async def score_schema(request: Request) -> Response:
+    """The model's score JSON Schema (404 when the model has no score service)."""
+    return JSONBytesResponse(addressed_model(request).schema("score"))
+
+
+# -- inference --------------------------------------------------------------
+
+
+async def predict(request: Request) -> Response:
+    """Validate the body against the predict schema and return the model's predictions."""
+    inference = server_of(request).inference
+    ref = model_ref(request)
+    inference.resolve(ref)  # an unknown or unready model is answered before its body is read
+    answer = await inference.call(ref, Action.PREDICT, JSONText(await read_json_text(request)))
+    model = answer.model
+    predictions = json_result(answer, Action.PREDICT)
+    return JSONBytesResponse({"model_name": model.name, "model_version": model.version, "predictions": predictions})
+
+
+async def score(request: Request) -> Response:
+    """Score the model on a labelled body (POST) or on its shipped score fixture (GET)."""
+    inference = server_of(request).inference
+    ref = model_ref(request)
+    model = inference.resolve(ref)
+    if request.method == "POST":
+        payload = JSONText(await read_json_text(request))
+        answer = await inference.call(ref, Action.SCORE, payload)
+    else:
+        answer = await inference.call(ref, Action.SCORE, JSONValue(model.loaded.score_fixture))
+    model = answer.model
+    result = json_result(answer, Action.SCORE)
+    return JSONBytesResponse({"model_name": model.name, "model_version": model.version, "score": result})
+
+
+def predict_routes() -> list[BaseRoute]:
+    """The predict routes, which the app matches first: Starlette tries routes in order, and each miss costs."""
+    return [ApiRoute(f"{base}/predict", predict, ["POST"], ["inference"]) for base in (MODEL, VERSIONED)]
+
+
+def stream_routes() -> list[BaseRoute]:
+    """The streamed predict routes (Server-Sent Events, ``streaming``)."""
+    return [ApiRoute(f"{base}/predict/stream", predict_stream, ["POST"], ["inference"]) for base in (MODEL, VERSIONED)]
+
+
+def routes() -> list[BaseRoute]:
+    """Every other stevedore route; model routes under both the plain and the versioned path."""
+    table: list[BaseRoute] = [ApiRoute(path, handler, ["GET"], ["health"]) for path, handler in HEALTH_ROUTES.items()]
+    table.append(ApiRoute("/models", catalogue, ["GET"], ["catalogue"]))
+    for base in (MODEL, VERSIONED):
+        table += [
+            ApiRoute(base, model_detail, ["GET"], ["catalogue"]),
+            ApiRoute(f"{base}/ready", model_ready, ["GET"], ["health"]),
+            ApiRoute(f"{base}/schemas/predict", predict_schema, ["GET"], ["catalogue"]),
+            ApiRoute(f"{base}/schemas/score", score_schema, ["GET"], ["catalogue"]),
+            ApiRoute(f"{base}/score", score, ["GET", "POST"], ["inference"]),
+        ]
+    return table
+
+
+HEALTH_ROUTES = {"/livez": livez, "/readyz": readyz, "/healthz": healthz}

@@ -1,0 +1,128 @@
+"""The side of a job inside its own process: ``TrainContext``, and ``run_job``, the process's entry point.
+
+The server starts ``run_job`` in a spawned process (``jobs.py``), which first
+makes a session of its own, so that the job and anything it starts form one
+process group the server can stop as a whole. Everything the job reports
+(progress, log lines, its result or error) goes back as JSON messages through
+a pipe the server reads on a thread of its own: nothing is pickled on the way
+back, so an exception that cannot be pickled is reported like any other, and
+a job whose process dies simply closes the pipe (the server then reads its
+exit status).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import traceback
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from stevedore_server.base.serialization import dumps_result
+
+#: Longest message of a progress report.
+MAX_MESSAGE = 1000
+
+
+class Channel:
+    """The pipe to the server; a closed pipe (the server is gone) is remembered, not raised at the model."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.lock = threading.Lock()
+        self.broken = False
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.send_bytes(orjson.dumps(message, default=str))
+
+    def send_bytes(self, data: bytes) -> None:
+        with self.lock:
+            if self.broken:
+                return
+            try:
+                self.connection.send_bytes(data)
+            except OSError:  # the server died: its successor finds the job interrupted and stops this process
+                self.broken = True
+
+
+class ChannelHandler(logging.Handler):
+    """Sends each log record of the job's process to the server, which keeps it with the job."""
+
+    def __init__(self, channel: Channel) -> None:
+        super().__init__()
+        self.channel = channel
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:  # a broken format string in the model's code: keep the raw message
+            line = str(record.msg)
+        self.channel.send({"type": "log", "level": record.levelname.lower(), "line": line})
+
+
+class TrainContext:
+    """What ``Predictor.train`` gets besides its parameters."""
+
+    def __init__(self, workdir: Path, channel: Channel, logger: logging.Logger, cancel: threading.Event) -> None:
+        #: A directory of this job's own, kept after it ends.
+        self.workdir = workdir
+        #: Lines logged here (or anywhere in the job's process) are kept with the job: ``GET /jobs/ID/logs``.
+        self.logger = logger
+        self._channel = channel
+        self._cancel = cancel
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        """Report how far the job is, from 0 to 1 (clamped), with an optional message."""
+        fraction = min(1.0, max(0.0, float(fraction)))
+        self._channel.send({"type": "progress", "fraction": fraction, "message": str(message)[:MAX_MESSAGE]})
+
+    def cancelled(self) -> bool:
+        """True once the job was asked to stop (a cancel, or the server stopping): return soon after."""
+        return self._cancel.is_set()
+
+
+def describe(error: BaseException) -> str:
+    """``Type: message`` of an exception, even of one whose ``str`` raises."""
+    try:
+        text = str(error)
+    except Exception:
+        text = "(its message cannot be shown)"
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def run_job(connection: Connection, predictor: Any, kind: str, params: Any, workdir: str) -> None:
+    """The job process (spawned by the server): a session of its own, then ``run``."""
+    os.setsid()
+    channel = Channel(connection)
+    run(channel, job_logger(channel), predictor, kind, params, workdir)
+
+
+def run(channel: Channel, logger: logging.Logger, predictor: Any, kind: str, params: Any, workdir: str) -> None:
+    """Train (or predict, for a long prediction), then send the result or the error."""
+    cancel = threading.Event()
+    # SIGTERM asks the job to stop (context.cancelled()); SIGKILL follows after the grace period.
+    signal.signal(signal.SIGTERM, lambda signum, frame: cancel.set())
+    context = TrainContext(Path(workdir), channel, logger, cancel)
+    try:
+        output = predictor.predict(params) if kind == "predict" else predictor.train(params, context)
+        result = dumps_result(output)
+    except Exception as error:
+        logger.error("%s failed:\n%s", kind, "".join(traceback.format_exception(error)).rstrip())
+        channel.send({"type": "error", "error": describe(error)})
+        return
+    channel.send_bytes(b'{"type":"result","result":' + result + b"}")
+
+
+def job_logger(channel: Channel) -> logging.Logger:
+    """The root logger of the job's process, sending every record to the server; ``stevedore.job`` for the model."""
+    root = logging.getLogger()
+    handler = ChannelHandler(channel)
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    return logging.getLogger("stevedore.job")

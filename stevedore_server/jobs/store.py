@@ -1,0 +1,357 @@
+"""The jobs database: jobs, their log lines and the versions trainings made, with SQLAlchemy Core (SQLite by
+default, PostgreSQL by URL).
+
+Every state change is one conditional UPDATE (``WHERE state = ...``), so two
+server processes sharing the database never both start, or both finish, one
+job: whoever's UPDATE matched a row owns the change. The schema is made and
+upgraded by the Alembic migrations in ``migrations/`` when the store opens;
+the tables here describe it for the queries (a test checks the two agree).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import socket
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from stevedore_server.core.convergence import started_at
+
+from .migrations import upgrade
+
+DATABASE_FILE = "jobs.db"
+#: Longest log line kept; a model printing megabytes on one line must not fill the database.
+MAX_LOG_LINE = 4000
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+
+FINISHED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.INTERRUPTED})
+
+metadata = sa.MetaData()
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("model", sa.String(200), nullable=False, index=True),
+    sa.Column("version", sa.String(200), nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("state", sa.String(20), nullable=False, index=True),
+    sa.Column("progress", sa.Float, nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("params", sa.JSON),
+    sa.Column("result", sa.JSON),
+    sa.Column("error", sa.Text),
+    sa.Column("created", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("started", sa.DateTime(timezone=True)),
+    sa.Column("finished", sa.DateTime(timezone=True)),
+    sa.Column("pid", sa.Integer),
+    sa.Column("pgid", sa.Integer),
+    #: ``host:pid`` of the server process running the job.
+    sa.Column("owner", sa.String(300)),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False),
+)
+
+job_logs = sa.Table(
+    "job_logs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.String(36), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("time", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("level", sa.String(20), nullable=False),
+    sa.Column("line", sa.Text, nullable=False),
+)
+
+
+#: Which job made which version of which model, and where its artifact is kept (no foreign key: a version keeps
+#: serving after its job is deleted).
+trained_versions = sa.Table(
+    "trained_versions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("version", sa.String(200), nullable=False),
+    sa.Column("base_version", sa.String(200), nullable=False),
+    sa.Column("job_id", sa.String(36), nullable=False),
+    sa.Column("artifact", sa.Text, nullable=False),
+    sa.Column("created", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("model", "version", name="uq_trained_versions_model_version"),
+)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def aware(moment: datetime) -> datetime:
+    """A stored time with its zone: SQLite hands times back without it, and they are UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def ago(seconds: float) -> datetime:
+    return now() - timedelta(seconds=seconds)
+
+
+def iso(moment: datetime | None) -> str | None:
+    """A stored time as ISO 8601 UTC."""
+    if moment is None:
+        return None
+    return aware(moment).astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def this_owner(pid: int) -> str:
+    """``host:pid:start``: the server process running a job, its start time telling it from a later process
+    given the same pid (``jobs.Jobs.recover``)."""
+    start = started_at(pid)
+    return f"{socket.gethostname()}:{pid}" + (f":{start:.0f}" if start is not None else "")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One row of the jobs table."""
+
+    id: str
+    model: str
+    version: str
+    kind: str
+    state: JobState
+    progress: float
+    message: str
+    params: Any
+    result: Any
+    error: str | None
+    created: datetime
+    started: datetime | None
+    finished: datetime | None
+    pid: int | None
+    pgid: int | None
+    owner: str | None
+    cancel_requested: bool
+
+    @classmethod
+    def of(cls, row: sa.Row[Any]) -> Job:
+        values = dict(row._mapping)
+        values["state"] = JobState(values["state"])
+        return cls(**values)
+
+    @property
+    def duration(self) -> float | None:
+        if self.started is None:
+            return None
+        end = aware(self.finished) if self.finished is not None else now()
+        return round((end - aware(self.started)).total_seconds(), 3)
+
+    def as_dict(self) -> dict[str, Any]:
+        """What the API answers of a job."""
+        return {
+            "id": self.id,
+            "model": self.model,
+            "version": self.version,
+            "kind": self.kind,
+            "state": str(self.state),
+            "progress": self.progress,
+            "message": self.message,
+            "params": self.params,
+            "result": self.result,
+            "error": self.error,
+            "created": iso(self.created),
+            "started": iso(self.started),
+            "finished": iso(self.finished),
+            "duration": self.duration,
+            "pid": self.pid,
+            "links": {"self": f"/jobs/{self.id}", "logs": f"/jobs/{self.id}/logs"},
+        }
+
+
+@dataclass(frozen=True)
+class TrainedVersion:
+    """A version a training made: served by every server process from its kept artifact."""
+
+    model: str
+    version: str
+    base_version: str
+    job_id: str
+    #: The artifact's absolute path, under the state directory's ``artifacts/<job id>/``.
+    artifact: str
+    created: datetime
+    #: Its row's number: the versions recorded after one a process has seen are those with a larger one.
+    id: int = 0
+
+    @classmethod
+    def of(cls, row: sa.Row[Any]) -> TrainedVersion:
+        return cls(**row._mapping)
+
+
+def default_url(state_dir: str | None) -> str:
+    """SQLite in ``state_dir``, or in the user's data directory (``platformdirs``)."""
+    if state_dir is None:
+        import platformdirs
+
+        state_dir = platformdirs.user_data_dir("stevedore-server")
+    return f"sqlite:///{Path(state_dir) / DATABASE_FILE}"
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL, or None for another database."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
+def make_engine(url: str) -> Engine:
+    parsed = sa.engine.make_url(url)
+    if parsed.drivername == "postgresql":  # psycopg 3 (the `postgres` extra), not SQLAlchemy's default psycopg2
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() != "sqlite":
+        return sa.create_engine(parsed, pool_pre_ping=True)
+    engine = sa.create_engine(parsed, connect_args={"timeout": 30})
+
+    @sa.event.listens_for(engine, "connect")
+    def configure(connection: Any, record: Any) -> None:
+        # WAL: the API reads while job supervisors write; foreign keys: logs go with their job.
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return engine
+
+
+class JobStore:
+    """The jobs and their logs in one database; every method is blocking (call it off the event loop)."""
+
+    def __init__(self, url: str) -> None:
+        path = sqlite_file(url)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self.url = url
+        self.engine = make_engine(url)
+        upgrade(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _update(self, condition: Any, **values: Any) -> int:
+        with self.engine.begin() as connection:
+            return connection.execute(jobs.update().where(condition).values(**values)).rowcount
+
+    def create(self, model: str, version: str, kind: str, params: Any) -> Job:
+        row = {
+            "id": str(uuid.uuid4()), "model": model, "version": version, "kind": kind,
+            "state": JobState.QUEUED.value, "progress": 0.0, "message": "", "params": params,
+            "created": now(), "cancel_requested": False,
+        }  # fmt: skip
+        with self.engine.begin() as connection:
+            connection.execute(jobs.insert().values(**row))
+        created = self.get(row["id"])
+        if created is None:  # only a database that lost the row just written
+            raise RuntimeError(f"job {row['id']} vanished after its insert")
+        return created
+
+    def get(self, job_id: str) -> Job | None:
+        with self.engine.connect() as connection:
+            row = connection.execute(jobs.select().where(jobs.c.id == job_id)).first()
+        return None if row is None else Job.of(row)
+
+    def find(self, model: str | None = None, state: str | None = None, limit: int = 50, offset: int = 0) -> list[Job]:
+        query = jobs.select().order_by(jobs.c.created.desc(), jobs.c.id).limit(limit).offset(offset)
+        if model is not None:
+            query = query.where(jobs.c.model == model)
+        if state is not None:
+            query = query.where(jobs.c.state == state)
+        with self.engine.connect() as connection:
+            return [Job.of(row) for row in connection.execute(query)]
+
+    def queued(self, models: set[str], limit: int) -> list[Job]:
+        """The oldest queued jobs of these models."""
+        query = jobs.select().where(jobs.c.state == JobState.QUEUED.value, jobs.c.model.in_(models))
+        with self.engine.connect() as connection:
+            return [Job.of(row) for row in connection.execute(query.order_by(jobs.c.created).limit(limit))]
+
+    def claim(self, job_id: str, owner: str) -> bool:
+        """Queued to running, for ``owner``; False when another process claimed (or cancelled) it first."""
+        condition = (jobs.c.id == job_id) & (jobs.c.state == JobState.QUEUED.value)
+        return self._update(condition, state=JobState.RUNNING.value, started=now(), owner=owner) == 1
+
+    def started(self, job_id: str, pid: int) -> None:
+        """The job's process and its process group (the child makes a session of its own, so the two ids agree)."""
+        self._update(jobs.c.id == job_id, pid=pid, pgid=pid)
+
+    def progress(self, job_id: str, fraction: float, message: str) -> None:
+        running = (jobs.c.id == job_id) & (jobs.c.state == JobState.RUNNING.value)
+        self._update(running, progress=fraction, message=message)
+
+    def finish(self, job_id: str, state: JobState, result: Any = None, error: str | None = None) -> bool:
+        """Running (or queued) to a final state; False when the job had already finished."""
+        condition = (jobs.c.id == job_id) & jobs.c.state.in_([JobState.QUEUED.value, JobState.RUNNING.value])
+        values: dict[str, Any] = {"state": state.value, "finished": now(), "result": result, "error": error}
+        if state is JobState.SUCCEEDED:
+            values["progress"] = 1.0
+        return self._update(condition, **values) == 1
+
+    def request_cancel(self, job_id: str) -> None:
+        self._update(jobs.c.id == job_id, cancel_requested=True)
+
+    def running(self, owner: str | None = None) -> list[Job]:
+        query = jobs.select().where(jobs.c.state == JobState.RUNNING.value)
+        if owner is not None:
+            query = query.where(jobs.c.owner == owner)
+        with self.engine.connect() as connection:
+            return [Job.of(row) for row in connection.execute(query)]
+
+    def add_log(self, job_id: str, level: str, line: str) -> None:
+        row = {"job_id": job_id, "time": now(), "level": level, "line": line[:MAX_LOG_LINE]}
+        with self.engine.begin() as connection:
+            connection.execute(job_logs.insert().values(**row))
+
+    def purge(self, finished_before: datetime) -> int:
+        """Delete the jobs that finished before the time, with their logs; how many."""
+        old = sa.select(jobs.c.id).where(jobs.c.finished.is_not(None), jobs.c.finished < finished_before)
+        with self.engine.begin() as connection:
+            connection.execute(job_logs.delete().where(job_logs.c.job_id.in_(old)))
+            return connection.execute(jobs.delete().where(jobs.c.id.in_(old))).rowcount
+
+    def record_trained(self, trained: TrainedVersion) -> int:
+        """Record ``trained``; its row's number."""
+        row = {key: value for key, value in dataclasses.asdict(trained).items() if key != "id"}
+        with self.engine.begin() as connection:
+            inserted = connection.execute(trained_versions.insert().values(**row))
+        key = inserted.inserted_primary_key
+        if key is None:  # SQLAlchemy gives it for a single-row insert on SQLite and PostgreSQL alike
+            raise RuntimeError("the database did not say which row it recorded the trained version in")
+        return int(key[0])
+
+    def trained(self, after: int = 0) -> list[TrainedVersion]:
+        """The trained versions recorded after the row ``after``, oldest first."""
+        query = trained_versions.select().where(trained_versions.c.id > after).order_by(trained_versions.c.id)
+        with self.engine.connect() as connection:
+            return [TrainedVersion.of(row) for row in connection.execute(query)]
+
+    def logs(self, job_id: str, after: int = 0, limit: int = 1000) -> Iterator[dict[str, Any]]:
+        query = (
+            job_logs.select()
+            .where(job_logs.c.job_id == job_id, job_logs.c.id > after)
+            .order_by(job_logs.c.id)
+            .limit(limit)
+        )
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        for row in rows:
+            yield {"id": row.id, "time": iso(row.time), "level": row.level, "line": row.line}

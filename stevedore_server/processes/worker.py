@@ -1,0 +1,275 @@
+"""A model's worker process: ``python -m stevedore_server.worker``, started by ``isolation`` (never by a user).
+
+It runs under the server's interpreter (``[models.NAME] processes``) or under
+another one (``python``), whose environment has the plugin and its own
+dependencies. It finds the plugins installed where it runs, as a server does,
+and talks to the server over one socket (its file descriptor in the
+``STEVEDORE_WORKER`` variable, with what it is to do), one pickled message
+at a time:
+
+- ``describe``: the models these plugins provide (of the listed names, or all);
+- ``serve``: load and self-test one model (name, version), send what loading
+  found, then answer ``(action, payload)`` requests, one at a time, with
+  ``("ok", result)``, ``("client", error)`` for an error meant for the client,
+  or ``("error", summary, traceback)`` when the model raised. It ends when the
+  server closes the socket (the server stopping, or dying);
+- ``job``: load the model, read one JSON message (what to run: a training or a
+  long prediction, its parameters, its workdir), then run it as a job process
+  does (``training.py``): its progress, log lines, result or error go back as
+  that module's JSON messages. A model in worker processes is trained (and
+  predicts as a job) under its own interpreter, never in the server's.
+
+``artifact`` and ``base_version`` in the orders make the model the new version
+a training produced: the installed ``base_version`` with ``Predictor.trained``.
+
+Nothing in a reply can fail to unpickle on the server's side for being an
+exception of a module it lacks: a model's exception travels as text.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import sys
+import traceback
+from importlib.metadata import PackageNotFoundError, distribution
+from multiprocessing.connection import Connection
+from typing import Any
+
+import orjson
+
+from .isolation import ORDERS_ENV, PROTOCOL
+
+logger = logging.getLogger("stevedore.worker")
+
+
+def main() -> None:
+    orders = orjson.loads(os.environ.pop(ORDERS_ENV))
+    connection = Connection(orders["fd"])
+    configure_logging(orders.get("log_level", "info"), orders.get("log_format", "text"))
+    if orders["mode"] == "describe":
+        send(connection, describe(orders))
+    elif orders["mode"] == "job":
+        job(connection, orders)
+    else:
+        serve(connection, orders)
+
+
+def configure_logging(level: str, log_format: str) -> None:
+    """Lines in the server's format on stderr (the server's), each with the id of the request being answered,
+    or ``worker-PID`` outside one."""
+    from stevedore_server.base.logs import JSONFormatter, RequestIdFilter, TextFormatter, request_id
+
+    request_id.set(f"worker-{os.getpid()}")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JSONFormatter() if log_format == "json" else TextFormatter())
+    handler.addFilter(RequestIdFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel("DEBUG" if level == "trace" else level.upper())
+
+
+def send(connection: Connection, message: Any) -> None:
+    connection.send_bytes(pickle.dumps(message, protocol=PROTOCOL))
+
+
+def find(orders: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+    """The candidates and plugin failures of the plugins installed here, selected as the server selects."""
+    from stevedore_server.base.settings import Settings
+    from stevedore_server.core.startup import find as find_candidates
+
+    plugins = orders.get("plugins")
+    settings = Settings(
+        plugins=tuple(plugins) if plugins is not None else None,
+        disable_plugins=tuple(orders.get("disable_plugins", ())),
+    )
+    candidates, failures, _hooks = find_candidates(settings)
+    return candidates, failures
+
+
+def describe(orders: dict[str, Any]) -> dict[str, Any]:
+    """The models of the names asked for, as (name, version, where from), and the plugins that failed."""
+    candidates, failures = find(orders)
+    names = orders.get("names")  # None: every model
+    found = [
+        (c.predictor.name, c.predictor.version, c.source)
+        for c in candidates
+        if names is None or c.predictor.name in names
+    ]
+    return {"models": found, "failures": failures, "python": python_description()}
+
+
+def python_description() -> dict[str, str]:
+    return {"executable": sys.executable, "version": ".".join(map(str, sys.version_info[:3]))}
+
+
+def serve(connection: Connection, orders: dict[str, Any]) -> None:
+    loaded = load_ordered(orders)
+    if isinstance(loaded, str):
+        send(connection, {"state": "failed", "reason": loaded})
+        return
+    send(connection, loaded_description(loaded))
+    if loaded.ready:
+        answer(connection, loaded.predictor)
+
+
+def load_ordered(orders: dict[str, Any]) -> Any:
+    """The model of the orders (a trained version of it, given ``artifact``), loaded and self-tested: a
+    ``loading.LoadedModel``, or why no installed plugin provides it."""
+    from pathlib import Path
+
+    from stevedore_server.plugins.loading import load_model
+
+    candidates, _failures = find(orders)
+    wanted = (orders["model"], orders.get("base_version", orders["version"]))
+    chosen = [c for c in candidates if (c.predictor.name, c.predictor.version) == wanted]
+    if not chosen:
+        return f"no installed plugin provides model {wanted[0]!r} version {wanted[1]!r} under {sys.executable}"
+    predictor = chosen[0].predictor
+    if orders.get("artifact") is not None:
+        predictor = predictor.trained(Path(orders["artifact"]), orders["version"])
+    return load_model(predictor, chosen[0].source)
+
+
+def job(connection: Connection, orders: dict[str, Any]) -> None:
+    """Run one job (``training.run``) on the model of the orders; its loading's log lines are the job's too."""
+    from stevedore_server.jobs.child import Channel, job_logger, run
+
+    order = orjson.loads(connection.recv_bytes())
+    channel = Channel(connection)
+    job_log = job_logger(channel)
+    loaded = load_ordered(orders)
+    if isinstance(loaded, str) or not loaded.ready:
+        reason = loaded if isinstance(loaded, str) else loaded.reason
+        channel.send({"type": "error", "error": f"the model could not be loaded for the job: {reason}"})
+        return
+    run(channel, job_log, loaded.predictor, order["kind"], order["params"], order["workdir"])
+
+
+def loaded_description(loaded: Any) -> dict[str, Any]:
+    """What the server needs of a loaded model: its state, declarations, self-test and distribution."""
+    predictor = loaded.predictor
+    declared = {
+        attribute: getattr(predictor, attribute)
+        for attribute in (
+            "name", "version", "description", "tensor_inputs", "tensor_outputs", "content_type", "numpy_input",
+            "max_batch_size", "max_batch_time", "row_aligned",
+        )
+    }  # fmt: skip
+    for kind in ("predict", "score"):
+        validator = getattr(loaded, f"{kind}_validator")
+        declared[f"{kind}_schema"] = validator.schema if validator is not None else None
+        declared[f"{kind}_fixture"] = getattr(loaded, f"{kind}_fixture")
+    if loaded.train_validator is not None:  # trained by a job process under this interpreter (``job``)
+        declared["train_schema"] = loaded.train_validator.schema
+        declared["train_fixture"] = predictor.resolved_fixture("train")
+    return {
+        "state": loaded.state.value,
+        "reason": loaded.reason,
+        "created": loaded.created,
+        "declared": declared,
+        "streams": predictor.has_stream,
+        "distribution": distribution_metadata(loaded.source.distribution),
+        "python": python_description(),
+        "pid": os.getpid(),
+    }
+
+
+def distribution_metadata(name: str | None) -> dict[str, Any] | None:
+    """The catalogue fields of the plugin's distribution, as installed here (the server may lack it)."""
+    from stevedore_server.plugins.builtin.catalogue import wheel_metadata
+
+    if name is None:
+        return None
+    try:
+        return wheel_metadata(distribution(name).metadata)
+    except PackageNotFoundError:
+        return None
+
+
+def answer(connection: Connection, predictor: Any) -> None:
+    """Answer the server's requests until it closes the socket."""
+    from stevedore_server.base.errors import ClientError
+    from stevedore_server.base.logs import request_id
+
+    while True:
+        try:
+            action, payload, request = pickle.loads(connection.recv_bytes())
+        except (EOFError, OSError):
+            return
+        request_id.set(request)  # the model's log lines carry the id of the request they are about
+        if action == "cancel":  # a stream's cancel that crossed its end: nothing to stop
+            continue
+        if action == "stream":
+            stream(connection, predictor, payload)
+            continue
+        try:
+            method = predictor.predict if action == "predict" else predictor.score
+            reply: tuple[Any, ...] = ("ok", method(payload))
+        except ClientError as error:
+            reply = ("client", error)
+        except Exception as error:
+            reply = ("error", f"{type(error).__name__}: {error}", traceback.format_exc())
+        send_reply(connection, reply)
+
+
+def stream(connection: Connection, predictor: Any, payload: Any) -> None:
+    """Send the items of ``predict_stream`` one message each, then ``("end",)``; or the error, as ``answer``
+    does. A ``cancel`` from the server (its client left) closes the generator, so its ``finally`` runs, and is
+    acknowledged with ``("cancelled",)``."""
+    from stevedore_server.base.errors import ClientError
+
+    items: Any = None
+    try:
+        items = generator_of(predictor.predict_stream(payload))
+        for item in items:
+            send_reply(connection, ("item", item))
+            if connection.poll(0) and pickle.loads(connection.recv_bytes())[0] == "cancel":
+                items.close()
+                send_reply(connection, ("cancelled",))
+                return
+    except ClientError as error:
+        send_reply(connection, ("client", error))
+        return
+    except Exception as error:
+        send_reply(connection, ("error", f"{type(error).__name__}: {error}", traceback.format_exc()))
+        return
+    send_reply(connection, ("end",))
+
+
+def generator_of(stream: Any) -> Any:
+    """A plain generator of the items of a generator or of an async generator (run on a loop of its own)."""
+    if not hasattr(stream, "__anext__"):
+        if not hasattr(stream, "__next__"):
+            raise TypeError(f"predict_stream must return a generator, got {type(stream).__name__}")
+        return stream
+    return async_items(stream)
+
+
+def async_items(stream: Any) -> Any:
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    try:
+        while True:
+            try:
+                yield loop.run_until_complete(stream.__anext__())
+            except StopAsyncIteration:
+                return
+    finally:
+        loop.run_until_complete(stream.aclose())
+        loop.close()
+
+
+def send_reply(connection: Connection, reply: tuple[Any, ...]) -> None:
+    """Send ``reply``; one that cannot be pickled (an odd result, an error holding a lock) is sent as an error."""
+    try:
+        data = pickle.dumps(reply, protocol=PROTOCOL)
+    except Exception as error:
+        what = "result" if reply[0] == "ok" else "error"
+        data = pickle.dumps(
+            ("error", f"the model's {what} cannot be sent to the server: {type(error).__name__}: {error}", ""),
+            protocol=PROTOCOL,
+        )
+    connection.send_bytes(data)
