@@ -1,13 +1,17 @@
-"""stevedore-server: a plugin-based model server."""
+"""stevedore-server: a plugin-based model server.
+
+What a plugin imports from here: ``Predictor`` (the contract a model
+implements) and ``hookimpl`` (the marker of hook implementations), with
+``hookspecs``, ``testing`` and the pytest plugin beside them. The server
+itself is in the layers below, each a subpackage whose docstring says what it
+owns: ``base``, ``plugins``, ``processes``, ``core``, ``jobs``,
+``frontends``, and on top ``kit``, ``deploy``, ``process``, ``rayserve`` and
+``cli`` (the README's "Layout" is the map).
+"""
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("stevedore-server")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0+unknown"
+from stevedore_server.base.version import __version__
 
 from .hookspecs import hookimpl
 from .predictor import Predictor

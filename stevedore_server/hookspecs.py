@@ -18,7 +18,7 @@ import pluggy
 from stevedore_server.base.health import HealthCheck
 
 if TYPE_CHECKING:
-    from stevedore_server.core.server import ModelServer
+    from stevedore_server.plugins.host import Server
 
     from .predictor import Predictor
 
@@ -31,7 +31,7 @@ __all__ = ["PROJECT", "HealthCheck", "hookimpl", "hookspec"]
 
 
 @hookspec
-def stevedore_health_checks(server: ModelServer) -> Mapping[str, HealthCheck]:
+def stevedore_health_checks(server: Server) -> Mapping[str, HealthCheck]:
     """Contribute health checks to ``/healthz`` and ``/readyz``.
 
     Called once at startup, after the models are loaded, with the ``server``
@@ -45,7 +45,7 @@ def stevedore_health_checks(server: ModelServer) -> Mapping[str, HealthCheck]:
 
 
 @hookspec
-def stevedore_catalogue_metadata(predictor: Predictor, server: ModelServer) -> dict[str, Any] | None:
+def stevedore_catalogue_metadata(predictor: Predictor, server: Server) -> dict[str, Any] | None:
     """Add fields to ``predictor``'s catalogue entry, under ``metadata``.
 
     Called once per predictor at startup, for served and failed predictors alike,
@@ -62,7 +62,7 @@ RegisterRoute = Callable[..., None]
 
 
 @hookspec
-def stevedore_routes(server: ModelServer, register: RegisterRoute) -> None:
+def stevedore_routes(server: Server, register: RegisterRoute) -> None:
     """Add HTTP routes of the plugin's own, under one of its models or under its distribution.
 
     Called once at startup, after the models are loaded and the health checks

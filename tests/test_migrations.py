@@ -15,16 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from stevedore_server.jobs.migrations import config
-from stevedore_server.jobs.store import (
-    JobState,
-    JobStore,
-    default_url,
-    job_logs,
-    jobs,
-    make_engine,
-    metadata,
-    now,
-)
+from stevedore_server.jobs.store import JobState, JobStore, default_url, job_logs, jobs, make_engine, metadata, now
 
 #: Each process opens the store at the same moment (a start time given to both).
 OPEN_AT_ONCE = """

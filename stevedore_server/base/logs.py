@@ -25,6 +25,8 @@ from typing import Any
 from uvicorn.config import LOGGING_CONFIG
 
 #: The id of the request being served, for every log line written while serving it.
+#: The header (and gRPC metadata key) that carries a request's id, given by the client or made by the server.
+REQUEST_ID_HEADER = "x-request-id"
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 #: A client's request id is kept when it is short and printable; otherwise one is made.

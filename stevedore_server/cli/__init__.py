@@ -16,10 +16,10 @@ import click
 import orjson
 import yaml
 
-from stevedore_server import __version__
 from stevedore_server.base.errors import NotFound, StevedoreError
 from stevedore_server.base.logs import logging_config
 from stevedore_server.base.settings import HINTS, Settings, base_type, env_name
+from stevedore_server.base.version import __version__
 from stevedore_server.core import startup
 from stevedore_server.core.registry import version_key
 from stevedore_server.core.server import ModelServer
@@ -391,7 +391,7 @@ def build(
 def environment_settings_command(environments: tuple[Path, ...], output: Path | None) -> None:
     """Settings that run every model of each virtual environment ENVIRONMENTS in it: one `[models.NAME]` table
     with `python` a model (`stevedore-server build --isolated-plugin` writes the image's so)."""
-    from stevedore_server.processes.isolation import environment_settings
+    from stevedore_server.processes.environments import environment_settings
 
     try:
         text = environment_settings(list(environments), make_settings())

@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stevedore_server.base.pids import alive
+
 DIRECTORY_ENV = "STEVEDORE_REPOSITORY_DIR"
 LOADED, UNLOADED = "loaded", "unloaded"
 
@@ -109,26 +111,3 @@ class SharedState:
                 if alive(int(path.name.split("-")[1])):
                     found.append(int(path.read_text()))
         return found
-
-
-def started_at(pid: int) -> float | None:
-    """When process ``pid`` started (seconds since the epoch, to a second), from Linux's ``/proc``; None when it
-    is gone or this cannot be read here. With the pid, it names one process: a pid is reused, a start time not."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        boot = next(line for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime "))
-    except (OSError, StopIteration):
-        return None
-    # Field 22 of the file, the 20th after the command's closing parenthesis: clock ticks since boot.
-    return int(boot.split()[1]) + int(fields[19]) / os.sysconf("SC_CLK_TCK")
-
-
-def alive(pid: int) -> bool:
-    """Whether a process (or, with a negative number, a process group) exists."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

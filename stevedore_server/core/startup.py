@@ -23,11 +23,9 @@ from stevedore_server.base.errors import StartupError
 from stevedore_server.base.metrics import Metrics
 from stevedore_server.base.settings import Settings
 from stevedore_server.base.sources import PluginFailure
-from stevedore_server.plugins.discovery import Candidate, discover
+from stevedore_server.plugins.discovery import Candidate, accepted, find_installed
 from stevedore_server.plugins.hooks import Hooks
 from stevedore_server.plugins.loading import LoadedModel, not_loaded
-from stevedore_server.plugins.manager import check_hooks, get_plugin_manager, hook_sources
-from stevedore_server.predictor import NAME_PATTERN, Predictor
 from stevedore_server.processes import isolation
 
 from . import serving
@@ -70,45 +68,14 @@ def load_selected(settings: Settings, candidate: Candidate) -> LoadedModel:
 def find(
     settings: Settings, manager: pluggy.PluginManager | None = None
 ) -> tuple[list[Candidate], list[PluginFailure], Hooks]:
-    """The selected predictors, not loaded: names checked, a duplicate name and version a ``StartupError``."""
-    failures: list[PluginFailure] = []
-    from_entry_points = manager is None
-    if manager is None:
-        manager, failures = get_plugin_manager(settings.selection)
-    check_hooks(manager)  # a given manager may have had plugins registered since it was made
-    hooks = Hooks(manager, hook_sources() if from_entry_points else {})
-    candidates, discovery_failures = discover(hooks, settings.selection, entry_points=from_entry_points)
-    failures += discovery_failures
+    """The selected predictors, not loaded, those of models in environments of their own among them: names
+    checked, a duplicate name and version a ``StartupError``."""
+    candidates, failures, hooks = find_installed(settings.selection, manager)
     isolated, isolated_failures, names = isolation.isolated_candidates(settings)
     if names:  # a model with an environment of its own is that environment's, even where the server has one too
         candidates = [candidate for candidate in candidates if candidate.predictor.name not in names] + isolated
         failures += isolated_failures
-    accepted: dict[tuple[str, str], Candidate] = {}
-    for candidate in candidates:
-        problem = identity_problem(candidate.predictor)
-        if problem:
-            failures.append(PluginFailure(candidate.source, problem))
-            logger.error("plugin failed: %s: %s", candidate.source.describe(), problem)
-            continue
-        key = (candidate.predictor.name, candidate.predictor.version)
-        if key in accepted:
-            raise StartupError(
-                f"model {key[0]!r} version {key[1]!r} is provided twice: "
-                f"by {accepted[key].source.describe()} and by {candidate.source.describe()}"
-            )
-        accepted[key] = candidate
-    return list(accepted.values()), failures, hooks
-
-
-def identity_problem(predictor: Predictor) -> str | None:
-    for attribute in ("name", "version"):
-        value = getattr(predictor, attribute)
-        if not isinstance(value, str) or not NAME_PATTERN.match(value):
-            return (
-                f"{type(predictor).__qualname__}.{attribute} = {value!r}: "
-                "must be a non-empty string of letters, digits, '.', '_' or '-'"
-            )
-    return None
+    return accepted(candidates, failures), failures, hooks
 
 
 def build_server(

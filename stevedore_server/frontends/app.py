@@ -44,11 +44,11 @@ from stevedore_server.core.repository import Repository
 from stevedore_server.core.server import ModelServer
 from stevedore_server.frontends.web.bodies import JSONBytesResponse, error_response, http_error, server_of
 from stevedore_server.frontends.web.middleware import RequestContext, RequireAPIKey
+from stevedore_server.frontends.web.plugin_routes import STATE_KEY as PLUGIN_ROUTES
+from stevedore_server.frontends.web.plugin_routes import PluginRoutes, serve_routes
 from stevedore_server.frontends.web.routing import ApiRoute, docs_app
 from stevedore_server.jobs.service import SERVE_TIMEOUT, Jobs
 from stevedore_server.jobs.store import TrainedVersion
-from stevedore_server.plugins.routes import STATE_KEY as PLUGIN_ROUTES
-from stevedore_server.plugins.routes import PluginRoutes, serve_routes
 
 from . import console
 from .auth import APIKeys
@@ -203,9 +203,7 @@ async def openapi_json(request: Request) -> Response:
 
 
 def build_openapi(table: list[BaseRoute], server: Any) -> dict[str, Any]:
-    from stevedore_server.frontends.web.openapi import (
-        build_openapi as build,  # imports FastAPI: only when the document is first asked for
-    )
+    from stevedore_server.frontends.web.openapi import build_openapi as build
 
     return build(docs_app(table), server.registry)
 

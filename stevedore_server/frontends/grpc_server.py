@@ -48,13 +48,12 @@ from stevedore_server.base.errors import (
 )
 from stevedore_server.base.health import readiness_problems
 from stevedore_server.base.lifecycle import Lifecycle
-from stevedore_server.base.logs import AccessLog, RequestIds, log_error, request_id
+from stevedore_server.base.logs import REQUEST_ID_HEADER, AccessLog, RequestIds, log_error, request_id
 from stevedore_server.base.metrics import Metrics
 from stevedore_server.base.settings import Settings
 from stevedore_server.core.server import ModelServer
 from stevedore_server.frontends.v2.grpc_service import InferenceService, Method
 from stevedore_server.frontends.v2.protocol import SERVICE
-from stevedore_server.frontends.web.middleware import REQUEST_ID_HEADER
 
 from .auth import APIKeys
 from .v2 import protocol

@@ -126,3 +126,19 @@ def job_logger(channel: Channel) -> logging.Logger:
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
     return logging.getLogger("stevedore.job")
+
+
+def run_in_worker(connection: Connection, orders: dict[str, Any]) -> None:
+    """A job in a model's worker process (its ``job`` mode): the model of the orders loaded under the model's
+    interpreter, then one job run on it as in a job process; its loading's log lines are the job's too."""
+    from stevedore_server.processes.worker import load_ordered
+
+    order = orjson.loads(connection.recv_bytes())
+    channel = Channel(connection)
+    job_log = job_logger(channel)
+    loaded = load_ordered(orders)
+    if isinstance(loaded, str) or not loaded.ready:
+        reason = loaded if isinstance(loaded, str) else loaded.reason
+        channel.send({"type": "error", "error": f"the model could not be loaded for the job: {reason}"})
+        return
+    run(channel, job_log, loaded.predictor, order["kind"], order["params"], order["workdir"])

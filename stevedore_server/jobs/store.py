@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from stevedore_server.core.convergence import started_at
+from stevedore_server.base.pids import started_at
 
 from .migrations import upgrade
 

@@ -1,4 +1,5 @@
-"""Finding predictors: the ``stevedore.predictors`` entry points and the registration hook."""
+"""Finding predictors: the ``stevedore.predictors`` entry points and the registration hook, each predictor's
+name and version checked, a name and version given twice a startup error."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import pluggy
+
+from stevedore_server.base.errors import StartupError
 from stevedore_server.base.sources import PREDICTORS_GROUP, PluginFailure, PluginSelection, PluginSource, failure
-from stevedore_server.predictor import Predictor
+from stevedore_server.predictor import NAME_PATTERN, Predictor
 
 from .hooks import Hooks
-from .manager import iter_entry_points
+from .manager import check_hooks, get_plugin_manager, hook_sources, iter_entry_points
 
 logger = logging.getLogger("stevedore.discovery")
 
@@ -67,3 +71,49 @@ def discover(
     registered, hook_failures = hooks.register_predictors()
     candidates += [Candidate(predictor, source) for predictor, source in registered]
     return candidates, failures + hook_failures
+
+
+def find_installed(
+    selection: PluginSelection, manager: pluggy.PluginManager | None = None
+) -> tuple[list[Candidate], list[PluginFailure], Hooks]:
+    """The predictors of the selected plugins installed here (or of ``manager``'s plugins, which then replace
+    the entry points), not loaded, with the plugins that failed and the hooks."""
+    failures: list[PluginFailure] = []
+    from_entry_points = manager is None
+    if manager is None:
+        manager, failures = get_plugin_manager(selection)
+    check_hooks(manager)  # a given manager may have had plugins registered since it was made
+    hooks = Hooks(manager, hook_sources() if from_entry_points else {})
+    candidates, discovery_failures = discover(hooks, selection, entry_points=from_entry_points)
+    return candidates, failures + discovery_failures, hooks
+
+
+def accepted(candidates: Iterable[Candidate], failures: list[PluginFailure]) -> list[Candidate]:
+    """The candidates of a valid name and version (the others added to ``failures``); a name and version given
+    twice is a ``StartupError`` naming both sources."""
+    chosen: dict[tuple[str, str], Candidate] = {}
+    for candidate in candidates:
+        problem = identity_problem(candidate.predictor)
+        if problem:
+            failures.append(PluginFailure(candidate.source, problem))
+            logger.error("plugin failed: %s: %s", candidate.source.describe(), problem)
+            continue
+        key = (candidate.predictor.name, candidate.predictor.version)
+        if key in chosen:
+            raise StartupError(
+                f"model {key[0]!r} version {key[1]!r} is provided twice: "
+                f"by {chosen[key].source.describe()} and by {candidate.source.describe()}"
+            )
+        chosen[key] = candidate
+    return list(chosen.values())
+
+
+def identity_problem(predictor: Predictor) -> str | None:
+    for attribute in ("name", "version"):
+        value = getattr(predictor, attribute)
+        if not isinstance(value, str) or not NAME_PATTERN.match(value):
+            return (
+                f"{type(predictor).__qualname__}.{attribute} = {value!r}: "
+                "must be a non-empty string of letters, digits, '.', '_' or '-'"
+            )
+    return None

@@ -22,7 +22,7 @@ from stevedore_server.predictor import Predictor
 from .routes import PluginRoute, checked_route
 
 if TYPE_CHECKING:
-    from stevedore_server.core.server import ModelServer
+    from .host import Server
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class Hooks:
             found.clear()
         return registered, failures
 
-    def health_checks(self, server: ModelServer) -> tuple[dict[str, HealthCheck], list[PluginFailure]]:
+    def health_checks(self, server: Server) -> tuple[dict[str, HealthCheck], list[PluginFailure]]:
         """Every plugin's health checks; a name given twice is a ``StartupError`` naming both plugins."""
         checks: dict[str, HealthCheck] = {}
         owners: dict[str, str] = {}
@@ -82,9 +82,7 @@ class Hooks:
                 checks[name] = check
         return checks, failures
 
-    def catalogue_metadata(
-        self, predictor: Predictor, server: ModelServer
-    ) -> tuple[dict[str, Any], list[PluginFailure]]:
+    def catalogue_metadata(self, predictor: Predictor, server: Server) -> tuple[dict[str, Any], list[PluginFailure]]:
         """The catalogue fields of ``predictor``: where two plugins give a key, the one called first wins."""
         metadata: dict[str, Any] = {}
         failures: list[PluginFailure] = []
@@ -102,7 +100,7 @@ class Hooks:
                 metadata.update(result.value)
         return metadata, failures
 
-    def routes(self, server: ModelServer) -> tuple[list[PluginRoute], list[PluginFailure]]:
+    def routes(self, server: Server) -> tuple[list[PluginRoute], list[PluginFailure]]:
         """Every plugin's own routes (``stevedore_routes``), each placed under its model or its distribution; a
         plugin that raises, registers what cannot be a route, or names a model not its own is a failure."""
         routes: list[PluginRoute] = []
@@ -156,7 +154,7 @@ class Hooks:
             yield HookResult(implementation.plugin_name, value, None)
 
 
-def check_owner(route: PluginRoute, source: PluginSource, server: ModelServer) -> None:
+def check_owner(route: PluginRoute, source: PluginSource, server: Server) -> None:
     """LookupError unless the model a route goes under is served here and, for an installed plugin, its own."""
     if route.model is None:
         return

@@ -1,4 +1,4 @@
-"""A model's worker process: ``python -m stevedore_server.worker``, started by ``isolation`` (never by a user).
+"""A model's worker process (``python -m stevedore_server.worker``), started by ``isolation``, never by a user.
 
 It runs under the server's interpreter (``[models.NAME] processes``) or under
 another one (``python``), whose environment has the plugin and its own
@@ -13,11 +13,13 @@ at a time:
   ``("ok", result)``, ``("client", error)`` for an error meant for the client,
   or ``("error", summary, traceback)`` when the model raised. It ends when the
   server closes the socket (the server stopping, or dying);
-- ``job``: load the model, read one JSON message (what to run: a training or a
-  long prediction, its parameters, its workdir), then run it as a job process
-  does (``training.py``): its progress, log lines, result or error go back as
-  that module's JSON messages. A model in worker processes is trained (and
-  predicts as a job) under its own interpreter, never in the server's.
+- ``job`` (given by ``stevedore_server.worker``, from the jobs layer:
+  ``jobs.child.run_in_worker``): load the model, read one JSON message (what
+  to run: a training or a long prediction, its parameters, its workdir), then
+  run it as a job process does: its progress, log lines, result or error go
+  back as ``jobs.child``'s JSON messages. A model in worker processes is
+  trained (and predicts as a job) under its own interpreter, never in the
+  server's.
 
 ``artifact`` and ``base_version`` in the orders make the model the new version
 a training produced: the installed ``base_version`` with ``Predictor.trained``.
@@ -33,27 +35,33 @@ import os
 import pickle
 import sys
 import traceback
+from collections.abc import Callable, Mapping
 from importlib.metadata import PackageNotFoundError, distribution
 from multiprocessing.connection import Connection
 from typing import Any
 
 import orjson
 
-from .isolation import ORDERS_ENV, PROTOCOL
+from .wire import ORDERS_ENV, PROTOCOL
 
 logger = logging.getLogger("stevedore.worker")
 
 
-def main() -> None:
+#: What a worker process may be ordered to do besides ``describe`` and ``serve``: ``job`` (the jobs layer's,
+#: given by ``stevedore_server.worker``, which runs this module).
+Mode = Callable[[Connection, dict[str, Any]], None]
+
+
+def main(modes: Mapping[str, Mode] | None = None) -> None:
     orders = orjson.loads(os.environ.pop(ORDERS_ENV))
     connection = Connection(orders["fd"])
     configure_logging(orders.get("log_level", "info"), orders.get("log_format", "text"))
     if orders["mode"] == "describe":
         send(connection, describe(orders))
-    elif orders["mode"] == "job":
-        job(connection, orders)
-    else:
+    elif orders["mode"] == "serve":
         serve(connection, orders)
+    else:
+        (modes or {})[orders["mode"]](connection, orders)
 
 
 def configure_logging(level: str, log_format: str) -> None:
@@ -76,16 +84,13 @@ def send(connection: Connection, message: Any) -> None:
 
 def find(orders: dict[str, Any]) -> tuple[list[Any], list[Any]]:
     """The candidates and plugin failures of the plugins installed here, selected as the server selects."""
-    from stevedore_server.base.settings import Settings
-    from stevedore_server.core.startup import find as find_candidates
+    from stevedore_server.base.sources import PluginSelection
+    from stevedore_server.plugins.discovery import accepted, find_installed
 
     plugins = orders.get("plugins")
-    settings = Settings(
-        plugins=tuple(plugins) if plugins is not None else None,
-        disable_plugins=tuple(orders.get("disable_plugins", ())),
-    )
-    candidates, failures, _hooks = find_candidates(settings)
-    return candidates, failures
+    selection = PluginSelection.from_names(plugins, orders.get("disable_plugins", ()))
+    candidates, failures, _hooks = find_installed(selection)
+    return accepted(candidates, failures), failures
 
 
 def describe(orders: dict[str, Any]) -> dict[str, Any]:
@@ -130,21 +135,6 @@ def load_ordered(orders: dict[str, Any]) -> Any:
     if orders.get("artifact") is not None:
         predictor = predictor.trained(Path(orders["artifact"]), orders["version"])
     return load_model(predictor, chosen[0].source)
-
-
-def job(connection: Connection, orders: dict[str, Any]) -> None:
-    """Run one job (``training.run``) on the model of the orders; its loading's log lines are the job's too."""
-    from stevedore_server.jobs.child import Channel, job_logger, run
-
-    order = orjson.loads(connection.recv_bytes())
-    channel = Channel(connection)
-    job_log = job_logger(channel)
-    loaded = load_ordered(orders)
-    if isinstance(loaded, str) or not loaded.ready:
-        reason = loaded if isinstance(loaded, str) else loaded.reason
-        channel.send({"type": "error", "error": f"the model could not be loaded for the job: {reason}"})
-        return
-    run(channel, job_log, loaded.predictor, order["kind"], order["params"], order["workdir"])
 
 
 def loaded_description(loaded: Any) -> dict[str, Any]:

@@ -26,13 +26,13 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stevedore_server.base.errors import BadRequest, InferenceTimeout, NotReady, Overloaded, ReportedFailure
+from stevedore_server.base.logs import REQUEST_ID_HEADER
 from stevedore_server.base.metrics import Metrics
 from stevedore_server.base.settings import Settings
 from stevedore_server.base.sources import PluginSource
 from stevedore_server.core.repository import entry
 from stevedore_server.core.server import ModelServer
 from stevedore_server.core.serving import ServingModel
-from stevedore_server.frontends.web.middleware import REQUEST_ID_HEADER
 from stevedore_server.plugins.loading import LoadedModel, State, compile_schemas, not_loaded
 
 from .replica import LoadReport, Reply

@@ -32,8 +32,8 @@ from stevedore_server.core.tensors import (
     text_of,
 )
 
+from .codec import outputs_of
 from .protocol import ModelInferResponse
-from .rest import outputs_of
 
 #: The ``InferTensorContents`` field that holds each datatype's elements (FP16 has none: raw contents only).
 CONTENTS_FIELD = {

@@ -18,17 +18,17 @@ from typing import Any
 import anyio
 from anyio import to_thread
 
-from stevedore_server import __version__
 from stevedore_server.base.errors import BadRequest
 from stevedore_server.base.health import readiness_problems
 from stevedore_server.base.lifecycle import Lifecycle
+from stevedore_server.base.version import __version__
 from stevedore_server.core.inference import OFF_LOOP_BYTES, Action, ModelRef, Tensors
 from stevedore_server.core.repository import ModelRepository
 from stevedore_server.core.server import ModelServer
 
 from . import protocol as pb
+from .codec import EXTENSIONS
 from .grpc_codec import content_plan, decode_inputs, encode_response, requested_outputs
-from .rest import EXTENSIONS
 
 #: A handler: request message to (an awaitable of) the response message, or to an async iterator of them.
 Handler = Callable[[Any], Any]

@@ -16,7 +16,7 @@ from typing import Any
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stevedore_server.base.logs import AccessLog, RequestIds, log_error, request_id
+from stevedore_server.base.logs import REQUEST_ID_HEADER, AccessLog, RequestIds, log_error, request_id
 from stevedore_server.base.metrics import Metrics
 from stevedore_server.base.serialization import dumps
 from stevedore_server.frontends.auth import APIKeys
@@ -24,7 +24,6 @@ from stevedore_server.frontends.auth import APIKeys
 access_log = AccessLog(logging.getLogger("stevedore.access"))
 logger = logging.getLogger("stevedore.http")
 
-REQUEST_ID_HEADER = "x-request-id"
 REQUEST_ID_RAW = REQUEST_ID_HEADER.encode("latin-1")
 #: Routes open without an API key (unless ``auth_health``): probes and metrics.
 OPEN_PATHS = {

@@ -11,7 +11,7 @@ import jsonschema_rs
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from stevedore_server import __version__
+from stevedore_server.base.version import __version__
 from stevedore_server.core.registry import Registry
 from stevedore_server.core.serving import ServingModel
 

@@ -17,7 +17,7 @@ from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.routing import BaseRoute, Match, Mount, Route, Router
 from starlette.types import Scope
 
-from stevedore_server import __version__
+from stevedore_server.base.version import __version__
 
 if TYPE_CHECKING:
     from fastapi import FastAPI

@@ -8,29 +8,37 @@ import sys
 from collections.abc import Mapping
 from email.utils import getaddresses
 from importlib.metadata import PackageNotFoundError, distribution, packages_distributions
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from stevedore_server.hookspecs import hookimpl
-from stevedore_server.processes.predictor import ProcessPredictor
 
 if TYPE_CHECKING:
     from importlib.metadata import PackageMetadata
 
-    from stevedore_server.core.server import ModelServer
+    from stevedore_server.plugins.host import Server
     from stevedore_server.predictor import Predictor
 
 
+@runtime_checkable
+class RunsElsewhere(Protocol):
+    """A predictor that stands for a model run in other processes (``processes.predictor.ProcessPredictor``):
+    its distribution is installed where those run, maybe not here, so it says what it is and where it runs."""
+
+    distribution_metadata: dict[str, Any] | None
+    placement: dict[str, Any]
+
+
 @hookimpl(trylast=True)
-def stevedore_catalogue_metadata(predictor: Predictor, server: ModelServer) -> dict[str, Any] | None:
+def stevedore_catalogue_metadata(predictor: Predictor, server: Server) -> dict[str, Any] | None:
     """Distribution name and version, author, license, summary and home page of the model's distribution, and
     where the model runs (``runs_in``)."""
-    if isinstance(predictor, ProcessPredictor):  # its distribution is where its processes run, maybe not here
+    if isinstance(predictor, RunsElsewhere):
         return {**(predictor.distribution_metadata or {}), "runs_in": predictor.placement}
     runs_in = {"kind": "threads", "python": sys.executable, "python_version": platform.python_version()}
     return {**distribution_metadata(predictor, server), "runs_in": runs_in}
 
 
-def distribution_metadata(predictor: Predictor, server: ModelServer) -> dict[str, Any]:
+def distribution_metadata(predictor: Predictor, server: Server) -> dict[str, Any]:
     name = distribution_name(predictor, server)
     if name is None:
         return {}
@@ -40,7 +48,7 @@ def distribution_metadata(predictor: Predictor, server: ModelServer) -> dict[str
         return {}
 
 
-def distribution_name(predictor: Predictor, server: ModelServer) -> str | None:
+def distribution_name(predictor: Predictor, server: Server) -> str | None:
     source = server.source_of(predictor)
     if source is not None and source.distribution:
         return source.distribution

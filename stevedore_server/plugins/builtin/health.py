@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from stevedore_server.hookspecs import HealthCheck, hookimpl
 
 if TYPE_CHECKING:
-    from stevedore_server.core.server import ModelServer
+    from stevedore_server.plugins.host import Server
 
 
 #: The names of the built-in checks.
@@ -16,12 +16,12 @@ BUILT_IN_CHECKS = ("models", "plugins")
 
 
 @hookimpl(trylast=True)
-def stevedore_health_checks(server: ModelServer) -> Mapping[str, HealthCheck]:
+def stevedore_health_checks(server: Server) -> Mapping[str, HealthCheck]:
     models, plugins = BUILT_IN_CHECKS
     return {models: lambda: models_check(server), plugins: lambda: plugins_check(server)}
 
 
-def models_check(server: ModelServer) -> tuple[bool, str]:
+def models_check(server: Server) -> tuple[bool, str]:
     """Every model loaded is self-tested (one not loaded, by ``load_models`` or an unload, is no failure); read
     when the check runs, as models may be loaded and unloaded while serving."""
     models = server.registry.models
@@ -34,7 +34,7 @@ def models_check(server: ModelServer) -> tuple[bool, str]:
     return True, f"{ready} models ready" + (f", {len(models) - ready} not loaded" if ready < len(models) else "")
 
 
-def plugins_check(server: ModelServer) -> tuple[bool, str]:
+def plugins_check(server: Server) -> tuple[bool, str]:
     failed = server.registry.plugin_failures
     if failed:
         return False, "; ".join(f"{f.source.describe()}: {f.error}" for f in failed)

@@ -5,33 +5,50 @@ Precedence: a CLI flag beats its environment variable, which beats the file
 settings live in the file only, as ``[models.NAME]`` tables. ``stevedore-server
 run`` hands the settings to its worker processes through the same environment
 variables (and the file's path). Invalid settings stop startup with a message
-naming the setting.
-"""
+naming the setting."""
 
 from __future__ import annotations
 
 import os
 import tomllib
-import types
 import typing
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from .errors import StartupError
-from .sources import PluginSelection
+from stevedore_server.base.settings.values import parse, typed
 
-if TYPE_CHECKING:
-    from stevedore_server.predictor import Predictor
+from ..errors import StartupError
+from ..sources import PluginSelection
 
 ENV_PREFIX = "STEVEDORE_"
+
+
 #: The variable container platforms set to the port a container must listen on.
 PLATFORM_PORT = "PORT"
+
+
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
 LOG_FORMATS = ("text", "json")
+
+
 MASK = "********"
+
+
 #: Seconds: a longer call on the event loop would delay every other request noticeably.
 MAX_INLINE_BUDGET = 0.01
+
+
+class DeclaresLimits(Protocol):
+    """What a predictor declares of its own limits (``Predictor`` does): the defaults its model's table
+    overrides."""
+
+    name: str
+    inline: bool
+    max_batch_size: int
+    max_batch_time: float
 
 
 def setting(default: Any, help: str, secret: bool = False, file_only: bool = False, flag: bool | None = None) -> Any:
@@ -45,6 +62,7 @@ def setting(default: Any, help: str, secret: bool = False, file_only: bool = Fal
 
 #: Most worker processes of one model.
 MAX_PROCESSES = 256
+
 
 #: The per-model settings of Ray Serve's autoscaling: setting any turns it on.
 AUTOSCALING_SETTINGS = ("min_replicas", "max_replicas", "target_ongoing_requests", "upscale_delay", "downscale_delay")
@@ -239,7 +257,7 @@ class Settings:
     def for_model(self, name: str) -> ModelSettings:
         return self.models.get(name, ModelSettings())
 
-    def limits_for(self, predictor: Predictor) -> ModelLimits:
+    def limits_for(self, predictor: DeclaresLimits) -> ModelLimits:
         """One model's effective limits: its ``[models.NAME]`` table, else the predictor's, else the server's."""
         own = self.for_model(predictor.name)
 
@@ -322,26 +340,10 @@ class Settings:
         return values
 
 
-#: Where a per-model setting comes from when its table does not set it, where not from the server's setting.
-MODEL_FALLBACKS = {
-    "max_batch_size": "the predictor's attribute",
-    "max_batch_time": "the predictor's attribute",
-    "inline_budget": "the server's `inline_budget` if the predictor declares `inline`, else 0",
-    "max_concurrency": "the server's, or `processes` for a model in processes",
-    "processes": "none: the model runs on the server's threads (1 where `python` is set)",
-    "python": "the server's own interpreter",
-    "replicas": "1",
-    "min_replicas": "1, with autoscaling on",
-    "max_replicas": "`min_replicas` (at least 1)",
-    "target_ongoing_requests": "Serve's default (2)",
-    "upscale_delay": "Serve's default (30)",
-    "downscale_delay": "Serve's default (600)",
-    "max_replicas_per_node": "no limit",
-    "ray_actor_options": "`{num_cpus = 1}` (a table given is merged into it)",
-}
-
 #: The settings' types, resolved once (the annotations are strings under PEP 563).
 HINTS = typing.get_type_hints(Settings)
+
+
 MODEL_HINTS = typing.get_type_hints(ModelSettings)
 
 
@@ -439,69 +441,3 @@ def read_models(path: str, tables: Any) -> dict[str, ModelSettings]:
             **{key: typed(f"models.{name}.{key}", MODEL_HINTS[key], raw, path) for key, raw in table.items()}
         )
     return models
-
-
-def base_type(hint: Any) -> type:
-    """``int`` for ``int | None``, ``tuple`` for ``tuple[str, ...] | None``, and so on."""
-    args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-    if typing.get_origin(hint) is tuple or (args and typing.get_origin(args[0]) is tuple):
-        return tuple
-    if typing.get_origin(hint) is dict or (args and typing.get_origin(args[0]) is dict):
-        return dict
-    found = args[0] if typing.get_origin(hint) in (typing.Union, types.UnionType) else hint
-    return typing.cast(type, found)
-
-
-def typed(name: str, hint: Any, raw: Any, where: str) -> Any:
-    """A value from the TOML file, checked against the setting's type."""
-    kind = base_type(hint)
-    if kind is dict and isinstance(raw, dict) and all(isinstance(key, str) for key in raw):
-        return raw
-    if kind is tuple and isinstance(raw, list) and all(isinstance(item, str) for item in raw):
-        return tuple(raw)
-    if kind is float and isinstance(raw, (int, float)) and not isinstance(raw, bool):
-        return float(raw)
-    if isinstance(raw, kind) and not (kind is int and isinstance(raw, bool)):
-        return raw
-    wanted = "a list of strings" if kind is tuple else "a table" if kind is dict else f"a {kind.__name__}"
-    raise StartupError(f"setting {name} (in {where}): {raw!r} is not {wanted}")
-
-
-def parse(name: str, hint: Any, raw: str, variable: str) -> Any:
-    """A value from an environment variable."""
-    kind = base_type(hint)
-    if kind is bool:
-        lowered = raw.strip().lower()
-        if lowered in {"1", "true", "yes", "on"}:
-            return True
-        if lowered in {"0", "false", "no", "off", ""}:
-            return False
-        raise StartupError(f"setting {name} ({variable}): {raw!r} is not a boolean")
-    if kind in (int, float):
-        try:
-            return kind(raw)
-        except ValueError:
-            wanted = "an integer" if kind is int else "a number"
-            raise StartupError(f"setting {name} ({variable}): {raw!r} is not {wanted}") from None
-    if kind is tuple:
-        return tuple(part.strip() for part in raw.split(",") if part.strip())
-    return raw.strip()
-
-
-def reference() -> str:
-    """The settings as a Markdown table, for the README (a test keeps the two equal)."""
-    rows = ["| setting | flag | variable | default | meaning |", "|---|---|---|---|---|"]
-    for item in fields(Settings):
-        if item.metadata["file_only"]:
-            continue
-        flag = f"`--{item.name.replace('_', '-')}`" if item.metadata["flag"] else ""
-        default = item.default if item.default not in (None, ()) else ""
-        rows.append(f"| `{item.name}` | {flag} | `{env_name(item.name)}` | {default} | {item.metadata['help']} |")
-    rows.append("")
-    rows.append("Per model, in the file's `[models.NAME]` tables:")
-    rows.append("")
-    rows += ["| setting | when unset | meaning |", "|---|---|---|"]
-    for item in fields(ModelSettings):
-        fallback = MODEL_FALLBACKS.get(item.name, f"the server's `{item.name}`")
-        rows.append(f"| `{item.name}` | {fallback} | {item.metadata['help']} |")
-    return "\n".join(rows) + "\n"

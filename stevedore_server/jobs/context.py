@@ -1,0 +1,87 @@
+"""What every part of one server process's jobs shares: the settings, the models, the metrics, the store
+(opened when first needed), the state directory, and the running jobs with their lock."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+import platformdirs
+
+from stevedore_server.base.metrics import Metrics
+from stevedore_server.base.settings import Settings
+from stevedore_server.core.convergence import SharedState
+from stevedore_server.core.registry import Registry
+
+from .launch import RunningJob
+from .store import (
+    Job,
+    JobState,
+    JobStore,
+    default_url,
+    sqlite_file,
+    this_owner,
+)
+from .versions import (
+    ServeTrained,
+    TrainedVersions,
+)
+
+logger = logging.getLogger("stevedore.jobs")
+
+
+class JobsContext:
+    """The state of one server process's jobs; ``jobs.service.Jobs`` is the whole, built up from it by
+    ``ArtifactKeeper`` (new versions), ``Supervisor`` (a running job) and ``Dispatcher`` (the queue)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        metrics: Metrics | None = None,
+        serve_trained: ServeTrained | None = None,
+        shared: SharedState | None = None,
+    ) -> None:
+        self.serve_trained = serve_trained
+        #: With ``--workers N``: the workers' files (the repository's), where each marks the trained versions it
+        #: has followed.
+        self.shared = shared
+        self.trained = TrainedVersions(registry, serve_trained, shared) if serve_trained is not None else None
+        self.settings = settings
+        self.registry = registry
+        self.metrics = metrics
+        self.url = settings.database_url or default_url(settings.state_dir)
+        self.owner = this_owner(os.getpid())
+        self.running: dict[str, RunningJob] = {}
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.closing = False
+        self._store: JobStore | None = None
+        self.dispatcher = threading.Thread(target=self._dispatch, name="stevedore-jobs", daemon=True)
+
+    @property
+    def store(self) -> JobStore:
+        with self.lock:
+            if self._store is None:
+                self._store = JobStore(self.url)
+            return self._store
+
+    def _store_exists(self) -> bool:
+        path = sqlite_file(self.url)
+        return path is None or path.exists()
+
+    def state_dir(self) -> Path:
+        path = sqlite_file(self.url)
+        if self.settings.state_dir is not None:
+            return Path(self.settings.state_dir)
+        return path.parent if path is not None else Path(platformdirs.user_data_dir("stevedore-server"))
+
+    def _count(self, job: Job, state: JobState, seconds: float | None) -> None:
+        """A job that ended, in the metrics; its duration where this process ran it."""
+        if self.metrics is None:
+            return
+        self.metrics.jobs_finished.labels(job.model, job.kind, state).inc()
+        if seconds is not None:
+            self.metrics.job_seconds.labels(job.model, job.kind, state).observe(seconds)

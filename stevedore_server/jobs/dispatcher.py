@@ -1,0 +1,104 @@
+"""The jobs' dispatcher: a thread that claims queued jobs from the store (a conditional UPDATE, so a job is
+never started twice, even by several servers sharing the database), up to ``max_jobs`` at once, starts each in a
+process of its own with a supervisor, follows the versions trainings made, and purges old jobs."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from stevedore_server.processes.predictor import ProcessPredictor
+
+from .child import describe
+from .launch import RunningJob, spawn, start_in_worker
+from .store import (
+    Job,
+    JobState,
+    ago,
+)
+from .supervisor import Supervisor
+
+logger = logging.getLogger("stevedore.jobs")
+
+
+#: Seconds between the dispatcher's looks at the queue (jobs submitted to another server process).
+POLL_INTERVAL = 1.0
+#: Seconds between two purges of the jobs past ``job_retention``.
+PURGE_INTERVAL = 60.0
+
+
+class Dispatcher(Supervisor):
+    """The part of the jobs that starts them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.dispatcher = threading.Thread(target=self._dispatch, name="stevedore-jobs", daemon=True)
+
+    def _dispatch(self) -> None:
+        next_purge = 0.0
+        while not self.closing:
+            self.wake.wait(POLL_INTERVAL)
+            self.wake.clear()
+            if self.closing or (self._store is None and not self._store_exists()):
+                continue
+            try:
+                self._follow_trained()
+                self._start_queued()
+                if self.settings.job_retention and time.monotonic() >= next_purge:
+                    next_purge = time.monotonic() + PURGE_INTERVAL
+                    self._purge()
+            except Exception:
+                logger.exception("the job dispatcher failed; it tries again in %s s", POLL_INTERVAL)
+
+    def _follow_trained(self) -> None:
+        """Serve the versions trained since the last look (by any server process sharing the store)."""
+        if self.trained is not None:
+            self.trained.follow(self.store)
+
+    def _purge(self) -> None:
+        purged = self.store.purge(ago(self.settings.job_retention))
+        if purged:
+            retention = self.settings.job_retention
+            logger.info("deleted %d jobs finished more than %g s ago (job_retention)", purged, retention)
+
+    def _start_queued(self) -> None:
+        with self.lock:
+            free = self.settings.max_jobs - len(self.running)
+        if free <= 0:
+            return
+        models = set(self.registry.names())
+        for job in self.store.queued(models, free):
+            if self.closing:
+                return
+            if self.store.claim(job.id, self.owner):
+                self._launch(job)
+
+    def _launch(self, job: Job) -> None:
+        try:
+            predictor = self.registry.get(job.model, job.version).predictor
+        except Exception as error:
+            self.store.finish(job.id, JobState.FAILED, error=f"model not served here: {describe(error)}")
+            return
+        workdir = self.state_dir() / "jobs" / job.id
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+            if isinstance(predictor, ProcessPredictor):
+                process, reader = start_in_worker(predictor, job, workdir)
+            else:
+                process, reader = spawn(predictor, job, workdir)
+        except Exception as error:  # the model cannot be pickled, or no process can be started
+            logger.error("job %s could not start: %s", job.id, describe(error))
+            self.store.finish(job.id, JobState.FAILED, error=f"the job's process could not start: {describe(error)}")
+            return
+        pid = process.pid or 0
+        self.store.started(job.id, pid)
+        logger.info("job %s started: model %s, process %s", job.id, job.model, pid)
+        entry = RunningJob(job, process, reader)
+        entry.supervisor = threading.Thread(target=self._supervise, args=(entry,), name=f"job-{job.id}", daemon=True)
+        with self.lock:
+            self.running[job.id] = entry
+        if self.metrics is not None:
+            self.metrics.jobs_running.labels(job.model, job.kind).inc()
+        entry.supervisor.start()

@@ -1,0 +1,155 @@
+"""A job's process, from the server's side: started (a spawned process, or one of the model's worker
+interpreter), signalled with its process group, and told apart from a stranger given its number later."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+from stevedore_server.base.pids import started_at
+from stevedore_server.processes.predictor import ProcessPredictor
+
+from .child import run_job
+from .store import (
+    Job,
+    aware,
+)
+
+logger = logging.getLogger("stevedore.jobs")
+
+
+#: Seconds two start times of "the same" process may differ by (``/proc`` gives the boot time to a second; a
+#: job's process is forked right after the job is marked started).
+START_TOLERANCE = 5.0
+
+
+class JobProcess(Protocol):
+    """A job's process: a ``multiprocessing`` process, or a ``Popen`` seen as one (``StartedProcess``)."""
+
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def exitcode(self) -> int | None: ...
+
+    def is_alive(self) -> bool: ...
+
+    def join(self) -> None: ...
+
+
+class StartedProcess:
+    """A ``subprocess.Popen`` with the face of a ``multiprocessing`` process (the exit codes agree: a signal's
+    is its number, negated)."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self.popen = popen
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid
+
+    @property
+    def exitcode(self) -> int | None:
+        return self.popen.poll()
+
+    def is_alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def join(self) -> None:
+        self.popen.wait()
+
+
+@dataclass
+class RunningJob:
+    """A job's process as its supervisor sees it."""
+
+    job: Job
+    process: JobProcess
+    reader: Connection
+    #: Why the server stops it: "cancel" or "shutdown"; None while it runs its course.
+    stop_reason: str | None = None
+    kill_at: float | None = None
+    result: Any = None
+    error: str | None = None
+    has_result: bool = False
+    log_lines: int = 0
+    #: ``time.monotonic()`` at the start of its process.
+    started: float = field(default_factory=time.monotonic)
+    supervisor: threading.Thread | None = field(default=None, repr=False)
+
+
+def spawn(predictor: Any, job: Job, workdir: Path) -> tuple[JobProcess, Connection]:
+    """A spawned process running ``job`` on a copy of ``predictor`` (pickled), and the pipe it answers on."""
+    context = multiprocessing.get_context("spawn")
+    reader, writer = context.Pipe(duplex=False)
+    process = context.Process(target=run_job, args=(writer, predictor, job.kind, job.params, str(workdir)), name=job.id)
+    try:
+        process.start()
+    except BaseException:
+        reader.close()
+        raise
+    finally:
+        writer.close()
+    return process, reader
+
+
+def start_in_worker(predictor: ProcessPredictor, job: Job, workdir: Path) -> tuple[JobProcess, Connection]:
+    """A process of the model's worker interpreter that loads the model and runs ``job``, and its socket."""
+    popen, connection = predictor.start_job()
+    try:
+        connection.send_bytes(orjson.dumps({"kind": job.kind, "params": job.params, "workdir": str(workdir)}))
+    except OSError:  # it died at once: its exit status says why
+        pass
+    return StartedProcess(popen), connection
+
+
+def signal_group(process: JobProcess, signum: int) -> None:
+    """Signal the job's process group (the process alone if it has not made its group yet)."""
+    pid = process.pid
+    if pid is None:
+        return
+    try:
+        os.killpg(pid, signum)
+    except ProcessLookupError:
+        if process.is_alive():
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+    except PermissionError:
+        logger.warning("no permission to signal the process group %s", pid)
+
+
+def parse_owner(owner: str) -> tuple[str, int | None, float | None]:
+    """Host, pid and start time of a job's ``owner`` (``host:pid:start``, or ``host:pid`` as older servers
+    wrote it)."""
+    parts = owner.rsplit(":", 2)
+    if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+        return parts[0], int(parts[1]), float(parts[2])
+    host, _, pid_text = owner.rpartition(":")
+    return host, int(pid_text) if pid_text.isdigit() else None, None
+
+
+def leftover_of(job: Job) -> bool:
+    """Whether the process group ``job.pgid`` is still the job's: its leader is gone while the group lives on
+    (a group's id is never given to a new process while the group exists), or the leader started before the
+    job did. A leader started later is a stranger given the same number: left alone, and logged."""
+    if job.pgid is None:
+        return False
+    leader_started = started_at(job.pgid)
+    if leader_started is None or job.started is None:
+        return True
+    if leader_started <= aware(job.started).timestamp() + START_TOLERANCE:
+        return True
+    logger.warning("job %s: process %s is not its process (it started later); left running", job.id, job.pgid)
+    return False

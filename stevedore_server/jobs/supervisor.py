@@ -1,0 +1,123 @@
+"""Supervising one running job: a thread per job reads what its process sends through its pipe (progress,
+log lines, result or error) and writes it to the store, then reads the process's exit status: a job that raised,
+or whose process died, ends failed with the reason. Cancel and shutdown: SIGTERM to the job's process group,
+SIGKILL after ``job_grace_period``."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+
+import orjson
+
+from stevedore_server.base.pids import exit_description
+
+from .artifacts import ArtifactKeeper
+from .launch import RunningJob, signal_group
+from .store import (
+    JobState,
+)
+
+logger = logging.getLogger("stevedore.jobs")
+
+
+#: Seconds between a supervisor's looks at a cancel asked through another server process.
+CANCEL_POLL_INTERVAL = 1.0
+
+
+class Supervisor(ArtifactKeeper):
+    """The part of the jobs that follows each running job to its end."""
+
+    def _supervise(self, entry: RunningJob) -> None:
+        try:
+            self._follow(entry)
+            entry.process.join()
+            self._finish(entry)
+        except Exception:
+            logger.exception("supervising job %s failed", entry.job.id)
+            self.store.finish(entry.job.id, JobState.FAILED, error="the server lost track of the job")
+        finally:
+            entry.reader.close()
+            if self.metrics is not None:
+                self.metrics.jobs_running.labels(entry.job.model, entry.job.kind).dec()
+            with self.lock:
+                self.running.pop(entry.job.id, None)
+            self.wake.set()
+
+    def _follow(self, entry: RunningJob) -> None:
+        """Read the job's messages until its process closes the pipe; SIGKILL when its grace period is over."""
+        next_cancel_check = time.monotonic() + CANCEL_POLL_INTERVAL
+        while True:
+            if entry.reader.poll(0.2):
+                try:
+                    data = entry.reader.recv_bytes()
+                except (EOFError, OSError):
+                    return
+                self._handle(entry, data)
+            elif not entry.process.is_alive() and not entry.reader.poll(0):
+                return
+            now = time.monotonic()
+            if entry.kill_at is not None and now >= entry.kill_at:
+                signal_group(entry.process, signal.SIGKILL)
+                entry.kill_at = None
+            if entry.stop_reason is None and now >= next_cancel_check:
+                next_cancel_check = now + CANCEL_POLL_INTERVAL
+                job = self.store.get(entry.job.id)
+                if job is not None and job.cancel_requested:  # asked through another server process
+                    self._stop(entry, "cancel")
+
+    def _handle(self, entry: RunningJob, data: bytes) -> None:
+        message = orjson.loads(data)
+        kind = message.get("type")
+        if kind == "progress":
+            self.store.progress(entry.job.id, message["fraction"], message["message"])
+        elif kind == "log":
+            self._log(entry, message["level"], message["line"])
+        elif kind == "result":
+            entry.result, entry.has_result = message["result"], True
+        elif kind == "error":
+            entry.error = message["error"]
+
+    def _log(self, entry: RunningJob, level: str, line: str) -> None:
+        """Keep a line of the job's log, up to ``max_job_log_lines``; then say how many more were dropped."""
+        entry.log_lines += 1
+        if entry.log_lines <= self.settings.max_job_log_lines:
+            self.store.add_log(entry.job.id, level, line)
+
+    def _finish(self, entry: RunningJob) -> None:
+        job_id = entry.job.id
+        dropped = entry.log_lines - self.settings.max_job_log_lines
+        if dropped > 0:
+            self.store.add_log(job_id, "warning", f"{dropped} more log lines dropped (max_job_log_lines)")
+        signal_group(entry.process, signal.SIGKILL)  # whatever the job left behind in its group
+        state, error = outcome(entry)
+        result = entry.result if state is JobState.SUCCEEDED else None
+        if state is JobState.SUCCEEDED and isinstance(result, dict) and isinstance(result.get("artifact"), str):
+            result = {**result, "served_version": self._serve_artifact(entry, result["artifact"])}
+        if self.store.finish(job_id, state, result=result, error=error):
+            self._count(entry.job, state, time.monotonic() - entry.started)
+            level = logging.INFO if state is JobState.SUCCEEDED else logging.WARNING
+            logger.log(level, "job %s %s%s", job_id, state, f": {error}" if error else "")
+
+    def _stop(self, entry: RunningJob, reason: str) -> None:
+        """SIGTERM to the job's process group now, SIGKILL after the grace period (its supervisor sends it)."""
+        if entry.stop_reason is not None:
+            return
+        entry.stop_reason = reason
+        logger.info("job %s: stopping (%s)", entry.job.id, reason)
+        signal_group(entry.process, signal.SIGTERM)
+        entry.kill_at = time.monotonic() + self.settings.job_grace_period
+
+
+def outcome(entry: RunningJob) -> tuple[JobState, str | None]:
+    """The final state of a job whose process has ended, and why it did not succeed."""
+    if entry.stop_reason == "cancel":
+        return JobState.CANCELLED, "cancelled"
+    if entry.stop_reason == "shutdown":
+        return JobState.INTERRUPTED, "the server stopped"
+    if entry.has_result:
+        return JobState.SUCCEEDED, None
+    if entry.error is not None:
+        return JobState.FAILED, entry.error
+    return JobState.FAILED, f"the job's process {exit_description(entry.process.exitcode)} without a result"

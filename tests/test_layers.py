@@ -1,0 +1,171 @@
+"""The package's layers: each subpackage says what it owns, and imports only go down the layers.
+
+Read from the source (nothing is imported): every import counts, those under ``TYPE_CHECKING`` and inside
+functions too, and importing a module runs its packages' ``__init__`` files, so those count as imported.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+import stevedore_server
+
+PACKAGE = Path(stevedore_server.__file__).parent
+ROOT = "stevedore_server"
+
+#: The layers, lowest first: a module may import modules of its own layer and of the layers below.
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("base", ("base",)),
+    # The plugin contract (``predictor``, ``hookspecs``, and the package's own ``__init__``, which re-exports
+    # ``Predictor`` and ``hookimpl``) is public and stays at the top of the tree; it belongs to this layer.
+    ("plugins", ("plugins", "predictor", "hookspecs", "")),
+    ("processes", ("processes",)),
+    ("core", ("core",)),
+    ("jobs", ("jobs",)),
+    ("front ends", ("frontends",)),
+    ("plugin-author kit and deployment", ("kit", "testing", "pytest_plugin", "deploy")),
+    ("serving process", ("process",)),
+    ("Ray Serve", ("rayserve",)),
+    ("commands", ("cli", "__main__", "worker")),
+]
+#: Old paths that plugins and their tests import, kept as redirects with a deprecation warning (imported by
+#: nothing of ours), and where each went.
+SHIMS = {
+    "app": "frontends.app",
+    "discovery": "plugins.discovery",
+    "errors": "base.errors",
+    "serialization": "base.serialization",
+    "settings": "base.settings",
+    "validation": "base.validation",
+}
+#: Within the front ends, the transports that must not reach into HTTP: gRPC is served without Starlette's
+#: request machinery, and shares with REST only the codec and protocol modules of ``frontends.v2``.
+GRPC_MODULES = ("frontends.grpc_server", "frontends.v2.grpc_service", "frontends.v2.grpc_codec")
+HTTP_ONLY = ("frontends.web", "frontends.v2.rest", "frontends.v2.generate", "frontends.app", "frontends.console")
+#: Library names no module of ours may take (``import http`` inside the package would be ambiguous to a reader).
+LIBRARY_NAMES = {"http", "grpc", "logging", "json", "asyncio", "signal", "typing", "types", "email", "test"}
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def imported_by(name: str, path: Path, known: set[str]) -> set[str]:
+    """The package's modules that importing ``name`` runs directly: each imported module, the module of each
+    imported name, and the ``__init__`` of every package on their way (the root's aside: see ``LAYERS``)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{anchor}.{base}" if base else anchor
+            targets = {base} | {f"{base}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.Import):
+            targets = {alias.name for alias in node.names}
+        else:
+            continue
+        for target in targets:
+            parts = target.split(".")
+            found |= {".".join(parts[:end]) for end in range(2, len(parts) + 1)}
+    return {module for module in found if module in known and module != name}
+
+
+def layer_of(module: str) -> int:
+    relative = module.removeprefix(ROOT).removeprefix(".")
+    for index, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if relative == prefix or (prefix and relative.startswith(f"{prefix}.")):
+                return index
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS (or SHIMS)")
+
+
+def is_shim(module: str) -> bool:
+    return module.removeprefix(f"{ROOT}.") in SHIMS
+
+
+def inside(module: str, prefixes: tuple[str, ...]) -> bool:
+    relative = module.removeprefix(f"{ROOT}.")
+    return any(relative == prefix or relative.startswith(f"{prefix}.") for prefix in prefixes)
+
+
+def graph() -> dict[str, set[str]]:
+    known = modules()
+    return {name: imported_by(name, path, set(known)) for name, path in known.items()}
+
+
+def test_the_graph_is_read_whole() -> None:
+    edges = graph()
+    assert "stevedore_server.core.registry" in edges["stevedore_server.core.inference"]
+    assert "stevedore_server.base.lifecycle" in edges["stevedore_server.base.health"]  # TYPE_CHECKING counts
+    assert "stevedore_server.core" in edges["stevedore_server.core.inference"]  # the package's __init__ counts
+    assert "stevedore_server.plugins.loading" in edges["stevedore_server.processes.worker"]  # function-level
+
+
+def test_imports_only_go_down_the_layers() -> None:
+    wrong = [
+        f"{module} ({LAYERS[layer_of(module)][0]}) imports {target} ({LAYERS[layer_of(target)][0]})"
+        for module, targets in sorted(graph().items())
+        if not is_shim(module)
+        for target in sorted(targets)
+        if not is_shim(target) and layer_of(target) > layer_of(module)
+    ]
+    assert wrong == []
+
+
+def test_nothing_imports_the_deprecated_paths() -> None:
+    users = [
+        f"{module} imports {target}" for module, targets in graph().items() for target in targets if is_shim(target)
+    ]
+    assert users == []
+
+
+def test_grpc_reaches_into_nothing_of_http() -> None:
+    edges = graph()
+    wrong = [
+        f"{module} imports {target}"
+        for module in edges
+        if inside(module, GRPC_MODULES)
+        for target in edges[module]
+        if inside(target, HTTP_ONLY)
+    ]
+    assert wrong == []
+    for module, path in modules().items():
+        if inside(module, GRPC_MODULES):
+            assert "starlette" not in path.read_text(), module
+
+
+def test_every_subpackage_says_what_it_owns_and_what_it_may_import() -> None:
+    for path in PACKAGE.rglob("__init__.py"):
+        if "versions" in path.parts:  # Alembic's revisions: a folder of files, not a layer
+            continue
+        docstring = ast.get_docstring(ast.parse(path.read_text()))
+        assert docstring and len(docstring) > 80, f"{path.relative_to(PACKAGE)} has no docstring saying what it owns"
+        if path.parent != PACKAGE and path.parent.parent == PACKAGE:  # a layer's own package
+            assert "import" in docstring, f"{path.relative_to(PACKAGE)} does not say what it may import"
+
+
+def test_few_modules_stay_at_the_top_and_none_takes_a_library_name() -> None:
+    top = sorted(path.stem for path in PACKAGE.glob("*.py"))
+    assert len(top) <= 15, top
+    assert {path.stem for path in PACKAGE.rglob("*.py")} & LIBRARY_NAMES == set()
+    assert {path.name for path in PACKAGE.rglob("*") if path.is_dir()} & LIBRARY_NAMES == set()
+
+
+@pytest.mark.parametrize("old", SHIMS)
+def test_an_old_path_is_the_moved_module_and_says_where_it_went(old: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, f"{ROOT}.{old}", raising=False)
+    with pytest.warns(DeprecationWarning, match=rf"{ROOT}\.{old} is deprecated: import {ROOT}\.{SHIMS[old]}"):
+        module = importlib.import_module(f"{ROOT}.{old}")
+    assert module is importlib.import_module(f"{ROOT}.{SHIMS[old]}")
+    exec(f"from {ROOT}.{old} import *", {})  # and a star import, as old code may do
