@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stevedore_server.process.entry import refuse_new_handshakes, take_backlog
+from stevedore_server.process.sockets import refuse_new_handshakes, take_backlog
 
 from .venvs import Server, Venv
 

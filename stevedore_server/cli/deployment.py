@@ -1,0 +1,180 @@
+"""The commands that ship the models elsewhere: ``build`` (a container image), ``environment-settings``
+(models in environments of their own), ``manifests`` (Kubernetes and KServe) and ``ray`` (Ray Serve)."""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from stevedore_server.base.errors import StevedoreError
+from stevedore_server.core import startup
+
+from .options import PLUGIN_SETTINGS, RAY_SETTINGS, find_or_exit, make_settings, settings_options
+
+
+@click.command()
+@click.option(
+    "--plugin",
+    "plugins",
+    multiple=True,
+    metavar="WHEEL_OR_REQUIREMENT",
+    help="A plugin to preinstall: a wheel file, a source directory or a requirement (repeatable).",
+)
+@click.option(
+    "--isolated-plugin",
+    "isolated_plugins",
+    multiple=True,
+    metavar="WHEEL_OR_REQUIREMENT",
+    help="A plugin to preinstall in a virtual environment of its own, with its own dependencies; its models run "
+    "there (repeatable).",
+)
+@click.option("--tag", default="stevedore-server:latest", show_default=True, help="Tag of the image.")
+@click.option(
+    "--engine", type=click.Choice(["podman", "docker"]), help="Container engine (default: podman, else docker)."
+)
+@click.option(
+    "--base-image",
+    default=None,
+    help="Base image with Python (default: the official python slim image of this Python's version).",
+)
+@click.option(
+    "--output-context",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write the build context (Containerfile and wheelhouse) to this new directory and stop: for CI systems "
+    "that build elsewhere.",
+)
+def build(
+    plugins: tuple[str, ...],
+    isolated_plugins: tuple[str, ...],
+    tag: str,
+    engine: str | None,
+    base_image: str | None,
+    output_context: Path | None,
+) -> None:
+    """Build a container image with the core and the given plugins preinstalled."""
+    import tempfile
+
+    from stevedore_server.deploy.image import DEFAULT_BASE_IMAGE, build_image, find_engine, write_context
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        chosen_engine = None if output_context else find_engine(engine)
+        with tempfile.TemporaryDirectory(prefix="stevedore-build-") as scratch:
+            directory = output_context or Path(scratch) / "context"
+            context = write_context(directory, list(plugins), base_image or DEFAULT_BASE_IMAGE, list(isolated_plugins))
+            if chosen_engine is None:
+                click.echo(f"wrote the build context to {directory}; build it with:")
+                click.echo(f"  docker build --tag {tag} {directory}   (podman: add --format docker)")
+                return
+            build_image(context, chosen_engine, tag)
+    except StevedoreError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"built {tag}: stevedore-server {context.server_version}, plugins: {context.plugin_label or 'none'}")
+
+
+@click.command(name="environment-settings")
+@click.argument("environments", nargs=-1, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to this file.")
+def environment_settings_command(environments: tuple[Path, ...], output: Path | None) -> None:
+    """Settings that run every model of each virtual environment ENVIRONMENTS in it: one `[models.NAME]` table
+    with `python` a model (`stevedore-server build --isolated-plugin` writes the image's so)."""
+    from stevedore_server.processes.environments import environment_settings
+
+    try:
+        text = environment_settings(list(environments), make_settings())
+    except StevedoreError as error:
+        raise click.ClickException(str(error)) from None
+    header = "# Models in environments of their own (stevedore-server environment-settings).\n"
+    if output is None:
+        click.echo(header + text, nl=False)
+    else:
+        output.write_text(header + text)
+
+
+@click.command()
+@click.option("--image", required=True, help="The image to run (built by `stevedore-server build`).")
+@click.option(
+    "--output", required=True, type=click.Path(file_okay=False, path_type=Path), help="Directory to write to."
+)
+@click.option(
+    "--model",
+    "model_names",
+    multiple=True,
+    help="A model the image serves (repeatable; default: every model installed here).",
+)
+@click.option("--name", default="stevedore-server", show_default=True, help="Name of the runtime and workloads.")
+@click.option("--namespace", default=None, help="Namespace of the namespaced resources (default: none set).")
+@click.option("--http-port", default=8080, show_default=True, help="The container's HTTP port.")
+@click.option("--grpc-port", "grpc", default=8081, show_default=True, help="The container's gRPC port.")
+@settings_options(PLUGIN_SETTINGS)
+def manifests(
+    image: str,
+    output: Path,
+    model_names: tuple[str, ...],
+    name: str,
+    namespace: str | None,
+    http_port: int,
+    grpc: int,
+    **values: Any,
+) -> None:
+    """Write Kubernetes manifests for an image: a KServe ClusterServingRuntime and a sample InferenceService, and
+    a Deployment, Service, HorizontalPodAutoscaler and PodDisruptionBudget for clusters without KServe."""
+    from stevedore_server.deploy.manifests import Deployment, render, write
+
+    models = list(model_names)
+    if not models:
+        try:
+            candidates, _, _ = startup.find(make_settings(**values))
+        except StevedoreError as error:
+            raise click.ClickException(str(error)) from None
+        models = sorted({candidate.predictor.name for candidate in candidates})
+    deployment = Deployment(image, models, name=name, namespace=namespace, http_port=http_port, grpc_port=grpc)
+    for path in write(render(deployment), output):
+        click.echo(f"wrote {path}")
+
+
+@click.command(name="ray")
+@click.option(
+    "--address",
+    envvar="RAY_ADDRESS",
+    help="The Ray cluster to deploy on (HOST:PORT of its head, or auto). [env RAY_ADDRESS]",
+)
+@click.option("--config-only", is_flag=True, help="Write the Serve config file instead of deploying.")
+@click.option(
+    "--output", type=click.Path(dir_okay=False, path_type=Path), help="With --config-only: the file (default: stdout)."
+)
+@settings_options(RAY_SETTINGS)
+def ray_serve(address: str | None, config_only: bool, output: Path | None, **values: Any) -> None:
+    """Serve the installed plugins on a Ray cluster with Ray Serve: a deployment for each model (replicas and
+    autoscaling from its [models.NAME] table) and the HTTP API of `run` at --host and --port."""
+    from stevedore_server.rayserve.config import APP_NAME, serve_config
+
+    settings = make_settings(**values)
+    if config_only:
+        predictors = [candidate.predictor for candidate in find_or_exit(settings)]
+        document = yaml.safe_dump(serve_config(settings, predictors, settings.host, settings.port), sort_keys=False)
+        if output is None:
+            click.echo(document, nl=False)
+        else:
+            output.write_text(document)
+            click.echo(f"wrote {output}: `serve deploy {output}` deploys it", err=True)
+        return
+    if not address:
+        raise click.UsageError("--address (or RAY_ADDRESS) names the Ray cluster to deploy on")
+    try:
+        from stevedore_server.rayserve.app import deploy
+    except ImportError as error:
+        raise click.ClickException(
+            f"Ray Serve is not installed ({error}): pip install 'stevedore-server[ray]'"
+        ) from None
+    try:
+        url = deploy(settings, address)
+    except StevedoreError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"serving on {url} (Ray Serve application {APP_NAME!r} on {address})")

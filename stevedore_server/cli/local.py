@@ -1,0 +1,122 @@
+"""The commands about this machine's installed models and settings: ``run`` (serve them), ``list``,
+``check``, ``schema`` and ``config``."""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+from typing import Any
+
+import click
+import orjson
+
+from stevedore_server.base.errors import NotFound, StevedoreError
+from stevedore_server.base.logs import logging_config
+from stevedore_server.core import startup
+from stevedore_server.core.registry import version_key
+from stevedore_server.kit.checking import Report
+
+from .options import PLUGIN_SETTINGS, RUN_SETTINGS, load_or_exit, make_settings, settings_options
+
+
+@click.command()
+@settings_options(RUN_SETTINGS)
+def run(**values: Any) -> None:
+    """Serve every selected model."""
+    from stevedore_server.process.entry import serve
+
+    settings = make_settings(**values)
+    logging.config.dictConfig(logging_config(settings.log_level, settings.log_format))
+    try:
+        serve(settings)
+    except StevedoreError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@click.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@settings_options(PLUGIN_SETTINGS)
+def list_models(as_json: bool, **values: Any) -> None:
+    """List plugins and predictors with their state (loads and self-tests them)."""
+    registry = load_or_exit(make_settings(**values)).registry
+    if as_json:
+        report = {
+            "models": [
+                {
+                    "name": e.name,
+                    "version": e.version,
+                    "state": e.state,
+                    "reason": e.reason,
+                    "entry_point": e.source.entry_point,
+                    "distribution": e.source.distribution,
+                    "distribution_version": e.source.distribution_version,
+                }
+                for e in registry.models
+            ],
+            "failed_plugins": [failure.as_dict() for failure in registry.plugin_failures],
+        }
+        click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+        return
+    rows = [("MODEL", "VERSION", "STATE", "PLUGIN", "REASON")]
+    for e in registry.models:
+        plugin = f"{e.source.distribution or '-'} ({e.source.entry_point})"
+        rows.append((e.name, e.version, str(e.state), plugin, e.reason or ""))
+    for failure in registry.plugin_failures:
+        source = failure.source
+        rows.append(("-", "-", "failed", f"{source.distribution or '-'} ({source.entry_point})", failure.error))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4])
+
+
+@click.command()
+@settings_options(PLUGIN_SETTINGS)
+def check(**values: Any) -> None:
+    """Load every selected plugin, validate its fixtures and self-test it; exit 1 on any failure."""
+    registry = load_or_exit(make_settings(**values)).registry
+    for line in Report.of(registry).lines:
+        click.echo(line)
+    if not registry.models and not registry.plugin_failures:
+        raise click.ClickException("no models found: no installed distribution provides stevedore.predictors")
+    if registry.failures:
+        raise click.ClickException(f"{len(registry.failures)} failure(s); see above and the log for tracebacks")
+    click.echo(f"all {len(registry.models)} models passed")
+
+
+@click.command()
+@click.argument("name")
+@click.option("--version", "model_version", help="Model version (default: the highest installed).")
+@click.option("--score", is_flag=True, help="Print the score schema instead of the predict schema.")
+@settings_options(PLUGIN_SETTINGS)
+def schema(name: str, model_version: str | None, score: bool, **values: Any) -> None:
+    """Print a model's predict (or score) JSON Schema."""
+    settings = make_settings(**values)
+    try:
+        candidates, _, _ = startup.find(settings)
+        predictor = pick_version([c.predictor for c in candidates if c.predictor.name == name], name, model_version)
+        document = predictor.resolved_schema("score" if score else "predict")
+    except StevedoreError as error:
+        raise click.ClickException(str(error)) from None
+    if document is None:
+        raise click.ClickException(f"model {name!r} has no score service")
+    click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+
+
+def pick_version(predictors: list[Any], name: str, version: str | None) -> Any:
+    """The predictor of ``version``, or of the highest version (PEP 440 order where the versions parse)."""
+    if not predictors:
+        raise NotFound(f"no model named {name!r}")
+    if version is None:
+        key = version_key(p.version for p in predictors)
+        return max(predictors, key=lambda predictor: key(predictor.version))
+    for predictor in predictors:
+        if predictor.version == version:
+            return predictor
+    raise NotFound(f"model {name!r} has no version {version!r}")
+
+
+@click.command()
+@settings_options(RUN_SETTINGS)
+def config(**values: Any) -> None:
+    """Print the effective settings (options, then environment, then file), secrets masked."""
+    click.echo(orjson.dumps(make_settings(**values).masked(), option=orjson.OPT_INDENT_2).decode())

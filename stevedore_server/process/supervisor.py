@@ -1,0 +1,40 @@
+"""Several serving processes on one port (``--workers N``): uvicorn's supervisor, its workers each a
+``DrainingServer``, and the stop of the whole service told to every worker before it is signalled."""
+
+from __future__ import annotations
+
+import uvicorn
+from uvicorn.supervisors import multiprocess
+
+from .draining import DrainingServer, ServerConfig
+
+
+class DrainingProcess(multiprocess.Process):
+    """One of uvicorn's worker processes, serving with a ``DrainingServer``."""
+
+    config: ServerConfig
+
+    @property
+    def server(self) -> uvicorn.Server:
+        if self._server is None:
+            self._server = DrainingServer(self.config)
+        return self._server
+
+
+class Supervisor(multiprocess.Multiprocess):
+    """uvicorn's supervisor of worker processes, each serving with a ``DrainingServer``."""
+
+    config: ServerConfig
+
+    def run(self) -> None:
+        # uvicorn (0.52 on) makes every worker, restarts included, as its module's ``Process(config, sockets)`` and
+        # takes no target any more: ours there is the one way to choose the server its workers run.
+        multiprocess.Process = DrainingProcess  # type: ignore[misc]
+        super().run()
+
+    def terminate_all(self) -> None:
+        # Only now may a worker stop handshakes on the socket all of them share (see DrainingServer.stop_accepting):
+        # when one worker stops alone (a restart), the others go on accepting.
+        if self.config.service_stopping is not None:
+            self.config.service_stopping.set()
+        super().terminate_all()
