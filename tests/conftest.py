@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from selenium.webdriver.chrome.webdriver import WebDriver
 
 from stevedore_server.base.settings import Settings
-from stevedore_server.frontends.app import create_app
+from stevedore_server.frontends.app import ServingProcess, create_app
 
 from .browser import SCREENSHOTS, chromium
 from .containers import EXAMPLE_IMAGE, build_example_image, remove_image
@@ -80,8 +80,9 @@ def make_client() -> Iterator[Callable[..., TestClient]]:
     """Start an app (lifespan included) serving the given plugins; stopped after the test."""
     clients: list[TestClient] = []
 
-    def start(*plugins: object, settings: Settings | None = None) -> TestClient:
-        client = TestClient(create_app(settings or Settings(), fresh_manager(*plugins)), raise_server_exceptions=False)
+    def start(*plugins: object, settings: Settings | None = None, process: ServingProcess | None = None) -> TestClient:
+        app = create_app(settings or Settings(), fresh_manager(*plugins), process=process or ServingProcess())
+        client = TestClient(app, raise_server_exceptions=False)
         client.__enter__()
         clients.append(client)
         return client

@@ -17,6 +17,7 @@ from stevedore_server.base.errors import StartupError
 from stevedore_server.base.logs import JSONFormatter, RequestIdFilter
 from stevedore_server.base.settings import Settings
 from stevedore_server.frontends.app import create_app
+from stevedore_server.frontends.state import of_lifespan
 
 from .helpers import Registers, fresh_manager
 from .predictors import RaisesOnNegative, RowSum
@@ -211,7 +212,7 @@ def test_draining_turns_readiness_503_and_closes_every_connection(make_client: C
     client = make_client(Registers(RowSum()))
     answer = client.post("/models/rowsum/predict", json=[[1]])
     assert answer.status_code == 200 and "connection" not in answer.headers
-    client.app_state["lifecycle"].drain()  # what the process entry point does on SIGTERM
+    of_lifespan(client.app_state).lifecycle.drain()  # what the process entry point does on SIGTERM
     readiness = client.get("/readyz")
     assert readiness.status_code == 503 and readiness.headers["connection"] == "close"
     assert "shutting down" in readiness.text

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from stevedore_server.base.errors import InvalidPayload, Overloaded, ReportedFailure, StartupError
 from stevedore_server.base.settings import Settings, read_document
 from stevedore_server.cli import main
+from stevedore_server.frontends.state import of_lifespan
 from stevedore_server.predictor import Predictor
 from stevedore_server.rayserve.config import IMPORT_PATH, INGRESS, model_options, serve_config
 
@@ -167,7 +168,7 @@ class ReportingRuntime:
 def test_a_failure_reported_by_a_replica_is_a_500_with_the_replicas_error_id(
     client: TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    registry = client.app_state["server"].registry
+    registry = of_lifespan(client.app_state).server.registry
     registry.replace(dataclasses.replace(registry.get("rowsum"), runtime=ReportingRuntime()))
     for path, body in (("/models/rowsum/predict", [[1, 2]]), ("/v2/models/rowsum/infer", V2_ROWS)):
         answer = client.post(path, json=body)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -13,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from stevedore_server.base.settings import Settings
-from stevedore_server.core.convergence import DIRECTORY_ENV
+from stevedore_server.frontends.app import ServingProcess
 
 from .helpers import Registers
 from .predictors import FailsLoad, NoScore, RowSum
@@ -112,12 +111,8 @@ def test_workers_converge_before_a_load_or_unload_is_answered(
     make_client: Callable[..., TestClient], tmp_path: Path
 ) -> None:
     """Two apps sharing one desired state, as two workers of one server do."""
-    os.environ[DIRECTORY_ENV] = str(tmp_path)
-    try:
-        settings = Settings(workers=2, load_models=("none",))
-        first, second = (make_client(Registers(RowSum(), NoScore()), settings=settings) for _ in range(2))
-    finally:
-        del os.environ[DIRECTORY_ENV]
+    settings, process = Settings(workers=2, load_models=("none",)), ServingProcess(workers_dir=tmp_path)
+    first, second = (make_client(Registers(RowSum(), NoScore()), settings=settings, process=process) for _ in range(2))
     assert load(first, "rowsum").status_code == 200
     # Answered only once the other worker has loaded it too: right away it serves there.
     assert second.post("/models/rowsum/predict", json=[[1, 2]]).json()["predictions"] == [3]
@@ -127,11 +122,7 @@ def test_workers_converge_before_a_load_or_unload_is_answered(
     assert load(first, "noscore").status_code == 200
     assert states(second) == states(first) == {"rowsum 1": "UNAVAILABLE", "noscore 1": "READY"}
     # A worker that starts later (a restart) follows what was loaded before it serves.
-    os.environ[DIRECTORY_ENV] = str(tmp_path)
-    try:
-        third = make_client(Registers(RowSum(), NoScore()), settings=settings)
-    finally:
-        del os.environ[DIRECTORY_ENV]
+    third = make_client(Registers(RowSum(), NoScore()), settings=settings, process=process)
     assert states(third)["noscore 1"] == "READY"
 
 

@@ -1,1 +1,16 @@
-"""TODO"""
+"""The base layer: what every other layer uses, and nothing of theirs.
+
+- ``errors``: every exception meant for a person (the error edges turn them
+  into HTTP, gRPC or CLI errors);
+- ``settings/``: the settings, read once (flags, environment, file);
+- ``sources``: where a plugin came from, which plugins are selected, how one
+  failed;
+- ``serialization`` (JSON in and out, orjson), ``validation`` (JSON Schema);
+- ``logs`` (text or JSON lines, request ids), ``metrics`` (Prometheus);
+- ``lifecycle`` (serving or draining), ``health`` (running health checks);
+- ``pids`` (other processes by their ids), ``version``, ``moved`` (old module
+  paths kept as redirects).
+
+May import: the standard library and third-party packages only. Nothing here
+imports Starlette, gRPC or SQLAlchemy: a model's worker process runs on it.
+"""

@@ -35,7 +35,9 @@ JOB_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 12 * 3600
 class Metrics:
     """The server's metrics, on a registry of their own (so each app, and each test, starts from zero)."""
 
-    def __init__(self) -> None:
+    def __init__(self, multiprocess_dir: str | None = None) -> None:
+        #: With ``--workers N``: the directory of every worker's samples, which ``exposition`` aggregates.
+        self.multiprocess_dir = multiprocess_dir
         self.registry = registry = CollectorRegistry()
         self.requests = Counter(
             "stevedore_http_requests", "HTTP requests answered", ["route", "method", "status"], registry=registry
@@ -145,9 +147,9 @@ class Metrics:
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format: this process's metrics, or every worker's in multiprocess mode."""
-        if os.environ.get(MULTIPROC_ENV):
+        if self.multiprocess_dir:
             aggregate = CollectorRegistry()
-            multiprocess.MultiProcessCollector(aggregate)  # type: ignore[no-untyped-call]
+            multiprocess.MultiProcessCollector(aggregate, self.multiprocess_dir)  # type: ignore[no-untyped-call]
             return generate_latest(aggregate), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 

@@ -1,1 +1,21 @@
-"""TODO"""
+"""The core layer: the one inference path every front end calls, the models it serves, and how each runs.
+
+- ``inference``: ``Inference.call`` and ``Inference.stream``, the one way in:
+  the model found, the payload validated (there and nowhere else), the model
+  run, its answer checked;
+- ``server``: ``ModelServer``, the server a process runs (what hooks receive);
+- ``registry``: the served models by name and version, swapped whole;
+- ``serving``: a model as served (its runtime, its tensor signature);
+- ``runtime`` (how one model's calls run), with ``admission`` (its threads,
+  queue bound and time-out), ``inline`` (short calls on the event loop) and
+  ``batching`` (adaptive batches);
+- ``tensors``, ``signature`` and ``content_types``: tensors and what a model
+  takes and gives as tensors, for REST and gRPC alike;
+- ``startup``: discovery, loading and serving state at startup, the same for
+  every process;
+- ``repository``: models loaded and unloaded while serving, and
+  ``convergence``: workers agreeing on them.
+
+May import: ``processes``, ``plugins``, ``base``. Nothing of a front end: no
+Starlette, no gRPC, no HTTP request.
+"""

@@ -54,17 +54,10 @@ class SharedState:
         self.ack_path = directory / f"ack-{worker}"
         self.trained_path = directory / f"trained-{worker}"
 
-    @classmethod
-    def from_environment(cls) -> SharedState | None:
-        directory = os.environ.get(DIRECTORY_ENV)
-        return cls(Path(directory)) if directory else None
-
     @staticmethod
     def create_for_workers() -> Path:
-        """A fresh directory for a run's workers, announced to them through the environment."""
-        directory = Path(tempfile.mkdtemp(prefix="stevedore-repository-"))
-        os.environ[DIRECTORY_ENV] = str(directory)
-        return directory
+        """A fresh directory for a run's workers (the serving process announces it to them: ``DIRECTORY_ENV``)."""
+        return Path(tempfile.mkdtemp(prefix="stevedore-repository-"))
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:

@@ -22,9 +22,9 @@ on the same models before the request is answered (``convergence.py``).
 from __future__ import annotations
 
 import asyncio
-import gc
 import importlib
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import pluggy
@@ -65,9 +65,16 @@ class Repository:
     """Lists, loads and unloads the models of ``server``; ``manager`` replaces the entry points (tests)."""
 
     def __init__(
-        self, server: ModelServer, manager: pluggy.PluginManager | None = None, shared: SharedState | None = None
+        self,
+        server: ModelServer,
+        manager: pluggy.PluginManager | None = None,
+        shared: SharedState | None = None,
+        release_memory: Callable[[], None] | None = None,
     ) -> None:
         self.server = server
+        #: Called once a dropped model's last call has finished: the serving process frees its memory (a frozen
+        #: heap is the process's to thaw).
+        self.release_memory = release_memory
         self.manager = manager
         self.lock = asyncio.Lock()
         self.retiring: set[asyncio.Task[None]] = set()
@@ -260,22 +267,11 @@ class Repository:
     async def retire(self, model: ServingModel) -> None:
         await serving.retire(model, RETIRE_TIMEOUT)
         del model
-        release_memory()
+        if self.release_memory is not None:
+            self.release_memory()
 
 
 def entry(model: ServingModel) -> dict[str, Any]:
     """A served model's line of the index."""
     state = "READY" if model.ready else "UNAVAILABLE"
     return {"name": model.name, "version": model.version, "state": state, "reason": model.reason or ""}
-
-
-def release_memory() -> None:
-    """Collect what an unloaded or replaced model left: a frozen heap is thawed for one full collection (objects
-    in reference cycles are never collected while frozen), then frozen again."""
-    frozen = gc.get_freeze_count()
-    if not frozen:
-        return
-    gc.unfreeze()
-    collected = gc.collect()
-    gc.freeze()
-    logger.info("heap thawed for one collection after a model was dropped: %d objects collected", collected)

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +38,14 @@ from starlette.routing import BaseRoute
 from stevedore_server.base.errors import ClientError, ModelFailure, ReportedFailure
 from stevedore_server.base.lifecycle import Lifecycle
 from stevedore_server.base.logs import log_error
-from stevedore_server.base.metrics import Metrics
+from stevedore_server.base.metrics import MULTIPROC_ENV, Metrics
 from stevedore_server.base.settings import Settings
 from stevedore_server.core import startup
-from stevedore_server.core.convergence import SharedState
+from stevedore_server.core.convergence import DIRECTORY_ENV, SharedState
 from stevedore_server.core.repository import Repository
 from stevedore_server.core.server import ModelServer
 from stevedore_server.frontends.web.bodies import JSONBytesResponse, error_response, http_error, server_of
 from stevedore_server.frontends.web.middleware import RequestContext, RequireAPIKey
-from stevedore_server.frontends.web.plugin_routes import STATE_KEY as PLUGIN_ROUTES
 from stevedore_server.frontends.web.plugin_routes import PluginRoutes, serve_routes
 from stevedore_server.frontends.web.routing import ApiRoute, docs_app
 from stevedore_server.jobs.service import SERVE_TIMEOUT, Jobs
@@ -52,6 +53,7 @@ from stevedore_server.jobs.store import TrainedVersion
 
 from . import console
 from .auth import APIKeys
+from .state import AppState, of_request
 from .v2 import rest as v2_routes
 from .web import docs
 from .web import jobs_routes as jobs_api
@@ -69,30 +71,46 @@ HEALTH_CHECK_THREADS = 4
 ServeModels = Callable[[Settings, Metrics], AbstractAsyncContextManager[tuple[ModelServer, Any]]]
 
 
+@dataclass(frozen=True)
+class ServingProcess:
+    """What the process that serves an app hands it besides the settings: with ``--workers N``, the directories
+    where the workers agree on their models (``convergence``) and keep their metrics; and what frees a dropped
+    model's memory (the heap freeze is the process's, not the app's)."""
+
+    workers_dir: Path | None = None
+    metrics_dir: str | None = None
+    release_memory: Callable[[], None] | None = None
+
+
 def create_app(
     settings: Settings | None = None,
     manager: pluggy.PluginManager | None = None,
     models: ServeModels | None = None,
     outer: Sequence[Middleware] = (),
+    process: ServingProcess = ServingProcess(),
 ) -> Starlette:
     """A server for ``settings``; ``manager`` replaces the entry-point plugins (tests use it). ``models`` serves
-    the models elsewhere, and ``outer`` middleware goes around all the rest (the Ray Serve ingress uses both)."""
+    the models elsewhere, and ``outer`` middleware goes around all the rest (the Ray Serve ingress uses both).
+    ``process`` is what the serving process hands over."""
     settings = settings or Settings()
-    metrics = Metrics()
+    metrics = Metrics(process.metrics_dir)
     table = route_table(settings)
     app = Starlette(
         routes=table,
         middleware=[*outer, *middleware(settings, metrics)],
         exception_handlers=EXCEPTION_HANDLERS,
-        lifespan=lifespan(settings, models or local_models(manager), metrics, table),
+        lifespan=lifespan(settings, models or local_models(manager, process), metrics, table),
     )
     app.router.redirect_slashes = False  # each route answers with or without its slash where it should
     return app
 
 
-def app_from_env() -> Starlette:
-    """The factory ``stevedore-server run`` gives uvicorn in every worker: settings from ``STEVEDORE_*``."""
-    return create_app(Settings.load())
+def app_from_env(release_memory: Callable[[], None] | None = None) -> Starlette:
+    """The app of each of ``stevedore-server run --workers N``: the settings from the ``STEVEDORE_*`` variables
+    and the workers' directories from theirs, as the supervisor set them. The one place that reads them."""
+    workers_dir, metrics_dir = os.environ.get(DIRECTORY_ENV), os.environ.get(MULTIPROC_ENV)
+    process = ServingProcess(Path(workers_dir) if workers_dir else None, metrics_dir or None, release_memory)
+    return create_app(Settings.load(os.environ), process=process)
 
 
 def route_table(settings: Settings) -> list[BaseRoute]:
@@ -124,7 +142,7 @@ def middleware(settings: Settings, metrics: Metrics) -> list[Middleware]:
     return stack
 
 
-def local_models(manager: pluggy.PluginManager | None) -> ServeModels:
+def local_models(manager: pluggy.PluginManager | None, process: ServingProcess = ServingProcess()) -> ServeModels:
     """The models loaded in this process, and its model repository."""
 
     @asynccontextmanager
@@ -132,7 +150,8 @@ def local_models(manager: pluggy.PluginManager | None) -> ServeModels:
         loaded = await run_in_threadpool(startup.load, settings, manager)
         server = startup.build_server(settings, loaded, metrics)
         await startup.start_models(server)
-        repository = Repository(server, manager, SharedState.from_environment())
+        shared = SharedState(process.workers_dir) if process.workers_dir is not None else None
+        repository = Repository(server, manager, shared, process.release_memory)
         await repository.start()
         try:
             yield server, repository
@@ -145,22 +164,22 @@ def local_models(manager: pluggy.PluginManager | None) -> ServeModels:
 
 def lifespan(settings: Settings, models: ServeModels, metrics: Metrics, table: list[BaseRoute]) -> Any:
     @asynccontextmanager
-    async def serve(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+    async def serve(app: Starlette) -> AsyncIterator[dict[str, AppState]]:
         async with (
             models(settings, metrics) as (server, repository),
             running_jobs(settings, server, repository) as jobs,
         ):
-            plugin_routes = serve_routes(server.plugin_routes, table)
-            yield {
-                PLUGIN_ROUTES: plugin_routes,
-                "jobs": jobs,
-                "server": server,
-                "repository": repository,
-                "lifecycle": Lifecycle(),
-                "check_threads": anyio.CapacityLimiter(HEALTH_CHECK_THREADS),
-                "routes": [*table, *plugin_routes],
-                "openapi": {},
-            }
+            plugin_routes = tuple(serve_routes(server.plugin_routes, table))
+            state = AppState(
+                server=server,
+                repository=repository,
+                jobs=jobs,
+                lifecycle=Lifecycle(),
+                check_threads=anyio.CapacityLimiter(HEALTH_CHECK_THREADS),
+                plugin_routes=plugin_routes,
+                routes=(*table, *plugin_routes),
+            )
+            yield state.as_lifespan_state()
 
     return serve
 
@@ -196,13 +215,13 @@ async def metrics_route(request: Request) -> Response:
 
 async def openapi_json(request: Request) -> Response:
     """The OpenAPI document, generated from the route table once, off the event loop (FastAPI builds it)."""
-    cache = request.state.openapi
-    if "spec" not in cache:
-        cache["spec"] = await run_in_threadpool(build_openapi, request.state.routes, server_of(request))
-    return JSONBytesResponse(cache["spec"])
+    state = of_request(request)
+    if "spec" not in state.openapi:
+        state.openapi["spec"] = await run_in_threadpool(build_openapi, state.routes, state.server)
+    return JSONBytesResponse(state.openapi["spec"])
 
 
-def build_openapi(table: list[BaseRoute], server: Any) -> dict[str, Any]:
+def build_openapi(table: Sequence[BaseRoute], server: ModelServer) -> dict[str, Any]:
     from stevedore_server.frontends.web.openapi import build_openapi as build
 
     return build(docs_app(table), server.registry)

@@ -1,6 +1,6 @@
 """The gRPC server of ``stevedore-server run``: the Open Inference Protocol, standard health and reflection.
 
-    front = GrpcServer(settings, state)   # state: the app's lifespan state
+    front = GrpcServer(settings, state)   # state: the app's ``AppState``
     await front.start()                   # after the models are loaded, in each serving process
     ...
     await front.stop(grace)               # on SIGTERM, after the shutdown delay
@@ -52,6 +52,7 @@ from stevedore_server.base.logs import REQUEST_ID_HEADER, AccessLog, RequestIds,
 from stevedore_server.base.metrics import Metrics
 from stevedore_server.base.settings import Settings
 from stevedore_server.core.server import ModelServer
+from stevedore_server.frontends.state import AppState
 from stevedore_server.frontends.v2.grpc_service import InferenceService, Method
 from stevedore_server.frontends.v2.protocol import SERVICE
 
@@ -250,11 +251,11 @@ class HealthService:
 class GrpcServer:
     """The gRPC server of one serving process (see the module)."""
 
-    def __init__(self, settings: Settings, state: dict[str, Any]) -> None:
+    def __init__(self, settings: Settings, state: AppState) -> None:
         self.settings = settings
-        self.server: ModelServer = state["server"]
-        self.lifecycle: Lifecycle = state["lifecycle"]
-        self.service = InferenceService(self.server, state["repository"], self.lifecycle, state["check_threads"])
+        self.server: ModelServer = state.server
+        self.lifecycle: Lifecycle = state.lifecycle
+        self.service = InferenceService(self.server, state.repository, self.lifecycle, state.check_threads)
         self.grpc: grpc.aio.Server | None = None
         self.stopping: asyncio.Task[None] | None = None
 

@@ -1,1 +1,30 @@
-"""TODO"""
+"""The serving process of ``stevedore-server run``: uvicorn, stopping so that no accepted request is lost.
+
+- ``entry``: ``serve(settings)``: checks, then one serving process here or
+  ``--workers N`` under a supervisor;
+- ``draining``: a serving process (uvicorn's server and the gRPC server), its
+  drain, and the heap freeze and its release;
+- ``sockets``: the listening socket while stopping;
+- ``supervisor``: uvicorn's supervisor of worker processes.
+
+Every serving process runs a ``DrainingServer`` of the app: one made from
+the settings it is handed, or with ``--workers N`` each worker's from the
+``STEVEDORE_*`` variables the supervisor set (``frontends.app.app_from_env``,
+the one place that reads them). On SIGTERM (or SIGINT) it:
+
+1. marks itself draining at once: readiness answers 503 (gRPC health
+   NOT_SERVING) and every response says ``Connection: close``;
+2. keeps serving for ``shutdown_delay`` seconds, while load balancers take it
+   out of rotation;
+3. refuses new gRPC calls (UNAVAILABLE) and lets those in flight finish
+   (``grpc_server``); meanwhile it stops new handshakes on the HTTP listening
+   socket (Linux), takes the connections already waiting in its backlog, and
+   closes it: a client that came too late is refused, none is reset;
+4. gives connections that have sent no request yet a moment to send one;
+5. lets in-flight requests finish (``graceful_timeout``), runs the lifespan
+   shutdown, and exits 0.
+
+What is process-wide (signal handlers, ``gc.freeze``, logging internals) is
+done here, never by the app factory. May import every layer below the
+commands.
+"""

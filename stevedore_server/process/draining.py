@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import gc
 import logging
 import multiprocessing
@@ -14,19 +15,22 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+from starlette.applications import Starlette
 
 from stevedore_server.base.errors import StevedoreError
 from stevedore_server.base.lifecycle import Lifecycle
 from stevedore_server.base.logs import lighten_records, logging_config
 from stevedore_server.base.settings import Settings
+from stevedore_server.frontends.app import ServingProcess, app_from_env, create_app
 from stevedore_server.frontends.grpc_server import GrpcServer
+from stevedore_server.frontends.state import AppState, of_lifespan
 
 from .sockets import copy_of, refuse_new_handshakes, take_backlog
 
 logger = logging.getLogger("stevedore.process")
 
 #: What every serving process serves: the app of the settings in its ``STEVEDORE_*`` variables.
-APP_FACTORY = "stevedore_server.frontends.app:app_from_env"
+APP_FACTORY = "stevedore_server.process.draining:serving_app"
 
 
 #: Seconds for handshakes already past their SYN to complete once new ones are refused: a round trip, with room.
@@ -43,6 +47,24 @@ POLL_INTERVAL = 0.01
 
 def exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
+
+
+def serving_app() -> Starlette:
+    """The app of each of ``--workers N``: its settings from the environment the supervisor set, and its heap
+    released here when a model is dropped."""
+    return app_from_env(release_memory=release_frozen_heap)
+
+
+def release_frozen_heap() -> None:
+    """Collect what an unloaded or replaced model left: a frozen heap is thawed for one full collection (objects
+    in reference cycles are never collected while frozen), then frozen again."""
+    frozen = gc.get_freeze_count()
+    if not frozen:
+        return
+    gc.unfreeze()
+    collected = gc.collect()
+    gc.freeze()
+    logger.info("heap thawed for one collection after a model was dropped: %d objects collected", collected)
 
 
 def freeze_heap() -> None:
@@ -66,8 +88,10 @@ class ServerConfig(uvicorn.Config):
     """uvicorn's configuration for ``settings``, and the flag that the whole service is stopping."""
 
     def __init__(self, settings: Settings) -> None:
+        # One serving process makes its app from these settings; each of several, from the environment.
+        one = functools.partial(create_app, settings, process=ServingProcess(release_memory=release_frozen_heap))
         super().__init__(
-            APP_FACTORY,
+            APP_FACTORY if settings.workers > 1 else one,
             factory=True,
             host=settings.host,
             port=settings.port,
@@ -99,17 +123,17 @@ class DrainingServer(uvicorn.Server):
         super().run(sockets)
 
     @property
-    def state(self) -> dict[str, Any]:
-        """The app's lifespan state, with its ``Lifecycle``; empty until the lifespan starts."""
+    def state(self) -> AppState | None:
+        """The app's state, with its ``Lifecycle``; None until the lifespan starts."""
         lifespan = getattr(self, "lifespan", None)
-        return lifespan.state if lifespan is not None else {}
+        return of_lifespan(lifespan.state) if lifespan is not None else None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         settings = self.config.settings
         if self.should_exit:  # the lifespan failed
             return
-        if settings.grpc_port:
+        if settings.grpc_port and self.state is not None:
             self.grpc = GrpcServer(settings, self.state)
             try:
                 await self.grpc.start()
@@ -126,7 +150,7 @@ class DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
     def drain(self, reason: str) -> None:
-        lifecycle: Lifecycle | None = self.state.get("lifecycle")
+        lifecycle: Lifecycle | None = self.state.lifecycle if self.state is not None else None
         if lifecycle is None or lifecycle.draining:
             return
         lifecycle.drain()

@@ -13,7 +13,7 @@ from uvicorn.config import STARTUP_FAILURE
 from stevedore_server.base.metrics import MULTIPROC_ENV, fresh_multiprocess_dir
 from stevedore_server.base.settings import Settings
 from stevedore_server.core import startup
-from stevedore_server.core.convergence import SharedState
+from stevedore_server.core.convergence import DIRECTORY_ENV, SharedState
 from stevedore_server.frontends.grpc_server import check_port
 
 from .draining import DrainingServer, ServerConfig
@@ -28,15 +28,16 @@ def serve(settings: Settings) -> None:
     A startup error found before any worker starts is raised as a ``StevedoreError``.
     """
     preflight(settings)
-    os.environ.update(settings.to_env())  # every serving process reads its settings from the environment
     config = ServerConfig(settings)
     if settings.workers == 1:
         serve_here(config)
         return
+    os.environ.update(settings.to_env())  # every worker reads its settings from the environment (``app_from_env``)
     metrics_configured = MULTIPROC_ENV in os.environ
     metrics_dir = fresh_multiprocess_dir()
     os.environ[MULTIPROC_ENV] = str(metrics_dir)  # before any worker imports prometheus_client
     shared_dir = SharedState.create_for_workers()  # where the workers agree on the models loaded
+    os.environ[DIRECTORY_ENV] = str(shared_dir)
     try:
         Supervisor(config, sockets=[config.bind_socket()]).run()
     except KeyboardInterrupt:  # as uvicorn.run: a second Ctrl+C while the workers stop

@@ -19,6 +19,7 @@ from stevedore_server.core.inference import OFF_LOOP_BYTES, Action, ModelRef, Te
 from stevedore_server.core.repository import ModelRepository
 from stevedore_server.core.serving import ServingModel
 from stevedore_server.core.signature import Signature
+from stevedore_server.frontends.state import of_request
 from stevedore_server.frontends.web.bodies import (
     JSONBytesResponse,
     check_readiness,
@@ -122,8 +123,7 @@ async def infer(request: Request) -> Response:
 
 
 def repository_of(request: Request) -> ModelRepository:
-    repository: ModelRepository = request.state.repository
-    return repository
+    return of_request(request).repository
 
 
 async def repository_index(request: Request) -> Response:

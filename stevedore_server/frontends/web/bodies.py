@@ -15,6 +15,7 @@ from stevedore_server.base.errors import BadRequest, ModelFailure, PayloadTooLar
 from stevedore_server.base.serialization import dumps, dumps_result, loads
 from stevedore_server.core.inference import OFF_LOOP_BYTES, Answer
 from stevedore_server.core.server import ModelServer
+from stevedore_server.frontends.state import of_request
 
 #: Content types parsed as JSON. Form-encoded is curl's default for ``-d``, which
 #: the original server's users send without a header.
@@ -31,18 +32,18 @@ class JSONBytesResponse(Response):
 
 
 def server_of(request: Request) -> ModelServer:
-    server: ModelServer = request.state.server
-    return server
+    return of_request(request).server
 
 
 async def check_readiness(request: Request) -> list[str]:
     """Why the server is not ready (``health.readiness_problems``)."""
-    checks = server_of(request).registry.health_checks
-    return await health.readiness_problems(checks, request.state.lifecycle, request.state.check_threads)
+    state = of_request(request)
+    return await health.readiness_problems(state.server.registry.health_checks, state.lifecycle, state.check_threads)
 
 
 async def health_report(request: Request) -> dict[str, dict[str, Any]]:
-    return await health.health_report(server_of(request).registry.health_checks, request.state.check_threads)
+    state = of_request(request)
+    return await health.health_report(state.server.registry.health_checks, state.check_threads)
 
 
 async def parse_json(request: Request, body: bytes) -> Any:

@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute
 from stevedore_server.base.errors import BadRequest, NotFound
 from stevedore_server.base.serialization import dumps
 from stevedore_server.core.inference import Action
+from stevedore_server.frontends.state import of_request
 from stevedore_server.jobs.service import Jobs
 from stevedore_server.jobs.store import FINISHED, Job, JobState, iso
 
@@ -28,7 +29,7 @@ FOLLOW_INTERVAL = 0.5
 
 
 def jobs_of(request: Request) -> Jobs:
-    jobs: Jobs = request.state.jobs
+    jobs: Jobs = of_request(request).jobs
     return jobs
 
 

@@ -20,6 +20,7 @@ from stevedore_server.base.logs import REQUEST_ID_HEADER, AccessLog, RequestIds,
 from stevedore_server.base.metrics import Metrics
 from stevedore_server.base.serialization import dumps
 from stevedore_server.frontends.auth import APIKeys
+from stevedore_server.frontends.state import of_scope
 
 access_log = AccessLog(logging.getLogger("stevedore.access"))
 logger = logging.getLogger("stevedore.http")
@@ -59,7 +60,8 @@ class RequestContext:
         started = time.perf_counter()
         status = 500
         response_started = False
-        lifecycle = scope.get("state", {}).get("lifecycle")
+        state = of_scope(scope)
+        lifecycle = state.lifecycle if state is not None else None
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, response_started

@@ -18,13 +18,12 @@ from starlette.routing import BaseRoute, Match, Mount, NoMatchFound
 from starlette.types import Message, Receive, Scope, Send
 
 from stevedore_server.base.errors import PayloadTooLarge, StartupError
+from stevedore_server.frontends.state import of_scope
 from stevedore_server.plugins.routes import PluginRoute
 
 from .routing import ApiRoute, model_tag
 
 PARAMETER = re.compile(r"{([a-zA-Z_][a-zA-Z0-9_]*)(:[a-zA-Z_][a-zA-Z0-9_]*)?}")
-#: The key under which the lifespan's state holds the plugins' routes.
-STATE_KEY = "plugin_routes"
 
 
 def api_route(plugin_route: PluginRoute) -> ApiRoute:
@@ -121,14 +120,16 @@ class PluginRoutes(BaseRoute):
     """The plugins' routes of the running server (in the lifespan's state), after every built-in route."""
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        for route in scope.get("state", {}).get(STATE_KEY, ()):
+        state = of_scope(scope)
+        for route in state.plugin_routes if state is not None else ():
             match, child_scope = route.matches(scope)
             if match is not Match.NONE:
                 return match, {**child_scope, "plugin_route": route}
         return Match.NONE, {}
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limit = scope["state"]["server"].settings.max_body_size
+        state = of_scope(scope)
+        limit = state.server.settings.max_body_size if state is not None else 0
         await scope["plugin_route"].handle(scope, limited(scope, receive, limit), send)
 
     def url_path_for(self, name: str, /, **path_params: Any) -> Any:
