@@ -1,7 +1,7 @@
 """The package's layers: each subpackage says what it owns, and imports only go down the layers.
 
-Read from the source (nothing is imported): every import counts, those under ``TYPE_CHECKING`` and inside
-functions too, and importing a module runs its packages' ``__init__`` files, so those count as imported.
+Read from the source (``imports``): every import counts, those under ``TYPE_CHECKING`` and inside functions too,
+and importing a module runs its packages' ``__init__`` files, so those count as imported.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 import stevedore_server
+
+from . import imports
 
 PACKAGE = Path(stevedore_server.__file__).parent
 ROOT = "stevedore_server"
@@ -51,36 +53,6 @@ HTTP_ONLY = ("frontends.web", "frontends.v2.rest", "frontends.v2.generate", "fro
 LIBRARY_NAMES = {"http", "grpc", "logging", "json", "asyncio", "signal", "typing", "types", "email", "test"}
 
 
-def modules() -> dict[str, Path]:
-    found = {}
-    for path in PACKAGE.rglob("*.py"):
-        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
-    return found
-
-
-def imported_by(name: str, path: Path, known: set[str]) -> set[str]:
-    """The package's modules that importing ``name`` runs directly: each imported module, the module of each
-    imported name, and the ``__init__`` of every package on their way (the root's aside: see ``LAYERS``)."""
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-                base = f"{anchor}.{base}" if base else anchor
-            targets = {base} | {f"{base}.{alias.name}" for alias in node.names}
-        elif isinstance(node, ast.Import):
-            targets = {alias.name for alias in node.names}
-        else:
-            continue
-        for target in targets:
-            parts = target.split(".")
-            found |= {".".join(parts[:end]) for end in range(2, len(parts) + 1)}
-    return {module for module in found if module in known and module != name}
-
-
 def layer_of(module: str) -> int:
     relative = module.removeprefix(ROOT).removeprefix(".")
     for index, (_, prefixes) in enumerate(LAYERS):
@@ -100,8 +72,7 @@ def inside(module: str, prefixes: tuple[str, ...]) -> bool:
 
 
 def graph() -> dict[str, set[str]]:
-    known = modules()
-    return {name: imported_by(name, path, set(known)) for name, path in known.items()}
+    return imports.graph(packages=True)
 
 
 def test_the_graph_is_read_whole() -> None:
@@ -140,7 +111,7 @@ def test_grpc_reaches_into_nothing_of_http() -> None:
         if inside(target, HTTP_ONLY)
     ]
     assert wrong == []
-    for module, path in modules().items():
+    for module, path in imports.modules().items():
         if inside(module, GRPC_MODULES):
             assert "starlette" not in path.read_text(), module
 

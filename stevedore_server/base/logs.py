@@ -55,6 +55,23 @@ def log_error(logger: logging.Logger, message: str, error: BaseException) -> str
     return error_id
 
 
+def failure_answer(message: str, error_id: str) -> dict[str, str]:
+    """What a client is told of a failure logged under ``error_id``: what failed, and where to look."""
+    return {"error": f"{message}; see the server log for error id {error_id}", "error_id": error_id}
+
+
+def python_level(level: str) -> str:
+    """The ``logging`` level of a ``log_level`` setting: uvicorn's ``trace`` is DEBUG here."""
+    return "DEBUG" if level == "trace" else level.upper()
+
+
+def formatted(handler: logging.Handler, log_format: str) -> logging.Handler:
+    """``handler`` writing the server's lines (``text`` or ``json``), each with its request id."""
+    handler.setFormatter(JSONFormatter() if log_format == "json" else TextFormatter())
+    handler.addFilter(RequestIdFilter())
+    return handler
+
+
 #: The message of an access line: client, method, path, status, milliseconds.
 ACCESS_FORMAT = '%s "%s %s" %d %.1f ms'
 
@@ -281,9 +298,8 @@ def logging_config(level: str, log_format: str = "text") -> dict[str, Any]:
             "filters": ["request_id"],
         }
     }
-    python_level = "DEBUG" if level == "trace" else level.upper()
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "stevedore"):
-        config["loggers"][name] = {"handlers": ["stevedore"], "level": python_level, "propagate": False}
+        config["loggers"][name] = {"handlers": ["stevedore"], "level": python_level(level), "propagate": False}
     config["loggers"]["uvicorn.error"]["handlers"] = []  # uvicorn.error propagates to uvicorn
     config["loggers"]["uvicorn.error"]["propagate"] = True
     return config

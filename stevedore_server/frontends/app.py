@@ -37,7 +37,7 @@ from starlette.routing import BaseRoute
 
 from stevedore_server.base.errors import ClientError, ModelFailure, ReportedFailure
 from stevedore_server.base.lifecycle import Lifecycle
-from stevedore_server.base.logs import log_error
+from stevedore_server.base.logs import failure_answer, log_error
 from stevedore_server.base.metrics import MULTIPROC_ENV, Metrics
 from stevedore_server.base.settings import Settings
 from stevedore_server.core import startup
@@ -244,7 +244,7 @@ async def model_failure(request: Request, error: Exception) -> Response:
         logger.error("%s (error id %s, logged by the replica that ran the model)", error, error_id)
     else:
         error_id = log_error(logger, str(error), getattr(error, "error", error))
-    return error_response(500, {"error": f"{error}; see the server log for error id {error_id}", "error_id": error_id})
+    return error_response(500, failure_answer(str(error), error_id))
 
 
 #: Typed errors to responses: every error is JSON ``{"error": ...}``, never a traceback. The V2 mount has its

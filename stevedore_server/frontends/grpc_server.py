@@ -48,7 +48,7 @@ from stevedore_server.base.errors import (
 )
 from stevedore_server.base.health import readiness_problems
 from stevedore_server.base.lifecycle import Lifecycle
-from stevedore_server.base.logs import REQUEST_ID_HEADER, AccessLog, RequestIds, log_error, request_id
+from stevedore_server.base.logs import REQUEST_ID_HEADER, AccessLog, RequestIds, failure_answer, log_error, request_id
 from stevedore_server.base.metrics import Metrics
 from stevedore_server.base.settings import Settings
 from stevedore_server.core.server import ModelServer
@@ -189,7 +189,7 @@ class RequestContext:
 
 def logged_internal(message: str, error: BaseException) -> str:
     """Log ``error`` with its traceback under a new error id; the client's message, with the id."""
-    return f"{message}; see the server log for error id {log_error(logger, message, error)}"
+    return failure_answer(message, log_error(logger, message, error))["error"]
 
 
 def serialize(message: Any) -> bytes:

@@ -67,15 +67,12 @@ def main(modes: Mapping[str, Mode] | None = None) -> None:
 def configure_logging(level: str, log_format: str) -> None:
     """Lines in the server's format on stderr (the server's), each with the id of the request being answered,
     or ``worker-PID`` outside one."""
-    from stevedore_server.base.logs import JSONFormatter, RequestIdFilter, TextFormatter, request_id
+    from stevedore_server.base.logs import formatted, python_level, request_id
 
     request_id.set(f"worker-{os.getpid()}")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JSONFormatter() if log_format == "json" else TextFormatter())
-    handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel("DEBUG" if level == "trace" else level.upper())
+    root.handlers[:] = [formatted(logging.StreamHandler(sys.stderr), log_format)]
+    root.setLevel(python_level(level))
 
 
 def send(connection: Connection, message: Any) -> None:

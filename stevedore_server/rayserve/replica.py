@@ -27,7 +27,7 @@ from ray import serve
 
 from stevedore_server.base.errors import ClientError, ModelFailure, NotReady, StartupError
 from stevedore_server.base.health import failing, run_checks
-from stevedore_server.base.logs import JSONFormatter, RequestIdFilter, TextFormatter, TurnHandler, log_error
+from stevedore_server.base.logs import TurnHandler, formatted, log_error, python_level
 from stevedore_server.base.settings import Settings, read_document
 from stevedore_server.core import startup
 from stevedore_server.core.server import ModelServer
@@ -76,11 +76,8 @@ def configure_logging(settings: Settings) -> None:
     logger = logging.getLogger("stevedore")
     if any(isinstance(handler, TurnHandler) for handler in logger.handlers):
         return
-    handler = TurnHandler(sys.stderr)
-    handler.setFormatter(JSONFormatter() if settings.log_format == "json" else TextFormatter())
-    handler.addFilter(RequestIdFilter())
-    logger.addHandler(handler)
-    logger.setLevel("DEBUG" if settings.log_level == "trace" else settings.log_level.upper())
+    logger.addHandler(formatted(TurnHandler(sys.stderr), settings.log_format))
+    logger.setLevel(python_level(settings.log_level))
     logger.propagate = False
 
 

@@ -21,10 +21,10 @@ from starlette.responses import Response
 
 from stevedore_server.base.errors import BadRequest, ClientError, ModelFailure
 from stevedore_server.base.serialization import dumps, loads
-from stevedore_server.core.inference import Action, JSONValue, ModelRef
+from stevedore_server.core.inference import Action, JSONValue
 from stevedore_server.core.serving import ServingModel
 from stevedore_server.core.signature import DEFAULT_OUTPUT
-from stevedore_server.frontends.web.bodies import read_body, server_of
+from stevedore_server.frontends.web.bodies import model_ref, read_body, server_of
 from stevedore_server.frontends.web.streaming import EventFormat, error_body, event, stream_response
 
 #: Keys of a generate request that are not inputs.
@@ -48,10 +48,6 @@ async def generate_stream(request: Request) -> Response:
     """The model's ``predict_stream`` as Server-Sent Events of outputs by name."""
     model = server_of(request).inference.resolve(model_ref(request))
     return await stream_response(request, model, JSONValue(await generate_payload(request)), GENERATE_EVENTS)
-
-
-def model_ref(request: Request) -> ModelRef:
-    return ModelRef(request.path_params["name"], request.path_params.get("version"))
 
 
 async def generate_payload(request: Request) -> Any:

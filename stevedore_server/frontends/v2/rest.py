@@ -15,7 +15,7 @@ from starlette.routing import BaseRoute
 from stevedore_server.base.errors import BadRequest, ClientError
 from stevedore_server.base.serialization import loads
 from stevedore_server.base.version import __version__
-from stevedore_server.core.inference import OFF_LOOP_BYTES, Action, ModelRef, Tensors
+from stevedore_server.core.inference import OFF_LOOP_BYTES, Action, Tensors
 from stevedore_server.core.repository import ModelRepository
 from stevedore_server.core.serving import ServingModel
 from stevedore_server.core.signature import Signature
@@ -25,6 +25,7 @@ from stevedore_server.frontends.web.bodies import (
     check_readiness,
     error_response,
     http_error,
+    model_ref,
     read_body,
     server_of,
 )
@@ -68,10 +69,6 @@ async def server_ready(request: Request) -> Response:
     """200 when every model is ready for inference; a 4xx (400), as the protocol says, when not."""
     ready = not await check_readiness(request)
     return JSONBytesResponse({"ready": ready}, status_code=200 if ready else 400)
-
-
-def model_ref(request: Request) -> ModelRef:
-    return ModelRef(request.path_params["name"], request.path_params.get("version"))
 
 
 def tensor_model(request: Request) -> tuple[ServingModel, Signature]:

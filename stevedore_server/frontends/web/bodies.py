@@ -13,7 +13,7 @@ from starlette.responses import Response
 from stevedore_server.base import health
 from stevedore_server.base.errors import BadRequest, ModelFailure, PayloadTooLarge
 from stevedore_server.base.serialization import dumps, dumps_result, loads
-from stevedore_server.core.inference import OFF_LOOP_BYTES, Answer
+from stevedore_server.core.inference import OFF_LOOP_BYTES, Answer, ModelRef
 from stevedore_server.core.server import ModelServer
 from stevedore_server.frontends.state import of_request
 
@@ -29,6 +29,11 @@ class JSONBytesResponse(Response):
 
     def render(self, content: Any) -> bytes:
         return content if isinstance(content, bytes) else dumps(content)
+
+
+def model_ref(request: Request) -> ModelRef:
+    """The model the path names (its highest version unless the path has one)."""
+    return ModelRef(request.path_params["name"], request.path_params.get("version"))
 
 
 def server_of(request: Request) -> ModelServer:

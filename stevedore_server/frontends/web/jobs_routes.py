@@ -18,9 +18,9 @@ from stevedore_server.frontends.state import of_request
 from stevedore_server.jobs.service import Jobs
 from stevedore_server.jobs.store import FINISHED, Job, JobState, iso
 
-from .bodies import JSONBytesResponse, read_json_text, server_of
+from .bodies import JSONBytesResponse, model_ref, read_json_text, server_of
 from .routing import ApiRoute
-from .stevedore_routes import MODEL, VERSIONED, model_ref
+from .stevedore_routes import MODEL, VERSIONED
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 1000

@@ -8,21 +8,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from stevedore_server.core.inference import Action, JSONText, JSONValue, ModelRef
+from stevedore_server.core.inference import Action, JSONText, JSONValue
 from stevedore_server.core.registry import Registry
 from stevedore_server.core.serving import ServingModel
 
-from .bodies import JSONBytesResponse, check_readiness, health_report, json_result, read_json_text, server_of
+from .bodies import JSONBytesResponse, check_readiness, health_report, json_result, model_ref, read_json_text, server_of
 from .routing import ApiRoute
 from .streaming import predict_stream
 
 MODEL = "/models/{name}"
 VERSIONED = "/models/{name}/versions/{version}"
-
-
-def model_ref(request: Request) -> ModelRef:
-    """The model the path names (its highest version unless the path has one)."""
-    return ModelRef(request.path_params["name"], request.path_params.get("version"))
 
 
 def addressed_model(request: Request) -> ServingModel:

@@ -27,7 +27,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from stevedore_server.base.errors import ClientError, ModelFailure, NotFound, NotReady
-from stevedore_server.base.logs import log_error
+from stevedore_server.base.logs import failure_answer, log_error
 from stevedore_server.base.serialization import dumps
 from stevedore_server.core.admission import Reservation
 from stevedore_server.core.inference import Action, JSONText, ModelRef, Payload
@@ -117,8 +117,7 @@ def error_body(error: ClientError | ModelFailure) -> dict[str, Any]:
     """The body a non-streaming request failing so gets (``app.model_failure``, ``app.client_error``)."""
     if isinstance(error, ClientError):
         return error.body()
-    error_id = log_error(logger, str(error), error.error)
-    return {"error": f"{error}; see the server log for error id {error_id}", "error_id": error_id}
+    return failure_answer(str(error), log_error(logger, str(error), error.error))
 
 
 async def model_items(model: ServingModel, runtime: ModelRuntime, payload: Any) -> AsyncIterator[Any]:
