@@ -15,7 +15,8 @@ value, or decoded tensors) and call ``Inference.call``, which
    exception into ``ModelFailure``, a time-out into ``InferenceTimeout`` and
    a full queue into ``Overloaded``,
 
-and returns the model that answered with its result. Every error is a typed
+and returns the model that answered with its result. ``Inference.stream`` does
+the same for a model's stream (``streams``). Every error is a typed
 exception of ``errors.py``, which each front end's exception handlers turn
 into its own error format. Writing the result (JSON, tensors) is the front
 end's.
@@ -36,7 +37,9 @@ from stevedore_server.base.validation import SchemaValidator
 
 from .content_types import NUMPY_PLAN, ContentPlan
 from .registry import Registry
+from .runtime import ModelRuntime
 from .serving import ServingModel
+from .streams import Stream
 
 if TYPE_CHECKING:
     from .signature import Signature
@@ -147,6 +150,19 @@ class Inference:
         if runtime is None:  # resolve() returned a model with a runtime; this keeps the type checker sure of it
             raise NotReady(f"model {model.name!r} version {model.version!r} is not running")
         return Answer(model, await runtime.call(action, prepared.value, prepared.rows))
+
+    async def stream(self, ref: ModelRef, payload: Payload) -> Stream:
+        """Validate ``payload`` as a predict and take a place for the stream of the model ``ref`` names (see
+        ``streams``): NotFound for a model that does not stream, NotReady where it cannot (Ray Serve), Overloaded
+        when its bound is full."""
+        model = self.resolve(ref)
+        if not model.predictor.has_stream:
+            raise NotFound(f"model {model.name!r} version {model.version!r} has no predict_stream")
+        prepared = await self.prepared(model, Action.PREDICT, payload)
+        runtime = model.runtime
+        if not isinstance(runtime, ModelRuntime):
+            raise NotReady(f"model {model.name!r} version {model.version!r} cannot stream where it runs")
+        return Stream(model, runtime, prepared.value, runtime.admission.reserve(Action.PREDICT))
 
     async def prepared(self, model: ServingModel, action: Action, payload: Payload) -> Prepared:
         """``payload`` validated for ``action`` on ``model`` (``prepare``), off the event loop when large."""

@@ -46,8 +46,9 @@ async def generate(request: Request) -> Response:
 
 async def generate_stream(request: Request) -> Response:
     """The model's ``predict_stream`` as Server-Sent Events of outputs by name."""
-    model = server_of(request).inference.resolve(model_ref(request))
-    return await stream_response(request, model, JSONValue(await generate_payload(request)), GENERATE_EVENTS)
+    ref = model_ref(request)
+    server_of(request).inference.resolve(ref)  # 404 or 503 before the body is read
+    return await stream_response(request, ref, JSONValue(await generate_payload(request)), GENERATE_EVENTS)
 
 
 async def generate_payload(request: Request) -> Any:
