@@ -20,7 +20,8 @@ import sqlalchemy as sa
 from starlette.testclient import TestClient
 
 from stevedore_server.base.settings import Settings
-from stevedore_server.jobs.store import DATABASE_FILE, JobState, JobStore, TrainedVersion, ago, default_url, now
+from stevedore_server.jobs.records import DATABASE_FILE, JobState, TrainedVersion, ago, default_url, now
+from stevedore_server.jobs.store import JobStore
 from stevedore_server.jobs.store import jobs as jobs_table
 from tests.helpers import Registers
 

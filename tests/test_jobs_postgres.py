@@ -20,7 +20,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from stevedore_server.base.settings import Settings
-from stevedore_server.jobs.store import JobState, JobStore, job_logs, jobs, make_engine, metadata
+from stevedore_server.jobs.records import JobState
+from stevedore_server.jobs.store import JobStore, job_logs, jobs, make_engine, metadata
 from stevedore_server.kit.loopback import free_ports
 from tests.helpers import Registers
 from tests.test_jobs import GRACE, group_gone_within, start, wait_for, wait_until_hanging

@@ -17,7 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from stevedore_server.jobs.store import JobState, JobStore, default_url
+from stevedore_server.jobs.records import JobState, default_url
+from stevedore_server.jobs.store import JobStore
 
 from .venvs import Server, Venv, ready_server
 

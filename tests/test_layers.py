@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import ast
 import importlib
+import pickle
 import sys
 from pathlib import Path
 
 import pytest
 
 import stevedore_server
+from stevedore_server.base.settings import Settings
+from stevedore_server.processes.isolation import selection_orders
+from stevedore_server.processes.spawn import receive, start_worker
+from stevedore_server.processes.wire import PROTOCOL
 
 from . import imports
 
@@ -140,3 +145,28 @@ def test_an_old_path_is_the_moved_module_and_says_where_it_went(old: str, monkey
         module = importlib.import_module(f"{ROOT}.{old}")
     assert module is importlib.import_module(f"{ROOT}.{SHIMS[old]}")
     exec(f"from {ROOT}.{old} import *", {})  # and a star import, as old code may do
+
+
+#: What a model's worker process must not import: the web, gRPC and database stacks of the server.
+SERVER_STACKS = {"starlette", "fastapi", "uvicorn", "grpc", "sqlalchemy", "alembic", "jinja2", "prometheus_client"}
+
+
+def test_a_worker_process_loads_and_serves_its_model_without_the_server_stacks(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A real worker process (``python -m stevedore_server.worker``, as ``processes = N`` starts it) loads,
+    self-tests and answers the example plugin's model; its own ``-X importtime`` lines name what it imported."""
+    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")
+    orders = {"mode": "serve", "model": "iris", "version": "1", **selection_orders(Settings())}
+    process, connection = start_worker(sys.executable, orders)
+    with connection:
+        loaded = receive(connection, process, 120, "loading its model")
+        connection.send_bytes(pickle.dumps(("predict", [[5.1, 3.5, 1.4, 0.2]], "req-1"), protocol=PROTOCOL))
+        reply = receive(connection, process, 60, "answering")
+    process.wait(10)
+    imported = {
+        line.rsplit("|", 1)[1].strip() for line in capfd.readouterr().err.splitlines() if "import time:" in line
+    }
+    assert loaded["state"] == "ready" and reply[0] == "ok" and list(reply[1]) == [0], (loaded, reply)
+    assert {"stevedore_server.processes.worker", "stevedore_server.plugins.loading", "sklearn"} <= imported
+    assert sorted(name for name in imported if name.split(".")[0] in SERVER_STACKS) == []

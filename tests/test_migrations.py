@@ -15,7 +15,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from stevedore_server.jobs.migrations import config
-from stevedore_server.jobs.store import JobState, JobStore, default_url, job_logs, jobs, make_engine, metadata, now
+from stevedore_server.jobs.records import JobState, default_url, now
+from stevedore_server.jobs.store import JobStore, job_logs, jobs, make_engine, metadata
 
 #: Each process opens the store at the same moment (a start time given to both).
 OPEN_AT_ONCE = """

@@ -6,10 +6,9 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import anyio
-from anyio import to_thread
-
 if TYPE_CHECKING:
+    import anyio
+
     from .lifecycle import Lifecycle
 
 logger = logging.getLogger("stevedore.health")
@@ -50,4 +49,6 @@ async def readiness_problems(
 
 
 async def health_report(checks: Mapping[str, HealthCheck], limiter: anyio.CapacityLimiter) -> dict[str, dict[str, Any]]:
+    from anyio import to_thread  # here: a worker process imports this module for ``HealthCheck`` alone
+
     return await to_thread.run_sync(run_checks, checks, limiter=limiter)

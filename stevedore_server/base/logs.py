@@ -22,8 +22,6 @@ import time
 import uuid
 from typing import Any
 
-from uvicorn.config import LOGGING_CONFIG
-
 #: The id of the request being served, for every log line written while serving it.
 #: The header (and gRPC metadata key) that carries a request's id, given by the client or made by the server.
 REQUEST_ID_HEADER = "x-request-id"
@@ -282,6 +280,8 @@ class AccessLog:
 
 def logging_config(level: str, log_format: str = "text") -> dict[str, Any]:
     """uvicorn's logging configuration with every line in ``log_format`` and the ``stevedore`` loggers added."""
+    from uvicorn.config import LOGGING_CONFIG  # here: a model's worker process logs without uvicorn
+
     config = copy.deepcopy(LOGGING_CONFIG)
     formatter: dict[str, Any] = (
         {"()": "stevedore_server.base.logs.JSONFormatter"}

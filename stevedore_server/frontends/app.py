@@ -48,8 +48,8 @@ from stevedore_server.frontends.web.bodies import JSONBytesResponse, error_respo
 from stevedore_server.frontends.web.middleware import RequestContext, RequireAPIKey
 from stevedore_server.frontends.web.plugin_routes import PluginRoutes, serve_routes
 from stevedore_server.frontends.web.routing import ApiRoute, docs_app
+from stevedore_server.jobs.records import TrainedVersion
 from stevedore_server.jobs.service import SERVE_TIMEOUT, Jobs
-from stevedore_server.jobs.store import TrainedVersion
 
 from . import console
 from .auth import APIKeys

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -52,11 +51,11 @@ from stevedore_server.base.logs import REQUEST_ID_HEADER, AccessLog, RequestIds,
 from stevedore_server.base.metrics import Metrics
 from stevedore_server.base.settings import Settings
 from stevedore_server.core.server import ModelServer
-from stevedore_server.frontends.state import AppState
 from stevedore_server.frontends.v2.grpc_service import InferenceService, Method
 from stevedore_server.frontends.v2.protocol import SERVICE
 
 from .auth import APIKeys
+from .state import AppState
 from .v2 import protocol
 
 logger = logging.getLogger("stevedore.grpc")
@@ -328,20 +327,3 @@ def reflection_pool() -> descriptor_pool.DescriptorPool:
     for module in (health_pb2, reflection_pb2):
         pool.AddSerializedFile(module.DESCRIPTOR.serialized_pb)
     return pool
-
-
-def check_port(settings: Settings) -> None:
-    """StartupError unless the gRPC port is free: bound without ``SO_REUSEPORT``, as nothing else may hold it
-    (with workers, each binds it with that option, so a second server would share it silently)."""
-    if not settings.grpc_port:
-        return
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT does not count
-        try:
-            probe.bind((settings.host, settings.grpc_port))
-        except OSError as error:
-            raise StartupError(
-                f"gRPC cannot listen on {settings.host}:{settings.grpc_port}: {error.strerror} "
-                "(--grpc-port chooses another port, 0 turns gRPC off)"
-            ) from None

@@ -8,17 +8,8 @@ import logging
 from .child import describe
 from .context import JobsContext
 from .launch import RunningJob
-from .store import (
-    TrainedVersion,
-    now,
-)
-from .versions import (
-    FOLLOW_TIMEOUT,
-    forget_artifact,
-    keep_artifact,
-    version_of,
-    wait_until_followed,
-)
+from .records import TrainedVersion, now
+from .versions import FOLLOW_TIMEOUT, forget_artifact, keep_artifact, version_of, wait_until_followed
 
 logger = logging.getLogger("stevedore.jobs")
 

@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import platformdirs
 
@@ -16,18 +17,11 @@ from stevedore_server.core.convergence import SharedState
 from stevedore_server.core.registry import Registry
 
 from .launch import RunningJob
-from .store import (
-    Job,
-    JobState,
-    JobStore,
-    default_url,
-    sqlite_file,
-    this_owner,
-)
-from .versions import (
-    ServeTrained,
-    TrainedVersions,
-)
+from .records import Job, JobState, default_url, sqlite_file, this_owner
+from .versions import ServeTrained, TrainedVersions
+
+if TYPE_CHECKING:
+    from .store import JobStore
 
 logger = logging.getLogger("stevedore.jobs")
 
@@ -63,8 +57,12 @@ class JobsContext:
 
     @property
     def store(self) -> JobStore:
+        """The jobs' database, opened (made, or upgraded) the first time it is needed: SQLAlchemy is imported
+        then, not at startup."""
         with self.lock:
             if self._store is None:
+                from .store import JobStore
+
                 self._store = JobStore(self.url)
             return self._store
 

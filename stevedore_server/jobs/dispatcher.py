@@ -13,11 +13,7 @@ from stevedore_server.processes.predictor import ProcessPredictor
 
 from .child import describe
 from .launch import RunningJob, spawn, start_in_worker
-from .store import (
-    Job,
-    JobState,
-    ago,
-)
+from .records import Job, JobState, ago
 from .supervisor import Supervisor
 
 logger = logging.getLogger("stevedore.jobs")

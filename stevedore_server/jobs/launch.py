@@ -20,10 +20,7 @@ from stevedore_server.base.pids import started_at
 from stevedore_server.processes.predictor import ProcessPredictor
 
 from .child import run_job
-from .store import (
-    Job,
-    aware,
-)
+from .records import Job, aware
 
 logger = logging.getLogger("stevedore.jobs")
 

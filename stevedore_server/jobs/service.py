@@ -43,11 +43,7 @@ from stevedore_server.base.pids import alive, started_at, stop_group
 
 from .dispatcher import POLL_INTERVAL, Dispatcher
 from .launch import START_TOLERANCE, leftover_of, parse_owner
-from .store import (
-    FINISHED,
-    Job,
-    JobState,
-)
+from .records import FINISHED, Job, JobState
 
 logger = logging.getLogger("stevedore.jobs")
 

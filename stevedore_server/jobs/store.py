@@ -5,45 +5,24 @@ Every state change is one conditional UPDATE (``WHERE state = ...``), so two
 server processes sharing the database never both start, or both finish, one
 job: whoever's UPDATE matched a row owns the change. The schema is made and
 upgraded by the Alembic migrations in ``migrations/`` when the store opens;
-the tables here describe it for the queries (a test checks the two agree).
-"""
+the tables here describe it for the queries (a test checks the two agree)."""
 
 from __future__ import annotations
 
 import dataclasses
-import enum
-import socket
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from stevedore_server.base.pids import started_at
-
 from .migrations import upgrade
-
-DATABASE_FILE = "jobs.db"
-#: Longest log line kept; a model printing megabytes on one line must not fill the database.
-MAX_LOG_LINE = 4000
-
-
-class JobState(enum.StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    INTERRUPTED = "interrupted"
-
-
-FINISHED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.INTERRUPTED})
+from .records import MAX_LOG_LINE, Job, JobState, TrainedVersion, iso, now, sqlite_file
 
 metadata = sa.MetaData()
+
 
 jobs = sa.Table(
     "jobs",
@@ -67,6 +46,7 @@ jobs = sa.Table(
     sa.Column("owner", sa.String(300)),
     sa.Column("cancel_requested", sa.Boolean, nullable=False),
 )
+
 
 job_logs = sa.Table(
     "job_logs",
@@ -93,126 +73,6 @@ trained_versions = sa.Table(
     sa.Column("created", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("model", "version", name="uq_trained_versions_model_version"),
 )
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def aware(moment: datetime) -> datetime:
-    """A stored time with its zone: SQLite hands times back without it, and they are UTC."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-
-
-def ago(seconds: float) -> datetime:
-    return now() - timedelta(seconds=seconds)
-
-
-def iso(moment: datetime | None) -> str | None:
-    """A stored time as ISO 8601 UTC."""
-    if moment is None:
-        return None
-    return aware(moment).astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def this_owner(pid: int) -> str:
-    """``host:pid:start``: the server process running a job, its start time telling it from a later process
-    given the same pid (``jobs.Jobs.recover``)."""
-    start = started_at(pid)
-    return f"{socket.gethostname()}:{pid}" + (f":{start:.0f}" if start is not None else "")
-
-
-@dataclass(frozen=True)
-class Job:
-    """One row of the jobs table."""
-
-    id: str
-    model: str
-    version: str
-    kind: str
-    state: JobState
-    progress: float
-    message: str
-    params: Any
-    result: Any
-    error: str | None
-    created: datetime
-    started: datetime | None
-    finished: datetime | None
-    pid: int | None
-    pgid: int | None
-    owner: str | None
-    cancel_requested: bool
-
-    @classmethod
-    def of(cls, row: sa.Row[Any]) -> Job:
-        values = dict(row._mapping)
-        values["state"] = JobState(values["state"])
-        return cls(**values)
-
-    @property
-    def duration(self) -> float | None:
-        if self.started is None:
-            return None
-        end = aware(self.finished) if self.finished is not None else now()
-        return round((end - aware(self.started)).total_seconds(), 3)
-
-    def as_dict(self) -> dict[str, Any]:
-        """What the API answers of a job."""
-        return {
-            "id": self.id,
-            "model": self.model,
-            "version": self.version,
-            "kind": self.kind,
-            "state": str(self.state),
-            "progress": self.progress,
-            "message": self.message,
-            "params": self.params,
-            "result": self.result,
-            "error": self.error,
-            "created": iso(self.created),
-            "started": iso(self.started),
-            "finished": iso(self.finished),
-            "duration": self.duration,
-            "pid": self.pid,
-            "links": {"self": f"/jobs/{self.id}", "logs": f"/jobs/{self.id}/logs"},
-        }
-
-
-@dataclass(frozen=True)
-class TrainedVersion:
-    """A version a training made: served by every server process from its kept artifact."""
-
-    model: str
-    version: str
-    base_version: str
-    job_id: str
-    #: The artifact's absolute path, under the state directory's ``artifacts/<job id>/``.
-    artifact: str
-    created: datetime
-    #: Its row's number: the versions recorded after one a process has seen are those with a larger one.
-    id: int = 0
-
-    @classmethod
-    def of(cls, row: sa.Row[Any]) -> TrainedVersion:
-        return cls(**row._mapping)
-
-
-def default_url(state_dir: str | None) -> str:
-    """SQLite in ``state_dir``, or in the user's data directory (``platformdirs``)."""
-    if state_dir is None:
-        import platformdirs
-
-        state_dir = platformdirs.user_data_dir("stevedore-server")
-    return f"sqlite:///{Path(state_dir) / DATABASE_FILE}"
-
-
-def sqlite_file(url: str) -> Path | None:
-    """The file of a SQLite URL, or None for another database."""
-    parsed = sa.engine.make_url(url)
-    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
-        return None
-    return Path(parsed.database)
 
 
 def make_engine(url: str) -> Engine:

@@ -15,9 +15,7 @@ from stevedore_server.base.pids import exit_description
 
 from .artifacts import ArtifactKeeper
 from .launch import RunningJob, signal_group
-from .store import (
-    JobState,
-)
+from .records import JobState
 
 logger = logging.getLogger("stevedore.jobs")
 

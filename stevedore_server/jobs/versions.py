@@ -28,12 +28,16 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stevedore_server.core.convergence import SharedState
 from stevedore_server.core.registry import Registry
 
 from .child import describe
-from .store import Job, JobStore, TrainedVersion
+from .records import Job, TrainedVersion
+
+if TYPE_CHECKING:
+    from .store import JobStore
 
 logger = logging.getLogger("stevedore.trained")
 

@@ -12,7 +12,7 @@ import multiprocessing
 import signal
 import socket
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -22,10 +22,12 @@ from stevedore_server.base.lifecycle import Lifecycle
 from stevedore_server.base.logs import lighten_records, logging_config
 from stevedore_server.base.settings import Settings
 from stevedore_server.frontends.app import ServingProcess, app_from_env, create_app
-from stevedore_server.frontends.grpc_server import GrpcServer
 from stevedore_server.frontends.state import AppState, of_lifespan
 
 from .sockets import copy_of, refuse_new_handshakes, take_backlog
+
+if TYPE_CHECKING:
+    from stevedore_server.frontends.grpc_server import GrpcServer
 
 logger = logging.getLogger("stevedore.process")
 
@@ -134,6 +136,8 @@ class DrainingServer(uvicorn.Server):
         if self.should_exit:  # the lifespan failed
             return
         if settings.grpc_port and self.state is not None:
+            from stevedore_server.frontends.grpc_server import GrpcServer  # gRPC is imported where its port is on
+
             self.grpc = GrpcServer(settings, self.state)
             try:
                 await self.grpc.start()

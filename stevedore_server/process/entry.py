@@ -6,15 +6,16 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import sys
 
 from uvicorn.config import STARTUP_FAILURE
 
+from stevedore_server.base.errors import StartupError
 from stevedore_server.base.metrics import MULTIPROC_ENV, fresh_multiprocess_dir
 from stevedore_server.base.settings import Settings
 from stevedore_server.core import startup
 from stevedore_server.core.convergence import DIRECTORY_ENV, SharedState
-from stevedore_server.frontends.grpc_server import check_port
 
 from .draining import DrainingServer, ServerConfig
 from .supervisor import Supervisor
@@ -64,8 +65,25 @@ def preflight(settings: Settings) -> None:
 
     The gRPC port must be free; duplicates and unknown hooks need no model loaded; ``--strict`` needs the full load.
     """
-    check_port(settings)
+    check_grpc_port(settings)
     if settings.strict:
         startup.build_server(settings, startup.load(settings))
         return
     startup.find(settings)
+
+
+def check_grpc_port(settings: Settings) -> None:
+    """StartupError unless the gRPC port is free: bound without ``SO_REUSEPORT``, as nothing else may hold it
+    (with workers, each binds it with that option, so a second server would share it silently)."""
+    if not settings.grpc_port:
+        return
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT does not count
+        try:
+            probe.bind((settings.host, settings.grpc_port))
+        except OSError as error:
+            raise StartupError(
+                f"gRPC cannot listen on {settings.host}:{settings.grpc_port}: {error.strerror} "
+                "(--grpc-port chooses another port, 0 turns gRPC off)"
+            ) from None

@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
-from stevedore_server.base.settings.values import parse, typed
+from stevedore_server.base.errors import StartupError
+from stevedore_server.base.sources import PluginSelection
 
-from ..errors import StartupError
-from ..sources import PluginSelection
+from .values import parse, typed
 
 ENV_PREFIX = "STEVEDORE_"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from stevedore_server.base.settings.model import ModelSettings, Settings, env_name
+from .model import ModelSettings, Settings, env_name
 
 #: Where a per-model setting comes from when its table does not set it, where not from the server's setting.
 MODEL_FALLBACKS = {

@@ -7,7 +7,7 @@ import types
 import typing
 from typing import Any
 
-from ..errors import StartupError
+from stevedore_server.base.errors import StartupError
 
 
 def base_type(hint: Any) -> type:

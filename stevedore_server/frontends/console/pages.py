@@ -9,14 +9,16 @@ this host's scripts only, and no inline script at all.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-import jinja2
 import orjson
 from starlette.responses import HTMLResponse
 
 from stevedore_server.frontends.web import docs
+
+if TYPE_CHECKING:
+    import jinja2
 
 #: Where the console's own and vendored files are served, and the package data directory holding them.
 ASSETS_PATH = "/console/assets"
@@ -36,6 +38,10 @@ LINK_SCHEMES = ("http", "https")
 
 @functools.cache
 def environment() -> jinja2.Environment:
+    """The templates' environment, made with the first page: a server nobody opens the console of never imports
+    Jinja2."""
+    import jinja2
+
     env = jinja2.Environment(
         loader=jinja2.PackageLoader(ASSETS_PACKAGE, "templates"),
         autoescape=True,

@@ -26,7 +26,7 @@ from stevedore_server.frontends.web import stevedore_routes as api
 from stevedore_server.frontends.web.bodies import server_of
 from stevedore_server.frontends.web.jobs_routes import jobs_of
 from stevedore_server.frontends.web.routing import model_tag
-from stevedore_server.jobs.store import FINISHED
+from stevedore_server.jobs.records import FINISHED
 
 from .forms import form_for
 from .pages import ASSETS_DIRECTORY, ASSETS_PACKAGE, ASSETS_PATH, render, segment

@@ -15,8 +15,8 @@ from stevedore_server.base.errors import BadRequest, NotFound
 from stevedore_server.base.serialization import dumps
 from stevedore_server.core.inference import Action
 from stevedore_server.frontends.state import of_request
+from stevedore_server.jobs.records import FINISHED, Job, JobState, iso
 from stevedore_server.jobs.service import Jobs
-from stevedore_server.jobs.store import FINISHED, Job, JobState, iso
 
 from .bodies import JSONBytesResponse, model_ref, read_json_text, server_of
 from .routing import ApiRoute
