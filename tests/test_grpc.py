@@ -30,7 +30,7 @@ from tritonclient.utils import InferenceServerException
 
 from stevedore_server.base.lifecycle import Lifecycle
 from stevedore_server.core.registry import Registry
-from stevedore_server.frontends.grpc_server import HealthService
+from stevedore_server.frontends.grpc_health import HealthService
 
 from .venvs import Server, Venv
 

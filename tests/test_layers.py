@@ -52,7 +52,13 @@ SHIMS = {
 }
 #: Within the front ends, the transports that must not reach into HTTP: gRPC is served without Starlette's
 #: request machinery, and shares with REST only the codec and protocol modules of ``frontends.v2``.
-GRPC_MODULES = ("frontends.grpc_server", "frontends.v2.grpc_service", "frontends.v2.grpc_codec")
+GRPC_MODULES = (
+    "frontends.grpc_server",
+    "frontends.grpc_context",
+    "frontends.grpc_health",
+    "frontends.v2.grpc_service",
+    "frontends.v2.grpc_codec",
+)
 HTTP_ONLY = ("frontends.web", "frontends.v2.rest", "frontends.v2.generate", "frontends.app", "frontends.console")
 #: Library names no module of ours may take (``import http`` inside the package would be ambiguous to a reader).
 LIBRARY_NAMES = {"http", "grpc", "logging", "json", "asyncio", "signal", "typing", "types", "email", "test"}

@@ -52,7 +52,14 @@ CONVERGE_TIMEOUT = 120.0
 
 
 class ModelRepository(Protocol):
-    """What the repository routes and RPCs call: ``Repository`` here; the Ray Serve ingress has its own."""
+    """What the repository routes and RPCs, and the jobs, call: ``Repository`` here; the Ray Serve ingress has
+    its own."""
+
+    #: With ``--workers N``: the workers' shared files; None where there are none.
+    shared: SharedState | None
+    #: Whether the versions trainings make are served here (``serve_trained``); not where other processes hold
+    #: the models (Ray Serve's replicas).
+    serves_trained: bool
 
     async def index(self, ready_only: bool = False) -> list[dict[str, Any]]: ...
 
@@ -60,9 +67,13 @@ class ModelRepository(Protocol):
 
     async def unload(self, name: str) -> None: ...
 
+    async def serve_trained(self, predictor: Predictor, base: ServingModel, job_id: str) -> None: ...
+
 
 class Repository:
     """Lists, loads and unloads the models of ``server``; ``manager`` replaces the entry points (tests)."""
+
+    serves_trained = True
 
     def __init__(
         self,

@@ -9,10 +9,12 @@
   the jobs routes, the plugins' routes, middleware, OpenAPI and the docs);
 - ``v2/``: the Open Inference Protocol: its REST routes, its codec (shared by
   both transports), and its gRPC service;
-- ``grpc_server``: the gRPC server of each serving process;
+- ``grpc_server``: the gRPC server of each serving process, with
+  ``grpc_context`` (what every call passes: ids, keys, access log, metrics,
+  status codes) and ``grpc_health`` (the standard health service);
 - ``console/``: the web console.
 
 May import: ``jobs``, ``core``, ``processes``, ``plugins``, ``base``. The gRPC
-modules (``grpc_server``, ``v2.grpc_service``, ``v2.grpc_codec``) import
+modules (``grpc_*``, ``v2.grpc_service``, ``v2.grpc_codec``) import
 nothing of HTTP (``web``, ``v2.rest``, Starlette); a test says so.
 """

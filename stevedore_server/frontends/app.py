@@ -42,7 +42,7 @@ from stevedore_server.base.metrics import MULTIPROC_ENV, Metrics
 from stevedore_server.base.settings import Settings
 from stevedore_server.core import startup
 from stevedore_server.core.convergence import DIRECTORY_ENV, SharedState
-from stevedore_server.core.repository import Repository
+from stevedore_server.core.repository import ModelRepository, Repository
 from stevedore_server.core.server import ModelServer
 from stevedore_server.frontends.web.bodies import JSONBytesResponse, error_response, http_error, server_of
 from stevedore_server.frontends.web.middleware import RequestContext, RequireAPIKey
@@ -68,7 +68,7 @@ HEALTH_CHECK_THREADS = 4
 
 #: What serves the models of an app, for its lifespan: the server and the repository, stopped on exit.
 #: In-process by default (``local_models``); the Ray Serve ingress has its models in deployments.
-ServeModels = Callable[[Settings, Metrics], AbstractAsyncContextManager[tuple[ModelServer, Any]]]
+ServeModels = Callable[[Settings, Metrics], AbstractAsyncContextManager[tuple[ModelServer, ModelRepository]]]
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ def local_models(manager: pluggy.PluginManager | None, process: ServingProcess =
     """The models loaded in this process, and its model repository."""
 
     @asynccontextmanager
-    async def serve(settings: Settings, metrics: Metrics) -> AsyncIterator[tuple[ModelServer, Any]]:
+    async def serve(settings: Settings, metrics: Metrics) -> AsyncIterator[tuple[ModelServer, ModelRepository]]:
         loaded = await run_in_threadpool(startup.load, settings, manager)
         server = startup.build_server(settings, loaded, metrics)
         await startup.start_models(server)
@@ -185,7 +185,7 @@ def lifespan(settings: Settings, models: ServeModels, metrics: Metrics, table: l
 
 
 @asynccontextmanager
-async def running_jobs(settings: Settings, server: ModelServer, repository: Any) -> AsyncIterator[Jobs]:
+async def running_jobs(settings: Settings, server: ModelServer, repository: ModelRepository) -> AsyncIterator[Jobs]:
     """The jobs of this server process: recovered and dispatched at startup, stopped (interrupted) at exit. A
     version a training made (here, or in another process: the jobs follow them) is served through the repository,
     on the event loop."""
@@ -197,9 +197,8 @@ async def running_jobs(settings: Settings, server: ModelServer, repository: Any)
         coroutine = repository.serve_trained(predictor, base, trained.job_id)
         asyncio.run_coroutine_threadsafe(coroutine, loop).result(SERVE_TIMEOUT)
 
-    here = isinstance(repository, Repository)  # not Ray Serve's ingress, whose replicas hold the models
-    served = serve_trained if here else None
-    jobs = Jobs(settings, server.registry, server.metrics, served, repository.shared if here else None)
+    served = serve_trained if repository.serves_trained else None
+    jobs = Jobs(settings, server.registry, server.metrics, served, repository.shared)
     await anyio.to_thread.run_sync(jobs.start)
     try:
         yield jobs

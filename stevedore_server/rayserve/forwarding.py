@@ -30,6 +30,7 @@ from stevedore_server.base.logs import REQUEST_ID_HEADER
 from stevedore_server.base.metrics import Metrics
 from stevedore_server.base.settings import Settings
 from stevedore_server.base.sources import PluginSource
+from stevedore_server.core.convergence import SharedState
 from stevedore_server.core.repository import entry
 from stevedore_server.core.server import ModelServer
 from stevedore_server.core.serving import ServingModel
@@ -164,8 +165,15 @@ def runtime_starter(handles: dict[str, DeploymentHandle], key: Callable[[str, st
 class DeploymentRepository:
     """The model repository of the ingress: the index as in one process; a model is loaded by deploying it."""
 
+    shared: SharedState | None = None
+    #: The replicas hold the models: a version a training made in the ingress is not served (yet).
+    serves_trained = False
+
     def __init__(self, server: ModelServer) -> None:
         self.server = server
+
+    async def serve_trained(self, predictor: Any, base: ServingModel, job_id: str) -> None:
+        raise BadRequest(f"on Ray Serve, the new version {predictor.version} of {base.name!r} is not served")
 
     async def index(self, ready_only: bool = False) -> list[dict[str, Any]]:
         entries = [entry(model) for model in self.server.registry.models]

@@ -1,0 +1,170 @@
+"""What every gRPC call passes, the counterpart of the HTTP middleware: its request id (``x-request-id``
+metadata, echoed in the trailers), its API key (``authorization: Bearer KEY``), its access log line and metrics,
+and the error edge, which maps each typed error to its status code (``STATUS_OF``): a client's mistake is never
+UNKNOWN, a model's failure or a bug is INTERNAL with an error id that the log has with its traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from stevedore_server.base.errors import (
+    ClientError,
+    InferenceTimeout,
+    ModelFailure,
+    Overloaded,
+    PayloadTooLarge,
+    Unauthenticated,
+)
+from stevedore_server.base.logs import REQUEST_ID_HEADER, AccessLog, RequestIds, failure_answer, log_error, request_id
+from stevedore_server.base.metrics import Metrics
+from stevedore_server.base.settings import Settings
+from stevedore_server.frontends.v2.grpc_service import Method
+
+from .auth import APIKeys
+
+logger = logging.getLogger("stevedore.grpc")
+access_log = AccessLog(logging.getLogger("stevedore.access"))
+
+#: Status codes of client errors, by their HTTP status; a full queue is RESOURCE_EXHAUSTED (by type, below).
+STATUS_OF = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    404: grpc.StatusCode.NOT_FOUND,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    422: grpc.StatusCode.INVALID_ARGUMENT,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+def status_of(error: ClientError) -> grpc.StatusCode:
+    if isinstance(error, Overloaded | PayloadTooLarge):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+    if isinstance(error, InferenceTimeout):
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return STATUS_OF.get(error.status_code, grpc.StatusCode.INVALID_ARGUMENT)
+
+
+class RequestContext:
+    """What every call goes through (see the module): ids, API keys, access log, metrics, the error edge."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.keys = APIKeys.from_settings(settings)
+        self.protect_health = settings.auth_health
+        self.metrics = metrics
+        self.access_log = settings.access_log
+        self.ids = RequestIds()
+        self.samples: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+    def unary(self, path: str, method: Method) -> grpc.RpcMethodHandler:
+        handler = method.handler
+        needs_key = self.needs_key(method)
+
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            metadata = dict(context.invocation_metadata() or ())
+            given = metadata.get(REQUEST_ID_HEADER)
+            rid = self.ids.of(given if isinstance(given, str) else None)
+            token = request_id.set(rid)
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            trailers = ((REQUEST_ID_HEADER, rid),)
+            try:
+                if needs_key:
+                    self.authenticate(metadata)
+                response = await handler(request)
+                context.set_trailing_metadata(trailers)
+                return response
+            except ClientError as error:
+                code = status_of(error)
+                await context.abort(code, error.summary(), trailers)
+            except ModelFailure as error:
+                code = grpc.StatusCode.INTERNAL
+                await context.abort(code, logged_internal(str(error), error.error), trailers)
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED  # the client went away, or its deadline passed
+                raise
+            except grpc.aio.AbortError:
+                raise
+            except Exception as error:
+                code = grpc.StatusCode.INTERNAL
+                await context.abort(code, logged_internal("internal server error", error), trailers)
+            finally:
+                self.record(path, code, time.perf_counter() - started, rid, context)
+                request_id.reset(token)
+
+        return grpc.unary_unary_rpc_method_handler(
+            call, request_deserializer=method.request_type.FromString, response_serializer=serialize
+        )
+
+    def server_stream(self, method: Method) -> grpc.RpcMethodHandler:
+        """A server-streaming RPC (health's Watch): its API key checked as a unary one's, no access log line."""
+        handler = method.handler
+        needs_key = self.needs_key(method)
+
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            if needs_key:
+                try:
+                    self.authenticate(dict(context.invocation_metadata() or ()))
+                except Unauthenticated as error:
+                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, error.summary())
+            async for message in handler(request):
+                yield message
+
+        return grpc.unary_stream_rpc_method_handler(
+            call, request_deserializer=method.request_type.FromString, response_serializer=serialize
+        )
+
+    def needs_key(self, method: Method) -> bool:
+        """With API keys on, every call needs one but the probes' (unless ``auth_health``)."""
+        return self.keys is not None and (not method.open or self.protect_health)
+
+    def authenticate(self, metadata: dict[str, Any]) -> None:
+        if self.keys is None:
+            return
+        authorization = metadata.get("authorization")
+        if not self.keys.accepts(authorization if isinstance(authorization, str) else None):
+            message = "a valid API key is required" if authorization else "an API key is required"
+            raise Unauthenticated(f"{message}: send the metadata authorization: Bearer <key>")
+
+    def record(self, path: str, code: grpc.StatusCode, seconds: float, rid: str, context: Any) -> None:
+        samples = self.samples.get((path, code.name))
+        if samples is None:
+            samples = (
+                self.metrics.grpc_requests.labels(path, code.name),
+                self.metrics.grpc_request_seconds.labels(path),
+            )
+            self.samples[(path, code.name)] = samples
+        samples[0].inc()
+        samples[1].observe(seconds)
+        if self.access_log:
+            access_log.write(
+                rid, (peer_host(context.peer()), "GRPC", path, code.value[0], seconds * 1000),
+                {"status": code.value[0], "grpc_status": code.name, "duration_ms": round(seconds * 1000, 3),
+                 "route": path},
+            )  # fmt: skip
+
+
+def logged_internal(message: str, error: BaseException) -> str:
+    """Log ``error`` with its traceback under a new error id; the client's message, with the id."""
+    return failure_answer(message, log_error(logger, message, error))["error"]
+
+
+def serialize(message: Any) -> bytes:
+    data: bytes = message.SerializeToString()
+    return data
+
+
+def peer_host(peer: str) -> str:
+    """The client's address from gRPC's peer string (``ipv4:127.0.0.1:5000``, ``ipv6:[::1]:5000``)."""
+    kind, _, address = peer.partition(":")
+    if kind == "ipv6":
+        return address.rpartition(":")[0].strip("[]")
+    if kind == "ipv4":
+        return address.rpartition(":")[0]
+    return peer
