@@ -4,13 +4,14 @@
 
 The routes: the predict routes first (the hot path), the Open Inference
 Protocol (V2) mount with its own error format, the stevedore routes, the
-original ml-py-stevedore routes, metrics, docs, the web console, and last the plugins' own routes
-(``extensions``). The middleware, outermost
-first: request context (ids, access log, metrics, last-resort 500), CORS when
+original ml-py-stevedore routes, metrics, docs, the web console, and last the
+plugins' own routes (``web.plugin_routes``). The middleware, outermost first:
+request context (ids, access log, metrics, last-resort 500), CORS when
 configured, API keys when configured. The error edge: ``EXCEPTION_HANDLERS``.
-The lifespan loads the models (``startup``) and shares the server through the
-app state. Nothing here changes the process (signals, ``gc``, logging): that is
-``process.py``'s, so tests can make as many apps as they like.
+The lifespan loads the models (``core.startup``) and shares what the requests
+need as one ``AppState``. Nothing here changes the process (signals, ``gc``,
+logging): that is the serving process's (``stevedore_server.process``), so
+tests can make as many apps as they like.
 """
 
 from __future__ import annotations

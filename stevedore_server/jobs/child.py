@@ -1,6 +1,6 @@
 """The side of a job inside its own process: ``TrainContext``, and ``run_job``, the process's entry point.
 
-The server starts ``run_job`` in a spawned process (``jobs.py``), which first
+The server starts ``run_job`` in a spawned process (``jobs.launch``), which first
 makes a session of its own, so that the job and anything it starts form one
 process group the server can stop as a whole. Everything the job reports
 (progress, log lines, its result or error) goes back as JSON messages through

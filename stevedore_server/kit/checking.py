@@ -1,7 +1,7 @@
 """What ``stevedore-server check`` does and says: each selected model loaded and self-tested as at startup,
 reported one line a model and one a failed plugin.
 
-The pytest plugin for plugin authors (``pytest_plugin.py``) checks one model at
+The pytest plugin for plugin authors (``stevedore_server.pytest_plugin``) checks one model at
 a time through ``check_one``, so a plugin's tests fail with these same words.
 """
 

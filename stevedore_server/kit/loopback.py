@@ -1,4 +1,4 @@
-"""Servers on a loopback port, for tests (the fixtures of ``pytest_plugin.py``).
+"""Servers on a loopback port, for tests (the fixtures of ``stevedore_server.pytest_plugin``).
 
 - ``LiveServer``: a real ``stevedore-server run`` process serving installed
   plugins, started and stopped by its pid.

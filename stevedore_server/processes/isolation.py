@@ -1,7 +1,8 @@
-"""Models in worker processes of their own, under the server's interpreter or another environment's.
+"""Which models run in worker processes of their own, under the server's interpreter or another environment's,
+and loading them there (the pool is ``pool``'s, starting a worker ``spawn``'s).
 
 ``[models.NAME] processes = N`` runs a model's inferences in N worker
-processes (``worker.py``) instead of the server's threads, for CPU-bound
+processes (``worker``) instead of the server's threads, for CPU-bound
 models that hold the GIL; ``python = ...`` runs them under another
 interpreter, whose environment has the plugin and its own dependencies.
 

@@ -8,6 +8,14 @@ The application is one deployment a model and an ingress:
   it with its own runtime (threads, admission, batching), and the plugins'
   health checks as the replica's.
 - ``ingress``: the HTTP API of ``stevedore-server run``, the same app, whose
-  models run in their deployments (``remote``).
-- ``app``: the application builder Serve imports, and deploying it.
+  models run in their deployments (``forwarding``).
+- ``forwarding``: the ingress's side of the model deployments (a runtime
+  that forwards each call to its deployment, the ``X-Served-By`` header).
+- ``app``: the application builder Serve imports
+  (``stevedore_server.rayserve.app:build`` in saved Serve configs), and
+  deploying it.
+
+On top of the layers: it may import every layer below the commands, and is
+imported only by ``stevedore-server ray`` (and Serve itself); Ray is imported
+nowhere else.
 """

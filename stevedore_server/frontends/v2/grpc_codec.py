@@ -6,7 +6,7 @@ repeated field of its datatype) or, for every input at once, in
 ``raw_input_contents`` (little-endian bytes, as the REST binary extension;
 NVIDIA's client always sends these). The response mirrors the request: raw
 outputs for raw inputs, typed contents for typed ones. Checks and conversions
-are those of the REST front end (``tensors.py``), so both answer alike.
+are those of the REST front end (``core.tensors``), so both answer alike.
 """
 
 from __future__ import annotations
