@@ -29,7 +29,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from stevedore_server.base.lifecycle import Lifecycle
-from stevedore_server.core.registry import Registry
+from stevedore_server.core.served_models import Registry
 from stevedore_server.frontends.grpc_health import HealthService
 
 from .venvs import Server, Venv

@@ -88,7 +88,7 @@ def graph() -> dict[str, set[str]]:
 
 def test_the_graph_is_read_whole() -> None:
     edges = graph()
-    assert "stevedore_server.core.registry" in edges["stevedore_server.core.inference"]
+    assert "stevedore_server.core.served_models" in edges["stevedore_server.core.inference"]
     assert "stevedore_server.base.lifecycle" in edges["stevedore_server.base.health"]  # TYPE_CHECKING counts
     assert "stevedore_server.core" in edges["stevedore_server.core.inference"]  # the package's __init__ counts
     assert "stevedore_server.plugins.loading" in edges["stevedore_server.processes.worker"]  # function-level

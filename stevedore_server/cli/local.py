@@ -13,7 +13,7 @@ import orjson
 from stevedore_server.base.errors import NotFound, StevedoreError
 from stevedore_server.base.logs import logging_config
 from stevedore_server.core import startup
-from stevedore_server.core.registry import version_key
+from stevedore_server.core.served_models import version_key
 from stevedore_server.kit.checking import Report
 
 from .options import PLUGIN_SETTINGS, RUN_SETTINGS, load_or_exit, make_settings, settings_options

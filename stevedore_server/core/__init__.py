@@ -4,7 +4,7 @@
   the model found, the payload validated (there and nowhere else), the model
   run, its answer checked;
 - ``server``: ``ModelServer``, the server a process runs (what hooks receive);
-- ``registry``: the served models by name and version, swapped whole;
+- ``served_models``: the ``Registry`` of the served models by name and version, swapped whole;
 - ``serving``: a model as served (its runtime, its tensor signature);
 - ``runtime`` (how one model's calls run), with ``admission`` (its threads,
   queue bound and time-out), ``inline`` (short calls on the event loop) and

@@ -36,8 +36,8 @@ from stevedore_server.base.serialization import loads
 from stevedore_server.base.validation import SchemaValidator
 
 from .content_types import NUMPY_PLAN, ContentPlan
-from .registry import Registry
 from .runtime import ModelRuntime
+from .served_models import Registry
 from .serving import ServingModel
 from .streams import Stream
 

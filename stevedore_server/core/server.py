@@ -11,7 +11,7 @@ from stevedore_server.plugins.routes import PluginRoute
 from stevedore_server.predictor import Predictor
 
 from .inference import Inference
-from .registry import Registry
+from .served_models import Registry
 
 
 @dataclass

@@ -29,7 +29,7 @@ from stevedore_server.plugins.loading import LoadedModel, not_loaded
 from stevedore_server.processes import isolation
 
 from . import serving
-from .registry import Registry, Snapshot
+from .served_models import Registry, Snapshot
 from .server import ModelServer
 from .serving import ServingModel
 

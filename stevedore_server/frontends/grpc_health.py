@@ -8,9 +8,7 @@ from collections.abc import AsyncIterator
 
 from grpc_health.v1 import health_pb2
 
-from stevedore_server.base.errors import (
-    NotFound,
-)
+from stevedore_server.base.errors import NotFound
 from stevedore_server.base.health import readiness_problems
 from stevedore_server.frontends.v2.grpc_service import InferenceService
 from stevedore_server.frontends.v2.protocol import SERVICE

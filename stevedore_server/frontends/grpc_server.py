@@ -31,9 +31,7 @@ from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-from stevedore_server.base.errors import (
-    StartupError,
-)
+from stevedore_server.base.errors import StartupError
 from stevedore_server.base.lifecycle import Lifecycle
 from stevedore_server.base.settings import Settings
 from stevedore_server.core.server import ModelServer

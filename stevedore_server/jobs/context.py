@@ -14,7 +14,7 @@ import platformdirs
 from stevedore_server.base.metrics import Metrics
 from stevedore_server.base.settings import Settings
 from stevedore_server.core.convergence import SharedState
-from stevedore_server.core.registry import Registry
+from stevedore_server.core.served_models import Registry
 
 from .launch import RunningJob
 from .records import Job, JobState, default_url, sqlite_file, this_owner

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stevedore_server.core.convergence import SharedState
-from stevedore_server.core.registry import Registry
+from stevedore_server.core.served_models import Registry
 
 from .child import describe
 from .records import Job, TrainedVersion

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from stevedore_server.base.settings import Settings
 from stevedore_server.base.sources import PluginFailure
 from stevedore_server.core import startup
-from stevedore_server.core.registry import Registry
+from stevedore_server.core.served_models import Registry
 from stevedore_server.core.serving import ServingModel
 from stevedore_server.plugins.discovery import Candidate
 from stevedore_server.plugins.hooks import Hooks

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from stevedore_server.base.version import __version__
-from stevedore_server.core.registry import Registry
+from stevedore_server.core.served_models import Registry
 from stevedore_server.core.serving import ServingModel
 
 from .original_routes import MODEL_QUERY

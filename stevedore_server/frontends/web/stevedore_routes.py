@@ -9,7 +9,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from stevedore_server.core.inference import Action, JSONText, JSONValue
-from stevedore_server.core.registry import Registry
+from stevedore_server.core.served_models import Registry
 from stevedore_server.core.serving import ServingModel
 
 from .bodies import JSONBytesResponse, check_readiness, health_report, json_result, model_ref, read_json_text, server_of
