@@ -23,11 +23,7 @@ from stevedore_server.core.server import ModelServer
 #: Settings each command takes as options (secrets only where the setting says: a command line is visible to
 #: every user).
 PLUGIN_SETTINGS = ("plugins", "disable_plugins", "config")
-
-
 RUN_SETTINGS = tuple(item.name for item in fields(Settings) if not item.metadata["file_only"] and item.metadata["flag"])
-
-
 #: On Ray Serve: the processes and the gRPC port are Ray's business.
 RAY_SETTINGS = tuple(name for name in RUN_SETTINGS if name not in ("workers", "grpc_port"))
 

@@ -28,7 +28,7 @@ logger = logging.getLogger("stevedore.jobs")
 
 class JobsContext:
     """The state of one server process's jobs; ``jobs.service.Jobs`` is the whole, built up from it by
-    ``ArtifactKeeper`` (new versions), ``Supervisor`` (a running job) and ``Dispatcher`` (the queue)."""
+    ``ArtifactKeeper`` (new versions), ``JobSupervisor`` (a running job) and ``JobDispatcher`` (the queue)."""
 
     def __init__(
         self,

@@ -14,7 +14,7 @@ from stevedore_server.processes.predictor import ProcessPredictor
 from .child import describe
 from .launch import RunningJob, spawn, start_in_worker
 from .records import Job, JobState, ago
-from .supervisor import Supervisor
+from .supervisor import JobSupervisor
 
 logger = logging.getLogger("stevedore.jobs")
 
@@ -25,7 +25,7 @@ POLL_INTERVAL = 1.0
 PURGE_INTERVAL = 60.0
 
 
-class Dispatcher(Supervisor):
+class JobDispatcher(JobSupervisor):
     """The part of the jobs that starts them."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

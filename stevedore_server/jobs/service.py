@@ -41,7 +41,7 @@ from typing import Any
 from stevedore_server.base.errors import Conflict, NotFound
 from stevedore_server.base.pids import alive, started_at, stop_group
 
-from .dispatcher import POLL_INTERVAL, Dispatcher
+from .dispatcher import POLL_INTERVAL, JobDispatcher
 from .launch import START_TOLERANCE, leftover_of, parse_owner
 from .records import FINISHED, Job, JobState
 
@@ -53,7 +53,7 @@ KIND_TRAIN = "train"
 SERVE_TIMEOUT = 600.0
 
 
-class Jobs(Dispatcher):
+class Jobs(JobDispatcher):
     """The jobs of one server process (see the module's docstring)."""
 
     def start(self) -> None:

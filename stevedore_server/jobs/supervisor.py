@@ -24,7 +24,7 @@ logger = logging.getLogger("stevedore.jobs")
 CANCEL_POLL_INTERVAL = 1.0
 
 
-class Supervisor(ArtifactKeeper):
+class JobSupervisor(ArtifactKeeper):
     """The part of the jobs that follows each running job to its end."""
 
     def _supervise(self, entry: RunningJob) -> None:
