@@ -18,8 +18,6 @@ NOT_SERVING: int = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVICE_UNKNOWN: int = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
-
-
 #: Seconds between a health Watch's looks at the status it reports.
 WATCH_INTERVAL = 0.5
 

@@ -17,8 +17,6 @@ if TYPE_CHECKING:
 from stevedore_server.base.pids import started_at
 
 DATABASE_FILE = "jobs.db"
-
-
 #: Longest log line kept; a model printing megabytes on one line must not fill the database.
 MAX_LOG_LINE = 4000
 

@@ -31,18 +31,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("stevedore.process")
 
-#: What every serving process serves: the app of the settings in its ``STEVEDORE_*`` variables.
+#: What each of ``--workers N`` serves (uvicorn imports it in every worker): ``serving_app``.
 APP_FACTORY = "stevedore_server.process.draining:serving_app"
-
-
 #: Seconds for handshakes already past their SYN to complete once new ones are refused: a round trip, with room.
 HANDSHAKE_TIME = 0.1
-
-
 #: Seconds a connection that has sent no request yet (fresh from the backlog, or idle keep-alive) gets to send one.
 FIRST_REQUEST_GRACE = 1.0
-
-
 #: How often the shutdown looks again at what it waits for.
 POLL_INTERVAL = 0.01
 

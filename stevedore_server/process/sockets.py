@@ -12,11 +12,7 @@ from collections.abc import Sequence
 
 #: ``setsockopt`` option of a classic BPF socket filter (``<asm-generic/socket.h>``; Python has no name for it).
 SO_ATTACH_FILTER = 26
-
-
 SYN, ACK = 0x02, 0x10
-
-
 #: A socket filter dropping every segment that opens a handshake (SYN without ACK) and keeping every other.
 #: A TCP socket's filter sees the segment from its TCP header, whose byte 13 holds the flags. The listener runs
 #: it on SYNs and on the ACK that completes a handshake: dropping every segment would also drop the ACKs of

@@ -27,8 +27,6 @@ from .wire import PROTOCOL, failure
 
 #: Seconds a call may run past the model's time-out before its worker process is killed and replaced.
 OVERRUN_GRACE = 5.0
-
-
 #: Seconds between the looks of a pool's monitor at its processes (deaths while idle, memory).
 MONITOR_INTERVAL = 2.0
 

@@ -23,12 +23,8 @@ from .wire import ORDERS_ENV
 
 #: Seconds a worker process gets to import the plugins, load the model and self-test it.
 LOAD_TIMEOUT = 600.0
-
-
 #: Seconds a stopping worker process gets to exit once its socket is closed, before SIGKILL.
 STOP_GRACE = 5.0
-
-
 #: Variables a worker under another interpreter does not inherit: they would mix the two environments.
 ENVIRONMENT_VARIABLES = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")
 

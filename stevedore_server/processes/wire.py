@@ -11,8 +11,6 @@ from stevedore_server.base.errors import ClientError, WorkerFailure
 
 #: The variable holding a worker's orders (JSON): what to do, the socket's descriptor, the plugins to use.
 ORDERS_ENV = "STEVEDORE_WORKER"
-
-
 #: Pickle protocol of every message (both interpreters are Python 3.11 or later).
 PROTOCOL = 5
 

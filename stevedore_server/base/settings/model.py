@@ -22,21 +22,11 @@ from stevedore_server.base.sources import PluginSelection
 from .values import parse, typed
 
 ENV_PREFIX = "STEVEDORE_"
-
-
 #: The variable container platforms set to the port a container must listen on.
 PLATFORM_PORT = "PORT"
-
-
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
-
-
 LOG_FORMATS = ("text", "json")
-
-
 MASK = "********"
-
-
 #: Seconds: a longer call on the event loop would delay every other request noticeably.
 MAX_INLINE_BUDGET = 0.01
 
@@ -62,8 +52,6 @@ def setting(default: Any, help: str, secret: bool = False, file_only: bool = Fal
 
 #: Most worker processes of one model.
 MAX_PROCESSES = 256
-
-
 #: The per-model settings of Ray Serve's autoscaling: setting any turns it on.
 AUTOSCALING_SETTINGS = ("min_replicas", "max_replicas", "target_ongoing_requests", "upscale_delay", "downscale_delay")
 
@@ -342,8 +330,6 @@ class Settings:
 
 #: The settings' types, resolved once (the annotations are strings under PEP 563).
 HINTS = typing.get_type_hints(Settings)
-
-
 MODEL_HINTS = typing.get_type_hints(ModelSettings)
 
 
