@@ -170,16 +170,17 @@ class ArrayCheck:
             flat = orjson.loads(b"[" + body.translate(BRACKETS_TO_BLANKS) + b"]")
         except orjson.JSONDecodeError:
             return None
-        shape = body.translate(NUMBERS_TO_N, BLANKS)
-        if any(pair in shape for pair in NOT_IN_A_TABLE):
+        shape = body.translate(CLASSES, BLANKS)  # each character's class: NUMBER, OPEN, CLOSE or COMMA
+        codes = np.frombuffer(shape, dtype=np.uint8)
+        if NOT_IN_A_TABLE[codes[:-1] * 4 + codes[1:]].any():  # every pair of neighbours at once
             return None
-        skeleton = shape.translate(None, b"n")
-        rows = skeleton.count(b"[") - 1
-        width = skeleton.find(b"]") - 1  # the commas of the first row, plus one
+        skeleton = shape.translate(None, NUMBER)
+        rows = skeleton.count(OPEN) - 1
+        width = skeleton.find(CLOSE) - 1  # the commas of the first row, plus one
         if rows < 1 or width < 1 or len(flat) != rows * width:
             return None
-        row = b"[" + b"," * (width - 1) + b"]"
-        if skeleton != b"[" + b",".join([row] * rows) + b"]":
+        row = OPEN + COMMA * (width - 1) + CLOSE
+        if skeleton != OPEN + COMMA.join([row] * rows) + CLOSE:
             return None
         try:
             array = np.asarray(flat, dtype=np.float64).reshape(rows, width)
@@ -206,6 +207,12 @@ INTEGER_TEXT = b"0123456789-[], \t\r\n"
 NUMBER_TEXT = INTEGER_TEXT + b".eE+"
 BLANKS = b" \t\r\n"
 BRACKETS_TO_BLANKS = bytes.maketrans(b"[]", b"  ")
-NUMBERS_TO_N = bytes.maketrans(b"0123456789-.eE+", b"n" * 15)
-#: Neighbours (blanks aside) that no table of numbers has: anything but [[ [n nn n, ,n n] ], ,[ and ]].
-NOT_IN_A_TABLE = (b"n[", b"]n", b"[,", b",]", b",,", b"[]", b"][")
+#: A table's characters by class, blanks aside: a number's, an opening and a closing bracket, a comma.
+NUMBER, OPEN, CLOSE, COMMA = b"\x00", b"\x01", b"\x02", b"\x03"
+CLASSES = bytes.maketrans(b"0123456789-.eE+[],", NUMBER * 15 + OPEN + CLOSE + COMMA)
+#: Neighbours (blanks aside) that no table of numbers has: anything but [[ [n nn n, ,n n] ], ,[ and ]]; by
+#: ``4 * first + second`` of their classes, so that one look up checks every pair of a text as an array
+#: (``benchmarks/micro/array_check.py``: seven substring searches took longer than parsing the numbers).
+NOT_IN_A_TABLE = np.zeros(16, dtype=bool)
+for _pair in (NUMBER + OPEN, CLOSE + NUMBER, OPEN + COMMA, COMMA + CLOSE, COMMA + COMMA, OPEN + CLOSE, CLOSE + OPEN):
+    NOT_IN_A_TABLE[4 * _pair[0] + _pair[1]] = True
