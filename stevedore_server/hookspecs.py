@@ -5,7 +5,8 @@ module or object holding them through the ``stevedore.hooks`` entry-point group.
 An implementation may take fewer arguments than its specification names (pluggy
 passes only those it asks for), so hooks gain arguments without breaking the
 plugins written before: ``stevedore_health_checks()`` still works.
-The server calls hooks only through ``hooks.Hooks``.
+The server calls hooks only through ``plugins.hooks.Hooks``; the ``server`` a hook is handed is
+described by ``plugins.host.Server`` (its settings, its models, ``source_of``).
 """
 
 from __future__ import annotations

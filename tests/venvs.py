@@ -65,13 +65,31 @@ def run_command(
     timeout: float = COMMAND_TIMEOUT,
     check: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a command, capturing its output; with ``check``, a failure shows that output in the test report."""
+    """Run a command, capturing its output; with ``check``, a failure shows that output in the test report.
+
+    Always with an environment of its own, made before the fork: the head start runs commands on a thread of
+    its own, and a child forked while the main thread changes ``os.environ`` would exec with a torn ``environ``
+    (EFAULT, "Bad address")."""
     result = subprocess.run(
-        [str(arg) for arg in args], env=env, cwd=cwd, timeout=timeout, capture_output=True, text=True
+        [str(arg) for arg in args],
+        env=environment_snapshot() if env is None else env,
+        cwd=cwd,
+        timeout=timeout,
+        capture_output=True,
+        text=True,
     )
     if check and result.returncode != 0:
         raise AssertionError(f"{describe(result)}\nexited {result.returncode}")
     return result
+
+
+def environment_snapshot() -> dict[str, str]:
+    """A copy of ``os.environ`` (retried if another thread changes it while it is copied)."""
+    while True:
+        try:
+            return dict(os.environ)
+        except RuntimeError:  # "dictionary changed size during iteration"
+            continue
 
 
 def describe(result: subprocess.CompletedProcess[str]) -> str:
@@ -89,7 +107,7 @@ def offline_env(bin_dir: Path | None = None, **extra: str) -> dict[str, str]:
     """
     env = {
         key: value
-        for key, value in os.environ.items()
+        for key, value in environment_snapshot().items()
         if not key.startswith(("STEVEDORE_", "PIP_", "UV_", "PYTHON")) and key != "VIRTUAL_ENV"
     }
     env |= {
