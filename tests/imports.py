@@ -32,10 +32,11 @@ def imported_by(name: str, path: Path, known: set[str], packages: bool) -> set[s
             if node.level:
                 anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
                 base = f"{anchor}.{base}" if base else anchor
-            submodules = {f"{base}.{alias.name}" for alias in node.names} & known
-            # ``from package import module`` imports the module; the package's ``__init__`` counts with ``packages``
-            names_of_base = len(submodules) < len(node.names)
-            targets = submodules | ({base} if names_of_base or packages else set())
+            # ``from package import module`` runs the package's ``__init__`` too (and the shared import-cycle tool
+            # counts it so): the root's aside, which every module would import.
+            targets = {f"{base}.{alias.name}" for alias in node.names}
+            if base != PACKAGE.name or not targets <= known:  # the root's own names (``__version__``) count
+                targets.add(base)
         elif isinstance(node, ast.Import):
             targets = {alias.name for alias in node.names}
         else:
@@ -43,8 +44,6 @@ def imported_by(name: str, path: Path, known: set[str], packages: bool) -> set[s
         for target in targets:
             parts = target.split(".")
             found |= {".".join(parts[:end]) for end in range(2 if packages else len(parts), len(parts) + 1)}
-            if target == PACKAGE.name:  # ``from stevedore_server import ...``
-                found.add(target)
     return {module for module in found if module in known and module != name}
 
 

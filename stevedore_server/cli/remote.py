@@ -30,7 +30,7 @@ def models() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def models_index(url: str, ready: bool, as_json: bool) -> None:
     """Every model the server's installed plugins provide, with its state."""
-    from . import client as remote
+    import stevedore_server.cli.client as remote
 
     entries = remote_or_exit(remote.index, url, ready)
     if as_json:
@@ -45,7 +45,7 @@ def models_index(url: str, ready: bool, as_json: bool) -> None:
 @URL_OPTION
 def models_load(name: str, url: str) -> None:
     """Load (or reload) model NAME: installed plugins are read again, so a wheel installed since is found."""
-    from . import client as remote
+    import stevedore_server.cli.client as remote
 
     remote_or_exit(remote.load, url, name)
     click.echo(f"{name} loaded")
@@ -56,7 +56,7 @@ def models_load(name: str, url: str) -> None:
 @URL_OPTION
 def models_unload(name: str, url: str) -> None:
     """Unload model NAME: not ready at once; its calls in flight finish."""
-    from . import client as remote
+    import stevedore_server.cli.client as remote
 
     remote_or_exit(remote.unload, url, name)
     click.echo(f"{name} unloaded")
@@ -78,7 +78,7 @@ def jobs() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def jobs_list(url: str, model: str | None, state: str | None, limit: int, as_json: bool) -> None:
     """The server's jobs, newest first."""
-    from . import client as remote
+    import stevedore_server.cli.client as remote
 
     found = remote_or_exit(remote.list_jobs, url, model, state, limit)
     if as_json:
@@ -93,7 +93,7 @@ def jobs_list(url: str, model: str | None, state: str | None, limit: int, as_jso
 @URL_OPTION
 def jobs_show(job_id: str, url: str) -> None:
     """Job JOB_ID as JSON: state, progress, parameters, result or error, times."""
-    from . import client as remote
+    import stevedore_server.cli.client as remote
 
     click.echo(orjson.dumps(remote_or_exit(remote.show_job, url, job_id), option=orjson.OPT_INDENT_2).decode())
 
@@ -103,7 +103,7 @@ def jobs_show(job_id: str, url: str) -> None:
 @URL_OPTION
 def jobs_logs(job_id: str, url: str) -> None:
     """Every log line of job JOB_ID."""
-    from . import client as remote
+    import stevedore_server.cli.client as remote
 
     for line in remote_or_exit(remote.job_logs, url, job_id):
         click.echo(f"{line['time']} {line['level']:<7} {line['line']}")
@@ -114,7 +114,7 @@ def jobs_logs(job_id: str, url: str) -> None:
 @URL_OPTION
 def jobs_cancel(job_id: str, url: str) -> None:
     """Cancel job JOB_ID: a queued one at once, a running one is stopped (SIGTERM, then SIGKILL)."""
-    from . import client as remote
+    import stevedore_server.cli.client as remote
 
     job = remote_or_exit(remote.cancel_job, url, job_id)
     click.echo(f"{job['id']} {'cancelled' if job['state'] == 'cancelled' else 'cancelling'}")
