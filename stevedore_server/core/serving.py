@@ -22,7 +22,7 @@ from stevedore_server.base.settings import Settings
 from stevedore_server.base.sources import PluginSource
 from stevedore_server.plugins.loading import LoadedModel, State
 from stevedore_server.predictor import Predictor
-from stevedore_server.processes import predictor as proxy
+from stevedore_server.processes import predictor as process_predictor
 
 from .inline import calibrate
 from .runtime import ModelRuntime, Runtime
@@ -110,7 +110,7 @@ async def start(model: ServingModel, settings: Settings, metrics: Metrics | None
         return model
     limits = settings.limits_for(model.predictor)
     if metrics is not None:
-        proxy.report_memory(model.predictor, metrics.report_process_memory)
+        process_predictor.report_memory(model.predictor, metrics.report_process_memory)
     cost = await to_thread.run_sync(calibrate, model.loaded, limits.inline_budget) if limits.inline_budget else None
     return replace(model, runtime=ModelRuntime(model.loaded, limits, metrics, cost))
 

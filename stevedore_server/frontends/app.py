@@ -56,10 +56,7 @@ from . import console
 from .auth import APIKeys
 from .state import AppState, of_request
 from .v2 import rest as v2_routes
-from .web import docs
-from .web import jobs_routes as jobs_api
-from .web import original_routes as compat
-from .web import stevedore_routes as api
+from .web import docs, jobs_routes, original_routes, stevedore_routes
 
 logger = logging.getLogger("stevedore.app")
 
@@ -116,13 +113,13 @@ def app_from_env(release_memory: Callable[[], None] | None = None) -> Starlette:
 
 def route_table(settings: Settings) -> list[BaseRoute]:
     return [
-        *api.predict_routes(),
-        *jobs_api.deepaas_routes(),
+        *stevedore_routes.predict_routes(),
+        *jobs_routes.deepaas_routes(),
         *v2_routes.routes(),
-        *api.routes(),
-        *api.stream_routes(),
-        *compat.routes(),
-        *jobs_api.routes(),
+        *stevedore_routes.routes(),
+        *stevedore_routes.stream_routes(),
+        *original_routes.routes(),
+        *jobs_routes.routes(),
         ApiRoute("/metrics", metrics_route, ["GET"], ["health"]),
         ApiRoute("/openapi.json", openapi_json, ["GET"], include_in_schema=False),
         *docs.docs_routes(),

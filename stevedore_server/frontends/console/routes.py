@@ -3,9 +3,9 @@
 A page (``/``, ``/console/models/NAME``, ``/console/jobs``) holds no data: it
 loads its fragments with htmx, which sends the API key typed in the page, so the
 pages are open when keys are on while the fragments, like the catalogue, need
-one. The fragments show what the JSON routes answer
-(``api.catalogue_document``, ``api.health_document``, ``api.catalogue_entry``,
-the jobs' ``as_dict``), read from the same place; the jobs page cancels through
+one. The fragments show what the JSON routes answer (``catalogue_document``,
+``health_document`` and ``catalogue_entry`` of ``stevedore_routes``, the jobs'
+``as_dict``), read from the same place; the jobs page cancels through
 ``DELETE /jobs/{id}``.
 """
 
@@ -21,8 +21,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from stevedore_server.base.errors import NotReady
 from stevedore_server.core.serving import ServingModel
-from stevedore_server.frontends.web import docs
-from stevedore_server.frontends.web import stevedore_routes as api
+from stevedore_server.frontends.web import docs, stevedore_routes
 from stevedore_server.frontends.web.bodies import server_of
 from stevedore_server.frontends.web.jobs_routes import jobs_of
 from stevedore_server.frontends.web.routing import model_tag
@@ -50,7 +49,7 @@ def routes() -> list[BaseRoute]:
         Route(f"{FRAGMENTS}/jobs", jobs_fragment, methods=["GET"]),
         Route(f"{FRAGMENTS}/jobs/{{id}}/logs", job_log_fragment, methods=["GET"]),
     ]
-    for base in (api.MODEL, api.VERSIONED):
+    for base in (stevedore_routes.MODEL, stevedore_routes.VERSIONED):
         table += [
             Route(f"/console{base}", model_page, methods=["GET"]),
             Route(f"{FRAGMENTS}{base}", model_fragment, methods=["GET"]),
@@ -96,14 +95,14 @@ def model_path(prefix: str, name: str, version: str | None = None) -> str:
 
 
 async def models_fragment(request: Request) -> Response:
-    catalogue = api.catalogue_document(server_of(request).registry)
-    health = await api.health_document(request)
+    catalogue = stevedore_routes.catalogue_document(server_of(request).registry)
+    health = await stevedore_routes.health_document(request)
     return render("models_fragment.html", catalogue=catalogue, health=health, model_path=model_path)
 
 
 async def model_fragment(request: Request) -> Response:
-    model = api.addressed_model(request)
-    entry = api.catalogue_entry(server_of(request).registry, model)
+    model = stevedore_routes.addressed_model(request)
+    entry = stevedore_routes.catalogue_entry(server_of(request).registry, model)
     predict_schema = schema_of(model, "predict")
     fixture = model.loaded.predict_fixture
     context: dict[str, Any] = {
@@ -122,8 +121,8 @@ async def model_fragment(request: Request) -> Response:
 
 async def state_fragment(request: Request) -> Response:
     """A model's state, and the buttons that load and unload it."""
-    model = api.addressed_model(request)
-    return render("state_fragment.html", entry=api.catalogue_entry(server_of(request).registry, model))
+    model = stevedore_routes.addressed_model(request)
+    return render("state_fragment.html", entry=stevedore_routes.catalogue_entry(server_of(request).registry, model))
 
 
 async def jobs_fragment(request: Request) -> Response:
