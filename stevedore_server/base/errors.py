@@ -1,7 +1,7 @@
 """Every exception meant for a person: each becomes a clean HTTP error or CLI message at one edge.
 
-The HTTP edge is ``app.EXCEPTION_HANDLERS`` (the stevedore and original routes)
-and ``v2.routes.EXCEPTION_HANDLERS`` (the Open Inference Protocol's format);
+The HTTP edge is ``frontends.app.EXCEPTION_HANDLERS`` (the stevedore and original routes)
+and ``frontends.v2.rest.EXCEPTION_HANDLERS`` (the Open Inference Protocol's format);
 the CLI turns ``StevedoreError`` into a ``click`` message.
 """
 

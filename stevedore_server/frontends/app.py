@@ -245,7 +245,7 @@ async def model_failure(request: Request, error: Exception) -> Response:
 
 
 #: Typed errors to responses: every error is JSON ``{"error": ...}``, never a traceback. The V2 mount has its
-#: own for client errors (``v2.routes.EXCEPTION_HANDLERS``); an exception none takes is ``RequestContext``'s.
+#: own for client errors (``v2.rest.EXCEPTION_HANDLERS``); an exception none takes is ``RequestContext``'s.
 EXCEPTION_HANDLERS = {
     ClientError: client_error,
     HTTPException: http_error,

@@ -26,7 +26,7 @@ MemoryReport = Callable[[str, str, int, int | None], None]
 
 
 class Pool(Protocol):
-    """Worker processes of one model (``isolation.ProcessPool``)."""
+    """Worker processes of one model (``pool.ProcessPool``)."""
 
     report_memory: MemoryReport | None
     #: What its worker processes were told to load (model, version, plugins, a trained artifact).

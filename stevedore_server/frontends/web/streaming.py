@@ -96,7 +96,7 @@ async def sse_events(stream: Stream, events: EventFormat) -> AsyncIterator[bytes
 
 
 def error_body(error: ClientError | ModelFailure) -> dict[str, Any]:
-    """The body a non-streaming request failing so gets (``app.model_failure``, ``app.client_error``)."""
+    """The body a non-streaming request failing so gets (``frontends.app.model_failure``, ``client_error``)."""
     if isinstance(error, ClientError):
         return error.body()
     return failure_answer(str(error), log_error(logger, str(error), error.error))
