@@ -17,7 +17,7 @@ value, or decoded tensors) and call ``Inference.call``, which
 
 and returns the model that answered with its result. ``Inference.stream`` does
 the same for a model's stream (``streams``). Every error is a typed
-exception of ``errors.py``, which each front end's exception handlers turn
+exception of ``base.errors``, which each front end's exception handlers turn
 into its own error format. Writing the result (JSON, tensors) is the front
 end's.
 """

@@ -23,7 +23,7 @@ logger = logging.getLogger("stevedore.runtime")
 
 
 class Runtime(Protocol):
-    """How a model's calls run: ``ModelRuntime`` here; a Ray Serve deployment's (``rayserve.remote``) there."""
+    """How a model's calls run: ``ModelRuntime`` here; a Ray Serve deployment's (``rayserve.forwarding``) there."""
 
     @property
     def idle(self) -> bool:

@@ -2,7 +2,7 @@
 
 Each handler decodes its request, makes the same call as the REST route of
 the same name (``Inference.call`` for ModelInfer, the ``Repository`` for the
-repository RPCs) and encodes the answer; a typed error of ``errors.py``
+repository RPCs) and encodes the answer; a typed error of ``base.errors``
 propagates to ``grpc_server``, which turns it into a status code. Wire
 compatibility with Triton's service (``tritonclient.grpc``) is described in
 ``inference.proto``.
