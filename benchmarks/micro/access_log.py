@@ -1,4 +1,4 @@
-"""logs.py's short path: an access line made from its parts and handed to the ``TurnHandler``, against the
+"""base/logs.py's short path: an access line made from its parts and handed to the ``TurnHandler``, against the
 same line logged as a record (``logger.info``), in the server's own logging configuration.
 
 Lines go to /dev/null, so what is timed is the logging, not the terminal. Delete

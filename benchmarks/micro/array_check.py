@@ -1,4 +1,4 @@
-"""validation.py's ArrayCheck: a 1000-row table of numbers checked (and parsed) as an array, against parsing
+"""base/validation.py's ArrayCheck: a 1000-row table of numbers checked (and parsed) as an array, against parsing
 it with orjson and validating the lists with the compiled JSON Schema, as any other payload is.
 
 Delete ``ArrayCheck``'s fast paths when the two come close.

@@ -1,8 +1,8 @@
-"""process.py's heap freeze: how long a full garbage collection takes with and without ``gc.freeze()``.
+"""process/draining.py's heap freeze: how long a full garbage collection takes with and without ``gc.freeze()``.
 
 Loads the example plugin as a server process does, then times full
 collections (``gc.collect(2)``) over the startup heap, then freezes it (as
-``process.freeze_heap`` does once the models are loaded) and times them again.
+``process.draining.freeze_heap`` does once the models are loaded) and times them again.
 A full collection stalls the event loop for as long as it takes, several times
 a second under batching; delete the freeze when the two come close.
 """

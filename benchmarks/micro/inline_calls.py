@@ -1,9 +1,9 @@
-"""inline.py: is a short predict faster on the event loop than on the model's thread?
+"""core/inline.py: is a short predict faster on the event loop than on the model's thread?
 
 Times one-row predicts of the example model through the inference core
 (``Inference.call``), with the inline policy on (the default for a predictor
 declaring ``inline``) and off (``inline_budget = 0``), alternating rounds.
-Delete inline.py when the ratio comes near 1.
+Delete core/inline.py when the ratio comes near 1.
 """
 
 from __future__ import annotations
