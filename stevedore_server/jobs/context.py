@@ -53,7 +53,6 @@ class JobsContext:
         self.wake = threading.Event()
         self.closing = False
         self._store: JobStore | None = None
-        self.dispatcher = threading.Thread(target=self._dispatch, name="stevedore-jobs", daemon=True)
 
     @property
     def store(self) -> JobStore:

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from stevedore_server.base.sources import PluginFailure, PluginSource
     from stevedore_server.predictor import Predictor
 
+    from .loading import State
+
 
 class ServedModel(Protocol):
     """One model as the server holds it: its predictor, where it came from, and whether it is ready."""
@@ -27,6 +29,8 @@ class ServedModel(Protocol):
     def predictor(self) -> Predictor: ...
     @property
     def source(self) -> PluginSource: ...
+    @property
+    def state(self) -> State: ...
     @property
     def reason(self) -> str | None: ...
     @property
