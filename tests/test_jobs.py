@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from starlette.testclient import TestClient
 
 from stevedore_server.base.settings import Settings
-from stevedore_server.jobs.records import DATABASE_FILE, JobState, TrainedVersion, ago, default_url, now
+from stevedore_server.jobs.records import DATABASE_FILE, JobState, TrainedVersion, ago, default_url, now, sqlite_file
 from stevedore_server.jobs.store import JobStore
 from stevedore_server.jobs.store import jobs as jobs_table
 from tests.helpers import Registers
@@ -507,3 +507,24 @@ def test_an_artifact_file_or_directory_is_kept_whole_under_the_state_directory(t
     assert (kept / "weights" / "layer.bin").read_bytes() == b"weights"
     assert keep_artifact(state, "job-2", workdir / "model.pickle").read_bytes() == b"pickle"
     assert sorted(path.name for path in (state / "artifacts").iterdir()) == ["job-1", "job-2"]  # no partial copy
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///jobs.db",
+        "sqlite:////var/lib/stevedore/jobs.db",
+        "sqlite+pysqlite:///relative/dir/jobs.db",
+        "sqlite:///jobs.db?mode=ro&timeout=5",
+        "sqlite:///with%20space.db",
+        "sqlite://",
+        "sqlite:///:memory:",
+        "postgresql://user:secret@localhost:5432/jobs",
+        "postgresql+psycopg://localhost/sqlite.db",
+    ],
+)
+def test_the_database_file_is_read_from_the_url_as_sqlalchemy_reads_it(url: str) -> None:
+    """``records.sqlite_file`` reads the URL without importing SQLAlchemy (at startup); it agrees with it."""
+    parsed = sa.engine.make_url(url)
+    is_file = parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
+    assert sqlite_file(url) == (Path(str(parsed.database)) if is_file else None)
