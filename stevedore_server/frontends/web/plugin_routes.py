@@ -121,16 +121,17 @@ class PluginRoutes(BaseRoute):
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         state = of_scope(scope)
-        for route in state.plugin_routes if state is not None else ():
+        if state is None:  # before the lifespan has started: no plugin route yet
+            return Match.NONE, {}
+        for route in state.plugin_routes:
             match, child_scope = route.matches(scope)
             if match is not Match.NONE:
-                return match, {**child_scope, "plugin_route": route}
+                limit = state.server.settings.max_body_size
+                return match, {**child_scope, "plugin_route": route, "plugin_body_limit": limit}
         return Match.NONE, {}
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        state = of_scope(scope)
-        limit = state.server.settings.max_body_size if state is not None else 0
-        await scope["plugin_route"].handle(scope, limited(scope, receive, limit), send)
+        await scope["plugin_route"].handle(scope, limited(scope, receive, scope["plugin_body_limit"]), send)
 
     def url_path_for(self, name: str, /, **path_params: Any) -> Any:
         raise NoMatchFound(name, path_params)
