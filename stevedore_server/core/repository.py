@@ -12,11 +12,11 @@ Protocol's model repository extension), for models installed as wheels.
   in place safely (``importlib.reload`` leaves old classes and objects behind),
   so serving the new version takes a restart.
 - ``unload`` puts a not-loaded record in the model's place, lets its calls in
-  flight finish, closes its runtime and lets its memory go (the startup heap is
-  frozen: it is thawed for one full collection, then frozen again).
+  flight finish, closes its runtime and lets its memory go (``release_memory``,
+  the serving process's: its frozen heap is thawed for one full collection).
 
 One load or unload runs at a time. With ``--workers N`` every worker converges
-on the same models before the request is answered (``convergence.py``).
+on the same models before the request is answered (``convergence``).
 """
 
 from __future__ import annotations
