@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from stevedore_server.base.errors import StartupError
-from stevedore_server.base.settings import Settings
+from stevedore_server.base.settings import Settings, env_name
+from stevedore_server.cli import main
 from stevedore_server.plugins.manager import PluginSelection, PluginSource
 
 
@@ -123,3 +129,52 @@ def test_a_model_in_processes_runs_as_many_calls_as_processes_and_none_inline(tm
     settings = Settings.load({}, config=str(config))
     assert settings.for_model("iris").worker_processes == 1 and settings.limits_for(Short()).max_concurrency == 2
     assert not settings.for_model("other").in_processes
+
+
+#: One setting of each kind: (name, its flag's arguments, the flag's value, the variable's text and value, the
+#: file's TOML and value, an invalid variable text, the default).
+KINDS = {
+    "integer": ("grpc_port", ["--grpc-port", "9101"], 9101, "9102", 9102, "9103", 9103, "x", 8081),
+    "float": ("timeout", ["--timeout", "1.5"], 1.5, "2.5", 2.5, "3.5", 3.5, "soon", 60.0),
+    "bool": ("console", ["--no-console"], False, "false", False, "false", False, "maybe", True),
+    "list": ("cors_origins", ["--cors-origins", "https://a"], ["https://a"], "https://b", ["https://b"],
+             '["https://c"]', ["https://c"], None, []),
+    "path": ("state_dir", ["--state-dir", "/srv/flag"], "/srv/flag", "/srv/env", "/srv/env", '"/srv/file"',
+             "/srv/file", None, None),
+}  # fmt: skip
+
+
+def effective(args: list[str], env: dict[str, str], config: Path | None) -> Any:
+    """What ``stevedore-server config`` prints for these flags, variables and file: the settings, or the error."""
+    environment: dict[str, str | None] = {name: None for name in os.environ if name.startswith("STEVEDORE_")}
+    environment |= {"PORT": None} | env | ({"STEVEDORE_CONFIG": str(config)} if config else {})
+    result = CliRunner().invoke(main, ["config", *args], env=environment)
+    return json.loads(result.output) if result.exit_code == 0 else result.output
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_flag_then_variable_then_file_then_default_and_an_empty_variable_is_unset(kind: str, tmp_path: Path) -> None:
+    name, flag, flag_value, env_text, env_value, file_text, file_value, invalid, default = KINDS[kind]
+    variable = env_name(name)
+    config = tmp_path / "s.toml"
+    config.write_text(f"{name} = {file_text}\n")  # differs from the default: the file's win cannot be the default's
+    assert effective([], {}, None)[name] == default
+    assert effective([], {}, config)[name] == file_value
+    assert effective([], {variable: env_text}, config)[name] == env_value
+    assert effective(flag, {variable: env_text}, config)[name] == flag_value
+    assert effective([], {variable: ""}, config)[name] == file_value
+    assert effective([], {variable: "  "}, None)[name] == default
+    if invalid is not None:  # an invalid variable stops the server, unless a flag is given: then it is not read
+        assert f"{invalid!r} is not" in effective([], {variable: invalid}, None)
+        assert effective(flag, {variable: invalid}, None)[name] == flag_value
+
+
+def test_an_empty_variable_is_unset_for_every_setting() -> None:
+    every = {env_name(item.name): "" for item in fields(Settings) if not item.metadata["file_only"]}
+    assert Settings.load(every | {"PORT": ""}) == Settings()
+
+
+def test_no_models_named_is_no_model_loaded_in_every_worker() -> None:
+    settings = Settings.load({}, load_models=())
+    assert settings.load_models == ("none",)
+    assert Settings.load(settings.to_env()) == settings  # not "all", which an empty variable would give

@@ -1,7 +1,8 @@
 """Server settings: one object, read from CLI flags, ``STEVEDORE_*`` environment variables and a TOML file.
 
 Precedence: a CLI flag beats its environment variable, which beats the file
-(``--config`` / ``STEVEDORE_CONFIG``), which beats the default. Per-model
+(``--config`` / ``STEVEDORE_CONFIG``), which beats the default; a variable set
+but empty counts as unset. Per-model
 settings live in the file only, as ``[models.NAME]`` tables. ``stevedore-server
 run`` hands the settings to its worker processes through the same environment
 variables (and the file's path). Invalid settings stop startup with a message
@@ -224,6 +225,8 @@ class Settings:
             (self.max_job_log_lines >= 1, "max_job_log_lines", "must be at least 1"),
             (self.job_retention >= 0, "job_retention", "must not be negative"),
         ]
+        if not self.load_models:  # no names: none (``to_env`` could not tell an empty list from an unset one)
+            object.__setattr__(self, "load_models", ("none",))
         special = {"all", "none"} & set(self.load_models)
         checks.append((not special or len(self.load_models) == 1, "load_models", "takes all or none alone"))
         for ok, name, problem in checks:
@@ -274,13 +277,16 @@ class Settings:
         serverless mode and Cloud Run tell a container where to listen so."""
         environ = os.environ if environ is None else environ
         flags = {key: value for key, value in flags.items() if value is not None}
+        # A variable set but empty is unset, as click reads its own; one a flag overrides is never read (so an
+        # invalid one cannot stop a server the command line configures).
+        given = {name: raw for name, raw in environ.items() if raw.strip()}
         from_env = {
-            item.name: parse(item.name, HINTS[item.name], environ[env_name(item.name)], env_name(item.name))
+            item.name: parse(item.name, HINTS[item.name], given[env_name(item.name)], env_name(item.name))
             for item in fields(cls)
-            if not item.metadata["file_only"] and env_name(item.name) in environ
+            if not item.metadata["file_only"] and item.name not in flags and env_name(item.name) in given
         }
-        if "port" not in from_env and PLATFORM_PORT in environ:
-            from_env["port"] = parse("port", HINTS["port"], environ[PLATFORM_PORT], PLATFORM_PORT)
+        if "port" not in from_env and "port" not in flags and PLATFORM_PORT in given:
+            from_env["port"] = parse("port", HINTS["port"], given[PLATFORM_PORT], PLATFORM_PORT)
         path = flags.get("config") or from_env.get("config")
         values = read_file(str(path)) if path else {}
         return cls(**(values | from_env | flags))

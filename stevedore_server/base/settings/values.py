@@ -43,7 +43,7 @@ def parse(name: str, hint: Any, raw: str, variable: str) -> Any:
         lowered = raw.strip().lower()
         if lowered in {"1", "true", "yes", "on"}:
             return True
-        if lowered in {"0", "false", "no", "off", ""}:
+        if lowered in {"0", "false", "no", "off"}:
             return False
         raise StartupError(f"setting {name} ({variable}): {raw!r} is not a boolean")
     if kind in (int, float):
