@@ -299,8 +299,15 @@ class Server(LiveServer):
             args = (*args, "--grpc-port", grpc_port)
         log = log_path.open("wb")
         command = [str(environment.bin / "stevedore-server"), "run", "--host", "127.0.0.1", "--port", str(port), *args]
-        process = subprocess.Popen(command, env=environment.env(**env), stdout=log, stderr=subprocess.STDOUT)
+        # A process group of its own, as a service has: a test may signal the whole group, as systemd does.
+        process = subprocess.Popen(
+            command, env=environment.env(**env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         return cls(process, f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}", log_path, log)
+
+    def signal_group(self, signum: int) -> None:
+        """``signum`` to every process of the server's group at once, as systemd's stop or a terminal's Ctrl+C."""
+        os.killpg(self.process.pid, signum)
 
     def wait_for(self, path: str, status: int = 200, deadline: float = 90.0) -> httpx.Response:
         """Poll ``path`` until it answers ``status``; fail with the server's log if it exits or the deadline passes."""

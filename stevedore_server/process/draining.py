@@ -11,6 +11,7 @@ import logging
 import multiprocessing
 import signal
 import socket
+import time
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,9 @@ APP_FACTORY = "stevedore_server.process.draining:serving_app"
 HANDSHAKE_TIME = 0.1
 #: Seconds a connection that has sent no request yet (fresh from the backlog, or idle keep-alive) gets to send one.
 FIRST_REQUEST_GRACE = 1.0
+#: Seconds a worker signalled directly waits, from the signal, for the supervisor to say whether the whole service
+#: stops (a signal to the process group reaches both at once); past it, the worker stops alone (a restart).
+DECISION_TIME = 0.5
 #: How often the shutdown looks again at what it waits for.
 POLL_INTERVAL = 0.01
 
@@ -111,6 +115,8 @@ class DrainingServer(uvicorn.Server):
     config: ServerConfig
     #: The gRPC front end, once started (``--grpc-port``).
     grpc: GrpcServer | None = None
+    #: ``time.monotonic()`` when it started draining.
+    drain_started = 0.0
 
     def run(self, sockets: list[socket.socket] | None = None) -> None:
         lighten_records()
@@ -152,6 +158,7 @@ class DrainingServer(uvicorn.Server):
         if lifecycle is None or lifecycle.draining:
             return
         lifecycle.drain()
+        self.drain_started = time.monotonic()
         delay = self.config.settings.shutdown_delay
         # In a context of its own: a signal handler runs in whichever request's was current, and its id would show.
         contextvars.Context().run(
@@ -165,6 +172,7 @@ class DrainingServer(uvicorn.Server):
         settings = self.config.settings
         self.drain("stopping")  # when the stop came from no signal
         await self.wait(settings.shutdown_delay)
+        await self.learn_whether_the_service_stops()
         grpc_stopped = self.grpc.stop(settings.graceful_timeout) if self.grpc else None
         await self.stop_accepting()
         await self.wait_for_first_requests()
@@ -180,6 +188,17 @@ class DrainingServer(uvicorn.Server):
         deadline = loop.time() + seconds
         while not self.force_exit and loop.time() < deadline:
             await asyncio.sleep(min(0.1, deadline - loop.time()))
+
+    async def learn_whether_the_service_stops(self) -> None:
+        """With workers: wait up to ``DECISION_TIME`` after the signal for the supervisor's mark that the whole
+        service stops. A signal to the process group reached this worker and the supervisor at once; the
+        supervisor marks it in its handler, so the wait is short, and only a worker stopped alone waits it all."""
+        stopping = self.config.service_stopping
+        if stopping is None:
+            return
+        deadline = self.drain_started + DECISION_TIME
+        while not stopping.is_set() and not self.force_exit and time.monotonic() < deadline:
+            await asyncio.sleep(POLL_INTERVAL)
 
     async def stop_accepting(self) -> None:
         """Close the listening sockets without resetting the connections in their backlog: those are served.

@@ -1,7 +1,17 @@
 """Several serving processes on one port (``--workers N``): uvicorn's supervisor, its workers each a
-``DrainingServer``, and the stop of the whole service told to every worker before it is signalled."""
+``DrainingServer``, and the stop of the whole service told to every worker before it is signalled.
+
+The supervisor marks the stop in the workers' shared ``service_stopping`` the
+moment a stop signal reaches it, in the signal handler: when the signal went to
+the whole process group (systemd, a terminal's Ctrl+C, ``kill -- -PGID``), each
+worker got it at the same moment and waits a bounded moment for that mark
+before it decides whether the shared socket stops taking connections."""
 
 from __future__ import annotations
+
+import signal
+import socket
+from types import FrameType
 
 import uvicorn
 from uvicorn.supervisors import multiprocess
@@ -25,6 +35,17 @@ class Supervisor(multiprocess.Multiprocess):
     """uvicorn's supervisor of worker processes, each serving with a ``DrainingServer``."""
 
     config: ServerConfig
+
+    def __init__(self, config: ServerConfig, sockets: list[socket.socket]) -> None:
+        super().__init__(config, sockets)
+        for stop in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(stop, self.stop_signal)
+
+    def stop_signal(self, signum: int, frame: FrameType | None) -> None:
+        """Mark the whole service stopping now, then let uvicorn's loop (twice a second) stop the workers."""
+        if self.config.service_stopping is not None:
+            self.config.service_stopping.set()
+        self.signal_queue.append(signum)
 
     def run(self) -> None:
         # uvicorn (0.52 on) makes every worker, restarts included, as its module's ``Process(config, sockets)`` and
