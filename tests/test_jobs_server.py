@@ -139,6 +139,66 @@ def test_sigterm_to_the_server_interrupts_and_stops_its_running_job(
     assert stored_state(state_dir, job["id"]) is JobState.INTERRUPTED
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=lambda signum: signum.name)
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_job_started_just_before_a_stop_of_the_whole_group_is_interrupted(
+    state_dir: Path, tmp_path: Path, serve: Serve, workers: str, signum: signal.Signals
+) -> None:
+    # systemd's stop, or a terminal's Ctrl+C: the signal goes to every process of the server's group. The job's
+    # process leads a session of its own from its start, so the signal never reaches it; the server stops it.
+    server = serve(tmp_path / "server.log", "--workers", workers)
+    try:
+        response = httpx.post(server.url + "/models/misbehaving-trainer/train", json={"mode": "hang"})
+        assert response.status_code == 202, response.text
+        job = running_job(server, response.json()["id"])
+        assert os.getpgid(job["pid"]) == job["pid"] != os.getpgid(server.process.pid)
+        time.sleep(0.1)  # the scenario, not a synchronisation: the job's process is still starting
+        server.signal_group(signum)
+        assert server.process.wait(timeout=DEADLINE) == 0, server.log()
+    finally:
+        server.stop()
+    assert stored_state(state_dir, job["id"]) is JobState.INTERRUPTED, server.log()
+    assert gone(job["pid"])
+
+
+def test_a_job_whose_process_dies_while_the_server_stops_is_interrupted_and_the_queued_wait(
+    tmp_path: Path, serve: Serve
+) -> None:
+    # A long shutdown delay: the server drains (and still answers) for the whole test.
+    server = serve(tmp_path / "server.log", "--shutdown-delay", "600")
+    try:
+        job = hanging_job(server)
+        queued = httpx.post(server.url + "/models/misbehaving-trainer/train", json={"mode": "hang"}).json()
+        os.kill(server.process.pid, signal.SIGTERM)
+        server.wait_for("/readyz", status=503)
+        os.killpg(job["pid"], signal.SIGKILL)  # as a stop signal would, had it reached the job
+        assert final_state(server, job["id"]) == "interrupted", server.log()
+        # Its place is free, and still the queued job does not start: it waits for the next server.
+        wait_for_line(server, f"job {queued['id']} stays queued: this server is stopping")
+        assert httpx.get(f"{server.url}/jobs/{queued['id']}").json()["state"] == "queued"
+    finally:
+        server.signal_group(signal.SIGKILL)
+        server.stop()
+
+
+def wait_for_line(server: Server, line: str) -> None:
+    stop_at = time.monotonic() + DEADLINE
+    while line not in server.log():
+        assert time.monotonic() < stop_at, f"never logged: {line}\n{server.log()}"
+        time.sleep(0.05)
+
+
+def running_job(server: Server, job_id: str) -> dict[str, Any]:
+    """The job once its process has started (its pid is known)."""
+    stop_at = time.monotonic() + DEADLINE
+    while time.monotonic() < stop_at:
+        job: dict[str, Any] = httpx.get(f"{server.url}/jobs/{job_id}").json()
+        if job["state"] == "running" and job.get("pid"):
+            return job
+        time.sleep(0.01)
+    raise AssertionError(f"the job never started: {job}\n{server.log()}")
+
+
 def test_the_jobs_commands_drive_a_running_server(state_dir: Path, tmp_path: Path, serve: Serve) -> None:
     from click.testing import CliRunner
 

@@ -133,7 +133,25 @@ def test_every_stop_answers_every_connection_it_accepted(
     connections: Callable[[str, threading.Event, Outcomes], None],
     delay: str,
 ) -> None:
-    server = Server.start(ops_venv, tmp_path / "server.log", "--workers", workers, "--shutdown-delay", delay)
+    stop_under_load(ops_venv, tmp_path, stop, connections, "--workers", workers, "--shutdown-delay", delay)
+
+
+@pytest.mark.parametrize("stop", [Stop("group"), Stop("group", signal.SIGINT)], ids=str)
+def test_a_stop_of_the_group_leaves_the_model_processes_to_answer_what_is_in_flight(
+    ops_venv: Venv, tmp_path: Path, stop: Stop
+) -> None:
+    # The model's worker processes lead a session of their own: the group's signal does not reach them, and the
+    # server stops them once its requests are answered.
+    config = tmp_path / "processes.toml"
+    config.write_text("[models.iris]\nprocesses = 2\n")
+    stop_under_load(ops_venv, tmp_path, stop, fresh_connections, "--workers", "2", "--config", str(config))
+
+
+def stop_under_load(
+    venv: Venv, tmp_path: Path, stop: Stop, connections: Callable[[str, threading.Event, Outcomes], None], *args: str
+) -> None:
+    """Serve ``CLIENTS`` clients, stop as ``stop`` says, and check that every accepted connection was answered."""
+    server = Server.start(venv, tmp_path / "server.log", *args)
     server.wait_for("/readyz")
     outcomes = Outcomes()
     halt = threading.Event()
@@ -151,7 +169,7 @@ def test_every_stop_answers_every_connection_it_accepted(
             thread.join(timeout=30)
         server.stop()
     log = server.log()
-    print(f"{stop}, workers {workers}, {connections.__name__}, delay {delay}: {dict(outcomes.counts)}")
+    print(f"{stop}, {connections.__name__}, {' '.join(args)}: {dict(outcomes.counts)}")
     assert exit_code == 0, log[-3000:]
     assert outcomes.failures() == {}, f"{outcomes.counts}\n{log[-3000:]}"
     # Every request the server answered reached its client.

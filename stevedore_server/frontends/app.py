@@ -163,16 +163,17 @@ def local_models(manager: pluggy.PluginManager | None, process: ServingProcess =
 def lifespan(settings: Settings, models: ServeModels, metrics: Metrics, table: list[BaseRoute]) -> Any:
     @asynccontextmanager
     async def serve(app: Starlette) -> AsyncIterator[dict[str, AppState]]:
+        lifecycle = Lifecycle()
         async with (
             models(settings, metrics) as (server, repository),
-            running_jobs(settings, server, repository) as jobs,
+            running_jobs(settings, server, repository, lifecycle) as jobs,
         ):
             plugin_routes = tuple(serve_routes(server.plugin_routes, table))
             state = AppState(
                 server=server,
                 repository=repository,
                 jobs=jobs,
-                lifecycle=Lifecycle(),
+                lifecycle=lifecycle,
                 check_threads=anyio.CapacityLimiter(HEALTH_CHECK_THREADS),
                 plugin_routes=plugin_routes,
                 routes=(*table, *plugin_routes),
@@ -183,7 +184,9 @@ def lifespan(settings: Settings, models: ServeModels, metrics: Metrics, table: l
 
 
 @asynccontextmanager
-async def running_jobs(settings: Settings, server: ModelServer, repository: ModelRepository) -> AsyncIterator[Jobs]:
+async def running_jobs(
+    settings: Settings, server: ModelServer, repository: ModelRepository, lifecycle: Lifecycle
+) -> AsyncIterator[Jobs]:
     """The jobs of this server process: recovered and dispatched at startup, stopped (interrupted) at exit. A
     version a training made (here, or in another process: the jobs follow them) is served through the repository,
     on the event loop."""
@@ -196,7 +199,7 @@ async def running_jobs(settings: Settings, server: ModelServer, repository: Mode
         asyncio.run_coroutine_threadsafe(coroutine, loop).result(SERVE_TIMEOUT)
 
     served = serve_trained if repository.serves_trained else None
-    jobs = Jobs(settings, server.registry, server.metrics, served, repository.shared)
+    jobs = Jobs(settings, server.registry, server.metrics, served, repository.shared, lifecycle)
     await anyio.to_thread.run_sync(jobs.start)
     try:
         yield jobs

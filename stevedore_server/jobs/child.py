@@ -1,8 +1,9 @@
 """The side of a job inside its own process: ``TrainContext``, and ``run_job``, the process's entry point.
 
-The server starts ``run_job`` in a spawned process (``jobs.launch``), which first
-makes a session of its own, so that the job and anything it starts form one
-process group the server can stop as a whole. Everything the job reports
+The server starts a job's process (``jobs.launch``) in a session of its own, so
+that the job and anything it starts form one process group the server can stop
+as a whole, and that no signal to the server's group reaches it. ``spawned`` is
+its entry point: it reads the pickled predictor and the job from its socket. Everything the job reports
 (progress, log lines, its result or error) goes back as JSON messages through
 a pipe the server reads on a thread of its own: nothing is pickled on the way
 back, so an exception that cannot be pickled is reported like any other, and
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import signal
 import threading
 import traceback
@@ -25,6 +27,8 @@ import orjson
 
 from stevedore_server.base.serialization import dumps_result
 
+#: The variable handing a spawned job's process its socket's descriptor and the server's ``sys.path``.
+JOB_ENV = "STEVEDORE_JOB"
 #: Longest message of a progress report.
 MAX_MESSAGE = 1000
 
@@ -95,11 +99,20 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def run_job(connection: Connection, predictor: Any, kind: str, params: Any, workdir: str) -> None:
-    """The job process (spawned by the server): a session of its own, then ``run``."""
-    os.setsid()
+def spawned() -> None:
+    """A job's process of the server's interpreter (``jobs.launch.spawn``): the predictor, the job's kind,
+    parameters and workdir come pickled through its socket, then the job runs."""
+    orders = orjson.loads(os.environ.pop(JOB_ENV))
+    connection = Connection(orders["fd"])
     channel = Channel(connection)
-    run(channel, job_logger(channel), predictor, kind, params, workdir)
+    logger = job_logger(channel)
+    try:
+        predictor, kind, params, workdir = pickle.loads(connection.recv_bytes())
+    except Exception as error:  # a model's class the job cannot import, or the server gone before it sent it
+        logger.error("the job could not receive its model:\n%s", "".join(traceback.format_exception(error)).rstrip())
+        channel.send({"type": "error", "error": f"the job could not receive its model: {describe(error)}"})
+        return
+    run(channel, logger, predictor, kind, params, workdir)
 
 
 def run(channel: Channel, logger: logging.Logger, predictor: Any, kind: str, params: Any, workdir: str) -> None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import platformdirs
 
+from stevedore_server.base.lifecycle import Lifecycle
 from stevedore_server.base.metrics import Metrics
 from stevedore_server.base.settings import Settings
 from stevedore_server.core.convergence import SharedState
@@ -37,8 +38,11 @@ class JobsContext:
         metrics: Metrics | None = None,
         serve_trained: ServeTrained | None = None,
         shared: SharedState | None = None,
+        lifecycle: Lifecycle | None = None,
     ) -> None:
         self.serve_trained = serve_trained
+        #: The server process's: once it drains, no job starts and a job whose process dies is interrupted.
+        self.lifecycle = lifecycle
         #: With ``--workers N``: the workers' files (the repository's), where each marks the trained versions it
         #: has followed.
         self.shared = shared
@@ -53,6 +57,10 @@ class JobsContext:
         self.wake = threading.Event()
         self.closing = False
         self._store: JobStore | None = None
+
+    def stopping(self) -> bool:
+        """Whether the server process is stopping: draining (a stop signal came), or closing the jobs."""
+        return self.closing or (self.lifecycle is not None and self.lifecycle.draining)
 
     @property
     def store(self) -> JobStore:

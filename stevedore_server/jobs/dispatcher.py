@@ -31,6 +31,8 @@ class JobDispatcher(JobSupervisor):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.dispatcher = threading.Thread(target=self._dispatch, name="stevedore-jobs", daemon=True)
+        #: The queued jobs this server, stopping, has said it leaves queued.
+        self.held: set[str] = set()
 
     def _dispatch(self) -> None:
         next_purge = 0.0
@@ -60,6 +62,9 @@ class JobDispatcher(JobSupervisor):
             logger.info("deleted %d jobs finished more than %g s ago (job_retention)", purged, retention)
 
     def _start_queued(self) -> None:
+        if self.stopping():
+            self._hold_queued()
+            return
         with self.lock:
             free = self.settings.max_jobs - len(self.running)
         if free <= 0:
@@ -70,6 +75,14 @@ class JobDispatcher(JobSupervisor):
                 return
             if self.store.claim(job.id, self.owner):
                 self._launch(job)
+
+    def _hold_queued(self) -> None:
+        """Leave the queued jobs to the next server (or to another one sharing the database): one started now
+        would be interrupted at once. Each is said once."""
+        for job in self.store.queued(set(self.registry.names()), self.settings.max_jobs):
+            if job.id not in self.held:
+                self.held.add(job.id)
+                logger.info("job %s stays queued: this server is stopping", job.id)
 
     def _launch(self, job: Job) -> None:
         try:

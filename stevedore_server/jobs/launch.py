@@ -4,9 +4,11 @@ interpreter), signalled with its process group, and told apart from a stranger g
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
+import pickle
+import socket
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,11 +21,17 @@ import orjson
 from stevedore_server.base.pids import started_at
 from stevedore_server.processes.predictor import ProcessPredictor
 
-from .child import run_job
+from .child import JOB_ENV
 from .records import Job, aware
 
 logger = logging.getLogger("stevedore.jobs")
 
+
+#: A job process's first lines: the server's ``sys.path`` (from ``JOB_ENV``), then ``jobs.child.spawned``.
+BOOTSTRAP = (
+    f"import json, os, sys; sys.path[:] = json.loads(os.environ[{JOB_ENV!r}])['path']; "
+    "from stevedore_server.jobs.child import spawned; spawned()"
+)
 
 #: Seconds two start times of "the same" process may differ by (``/proc`` gives the boot time to a second; a
 #: job's process is forked right after the job is marked started).
@@ -86,18 +94,31 @@ class RunningJob:
 
 
 def spawn(predictor: Any, job: Job, workdir: Path) -> tuple[JobProcess, Connection]:
-    """A spawned process running ``job`` on a copy of ``predictor`` (pickled), and the pipe it answers on."""
-    context = multiprocessing.get_context("spawn")
-    reader, writer = context.Pipe(duplex=False)
-    process = context.Process(target=run_job, args=(writer, predictor, job.kind, job.params, str(workdir)), name=job.id)
+    """A process of this interpreter running ``job`` on a copy of ``predictor`` (pickled), and its socket.
+
+    It leads a session of its own from its first instruction (``setsid`` before the interpreter starts): a
+    signal to the server's process group (systemd's stop, a terminal's Ctrl+C) never reaches it, and the server
+    stops it, as a whole with what it starts, when it means to. It gets the server's ``sys.path``, so that what
+    the server imported the predictor from is where the job imports it from."""
+    payload = pickle.dumps((predictor, job.kind, job.params, str(workdir)), protocol=pickle.HIGHEST_PROTOCOL)
+    ours, theirs = socket.socketpair()
+    environment = os.environ | {JOB_ENV: orjson.dumps({"fd": theirs.fileno(), "path": sys.path}).decode()}
     try:
-        process.start()
+        popen = subprocess.Popen(
+            [sys.executable, "-c", BOOTSTRAP], env=environment, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
     except BaseException:
-        reader.close()
+        ours.close()
         raise
     finally:
-        writer.close()
-    return process, reader
+        theirs.close()
+    connection = Connection(ours.detach())
+    try:
+        connection.send_bytes(payload)
+    except OSError:  # it died at once: its exit status says why
+        pass
+    return StartedProcess(popen), connection
 
 
 def start_in_worker(predictor: ProcessPredictor, job: Job, workdir: Path) -> tuple[JobProcess, Connection]:

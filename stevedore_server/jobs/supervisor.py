@@ -89,7 +89,7 @@ class JobSupervisor(ArtifactKeeper):
         if dropped > 0:
             self.store.add_log(job_id, "warning", f"{dropped} more log lines dropped (max_job_log_lines)")
         signal_group(entry.process, signal.SIGKILL)  # whatever the job left behind in its group
-        state, error = outcome(entry)
+        state, error = outcome(entry, self.stopping())
         result = entry.result if state is JobState.SUCCEEDED else None
         if state is JobState.SUCCEEDED and isinstance(result, dict) and isinstance(result.get("artifact"), str):
             result = {**result, "served_version": self._serve_artifact(entry, result["artifact"])}
@@ -108,14 +108,19 @@ class JobSupervisor(ArtifactKeeper):
         entry.kill_at = time.monotonic() + self.settings.job_grace_period
 
 
-def outcome(entry: RunningJob) -> tuple[JobState, str | None]:
-    """The final state of a job whose process has ended, and why it did not succeed."""
+def outcome(entry: RunningJob, server_stopping: bool) -> tuple[JobState, str | None]:
+    """The final state of a job whose process has ended, and why it did not succeed.
+
+    A process that died without a word while the server was stopping was stopped with it, whoever sent the
+    signal: interrupted, not failed (a job that reported its own error failed)."""
     if entry.stop_reason == "cancel":
         return JobState.CANCELLED, "cancelled"
     if entry.stop_reason == "shutdown":
         return JobState.INTERRUPTED, "the server stopped"
     if entry.has_result:
         return JobState.SUCCEEDED, None
+    if server_stopping and entry.error is None:
+        return JobState.INTERRUPTED, "the server stopped"
     if entry.error is not None:
         return JobState.FAILED, entry.error
     return JobState.FAILED, f"the job's process {exit_description(entry.process.exitcode)} without a result"
