@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from typing import Any
@@ -92,6 +93,31 @@ class Slow(RowSum):
         if rows == [[5]]:
             self.started.set()
             self.release.wait(timeout=10)
+        return super().run_predict(rows)
+
+
+class Held(RowSum):
+    """Holds a call with the row ``[5]`` until released (a minute at most), telling when such a call starts and
+    when it ends: what answers while it is held ran beside it, however slow the machine. Its events are its own,
+    so each test starts from a fresh instance."""
+
+    name = "held"
+    #: Seconds a call is held at most: only a broken run gets there, and then the test fails instead of hanging.
+    limit = 60.0
+
+    def __init__(self, **overrides: Any) -> None:
+        super().__init__(**overrides)
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.ended = threading.Event()
+
+    def run_predict(self, rows: list[list[float]]) -> list[float]:
+        if [5] in rows:
+            self.started.set()
+            try:
+                self.release.wait(timeout=self.limit)
+            finally:
+                self.ended.set()
         return super().run_predict(rows)
 
 
@@ -273,3 +299,28 @@ def hostile_models() -> list[Predictor]:
 def hostile_plugin() -> list[Predictor]:
     """An entry point that fails with markup in its error."""
     raise RuntimeError(HOSTILE)
+
+
+#: The variable naming the file ``CountsCalls`` writes to, one line a call.
+COUNTED_CALLS = "COUNTED_CALLS_FILE"
+
+
+class CountsCalls(RowSum):
+    """Writes a line to the file named by ``COUNTED_CALLS_FILE`` each time its model code runs (``predict`` or
+    ``score``; a score runs predict too): the calls of a server in another process, counted from outside it."""
+
+    name = "counted"
+
+    def run_predict(self, rows: list[list[float]]) -> list[float]:
+        record_call("predict")
+        return super().run_predict(rows)
+
+    def run_scores(self, rows: list[list[float]], expected: list[float]) -> float:
+        record_call("score")
+        return super().run_scores(rows, expected)
+
+
+def record_call(kind: str) -> None:
+    # Appended and closed at once: each line is whole on disk before the call returns, for a reader elsewhere.
+    with open(os.environ[COUNTED_CALLS], "a") as calls:
+        calls.write(kind + "\n")

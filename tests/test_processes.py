@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +22,10 @@ from .venvs import Server, Venv, pinned_plugin, plugins_venv
 pytestmark = [pytest.mark.venv, pytest.mark.server]
 
 SPIN_SECRET = "secret detail of the spin model"
+#: The README's numbers: a monitor looks for idle worker processes that died "every 2 s", and a call that runs
+#: "5 s past the model's timeout" gets its process killed (the tests hold the code to them, not to its constants).
+MONITOR_INTERVAL = 2.0
+OVERRUN_GRACE = 5.0
 
 CONFIG = """
 [models.spin]
@@ -79,6 +85,18 @@ def workers_of(server: Server, model: str) -> set[int]:
     return found
 
 
+def ready_workers(server: Server, model: str) -> set[int]:
+    """The worker processes of ``model`` running now that said they were ready (loaded and self-tested)."""
+    said = re.findall(rf"model {re.escape(model)} version \S+: worker process \d+ \(pid (\d+)\) ready", server.log())
+    return workers_of(server, model) & {int(pid) for pid in said}
+
+
+def environment_of(pid: int) -> dict[str, str]:
+    """The environment process ``pid`` was started with."""
+    entries = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(entry.decode().split("=", 1) for entry in entries if entry)
+
+
 def state(pid: int) -> str | None:
     """The process's state letter (R running, S sleeping, Z zombie, ...); None once it is gone."""
     try:
@@ -100,7 +118,7 @@ def wait_until(condition: object, seconds: float, what: str) -> None:
     raise AssertionError(f"not within {seconds} s: {what}")
 
 
-def spin(server: Server, rows: list[int], timeout: float = 60) -> httpx.Response:
+def spin(server: Server, rows: list[object], timeout: float = 60) -> httpx.Response:
     return httpx.post(server.url + "/models/spin/predict", json=rows, timeout=timeout)
 
 
@@ -208,6 +226,45 @@ def test_a_worker_process_killed_mid_request_fails_that_request_and_is_replaced(
     assert {spin(server, [10]).json()["predictions"][0]["pid"] for _ in range(6)} <= after
 
 
+def test_a_worker_process_that_dies_while_idle_is_replaced_before_any_request(server: Server) -> None:
+    wait_until(lambda: len(ready_workers(server, "spin")) == 2, 60, "both spin processes ready")
+    before = ready_workers(server, "spin")
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+    # No request reaches the model until the new process is ready: only the pool's monitor can see the death.
+    seen = rf"worker process \d+ \(pid {victim}\) was killed by SIGKILL while idle; starting a new one"
+    wait_until(lambda: re.search(seen, server.log()), MONITOR_INTERVAL + 15, "the monitor seeing the death")
+    wait_until(lambda: len(ready_workers(server, "spin") - before) == 1, 60, "a new spin process ready")
+    after = ready_workers(server, "spin")
+    assert len(after) == 2 and victim not in after
+    served = {spin(server, [10]).json()["predictions"][0]["pid"] for _ in range(4)}
+    assert after - before <= served <= after
+
+
+def test_a_call_running_past_the_time_out_and_its_grace_has_its_process_killed_and_replaced(
+    cpu_venv: Venv, tmp_path: Path
+) -> None:
+    """The README's rule: the client has its 504 at the model's time-out, and the call's process is killed
+    ``OVERRUN_GRACE`` (5) seconds later and replaced."""
+    server = start(cpu_venv, tmp_path, "[models.spin]\nprocesses = 1\ntimeout = 1\n")
+    try:
+        wait_until(lambda: len(ready_workers(server, "spin")) == 1, 60, "the spin process ready")
+        (overrunning,) = ready_workers(server, "spin")
+        sent = time.monotonic()
+        answer = spin(server, [10**9])  # about a minute of spinning
+        assert answer.status_code == 504, answer.text
+        wait_until(lambda: not alive(overrunning), OVERRUN_GRACE + 10, "the overrunning process killed")
+        # The grace is a duration, so it is measured, but only from below, which no busy machine can break: the
+        # pool starts counting once it has the call, which is after it was sent.
+        assert time.monotonic() - sent >= 1 + OVERRUN_GRACE
+        wait_until(lambda: len(ready_workers(server, "spin")) == 1, 60, "a new spin process ready")
+        (replacement,) = ready_workers(server, "spin")
+        assert replacement != overrunning
+        assert spin(server, [10]).json()["predictions"][0]["pid"] == replacement
+    finally:
+        server.stop()
+
+
 def test_worker_processes_end_with_the_server_even_when_it_is_killed(cpu_venv: Venv, tmp_path: Path) -> None:
     stopped = start(cpu_venv, tmp_path, CONFIG, "stopped")
     workers = workers_of(stopped, "spin") | workers_of(stopped, "iris")
@@ -250,7 +307,8 @@ def pinned_environments(wheelhouse: Path, tmp_path_factory: pytest.TempPathFacto
 
 def readme_example() -> str:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    (block,) = [b for b in re.findall(r"```toml\n(.*?)```", readme, flags=re.DOTALL) if "models in processes" in b]
+    blocks: list[str] = re.findall(r"```toml\n(.*?)```", readme, flags=re.DOTALL)
+    (block,) = [b for b in blocks if "models in processes" in b]
     return block
 
 
@@ -285,6 +343,32 @@ def test_two_plugins_pinning_incompatible_versions_are_served_side_by_side(
     result = cpu_venv.run("stevedore-server", "check", "--config", str(nowhere), check=False)
     assert result.returncode != 0
     assert f"no plugin under {old.python} provides a model named 'nowhere'" in result.stdout + result.stderr
+
+
+def test_another_interpreter_is_not_passed_pythonpath_pythonhome_or_virtual_env(
+    cpu_venv: Venv, pinned_environments: dict[str, Venv], tmp_path: Path
+) -> None:
+    old = pinned_environments["old"]
+    # A toolz on the server's PYTHONPATH: the model's own environment would import it, were the path passed on.
+    shadow = tmp_path / "shadow"
+    (shadow / "toolz").mkdir(parents=True)
+    (shadow / "toolz" / "__init__.py").write_text('__version__ = "0.0.shadow"\n')
+    config = tmp_path / "server.toml"
+    config.write_text(f'[models.toolz-0]\npython = "{old.path}"\n')
+    given = {"PYTHONPATH": str(shadow), "PYTHONHOME": sys.base_prefix, "PASSED_ON": "yes"}
+    server = Server.start(cpu_venv, tmp_path / "server.log", "--config", str(config), **given)
+    try:
+        server.wait_for("/readyz", deadline=120)
+        own = environment_of(server.process.pid)
+        assert {key: own[key] for key in given} == given and own["VIRTUAL_ENV"] == str(cpu_venv.path)
+        (worker,) = workers_of(server, "toolz-0")
+        theirs = environment_of(worker)
+        assert theirs["PASSED_ON"] == "yes"  # the rest of the server's environment is passed on
+        assert not {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"} & theirs.keys()
+        answer = httpx.post(server.url + "/models/toolz-0/predict", json=[1])
+        assert answer.json()["predictions"] == [{"toolz": "0.12.1", "prefix": str(old.path)}]
+    finally:
+        server.stop()
 
 
 def test_an_interpreter_that_cannot_run_stops_the_server_naming_it(cpu_venv: Venv, tmp_path: Path) -> None:

@@ -18,20 +18,40 @@ from .venvs import INSTALLED, Server, Venv, build_wheels, copy_source
 pytestmark = [pytest.mark.venv, pytest.mark.server]
 
 
-@pytest.fixture
-def running(wheelhouse: Path, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Server, Venv, Path]]:
-    """A server of the example plugin in a fresh venv (``--workers`` from an indirect parameter, else 1), and the
-    good test plugin's wheel, not installed yet."""
-    environment = Venv.create(tmp_path / "venv", wheelhouse)
+#: The good test plugin's distribution: each test installs it while its server runs.
+GOOD = "stevedore-test-good"
+
+
+@pytest.fixture(scope="module")
+def installation(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Venv, Path]:
+    """A venv of the core and the example plugin, and the good test plugin's wheel, not installed: built once for
+    the module's tests, which take turns (``running`` gives each the venv without the good plugin)."""
+    root = tmp_path_factory.mktemp("repository")
+    environment = Venv.create(root / "venv", wheelhouse)
     environment.install("stevedore-server", "stevedore-sklearn-logreg")
-    wheels = build_wheels([copy_source(INSTALLED / "good", tmp_path / "good")], tmp_path / "wheels", wheelhouse)
+    wheels = build_wheels([copy_source(INSTALLED / "good", root / "good")], root / "wheels", wheelhouse)
+    return environment, wheels[0]
+
+
+@pytest.fixture
+def running(
+    installation: tuple[Venv, Path], tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[Server, Venv, Path]]:
+    """A server of the example plugin in the module's venv (``--workers`` from an indirect parameter, else 1), and
+    the good test plugin's wheel, not installed yet: each test installs it, and it is uninstalled after."""
+    environment, wheel = installation
+    installed = environment.run("python", "-m", "pip", "show", "--quiet", GOOD, check=False)
+    if installed.returncode == 0:
+        pytest.fail(f"{GOOD} is installed in the shared venv before the test: an earlier test left it")
     workers = str(getattr(request, "param", 1))
     server = Server.start(environment, tmp_path / "server.log", "--workers", workers)
     try:
         server.wait_for("/readyz")
-        yield server, environment, wheels[0]
+        yield server, environment, wheel
     finally:
         server.stop()
+        # The venv is the module's: the next test must start from the example plugin alone, as if it were fresh.
+        environment.run("python", "-m", "pip", "uninstall", "--quiet", "--yes", GOOD)
 
 
 def test_a_wheel_installed_while_serving_is_loaded_and_served_without_restart(
