@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 import threading
-import time
 from typing import Any
 
 from stevedore_server import Predictor
@@ -241,16 +240,6 @@ class Batched(RowSum):
             raise ValueError("unlucky row")
         if [7] in rows:
             return [0.0]  # one item for many rows: the batch cannot be split
-        return super().run_predict(rows)
-
-
-class Sleepy(RowSum):
-    """Sleeps as many seconds as the first number of the first row says."""
-
-    name = "sleepy"
-
-    def run_predict(self, rows: list[list[float]]) -> list[float]:
-        time.sleep(rows[0][0])
         return super().run_predict(rows)
 
 

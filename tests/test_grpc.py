@@ -32,6 +32,7 @@ from stevedore_server.base.lifecycle import Lifecycle
 from stevedore_server.core.served_models import Registry
 from stevedore_server.frontends.grpc_health import HealthService
 
+from .helpers import wait_until
 from .venvs import Server, Venv
 
 pytestmark = [pytest.mark.venv, pytest.mark.server]
@@ -108,7 +109,7 @@ def test_live_ready_and_metadata_answer_as_over_http(served: Server, client: tri
 
 
 ROWS = st.integers(min_value=1, max_value=6)
-WORD = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
+WORD = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
 FLOAT = st.floats(min_value=-(2.0**100), max_value=2.0**100, width=32, allow_nan=False)
 INT = st.integers(min_value=-(2**62), max_value=2**62 - 1)
 
@@ -253,13 +254,31 @@ def test_a_client_mistake_gets_its_status_never_unknown(
         assert code == grpc.StatusCode.OK
 
 
+def refused_while_busy(service: service_pb2_grpc.GRPCInferenceServiceStub) -> tuple[Any, grpc.StatusCode]:
+    """A sleeper call in flight, and the status of a call the sleeper refused while it ran that one.
+
+    Nothing outside the server tells when it has admitted a call, so calls of no time follow the long one until
+    one is refused. Which of two calls the server admits first is its own choice: a long call that ends before
+    any follower is refused (followers that got in first took its place, or this machine was too slow for one to
+    meet it) is sent again. Only a refusal ends the wait, so a sleeper refusing nothing fails it at the deadline.
+    """
+    give_up = time.monotonic() + 60
+    while time.monotonic() < give_up:
+        busy = service.ModelInfer.future(sleeper_request(0.3))
+        while not busy.done():
+            try:
+                service.ModelInfer(sleeper_request(0))
+            except grpc.RpcError as error:
+                return busy, error.code()
+    raise AssertionError("for 60 s, the sleeper refused no call made while another was in flight")
+
+
 def test_limits_answer_unavailable_resource_exhausted_and_deadline_exceeded(
     served: Server, client: triton_grpc.InferenceServerClient
 ) -> None:
     service = stub(served)
-    busy = service.ModelInfer.future(sleeper_request(0.6))
-    time.sleep(0.3)
-    assert status_of(lambda: service.ModelInfer(sleeper_request(0))) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    busy, refused = refused_while_busy(service)
+    assert refused == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert busy.result().outputs
     # Last: the model's thread goes on sleeping after the client has its answer.
     assert status_of(lambda: service.ModelInfer(sleeper_request(1.5))) == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -372,10 +391,30 @@ def test_repository_index_load_and_unload(served: Server, client: triton_grpc.In
     assert "installed plugin wheels" in caught.value.message()
 
 
+class Statuses:
+    """The statuses client threads met, counted under a lock (several threads count at once), and waited on."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.changed = threading.Condition()
+
+    def add(self, status: str) -> None:
+        with self.changed:
+            self.counts[status] += 1
+            self.changed.notify_all()
+
+    def wait_for_more(self, status: str, more: int, awaited: str) -> None:
+        """Until ``more`` calls have met ``status`` from now on; fail naming what was ``awaited`` after a minute."""
+        with self.changed:
+            target = self.counts[status] + more
+            if not self.changed.wait_for(lambda: self.counts[status] >= target, timeout=60):
+                raise AssertionError(f"{more} more {status} not seen within 60 s {awaited}: {dict(self.counts)}")
+
+
 def test_unload_and_load_under_grpc_load_answer_only_ok_or_unavailable(
     served: Server, client: triton_grpc.InferenceServerClient
 ) -> None:
-    outcomes: Counter[str] = Counter()
+    outcomes = Statuses()
     stop = threading.Event()
 
     def loop() -> None:
@@ -383,9 +422,9 @@ def test_unload_and_load_under_grpc_load_answer_only_ok_or_unavailable(
         while not stop.is_set():
             try:
                 service.ModelInfer(iris_request(), timeout=30)
-                outcomes["OK"] += 1
+                outcomes.add("OK")
             except grpc.RpcError as error:
-                outcomes[error.code().name] += 1
+                outcomes.add(error.code().name)
 
     clients = [threading.Thread(target=loop) for _ in range(4)]
     for thread in clients:
@@ -393,14 +432,16 @@ def test_unload_and_load_under_grpc_load_answer_only_ok_or_unavailable(
     try:
         for _ in range(3):
             client.unload_model("iris")
-            time.sleep(0.2)
+            outcomes.wait_for_more("UNAVAILABLE", 1, "once iris was unloaded")
             client.load_model("iris")
-            time.sleep(0.2)
+            # More than a call a client: at least one began after the unload, so the reloaded model answered it.
+            outcomes.wait_for_more("OK", len(clients) + 1, "once iris was loaded again")
     finally:
         stop.set()
         for thread in clients:
             thread.join(timeout=60)
-    assert outcomes["OK"] and outcomes["UNAVAILABLE"] and set(outcomes) == {"OK", "UNAVAILABLE"}, outcomes
+    counts = outcomes.counts
+    assert counts["OK"] and counts["UNAVAILABLE"] and set(counts) == {"OK", "UNAVAILABLE"}, counts
     assert client.is_model_ready("iris")
 
 
@@ -568,7 +609,7 @@ def test_sigterm_under_grpc_load_loses_nothing(ops_venv: Venv, tmp_path: Path) -
     for thread in clients:
         thread.start()
     try:
-        time.sleep(1)
+        wait_until(lambda: polite["OK"] > 0 and stubborn["OK"] > 0, "every kind of client to have its first answer")
         assert watching.wait(30), "the health Watch stream did not open"
         server.process.send_signal(15)
         assert not_serving.wait(30), f"not NOT_SERVING: {watched}; the server's log ends:\n{server.log()[-6000:]}"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -23,33 +22,72 @@ from .predictors import ArrayInput, ObjectPayload, RowSum
 
 MODEL_THREAD = "model-"
 BUDGET = 0.001  # the default inline budget
+#: Seconds a call on a row ``[8]`` is held at most: only a broken run gets there, and its test then fails.
+HOLD_LIMIT = 60.0
+
+
+class Clock:
+    """The clock the inline module reads in these tests. It moves only when a model call spends time on it or a
+    test lets time pass, so every duration the calibration and the policy judge is the one the test chose, on a
+    busy machine as on an idle one (model calls on several threads may move it: hence the lock)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.lock = threading.Lock()
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        with self.lock:
+            self.now += seconds
 
 
 class WhereRuns(RowSum):
-    """Records the thread of each call; spins ``spin`` seconds a row, and sleeps on a row ``[9]``."""
+    """Records the thread of each call; spends ``fixed`` seconds a call (a few microseconds, as a small model's
+    call does) and ``spin`` a row on the tests' clock, ``pause`` more on a row ``[9]``; holds a call on a row
+    ``[8]`` until ``release`` is set."""
 
     name = "whereruns"
     inline = True
     threads: ClassVar[list[str]] = []
+    clock: ClassVar[Clock]
+    hold_started: ClassVar[threading.Event] = threading.Event()
+    release: ClassVar[threading.Event] = threading.Event()
+    hold_ended: ClassVar[threading.Event] = threading.Event()
 
-    def __init__(self, spin: float = 0.0, pause: float = 0.15, **overrides: Any) -> None:
+    def __init__(self, spin: float = 0.0, pause: float = 0.15, fixed: float = 5e-6, **overrides: Any) -> None:
         super().__init__(**overrides)
         self.spin = spin
         self.pause = pause
+        self.fixed = fixed
 
     def run_predict(self, rows: list[list[float]]) -> list[float]:
-        type(self).threads.append(threading.current_thread().name)
-        if [9] in rows:
-            time.sleep(self.pause)
-        end = time.perf_counter() + self.spin * len(rows)
-        while time.perf_counter() < end:
-            pass
+        model = type(self)
+        model.threads.append(threading.current_thread().name)
+        if [8] in rows:
+            model.hold_started.set()
+            try:
+                model.release.wait(timeout=HOLD_LIMIT)
+            finally:
+                model.hold_ended.set()
+        model.clock.advance(self.fixed + self.spin * len(rows) + (self.pause if [9] in rows else 0.0))
         return super().run_predict(rows)
 
 
 @pytest.fixture(autouse=True)
-def fresh_threads() -> None:
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """The tests' clock in place of the real one, for the inline module only; the model's state made fresh."""
+    tests_clock = Clock()
+    monkeypatch.setattr(inline, "time", tests_clock)
+    WhereRuns.clock = tests_clock
     WhereRuns.threads.clear()
+    for event in (WhereRuns.hold_started, WhereRuns.release, WhereRuns.hold_ended):
+        event.clear()
+    return tests_clock
 
 
 def thread_of(client: TestClient, rows: list[list[float]], name: str = "whereruns") -> str:
@@ -107,32 +145,34 @@ def test_a_model_that_stalls_the_event_loop_moves_to_its_thread_for_good(
 
 
 def test_slow_calls_go_to_the_thread_and_three_over_ten_budgets_keep_them_there(
-    make_client: Callable[..., TestClient],
+    make_client: Callable[..., TestClient], clock: Clock
 ) -> None:
     client = make_client(Registers(WhereRuns(pause=0.02)))  # 20 ms: over ten budgets, under a stall
     # Slower than measured: the next call goes to the thread (the second one was the first second's check).
     assert [thread_of(client, [[9]]).startswith(MODEL_THREAD) for _ in range(3)] == [False, False, True]
-    time.sleep(inline.INLINE_PROBE_INTERVAL)  # a second later, one call checks on the loop: the third strike
+    clock.advance(inline.INLINE_PROBE_INTERVAL)  # a second later, one call checks on the loop: the third strike
     assert [thread_of(client, [[9]]).startswith(MODEL_THREAD) for _ in range(2)] == [False, True]
-    time.sleep(inline.INLINE_PROBE_INTERVAL)
+    clock.advance(inline.INLINE_PROBE_INTERVAL)
     assert thread_of(client, [[1, 2]]).startswith(MODEL_THREAD)  # for good: no more checks
 
 
-def test_the_event_loop_answers_while_a_slow_request_runs_on_the_thread(
+def test_the_event_loop_answers_while_a_request_over_the_budget_runs_on_the_thread(
     make_client: Callable[..., TestClient],
 ) -> None:
     client = make_client(Registers(WhereRuns(spin=200e-6)))  # a thousand rows: 200 ms, on the thread
     WhereRuns.threads.clear()  # forget the self-test's and the calibration's calls
-    big = threading.Thread(target=client.post, args=("/models/whereruns/predict",), kwargs={"json": [[1, 2]] * 1000})
+    rows = [[1, 2]] * 999 + [[8]]  # held by the model until released
+    big = threading.Thread(target=client.post, args=("/models/whereruns/predict",), kwargs={"json": rows})
     big.start()
-    deadline = time.monotonic() + 5
-    while not WhereRuns.threads and time.monotonic() < deadline:
-        time.sleep(0.001)
-    started = time.monotonic()
-    assert client.get("/livez").status_code == 200
-    assert time.monotonic() - started < 0.15
-    big.join(timeout=10)
-    assert WhereRuns.threads[0].startswith(MODEL_THREAD)
+    try:
+        assert WhereRuns.hold_started.wait(timeout=60), "the large request never reached the model"
+        assert client.get("/livez").status_code == 200
+        # Answered while the model still held the large call: that call was not on the event loop.
+        assert not WhereRuns.hold_ended.is_set(), "/livez answered only once the large call had ended"
+    finally:
+        WhereRuns.release.set()
+        big.join(timeout=60)
+    assert len(WhereRuns.threads) == 1 and WhereRuns.threads[0].startswith(MODEL_THREAD), WhereRuns.threads
 
 
 # -- the runtime's decisions, on a loaded model ----------------------------------------------
@@ -151,11 +191,10 @@ def runtime_of(entry: LoadedModel, cost: CallCost | None, budget: float = 0.001)
 
 
 def test_calibration_gives_a_fixed_and_a_per_row_cost() -> None:
-    cost = calibrate(loaded_entry(WhereRuns(spin=20e-6)), BUDGET)
+    cost = calibrate(loaded_entry(WhereRuns(spin=20e-6, fixed=50e-6)), BUDGET)
     assert cost is not None
-    assert 10e-6 < cost.per_row < 100e-6
-    assert 0 <= cost.fixed < 0.005
-    assert cost.of(1000) > 0.01
+    assert (cost.fixed, cost.per_row) == pytest.approx((50e-6, 20e-6))
+    assert cost.of(1000) == pytest.approx(0.02005)
 
 
 def test_a_numpy_input_model_is_timed_on_arrays_as_its_requests_come() -> None:
@@ -194,7 +233,7 @@ def test_a_model_busy_on_its_thread_is_not_called_inline_as_well() -> None:
     assert runtime.runs_inline(1)
 
 
-def test_an_odd_slow_call_does_not_move_the_model_but_a_slowdown_does() -> None:
+def test_an_odd_slow_call_does_not_move_the_model_but_a_slowdown_does(clock: Clock) -> None:
     runtime = runtime_of(loaded_entry(WhereRuns()), CallCost(1e-4, 0))
     policy = runtime.inline
     assert policy is not None
@@ -204,7 +243,7 @@ def test_an_odd_slow_call_does_not_move_the_model_but_a_slowdown_does() -> None:
     assert runtime.runs_inline(1)
     for _ in range(INLINE_WINDOW):
         policy.judge(1, 2e-3)  # twenty times the measured cost, every time
-    policy.next_probe = time.monotonic() + 60
+    policy.next_probe = clock.now + 60
     assert not runtime.runs_inline(1)
     policy.next_probe = 0  # a second later: one call checks whether the model is still slow
     assert runtime.runs_inline(1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -15,8 +14,8 @@ from fastapi.testclient import TestClient
 from stevedore_server import hookimpl
 from stevedore_server.base.settings import Settings
 
-from .helpers import Registers
-from .predictors import Nullable, RangeOfRows, RowSum, Slow, Words
+from .helpers import Registers, model_runtime, wait_until
+from .predictors import Held, Nullable, RangeOfRows, RowSum, Words
 
 SMALL = {"name": "input-0", "shape": [1, 2], "datatype": "FP64", "data": [1, 2]}
 
@@ -113,20 +112,22 @@ def test_every_ready_route_means_the_same(make_client: Callable[..., TestClient]
 
 
 def test_a_busy_model_does_not_hold_up_probes_or_other_models(make_client: Callable[..., TestClient]) -> None:
-    client = make_client(Registers(Slow(), RowSum()), settings=Settings(max_concurrency=1))
-    Slow.started.clear()
-    Slow.release.clear()
-    waiting = [threading.Thread(target=client.post, args=("/models/slow/predict",), kwargs={"json": [[5]]})]
-    waiting += [threading.Thread(target=client.post, args=("/models/slow/predict",), kwargs={"json": [[5]]})]
+    held = Held()
+    client = make_client(Registers(held, RowSum()), settings=Settings(max_concurrency=1))
+    waiting = [
+        threading.Thread(target=client.post, args=("/models/held/predict",), kwargs={"json": [[5]]}) for _ in range(2)
+    ]
     for thread in waiting:
         thread.start()
     try:
-        assert Slow.started.wait(timeout=5)
-        started = time.monotonic()
+        assert held.started.wait(timeout=60), "the first request never reached the held model"
+        admission = model_runtime(client, "held").admission
+        wait_until(lambda: admission.admitted == 2, "one request running and one queued on the held model")
         assert client.get("/readyz").status_code == 200
         assert client.post("/models/rowsum/predict", json=[[1]]).json()["predictions"] == [1]
-        assert time.monotonic() - started < 2
+        # Both answered while the busy model's call was still held: neither waited for it.
+        assert not held.ended.is_set(), "the probe and the other model answered only once the busy model's call ended"
     finally:
-        Slow.release.set()
+        held.release.set()
         for thread in waiting:
             thread.join(timeout=15)

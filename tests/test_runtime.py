@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -13,8 +12,8 @@ from fastapi.testclient import TestClient
 
 from stevedore_server.base.settings import ModelSettings, Settings
 
-from .helpers import Registers
-from .predictors import Batched, RowSum, Sleepy, Slow
+from .helpers import Registers, model_runtime, wait_until
+from .predictors import Batched, Held, RowSum, Slow
 
 
 @pytest.fixture(autouse=True)
@@ -35,8 +34,15 @@ def hold_the_model(client: TestClient) -> threading.Thread:
     """Occupy the batched model's only thread with a request on row [5]."""
     holder = threading.Thread(target=client.post, args=("/models/batched/predict",), kwargs={"json": [[5]]})
     holder.start()
-    assert Batched.started.wait(timeout=5)
+    assert Batched.started.wait(timeout=60), "the request on row [5] never reached the batched model"
     return holder
+
+
+def wait_until_queued(client: TestClient, count: int) -> None:
+    """Until ``count`` requests wait in the batched model's queue, behind the one its thread runs."""
+    batcher = model_runtime(client, "batched").batcher
+    assert batcher is not None
+    wait_until(lambda: len(batcher.waiting) == count, f"{count} requests queued behind the busy batched model")
 
 
 @pytest.fixture
@@ -50,7 +56,7 @@ def test_queued_requests_are_merged_and_each_caller_gets_its_own_rows(batched: T
     bodies = [[[i, 1], [i, 2]] for i in range(1, 7)]  # queued while the model is busy
     with ThreadPoolExecutor(max_workers=6) as pool:
         futures = [pool.submit(batched.post, "/models/batched/predict", json=body) for body in bodies]
-        time.sleep(0.3)
+        wait_until_queued(batched, len(bodies))
         Batched.release.set()
         answers = [future.result().json()["predictions"] for future in futures]
     holder.join(timeout=10)
@@ -61,16 +67,17 @@ def test_queued_requests_are_merged_and_each_caller_gets_its_own_rows(batched: T
 
 
 def test_a_bad_request_is_rejected_before_batching(batched: TestClient) -> None:
-    responses = post_all(batched, "/models/batched/predict", [[[1]], [["x"]], [[2]]])
+    invalid: list[Any] = ["x"]  # a row of text: the schema refuses it, so no model call may hold it
+    responses = post_all(batched, "/models/batched/predict", [[[1]], [invalid], [[2]]])
     assert [r.status_code for r in responses] == [200, 422, 200]
-    assert all(["x"] not in call for call in Batched.calls)
+    assert all(invalid not in call for call in Batched.calls)
 
 
 def test_a_model_error_fails_only_its_batch(batched: TestClient) -> None:
     holder = hold_the_model(batched)
     with ThreadPoolExecutor(max_workers=3) as pool:
         futures = [pool.submit(batched.post, "/models/batched/predict", json=body) for body in ([[13]], [[1]], [[2]])]
-        time.sleep(0.3)
+        wait_until_queued(batched, len(futures))
         Batched.release.set()
         responses = [future.result() for future in futures]
     holder.join(timeout=10)
@@ -88,10 +95,10 @@ def test_a_waiting_request_that_times_out_leaves_the_batch(make_client: Callable
     settings = Settings(max_concurrency=1, models={"batched": ModelSettings(timeout=0.5)})
     client = make_client(Registers(Batched()), settings=settings)
     holder = hold_the_model(client)
-    started = time.monotonic()
     response = client.post("/models/batched/predict", json=[[42]])
     assert response.status_code == 504 and "did not predict within 0.5 s" in response.json()["error"]
-    assert time.monotonic() - started < 3
+    # Its own time-out answered it, not the end of the call it waited behind: that call is held until released.
+    assert model_runtime(client, "batched").threads.busy, "the 504 came only once the model's call had ended"
     Batched.release.set()
     holder.join(timeout=10)
     assert client.post("/models/batched/predict", json=[[3]]).json()["predictions"] == [3]
@@ -99,19 +106,23 @@ def test_a_waiting_request_that_times_out_leaves_the_batch(make_client: Callable
 
 
 def test_a_slow_inference_is_504_and_the_server_stays_responsive(make_client: Callable[..., TestClient]) -> None:
-    settings = Settings(models={"sleepy": ModelSettings(timeout=0.3, max_concurrency=2)})
-    client = make_client(Registers(Sleepy(), RowSum()), settings=settings)
-    started = time.monotonic()
-    response = client.post("/models/sleepy/predict", json=[[2]])
-    assert response.status_code == 504 and set(response.json()) == {"error"}
-    assert time.monotonic() - started < 1.5
-    assert client.get("/livez").status_code == 200
-    assert client.post("/models/sleepy/predict", json=[[0]]).json()["predictions"] == [0]
-    v2 = client.post(
-        "/v2/models/sleepy/infer",
-        json={"inputs": [{"name": "input-0", "shape": [1, 1], "datatype": "FP64", "data": [2]}]},
-    )
-    assert v2.status_code == 504 and set(v2.json()) == {"error"}
+    held = Held()
+    settings = Settings(models={"held": ModelSettings(timeout=0.3, max_concurrency=2)})
+    client = make_client(Registers(held, RowSum()), settings=settings)
+    try:
+        response = client.post("/models/held/predict", json=[[5]])
+        assert response.status_code == 504 and set(response.json()) == {"error"}
+        assert not held.ended.is_set(), "the 504 came only once the model's call had ended"
+        assert client.get("/livez").status_code == 200
+        assert client.post("/models/held/predict", json=[[0]]).json()["predictions"] == [0]
+        v2 = client.post(
+            "/v2/models/held/infer",
+            json={"inputs": [{"name": "input-0", "shape": [1, 1], "datatype": "FP64", "data": [5]}]},
+        )
+        assert v2.status_code == 504 and set(v2.json()) == {"error"}
+        assert not held.ended.is_set(), "the V2 504 came only once the model's call had ended"
+    finally:
+        held.release.set()
 
 
 def test_beyond_the_queue_requests_get_503_with_retry_after(make_client: Callable[..., TestClient]) -> None:
@@ -125,8 +136,9 @@ def test_beyond_the_queue_requests_get_503_with_retry_after(make_client: Callabl
     for thread in waiting:
         thread.start()
     try:
-        assert Slow.started.wait(timeout=5)
-        time.sleep(0.2)  # the second request is queued
+        assert Slow.started.wait(timeout=60), "the first request never reached the slow model"
+        admission = model_runtime(client, "slow").admission
+        wait_until(lambda: admission.admitted == 2, "one request running and one queued on the slow model")
         refused = client.post("/models/slow/predict", json=[[5]])
         assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
         assert "try again shortly" in refused.json()["error"]
