@@ -149,6 +149,15 @@ class DrainingServer(uvicorn.Server):
         if settings.freeze_heap:
             freeze_heap()
 
+    async def on_tick(self, counter: int) -> bool:
+        # With workers, the supervisor marks the stop the moment its signal comes: each worker drains within a
+        # tick (a tenth of a second), not when the supervisor's loop (twice a second) passes the signal on.
+        stopping = self.config.service_stopping
+        if stopping is not None and not self.should_exit and stopping.is_set():
+            self.drain("the service is stopping")
+            self.should_exit = True
+        return await super().on_tick(counter)
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.drain(signal.Signals(sig).name)
         super().handle_exit(sig, frame)
