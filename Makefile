@@ -20,7 +20,7 @@ CONTEXT := build/image
 PLUGIN_ARGS = --plugin contrib/sklearn_logreg $(foreach wheel,$(wildcard plugins/*.whl),--plugin $(wheel)) \
 	$(if $(wildcard plugins/requirements.txt),$(shell sed -e 's/#.*//' -e '/^[[:space:]]*$$/d' -e 's/^/--plugin /' plugins/requirements.txt))
 
-.PHONY: run test check venv clean deb-packages wheels image image-run image-test bench proto test-mlserver
+.PHONY: run test check venv clean deb-packages wheels image image-run image-test bench soak proto test-mlserver
 
 # pip brings uv, which installs the rest (in seconds where pip takes minutes).
 $(STAMP): pyproject.toml contrib/sklearn_logreg/pyproject.toml
@@ -35,11 +35,12 @@ run: $(STAMP)
 	$(BIN)/stevedore-server run --host $(HOST) --port $(PORT)
 
 test: $(STAMP) deb-packages
-	$(BIN)/python -m pytest --durations=30 tests contrib/sklearn_logreg/tests
+	$(BIN)/python -m pytest --durations=30 -m "not mlserver" tests contrib/sklearn_logreg/tests
 	$(MAKE) test-mlserver
 
-# MLServer's own codecs (and pandas) build the content-type requests and read the answers, in a virtual
-# environment of their own, as mlserver brings its own stack (`make test` runs them; the main one skips them).
+# The tests marked `mlserver` (MLServer's own codecs and pandas build the content-type requests and read the
+# answers) run alone in a virtual environment of their own, as mlserver brings its own stack (`make test` runs
+# them; the main run leaves them out). Imported plainly there: a missing pandas or mlserver fails.
 MLSERVER_VENV ?= build/mlserver-venv
 MLSERVER_STAMP := $(MLSERVER_VENV)/.installed
 $(MLSERVER_STAMP): pyproject.toml
@@ -49,7 +50,7 @@ $(MLSERVER_STAMP): pyproject.toml
 	touch $@
 
 test-mlserver: $(MLSERVER_STAMP)
-	$(MLSERVER_VENV)/bin/python -m pytest tests/test_v2_content_types.py
+	$(MLSERVER_VENV)/bin/python -m pytest -m mlserver tests/test_v2_content_types.py
 
 deb-packages:
 	@missing=$$(for package in $(DEB_PACKAGES); do dpkg -s $$package >/dev/null 2>&1 || echo $$package; done); \
@@ -82,6 +83,11 @@ check: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .tox
+
+# The soak with faults (benchmarks/soak): SOAK_DURATION seconds (default 600) of mixed load on a real server while
+# faults strike, SQLite then PostgreSQL (Debian's); the report is printed and kept in build/soak/. Not run by CI.
+soak: $(STAMP) deb-packages
+	$(BIN)/python -m benchmarks.soak
 
 # The throughput benchmark against MLServer, KServe and a bare Starlette app, over HTTP and gRPC (not run by CI; see
 # benchmarks/README.md). Settings from the environment: `ROUNDS=2 DURATION=5 make bench`, `SOAK=1 make bench`.

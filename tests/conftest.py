@@ -35,7 +35,7 @@ from .venvs import (
 )
 
 #: The tiers, slowest last. A test with none of these markers is a unit test (in process).
-TIERS = ("unit", "server", "venv", "container", "browser", "ray")
+TIERS = ("unit", "server", "venv", "container", "browser", "soak", "ray")
 #: Fixtures that make a test a server test (a real ``stevedore-server run`` over loopback), and a venv test.
 SERVER_FIXTURES = {"example_server", "ops_venv"}
 VENV_FIXTURES = {"wheelhouse"}
@@ -122,6 +122,7 @@ def head_start(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     (``headstart.py``): the wheelhouse, then the container tier's image, then the Ray tier's environment."""
     tiers = {mark.name for item in request.session.items for mark in item.iter_markers()}
     started = HeadStart()
+    request.config.pluginmanager.register(started, "head start")  # a failed setup's error shown once
     if tiers & {"venv", "container", "ray"}:
         wheelhouse_root = tmp_path_factory.mktemp("wheelhouse")
         started.submit(WHEELHOUSE, lambda: make_wheelhouse(wheelhouse_root))
@@ -139,6 +140,7 @@ def head_start(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
         yield started
     finally:
         started.close()
+        request.config.pluginmanager.unregister(started)
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .venvs import Venv, pinned_plugin, run_command
+from .venvs import Venv, environment_snapshot, pinned_plugin, run_command
 
 BASE_IMAGE = "localhost/stevedore-test-base:bookworm"
 DEBIAN_MIRROR = os.environ.get("STEVEDORE_TEST_DEBIAN_MIRROR", "http://deb.debian.org/debian")
@@ -26,11 +26,11 @@ EXAMPLE_IMAGE = "example image"
 
 
 def engine(*args: str, check: bool = True, timeout: float = BUILD_TIMEOUT) -> subprocess.CompletedProcess[str]:
-    return run_command(["podman", *args], env=os.environ | CONTAINER_ENV, check=check, timeout=timeout)
+    return run_command(["podman", *args], env=environment_snapshot() | CONTAINER_ENV, check=check, timeout=timeout)
 
 
 def buildah(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return run_command(["buildah", *args], env=os.environ | CONTAINER_ENV, check=check)
+    return run_command(["buildah", *args], env=environment_snapshot() | CONTAINER_ENV, check=check)
 
 
 def image_exists(name: str) -> bool:
@@ -46,8 +46,12 @@ def ensure_base_image(root: Path) -> str:
         rootfs = root / "rootfs"
         debootstrap = ["debootstrap", "--variant=minbase", "--include=python3,python3-venv", "bookworm"]
         run_command([*debootstrap, str(rootfs), DEBIAN_MIRROR], timeout=BUILD_TIMEOUT)
-        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-        imported = subprocess.run(["podman", "import", "-", BASE_IMAGE], stdin=tar.stdout, capture_output=True)
+        # On the head start's thread: each fork gets an environment copied before it (see ``run_command``).
+        tar_command = ["tar", "-C", str(rootfs), "-c", "."]
+        tar = subprocess.Popen(tar_command, stdout=subprocess.PIPE, env=environment_snapshot())
+        imported = subprocess.run(
+            ["podman", "import", "-", BASE_IMAGE], stdin=tar.stdout, capture_output=True, env=environment_snapshot()
+        )
         assert tar.wait() == 0 and imported.returncode == 0, imported.stderr
         shutil.rmtree(rootfs, ignore_errors=True)
     return BASE_IMAGE

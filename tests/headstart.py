@@ -8,13 +8,20 @@ pytest runs one test at a time, so one of the machine's two cores idles through 
 wheelhouse, the container tier's image and the Ray tier's environment are built there instead, one after the
 other (heavy runs one at a time), each only when its tier is among the session's tests. A setup that fails
 raises its error in the fixture that asks for it, as if the fixture had run it.
+
+pytest keeps a failed session fixture's error and raises it again for every test that asks for the fixture (and
+for every fixture built on it): one broken wheelhouse made 141 errors, each with the whole of pip's output. So
+the head start is also a plugin of the session (``conftest.head_start`` registers it): the first test that a
+setup's error fails shows it in full, and the others one line that names that test.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
+
+import pytest
 
 
 class HeadStart:
@@ -25,6 +32,8 @@ class HeadStart:
         self.started: dict[str, Future[Any]] = {}
         self.cleanups: dict[str, Callable[[Any], None]] = {}
         self.taken: set[str] = set()
+        #: The test whose report shows a failed setup's error in full, by the setup's name.
+        self.shown_in: dict[str, str] = {}
 
     def submit(self, name: str, setup: Callable[[], Any], cleanup: Callable[[Any], None] | None = None) -> None:
         """Start ``setup``; ``cleanup`` undoes what it made if no test asks for it (an image left in storage)."""
@@ -47,3 +56,24 @@ class HeadStart:
             future = self.started[name]
             if name not in self.taken and not future.cancelled() and future.exception() is None:
                 cleanup(future.result())
+
+    def failed_setup(self, error: BaseException) -> str | None:
+        """The name of the setup that raised ``error``: the first, where later ones raised it again as they
+        failed on its result (the example image on the wheelhouse); None if no setup did."""
+        for name, future in self.started.items():
+            if future.done() and not future.cancelled() and future.exception() is error:
+                return name
+        return None
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        """A failed setup's error in full in the first test it fails; in each later one, a line naming that test."""
+        report = yield
+        name = self.failed_setup(call.excinfo.value) if report.failed and call.excinfo is not None else None
+        if name is not None:
+            first = self.shown_in.setdefault(name, item.nodeid)
+            if first != item.nodeid:
+                report.longrepr = f"the head start's {name} failed: its error is shown in full at {first}"
+        return report

@@ -9,11 +9,14 @@ rows), and the check must agree with `jsonschema` on every one it decides.
 from __future__ import annotations
 
 import json
+import math
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import jsonschema
 import numpy as np
+import numpy.typing as npt
 import orjson
 import pytest
 from fastapi.testclient import TestClient
@@ -28,6 +31,12 @@ from .predictors import ArrayInput, Positive, RowSum
 from .test_validation import SCHEMAS
 
 RUNS = settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+
+
+def compiled(schema: dict[str, Any]) -> ArrayCheck:
+    check = ArrayCheck.of(schema)
+    assert check is not None, schema
+    return check
 
 
 @st.composite
@@ -62,67 +71,112 @@ def nested(depth: int, leaves: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]
 @st.composite
 def schema_and_payload(draw: st.DrawFn) -> tuple[dict[str, Any], Any]:
     schema = draw(array_schemas())
-    depth = ArrayCheck.of(schema).depth  # type: ignore[union-attr]
+    depth = compiled(schema).depth
     leaves = numbers | odd_values if draw(st.integers(0, 4)) == 0 else numbers
     shape = st.sampled_from([depth, depth, depth, depth - 1, depth + 1]).filter(lambda d: d >= 0)
     payload = draw(shape.flatmap(lambda d: nested(d, leaves)) | nested(depth, st.just([1.0]) | numbers))
     return schema, payload
 
 
-def compiled(schema: dict[str, Any]) -> ArrayCheck:
-    check = ArrayCheck.of(schema)
-    assert check is not None, schema
-    return check
+def reshaped(values: list[Any], shape: list[int]) -> list[Any]:
+    """``values`` as nested lists of ``shape``: the JSON of a tensor of that shape."""
+    if len(shape) == 1:
+        return values
+    step = math.prod(shape[1:])
+    return [reshaped(values[row * step : (row + 1) * step], shape[1:]) for row in range(shape[0])]
 
 
-@RUNS
-@given(schema_and_payload())
-def test_an_array_the_check_accepts_is_valid_and_holds_the_payload(case: tuple[dict[str, Any], Any]) -> None:
-    schema, payload = case
+@st.composite
+def schema_and_rectangle(draw: st.DrawFn) -> tuple[dict[str, Any], list[Any]]:
+    """A schema and a rectangular array of its depth and leaf type, as nested lists (the near misses of
+    ``schema_and_payload`` are mostly of another depth, ragged or odd, and seldom what the schema wants)."""
+    schema = draw(array_schemas())
     check = compiled(schema)
-    body = orjson.dumps(payload)
-    array = check.rows(body, orjson.loads(body))
-    valid = jsonschema.Draft202012Validator(schema).is_valid(payload)
-    if array is not None:
-        assert valid, payload
+    # Only the last dimension may be empty: [] is the JSON of shape (0, 3) too, whose 3 JSON cannot tell.
+    outer = draw(st.lists(st.integers(1, 5), min_size=check.depth - 1, max_size=check.depth - 1))
+    shape = [*outer, draw(st.integers(0, 5))]
+    leaves = numbers if check.leaf == "number" else st.integers(-12, 12)
+    return schema, reshaped(draw(st.lists(leaves, min_size=math.prod(shape), max_size=math.prod(shape))), shape)
+
+
+@st.composite
+def schema_and_tensor(draw: st.DrawFn) -> tuple[dict[str, Any], npt.NDArray[Any]]:
+    """A rectangle as the protocol's decoding hands it over: what it refuses before any check (ragged arrays, other
+    types) is not drawn, so the check is asked of every example."""
+    schema, rectangle = draw(schema_and_rectangle())
+    return schema, np.asarray(rectangle, dtype=np.float64 if compiled(schema).leaf == "number" else np.int64)
+
+
+def reached(taken: Counter[str], *branches: str) -> None:
+    """Each branch that asserts something ran on a twentieth of the examples at least: an assertion inside a branch
+    the generators never reach would pass on nothing."""
+    least = RUNS.max_examples // 20
+    assert all(taken[branch] >= least for branch in branches), f"{dict(taken)}: each of {branches} needs {least}"
+
+
+def test_an_array_the_check_accepts_is_valid_and_holds_the_payload() -> None:
+    taken: Counter[str] = Counter()
+
+    @RUNS
+    @given(schema_and_payload() | schema_and_rectangle())
+    def example(case: tuple[dict[str, Any], Any]) -> None:
+        schema, payload = case
+        check = compiled(schema)
+        body = orjson.dumps(payload)
+        array = check.rows(body, orjson.loads(body))
+        if array is None:
+            taken["declined"] += 1
+            return
+        taken["accepted" if array.size else "accepted, empty"] += 1
+        assert jsonschema.Draft202012Validator(schema).is_valid(payload), payload
         assert array.tolist() == np.asarray(payload, dtype=np.float64).tolist()
 
+    example()
+    reached(taken, "accepted")
 
-@RUNS
-@given(schema_and_payload())
-def test_a_valid_array_of_numbers_is_accepted(case: tuple[dict[str, Any], Any]) -> None:
-    schema, payload = case
-    check = compiled(schema)
-    body = orjson.dumps(payload)
-    rectangular = np.asarray(payload, dtype=object)
-    plain = all(type(value) in (int, float) for value in rectangular.ravel())  # no booleans, strings or nulls
-    fits = rectangular.ndim == check.depth and plain and np.abs(rectangular.astype(float)).max(initial=0) < 2**53
-    integer_text = check.leaf == "number" or all(type(value) is int for value in rectangular.ravel())
-    if jsonschema.Draft202012Validator(schema).is_valid(payload) and fits and integer_text:
+
+def test_a_valid_array_of_numbers_is_accepted() -> None:
+    taken: Counter[str] = Counter()
+
+    @RUNS
+    @given(schema_and_rectangle())
+    def example(case: tuple[dict[str, Any], list[Any]]) -> None:
+        schema, payload = case
+        check = compiled(schema)
+        body = orjson.dumps(payload)
+        rectangular = np.asarray(payload, dtype=object)
+        plain = all(type(value) in (int, float) for value in rectangular.ravel())  # no booleans, strings or nulls
+        fits = rectangular.ndim == check.depth and plain and np.abs(rectangular.astype(float)).max(initial=0) < 2**53
+        integer_text = check.leaf == "number" or all(type(value) is int for value in rectangular.ravel())
+        if not (jsonschema.Draft202012Validator(schema).is_valid(payload) and fits and integer_text):
+            taken["no claim"] += 1
+            return
+        taken["valid array of numbers" if rectangular.size else "valid, empty"] += 1
         assert check.rows(body, orjson.loads(body)) is not None, payload
 
+    example()
+    reached(taken, "valid array of numbers")
 
-@RUNS
-@given(schema_and_payload())
-def test_the_check_on_a_decoded_tensor_agrees_with_the_schema(case: tuple[dict[str, Any], Any]) -> None:
-    schema, payload = case
-    check = compiled(schema)
-    try:
-        values = np.asarray(payload, dtype=object)
-        array = np.asarray(payload, dtype=np.float64 if check.leaf == "number" else np.int64)
-    except (ValueError, TypeError, OverflowError):
-        return  # not a tensor: the protocol's decoding refuses it before any check
-    wanted = (int, float) if check.leaf == "number" else (int,)
-    if array.ndim != check.depth or not all(type(value) in wanted for value in values.ravel()):
-        return  # booleans, strings, nulls, or fractions in an INT64 tensor: refused by the decoding too
-    valid = jsonschema.Draft202012Validator(schema).is_valid(array.tolist())
-    assert (check.problem(array) is None) == valid, (schema, array.tolist())
+
+def test_the_check_on_a_decoded_tensor_agrees_with_the_schema() -> None:
+    taken: Counter[str] = Counter()
+
+    @RUNS
+    @given(schema_and_tensor())
+    def example(case: tuple[dict[str, Any], npt.NDArray[Any]]) -> None:
+        schema, array = case
+        valid = jsonschema.Draft202012Validator(schema).is_valid(array.tolist())
+        taken[("valid" if valid else "invalid") + (" tensor" if array.size else " empty tensor")] += 1
+        assert (compiled(schema).problem(array) is None) == valid, (schema, array.tolist())
+
+    example()
+    reached(taken, "valid tensor", "invalid tensor")
 
 
 @st.composite
 def table_texts(draw: st.DrawFn) -> tuple[dict[str, Any], bytes, bool]:
     """A two-level schema and the JSON text of a table, as clients write it, perhaps mutated at a few places."""
-    tables = array_schemas().filter(lambda schema: ArrayCheck.of(schema).depth == 2)  # type: ignore[union-attr]
+    tables = array_schemas().filter(lambda schema: compiled(schema).depth == 2)
     schema = draw(st.just({"type": "array", "items": {"type": "array", "items": {"type": "number"}}}) | tables)
     rows, width = draw(st.integers(1, 6)), draw(st.integers(1, 4))
     table = draw(st.lists(st.lists(numbers, min_size=width, max_size=width), min_size=rows, max_size=rows))
@@ -141,24 +195,35 @@ def table_texts(draw: st.DrawFn) -> tuple[dict[str, Any], bytes, bool]:
     return schema, text, mutated
 
 
-@RUNS
-@given(table_texts())
-def test_a_table_parsed_from_text_is_exactly_the_valid_json_it_holds(case: tuple[dict[str, Any], bytes, bool]) -> None:
-    schema, text, mutated = case
-    check = compiled(schema)
-    array = check.parse_table(text)
-    try:
-        payload = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        assert array is None, text  # never a table from text that is not JSON
-        return
-    valid = jsonschema.Draft202012Validator(schema).is_valid(payload)
-    if array is not None:
-        assert valid, text
-        assert array.tolist() == np.asarray(payload, dtype=np.float64).tolist()
-        return
-    if not mutated and valid and (check.leaf == "number" or (b"." not in text and b"e" not in text)):
-        assert np.abs(np.asarray(payload, dtype=np.float64)).max() >= EXACT_FLOAT_INTEGERS, text
+def test_a_table_parsed_from_text_is_exactly_the_valid_json_it_holds() -> None:
+    taken: Counter[str] = Counter()
+
+    @RUNS
+    @given(table_texts())
+    def example(case: tuple[dict[str, Any], bytes, bool]) -> None:
+        schema, text, mutated = case
+        check = compiled(schema)
+        array = check.parse_table(text)
+        try:
+            payload = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            taken["not JSON"] += 1
+            assert array is None, text  # never a table from text that is not JSON
+            return
+        valid = jsonschema.Draft202012Validator(schema).is_valid(payload)
+        if array is not None:
+            taken["parsed"] += 1
+            assert valid, text
+            assert array.tolist() == np.asarray(payload, dtype=np.float64).tolist()
+            return
+        if not mutated and valid and (check.leaf == "number" or (b"." not in text and b"e" not in text)):
+            taken["declined, beyond exact integers"] += 1
+            assert np.abs(np.asarray(payload, dtype=np.float64)).max() >= EXACT_FLOAT_INTEGERS, text
+            return
+        taken["declined, no claim"] += 1
+
+    example()
+    reached(taken, "not JSON", "parsed", "declined, beyond exact integers")
 
 
 def test_table_text_with_brackets_out_of_place_is_not_a_table() -> None:
@@ -252,10 +317,10 @@ def test_a_large_array_reaches_a_numpy_input_predictor_as_an_array(make_client: 
     response = client.post("/models/arrays/predict", json=rows)
     assert response.status_code == 200
     assert response.json()["predictions"] == [i + 0.5 for i in range(200)]
-    assert ArrayInput.received[-1] is np.ndarray
+    assert ArrayInput.received.pop() is np.ndarray
     assert client.post("/models/rowsum/predict", json=rows).json()["predictions"] == [i + 0.5 for i in range(200)]
     client.post("/models/arrays/predict", json=[[1, 2]])  # small: the validator, and lists
-    assert ArrayInput.received[-1] is list
+    assert ArrayInput.received.pop() is list
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,9 @@ import pytest
 
 from .venvs import Server, Venv
 
+#: A real ``stevedore-server run`` over loopback (its own, started by the ``server`` fixture below).
+pytestmark = pytest.mark.server
+
 MAX_BODY = 1024 * 1024
 GOOD_ROWS = b"[[5.1, 3.5, 1.4, 0.2]]"
 GIB = 1024**3
@@ -57,11 +60,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(autouse=True)
 def still_serving(server: Server) -> Iterator[None]:
-    """After each test: a good prediction still answers, and the server logged no error for any bad request."""
+    """After each test: a good prediction still answers, and the server logged no error for any bad request (read
+    once the good one's access line is written, so the log holds what came before it)."""
     logged_before = server.log_path.stat().st_size
     yield
-    answer = exchange(server, request("POST", "/models/iris/predict", GOOD_ROWS))
+    request_id = uuid.uuid4().hex
+    answer = exchange(server, request("POST", "/models/iris/predict", GOOD_ROWS, {"X-Request-ID": request_id}))
     assert answer.status == 200 and answer.json()["predictions"] == [0], answer
+    lines_about(server, request_id)
     new_lines = log_since(server, logged_before)
     errors = [line for line in new_lines.splitlines() if " ERROR " in line or "Traceback" in line]
     assert errors == [], "the server logged errors for client mistakes:\n" + new_lines[-10_000:]
@@ -179,17 +185,20 @@ def test_a_body_the_client_cuts_short_is_not_a_server_error(server: Server) -> N
         answer = None
     if answer is not None:
         assert_refused(answer, 400)
-    about_it = wait_for_log_lines(server, request_id)
+    about_it = lines_about(server, request_id)
     assert not [line for line in about_it if " ERROR " in line or '" 500 ' in line], "\n".join(about_it)
 
 
-def wait_for_log_lines(server: Server, request_id: str, deadline: float = 5.0) -> list[str]:
-    """The log lines about one request, once its access line is written."""
+def lines_about(server: Server, request_id: str, deadline: float = 30.0) -> list[str]:
+    """The log lines about one request, once its access line is written (the last, whatever became of the
+    request); the test fails if it never is."""
     stop_at = time.monotonic() + deadline
     while True:
         lines = [line for line in log_since(server, 0).splitlines() if request_id in line]
-        if any("stevedore.access" in line for line in lines) or time.monotonic() > stop_at:
+        if any("stevedore.access" in line for line in lines):
             return lines
+        if time.monotonic() > stop_at:
+            pytest.fail(f"no access line for request {request_id} in {deadline:.0f} s:\n{log_since(server, 0)[-5000:]}")
         time.sleep(0.05)
 
 

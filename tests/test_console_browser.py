@@ -15,6 +15,7 @@ import json
 import sys
 import time
 import tomllib
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 from .browser import (
+    RENDER_TIMEOUT,
     SETTLE_SECONDS,
     console_errors,
     foreign,
@@ -155,6 +157,8 @@ return Array.from(document.querySelectorAll('#failed-plugins tr[data-entry-point
 CHECKS = "return Array.from(document.querySelectorAll('#health-checks tr[data-check]')).map(row => row.dataset.check);"
 GRID = "return Array.from(document.querySelectorAll('#try-it tbody tr')).map(row => Array.from(row.querySelectorAll('input')).map(i => i.value));"  # noqa: E501
 PREDICTION_CELLS = "return Array.from(document.querySelectorAll('#try-it td[data-prediction]')).map(c => c.textContent)"
+#: The page's own scripts and stylesheets, as absolute URLs.
+ASSETS = "return Array.from(document.querySelectorAll('script[src], link[rel=stylesheet]'), (e) => e.src || e.href);"
 RESULT = "const r = document.querySelector('#result'); return r && !r.hidden ? r.innerText : '';"
 
 
@@ -175,12 +179,29 @@ def body_text(browser: WebDriver) -> str:
 
 
 def assert_offline_and_clean(browser: WebDriver, server: Server, *allowed_errors: str) -> None:
-    """No request left the server's origin, nothing was refused, no dialog opened, no console error."""
-    time.sleep(SETTLE_SECONDS)
-    assert foreign(requested_urls(browser), server.url) == []
+    """The page's own scripts and styles were seen requested, and no request left the server's origin; nothing
+    was refused, no dialog opened, no console error."""
+    urls = requests_through_now(browser, server)
+    assets: list[str] = browser.execute_script(ASSETS)
+    assert assets and [url for url in assets if url not in urls] == [], f"assets {assets}, requests seen {urls}"
+    assert foreign(urls, server.url) == []
     assert trapped(browser) == {"dialogs": [], "refused": []}
     errors = [error for error in console_errors(browser) if not any(allowed in error for allowed in allowed_errors)]
     assert errors == []
+
+
+def requests_through_now(browser: WebDriver, server: Server) -> list[str]:
+    """Every request the page began since ``open_page``, read until one it is made to send now shows: the log is
+    in order, so all it began before are there (no time to guess for the log to settle). Fails at the deadline."""
+    marker = f"{server.url}/livez?through={uuid.uuid4().hex}"
+    browser.execute_script("fetch(arguments[0])", marker)
+    urls: list[str] = []
+    deadline = time.monotonic() + RENDER_TIMEOUT
+    while marker not in urls:
+        assert time.monotonic() < deadline, f"the page's request for {marker} never reached the log: {urls}"
+        time.sleep(0.1)
+        urls += requested_urls(browser)
+    return urls
 
 
 def open_model(browser: WebDriver, server: Server, name: str) -> None:
@@ -193,7 +214,8 @@ def submit(browser: WebDriver) -> str:
     """Press Predict; the result shown."""
     browser.execute_script("document.querySelector('#result').hidden = true")
     browser.find_element(By.CSS_SELECTOR, "#try-it button[type=submit]").click()
-    return wait_until(browser, lambda b: b.execute_script(RESULT), bool)
+    shown: str = wait_until(browser, lambda b: b.execute_script(RESULT), bool)
+    return shown
 
 
 def fixture_of(server: Server, name: str) -> Any:

@@ -173,15 +173,38 @@ def test_cancel_stops_the_jobs_process_group_within_the_grace_period(jobs_client
     assert jobs_client.delete(f"/jobs/{job['id']}").status_code == 409
 
 
-def test_jobs_beyond_max_jobs_wait_queued_and_cancel_at_once(jobs_client: TestClient) -> None:
+def test_jobs_beyond_max_jobs_wait_queued_and_cancel_at_once(jobs_client: TestClient, state_dir: Path) -> None:
     first = wait_until_hanging(jobs_client, start(jobs_client, "misbehaving-trainer", {"mode": "hang"})["id"])
     second = start(jobs_client, "misbehaving-trainer", {"mode": "hang"})
-    time.sleep(1.5)  # the dispatcher looked at the queue at least once more
+    # Each pass of the dispatcher serves the versions recorded since its last, then looks at the queue: the pass
+    # that serves the first witness looked at it after the second job was queued, and the one that serves the
+    # second witness (recorded once the first is served) began after that look ended.
+    for witness in ("witness-1", "witness-2"):
+        served_once_recorded(jobs_client, state_dir, witness)
     assert jobs_client.get(f"/jobs/{second['id']}").json()["state"] == "queued"
     response = jobs_client.delete(f"/jobs/{second['id']}")
     assert response.status_code == 200 and response.json()["state"] == "cancelled"
     jobs_client.delete(f"/jobs/{first['id']}")
     assert wait_for(jobs_client, first["id"], "cancelled")["state"] == "cancelled"
+
+
+def served_once_recorded(client: TestClient, state_dir: Path, job_id: str) -> None:
+    """Record a version of ``iris-trainer`` as another server process sharing the store would, and wait until this
+    one serves it."""
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    artifact = state_dir / "artifacts" / job_id / "model.pickle"
+    artifact.parent.mkdir(parents=True)
+    artifact.write_bytes(pickle.dumps(LogisticRegression(max_iter=500).fit(*load_iris(return_X_y=True))))
+    version = f"1+job.{job_id}"
+    store = JobStore(default_url(str(state_dir)))
+    store.record_trained(TrainedVersion("iris-trainer", version, "1", job_id, str(artifact), now()))
+    store.close()
+    stop_at = time.monotonic() + DEADLINE
+    while version not in (versions := client.get("/models/iris-trainer").json()["versions"]):
+        assert time.monotonic() < stop_at, f"version {version} not served within {DEADLINE}s: {versions}"
+        time.sleep(0.1)
 
 
 def test_a_lot_of_log_is_kept(jobs_client: TestClient) -> None:

@@ -4,11 +4,12 @@ The same on PostgreSQL is in ``test_jobs_postgres.py``."""
 
 from __future__ import annotations
 
+import select
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -18,14 +19,19 @@ from stevedore_server.jobs.migrations import config
 from stevedore_server.jobs.records import JobState, default_url, now
 from stevedore_server.jobs.store import JobStore, job_logs, jobs, make_engine, metadata
 
-#: Each process opens the store at the same moment (a start time given to both).
-OPEN_AT_ONCE = """
+#: A racer: imports everything first, says it is ready, and opens the store when told to go (every racer is ready
+#: by then, however long each took to start); then its start and end on the system-wide monotonic clock.
+OPEN_WHEN_TOLD = """
 import sys, time
 from stevedore_server.jobs.store import JobStore
-start = float(sys.argv[2])
-time.sleep(max(0.0, start - time.time()))
+print("ready", flush=True)
+sys.stdin.readline()
+started = time.monotonic()
 JobStore(sys.argv[1]).close()
+print(started, time.monotonic(), flush=True)
 """
+#: Bound on each wait of the race (the racers' start, their opening of the store).
+RACE_DEADLINE = 60.0
 
 
 def head() -> str:
@@ -44,14 +50,41 @@ def revision(url: str) -> str | None:
         engine.dispose()
 
 
-def open_at_once(url: str, processes: int = 2) -> list[subprocess.CompletedProcess[str]]:
-    """Open the store in several processes at the same moment; their outcomes."""
-    start = f"{time.time() + 2.0}"
-    running = [
-        subprocess.Popen([sys.executable, "-c", OPEN_AT_ONCE, url, start], stderr=subprocess.PIPE, text=True)
+def open_at_once(url: str, processes: int = 2) -> None:
+    """Open the store in several processes at once: they meet at a barrier (each ready, then all told to go); fails
+    unless every one succeeded and their openings overlapped (each began before any finished)."""
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN_WHEN_TOLD, url],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
         for _ in range(processes)
-    ]
-    return [subprocess.CompletedProcess(p.args, p.wait(60), "", p.stderr.read() if p.stderr else "") for p in running]
+    ]  # fmt: skip
+    try:
+        for racer in racers:
+            if next_line(racer) != "ready":
+                racer.kill()
+                pytest.fail(f"a racer never got ready:\n{racer.communicate()[1]}")
+        for racer in racers:
+            assert racer.stdin is not None
+            racer.stdin.write("go\n")
+            racer.stdin.flush()
+        outcomes = [racer.communicate(timeout=RACE_DEADLINE) for racer in racers]
+    finally:
+        for racer in racers:
+            if racer.poll() is None:
+                racer.kill()
+                racer.wait()
+    assert [racer.returncode for racer in racers] == [0] * processes, [stderr for _, stderr in outcomes]
+    spans = [[float(stamp) for stamp in stdout.split()] for stdout, _ in outcomes]
+    assert max(start for start, _ in spans) < min(end for _, end in spans), f"no overlap: {spans}"
+
+
+def next_line(racer: subprocess.Popen[str]) -> str:
+    """The racer's next line on its stdout, or "" if it wrote none within the deadline."""
+    assert racer.stdout is not None
+    readable, _, _ = select.select([racer.stdout], [], [], RACE_DEADLINE)
+    return racer.stdout.readline().strip() if readable else ""
 
 
 def test_a_fresh_database_is_upgraded_to_the_newest_revision(tmp_path: Path) -> None:
@@ -97,8 +130,7 @@ def test_a_database_made_before_migrations_is_adopted_with_its_jobs(tmp_path: Pa
 def test_two_processes_opening_a_new_database_at_once_both_succeed(tmp_path: Path) -> None:
     url = default_url(str(tmp_path))
     tmp_path.mkdir(exist_ok=True)
-    outcomes = open_at_once(url)
-    assert [outcome.returncode for outcome in outcomes] == [0, 0], [outcome.stderr for outcome in outcomes]
+    open_at_once(url)
     assert revision(url) == head()
     engine = make_engine(url)
     with engine.connect() as connection:

@@ -1,6 +1,8 @@
 """MLServer's content types on the Open Inference Protocol, in-process: requests built as MLServer's codecs build
 them (https://mlserver.readthedocs.io, "Content Types (and Codecs)"), and, where ``mlserver`` is installed (its
-own virtual environment: ``make test-mlserver``), built and decoded by its codecs themselves."""
+own virtual environment: ``make test-mlserver``), built and decoded by its codecs themselves. The tests that need
+pandas or MLServer are marked ``mlserver``: the main run leaves them out (``-m "not mlserver"``) and
+``make test-mlserver`` runs them alone, where a missing one fails on its import."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from stevedore_server import Predictor
+from stevedore_server.base.errors import BadRequest
 from stevedore_server.core import content_types
 from stevedore_server.core.inference import Answer
 from stevedore_server.core.signature import Signature
@@ -215,8 +218,10 @@ def test_a_dataframe_without_pandas_is_a_clear_400(client: TestClient, monkeypat
     assert response.status_code == 400 and "needs pandas" in response.json()["error"]
 
 
+@pytest.mark.mlserver
 def test_several_inputs_form_a_dataframe(client: TestClient) -> None:
-    pytest.importorskip("pandas")
+    import pandas  # noqa: F401  # its absence fails here, plainly, not as the server's 400 "needs pandas"
+
     # As MLServer's PandasCodec.encode_request writes a DataFrame of a text and an integer column.
     age = {"name": "age", "shape": [2, 1], "datatype": "INT64", "data": [34, 22]}
     body = {"parameters": {"content_type": "pd"}, "inputs": [text_input("name", ["Joanne", "Michael"], "str"), age]}
@@ -241,31 +246,32 @@ def test_grpc_requests_name_content_types_in_string_parameters() -> None:
     text.parameters["content_type"].string_param = "datetime"
     assert grpc_codec.content_plan(request, signature).elements == {"text": "datetime"}
     text.parameters["content_type"].string_param = "nope"
-    with pytest.raises(content_types.BadRequest, match="unknown content type 'nope'"):
+    with pytest.raises(BadRequest, match="unknown content type 'nope'"):
         grpc_codec.content_plan(request, signature)
 
 
-# -- with MLServer's own codecs, where mlserver is installed ------------------------------------------------------
+# -- with MLServer's own codecs, in its virtual environment (``make test-mlserver``) ----------------------------
 
 
+@pytest.mark.mlserver
 def test_mlservers_codecs_build_the_requests_and_read_the_answers(client: TestClient) -> None:
-    codecs = pytest.importorskip("mlserver.codecs")
-    types = pytest.importorskip("mlserver.types")
-    pandas = pytest.importorskip("pandas")
+    import pandas
+    from mlserver import codecs
+    from mlserver import types as mlserver_types
 
     def call(model: str, request: Any) -> Any:
         response = client.post(f"/v2/models/{model}/infer", content=request.model_dump_json(exclude_none=True))
         assert response.status_code == 200, response.text
-        return types.InferenceResponse.model_validate(response.json())
+        return mlserver_types.InferenceResponse.model_validate(response.json())
 
-    request = types.InferenceRequest(inputs=[codecs.StringCodec.encode_input("text", ["two", "words"])])
+    request = mlserver_types.InferenceRequest(inputs=[codecs.StringCodec.encode_input("text", ["two", "words"])])
     assert codecs.StringCodec.decode_output(call("echo", request).outputs[0]) == ["str", "str"]
-    request = types.InferenceRequest(inputs=[codecs.Base64Codec.encode_input("blob", [b"\x00\x01\xff"])])
+    request = mlserver_types.InferenceRequest(inputs=[codecs.Base64Codec.encode_input("blob", [b"\x00\x01\xff"])])
     assert codecs.Base64Codec.decode_output(call("blobs", request).outputs[0]) == [b"\xff\x01\x00"]
-    request = types.InferenceRequest(inputs=[codecs.Base64Codec.encode_input("text", [b"abc"])])
+    request = mlserver_types.InferenceRequest(inputs=[codecs.Base64Codec.encode_input("text", [b"abc"])])
     assert codecs.StringCodec.decode_output(call("echo", request).outputs[0]) == ["bytes"]
     stamp = datetime.datetime(2022, 1, 11, 11, 9, 10)
-    request = types.InferenceRequest(inputs=[codecs.DatetimeCodec.encode_input("when", [stamp])])
+    request = mlserver_types.InferenceRequest(inputs=[codecs.DatetimeCodec.encode_input("when", [stamp])])
     answer = call("next-day", request).outputs[0]
     assert codecs.DatetimeCodec.decode_output(answer) == [stamp + datetime.timedelta(days=1)]
     frame = pandas.DataFrame({"name": pandas.Series(["Joanne", "Michael"], dtype=object), "age": [34, 22]})
@@ -275,7 +281,8 @@ def test_mlservers_codecs_build_the_requests_and_read_the_answers(client: TestCl
 
 def readme_block(containing: str) -> str:
     readme = (Path(__file__).parent.parent / "README.md").read_text()
-    (block,) = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL) if containing in b]
+    blocks: list[str] = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+    (block,) = [b for b in blocks if containing in b]
     return block
 
 
