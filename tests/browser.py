@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from html.parser import HTMLParser
@@ -114,8 +115,6 @@ CHROMIUM_FLAGS = (
 )
 #: Generous: on a busy 2-core machine Chromium's first start and a 2 MB bundle's first parse are slow.
 RENDER_TIMEOUT = 60
-#: Requests a page makes as it mounts its components (images, workers) reach the log a moment after it renders.
-SETTLE_SECONDS = 1.0
 
 
 def chromium_and_driver() -> tuple[str, str]:
@@ -202,3 +201,17 @@ def save_screenshot(browser: WebDriver, path: Path) -> None:
     finally:
         browser.set_window_size(width, height)
     SCREENSHOTS.append(path)
+
+
+def requests_through_now(browser: WebDriver, origin: str) -> list[str]:
+    """Every request the page began since ``open_page``, read until one it is made to send now shows: the log is
+    in order, so all it began before are there (no time to guess for the log to settle). Fails at the deadline."""
+    marker = f"{origin}/livez?through={uuid.uuid4().hex}"
+    browser.execute_script("fetch(arguments[0])", marker)
+    urls: list[str] = []
+    deadline = time.monotonic() + RENDER_TIMEOUT
+    while marker not in urls:
+        assert time.monotonic() < deadline, f"the page's request for {marker} never reached the log: {urls}"
+        time.sleep(0.1)
+        urls += requested_urls(browser)
+    return urls

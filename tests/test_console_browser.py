@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 import tomllib
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,12 +25,10 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 from .browser import (
-    RENDER_TIMEOUT,
-    SETTLE_SECONDS,
     console_errors,
     foreign,
     open_page,
-    requested_urls,
+    requests_through_now,
     save_screenshot,
     wait_until,
 )
@@ -181,27 +177,13 @@ def body_text(browser: WebDriver) -> str:
 def assert_offline_and_clean(browser: WebDriver, server: Server, *allowed_errors: str) -> None:
     """The page's own scripts and styles were seen requested, and no request left the server's origin; nothing
     was refused, no dialog opened, no console error."""
-    urls = requests_through_now(browser, server)
+    urls = requests_through_now(browser, server.url)
     assets: list[str] = browser.execute_script(ASSETS)
     assert assets and [url for url in assets if url not in urls] == [], f"assets {assets}, requests seen {urls}"
     assert foreign(urls, server.url) == []
     assert trapped(browser) == {"dialogs": [], "refused": []}
     errors = [error for error in console_errors(browser) if not any(allowed in error for allowed in allowed_errors)]
     assert errors == []
-
-
-def requests_through_now(browser: WebDriver, server: Server) -> list[str]:
-    """Every request the page began since ``open_page``, read until one it is made to send now shows: the log is
-    in order, so all it began before are there (no time to guess for the log to settle). Fails at the deadline."""
-    marker = f"{server.url}/livez?through={uuid.uuid4().hex}"
-    browser.execute_script("fetch(arguments[0])", marker)
-    urls: list[str] = []
-    deadline = time.monotonic() + RENDER_TIMEOUT
-    while marker not in urls:
-        assert time.monotonic() < deadline, f"the page's request for {marker} never reached the log: {urls}"
-        time.sleep(0.1)
-        urls += requested_urls(browser)
-    return urls
 
 
 def open_model(browser: WebDriver, server: Server, name: str) -> None:
@@ -376,9 +358,8 @@ def test_no_page_asks_another_host(page: WebDriver, console_server: Server, path
     open_page(page, f"{console_server.url}{path}")
 
     assert wait_until(page, lambda b: b.execute_script(RENDERED[path]), bool), path
-    time.sleep(SETTLE_SECONDS)
-    urls = requested_urls(page)
-    assert urls and foreign(urls, console_server.url) == []
+    urls = requests_through_now(page, console_server.url)
+    assert foreign(urls, console_server.url) == []
     assert trapped(page)["dialogs"] == []  # /docs and /redoc show the hostile plugin's strings too
 
 

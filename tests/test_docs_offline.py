@@ -14,7 +14,6 @@ import hashlib
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -28,14 +27,13 @@ from stevedore_server.frontends.web import docs
 
 from .browser import (
     LOCAL_SOURCES,
-    SETTLE_SECONDS,
     console_errors,
     foreign,
     is_path_on_this_host,
     open_page,
     parse_page,
     policy_of,
-    requested_urls,
+    requests_through_now,
     script_hash,
     urls_in_code,
     wait_until,
@@ -162,8 +160,7 @@ def test_docs_module_imports_only_the_standard_library_and_starlette() -> None:
 
 
 def assert_offline_and_clean(browser: WebDriver, server: Server) -> None:
-    time.sleep(SETTLE_SECONDS)
-    urls = requested_urls(browser)
+    urls = requests_through_now(browser, server.url)
     assert f"{server.url}/openapi.json" in urls
     assert foreign(urls, server.url) == []
     assert console_errors(browser) == [], "console errors (a refusal by the Content-Security-Policy shows here)"
