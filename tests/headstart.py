@@ -12,7 +12,8 @@ raises its error in the fixture that asks for it, as if the fixture had run it.
 pytest keeps a failed session fixture's error and raises it again for every test that asks for the fixture (and
 for every fixture built on it): one broken wheelhouse made 141 errors, each with the whole of pip's output. So
 the head start is also a plugin of the session (``conftest.head_start`` registers it): the first test that a
-setup's error fails shows it in full, and the others one line that names that test.
+setup's error fails shows it in full, and the others are skipped with one line that names that test: the run
+fails once, with its cause.
 """
 
 from __future__ import annotations
@@ -69,11 +70,14 @@ class HeadStart:
     def pytest_runtest_makereport(
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-        """A failed setup's error in full in the first test it fails; in each later one, a line naming that test."""
+        """A failed setup's error in full in the first test it fails (the run fails once, with the cause); each
+        later one is reported skipped, with a line naming that test."""
         report = yield
         name = self.failed_setup(call.excinfo.value) if report.failed and call.excinfo is not None else None
         if name is not None:
             first = self.shown_in.setdefault(name, item.nodeid)
-            if first != item.nodeid:
-                report.longrepr = f"the head start's {name} failed: its error is shown in full at {first}"
+            if first != item.nodeid:  # the run fails once, there; the others could not run and say why
+                report.outcome = "skipped"
+                reason = f"Skipped: the head start's {name} failed: its error is shown at {first}"
+                report.longrepr = (str(item.path), item.location[1] or 0, reason)
         return report
