@@ -6,6 +6,7 @@ user has it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -162,7 +163,7 @@ def test_a_job_started_just_before_a_stop_of_the_whole_group_is_interrupted(
 
 
 def test_a_job_whose_process_dies_while_the_server_stops_is_interrupted_and_the_queued_wait(
-    tmp_path: Path, serve: Serve
+    state_dir: Path, tmp_path: Path, serve: Serve
 ) -> None:
     # A long shutdown delay: the server drains (and still answers) for the whole test.
     server = serve(tmp_path / "server.log", "--shutdown-delay", "600")
@@ -179,6 +180,20 @@ def test_a_job_whose_process_dies_while_the_server_stops_is_interrupted_and_the_
     finally:
         server.signal_group(signal.SIGKILL)
         server.stop()
+        kill_job_processes(state_dir)
+
+
+def kill_job_processes(state_dir: Path) -> None:
+    """SIGKILL the process group of every job the store has running: a server killed leaves them (the next one
+    would interrupt them), and a test must not."""
+    store = JobStore(default_url(str(state_dir)))
+    try:
+        for job in store.running():
+            if job.pgid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(job.pgid, signal.SIGKILL)
+    finally:
+        store.close()
 
 
 def wait_for_line(server: Server, line: str) -> None:
