@@ -8,6 +8,8 @@ as any other (its absence is an error, never a skip).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
 import socket
@@ -15,6 +17,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -25,7 +28,7 @@ from stevedore_server.base.settings import Settings
 from stevedore_server.jobs.records import JobState
 from stevedore_server.jobs.store import JobStore, job_logs, jobs, make_engine, metadata
 from stevedore_server.kit.loopback import free_ports
-from tests.helpers import Registers
+from tests.helpers import Registers, wait_until
 from tests.test_jobs import GRACE, group_gone_within, start, wait_for, wait_until_hanging
 from tests.venvs import Venv, ready_server
 
@@ -45,9 +48,31 @@ def as_postgres(command: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
 
 
-@pytest.fixture(scope="module")
-def postgres_server() -> Iterator[str]:
-    """A PostgreSQL cluster of its own for this module; its base URL (a database name to append)."""
+@dataclass
+class Cluster:
+    """A throwaway PostgreSQL cluster on a free loopback port, run as the ``postgres`` user when the tests are
+    root (Debian's PostgreSQL refuses root); stopped and started again as a test needs."""
+
+    root: Path
+    port: int
+
+    @property
+    def url(self) -> str:
+        """Its base URL: a database name to append."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+        command = [str(tool("pg_ctl")), "-D", str(self.root / "data"), "-o", options, "-l", str(self.root / "log")]
+        subprocess.run(as_postgres([*command, "-w", "start"]), check=True, capture_output=True)
+
+    def stop(self, mode: str = "fast") -> None:
+        command = [str(tool("pg_ctl")), "-D", str(self.root / "data"), "-m", mode, "-w", "stop"]
+        subprocess.run(as_postgres(command), check=False, capture_output=True)
+
+
+@contextlib.contextmanager
+def cluster() -> Iterator[Cluster]:
     missing = [name for name in TOOLS if tool(name) is None]
     if missing:
         if os.environ.get("CI"):
@@ -57,28 +82,35 @@ def postgres_server() -> Iterator[str]:
     if os.geteuid() == 0:
         shutil.chown(root, "postgres")
     (port,) = free_ports(1)
-    data = root / "data"
-    subprocess.run(as_postgres([str(tool("initdb")), "-D", str(data), "-A", "trust", "-U", "postgres"]), check=True,
-                   capture_output=True)  # fmt: skip
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1"
-    start_command = [str(tool("pg_ctl")), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"]
-    subprocess.run(as_postgres(start_command), check=True, capture_output=True)
+    subprocess.run(as_postgres([str(tool("initdb")), "-D", str(root / "data"), "-A", "trust", "-U", "postgres"]),
+                   check=True, capture_output=True)  # fmt: skip
+    made = Cluster(root, port)
+    made.start()
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}"
+        yield made
     finally:
-        subprocess.run(
-            as_postgres([str(tool("pg_ctl")), "-D", str(data), "-m", "immediate", "-w", "stop"]), check=False
-        )
+        made.stop("immediate")
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL cluster of its own for this module; its base URL (a database name to append)."""
+    with cluster() as running:
+        yield running.url
+
+
+def new_database(base_url: str) -> str:
+    name = f"jobs_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base_url + "/postgres", autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name}")
+    return f"{base_url}/{name}"
 
 
 @pytest.fixture
 def database_url(postgres_server: str) -> str:
     """A fresh database of the cluster for one test."""
-    name = f"jobs_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_server + "/postgres", autocommit=True) as connection:
-        connection.execute(f"CREATE DATABASE {name}")
-    return f"{postgres_server}/{name}"
+    return new_database(postgres_server)
 
 
 @pytest.fixture
@@ -186,3 +218,29 @@ def test_a_password_in_the_database_url_is_nowhere_in_the_log_or_the_answers(
     finally:
         assert server.stop() == 0, server.log()
     assert "job " + job_id in server.log() and password not in server.log()
+
+
+def test_a_database_outage_is_a_503_and_the_running_job_is_still_followed(
+    make_client: Callable[..., TestClient], trainers: Registers, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, "stevedore.jobs")
+    with cluster() as database:
+        url = new_database(database.url)
+        settings = Settings(database_url=url, state_dir=str(tmp_path / "state"), job_grace_period=GRACE)
+        client = make_client(trainers, settings=settings)
+        job = wait_until_hanging(client, start(client, "misbehaving-trainer", {"mode": "stubborn"})["id"])
+        database.stop()
+        for answer in (client.get(f"/jobs/{job['id']}"), client.delete(f"/jobs/{job['id']}"), client.get("/jobs")):
+            assert answer.status_code == 503 and answer.headers["retry-after"], answer.text
+            assert str(database.port) not in answer.text and "Traceback" not in answer.text
+        # The job's supervisor met the outage too (it looks for cancels every second), and follows the job on.
+        wait_until(lambda: "cannot be reached (looking for cancels)" in caplog.text, "the supervisor seeing it")
+        assert not group_gone_within(job["pid"], 0.0)
+        database.start()
+        assert client.delete(f"/jobs/{job['id']}").status_code == 202
+        assert group_gone_within(job["pid"], GRACE + 5.0)
+        assert wait_for(client, job["id"], "cancelled")["state"] == "cancelled"
+        wait_until(lambda: "the jobs database is reachable again" in caplog.text, "the database seen back")
+        warnings = [record for record in caplog.records if record.levelno >= logging.WARNING]
+        assert len([record for record in warnings if "cannot be reached" in record.getMessage()]) == 1, caplog.text
+        assert not any(record.exc_info for record in warnings)  # said once, not a traceback a second

@@ -116,6 +116,13 @@ class Overloaded(ClientError):
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}  # noqa: RUF012  (read-only)
 
 
+class Unavailable(ClientError):
+    """Something the request needs is down for now (the jobs database): try again shortly."""
+
+    status_code = 503
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}  # noqa: RUF012  (read-only)
+
+
 class InferenceTimeout(ClientError):
     """An inference outlived its time-out."""
 

@@ -36,16 +36,21 @@ class ArtifactKeeper(JobsContext):
             except Exception:
                 forget_artifact(state_dir, job.id)
                 raise
-            row = self.store.record_trained(trained)
+            row = self.until_saved(
+                f"recording the version job {job.id} made", lambda: self.store.record_trained(trained)
+            )
         except Exception as error:
             logger.warning("job %s: its artifact is not served: %s", job.id, describe(error))
-            self.store.add_log(job.id, "warning", f"the new version is not served: {describe(error)}")
+            self._add_log(job.id, "warning", f"the new version is not served: {describe(error)}")
             return None
-        self.store.add_log(job.id, "info", f"serving the new version {trained.version}")
+        self._add_log(job.id, "info", f"serving the new version {trained.version}")
         if not self._followed_by_every_worker(row):
             late = f"not every worker looked at the new version {trained.version} within {FOLLOW_TIMEOUT:g} s"
-            self.store.add_log(job.id, "warning", late)
+            self._add_log(job.id, "warning", late)
         return trained.version
+
+    def _add_log(self, job_id: str, level: str, line: str) -> None:
+        self.until_saved(f"writing the log of job {job_id}", lambda: self.store.add_log(job_id, level, line))
 
     def _followed_by_every_worker(self, row: int) -> bool:
         """With ``--workers N``: wait until every worker has looked at the trained version in ``row``."""

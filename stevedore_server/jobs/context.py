@@ -6,11 +6,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import platformdirs
 
+from stevedore_server.base.errors import Unavailable
 from stevedore_server.base.lifecycle import Lifecycle
 from stevedore_server.base.metrics import Metrics
 from stevedore_server.base.settings import Settings
@@ -20,6 +23,13 @@ from stevedore_server.core.served_models import Registry
 from .launch import RunningJob
 from .records import Job, JobState, default_url, sqlite_file, this_owner
 from .versions import ServeTrained, TrainedVersions
+
+T = TypeVar("T")
+
+#: Seconds a write the jobs must not lose (how a job ended) keeps being tried once the server is closing.
+CLOSING_PATIENCE = 5.0
+#: Longest wait between two tries of such a write while the database is down.
+RETRY_CEILING = 5.0
 
 if TYPE_CHECKING:
     from .store import JobStore
@@ -56,6 +66,8 @@ class JobsContext:
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self.closing = False
+        #: The database could not be reached at the last try (said once per outage).
+        self.outage = False
         self._store: JobStore | None = None
 
     def stopping(self) -> bool:
@@ -72,6 +84,43 @@ class JobsContext:
 
                 self._store = JobStore(self.url)
             return self._store
+
+    def until_saved(self, doing: str, write: Callable[[], T]) -> T:
+        """``write`` to the store, tried again until the database takes it: what a job did is never lost to an
+        outage (PostgreSQL restarting). Given up only once the server is closing and ``CLOSING_PATIENCE`` more
+        seconds have passed: the next server then finds the job interrupted."""
+        delay, give_up_at = 0.2, None
+        while True:
+            try:
+                written = write()
+            except Unavailable as error:
+                self.database_down(doing, error)
+                if self.closing:
+                    give_up_at = give_up_at or time.monotonic() + CLOSING_PATIENCE
+                    if time.monotonic() > give_up_at:
+                        raise
+                time.sleep(delay)
+                delay = min(2 * delay, RETRY_CEILING)
+                continue
+            self.database_up()
+            return written
+
+    def database_down(self, doing: str, error: Unavailable) -> None:
+        """Say once an outage that the database cannot be reached, with the driver's words (for the operator)."""
+        with self.lock:
+            first, self.outage = not self.outage, True
+        logger.debug("the jobs database cannot be reached (%s)", doing)
+        if first:
+            cause = str(error.__cause__ or error).strip().splitlines()[0]
+            logger.warning(
+                "the jobs database cannot be reached (%s): %s; what the jobs report waits for it", doing, cause
+            )
+
+    def database_up(self) -> None:
+        with self.lock:
+            was_down, self.outage = self.outage, False
+        if was_down:
+            logger.info("the jobs database is reachable again")
 
     def _store_exists(self) -> bool:
         path = sqlite_file(self.url)

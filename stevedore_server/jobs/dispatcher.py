@@ -9,6 +9,7 @@ import threading
 import time
 from typing import Any
 
+from stevedore_server.base.errors import Unavailable
 from stevedore_server.processes.predictor import ProcessPredictor
 
 from .child import describe
@@ -47,6 +48,9 @@ class JobDispatcher(JobSupervisor):
                 if self.settings.job_retention and time.monotonic() >= next_purge:
                     next_purge = time.monotonic() + PURGE_INTERVAL
                     self._purge()
+                self.database_up()
+            except Unavailable as error:  # said once an outage, not a traceback a second
+                self.database_down("dispatching", error)
             except Exception:
                 logger.exception("the job dispatcher failed; it tries again in %s s", POLL_INTERVAL)
 
@@ -102,7 +106,7 @@ class JobDispatcher(JobSupervisor):
             self.store.finish(job.id, JobState.FAILED, error=f"the job's process could not start: {describe(error)}")
             return
         pid = process.pid or 0
-        self.store.started(job.id, pid)
+        self.until_saved(f"recording the process of job {job.id}", lambda: self.store.started(job.id, pid))
         logger.info("job %s started: model %s, process %s", job.id, job.model, pid)
         entry = RunningJob(job, process, reader)
         entry.supervisor = threading.Thread(target=self._supervise, args=(entry,), name=f"job-{job.id}", daemon=True)

@@ -88,6 +88,11 @@ class RunningJob:
     error: str | None = None
     has_result: bool = False
     log_lines: int = 0
+    #: Log lines (level, line) and the last progress (fraction, message) not written yet: the database was down.
+    unsaved_logs: list[tuple[str, str]] = field(default_factory=list)
+    unsaved_progress: tuple[float, str] | None = None
+    #: ``time.monotonic()`` before which no write of them is tried again.
+    save_again_at: float = 0.0
     #: ``time.monotonic()`` at the start of its process.
     started: float = field(default_factory=time.monotonic)
     supervisor: threading.Thread | None = field(default=None, repr=False)

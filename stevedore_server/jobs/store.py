@@ -9,6 +9,7 @@ the tables here describe it for the queries (a test checks the two agree)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import uuid
 from collections.abc import Iterator
@@ -17,6 +18,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+
+from stevedore_server.base.errors import Unavailable
 
 from .migrations import upgrade
 from .records import MAX_LOG_LINE, Job, JobState, TrainedVersion, iso, now, sqlite_file
@@ -75,6 +78,21 @@ trained_versions = sa.Table(
 )
 
 
+class DatabaseUnavailable(Unavailable):
+    """The jobs database cannot be reached (PostgreSQL restarting, a network cut, SQLite locked too long): 503
+    with Retry-After for a client; the server's own writes wait and try again."""
+
+
+@contextlib.contextmanager
+def reachable() -> Iterator[None]:
+    """The database's errors of connection as ``DatabaseUnavailable``; the driver's words, which may name hosts
+    and ports, stay in its cause, for the server's log."""
+    try:
+        yield
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as error:
+        raise DatabaseUnavailable("the jobs database cannot be reached for now; try again shortly") from error
+
+
 def make_engine(url: str) -> Engine:
     parsed = sa.engine.make_url(url)
     if parsed.drivername == "postgresql":  # psycopg 3 (the `postgres` extra), not SQLAlchemy's default psycopg2
@@ -103,13 +121,25 @@ class JobStore:
             path.parent.mkdir(parents=True, exist_ok=True)
         self.url = url
         self.engine = make_engine(url)
-        upgrade(self.engine)
+        with reachable():
+            upgrade(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
 
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sa.Connection]:
+        with reachable(), self.engine.connect() as connection:
+            yield connection
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[sa.Connection]:
+        """A transaction, committed at the end."""
+        with reachable(), self.engine.begin() as connection:
+            yield connection
+
     def _update(self, condition: Any, **values: Any) -> int:
-        with self.engine.begin() as connection:
+        with self._writing() as connection:
             return connection.execute(jobs.update().where(condition).values(**values)).rowcount
 
     def create(self, model: str, version: str, kind: str, params: Any) -> Job:
@@ -118,7 +148,7 @@ class JobStore:
             "state": JobState.QUEUED.value, "progress": 0.0, "message": "", "params": params,
             "created": now(), "cancel_requested": False,
         }  # fmt: skip
-        with self.engine.begin() as connection:
+        with self._writing() as connection:
             connection.execute(jobs.insert().values(**row))
         created = self.get(row["id"])
         if created is None:  # only a database that lost the row just written
@@ -126,7 +156,7 @@ class JobStore:
         return created
 
     def get(self, job_id: str) -> Job | None:
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             row = connection.execute(jobs.select().where(jobs.c.id == job_id)).first()
         return None if row is None else Job.of(row)
 
@@ -136,13 +166,13 @@ class JobStore:
             query = query.where(jobs.c.model == model)
         if state is not None:
             query = query.where(jobs.c.state == state)
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             return [Job.of(row) for row in connection.execute(query)]
 
     def queued(self, models: set[str], limit: int) -> list[Job]:
         """The oldest queued jobs of these models."""
         query = jobs.select().where(jobs.c.state == JobState.QUEUED.value, jobs.c.model.in_(models))
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             return [Job.of(row) for row in connection.execute(query.order_by(jobs.c.created).limit(limit))]
 
     def claim(self, job_id: str, owner: str) -> bool:
@@ -173,25 +203,25 @@ class JobStore:
         query = jobs.select().where(jobs.c.state == JobState.RUNNING.value)
         if owner is not None:
             query = query.where(jobs.c.owner == owner)
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             return [Job.of(row) for row in connection.execute(query)]
 
     def add_log(self, job_id: str, level: str, line: str) -> None:
         row = {"job_id": job_id, "time": now(), "level": level, "line": line[:MAX_LOG_LINE]}
-        with self.engine.begin() as connection:
+        with self._writing() as connection:
             connection.execute(job_logs.insert().values(**row))
 
     def purge(self, finished_before: datetime) -> int:
         """Delete the jobs that finished before the time, with their logs; how many."""
         old = sa.select(jobs.c.id).where(jobs.c.finished.is_not(None), jobs.c.finished < finished_before)
-        with self.engine.begin() as connection:
+        with self._writing() as connection:
             connection.execute(job_logs.delete().where(job_logs.c.job_id.in_(old)))
             return connection.execute(jobs.delete().where(jobs.c.id.in_(old))).rowcount
 
     def record_trained(self, trained: TrainedVersion) -> int:
         """Record ``trained``; its row's number."""
         row = {key: value for key, value in dataclasses.asdict(trained).items() if key != "id"}
-        with self.engine.begin() as connection:
+        with self._writing() as connection:
             inserted = connection.execute(trained_versions.insert().values(**row))
         key = inserted.inserted_primary_key
         if key is None:  # SQLAlchemy gives it for a single-row insert on SQLite and PostgreSQL alike
@@ -201,7 +231,7 @@ class JobStore:
     def trained(self, after: int = 0) -> list[TrainedVersion]:
         """The trained versions recorded after the row ``after``, oldest first."""
         query = trained_versions.select().where(trained_versions.c.id > after).order_by(trained_versions.c.id)
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             return [TrainedVersion.of(row) for row in connection.execute(query)]
 
     def logs(self, job_id: str, after: int = 0, limit: int = 1000) -> Iterator[dict[str, Any]]:
@@ -211,7 +241,7 @@ class JobStore:
             .order_by(job_logs.c.id)
             .limit(limit)
         )
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             rows = connection.execute(query).all()
         for row in rows:
             yield {"id": row.id, "time": iso(row.time), "level": row.level, "line": row.line}
