@@ -90,7 +90,7 @@ soak: $(STAMP) deb-packages
 	$(BIN)/python -m benchmarks.soak
 
 # The throughput benchmark against MLServer, KServe and a bare Starlette app, over HTTP and gRPC (not run by CI; see
-# benchmarks/README.md). Settings from the environment: `ROUNDS=2 DURATION=5 make bench`, `SOAK=1 make bench` (the throughput soak; the
-# soak with faults is `make soak`).
+# benchmarks/README.md). Settings from the environment: `ROUNDS=2 DURATION=5 make bench`, `SOAK=1 make bench`
+# (the throughput soak; the soak with faults is `make soak`).
 bench:
 	$(PYTHON) benchmarks/bench.py
