@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import re
@@ -47,10 +49,10 @@ def cpu_venv(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Venv
     return plugins_venv(tmp_path_factory.mktemp("cpu"), wheelhouse, ["cpu"], requirements, symlinks=True)
 
 
-def start(environment: Venv, directory: Path, config: str, name: str = "server") -> Server:
+def start(environment: Venv, directory: Path, config: str, name: str = "server", args: tuple[str, ...] = ()) -> Server:
     path = directory / f"{name}.toml"
     path.write_text(config)
-    server = Server.start(environment, directory / f"{name}.log", "--config", str(path))
+    server = Server.start(environment, directory / f"{name}.log", "--config", str(path), *args)
     server.wait_for("/readyz", deadline=120)
     return server
 
@@ -65,17 +67,29 @@ def server(cpu_venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 def children(pid: int) -> set[int]:
-    """The direct children of process ``pid``."""
+    """The direct children of process ``pid`` (none once it is gone)."""
     found: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found |= {int(child) for child in (task / "children").read_text().split()}
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found |= {int(child) for child in (task / "children").read_text().split()}
+    except OSError:  # it (or one of its threads) ended while being read
+        pass
+    return found
+
+
+def descendants(pid: int) -> set[int]:
+    """The children of process ``pid``, theirs, and so on (``--workers N``: the model's processes are the
+    server workers' children)."""
+    found = set()
+    for child in children(pid):
+        found |= {child} | descendants(child)
     return found
 
 
 def workers_of(server: Server, model: str) -> set[int]:
     """The server's worker processes of ``model`` (their orders, in their environment, name it)."""
     found = set()
-    for child in children(server.process.pid):
+    for child in descendants(server.process.pid):
         try:
             environment = Path(f"/proc/{child}/environ").read_bytes()
         except OSError:
@@ -206,6 +220,82 @@ def test_a_model_in_processes_streams_and_a_client_leaving_closes_its_generator(
     found = re.search(closed, server.log())
     assert found is not None and 2 <= int(found.group(1)) < 100
     assert all(spin(server, [10]).status_code == 200 for _ in range(4))  # both processes serve on
+
+
+def logged(server: Server, pattern: str) -> bool:
+    return re.search(pattern, server.log()) is not None
+
+
+def test_streams_holding_every_process_run_to_their_end_while_predicts_wait_for_one(
+    cpu_venv: Venv, tmp_path: Path
+) -> None:
+    """Two streams hold both processes between their items, and two predicts arrive and wait for a process
+    (on the model's two threads). Neither may wait on the other: the streams' items come to the end, then the
+    predicts have the processes. (A stream used to need one of the model's threads for each next item, and the
+    waiting predicts held them: both stalled until their time-out.)"""
+    config = "[models.spin]\nprocesses = 2\ntimeout = 30\n"
+    server = start(cpu_venv, tmp_path, config, args=("--log-level", "debug"))
+    url = server.url + "/models/spin/predict/stream"
+    try:
+        with contextlib.ExitStack() as open_streams, ThreadPoolExecutor(2) as pool:
+            responses = [
+                open_streams.enter_context(httpx.stream("POST", url, json=[10] * 100, timeout=60)) for _ in range(2)
+            ]
+            streams = [events(response) for response in responses]
+            firsts = [next(stream) for stream in streams]  # each stream now holds a process of its own
+            assert {data["pid"] for _, data in firsts} == workers_of(server, "spin")
+            predicts = [
+                pool.submit(httpx.post, server.url + "/models/spin/predict", json=[10],
+                            headers={"X-Request-ID": f"waiting-{n}"}, timeout=60)
+                for n in range(2)
+            ]  # fmt: skip
+            for n in range(2):
+                waits = rf"stevedore\.isolation \[waiting-{n}\] model spin version 1: every worker process is busy"
+                wait_until(functools.partial(logged, server, waits), 30, f"predict waiting-{n} waiting for a process")
+            rests = [list(stream) for stream in streams]
+            answers = [predict.result(timeout=60) for predict in predicts]
+        for rest in rests:
+            assert [name for name, _ in rest] == ["message"] * 99 + ["end"], rest[-1]
+        assert [answer.status_code for answer in answers] == [200, 200], [answer.text for answer in answers]
+    finally:
+        server.stop()
+
+
+def test_a_worker_process_whose_server_dies_mid_stream_ends_quietly(cpu_venv: Venv, tmp_path: Path) -> None:
+    """The server gone is an ordinary end for a worker process: it closes the model's generator and exits with
+    one line, not with a traceback of the broken socket."""
+    server = start(cpu_venv, tmp_path, "[models.spin]\nprocesses = 1\n")
+    url = server.url + "/models/spin/predict/stream"
+    headers = {"X-Request-ID": "orphaned-stream"}
+    with httpx.stream("POST", url, json=[10] * 600, headers=headers, timeout=30) as response:
+        _, first = next(events(response))
+        worker = first["pid"]
+        assert isinstance(worker, int), first
+        server.process.send_signal(signal.SIGKILL)
+        server.stop()  # reaps it
+    wait_until(lambda: not alive(worker), 30, "the worker process ending after its server")
+    log = server.log()
+    assert "Traceback" not in log and "Error:" not in log, log[-3000:]
+    assert len(re.findall(r"\[orphaned-stream\] the server closed the socket", log)) == 1, log[-3000:]
+    assert logged(server, r"stevedore_test_cpu \[orphaned-stream\] stream closed after \d+ items"), log[-3000:]
+
+
+def test_model_processes_ending_under_several_server_workers_print_no_warning(cpu_venv: Venv, tmp_path: Path) -> None:
+    """With ``--workers 2`` (prometheus-client's multiprocess mode), a model process replaced or stopped has
+    its memory series handled without the client's warning on stderr (label removal is not implemented there)."""
+    server = start(cpu_venv, tmp_path, "[models.spin]\nprocesses = 1\n", args=("--workers", "2"))
+    try:
+        wait_until(lambda: len(ready_workers(server, "spin")) == 2, 60, "a spin process in each server worker")
+        before = ready_workers(server, "spin")
+        victim = min(before)
+        os.kill(victim, signal.SIGKILL)
+        seen = rf"worker process 0 \(pid {victim}\) was killed by SIGKILL while idle; starting a new one"
+        wait_until(functools.partial(logged, server, seen), MONITOR_INTERVAL + 15, "the monitor seeing the death")
+        wait_until(lambda: len(ready_workers(server, "spin") - before) == 1, 60, "a new spin process ready")
+    finally:
+        assert server.stop() == 0  # a graceful stop: each server worker stops its model's process too
+    log = server.log()
+    assert "UserWarning" not in log and "Removal of labels" not in log, log[-3000:]
 
 
 def test_a_worker_process_killed_mid_request_fails_that_request_and_is_replaced(server: Server) -> None:

@@ -135,10 +135,15 @@ class Metrics:
             self.info.labels(*plugin).set(1)
 
     def report_process_memory(self, model: str, model_version: str, index: int, resident: int | None) -> None:
-        """A model's worker process ``index`` uses ``resident`` bytes; None: it is gone."""
+        """A model's worker process ``index`` uses ``resident`` bytes; None: it is gone.
+
+        A gone process's series is dropped, but not with ``--workers N``: prometheus-client's multiprocess mode
+        keeps each sample in the file of the server worker that wrote it and cannot remove one there (it warns
+        on stderr instead). The series then says 0, no memory held, so sums over it stay right; the process's
+        successor (of the same index) writes over it."""
         labels = (model, model_version, str(index))
-        if resident is not None:
-            self.process_memory.labels(*labels).set(resident)
+        if resident is not None or self.multiprocess_dir:
+            self.process_memory.labels(*labels).set(resident or 0)
             return
         try:
             self.process_memory.remove(*labels)

@@ -5,7 +5,8 @@ stream's place in the model's bound before anything is answered (``Overloaded``
 when full; two streams arriving together cannot both take the last place).
 The whole stream is then one inference: its time-out runs from its start and
 its metrics are counted when it ends. A plain generator runs on the model's
-threads one item at a time; an async one on the event loop. When the client
+threads one item at a time; an async one on the event loop (a model in worker
+processes gives one: ``ProcessPredictor.predict_stream``). When the client
 goes, the front end stops asking for items and the generator is closed, so its
 ``finally`` runs. Writing the items (Server-Sent Events, a protocol's shape)
 is the front end's.

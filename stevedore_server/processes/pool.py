@@ -192,14 +192,18 @@ class ProcessPool:
         return True
 
     def _take(self) -> WorkerProcess:
-        """An idle, living worker process, waiting for one (the runtime admits at most as many calls as there
-        are processes, but a replacement may still be loading). One found dead is replaced, not used."""
+        """An idle, living worker process, waiting for one (each may be busy with a call or held by a stream
+        between its items, and a replacement may still be loading). One found dead is replaced, not used."""
+        waiting = False
         while True:
             if self.closed.is_set():
                 raise WorkerFailure(f"{self.label} is stopping")
             try:
-                worker = self.idle.get(timeout=1.0)
+                worker = self.idle.get(timeout=1.0) if waiting else self.idle.get_nowait()
             except queue.Empty:
+                if not waiting:  # once a call: the sign, in a debug log, of calls queueing for the processes
+                    logger.debug("%s: every worker process is busy; waiting for one", self.label)
+                waiting = True
                 continue
             if worker.process.poll() is None:
                 return worker

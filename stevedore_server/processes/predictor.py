@@ -1,8 +1,11 @@
 """``ProcessPredictor``: a model served by worker processes (``isolation``), as the rest of the server sees it.
 
 What its worker processes declared (schemas, fixtures, tensors, batching) are
-its attributes; ``predict`` and ``score`` are calls to its pool; ``unload``
-stops the pool. A job on it (a training, a long prediction) runs in a process
+its attributes; ``predict`` and ``score`` are calls to its pool (each on one of
+the model's threads, waiting there for an idle process); ``predict_stream`` is
+an async generator whose items are awaited on a thread of the stream's own, as
+the stream holds its process from its first item to its end; ``unload`` stops
+the pool. A job on it (a training, a long prediction) runs in a process
 of the pool's interpreter (``start_job``); the new version a training made is
 a ``ProcessPredictor`` whose ``load`` starts a pool of its own (``trained``).
 
@@ -12,8 +15,11 @@ know such a model without importing how its processes are run.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import subprocess
-from collections.abc import Callable, Generator
+from collections.abc import AsyncGenerator, Callable, Generator
+from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,6 +27,8 @@ from typing import Any, Protocol
 from stevedore_server.base.errors import PluginError
 from stevedore_server.predictor import Predictor
 
+#: What a stream's step returns once the pool's generator is done.
+DONE: Any = object()
 #: Reports a pool's processes' memory: (model, version, process index, bytes or None once gone).
 MemoryReport = Callable[[str, str, int, int | None], None]
 
@@ -74,9 +82,28 @@ class ProcessPredictor(Predictor):
     def score(self, payload: Any) -> Any:
         return self._pool().call("score", payload)
 
-    def predict_stream(self, payload: Any) -> Generator[Any, None, None]:
-        """The model's items, from a worker process: a plain generator, stepped on the model's threads."""
-        return self._pool().stream(payload)
+    async def predict_stream(self, payload: Any) -> AsyncGenerator[Any, None]:
+        """The model's items, from a worker process, each awaited on a thread of this stream's own.
+
+        Not on the model's threads: between its items the stream holds its process, and calls waiting for a
+        process may hold every one of those threads; the stream's next item would then wait for them while they
+        wait for its process (until the time-out). On its own thread a stream needs nothing but its process."""
+        items = self._pool().stream(payload)
+        steps = ThreadPoolExecutor(1, thread_name_prefix=f"stream-{self.name}")
+        context = contextvars.copy_context()  # the request's id, which the pool sends with the stream
+        loop = asyncio.get_running_loop()
+
+        def step() -> Any:
+            return next(items, DONE)
+
+        try:
+            while (item := await loop.run_in_executor(steps, context.run, step)) is not DONE:
+                yield item
+        finally:
+            # Not awaited: a step the time-out abandoned may still be waiting for its item, and the close (which
+            # has the worker close the model's generator and frees the process) must come after it.
+            steps.submit(context.run, items.close)
+            steps.shutdown(wait=False)
 
     @property
     def has_stream(self) -> bool:

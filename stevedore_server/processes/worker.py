@@ -24,6 +24,10 @@ at a time:
 ``artifact`` and ``base_version`` in the orders make the model the new version
 a training produced: the installed ``base_version`` with ``Predictor.trained``.
 
+The server gone (stopped, or killed) is an ordinary end: the worker exits once
+it sees the socket closed, between requests without a word, in the middle of
+a reply with one log line, never with a traceback.
+
 Nothing in a reply can fail to unpickle on the server's side for being an
 exception of a module it lacks: a model's exception travels as text.
 """
@@ -52,16 +56,23 @@ logger = logging.getLogger("stevedore.worker")
 Mode = Callable[[Connection, dict[str, Any]], None]
 
 
+class ServerGone(Exception):
+    """The server closed its end of the socket (it stopped, or died) while this worker was answering it."""
+
+
 def main(modes: Mapping[str, Mode] | None = None) -> None:
     orders = orjson.loads(os.environ.pop(ORDERS_ENV))
     connection = Connection(orders["fd"])
     configure_logging(orders.get("log_level", "info"), orders.get("log_format", "text"))
-    if orders["mode"] == "describe":
-        send(connection, describe(orders))
-    elif orders["mode"] == "serve":
-        serve(connection, orders)
-    else:
-        (modes or {})[orders["mode"]](connection, orders)
+    try:
+        if orders["mode"] == "describe":
+            send(connection, describe(orders))
+        elif orders["mode"] == "serve":
+            serve(connection, orders)
+        else:
+            (modes or {})[orders["mode"]](connection, orders)
+    except ServerGone as gone:
+        logger.info("the server closed the socket in the middle of a reply (%s); this worker process ends", gone)
 
 
 def configure_logging(level: str, log_format: str) -> None:
@@ -76,7 +87,15 @@ def configure_logging(level: str, log_format: str) -> None:
 
 
 def send(connection: Connection, message: Any) -> None:
-    connection.send_bytes(pickle.dumps(message, protocol=PROTOCOL))
+    send_bytes(connection, pickle.dumps(message, protocol=PROTOCOL))
+
+
+def send_bytes(connection: Connection, data: bytes) -> None:
+    """``data`` to the server; ServerGone if it has closed the socket."""
+    try:
+        connection.send_bytes(data)
+    except OSError as error:  # BrokenPipeError, ConnectionResetError: a socket pair fails so only with its peer
+        raise ServerGone(type(error).__name__) from None
 
 
 def find(orders: dict[str, Any]) -> tuple[list[Any], list[Any]]:
@@ -204,7 +223,7 @@ def answer(connection: Connection, predictor: Any) -> None:
 def stream(connection: Connection, predictor: Any, payload: Any) -> None:
     """Send the items of ``predict_stream`` one message each, then ``("end",)``; or the error, as ``answer``
     does. A ``cancel`` from the server (its client left) closes the generator, so its ``finally`` runs, and is
-    acknowledged with ``("cancelled",)``."""
+    acknowledged with ``("cancelled",)``. The server gone closes it too, and ServerGone is raised on."""
     from stevedore_server.base.errors import ClientError
 
     items: Any = None
@@ -212,17 +231,36 @@ def stream(connection: Connection, predictor: Any, payload: Any) -> None:
         items = generator_of(predictor.predict_stream(payload))
         for item in items:
             send_reply(connection, ("item", item))
-            if connection.poll(0) and pickle.loads(connection.recv_bytes())[0] == "cancel":
+            if cancelled(connection):
                 items.close()
                 send_reply(connection, ("cancelled",))
                 return
+        reply: tuple[Any, ...] = ("end",)
+    except ServerGone:
+        if items is not None:  # left in the middle: its ``finally`` runs all the same
+            close_left(items)
+        raise
     except ClientError as error:
-        send_reply(connection, ("client", error))
-        return
+        reply = ("client", error)
     except Exception as error:
-        send_reply(connection, ("error", f"{type(error).__name__}: {error}", traceback.format_exc()))
-        return
-    send_reply(connection, ("end",))
+        reply = ("error", f"{type(error).__name__}: {error}", traceback.format_exc())
+    send_reply(connection, reply)
+
+
+def close_left(items: Any) -> None:
+    """Close a stream's generator the server left; the model's error in doing so is logged, as nobody waits."""
+    try:
+        items.close()
+    except Exception:
+        logger.exception("the model's stream raised as it was closed")
+
+
+def cancelled(connection: Connection) -> bool:
+    """The server has sent the stream's cancel; ServerGone if it has closed the socket instead."""
+    try:
+        return connection.poll(0) and bool(pickle.loads(connection.recv_bytes())[0] == "cancel")
+    except (EOFError, OSError) as error:
+        raise ServerGone(type(error).__name__) from None
 
 
 def generator_of(stream: Any) -> Any:
@@ -259,4 +297,4 @@ def send_reply(connection: Connection, reply: tuple[Any, ...]) -> None:
             ("error", f"the model's {what} cannot be sent to the server: {type(error).__name__}: {error}", ""),
             protocol=PROTOCOL,
         )
-    connection.send_bytes(data)
+    send_bytes(connection, data)
