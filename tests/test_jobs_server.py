@@ -203,6 +203,42 @@ def wait_for_line(server: Server, line: str) -> None:
         time.sleep(0.05)
 
 
+def test_a_worker_killed_with_its_job_leaves_no_running_job_in_the_metrics(
+    state_dir: Path, tmp_path: Path, serve: Serve
+) -> None:
+    server = serve(tmp_path / "server.log", "--workers", "2")
+    try:
+        job = hanging_job(server)
+        assert jobs_running(server) == 1
+        worker = parent_of(job["pid"])  # the uvicorn worker that started the job's process
+        os.kill(worker, signal.SIGKILL)
+        wait_for_line(server, f"Child process [{worker}] died")
+        server.wait_for("/readyz")
+        wait_for_metric(server, lambda: jobs_running(server) == 0, "the killed worker's job no longer counted")
+    finally:
+        server.signal_group(signal.SIGKILL)
+        server.stop()
+        kill_job_processes(state_dir)
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+
+
+def jobs_running(server: Server) -> float:
+    """``stevedore_jobs_running`` summed over its series, as ``/metrics`` gives it."""
+    text = httpx.get(server.url + "/metrics", timeout=30).text
+    series = [line for line in text.splitlines() if line.startswith("stevedore_jobs_running{")]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in series)
+
+
+def wait_for_metric(server: Server, condition: Callable[[], bool], what: str) -> None:
+    stop_at = time.monotonic() + DEADLINE
+    while not condition():
+        assert time.monotonic() < stop_at, f"{what}: never\n{server.log()}"
+        time.sleep(0.2)
+
+
 def running_job(server: Server, job_id: str) -> dict[str, Any]:
     """The job once its process has started (its pid is known)."""
     stop_at = time.monotonic() + DEADLINE

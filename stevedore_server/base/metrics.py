@@ -196,3 +196,10 @@ class ModelMetrics:
     def batch(self, size: int) -> None:
         if self.metrics is not None:
             self.metrics.batch_size.labels(*self.labels).observe(size)
+
+
+def forget_process(pid: int) -> None:
+    """Drop the live gauges of a server process that is gone (``--workers N``: a worker killed, or replaced), so
+    that what it had running (jobs) stops counting; a no-op outside multiprocess mode."""
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]  # prometheus-client has no hints there

@@ -16,6 +16,8 @@ from types import FrameType
 import uvicorn
 from uvicorn.supervisors import multiprocess
 
+from stevedore_server.base.metrics import forget_process
+
 from .draining import DrainingServer, ServerConfig
 
 
@@ -59,3 +61,12 @@ class Supervisor(multiprocess.Multiprocess):
         if self.config.service_stopping is not None:
             self.config.service_stopping.set()
         super().terminate_all()
+
+    def keep_subprocess_alive(self) -> None:
+        # A worker that died (killed, or crashed) is replaced here; what its live gauges counted (the jobs it
+        # ran) goes with it.
+        before = {process.pid for process in self.processes}
+        super().keep_subprocess_alive()
+        for pid in before - {process.pid for process in self.processes}:
+            if pid is not None:
+                forget_process(pid)
