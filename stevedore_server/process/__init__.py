@@ -24,6 +24,14 @@ the one place that reads them). On SIGTERM (or SIGINT) it:
 5. lets in-flight requests finish (``graceful_timeout``), runs the lifespan
    shutdown, and exits 0.
 
+With ``--workers N`` the workers share one listening socket, so only a stop of
+the whole service may stop its handshakes (step 3). The supervisor marks that
+stop (``ServerConfig.service_stopping``) in its signal handler, before anything
+else; each worker drains within a tick of the mark, and a worker that got the
+signal itself (sent to the process group: systemd, Ctrl+C) waits up to
+``DECISION_TIME`` for it. Past that, the worker stops alone (a restart), and
+the others go on accepting.
+
 What is process-wide (signal handlers, ``gc.freeze``, logging internals) is
 done here, never by the app factory. May import every layer below the
 commands.
