@@ -173,6 +173,18 @@ def test_the_check_on_a_decoded_tensor_agrees_with_the_schema() -> None:
     reached(taken, "valid tensor", "invalid tensor")
 
 
+@pytest.mark.parametrize("shape", [(0, 1), (0, 3, 2), (2, 0, 5), (1, 2, 0)])
+def test_a_tensor_empty_at_a_level_is_checked_as_its_json_text(shape: tuple[int, ...]) -> None:
+    # As JSON an empty level holds nothing below it (shape (0, 1) is `[]`): the levels below cannot fail.
+    schema: dict[str, Any] = {"type": "number"}
+    for _ in shape[1:]:
+        schema = {"type": "array", "maxItems": 0, "items": schema}
+    schema = {"type": "array", "items": schema}
+    array = np.zeros(shape)
+    valid = jsonschema.Draft202012Validator(schema).is_valid(array.tolist())
+    assert (compiled(schema).problem(array) is None) == valid, (shape, array.tolist())
+
+
 @st.composite
 def table_texts(draw: st.DrawFn) -> tuple[dict[str, Any], bytes, bool]:
     """A two-level schema and the JSON text of a table, as clients write it, perhaps mutated at a few places."""

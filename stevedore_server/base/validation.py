@@ -117,6 +117,8 @@ class ArrayCheck:
             if size < low or (high is not None and size > high):
                 where = "" if axis == 0 else f" at depth {axis + 1}"
                 return f"has {size} items{where}, outside the schema's {low} to {'any' if high is None else high}"
+            if size == 0:  # as JSON, ``[]``: the levels below it hold nothing to check
+                return None
         if array.size == 0:
             return None
         if array.dtype.kind == "f" and not np.isfinite(array).all():
