@@ -14,7 +14,9 @@ Expected final states, each a stated rule (``expectation``):
   and went between two looks): its own rule's state, or ``interrupted``;
 - a hanging job the soak cancelled: ``cancelled``. One is kept running through the PostgreSQL outage and
   cancelled once the database is back (the server must ride out the outage: the job's process never touches
-  the database, its supervisor does); others are those a fault could not use (they never ran in time);
+  the database, its supervisor does); others are those a fault could not use (they never ran in time). If the
+  soak later killed the uvicorn worker that ran it, ``interrupted`` is right too: the worker may have died
+  before it wrote the job's end, which its replacement then writes;
 - a job found in the server's list that the soak never heard of (its submit's answer was lost to a fault):
   any final state.
 
@@ -221,11 +223,17 @@ class JobTracker:
         state, error, result = last.get("state"), last.get("error") or "", last.get("result")
         if job.purpose == UNRECORDED:
             return "any final state", state in FINAL
+        interrupted = state == "interrupted" and INTERRUPTED_REASON in error
         if job.cancelled:
+            if any(job.owner == kill.worker for kill in self.worker_kills):
+                # Its worker was killed after the cancel: had the worker written the job's end by then, it is
+                # cancelled; if not, the worker that replaced it wrote it, interrupted.
+                return f"cancelled, or interrupted: {INTERRUPTED_REASON} (its worker was killed)", (
+                    state == "cancelled" or interrupted
+                )
             return "cancelled", state == "cancelled"
         if job.id in self.killed_jobs:
             return f"failed: {KILLED_REASON}", state == "failed" and KILLED_REASON in error
-        interrupted = state == "interrupted" and INTERRUPTED_REASON in error
         held = [kill.held(job) for kill in self.worker_kills]
         if True in held:
             return f"interrupted: {INTERRUPTED_REASON}", interrupted

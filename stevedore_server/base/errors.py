@@ -154,6 +154,11 @@ class WorkerFailure(Exception):
             self.add_note("In the worker process:\n" + remote_traceback.rstrip())
 
 
+class ServerGone(Exception):
+    """A model's worker process found its server's end of the socket closed (the server stopped, or died) while
+    answering it: the worker ends, with one log line."""
+
+
 class ReportedFailure(StevedoreError):
     """A ``ModelFailure`` in another process (a Ray replica), logged there with its traceback under
     ``error_id``: the client gets the same 500, with that id."""

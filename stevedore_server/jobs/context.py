@@ -28,8 +28,9 @@ T = TypeVar("T")
 
 #: Seconds a write the jobs must not lose (how a job ended) keeps being tried once the server is closing.
 CLOSING_PATIENCE = 5.0
-#: Longest wait between two tries of such a write while the database is down.
-RETRY_CEILING = 5.0
+#: Longest wait between two tries of such a write while the database is down (short: once it is back, how a job
+#: ended is written within it).
+RETRY_CEILING = 1.0
 
 if TYPE_CHECKING:
     from .store import JobStore

@@ -78,19 +78,15 @@ trained_versions = sa.Table(
 )
 
 
-class DatabaseUnavailable(Unavailable):
-    """The jobs database cannot be reached (PostgreSQL restarting, a network cut, SQLite locked too long): 503
-    with Retry-After for a client; the server's own writes wait and try again."""
-
-
 @contextlib.contextmanager
 def reachable() -> Iterator[None]:
-    """The database's errors of connection as ``DatabaseUnavailable``; the driver's words, which may name hosts
-    and ports, stay in its cause, for the server's log."""
+    """The database's errors of connection (PostgreSQL restarting, a network cut, SQLite locked too long) as
+    ``Unavailable``: 503 with Retry-After for a client, a retry for the server's own writes. The driver's words,
+    which may name hosts and ports, stay in its cause, for the server's log."""
     try:
         yield
     except (sa.exc.OperationalError, sa.exc.InterfaceError) as error:
-        raise DatabaseUnavailable("the jobs database cannot be reached for now; try again shortly") from error
+        raise Unavailable("the jobs database cannot be reached for now; try again shortly") from error
 
 
 def make_engine(url: str) -> Engine:

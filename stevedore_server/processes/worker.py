@@ -46,6 +46,8 @@ from typing import Any
 
 import orjson
 
+from stevedore_server.base.errors import ServerGone
+
 from .wire import ORDERS_ENV, PROTOCOL
 
 logger = logging.getLogger("stevedore.worker")
@@ -54,10 +56,6 @@ logger = logging.getLogger("stevedore.worker")
 #: What a worker process may be ordered to do besides ``describe`` and ``serve``: ``job`` (the jobs layer's,
 #: given by ``stevedore_server.worker``, which runs this module).
 Mode = Callable[[Connection, dict[str, Any]], None]
-
-
-class ServerGone(Exception):
-    """The server closed its end of the socket (it stopped, or died) while this worker was answering it."""
 
 
 def main(modes: Mapping[str, Mode] | None = None) -> None:
