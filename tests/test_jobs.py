@@ -551,3 +551,18 @@ def test_the_database_file_is_read_from_the_url_as_sqlalchemy_reads_it(url: str)
     parsed = sa.engine.make_url(url)
     is_file = parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
     assert sqlite_file(url) == (Path(str(parsed.database)) if is_file else None)
+
+
+def test_a_jobs_process_leads_its_session_without_the_servers_secrets(
+    make_client: Callable[..., TestClient], trainers: Registers, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STEVEDORE_API_KEYS", "not-for-the-job")
+    monkeypatch.setenv("STEVEDORE_DATABASE_URL", "sqlite:///not-for-the-job.db")
+    client = make_client(trainers, settings=Settings(state_dir=str(state_dir), job_grace_period=GRACE, grpc_port=0))
+    job = wait_until_hanging(client, start(client, "misbehaving-trainer", {"mode": "hang"})["id"])
+    pid = job["pid"]
+    assert os.getsid(pid) == os.getpgid(pid) == pid  # a session of its own: no signal to the server's group
+    names = {entry.split(b"=", 1)[0] for entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if entry}
+    assert b"PATH" in names and not {b"STEVEDORE_API_KEYS", b"STEVEDORE_DATABASE_URL"} & names
+    assert client.delete(f"/jobs/{job['id']}").status_code == 202
+    assert wait_for(client, job["id"], "cancelled")["state"] == "cancelled"

@@ -1,14 +1,14 @@
-"""The side of a job inside its own process: ``TrainContext``, and ``run_job``, the process's entry point.
+"""The side of a job inside its own process: ``TrainContext``, and ``spawned``, the process's entry point.
 
 The server starts a job's process (``jobs.launch``) in a session of its own, so
 that the job and anything it starts form one process group the server can stop
-as a whole, and that no signal to the server's group reaches it. ``spawned`` is
-its entry point: it reads the pickled predictor and the job from its socket. Everything the job reports
-(progress, log lines, its result or error) goes back as JSON messages through
-a pipe the server reads on a thread of its own: nothing is pickled on the way
-back, so an exception that cannot be pickled is reported like any other, and
-a job whose process dies simply closes the pipe (the server then reads its
-exit status).
+as a whole, and so that no signal to the server's group reaches it. ``spawned``
+reads the pickled predictor and the job from its socket, then runs the job.
+Everything the job reports (progress, log lines, its result or error) goes back
+as JSON messages through that socket, which the server reads on a thread of its
+own: nothing is pickled on the way back, so an exception that cannot be pickled
+is reported like any other, and a job whose process dies simply closes the
+socket (the server then reads its exit status).
 """
 
 from __future__ import annotations

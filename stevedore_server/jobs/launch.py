@@ -20,6 +20,7 @@ import orjson
 
 from stevedore_server.base.pids import started_at
 from stevedore_server.processes.predictor import ProcessPredictor
+from stevedore_server.processes.spawn import worker_environment
 
 from .child import JOB_ENV
 from .records import Job, aware
@@ -107,7 +108,9 @@ def spawn(predictor: Any, job: Job, workdir: Path) -> tuple[JobProcess, Connecti
     the server imported the predictor from is where the job imports it from."""
     payload = pickle.dumps((predictor, job.kind, job.params, str(workdir)), protocol=pickle.HIGHEST_PROTOCOL)
     ours, theirs = socket.socketpair()
-    environment = os.environ | {JOB_ENV: orjson.dumps({"fd": theirs.fileno(), "path": sys.path}).decode()}
+    # As a model's worker process: no secret of the server's (API keys, the database's URL), no metrics directory.
+    environment = worker_environment(sys.executable)
+    environment[JOB_ENV] = orjson.dumps({"fd": theirs.fileno(), "path": sys.path}).decode()
     try:
         popen = subprocess.Popen(
             [sys.executable, "-c", BOOTSTRAP], env=environment, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
