@@ -29,23 +29,9 @@ from stevedore_server.jobs.records import JobState
 from stevedore_server.jobs.store import JobStore, job_logs, jobs, make_engine, metadata
 from stevedore_server.kit.loopback import free_ports
 from tests.helpers import Registers, wait_until
+from tests.postgres import TOOLS, as_postgres, tool
 from tests.test_jobs import GRACE, group_gone_within, start, wait_for, wait_until_hanging
 from tests.venvs import Venv, ready_server
-
-TOOLS = ("initdb", "pg_ctl")
-
-
-def tool(name: str) -> str | None:
-    """A PostgreSQL server program: on the PATH, else where Debian's ``postgresql`` puts it (not on the PATH)."""
-    found = shutil.which(name)
-    if found:
-        return found
-    versions = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), key=lambda path: int(path.parts[-3]))
-    return str(versions[-1]) if versions else None
-
-
-def as_postgres(command: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
 
 
 @dataclass

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from stevedore_server.kit.loopback import free_ports
+from tests.postgres import as_postgres, tool
 
 TOOLS = ("initdb", "pg_ctl", "pg_isready", "createdb")
 #: Seconds a start or stop of the cluster may take.
@@ -22,18 +23,6 @@ COMMAND_TIMEOUT = 60.0
 
 class MissingTool(RuntimeError):
     """What the soak needs is not installed here (``make soak`` installs it)."""
-
-
-def tool(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    versions = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), key=lambda path: int(path.parts[-3]))
-    return str(versions[-1]) if versions else None
-
-
-def as_postgres(command: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
 
 
 class Postgres:
