@@ -9,20 +9,17 @@ The plugins: the example plugin (``iris``, ``iris-proba``: scikit-learn on threa
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, cast
 
 import httpx
 
-from stevedore_server.kit.loopback import free_ports
-from tests.venvs import CONTRIB, REPO, Venv, build_wheelhouse, copy_source, plugins_venv
+from tests.venvs import CONTRIB, REPO, Server, Venv, build_wheelhouse, copy_source, plugins_venv
 
 WORKERS = 2
 #: The model in worker processes, and how many each uvicorn worker runs.
@@ -82,38 +79,21 @@ def soak_venv(root: Path, wheelhouse: Path | None) -> Venv:
     return plugins_venv(root, wheelhouse or make_wheelhouse(root), TEST_PLUGINS, REQUIREMENTS)
 
 
-@dataclass
-class SoakServer:
-    """One ``stevedore-server run`` of the soak, in its own session and process group."""
-
-    process: subprocess.Popen[bytes]
-    url: str
-    grpc_target: str
-    log_path: Path
-    _log: IO[bytes] = field(repr=False)
+class SoakServer(Server):
+    """One ``stevedore-server run`` of the soak, started as the tests start theirs (``tests.venvs.Server``: free
+    loopback ports, a process group of its own), with the soak's settings file."""
 
     @classmethod
-    def start(cls, environment: Venv, directory: Path, **env: str) -> SoakServer:
+    def start(cls, environment: Venv, directory: Path, **env: str) -> SoakServer:  # type: ignore[override]
         directory.mkdir(parents=True, exist_ok=True)
         settings = directory / "stevedore.toml"
         settings.write_text(SETTINGS)
-        port, grpc_port = free_ports(2)
-        command = [str(environment.bin / "stevedore-server"), "run", "--host", "127.0.0.1", "--port", str(port),
-                   "--grpc-port", str(grpc_port), "--config", str(settings)]  # fmt: skip
-        log_path = directory / "server.log"
-        log = log_path.open("wb")
-        process = subprocess.Popen(
-            command, env=environment.env(**env), cwd=directory, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-        return cls(process, f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}", log_path, log)
+        started = super().start(environment, directory / "server.log", "--config", str(settings), **env)
+        return cast(SoakServer, started)  # Server.start makes an instance of ``cls``
 
     @property
     def pid(self) -> int:
         return self.process.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
     def entries(self) -> list[dict[str, Any]]:
         """The log's JSON lines (the server logs JSON; anything else, such as a crash's output, is skipped)."""
@@ -178,7 +158,7 @@ class SoakServer:
                 found[error_id] = message + "\n" + str(entry.get("traceback", ""))
         return found
 
-    def stop(self) -> int | None:
+    def stop(self) -> int | None:  # type: ignore[override]
         """SIGTERM to the process group, SIGKILL to it after ``STOP_GRACE`` s; the exit code (None if killed)."""
         try:
             self._signal(signal.SIGTERM)
@@ -193,7 +173,7 @@ class SoakServer:
 
     def _signal(self, signum: int) -> None:
         try:
-            os.killpg(self.pid, signum)
+            self.signal_group(signum)
         except ProcessLookupError:
             pass
 
