@@ -51,15 +51,21 @@ def record_distribution(site: Path, name: str, entry_points: dict[str, str]) -> 
 
 
 def wait_until(
-    condition: Callable[[], bool], awaited: str, deadline: float = 60.0, interval: float = WAIT_INTERVAL
+    condition: Callable[[], bool],
+    awaited: str,
+    deadline: float = 60.0,
+    interval: float = WAIT_INTERVAL,
+    explain: Callable[[], str] | None = None,
 ) -> None:
     """Return as soon as ``condition()`` holds, looking every ``interval`` seconds; fail naming what was
-    ``awaited`` if it still does not after ``deadline`` seconds. The deadline only bounds a broken run: on a slow
-    machine the wait is longer, never wrong."""
+    ``awaited`` (and what ``explain()`` says then, such as a server's log) if it still does not after ``deadline``
+    seconds. The deadline only bounds a broken run: on a slow machine the wait is longer, never wrong."""
     give_up = time.monotonic() + deadline
     while not condition():
         if time.monotonic() > give_up:
-            raise AssertionError(f"still waiting, after {deadline:g} s, for {awaited}")
+            raise AssertionError(
+                f"still waiting, after {deadline:g} s, for {awaited}" + (f":\n{explain()}" if explain else "")
+            )
         time.sleep(interval)
 
 

@@ -21,6 +21,7 @@ import pytest
 from stevedore_server.jobs.records import JobState, default_url
 from stevedore_server.jobs.store import JobStore
 
+from .helpers import wait_until
 from .venvs import Server, Venv, ready_server
 
 pytestmark = [pytest.mark.server, pytest.mark.venv]
@@ -197,10 +198,7 @@ def kill_job_processes(state_dir: Path) -> None:
 
 
 def wait_for_line(server: Server, line: str) -> None:
-    stop_at = time.monotonic() + DEADLINE
-    while line not in server.log():
-        assert time.monotonic() < stop_at, f"never logged: {line}\n{server.log()}"
-        time.sleep(0.05)
+    wait_until(lambda: line in server.log(), f"the log line {line!r}", DEADLINE, explain=server.log)
 
 
 def test_a_worker_killed_with_its_job_leaves_no_running_job_in_the_metrics(
@@ -214,7 +212,8 @@ def test_a_worker_killed_with_its_job_leaves_no_running_job_in_the_metrics(
         os.kill(worker, signal.SIGKILL)
         wait_for_line(server, f"Child process [{worker}] died")
         server.wait_for("/readyz")
-        wait_for_metric(server, lambda: jobs_running(server) == 0, "the killed worker's job no longer counted")
+        wait_until(lambda: jobs_running(server) == 0, "the killed worker's job no longer counted", DEADLINE, 0.2,
+                   server.log)  # fmt: skip
     finally:
         server.signal_group(signal.SIGKILL)
         server.stop()
@@ -230,13 +229,6 @@ def jobs_running(server: Server) -> float:
     text = httpx.get(server.url + "/metrics", timeout=30).text
     series = [line for line in text.splitlines() if line.startswith("stevedore_jobs_running{")]
     return sum(float(line.rsplit(" ", 1)[1]) for line in series)
-
-
-def wait_for_metric(server: Server, condition: Callable[[], bool], what: str) -> None:
-    stop_at = time.monotonic() + DEADLINE
-    while not condition():
-        assert time.monotonic() < stop_at, f"{what}: never\n{server.log()}"
-        time.sleep(0.2)
 
 
 def running_job(server: Server, job_id: str) -> dict[str, Any]:

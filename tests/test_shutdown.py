@@ -22,6 +22,7 @@ import pytest
 
 from stevedore_server.process.sockets import refuse_new_handshakes, take_backlog
 
+from . import helpers
 from .venvs import Server, Venv
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
@@ -94,11 +95,9 @@ def worker_pids(log: str) -> list[int]:
     return [int(pid) for pid in re.findall(r"Started server process \[(\d+)\]", log)]
 
 
-def wait_until(condition: Callable[[], bool], what: str, server: Server, deadline: float = 60.0) -> None:
-    stop_at = time.monotonic() + deadline
-    while not condition():
-        assert time.monotonic() < stop_at, f"{what} did not happen within {deadline:g} s:\n{server.log()[-3000:]}"
-        time.sleep(0.02)
+def wait_until(condition: Callable[[], bool], what: str, server: Server) -> None:
+    """``helpers.wait_until``, failing with the end of the server's log."""
+    helpers.wait_until(condition, what, interval=0.02, explain=lambda: server.log()[-3000:])
 
 
 @dataclass(frozen=True)
