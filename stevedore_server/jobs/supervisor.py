@@ -68,8 +68,8 @@ class JobSupervisor(ArtifactKeeper):
             if entry.kill_at is not None and now >= entry.kill_at:
                 signal_group(entry.process, signal.SIGKILL)
                 entry.kill_at = None
-            if (entry.unsaved_logs or entry.unsaved_progress) and now >= entry.save_again_at:
-                self._save(entry)
+            if entry.unsaved_logs or entry.unsaved_progress:
+                self._save_unless_waiting(entry)
             if entry.stop_reason is None and now >= next_cancel_check:
                 next_cancel_check = now + CANCEL_POLL_INTERVAL
                 self._look_for_cancel(entry)
@@ -84,6 +84,11 @@ class JobSupervisor(ArtifactKeeper):
             return
         if job is not None and job.cancel_requested:
             self._stop(entry, "cancel")
+
+    def _save_unless_waiting(self, entry: RunningJob) -> None:
+        """``_save``, unless the database was down at the last try less than ``SAVE_RETRY_INTERVAL`` ago."""
+        if time.monotonic() >= entry.save_again_at:
+            self._save(entry)
 
     def _save(self, entry: RunningJob) -> None:
         """Write the job's log lines and last progress not written yet; kept for a second try if the database is
@@ -110,7 +115,7 @@ class JobSupervisor(ArtifactKeeper):
         kind = message.get("type")
         if kind == "progress":
             entry.unsaved_progress = (message["fraction"], message["message"])
-            self._save(entry)
+            self._save_unless_waiting(entry)
         elif kind == "log":
             self._log(entry, message["level"], message["line"])
         elif kind == "result":
@@ -123,8 +128,7 @@ class JobSupervisor(ArtifactKeeper):
         entry.log_lines += 1
         if entry.log_lines <= self.settings.max_job_log_lines:
             entry.unsaved_logs.append((level, line))
-            if time.monotonic() >= entry.save_again_at:
-                self._save(entry)
+            self._save_unless_waiting(entry)
 
     def _finish(self, entry: RunningJob) -> None:
         job_id = entry.job.id
