@@ -39,7 +39,9 @@ def stevedore_health_checks(server: Server) -> Mapping[str, HealthCheck]:
     (its ``settings`` and its ``registry`` of models, which a check should read
     when it runs: models may be replaced while serving). Return a mapping of a
     check name to a callable taking no arguments and returning ``(ok, detail)``.
-    The callables run on every probe, in a worker thread, so keep them cheap.
+    The callables run in a worker thread when a probe comes and their last
+    results are a second old (at most once a second, one run at a time), so
+    keep them cheap; with API keys on, only callers with a key see details.
     A check that raises counts as failed, with the exception as its detail. A
     name given by two plugins is a startup error.
     """

@@ -13,7 +13,8 @@ import orjson
 
 from stevedore_server.base.errors import PluginError
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
+#: A model's name or version: ``\Z``, not ``$``, which also matches before a final newline (``"m\n"``).
+NAME_PATTERN = re.compile(r"\A[A-Za-z0-9._-]+\Z")
 
 _UNSET: Any = object()
 

@@ -82,7 +82,8 @@ def make_client() -> Iterator[Callable[..., TestClient]]:
 
     def start(*plugins: object, settings: Settings | None = None, process: ServingProcess | None = None) -> TestClient:
         app = create_app(settings or Settings(), fresh_manager(*plugins), process=process or ServingProcess())
-        client = TestClient(app, raise_server_exceptions=False)
+        # localhost: TestClient's own "testserver" is no host a loopback-bound server allows (web.origins)
+        client = TestClient(app, base_url="http://localhost", raise_server_exceptions=False)
         client.__enter__()
         clients.append(client)
         return client

@@ -245,7 +245,7 @@ from starlette.testclient import TestClient
 from stevedore_server.frontends.app import create_app
 from stevedore_server.cli import main
 from stevedore_server.base.settings import Settings
-with TestClient(create_app(Settings(plugins=("none",)))) as client:
+with TestClient(create_app(Settings(plugins=("none",))), base_url="http://localhost") as client:
     assert client.get("/livez").status_code == 200
     assert "fastapi" not in sys.modules and "pydantic" not in sys.modules, "loaded at startup"
     assert client.get("/openapi.json").json()["info"]["title"] == "stevedore-server"

@@ -138,7 +138,7 @@ import time
 from starlette.testclient import TestClient
 from stevedore_server.frontends.app import create_app
 from stevedore_server.base.settings import Settings
-with TestClient(create_app(Settings(plugins=("none",)))) as client:
+with TestClient(create_app(Settings(plugins=("none",))), base_url="http://localhost") as client:
     for path in ("/docs", "/redoc", "/docs/assets/swagger-ui.css", "/docs/assets/redoc.standalone.js"):
         assert client.get(path).status_code == 200, path
     assert "fastapi" not in sys.modules and "pydantic" not in sys.modules

@@ -28,7 +28,9 @@ from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
+from stevedore_server.base.health import HealthChecks
 from stevedore_server.base.lifecycle import Lifecycle
+from stevedore_server.base.settings import Settings
 from stevedore_server.core.served_models import Registry
 from stevedore_server.frontends.grpc_health import HealthService
 
@@ -342,8 +344,9 @@ def test_a_watch_ends_on_not_serving_when_the_drain_starts_while_its_status_is_c
         return True, "fine when it looked"
 
     registry = Registry(health_checks={"slow": check_during_which_sigterm_comes})
+    checks = HealthChecks(registry.health_checks, lifecycle, anyio.CapacityLimiter(1))
     service = SimpleNamespace(
-        server=SimpleNamespace(registry=registry), lifecycle=lifecycle, check_threads=anyio.CapacityLimiter(1)
+        server=SimpleNamespace(registry=registry, settings=Settings()), lifecycle=lifecycle, health=checks
     )
     health = HealthService(service)  # type: ignore[arg-type]
 

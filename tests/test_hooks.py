@@ -21,7 +21,7 @@ from stevedore_server.core import startup
 from stevedore_server.core.server import ModelServer
 from stevedore_server.plugins.manager import get_plugin_manager
 
-from .helpers import Registers, fresh_manager
+from .helpers import Registers, fresh_manager, wait_until
 from .predictors import NoScore, RowSum
 
 
@@ -76,7 +76,8 @@ def test_hook_stevedore_health_checks(make_client: Callable[..., TestClient]) ->
     assert checks["disk"] == {"ok": True, "detail": "disk fine"}
     assert set(checks) == {"disk", "raises", "models", "plugins"}
     assert client.get("/readyz").status_code == 200
-    plugin.ok = False  # the checks run on every probe, not once
+    plugin.ok = False  # the checks run again, not once: when their results are a second old (``health.MAX_AGE``)
+    wait_until(lambda: client.get("/readyz").status_code == 503, "the probe to see the check fail")
     ready = client.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["reasons"] == ["disk: disk full", "raises: check raised RuntimeError: probe crashed"]

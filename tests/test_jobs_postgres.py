@@ -26,7 +26,7 @@ from starlette.testclient import TestClient
 
 from stevedore_server.base.settings import Settings
 from stevedore_server.jobs.records import JobState
-from stevedore_server.jobs.store import JobStore, job_logs, jobs, make_engine, metadata
+from stevedore_server.jobs.store import JobStore
 from stevedore_server.kit.loopback import free_ports
 from tests.helpers import Registers, wait_until
 from tests.postgres import TOOLS, as_postgres, tool
@@ -158,11 +158,9 @@ def test_a_job_left_running_is_interrupted_at_startup_on_postgresql(
 
 
 def test_a_postgresql_database_made_before_migrations_is_adopted(database_url: str) -> None:
-    from tests.test_migrations import head, revision
+    from tests.test_migrations import database_at, head, revision
 
-    engine = make_engine(database_url)
-    metadata.create_all(engine, tables=[jobs, job_logs])  # what the server made before migrations
-    engine.dispose()
+    database_at(database_url, "0001", unversioned=True)  # what the server made before migrations
     assert revision(database_url) is None
     store = JobStore(database_url)
     assert store.trained() == []

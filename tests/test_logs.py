@@ -6,10 +6,12 @@ import asyncio
 import io
 import json
 import logging
+import socket
 import subprocess
 import sys
 import threading
 import uuid
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -20,8 +22,12 @@ from stevedore_server.base.logs import (
     RequestIdFilter,
     TextFormatter,
     TurnHandler,
+    one_line,
     request_id,
 )
+
+from .helpers import wait_until
+from .venvs import Server
 
 ARGS = ("127.0.0.1", "POST", "/models/iris/predict", 200, 0.25)
 FIELDS = {"status": 200, "duration_ms": 0.25, "route": "/models/{name}/predict"}
@@ -191,3 +197,60 @@ def test_a_record_with_a_traceback_keeps_it() -> None:
     assert text.splitlines()[0].endswith(" ERROR stevedore.x [-] failed here")
     assert "ValueError: boom" in text
     assert "ValueError: boom" in json.loads(JSONFormatter().format(record))["traceback"]
+
+
+# -- one line a request, whatever its path ------------------------------------------
+
+#: A path as a client may send it (``%0a`` decoded): every character that would split or confuse a line.
+FORGING = '/models/x\nFAKE LINE\r\x1b[2J\t\\x0a"/predict'
+
+
+@pytest.mark.parametrize("made", ["without a record", "by record"])
+def test_a_path_with_line_ends_stays_on_its_access_line(made: str) -> None:
+    logger, _, stream = access_logger(TextFormatter())
+    if made == "by record":  # a second handler: the line goes out as a LogRecord, its request id from the context
+        logger.addHandler(logging.NullHandler())
+    token = request_id.set("req-1")
+    try:
+        AccessLog(logger).write("req-1", ("127.0.0.1", "POST", FORGING, 404, 0.25), FIELDS)
+    finally:
+        request_id.reset(token)
+    (line,) = stream.writes
+    assert line.count("\n") == 1 and line.endswith("\n") and "\r" not in line and "\x1b" not in line
+    escaped = r"/models/x\x0aFAKE LINE\x0d\x1b[2J\x09\x5cx0a\x22/predict"
+    assert line.endswith(f' [req-1] 127.0.0.1 "POST {escaped}" 404 0.2 ms\n'), line
+
+
+def test_a_json_access_line_carries_the_same_escaped_path() -> None:
+    logger, _, stream = access_logger(JSONFormatter())
+    AccessLog(logger).write("req-1", ("127.0.0.1", "POST", FORGING, 404, 0.25), FIELDS)
+    assert json.loads(stream.writes[0])["message"].startswith(r'127.0.0.1 "POST /models/x\x0aFAKE LINE\x0d')
+
+
+@pytest.mark.parametrize("text", ["/models/iris/predict", "/models/café/predict?x=1&y=%0a", "/héllo wörld"])
+def test_printable_paths_are_logged_as_they_are(text: str) -> None:
+    assert one_line(text) == text
+
+
+@pytest.mark.parametrize("line_end", ["%0a", "%0d%0a", "%0d", "%E2%80%A8"])
+def test_a_forged_line_never_reaches_a_real_servers_log(example_server: Server, line_end: str) -> None:
+    """The request of the finding, against a real server with its access log on (the default)."""
+    rid = uuid.uuid4().hex
+    target = f"/models/x{line_end}FAKE%20LINE%20{rid}/predict"
+    address = urlsplit(example_server.url)
+    with socket.create_connection((address.hostname, address.port), timeout=30) as connection:
+        connection.sendall(
+            f"POST {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-ID: {rid}\r\nContent-Type: application/json\r\n"
+            "Content-Length: 2\r\nConnection: close\r\n\r\n[]".encode()
+        )
+        answer = b"".join(iter(lambda: connection.recv(65536), b""))
+    assert answer.startswith(b"HTTP/1.1 404 "), answer[:300]
+
+    def about() -> list[str]:
+        return [line for line in example_server.log().splitlines() if rid in line]
+
+    wait_until(
+        lambda: any("stevedore.access" in line for line in about()), "the access line", explain=example_server.log
+    )
+    assert [line for line in about() if "FAKE LINE" in line and "stevedore.access" not in line] == []
+    assert not [line for line in example_server.log().splitlines() if line.startswith("FAKE")]

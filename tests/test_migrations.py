@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from stevedore_server.jobs.migrations import config
 from stevedore_server.jobs.records import JobState, default_url, now
-from stevedore_server.jobs.store import JobStore, job_logs, jobs, make_engine, metadata
+from stevedore_server.jobs.store import JobStore, make_engine, metadata
 
 #: A racer: imports everything first, says it is ready, and opens the store when told to go (every racer is ready
 #: by then, however long each took to start); then its start and end on the system-wide monotonic clock.
@@ -105,17 +106,31 @@ def test_the_tables_of_the_queries_agree_with_the_migrations(tmp_path: Path) -> 
     assert differences == []
 
 
+#: A job as every revision's table holds it (the columns of the first).
+OLD_JOB = {
+    "id": "old-job", "model": "iris-trainer", "version": "1", "kind": "train", "state": "queued",
+    "progress": 0.0, "message": "", "params": {"C": 1.0}, "created": now(), "cancel_requested": False,
+}  # fmt: skip
+
+
+def database_at(url: str, revision_id: str, *, unversioned: bool = False) -> None:
+    """A database with the schema of ``revision_id`` and one job, ``OLD_JOB``; ``unversioned``: without Alembic's
+    table, as ``create_all`` made it before there were migrations."""
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            command.upgrade(config(connection), revision_id)
+            if unversioned:
+                connection.execute(sa.text("DROP TABLE alembic_version"))
+            old_jobs = sa.Table("jobs", sa.MetaData(), autoload_with=connection)
+            connection.execute(old_jobs.insert().values(**OLD_JOB))
+    finally:
+        engine.dispose()
+
+
 def test_a_database_made_before_migrations_is_adopted_with_its_jobs(tmp_path: Path) -> None:
     url = default_url(str(tmp_path))
-    engine = make_engine(url)
-    metadata.create_all(engine, tables=[jobs, job_logs])  # what the server made before migrations
-    row = {
-        "id": "old-job", "model": "iris-trainer", "version": "1", "kind": "train", "state": "queued",
-        "progress": 0.0, "message": "", "params": {"C": 1.0}, "created": now(), "cancel_requested": False,
-    }  # fmt: skip
-    with engine.begin() as connection:
-        connection.execute(jobs.insert().values(**row))
-    engine.dispose()
+    database_at(url, "0001", unversioned=True)  # what the server made before migrations
     assert revision(url) is None
     store = JobStore(url)
     try:
@@ -123,6 +138,20 @@ def test_a_database_made_before_migrations_is_adopted_with_its_jobs(tmp_path: Pa
         found = store.get("old-job")
         assert found is not None and found.state is JobState.QUEUED
         assert store.trained() == []
+    finally:
+        store.close()
+
+
+def test_the_jobs_of_a_database_before_started_by_were_started_by_no_key(tmp_path: Path) -> None:
+    url = default_url(str(tmp_path))
+    database_at(url, "0002")
+    store = JobStore(url)
+    try:
+        assert revision(url) == head()
+        found = store.get("old-job")
+        assert found is not None and found.started_by is None and found.as_dict()["started_by"] is None
+        made = store.create("iris-trainer", "1", "train", {"C": 1.0}, started_by="0123456789ab")
+        assert store.get(made.id) == made and made.started_by == "0123456789ab"
     finally:
         store.close()
 

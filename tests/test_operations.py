@@ -226,6 +226,6 @@ def test_the_app_leaves_the_heap_unfrozen(freeze: bool) -> None:
     # Freezing is the serving process's (process.DrainingServer, checked against the real server): not the
     # factory's, which tests call a hundred times.
     app = create_app(Settings(freeze_heap=freeze), fresh_manager(Registers(RowSum())))
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         assert client.get("/readyz").status_code == 200
         assert gc.get_freeze_count() == 0

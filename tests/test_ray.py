@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from .headstart import HeadStart
+from .helpers import wait_until
 from .raycluster import RAY_VENV, RayCluster
 from .test_readme_clients import EXAMPLES, run_example
 from .venvs import REPO, Server, Venv, free_port
@@ -252,8 +253,11 @@ def test_a_plugins_health_check_is_its_replicas_health_check(
     assert httpx.get(ray_url + "/healthz").json()["checks"]["sleeper-disk"] == {"ok": True, "detail": "disk fine"}
     unhealthy_flag.touch()
     try:
-        check = httpx.get(ray_url + "/healthz").json()["checks"]["sleeper-disk"]
-        assert check == {"ok": False, "detail": f"{unhealthy_flag} says the disk is full"}
+        failing = {"ok": False, "detail": f"{unhealthy_flag} says the disk is full"}
+        # The checks run at most once a second (a cached result is reused): the failure shows within about one.
+        wait_until(
+            lambda: httpx.get(ray_url + "/healthz").json()["checks"]["sleeper-disk"] == failing, "the failing check"
+        )
         deadline = time.monotonic() + SCALE_TIMEOUT
         while (status := deployment_status(cluster, "sleeper:1")) != "UNHEALTHY":
             assert time.monotonic() < deadline, f"sleeper:1 is {status}, not UNHEALTHY, with its check failing"

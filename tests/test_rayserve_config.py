@@ -1,11 +1,15 @@
 """The Ray Serve application's configuration, without Ray: per-model deployment settings, the Serve config
-file (``stevedore-server ray --config-only``), the settings carried to the replicas, and what crosses from a
-replica to the ingress (errors pickled whole). The application on a real cluster: ``test_ray.py``."""
+file (``stevedore-server ray --config-only``), the settings carried to the replicas, the secrets carried to the
+ingress in a file of its own, and what crosses from a replica to the ingress (errors pickled whole). The
+application on a real cluster: ``test_ray.py``."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import pickle
+import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +23,18 @@ from stevedore_server.base.settings import Settings, read_document
 from stevedore_server.cli import main
 from stevedore_server.frontends.state import of_lifespan
 from stevedore_server.predictor import Predictor
-from stevedore_server.rayserve.config import IMPORT_PATH, INGRESS, model_options, serve_config
+from stevedore_server.rayserve.config import (
+    IMPORT_PATH,
+    INGRESS,
+    SECRETS_FILE,
+    application_args,
+    ingress_options,
+    model_options,
+    secrets_directory,
+    serve_config,
+    settings_from_args,
+    write_secrets,
+)
 
 V2_ROWS = {"inputs": [{"name": "input-0", "shape": [1, 2], "datatype": "FP64", "data": [1, 2]}]}
 
@@ -97,6 +112,69 @@ def test_the_settings_reach_the_replicas_without_secrets(tmp_path: Path) -> None
     assert again.max_queue == 7 and again.plugins == ("a", "b") and again.api_keys == ()
     assert again.models == settings.models
     assert settings.secret_env() == {"STEVEDORE_API_KEYS": "s3cret"}
+
+
+API_KEY = "s3cret-api-key"
+DATABASE_URL = "postgresql://jobs:pa55word@db.example/jobs"
+
+
+def test_the_secrets_reach_the_ingress_in_a_file_only_its_user_reads_never_in_the_application(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What ``stevedore-server ray`` deploys: the builder's arguments and the ingress's options (which Ray shows,
+    and whose ``runtime_env`` every process the ingress starts inherits) hold no secret, only the path of a file
+    readable by its owner alone, which the ingress reads them back from; the model replicas get none."""
+    for name in ("STEVEDORE_API_KEYS", "STEVEDORE_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings.load({}, api_keys=(API_KEY,), database_url=DATABASE_URL, state_dir=str(tmp_path / "state"))
+    path = write_secrets(settings.secret_env(), secrets_directory(settings))
+    args = application_args(settings, path)
+    options = ingress_options(settings, "node:10.0.0.7")
+    deployed = yaml.safe_dump({"args": args, "ingress": options, "config": serve_config(settings, [], "0.0.0.0", 80)})
+    for secret in (API_KEY, DATABASE_URL, "pa55word"):
+        assert secret not in deployed
+    assert "runtime_env" not in deployed
+    assert options["ray_actor_options"]["resources"] == {"node:10.0.0.7": 0.01}  # the ingress runs by its file
+
+    assert path.parent == tmp_path / "state" / "ray"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert path.stat().st_uid == os.getuid()
+    assert [entry.name for entry in path.parent.iterdir()] == [path.name]  # no temporary file left behind
+    ingress = settings_from_args(args, args[SECRETS_FILE])
+    assert (ingress.api_keys, ingress.database_url) == ((API_KEY,), DATABASE_URL)
+    replica = settings_from_args(args)
+    assert (replica.api_keys, replica.database_url) == ((), None)
+    # Deployed again with other secrets: the file is replaced whole, still for its owner only.
+    again = write_secrets({"STEVEDORE_API_KEYS": "another"}, secrets_directory(settings))
+    assert again == path and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert settings_from_args(args, args[SECRETS_FILE]).api_keys == ("another",)
+
+
+def test_without_secrets_there_is_no_file_and_the_ingress_runs_anywhere() -> None:
+    settings = Settings()
+    assert settings.secret_env() == {}
+    assert SECRETS_FILE not in application_args(settings)
+    assert "resources" not in ingress_options(settings)["ray_actor_options"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "No such file or directory"),
+        ("{not json", "is not JSON"),
+        ('{"STEVEDORE_API_KEYS": ["s3cret-api-key"]}', "is not an object of STEVEDORE_\\* variables"),
+        ('{"PATH": "/tmp"}', "is not an object of STEVEDORE_\\* variables"),
+    ],
+)
+def test_a_secrets_file_that_cannot_be_read_is_a_startup_error_naming_it(
+    tmp_path: Path, content: str | None, message: str
+) -> None:
+    path = tmp_path / "secrets.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(StartupError, match=f"the secrets file {re.escape(str(path))}.*{message}") as raised:
+        settings_from_args({"settings": {}}, str(path))
+    assert API_KEY not in str(raised.value)  # what the file holds is never shown
 
 
 def test_the_serve_config_deploys_the_builder_with_the_settings_and_spells_out_each_deployment(tmp_path: Path) -> None:

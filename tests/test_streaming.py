@@ -211,7 +211,7 @@ def test_the_readme_example() -> None:
     (shell,) = [b for b in re.findall(r"```sh\n(.*?)```", readme, flags=re.DOTALL) if "countdown" in b]
     expected = "\n".join(line.removeprefix("# ").removeprefix("#") for line in shell.splitlines()[1:]) + "\n\n"
     app = create_app(Settings(), fresh_manager(Registers(namespace["Countdown"]())))
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         answer = client.post("/models/countdown/predict/stream", json=[2])
     assert answer.text == expected
 

@@ -11,6 +11,8 @@ from typing import Any
 
 #: Seconds a client is told to wait after an overload.
 RETRY_AFTER_SECONDS = 1
+#: Seconds a client is told to wait when the job queue is full: a queued job waits for a running one to end.
+JOB_QUEUE_RETRY_AFTER_SECONDS = 30
 
 
 class StevedoreError(Exception):
@@ -27,6 +29,11 @@ class PluginError(StevedoreError):
 
 class NoTensorInterface(PluginError):
     """Why a predictor has no Open Inference Protocol (V2) interface; its other routes still work."""
+
+
+class UntrustedArtifact(StevedoreError):
+    """A trained version's recorded artifact is not inside its own job's artifact directory: it is never loaded
+    (the operator reads why in the log)."""
 
 
 class SelfTestFailed(AssertionError):
@@ -103,6 +110,12 @@ class Unauthenticated(ClientError):
     status_code = 401
 
 
+class Forbidden(ClientError):
+    """Refused whoever asks this way: an API key without the scope the route needs, a write from another site."""
+
+    status_code = 403
+
+
 class InvalidPayload(ClientError):
     """The payload does not match the model's JSON Schema."""
 
@@ -114,6 +127,19 @@ class Overloaded(ClientError):
 
     status_code = 503
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}  # noqa: RUF012  (read-only)
+
+
+class TooManyRequests(ClientError):
+    """A bound on what clients hold at once is reached (followers of job logs): try again shortly."""
+
+    status_code = 429
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}  # noqa: RUF012  (read-only)
+
+
+class JobQueueFull(TooManyRequests):
+    """``max_queued_jobs`` jobs wait to run already: try again once some have started (in a while, not at once)."""
+
+    headers = {"Retry-After": str(JOB_QUEUE_RETRY_AFTER_SECONDS)}  # noqa: RUF012  (read-only)
 
 
 class Unavailable(ClientError):

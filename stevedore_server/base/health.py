@@ -1,8 +1,11 @@
-"""Health checks: what a check is, and running them all (a check that raises has failed)."""
+"""Health checks: what a check is, running them all (a check that raises has failed), and ``HealthChecks``, the
+one cache of their results that every probe of every front end reads."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -15,9 +18,13 @@ logger = logging.getLogger("stevedore.health")
 
 #: A health check: no arguments, ``(ok, detail)``.
 HealthCheck = Callable[[], tuple[bool, str]]
+#: Every check's result by the check's name: ``{"ok": bool, "detail": str}``.
+Report = dict[str, dict[str, Any]]
+#: Seconds a run's results answer every probe before the next probe runs the checks again.
+MAX_AGE = 1.0
 
 
-def run_checks(checks: Mapping[str, HealthCheck]) -> dict[str, dict[str, Any]]:
+def run_checks(checks: Mapping[str, HealthCheck]) -> Report:
     """Every health check's result; a check that raises has failed (and is logged)."""
     results = {}
     for name, check in checks.items():
@@ -38,17 +45,52 @@ def failing(results: Mapping[str, dict[str, Any]]) -> list[str]:
     return [f"{name}: {result['detail']}" for name, result in results.items() if not result["ok"]]
 
 
-async def readiness_problems(
-    checks: Mapping[str, HealthCheck], lifecycle: Lifecycle, limiter: anyio.CapacityLimiter
-) -> list[str]:
-    """Why the server is not ready, for every front end: draining after SIGTERM, or a failing health check (run
-    off the event loop on ``limiter``'s threads, as plugins' checks may block)."""
-    if lifecycle.draining:
-        return ["shutting down: draining in-flight requests"]
-    return failing(await health_report(checks, limiter))
+class HealthChecks:
+    """The health checks of one server process as every probe sees them (HTTP and gRPC, Check and Watch alike).
 
+    Probes are open without a key, and plugins' checks may be slow or block: so the checks run off the event
+    loop on ``limiter``'s threads, one run at a time (a probe that comes during a run awaits that run: a single
+    flight), and a run's results answer every probe for ``max_age`` seconds after it ends. However many callers
+    probe, the checks run at most once a ``max_age``. The report is shared: read it, never change it.
+    """
 
-async def health_report(checks: Mapping[str, HealthCheck], limiter: anyio.CapacityLimiter) -> dict[str, dict[str, Any]]:
-    from anyio import to_thread  # here: a worker process imports this module for ``HealthCheck`` alone
+    def __init__(
+        self,
+        checks: Mapping[str, HealthCheck],
+        lifecycle: Lifecycle,
+        limiter: anyio.CapacityLimiter,
+        max_age: float = MAX_AGE,
+    ) -> None:
+        self.checks = checks
+        self.lifecycle = lifecycle
+        self.limiter = limiter
+        self.max_age = max_age
+        #: The last run's end (``time.monotonic``) and results.
+        self.latest: tuple[float, Report] | None = None
+        self.running: asyncio.Task[Report] | None = None
 
-    return await to_thread.run_sync(run_checks, checks, limiter=limiter)
+    async def report(self) -> Report:
+        """Every check's result, at most ``max_age`` seconds old (or from the run under way)."""
+        latest = self.latest
+        if latest is not None and time.monotonic() - latest[0] < self.max_age:
+            return latest[1]
+        if self.running is None:
+            self.running = asyncio.create_task(self.run())
+        # Shielded: a caller that goes away (a client's deadline) must not cancel the run the others await.
+        return await asyncio.shield(self.running)
+
+    async def problems(self) -> list[str]:
+        """Why the server is not ready: draining after SIGTERM (seen at once, never cached), or failing checks."""
+        if self.lifecycle.draining:
+            return ["shutting down: draining in-flight requests"]
+        return failing(await self.report())
+
+    async def run(self) -> Report:
+        from anyio import to_thread  # here: a worker process imports this module for ``HealthCheck`` alone
+
+        try:
+            results = await to_thread.run_sync(run_checks, self.checks, limiter=self.limiter)
+            self.latest = (time.monotonic(), results)
+            return results
+        finally:
+            self.running = None

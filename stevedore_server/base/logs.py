@@ -6,7 +6,8 @@ request's line would reach only that handler, through one of our formatters
 (as ``logging_config`` sets up), ``AccessLog`` makes the line from its parts
 and hands it over, without a LogRecord: the same line for a fifth of the cost.
 Any other configuration (a plugin's handler, pytest's caplog) gets the usual
-records.
+records. Either way the text of an access line's parts is escaped to one line
+(``one_line``): the client chose it.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from typing import Any
 REQUEST_ID_HEADER = "x-request-id"
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
-#: A client's request id is kept when it is short and printable; otherwise one is made.
-VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
+#: A client's request id is kept when it is short and printable; otherwise one is made. ``\Z``, not ``$``: ``$``
+#: also matches before a final newline, which would let ``"abc\n"`` through.
+VALID_REQUEST_ID = re.compile(r"\A[A-Za-z0-9._:/+=@-]{1,128}\Z")
 
 
 class RequestIds:
@@ -226,6 +228,23 @@ class TurnHandler(logging.StreamHandler):  # type: ignore[type-arg]  # typeshed:
         super().flush()
 
 
+def one_line(text: str) -> str:
+    """``text`` with every character that is not printable (line ends, tabs, other controls, unassigned code
+    points), and the backslash and double quote, written as ``\\xNN`` (``\\uNNNN``, ``\\UNNNNNNNN`` above
+    255), as nginx writes its access log: a field a client chose stays one field on one line, and an escape in
+    the log always stands for one character (a path may itself hold the text ``\\x0a``)."""
+    if text.isprintable() and "\\" not in text and '"' not in text:
+        return text  # the usual case, three scans in C
+    return "".join(escaped(character) for character in text)
+
+
+def escaped(character: str) -> str:
+    if character.isprintable() and character not in '\\"':
+        return character
+    code = ord(character)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
 class AccessLog:
     """The access log's lines: straight to a ``TurnHandler`` where that is all logging would do with them.
 
@@ -237,7 +256,10 @@ class AccessLog:
         self.logger = logger
 
     def write(self, request: str, args: tuple[Any, ...], fields: dict[str, Any]) -> None:
-        """Log ``ACCESS_FORMAT % args`` at INFO, with ``fields`` as the record's extra attributes."""
+        """Log ``ACCESS_FORMAT % args`` at INFO, with ``fields`` as the record's extra attributes. The text of
+        ``args`` is escaped (``one_line``) here, for every format and handler alike: a client chooses the path
+        (decoded from its ``%0a``), and a line end in it would forge a line of the text format."""
+        args = tuple(one_line(arg) if isinstance(arg, str) else arg for arg in args)
         handler = self.sole_handler()
         if handler is None:
             self.logger.info(ACCESS_FORMAT, *args, extra=fields)

@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterable
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,19 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 #: Seconds: trainings take from seconds to days.
 JOB_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 12 * 3600.0, 24 * 3600.0, 72 * 3600.0)
+#: Families that name software versions (of the server and of each plugin distribution): they tell an attacker
+#: which known flaws to try, so ``/metrics`` leaves them out for a caller without a key. The rest stays for
+#: Prometheus: request, inference and job metrics by route, model and model version (a model's version names
+#: its training, not software).
+VERSION_FAMILIES = frozenset({"stevedore_info"})
 
 
 class Metrics:
@@ -150,13 +158,33 @@ class Metrics:
         except KeyError:  # never reported
             pass
 
-    def exposition(self) -> tuple[bytes, str]:
-        """The text format: this process's metrics, or every worker's in multiprocess mode."""
+    def exposition(self, versions: bool = True) -> tuple[bytes, str]:
+        """The text format: this process's metrics, or every worker's in multiprocess mode; without
+        ``VERSION_FAMILIES`` unless ``versions`` (``/metrics`` answers a caller without a key so)."""
+        source = self.registry
         if self.multiprocess_dir:
-            aggregate = CollectorRegistry()
-            multiprocess.MultiProcessCollector(aggregate, self.multiprocess_dir)  # type: ignore[no-untyped-call]
-            return generate_latest(aggregate), CONTENT_TYPE_LATEST
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+            source = CollectorRegistry()
+            multiprocess.MultiProcessCollector(source, self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        if not versions:
+            source = without(source, VERSION_FAMILIES)
+        return generate_latest(source), CONTENT_TYPE_LATEST
+
+
+class Without(Collector):
+    """A registry's metric families but some, by name."""
+
+    def __init__(self, source: CollectorRegistry, names: frozenset[str]) -> None:
+        self.source = source
+        self.names = names
+
+    def collect(self) -> Iterable[Metric]:
+        return (family for family in self.source.collect() if family.name not in self.names)
+
+
+def without(source: CollectorRegistry, names: frozenset[str]) -> CollectorRegistry:
+    filtered = CollectorRegistry(auto_describe=False)  # no describe: nothing collected at registration
+    filtered.register(Without(source, names))
+    return filtered
 
 
 def fresh_multiprocess_dir() -> Path:

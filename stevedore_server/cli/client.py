@@ -3,7 +3,10 @@ and its jobs (``stevedore-server jobs list|show|logs|cancel``).
 
 Plain HTTP with the standard library, so the commands need nothing the core
 does not install. An API key comes from ``STEVEDORE_API_KEY`` (never a flag: a
-command line is visible to every user of the machine).
+command line is visible to every user of the machine). Redirects are not
+followed: urllib would send the key on to wherever the ``Location`` points; a
+redirect is an error that names it, so the user gives ``--url`` the address
+that answers.
 """
 
 from __future__ import annotations
@@ -38,14 +41,36 @@ def fetch(url: str, path: str, method: str = "GET", query: dict[str, Any] | None
     return send(url, urllib.request.Request(full, method=method, headers=authorization()))
 
 
+class NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is answered as it is, never followed (with the ``Authorization`` header) elsewhere."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # urllib then raises the redirect's HTTPError
+
+
+OPENER = urllib.request.build_opener(NoRedirects())
+
+
 def send(url: str, request: urllib.request.Request) -> Any:
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+        with OPENER.open(request, timeout=TIMEOUT) as response:
             return json.loads(response.read() or b"null")
     except urllib.error.HTTPError as error:
+        if 300 <= error.code < 400:
+            raise RemoteError(redirected(url, error)) from None
         raise RemoteError(f"{error.code} from {url}: {message_of(error.read())}") from None
     except (urllib.error.URLError, OSError) as error:
         raise RemoteError(f"cannot reach {url}: {getattr(error, 'reason', error)}") from None
+
+
+def redirected(url: str, error: urllib.error.HTTPError) -> str:
+    """The message of a redirect not followed; the ``Location`` quoted, as it may hold any character."""
+    location = error.headers.get("Location")
+    target = f"a redirect to {location!r}" if location else "a redirect"
+    return (
+        f"{error.code} from {url}: {target}, not followed (the API key goes to the --url given only): "
+        "give --url the server's own address"
+    )
 
 
 def authorization() -> dict[str, str]:

@@ -18,12 +18,33 @@ from stevedore_server.core import startup
 from .options import PLUGIN_SETTINGS, RAY_SETTINGS, find_or_exit, make_settings, settings_options
 
 
+def checked_plugins(context: click.Context, parameter: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """Each ``--plugin`` a wheel, a directory or a requirement, before pip sees any: never one of its options."""
+    from stevedore_server.deploy.image import check_plugin
+
+    try:
+        return tuple(check_plugin(value) for value in values)
+    except StevedoreError as error:
+        raise click.BadParameter(str(error), context, parameter) from None
+
+
+def checked_base_image(context: click.Context, parameter: click.Parameter, value: str | None) -> str | None:
+    """An image reference, before it goes into the Containerfile."""
+    from stevedore_server.deploy.image import check_base_image
+
+    try:
+        return None if value is None else check_base_image(value)
+    except StevedoreError as error:
+        raise click.BadParameter(str(error), context, parameter) from None
+
+
 @click.command()
 @click.option(
     "--plugin",
     "plugins",
     multiple=True,
     metavar="WHEEL_OR_REQUIREMENT",
+    callback=checked_plugins,
     help="A plugin to preinstall: a wheel file, a source directory or a requirement (repeatable).",
 )
 @click.option(
@@ -31,6 +52,7 @@ from .options import PLUGIN_SETTINGS, RAY_SETTINGS, find_or_exit, make_settings,
     "isolated_plugins",
     multiple=True,
     metavar="WHEEL_OR_REQUIREMENT",
+    callback=checked_plugins,
     help="A plugin to preinstall in a virtual environment of its own, with its own dependencies; its models run "
     "there (repeatable).",
 )
@@ -41,7 +63,9 @@ from .options import PLUGIN_SETTINGS, RAY_SETTINGS, find_or_exit, make_settings,
 @click.option(
     "--base-image",
     default=None,
-    help="Base image with Python (default: the official python slim image of this Python's version).",
+    callback=checked_base_image,
+    help="Base image with Python, an image reference (default: the official python slim image of this Python's "
+    "version).",
 )
 @click.option(
     "--output-context",
@@ -112,6 +136,40 @@ def environment_settings_command(environments: tuple[Path, ...], output: Path | 
 @click.option("--namespace", default=None, help="Namespace of the namespaced resources (default: none set).")
 @click.option("--http-port", default=8080, show_default=True, help="The container's HTTP port.")
 @click.option("--grpc-port", "grpc", default=8081, show_default=True, help="The container's gRPC port.")
+@click.option(
+    "--api-key-secret",
+    metavar="NAME",
+    help="The Secret whose `api-keys` item is the API key file (SHA-256 hex digests of the keys, one a line): "
+    "mounted read-only, and STEVEDORE_API_KEY_FILE set to it; without it the server asks no key. The probes "
+    "call /readyz and /livez without a key, which the server answers while --auth-health is off (its default). "
+    "Make it with `kubectl create secret generic NAME --from-file=api-keys=FILE`.",
+)
+@click.option(
+    "--state-claim",
+    metavar="CLAIM",
+    help="A PersistentVolumeClaim mounted as the state directory (/var/lib/stevedore: the jobs database and the "
+    "trained versions' artifacts), kept when a pod is replaced. Default: an emptyDir, lost with the pod. Every "
+    "replica mounts it: with more than one, a ReadWriteMany claim, or the jobs in PostgreSQL "
+    "(STEVEDORE_DATABASE_URL).",
+)
+@click.option(
+    "--ingress-namespace",
+    "ingress_namespaces",
+    multiple=True,
+    default=["ingress-nginx"],
+    show_default=True,
+    help="A namespace whose pods the NetworkPolicy lets reach the HTTP and gRPC ports: the ingress "
+    "controller's (repeatable; matched by its kubernetes.io/metadata.name label).",
+)
+@click.option(
+    "--metrics-namespace",
+    "metrics_namespaces",
+    multiple=True,
+    default=["monitoring"],
+    show_default=True,
+    help="A namespace whose pods the NetworkPolicy lets reach the HTTP port, for /metrics: the Prometheus "
+    "scraper's (repeatable).",
+)
 @settings_options(PLUGIN_SETTINGS)
 def manifests(
     image: str,
@@ -121,10 +179,15 @@ def manifests(
     namespace: str | None,
     http_port: int,
     grpc: int,
+    api_key_secret: str | None,
+    state_claim: str | None,
+    ingress_namespaces: tuple[str, ...],
+    metrics_namespaces: tuple[str, ...],
     **values: Any,
 ) -> None:
     """Write Kubernetes manifests for an image: a KServe ClusterServingRuntime and a sample InferenceService, and
-    a Deployment, Service, HorizontalPodAutoscaler and PodDisruptionBudget for clusters without KServe."""
+    a Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget and NetworkPolicy for clusters without
+    KServe."""
     from stevedore_server.deploy.manifests import Deployment, render, write
 
     models = list(model_names)
@@ -134,7 +197,11 @@ def manifests(
         except StevedoreError as error:
             raise click.ClickException(str(error)) from None
         models = sorted({candidate.predictor.name for candidate in candidates})
-    deployment = Deployment(image, models, name=name, namespace=namespace, http_port=http_port, grpc_port=grpc)
+    deployment = Deployment(
+        image, models, name=name, namespace=namespace, http_port=http_port, grpc_port=grpc,
+        api_key_secret=api_key_secret, state_claim=state_claim,
+        ingress_namespaces=ingress_namespaces, metrics_namespaces=metrics_namespaces,
+    )  # fmt: skip
     for path in write(render(deployment), output):
         click.echo(f"wrote {path}")
 
@@ -152,7 +219,10 @@ def manifests(
 @settings_options(RAY_SETTINGS)
 def ray_serve(address: str | None, config_only: bool, output: Path | None, **values: Any) -> None:
     """Serve the installed plugins on a Ray cluster with Ray Serve: a deployment for each model (replicas and
-    autoscaling from its [models.NAME] table) and the HTTP API of `run` at --host and --port."""
+    autoscaling from its [models.NAME] table) and the HTTP API of `run` at --host and --port.
+
+    Run it on a node of the cluster (the head): the secrets (API keys, the database's URL) go into a file there
+    that only this user can read, and the ingress runs on that node to read it."""
     from stevedore_server.rayserve.config import APP_NAME, serve_config
 
     settings = make_settings(**values)
@@ -167,6 +237,7 @@ def ray_serve(address: str | None, config_only: bool, output: Path | None, **val
         return
     if not address:
         raise click.UsageError("--address (or RAY_ADDRESS) names the Ray cluster to deploy on")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
     try:
         from stevedore_server.rayserve.app import deploy
     except ImportError as error:

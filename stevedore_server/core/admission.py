@@ -3,7 +3,8 @@
 Each model gets its own threads (``max_concurrency``), so a slow model never
 holds another's. Requests beyond the threads wait, up to ``max_queue``; beyond
 that they are refused at once (503 with Retry-After) instead of piling up in
-memory. An inference that outlives ``timeout`` answers 504; its thread is
+memory, and a front end asks first (``check``), before it reads the request's
+body. An inference that outlives ``timeout`` answers 504; its thread is
 abandoned to finish on its own, and the server stays responsive.
 """
 
@@ -84,13 +85,23 @@ class Admission:
         self.metrics = metrics
         self.admitted = 0
 
+    def check(self, action: str) -> None:
+        """Overloaded (counted) when the bound is reached; no place taken. A front end asks before it reads a
+        request's body (``Inference.admit``), so that a full model refuses without paying for the body; the place
+        itself is taken later, by ``run``, so that a body still on its way holds none."""
+        if self.admitted >= self.limits.capacity:
+            raise self.refusal(action)
+
+    def refusal(self, action: str) -> Overloaded:
+        """The refusal of one more ``action`` than the bound takes, counted."""
+        self.metrics.count_error(action, "overloaded")
+        return Overloaded(f"{self.label} has {self.admitted} inferences running or waiting; try again shortly")
+
     def reserve(self, action: str) -> Reservation:
         """A place in the bound, taken now (no await between the check and the count, so two requests cannot
         both take the last place); Overloaded when the bound is reached. For a stream: refused before its
         answer starts, counted until it ends."""
-        if self.admitted >= self.limits.capacity:
-            self.metrics.count_error(action, "overloaded")
-            raise Overloaded(f"{self.label} has {self.admitted} inferences running or waiting; try again shortly")
+        self.check(action)
         self.admitted += 1
         return Reservation(self)
 
@@ -119,8 +130,7 @@ class Admission:
         """``work``'s result, or Overloaded (the bound is reached), InferenceTimeout or the model's failure."""
         if self.admitted >= self.limits.capacity:
             work.close()
-            self.metrics.count_error(action, "overloaded")
-            raise Overloaded(f"{self.label} has {self.admitted} inferences running or waiting; try again shortly")
+            raise self.refusal(action)
         self.admitted += 1
         started = time.perf_counter()
         # asyncio's own time-out: AnyIO's cancel scope costs about 10 µs more, on every request.

@@ -15,7 +15,9 @@ value, or decoded tensors) and call ``Inference.call``, which
    exception into ``ModelFailure``, a time-out into ``InferenceTimeout`` and
    a full queue into ``Overloaded``,
 
-and returns the model that answered with its result. ``Inference.stream`` does
+and returns the model that answered with its result. A front end that can
+answer before it reads the body asks ``Inference.admit`` first: a full model
+then refuses without the body read, parsed or validated. ``Inference.stream`` does
 the same for a model's stream (``streams``). Every error is a typed
 exception of ``base.errors``, which each front end's exception handlers turn
 into its own error format. Writing the result (JSON, tensors) is the front
@@ -59,7 +61,7 @@ class Action(enum.StrEnum):
 
 @dataclass(frozen=True)
 class ModelRef:
-    """A model by name, and version (None: the highest installed)."""
+    """A model by name, and version (None: its default version, ``Registry.get``)."""
 
     name: str
     version: str | None = None
@@ -122,6 +124,18 @@ class Inference:
             raise NotReady(
                 f"model {model.name!r} version {model.version!r} is not ready: {model.reason or model.state}"
             )
+        return model
+
+    def admit(self, ref: ModelRef, action: Action) -> ServingModel:
+        """The model ``ref`` names, served and with room for one more ``action`` now: NotFound, NotReady, or
+        Overloaded (503 with Retry-After) when its bound is full. What a front end asks before it reads a
+        request's body, so that a full model refuses the request without reading, parsing or validating it; the
+        place itself is taken by ``call``, so that a body still on its way holds none (a slow client cannot fill
+        the model's queue)."""
+        model = self.resolve(ref)
+        runtime = model.runtime
+        if isinstance(runtime, ModelRuntime):  # a Ray Serve deployment bounds its calls itself
+            runtime.admission.check(action)
         return model
 
     def job_parameters(self, ref: ModelRef, action: Action, body: bytes) -> tuple[ServingModel, Any]:

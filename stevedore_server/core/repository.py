@@ -3,9 +3,12 @@ Protocol's model repository extension), for models installed as wheels.
 
 - ``index`` re-reads the installed distributions' entry points: every model they
   provide, with its state (READY, or UNAVAILABLE with the reason: not loaded, or
-  what failed).
-- ``load`` re-reads them too, so a plugin wheel ``pip install``ed next to the
-  running server is found; it loads and self-tests every version of the model,
+  what failed). What the environments of models with a ``python`` of their own
+  provide (an interpreter started for each) is asked once and kept: only a load
+  asks them again.
+- ``load`` re-reads them all, those environments too, so a plugin wheel
+  ``pip install``ed next to the running server (or in a model's environment) is
+  found; it loads and self-tests every version of the model,
   then swaps each into the registry (calls in flight finish on the old one). A
   load that fails leaves what is serving untouched. A distribution upgraded
   while its modules are imported is refused: Python cannot re-import a package
@@ -15,8 +18,12 @@ Protocol's model repository extension), for models installed as wheels.
   flight finish, closes its runtime and lets its memory go (``release_memory``,
   the serving process's: its frozen heap is thawed for one full collection).
 
-One load or unload runs at a time. With ``--workers N`` every worker converges
-on the same models before the request is answered (``convergence``).
+Discovery, load and unload run under the repository's lock, one at a time: a
+burst of index calls cannot start interpreters, or threads, by the hundred.
+Index calls that wait for the lock together share one discovery, begun after
+each of them came (so an index is never older than its request): a burst runs
+one or two, not one each. With ``--workers N`` every worker converges on the
+same models before a load or unload is answered (``convergence``).
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from stevedore_server.processes import isolation
 
 from . import serving, startup
 from .convergence import LOADED, UNLOADED, Desired, SharedState
+from .served_models import TRAINED_BY_JOB
 from .server import ModelServer
 from .serving import ServingModel
 
@@ -69,6 +77,8 @@ class ModelRepository(Protocol):
 
     async def serve_trained(self, predictor: Predictor, base: ServingModel, job_id: str) -> None: ...
 
+    async def unserve_trained(self, name: str, version: str) -> None: ...
+
 
 class Repository:
     """Lists, loads and unloads the models of ``server``; ``manager`` replaces the entry points (tests)."""
@@ -87,7 +97,14 @@ class Repository:
         #: heap is the process's to thaw).
         self.release_memory = release_memory
         self.manager = manager
+        #: Held by each discovery, load and unload: one at a time.
         self.lock = asyncio.Lock()
+        #: What the environments of models with a ``python`` of their own provide, as last asked (None: not yet).
+        self.environments: startup.Environments | None = None
+        #: The models (name, version) the last index's discovery found (None: none found yet, or it failed), and
+        #: how many such discoveries have begun.
+        self.installed: list[tuple[str, str]] | None = None
+        self.discoveries = 0
         self.retiring: set[asyncio.Task[None]] = set()
         #: With workers: the desired state all of them follow, what this one has applied, and its poller.
         self.shared = shared
@@ -104,15 +121,29 @@ class Repository:
 
     async def index(self, ready_only: bool = False) -> list[dict[str, Any]]:
         """Every model the installed plugins provide, and every model served, with its state."""
-        candidates, _ = await to_thread.run_sync(self.discover)
+        installed = await self.installed_models()
         served = {(m.name, m.version): m for m in self.server.registry.models}
         entries = [entry(served[key]) for key in served]
         entries += [
-            {"name": c.predictor.name, "version": c.predictor.version, "state": "UNAVAILABLE", "reason": "not loaded"}
-            for c in candidates
-            if (c.predictor.name, c.predictor.version) not in served
+            {"name": name, "version": version, "state": "UNAVAILABLE", "reason": "not loaded"}
+            for name, version in installed
+            if (name, version) not in served
         ]
         return [e for e in entries if e["state"] == "READY"] if ready_only else entries
+
+    async def installed_models(self) -> list[tuple[str, str]]:
+        """The installed models (name, version), from a discovery begun after this call came: the calls waiting
+        for the lock together share the next one. Only names are kept: a predictor kept here could be the one a
+        later load serves, and would hold its memory after an unload."""
+        came = self.discoveries
+        async with self.lock:
+            installed = self.installed
+            if installed is None or self.discoveries == came:  # none begun since this call came, or it failed
+                self.discoveries += 1
+                self.installed = None
+                candidates, _ = await to_thread.run_sync(self.discover)
+                installed = self.installed = [(c.predictor.name, c.predictor.version) for c in candidates]
+            return installed
 
     async def load(self, name: str) -> None:
         """Load (or reload) every installed version of ``name``; BadRequest with the reason if one fails."""
@@ -229,9 +260,20 @@ class Repository:
         if not loaded.ready:
             await to_thread.run_sync(predictor.unload)  # what its load holds (worker processes) is not served
             raise BadRequest(f"the new version {predictor.version} failed: {loaded.reason}")
-        described = serving.describe(loaded, {**base.metadata, "trained_by_job": job_id})
+        described = serving.describe(loaded, {**base.metadata, TRAINED_BY_JOB: job_id})
         self.swap(await serving.start(described, self.server.settings, self.server.metrics))
         logger.info("model %s version %s, trained by job %s, served", predictor.name, predictor.version, job_id)
+
+    async def unserve_trained(self, name: str, version: str) -> None:
+        """Stop serving a trained version (never an installed one): dropped at once, its runtime closed once its
+        calls in flight have finished."""
+        removed = self.server.registry.remove_trained(name, version)
+        if removed is None:
+            return
+        self.server.metrics.describe_model(name, version, False, None)
+        self.retire_later(removed)
+        logger.info("model %s version %s, trained by job %s, no longer served", name, version,
+                    removed.metadata.get(TRAINED_BY_JOB))  # fmt: skip
 
     def close(self) -> None:
         """At shutdown: stop following the other workers, and waiting for replaced models (their runtimes close)."""
@@ -240,15 +282,18 @@ class Repository:
         for task in self.retiring:
             task.cancel()
 
-    def discover(self) -> tuple[list[Candidate], Hooks]:
-        """The installed predictors as the entry points list them now (a wheel installed since startup too)."""
+    def discover(self, reread: bool = False) -> tuple[list[Candidate], Hooks]:
+        """The installed predictors as the entry points list them now (a wheel installed since startup too); those
+        of other environments as they said last, unless ``reread`` (a load) asks them again. Under the lock."""
         importlib.invalidate_caches()
-        candidates, _, hooks = startup.find(self.server.settings, self.manager)
+        if reread or self.environments is None:
+            self.environments = isolation.isolated_candidates(self.server.settings)
+        candidates, _, hooks = startup.find(self.server.settings, self.manager, self.environments)
         return candidates, hooks
 
     def candidates(self, name: str) -> tuple[list[Candidate], Hooks]:
         """The installed versions of ``name``: NotFound if none, BadRequest if its distribution was upgraded."""
-        found, hooks = self.discover()
+        found, hooks = self.discover(reread=True)
         mine = [c for c in found if c.predictor.name == name]
         if not mine:
             raise NotFound(f"no installed plugin provides a model named {name!r}")
@@ -270,8 +315,13 @@ class Repository:
         if source.distribution and source.distribution_version:
             plugin = (source.distribution, source.distribution_version)
         self.server.metrics.describe_model(model.name, model.version, model.ready, plugin)
-        if old is not None and old.runtime is not None:
-            task = asyncio.create_task(self.retire(old))
+        if old is not None:
+            self.retire_later(old)
+
+    def retire_later(self, model: ServingModel) -> None:
+        """Close a dropped model's runtime once its calls in flight have finished."""
+        if model.runtime is not None:
+            task = asyncio.create_task(self.retire(model))
             self.retiring.add(task)
             task.add_done_callback(self.retiring.discard)
 

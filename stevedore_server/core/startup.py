@@ -35,6 +35,9 @@ from .serving import ServingModel
 
 logger = logging.getLogger("stevedore.startup")
 
+#: What the environments of models with a ``python`` of their own provide: ``isolation.isolated_candidates``.
+Environments = tuple[list[Candidate], list[PluginFailure], set[str]]
+
 
 @dataclass(frozen=True)
 class Loaded:
@@ -66,12 +69,15 @@ def load_selected(settings: Settings, candidate: Candidate) -> LoadedModel:
 
 
 def find(
-    settings: Settings, manager: pluggy.PluginManager | None = None
+    settings: Settings, manager: pluggy.PluginManager | None = None, environments: Environments | None = None
 ) -> tuple[list[Candidate], list[PluginFailure], Hooks]:
     """The selected predictors, not loaded, those of models in environments of their own among them: names
-    checked, a duplicate name and version a ``StartupError``."""
+    checked, a duplicate name and version a ``StartupError``. ``environments``: what those environments said
+    before (``isolation.isolated_candidates``; the repository keeps it), else each is asked now."""
     candidates, failures, hooks = find_installed(settings.selection, manager)
-    isolated, isolated_failures, names = isolation.isolated_candidates(settings)
+    if environments is None:
+        environments = isolation.isolated_candidates(settings)
+    isolated, isolated_failures, names = environments
     if names:  # a model with an environment of its own is that environment's, even where the server has one too
         candidates = [candidate for candidate in candidates if candidate.predictor.name not in names] + isolated
         failures += isolated_failures

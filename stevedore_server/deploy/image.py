@@ -12,6 +12,7 @@ import base64
 import hashlib
 import json
 import logging
+import re
 import shutil
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
 from stevedore_server.base.errors import BuildError
 
@@ -36,6 +37,19 @@ DEFAULT_BASE_IMAGE = f"python:{sys.version_info.major}.{sys.version_info.minor}-
 
 #: Where the image has each isolated plugin's virtual environment (``ISOLATED_DIR/<distribution>``).
 ISOLATED_DIR = "/opt/stevedore-envs"
+
+#: An image reference, as the distribution spec's grammar has it: ``[host[:port]/]path[:tag][@digest]``. Nothing
+#: else goes into the Containerfile's ``ARG BASE_IMAGE=`` line: no space, quote, ``$`` or line break.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_DOMAIN = rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9a-fA-F:]+\])"
+#: A distribution's name (the core metadata specification's).
+PROJECT_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
+IMAGE_REFERENCE = re.compile(
+    rf"(?:{_DOMAIN}(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*"
+    r"(?::[\w][\w.-]{0,127})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?"
+)
 
 
 @dataclass(frozen=True)
@@ -60,6 +74,9 @@ def write_context(
 ) -> BuildContext:
     """The build context in ``directory``: Containerfile, the wheelhouse and its requirements.txt, and one
     wheelhouse under ``isolated/`` for each plugin installed in an environment of its own."""
+    check_base_image(base_image)
+    for plugin in [*plugins, *(isolated or [])]:
+        check_plugin(plugin)
     if directory.exists() and any(directory.iterdir()):
         raise BuildError(f"{directory} exists and is not empty")
     core = core_source(directory / "core-wheel")
@@ -92,6 +109,7 @@ def wheelhouse_of(wheelhouse: Path, core: Path, plugins: list[str]) -> list[tupl
 
 def containerfile(context: BuildContext, base_image: str) -> str:
     """The packaged Containerfile with this build's base image, version and plugins as argument defaults."""
+    check_base_image(base_image)
     text = files(__package__).joinpath("container/Containerfile").read_text()
     defaults = {
         "BASE_IMAGE": base_image,
@@ -106,24 +124,54 @@ def containerfile(context: BuildContext, base_image: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def check_base_image(reference: str) -> str:
+    """``reference`` if it is an image reference (``python:3.11-slim``, ``registry:5000/team/base@sha256:...``);
+    BuildError otherwise, before it is written into the Containerfile."""
+    if IMAGE_REFERENCE.fullmatch(reference) is None:
+        raise BuildError(
+            f"base image {reference!r} is not an image reference such as python:3.11-slim or "
+            "registry.example:5000/team/python:3.11 (lower-case path; a tag, a digest; no spaces or other syntax)"
+        )
+    return reference
+
+
+def check_plugin(plugin: str) -> str:
+    """``plugin`` if it names a wheel, a source directory or a requirement; BuildError before pip sees it
+    otherwise: a value starting with ``-`` would be one of pip's options (``--index-url=...``)."""
+    if plugin.startswith("-"):
+        raise BuildError(
+            f"plugin {plugin!r} looks like an option: give a wheel file, a source directory or a requirement "
+            "(pip's own options go in its environment variables or configuration, such as PIP_INDEX_URL)"
+        )
+    plugin_name(plugin)
+    return plugin
+
+
 def plugin_name(plugin: str) -> str:
     """The distribution name of a ``--plugin``: a wheel file, a source directory or a requirement."""
     path = Path(plugin)
     if plugin.endswith(".whl"):
-        return str(parse_wheel_filename(path.name)[0])
+        try:
+            return str(parse_wheel_filename(path.name)[0])
+        except InvalidWheelFilename as error:
+            raise BuildError(f"plugin {plugin!r} is not a wheel's file name: {error}") from None
     if path.is_dir():
         try:
-            return str(tomllib.loads((path / "pyproject.toml").read_text())["project"]["name"])
+            name = str(tomllib.loads((path / "pyproject.toml").read_text())["project"]["name"])
         except (OSError, KeyError, tomllib.TOMLDecodeError) as error:
             raise BuildError(f"{plugin}: no project name in its pyproject.toml ({error})") from None
+        if PROJECT_NAME.fullmatch(name) is None:  # it names a directory of the context and goes in a label
+            raise BuildError(f"{plugin}: its pyproject.toml's project name {name!r} is not a valid project name")
+        return name
     try:
         return Requirement(plugin).name
     except InvalidRequirement as error:
-        raise BuildError(f"--plugin {plugin!r} is neither a wheel, a directory nor a requirement: {error}") from None
+        raise BuildError(f"plugin {plugin!r} is neither a wheel, a directory nor a requirement: {error}") from None
 
 
 def pip_wheel(wheelhouse: Path, requirements: list[str]) -> None:
-    command = [sys.executable, "-m", "pip", "wheel", "--wheel-dir", str(wheelhouse), *requirements]
+    # ``--``: whatever the requirements are, pip reads none of them as an option.
+    command = [sys.executable, "-m", "pip", "wheel", "--wheel-dir", str(wheelhouse), "--", *requirements]
     logger.info("building the wheelhouse: %s", " ".join(command))
     if subprocess.run(command, check=False).returncode != 0:
         raise BuildError("pip could not build the wheelhouse; see its output above")

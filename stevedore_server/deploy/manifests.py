@@ -10,14 +10,18 @@ Two sets, one resource a file:
   per model the image serves, plus ``stevedore`` for any of them), and a
   sample ``InferenceService`` using it;
 - plain Kubernetes, for teams without KServe: a ``Deployment``, its
-  ``Service``, a ``HorizontalPodAutoscaler`` and a ``PodDisruptionBudget``.
+  ``Service``, a ``HorizontalPodAutoscaler``, a ``PodDisruptionBudget`` and a
+  ``NetworkPolicy`` that lets in only the ingress controller's namespace and
+  the Prometheus scraper's.
 
 Both run the container alike (``container``): non-root by number, read-only
-root file system with ``/tmp`` as the one writable path, no capabilities;
-probes on ``/readyz`` and ``/livez``; Prometheus scraping ``/metrics``; and a
-shutdown delay that lets endpoints drop the pod before the server stops
-accepting connections, within a termination grace period that also covers the
-in-flight requests' graceful time-out.
+root file system with ``/tmp`` and the state directory (an ``emptyDir``, or a
+claim's volume) as the writable paths, no capabilities; the API keys, when a
+Secret is named, from that Secret as a read-only file; probes on ``/readyz``
+and ``/livez``, which need no key (the server's ``--auth-health`` stays off);
+Prometheus scraping ``/metrics``; and a shutdown delay that lets endpoints drop
+the pod before the server stops accepting connections, within a termination
+grace period that also covers the in-flight requests' graceful time-out.
 """
 
 from __future__ import annotations
@@ -39,6 +43,17 @@ GRACEFUL_TIMEOUT = 30
 USER_ID = 10001
 #: The model format every runtime serves: a stevedore plugin's model, whatever its name.
 ANY_MODEL_FORMAT = "stevedore"
+#: The state directory: the image's ``STEVEDORE_STATE_DIR`` (the jobs database, trained versions' artifacts).
+STATE_DIR = "/var/lib/stevedore"
+#: The item of the ``--api-key-secret`` Secret that holds the API key file (SHA-256 digests, one a line), and
+#: where the container has it.
+API_KEYS_ITEM = "api-keys"
+SECRETS_DIR = "/var/run/secrets/stevedore"
+#: The namespaces let in by the NetworkPolicy by default: ingress-nginx's, and the Prometheus Operator's usual one.
+INGRESS_NAMESPACE = "ingress-nginx"
+METRICS_NAMESPACE = "monitoring"
+#: The label Kubernetes gives every namespace, its name: what the NetworkPolicy selects namespaces by.
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 
 
 @dataclass(frozen=True)
@@ -53,10 +68,22 @@ class Deployment:
     max_replicas: int = 5
     http_port: int = HTTP_PORT
     grpc_port: int = GRPC_PORT
+    #: The Secret whose ``API_KEYS_ITEM`` is the API key file; None: no keys (every request is served).
+    api_key_secret: str | None = None
+    #: The PersistentVolumeClaim mounted as the state directory; None: an ``emptyDir`` (lost with the pod).
+    state_claim: str | None = None
+    #: The namespaces whose pods may reach the pods' HTTP and gRPC ports (the ingress controller's).
+    ingress_namespaces: tuple[str, ...] = (INGRESS_NAMESPACE,)
+    #: The namespaces whose pods may reach the HTTP port, for ``/metrics`` (the Prometheus scraper's).
+    metrics_namespaces: tuple[str, ...] = (METRICS_NAMESPACE,)
 
     @property
     def labels(self) -> dict[str, str]:
         return {"app.kubernetes.io/name": self.name, "app.kubernetes.io/component": "model-server"}
+
+    @property
+    def api_key_file(self) -> str:
+        return f"{SECRETS_DIR}/{API_KEYS_ITEM}"
 
 
 def render(deployment: Deployment) -> dict[str, dict[str, Any]]:
@@ -68,6 +95,7 @@ def render(deployment: Deployment) -> dict[str, dict[str, Any]]:
         "service.yaml": service(deployment),
         "horizontalpodautoscaler.yaml": autoscaler(deployment),
         "poddisruptionbudget.yaml": disruption_budget(deployment),
+        "networkpolicy.yaml": network_policy(deployment),
     }
 
 
@@ -98,7 +126,7 @@ def container(deployment: Deployment, name: str) -> dict[str, Any]:
         "image": deployment.image,
         "command": ["stevedore-server"],
         "args": server_args(deployment),
-        "env": [{"name": "TMPDIR", "value": "/tmp"}],
+        "env": environment(deployment),
         "ports": [{"name": "http", "containerPort": deployment.http_port, "protocol": "TCP"}],
         "readinessProbe": probe(deployment, "/readyz", period=5, failures=2),
         "livenessProbe": probe(deployment, "/livez", period=10, failures=6),
@@ -113,8 +141,33 @@ def container(deployment: Deployment, name: str) -> dict[str, Any]:
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": volume_mounts(deployment),
     }
+
+
+def environment(deployment: Deployment) -> list[dict[str, str]]:
+    env = [{"name": "TMPDIR", "value": "/tmp"}, {"name": "STEVEDORE_STATE_DIR", "value": STATE_DIR}]
+    if deployment.api_key_secret:
+        env.append({"name": "STEVEDORE_API_KEY_FILE", "value": deployment.api_key_file})
+    return env
+
+
+def volume_mounts(deployment: Deployment) -> list[dict[str, Any]]:
+    mounts: list[dict[str, Any]] = [
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "state", "mountPath": STATE_DIR},
+    ]
+    if deployment.api_key_secret:
+        mounts.append({"name": "api-keys", "mountPath": SECRETS_DIR, "readOnly": True})
+    return mounts
+
+
+def volumes(deployment: Deployment) -> list[dict[str, Any]]:
+    """``/tmp``, the state directory, and the API key file when a Secret holds it."""
+    found = [tmp_volume(), state_volume(deployment)]
+    if deployment.api_key_secret:
+        found.append(api_keys_volume(deployment.api_key_secret))
+    return found
 
 
 def probe(deployment: Deployment, path: str, period: int, failures: int) -> dict[str, Any]:
@@ -128,6 +181,26 @@ def probe(deployment: Deployment, path: str, period: int, failures: int) -> dict
 
 def tmp_volume() -> dict[str, Any]:
     return {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}
+
+
+def state_volume(deployment: Deployment) -> dict[str, Any]:
+    """The claim's volume when one is named; else an ``emptyDir``, so that jobs run on the read-only root file
+    system (their database and artifacts then go with the pod)."""
+    if deployment.state_claim:
+        return {"name": "state", "persistentVolumeClaim": {"claimName": deployment.state_claim}}
+    return {"name": "state", "emptyDir": {"sizeLimit": "1Gi"}}
+
+
+def api_keys_volume(secret: str) -> dict[str, Any]:
+    """The Secret's API key file only, readable by the pod's group (``fsGroup``, the server's), by no one else."""
+    return {
+        "name": "api-keys",
+        "secret": {
+            "secretName": secret,
+            "items": [{"key": API_KEYS_ITEM, "path": API_KEYS_ITEM}],
+            "defaultMode": 0o440,
+        },
+    }
 
 
 def prometheus_annotations(deployment: Deployment) -> dict[str, str]:
@@ -165,7 +238,7 @@ def cluster_serving_runtime(deployment: Deployment) -> dict[str, Any]:
             "supportedModelFormats": formats,
             "protocolVersions": ["v2"],
             "containers": [container(deployment, "kserve-container")],
-            "volumes": [tmp_volume()],
+            "volumes": volumes(deployment),
         },
     }
 
@@ -216,8 +289,10 @@ def kubernetes_deployment(deployment: Deployment) -> dict[str, Any]:
                 "spec": {
                     "terminationGracePeriodSeconds": termination_grace(),
                     "securityContext": {"runAsNonRoot": True, "fsGroup": USER_ID},
+                    # The server never calls the Kubernetes API: no token for whoever gets into the container.
+                    "automountServiceAccountToken": False,
                     "containers": [server],
-                    "volumes": [tmp_volume()],
+                    "volumes": volumes(deployment),
                 },
             },
         },
@@ -265,3 +340,31 @@ def disruption_budget(deployment: Deployment) -> dict[str, Any]:
         "metadata": metadata(deployment),
         "spec": {"minAvailable": 1, "selector": {"matchLabels": deployment.labels}},
     }
+
+
+def network_policy(deployment: Deployment) -> dict[str, Any]:
+    """Ingress to the pods from the ingress controller's namespaces (HTTP and gRPC) and the Prometheus scraper's
+    (HTTP, for ``/metrics``) only. The kubelet's probes come from the node, which a NetworkPolicy never blocks."""
+    rules = [
+        allowed_from(deployment.ingress_namespaces, [deployment.http_port, deployment.grpc_port]),
+        allowed_from(deployment.metrics_namespaces, [deployment.http_port]),
+    ]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(deployment),
+        "spec": {
+            "podSelector": {"matchLabels": deployment.labels},
+            "policyTypes": ["Ingress"],
+            "ingress": [rule for rule in rules if rule is not None],
+        },
+    }
+
+
+def allowed_from(names: tuple[str, ...], ports: list[int]) -> dict[str, Any] | None:
+    """A rule letting every pod of the namespaces named reach ``ports`` (TCP), by the label Kubernetes sets to a
+    namespace's name; None for no namespace (a rule with no ``from`` would let in every source)."""
+    if not names:
+        return None
+    sources = [{"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: name}}} for name in names]
+    return {"from": sources, "ports": [{"protocol": "TCP", "port": port} for port in ports]}

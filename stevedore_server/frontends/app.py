@@ -6,8 +6,9 @@ The routes: the predict routes first (the hot path), the Open Inference
 Protocol (V2) mount with its own error format, the stevedore routes, the
 original ml-py-stevedore routes, metrics, docs, the web console, and last the
 plugins' own routes (``web.plugin_routes``). The middleware, outermost first:
-request context (ids, access log, metrics, last-resort 500), CORS when
-configured, API keys when configured. The error edge: ``EXCEPTION_HANDLERS``.
+request context (ids, access log, metrics, last-resort 500), the host and
+origin checks (``web.origins``), CORS when configured, API keys when
+configured. The error edge: ``EXCEPTION_HANDLERS``.
 The lifespan loads the models (``core.startup``) and shares what the requests
 need as one ``AppState``. Nothing here changes the process (signals, ``gc``,
 logging): that is the serving process's (``stevedore_server.process``), so
@@ -37,6 +38,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from stevedore_server.base.errors import ClientError, ModelFailure, ReportedFailure
+from stevedore_server.base.health import HealthChecks
 from stevedore_server.base.lifecycle import Lifecycle
 from stevedore_server.base.logs import failure_answer, log_error
 from stevedore_server.base.metrics import MULTIPROC_ENV, Metrics
@@ -47,16 +49,18 @@ from stevedore_server.core.repository import ModelRepository, Repository
 from stevedore_server.core.server import ModelServer
 from stevedore_server.frontends.web.bodies import JSONBytesResponse, error_response, http_error, server_of
 from stevedore_server.frontends.web.middleware import RequestContext, RequireAPIKey
+from stevedore_server.frontends.web.origins import browser_guards
 from stevedore_server.frontends.web.plugin_routes import PluginRoutes, serve_routes
 from stevedore_server.frontends.web.routing import ApiRoute, docs_app
 from stevedore_server.jobs.records import TrainedVersion
 from stevedore_server.jobs.service import SERVE_TIMEOUT, Jobs
+from stevedore_server.jobs.versions import TrainedServing
 
 from . import console
-from .auth import APIKeys
+from .auth import INFER, APIKeys, caller_of
 from .state import AppState, of_request
 from .v2 import rest as v2_routes
-from .web import docs, jobs_routes, original_routes, stevedore_routes
+from .web import docs, jobs_routes, original_routes, stevedore_routes, versions_routes
 
 logger = logging.getLogger("stevedore.app")
 
@@ -120,8 +124,9 @@ def route_table(settings: Settings) -> list[BaseRoute]:
         *stevedore_routes.stream_routes(),
         *original_routes.routes(),
         *jobs_routes.routes(),
-        ApiRoute("/metrics", metrics_route, ["GET"], ["health"]),
-        ApiRoute("/openapi.json", openapi_json, ["GET"], include_in_schema=False),
+        *versions_routes.routes(),
+        ApiRoute("/metrics", metrics_route, ["GET"], ["health"], needs=None),
+        ApiRoute("/openapi.json", openapi_json, ["GET"], include_in_schema=False, needs=INFER),
         *docs.docs_routes(),
         *(console.routes() if settings.console else []),
         PluginRoutes(),  # last: a plugin's route never comes before a built-in one
@@ -129,7 +134,7 @@ def route_table(settings: Settings) -> list[BaseRoute]:
 
 
 def middleware(settings: Settings, metrics: Metrics) -> list[Middleware]:
-    stack = [Middleware(RequestContext, metrics=metrics, access_log=settings.access_log)]
+    stack = [Middleware(RequestContext, metrics=metrics, access_log=settings.access_log), *browser_guards(settings)]
     if settings.cors_origins:
         origins = list(settings.cors_origins)
         stack.append(Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"], allow_headers=["*"]))
@@ -174,7 +179,9 @@ def lifespan(settings: Settings, models: ServeModels, metrics: Metrics, table: l
                 repository=repository,
                 jobs=jobs,
                 lifecycle=lifecycle,
-                check_threads=anyio.CapacityLimiter(HEALTH_CHECK_THREADS),
+                health=HealthChecks(
+                    server.registry.health_checks, lifecycle, anyio.CapacityLimiter(HEALTH_CHECK_THREADS)
+                ),
                 plugin_routes=plugin_routes,
                 routes=(*table, *plugin_routes),
             )
@@ -188,8 +195,8 @@ async def running_jobs(
     settings: Settings, server: ModelServer, repository: ModelRepository, lifecycle: Lifecycle
 ) -> AsyncIterator[Jobs]:
     """The jobs of this server process: recovered and dispatched at startup, stopped (interrupted) at exit. A
-    version a training made (here, or in another process: the jobs follow them) is served through the repository,
-    on the event loop."""
+    version a training made (here, or in another process: the jobs follow them) is served, and dropped once
+    removed, through the repository, on the event loop. The artifact's path comes checked (``jobs.versions``)."""
     loop = asyncio.get_running_loop()
 
     def serve_trained(trained: TrainedVersion) -> None:
@@ -198,7 +205,10 @@ async def running_jobs(
         coroutine = repository.serve_trained(predictor, base, trained.job_id)
         asyncio.run_coroutine_threadsafe(coroutine, loop).result(SERVE_TIMEOUT)
 
-    served = serve_trained if repository.serves_trained else None
+    def unserve_trained(model: str, version: str) -> None:
+        asyncio.run_coroutine_threadsafe(repository.unserve_trained(model, version), loop).result(SERVE_TIMEOUT)
+
+    served = TrainedServing(serve_trained, unserve_trained) if repository.serves_trained else None
     jobs = Jobs(settings, server.registry, server.metrics, served, repository.shared, lifecycle)
     await anyio.to_thread.run_sync(jobs.start)
     try:
@@ -208,8 +218,8 @@ async def running_jobs(
 
 
 async def metrics_route(request: Request) -> Response:
-    """Prometheus metrics in the text format."""
-    content, media_type = server_of(request).metrics.exposition()
+    """Prometheus metrics in the text format; the series of software versions not to a caller without a key."""
+    content, media_type = server_of(request).metrics.exposition(versions=not caller_of(request.scope).anonymous)
     return Response(content, media_type=media_type)
 
 

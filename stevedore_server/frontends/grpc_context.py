@@ -15,6 +15,7 @@ import grpc
 
 from stevedore_server.base.errors import (
     ClientError,
+    Forbidden,
     InferenceTimeout,
     ModelFailure,
     Overloaded,
@@ -35,6 +36,7 @@ access_log = AccessLog(logging.getLogger("stevedore.access"))
 STATUS_OF = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
     401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
     404: grpc.StatusCode.NOT_FOUND,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
     422: grpc.StatusCode.INVALID_ARGUMENT,
@@ -76,7 +78,7 @@ class RequestContext:
             trailers = ((REQUEST_ID_HEADER, rid),)
             try:
                 if needs_key:
-                    self.authenticate(metadata)
+                    self.authorize(metadata, method.needs)
                 response = await handler(request)
                 context.set_trailing_metadata(trailers)
                 return response
@@ -110,11 +112,14 @@ class RequestContext:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             if needs_key:
                 try:
-                    self.authenticate(dict(context.invocation_metadata() or ()))
-                except Unauthenticated as error:
-                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, error.summary())
-            async for message in handler(request):
-                yield message
+                    self.authorize(dict(context.invocation_metadata() or ()), method.needs)
+                except (Unauthenticated, Forbidden) as error:
+                    await context.abort(status_of(error), error.summary())
+            try:
+                async for message in handler(request):
+                    yield message
+            except ClientError as error:  # such as too many streams open (Overloaded)
+                await context.abort(status_of(error), error.summary())
 
         return grpc.unary_stream_rpc_method_handler(
             call, request_deserializer=method.request_type.FromString, response_serializer=serialize
@@ -124,13 +129,18 @@ class RequestContext:
         """With API keys on, every call needs one but the probes' (unless ``auth_health``)."""
         return self.keys is not None and (not method.open or self.protect_health)
 
-    def authenticate(self, metadata: dict[str, Any]) -> None:
+    def authorize(self, metadata: dict[str, Any], needs: str) -> None:
+        """Unauthenticated without an accepted key, Forbidden for a key without the scope ``needs`` (an open
+        method, probed under ``auth_health``, needs any key)."""
         if self.keys is None:
             return
         authorization = metadata.get("authorization")
-        if not self.keys.accepts(authorization if isinstance(authorization, str) else None):
+        caller = self.keys.identify(authorization if isinstance(authorization, str) else None)
+        if caller.anonymous:
             message = "a valid API key is required" if authorization else "an API key is required"
             raise Unauthenticated(f"{message}: send the metadata authorization: Bearer <key>")
+        if not caller.can(needs):
+            raise Forbidden(f"this API key does not hold the {needs} scope, which this call needs")
 
     def record(self, path: str, code: grpc.StatusCode, seconds: float, rid: str, context: Any) -> None:
         samples = self.samples.get((path, code.name))

@@ -13,6 +13,8 @@ id (``x-request-id`` metadata, echoed in the trailers), API key
 metrics, and the error edge, which maps each typed error to its status code
 (``STATUS_OF``): a client's mistake is never UNKNOWN, a model's failure or a
 bug is INTERNAL with an error id that the log has with its traceback.
+Reflection (``Reflection``) asks for a key as the other RPCs do, unless
+``--open-reflection``: the service list tells an attacker what to try.
 
 With ``--workers N`` every worker listens on the one port (``SO_REUSEPORT``:
 the kernel spreads the connections); ``process.preflight`` checks first that
@@ -25,20 +27,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2
-from grpc_reflection.v1alpha import reflection, reflection_pb2
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
-from stevedore_server.base.errors import StartupError
+from stevedore_server.base.errors import Forbidden, StartupError, Unauthenticated
 from stevedore_server.base.lifecycle import Lifecycle
 from stevedore_server.base.settings import Settings
 from stevedore_server.core.server import ModelServer
 from stevedore_server.frontends.v2.grpc_service import InferenceService, Method
 from stevedore_server.frontends.v2.protocol import SERVICE
 
-from .grpc_context import RequestContext
+from .auth import INFER
+from .grpc_context import RequestContext, status_of
 from .grpc_health import HEALTH_SERVICE, HealthService
 from .state import AppState
 from .v2 import protocol
@@ -53,7 +58,7 @@ class GrpcServer:
         self.settings = settings
         self.server: ModelServer = state.server
         self.lifecycle: Lifecycle = state.lifecycle
-        self.service = InferenceService(self.server, state.repository, self.lifecycle, state.check_threads)
+        self.service = InferenceService(self.server, state.repository, self.lifecycle, state.health)
         self.grpc: grpc.aio.Server | None = None
         self.stopping: asyncio.Task[None] | None = None
 
@@ -71,11 +76,13 @@ class GrpcServer:
                 ("grpc.max_send_message_length", -1),
                 # Workers share the port; one process alone must not share it with anyone.
                 ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
-            ]
+            ],
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,  # beyond it, RESOURCE_EXHAUSTED at once
         )
-        server.add_generic_rpc_handlers(self.handlers(RequestContext(settings, self.server.metrics)))
-        services = (SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME)
-        reflection.enable_server_reflection(services, server, pool=reflection_pool())
+        context = RequestContext(settings, self.server.metrics)
+        server.add_generic_rpc_handlers(self.handlers(context))
+        gate = None if settings.open_reflection else context
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(Reflection(gate, reflection_pool()), server)
         self.listen(server)
         await server.start()
         self.grpc = server
@@ -118,6 +125,26 @@ class GrpcServer:
         if self.grpc is not None:
             await self.grpc.stop(grace)
             logger.info("gRPC stopped")
+
+
+class Reflection(reflection.aio.ReflectionServicer):  # type: ignore[misc]  # grpc_reflection has no hints
+    """Server reflection (it lists and describes the services) with the API key check of the other RPCs, made by
+    ``gate``; None: open to anyone (keys off, or the ``open_reflection`` setting)."""
+
+    def __init__(self, gate: RequestContext | None, pool: descriptor_pool.DescriptorPool) -> None:
+        super().__init__((SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), pool=pool)
+        self.gate = gate
+
+    async def ServerReflectionInfo(
+        self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        if self.gate is not None:
+            try:
+                self.gate.authorize(dict(context.invocation_metadata() or ()), INFER)
+            except (Unauthenticated, Forbidden) as error:
+                await context.abort(status_of(error), error.summary())
+        async for answer in super().ServerReflectionInfo(requests, context):
+            yield answer
 
 
 def reflection_pool() -> descriptor_pool.DescriptorPool:

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    import anyio
     from starlette.requests import Request
     from starlette.routing import BaseRoute
 
+    from stevedore_server.base.health import HealthChecks
     from stevedore_server.base.lifecycle import Lifecycle
     from stevedore_server.core.repository import ModelRepository
     from stevedore_server.core.server import ModelServer
@@ -34,8 +34,8 @@ class AppState:
     repository: ModelRepository
     jobs: Jobs
     lifecycle: Lifecycle
-    #: Threads for health checks, apart from the models': probes answer while every model is busy.
-    check_threads: anyio.CapacityLimiter
+    #: The health checks, as every probe reads them: cached, run on threads apart from the models'.
+    health: HealthChecks
     #: The plugins' routes, served after every built-in one.
     plugin_routes: tuple[BaseRoute, ...]
     #: Every route, the plugins' included: what the OpenAPI document describes.

@@ -4,7 +4,9 @@
   close), built up from ``dispatcher`` (the queue), ``supervisor`` (a thread
   per running job), ``artifacts`` (new versions served and recorded) and
   ``context`` (what they share);
-- ``launch``: a job's process, started and signalled with its group;
+- ``launch``: a job's process, started (with an environment free of the
+  server's settings and secrets) and signalled with its group;
+- ``followers``: the bound on clients following job logs;
 - ``child``: the job's own side (``TrainContext``, ``run_job``; in a model's
   worker interpreter, ``run_in_worker``);
 - ``store``: the database (SQLAlchemy Core; SQLite by default), with its

@@ -1,10 +1,12 @@
 """What every part of one server process's jobs shares: the settings, the models, the metrics, the store
-(opened when first needed), the state directory, and the running jobs with their lock."""
+(opened when first needed), the state directory and the jobs' working directories in it, the running jobs with
+their lock, and the log followers."""
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -20,14 +22,17 @@ from stevedore_server.base.settings import Settings
 from stevedore_server.core.convergence import SharedState
 from stevedore_server.core.served_models import Registry
 
+from .followers import LogFollowers
 from .launch import RunningJob
 from .records import Job, JobState, default_url, sqlite_file, this_owner
-from .versions import ServeTrained, TrainedVersions
+from .versions import TrainedServing, TrainedVersions
 
 T = TypeVar("T")
 
 #: Seconds a write the jobs must not lose (how a job ended) keeps being tried once the server is closing.
 CLOSING_PATIENCE = 5.0
+#: The folder of the state directory holding the jobs' working directories.
+WORKDIRS = "jobs"
 #: Longest wait between two tries of such a write while the database is down (short: once it is back, how a job
 #: ended is written within it).
 RETRY_CEILING = 1.0
@@ -47,7 +52,7 @@ class JobsContext:
         settings: Settings,
         registry: Registry,
         metrics: Metrics | None = None,
-        serve_trained: ServeTrained | None = None,
+        serve_trained: TrainedServing | None = None,
         shared: SharedState | None = None,
         lifecycle: Lifecycle | None = None,
     ) -> None:
@@ -57,7 +62,11 @@ class JobsContext:
         #: With ``--workers N``: the workers' files (the repository's), where each marks the trained versions it
         #: has followed.
         self.shared = shared
-        self.trained = TrainedVersions(registry, serve_trained, shared) if serve_trained is not None else None
+        self.trained = (
+            TrainedVersions(registry, serve_trained, self.state_dir, settings.promote_trained, shared)
+            if serve_trained is not None
+            else None
+        )
         self.settings = settings
         self.registry = registry
         self.metrics = metrics
@@ -70,6 +79,7 @@ class JobsContext:
         #: The database could not be reached at the last try (said once per outage).
         self.outage = False
         self._store: JobStore | None = None
+        self.followers = LogFollowers(settings.max_log_followers)
 
     def stopping(self) -> bool:
         """Whether the server process is stopping: draining (a stop signal came), or closing the jobs."""
@@ -132,6 +142,27 @@ class JobsContext:
         if self.settings.state_dir is not None:
             return Path(self.settings.state_dir)
         return path.parent if path is not None else Path(platformdirs.user_data_dir("stevedore-server"))
+
+    def workdirs(self) -> Path:
+        """The folder of the jobs' working directories."""
+        return self.state_dir() / WORKDIRS
+
+    def workdir(self, job_id: str) -> Path:
+        """The job's working directory, ``<state dir>/jobs/<job id>``: made when it starts, removed with the job's
+        record (``job_retention``)."""
+        return self.workdirs() / job_id
+
+    def remove_workdir(self, job_id: str) -> None:
+        """Remove the job's working directory (a symbolic link put in its place is refused, and logged)."""
+        path = self.workdir(job_id)
+        try:
+            shutil.rmtree(path)
+        except FileNotFoundError:
+            return
+        except OSError as error:
+            logger.warning("job %s: its working directory %s could not be removed: %s", job_id, path, error)
+            return
+        logger.debug("job %s: working directory removed", job_id)
 
     def _count(self, job: Job, state: JobState, seconds: float | None) -> None:
         """A job that ended, in the metrics; its duration where this process ran it."""

@@ -1,10 +1,13 @@
 """The jobs' dispatcher: a thread that claims queued jobs from the store (a conditional UPDATE, so a job is
 never started twice, even by several servers sharing the database), up to ``max_jobs`` at once, starts each in a
-process of its own with a supervisor, follows the versions trainings made, and purges old jobs."""
+process of its own with a supervisor, follows the versions trainings made, and purges old jobs with their
+working directories: a job's directory lives as long as its record, so what it wrote there can be looked at
+until ``job_retention`` has passed."""
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from typing import Any
@@ -22,8 +25,10 @@ logger = logging.getLogger("stevedore.jobs")
 
 #: Seconds between the dispatcher's looks at the queue (jobs submitted to another server process).
 POLL_INTERVAL = 1.0
-#: Seconds between two purges of the jobs past ``job_retention``.
+#: Seconds between two purges of the jobs past ``job_retention`` (and of the working directories no job needs).
 PURGE_INTERVAL = 60.0
+#: The name of a job's working directory (its job's id, a UUID): nothing else in the folder is ever removed.
+WORKDIR_NAME = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 class JobDispatcher(JobSupervisor):
@@ -45,7 +50,7 @@ class JobDispatcher(JobSupervisor):
             try:
                 self._follow_trained()
                 self._start_queued()
-                if self.settings.job_retention and time.monotonic() >= next_purge:
+                if time.monotonic() >= next_purge:
                     next_purge = time.monotonic() + PURGE_INTERVAL
                     self._purge()
                 self.database_up()
@@ -60,10 +65,27 @@ class JobDispatcher(JobSupervisor):
             self.trained.follow(self.store)
 
     def _purge(self) -> None:
-        purged = self.store.purge(ago(self.settings.job_retention))
+        """Delete the jobs past ``job_retention``, then the working directories of jobs the store no longer has."""
+        retention = self.settings.job_retention
+        purged = self.store.purge(ago(retention)) if retention else 0
         if purged:
-            retention = self.settings.job_retention
             logger.info("deleted %d jobs finished more than %g s ago (job_retention)", purged, retention)
+        self._remove_unused_workdirs()
+
+    def _remove_unused_workdirs(self) -> None:
+        """Those of jobs purged here or by another server sharing the store, and those of servers that never
+        removed any. A directory goes only once its job is gone from the store: a job still listed keeps what it
+        wrote (its artifact was copied out when it ended)."""
+        try:
+            names = [path.name for path in self.workdirs().iterdir() if WORKDIR_NAME.fullmatch(path.name)]
+        except FileNotFoundError:
+            return
+        if not names:
+            return
+        needed = self.store.kept(names)
+        for name in names:
+            if name not in needed:
+                self.remove_workdir(name)
 
     def _start_queued(self) -> None:
         if self.stopping():
@@ -94,7 +116,7 @@ class JobDispatcher(JobSupervisor):
         except Exception as error:
             self.store.finish(job.id, JobState.FAILED, error=f"model not served here: {describe(error)}")
             return
-        workdir = self.state_dir() / "jobs" / job.id
+        workdir = self.workdir(job.id)
         try:
             workdir.mkdir(parents=True, exist_ok=True)
             if isinstance(predictor, ProcessPredictor):

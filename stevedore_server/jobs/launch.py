@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import orjson
 
 from stevedore_server.base.pids import started_at
+from stevedore_server.base.settings import ENV_PREFIX
 from stevedore_server.processes.predictor import ProcessPredictor
 from stevedore_server.processes.spawn import worker_environment
 
@@ -108,8 +109,7 @@ def spawn(predictor: Any, job: Job, workdir: Path) -> tuple[JobProcess, Connecti
     the server imported the predictor from is where the job imports it from."""
     payload = pickle.dumps((predictor, job.kind, job.params, str(workdir)), protocol=pickle.HIGHEST_PROTOCOL)
     ours, theirs = socket.socketpair()
-    # As a model's worker process: no secret of the server's (API keys, the database's URL), no metrics directory.
-    environment = worker_environment(sys.executable)
+    environment = job_environment()
     environment[JOB_ENV] = orjson.dumps({"fd": theirs.fileno(), "path": sys.path}).decode()
     try:
         popen = subprocess.Popen(
@@ -127,6 +127,13 @@ def spawn(predictor: Any, job: Job, workdir: Path) -> tuple[JobProcess, Connecti
     except OSError:  # it died at once: its exit status says why
         pass
     return StartedProcess(popen), connection
+
+
+def job_environment() -> dict[str, str]:
+    """The environment a job's process gets: a model's worker process's (no secret setting: API keys, the
+    database's URL; no metrics directory), less every other ``STEVEDORE_*`` variable: the server's settings (the
+    key file's path, the state directory) and a client's key are none of the job's business."""
+    return {key: value for key, value in worker_environment(sys.executable).items() if not key.startswith(ENV_PREFIX)}
 
 
 def start_in_worker(predictor: ProcessPredictor, job: Job, workdir: Path) -> tuple[JobProcess, Connection]:
@@ -160,10 +167,15 @@ def parse_owner(owner: str) -> tuple[str, int | None, float | None]:
     """Host, pid and start time of a job's ``owner`` (``host:pid:start``, or ``host:pid`` as older servers
     wrote it)."""
     parts = owner.rsplit(":", 2)
-    if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+    if len(parts) == 3 and ascii_digits(parts[1]) and ascii_digits(parts[2]):
         return parts[0], int(parts[1]), float(parts[2])
     host, _, pid_text = owner.rpartition(":")
-    return host, int(pid_text) if pid_text.isdigit() else None, None
+    return host, int(pid_text) if ascii_digits(pid_text) else None, None
+
+
+def ascii_digits(text: str) -> bool:
+    """Digits ``int`` reads as a number: ASCII ones only (``str.isdigit`` also takes "²", which ``int`` refuses)."""
+    return text.isascii() and text.isdigit()
 
 
 def leftover_of(job: Job) -> bool:

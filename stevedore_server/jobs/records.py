@@ -81,6 +81,8 @@ class Job:
     pgid: int | None
     owner: str | None
     cancel_requested: bool
+    #: The first characters of the digest of the API key that started it (never the key); None with keys off.
+    started_by: str | None
 
     @classmethod
     def of(cls, row: sa.Row[Any]) -> Job:
@@ -113,8 +115,25 @@ class Job:
             "finished": iso(self.finished),
             "duration": self.duration,
             "pid": self.pid,
+            "started_by": self.started_by,
             "links": {"self": f"/jobs/{self.id}", "logs": f"/jobs/{self.id}/logs"},
         }
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Whose jobs a request may see and cancel: every job (an admin, or any caller with keys off), or only those
+    the key ``key_id`` started. A viewer of no key and not every job sees none."""
+
+    key_id: str | None
+    every: bool
+
+    def sees(self, job: Job) -> bool:
+        return self.every or (self.key_id is not None and job.started_by == self.key_id)
+
+
+#: The server's own view (and any caller's with keys off): every job.
+EVERY_JOB = Viewer(None, every=True)
 
 
 @dataclass(frozen=True)

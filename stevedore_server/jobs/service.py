@@ -26,6 +26,12 @@ through ``serve_trained`` (the app's, by the model repository), then recorded
 in the store, where every server process finds it (``versions``: the
 dispatcher follows the recorded versions, at startup and on every round).
 
+A job records the key that started it (``started_by``, its id: never the
+key). ``get``, ``find``, ``logs`` and ``cancel`` answer for a ``Viewer``:
+every job (an admin, the server itself, anyone with keys off), or the jobs of
+one key, to which another key's job is no job at all (NotFound). At most
+``max_queued_jobs`` jobs wait to run (``JobQueueFull`` beyond).
+
 Cancel: SIGTERM to the job's process group, SIGKILL after ``job_grace_period``.
 At startup, jobs left ``running`` by a server process that is gone become
 ``interrupted`` and their process group is stopped; at shutdown, the running
@@ -38,12 +44,12 @@ import os
 import socket
 from typing import Any
 
-from stevedore_server.base.errors import Conflict, NotFound
+from stevedore_server.base.errors import Conflict, JobQueueFull, NotFound
 from stevedore_server.base.pids import alive, started_at, stop_group
 
 from .dispatcher import POLL_INTERVAL, JobDispatcher
 from .launch import START_TOLERANCE, leftover_of, parse_owner
-from .records import FINISHED, Job, JobState
+from .records import EVERY_JOB, FINISHED, Job, JobState, Viewer
 
 logger = logging.getLogger("stevedore.jobs")
 
@@ -104,9 +110,17 @@ class Jobs(JobDispatcher):
         now_started = started_at(pid)
         return start is not None and now_started is not None and abs(now_started - start) > START_TOLERANCE
 
-    def submit(self, model: str, version: str, params: Any, kind: str = KIND_TRAIN) -> Job:
-        """Queue a job of ``kind`` (``train``, or ``predict`` for a long prediction) on valid parameters."""
-        job = self.store.create(model, version, str(kind), params)
+    def submit(
+        self, model: str, version: str, params: Any, kind: str = KIND_TRAIN, started_by: str | None = None
+    ) -> Job:
+        """Queue a job of ``kind`` (``train``, or ``predict`` for a long prediction) on valid parameters, for the
+        key ``started_by`` (its id; None with keys off); JobQueueFull once ``max_queued_jobs`` jobs wait.
+
+        The count and the insert are two statements: clients racing past the bound at once may each queue one."""
+        limit = self.settings.max_queued_jobs
+        if self.store.count_queued() >= limit:
+            raise JobQueueFull(f"{limit} jobs are queued already (max_queued_jobs); try again later")
+        job = self.store.create(model, version, str(kind), params, started_by)
         logger.info("job %s queued: %s model %s version %s", job.id, kind, model, version)
         self.wake.set()
         return job
@@ -115,23 +129,27 @@ class Jobs(JobDispatcher):
         """Whether there is a database to read: reading never makes one (a server that ran no job has none)."""
         return self._store is not None or self._store_exists()
 
-    def get(self, job_id: str) -> Job:
+    def get(self, job_id: str, viewer: Viewer = EVERY_JOB) -> Job:
+        """The job; NotFound for no such job, and for one ``viewer`` may not see (as if there were none)."""
         job = self.store.get(job_id) if self._readable() else None
-        if job is None:
+        if job is None or not viewer.sees(job):
             raise NotFound(f"no job {job_id!r}")
         return job
 
-    def find(self, model: str | None, state: str | None, limit: int, offset: int) -> list[Job]:
-        return self.store.find(model, state, limit, offset) if self._readable() else []
+    def find(
+        self, model: str | None, state: str | None, limit: int, offset: int, viewer: Viewer = EVERY_JOB
+    ) -> list[Job]:
+        return self.store.find(model, state, limit, offset, viewer) if self._readable() else []
 
-    def logs(self, job_id: str, after: int, limit: int) -> list[dict[str, Any]]:
-        """The job's log lines after the line ``after`` (NotFound for no such job)."""
-        self.get(job_id)
+    def logs(self, job_id: str, after: int, limit: int, viewer: Viewer = EVERY_JOB) -> list[dict[str, Any]]:
+        """The job's log lines after the line ``after`` (NotFound for no such job, or one not ``viewer``'s)."""
+        self.get(job_id, viewer)
         return list(self.store.logs(job_id, after, limit))
 
-    def cancel(self, job_id: str) -> Job:
-        """Cancel a queued job at once, or stop a running one (it ends cancelled); 409 for a finished one."""
-        job = self.get(job_id)
+    def cancel(self, job_id: str, viewer: Viewer = EVERY_JOB) -> Job:
+        """Cancel a queued job at once, or stop a running one (it ends cancelled); 409 for a finished one, 404 for
+        one ``viewer`` may not see."""
+        job = self.get(job_id, viewer)
         if job.state is JobState.QUEUED and self.store.finish(job_id, JobState.CANCELLED, error="cancelled"):
             self._count(job, JobState.CANCELLED, None)
             logger.info("job %s cancelled while queued", job_id)

@@ -22,9 +22,12 @@ from sqlalchemy.engine import Engine
 from stevedore_server.base.errors import Unavailable
 
 from .migrations import upgrade
-from .records import MAX_LOG_LINE, Job, JobState, TrainedVersion, iso, now, sqlite_file
+from .records import EVERY_JOB, MAX_LOG_LINE, Job, JobState, TrainedVersion, Viewer, iso, now, sqlite_file
 
 metadata = sa.MetaData()
+
+#: Job ids asked about in one query (far below SQLite's limit on a statement's parameters).
+ID_BATCH = 500
 
 
 jobs = sa.Table(
@@ -48,6 +51,8 @@ jobs = sa.Table(
     #: ``host:pid`` of the server process running the job.
     sa.Column("owner", sa.String(300)),
     sa.Column("cancel_requested", sa.Boolean, nullable=False),
+    #: The first characters of the digest of the API key that started the job; NULL with keys off.
+    sa.Column("started_by", sa.String(64), index=True),
 )
 
 
@@ -138,11 +143,11 @@ class JobStore:
         with self._writing() as connection:
             return connection.execute(jobs.update().where(condition).values(**values)).rowcount
 
-    def create(self, model: str, version: str, kind: str, params: Any) -> Job:
+    def create(self, model: str, version: str, kind: str, params: Any, started_by: str | None = None) -> Job:
         row = {
             "id": str(uuid.uuid4()), "model": model, "version": version, "kind": kind,
             "state": JobState.QUEUED.value, "progress": 0.0, "message": "", "params": params,
-            "created": now(), "cancel_requested": False,
+            "created": now(), "cancel_requested": False, "started_by": started_by,
         }  # fmt: skip
         with self._writing() as connection:
             connection.execute(jobs.insert().values(**row))
@@ -156,14 +161,41 @@ class JobStore:
             row = connection.execute(jobs.select().where(jobs.c.id == job_id)).first()
         return None if row is None else Job.of(row)
 
-    def find(self, model: str | None = None, state: str | None = None, limit: int = 50, offset: int = 0) -> list[Job]:
+    def find(
+        self,
+        model: str | None = None,
+        state: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        viewer: Viewer = EVERY_JOB,
+    ) -> list[Job]:
+        """The jobs ``viewer`` sees, newest first."""
+        if not viewer.every and viewer.key_id is None:
+            return []
         query = jobs.select().order_by(jobs.c.created.desc(), jobs.c.id).limit(limit).offset(offset)
         if model is not None:
             query = query.where(jobs.c.model == model)
         if state is not None:
             query = query.where(jobs.c.state == state)
+        if not viewer.every:
+            query = query.where(jobs.c.started_by == viewer.key_id)
         with self._reading() as connection:
             return [Job.of(row) for row in connection.execute(query)]
+
+    def count_queued(self) -> int:
+        """How many jobs wait to run, of every model."""
+        query = sa.select(sa.func.count()).select_from(jobs).where(jobs.c.state == JobState.QUEUED.value)
+        with self._reading() as connection:
+            return int(connection.execute(query).scalar_one())
+
+    def kept(self, job_ids: list[str]) -> set[str]:
+        """Those of ``job_ids`` whose jobs the store still has (the others were purged, or never were)."""
+        found: set[str] = set()
+        with self._reading() as connection:
+            for start in range(0, len(job_ids), ID_BATCH):
+                query = sa.select(jobs.c.id).where(jobs.c.id.in_(job_ids[start : start + ID_BATCH]))
+                found.update(connection.execute(query).scalars())
+        return found
 
     def queued(self, models: set[str], limit: int) -> list[Job]:
         """The oldest queued jobs of these models."""
@@ -229,6 +261,12 @@ class JobStore:
         query = trained_versions.select().where(trained_versions.c.id > after).order_by(trained_versions.c.id)
         with self._reading() as connection:
             return [TrainedVersion.of(row) for row in connection.execute(query)]
+
+    def delete_trained(self, row: int) -> bool:
+        """Delete the record of a trained version (every server process then stops serving it); False when there
+        was none (another process deleted it first)."""
+        with self._writing() as connection:
+            return connection.execute(trained_versions.delete().where(trained_versions.c.id == row)).rowcount == 1
 
     def logs(self, job_id: str, after: int = 0, limit: int = 1000) -> Iterator[dict[str, Any]]:
         query = (

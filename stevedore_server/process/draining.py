@@ -101,6 +101,9 @@ class ServerConfig(uvicorn.Config):
             access_log=False,  # the server writes its own, with request ids
             lifespan="on",
             timeout_graceful_shutdown=settings.graceful_timeout,  # type: ignore[arg-type]  # seconds, any number
+            # uvicorn counts the connection a request came on among those open: one more, so that
+            # ``max_connections`` connections are served and a request on one beyond them gets the 503.
+            limit_concurrency=settings.max_connections + 1,
         )
         self.settings = settings
         # Set by the supervisor before it stops every worker; workers get it when they are spawned.

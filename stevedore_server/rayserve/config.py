@@ -1,15 +1,28 @@
 """The Serve application of the installed plugins: one deployment a model and the ingress, with their options
-from the settings, and the Serve config file (``serve deploy``, KubeRay's RayService) that deploys them.
+from the settings, the Serve config file (``serve deploy``, KubeRay's RayService) that deploys them, and the
+builder's arguments and the settings read back from them.
+
+Secrets (the API keys, the database's URL) are never in the arguments or a
+``runtime_env``, which Ray shows to whoever can reach the cluster (dashboard,
+``ray list actors --detail``) and every process a replica starts inherits:
+``stevedore-server ray`` writes them to a file only its user can read, on the
+node it runs on, and the arguments carry that file's path, which the ingress
+alone reads (``SECRETS_FILE``).
 
 Imports no Ray: ``stevedore-server ray --config-only`` writes the file where Ray is not installed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from stevedore_server.base.settings import Settings
+from stevedore_server.base.errors import StartupError
+from stevedore_server.base.settings import ENV_PREFIX, Settings, read_document
 from stevedore_server.predictor import Predictor
 
 #: The Serve application's name, the builder Serve imports, and the ingress deployment's name.
@@ -21,6 +34,11 @@ MODEL_CPUS = 1.0
 INGRESS_CPUS = 0.0
 #: Seconds between Serve's calls of a replica's health check (the plugins' checks).
 HEALTH_CHECK_PERIOD = 10.0
+#: The builder's argument naming the file of the secret settings' ``STEVEDORE_*`` variables (a JSON object),
+#: which the ingress reads; a Serve config may name one the operator provides.
+SECRETS_FILE = "secrets_file"
+#: The share of its node's own resource (``node:<address>``) the ingress asks for, to run on that node.
+NODE_SHARE = 0.01
 
 
 #: Per-model settings and the options of Serve's autoscaling config they set.
@@ -63,13 +81,79 @@ def model_options(settings: Settings, predictor: Predictor) -> dict[str, Any]:
     return options
 
 
-def ingress_options(settings: Settings) -> dict[str, Any]:
+def ingress_options(settings: Settings, node: str | None = None) -> dict[str, Any]:
+    """The ingress's Serve options; on ``node`` (a node's resource, ``node:<address>``) if one is named: where
+    its secrets file is."""
+    actor_options: dict[str, Any] = {"num_cpus": INGRESS_CPUS}
+    if node is not None:
+        actor_options["resources"] = {node: NODE_SHARE}
     return {
         "num_replicas": 1,
-        "ray_actor_options": {"num_cpus": INGRESS_CPUS},
+        "ray_actor_options": actor_options,
         "max_ongoing_requests": 1000,
         "graceful_shutdown_timeout_s": settings.graceful_timeout,
     }
+
+
+def application_args(settings: Settings, secrets_file: Path | None = None) -> dict[str, Any]:
+    """The builder's arguments: the settings without their secrets, and the path of the file that holds them."""
+    args: dict[str, Any] = {"settings": settings.document()}
+    if secrets_file is not None:
+        args[SECRETS_FILE] = str(secrets_file)
+    return args
+
+
+def settings_from_args(args: Mapping[str, Any], secrets_file: str | None = None) -> Settings:
+    """The settings the builder was given (``application_args``); the secrets from ``secrets_file`` (the
+    ingress's), over those of the replica's environment (``STEVEDORE_*`` variables an operator set)."""
+    values = read_document(args.get("settings") or {}, "the Serve application's args")
+    secrets = read_secrets(secrets_file) if secrets_file else {}
+    return Settings.load({**os.environ, **secrets}, **values)
+
+
+def secrets_directory(settings: Settings) -> Path:
+    """Where ``stevedore-server ray`` writes the secrets file: ``ray/`` in the state directory of this node."""
+    if settings.state_dir is not None:
+        return Path(settings.state_dir) / "ray"
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("stevedore-server")) / "ray"
+
+
+def write_secrets(secrets: Mapping[str, str], directory: Path) -> Path:
+    """The secrets, in ``directory`` (made only its user may enter) in a file only its user may read (0600),
+    replaced whole; the file's path."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = directory / f"{APP_NAME}-secrets.json"
+    descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".secrets-")  # made 0600, for this user only
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            json.dump(dict(secrets), file)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_secrets(path: str) -> dict[str, str]:
+    """The ``STEVEDORE_*`` variables of a secrets file; StartupError naming the file, never what it holds."""
+    try:
+        secrets = json.loads(Path(path).read_text())
+    except OSError as error:
+        raise StartupError(
+            f"the secrets file {path}: {error.strerror}; `stevedore-server ray` writes it on the node it runs on, "
+            "where the ingress runs, readable by that user only"
+        ) from None
+    except ValueError:
+        raise StartupError(f"the secrets file {path} is not JSON") from None
+    valid = isinstance(secrets, dict) and all(
+        isinstance(name, str) and name.startswith(ENV_PREFIX) and isinstance(value, str)
+        for name, value in secrets.items()
+    )
+    if not valid:
+        raise StartupError(f"the secrets file {path} is not an object of STEVEDORE_* variables and their values")
+    return dict(secrets)
 
 
 def serve_config(settings: Settings, predictors: Sequence[Predictor], host: str, port: int) -> dict[str, Any]:

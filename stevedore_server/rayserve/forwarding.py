@@ -175,6 +175,9 @@ class DeploymentRepository:
     async def serve_trained(self, predictor: Any, base: ServingModel, job_id: str) -> None:
         raise BadRequest(f"on Ray Serve, the new version {predictor.version} of {base.name!r} is not served")
 
+    async def unserve_trained(self, name: str, version: str) -> None:
+        """Nothing to drop: no trained version is served here."""
+
     async def index(self, ready_only: bool = False) -> list[dict[str, Any]]:
         entries = [entry(model) for model in self.server.registry.models]
         return [e for e in entries if e["state"] == "READY"] if ready_only else entries

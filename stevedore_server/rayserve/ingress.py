@@ -28,10 +28,11 @@ from stevedore_server.base.settings import Settings
 from stevedore_server.core import startup
 from stevedore_server.core.server import ModelServer
 from stevedore_server.frontends.app import create_app
+from stevedore_server.process.entry import warn_if_open
 
-from .config import deployment_name
+from .config import SECRETS_FILE, deployment_name, settings_from_args
 from .forwarding import DeploymentRepository, LifespanState, ServedBy, record, runtime_starter
-from .replica import LoadReport, configure_logging, served_by, settings_from_args
+from .replica import LoadReport, configure_logging, served_by
 
 
 def deployed_models(handles: dict[str, DeploymentHandle]) -> Any:
@@ -59,13 +60,16 @@ async def none() -> None:
 
 @serve.ingress()
 class Ingress:
-    """The ingress replica: ``args`` as ``app.build`` got them, and a handle of each model's deployment."""
+    """The ingress replica: ``args`` as ``app.build`` got them (the secrets from the file they name), and a handle
+    of each model's deployment."""
 
     def __init__(self, args: dict[str, Any], models: dict[str, DeploymentHandle]) -> None:
+        settings = settings_from_args(args, args.get(SECRETS_FILE))
         # Serve writes every request's access line (with its request id, which is ours) in the replica's log:
         # a second one of ours would double the lines and cost the ingress about 0.3 ms a request (benchmarks).
-        self.settings = dataclasses.replace(settings_from_args(args), access_log=False)
+        self.settings = dataclasses.replace(settings, access_log=False)
         configure_logging(self.settings)
+        warn_if_open(self.settings)
         self.handles = models
 
     def __serve_build_asgi_app__(self) -> ASGIApp:

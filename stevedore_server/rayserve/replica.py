@@ -16,7 +16,6 @@ fails makes Serve replace the replica.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -28,11 +27,13 @@ from ray import serve
 from stevedore_server.base.errors import ClientError, ModelFailure, NotReady, StartupError
 from stevedore_server.base.health import failing, run_checks
 from stevedore_server.base.logs import TurnHandler, formatted, log_error, python_level
-from stevedore_server.base.settings import Settings, read_document
+from stevedore_server.base.settings import Settings
 from stevedore_server.core import startup
 from stevedore_server.core.server import ModelServer
 from stevedore_server.core.startup import Loaded
 from stevedore_server.plugins.builtin.health import BUILT_IN_CHECKS
+
+from .config import settings_from_args
 
 logger = logging.getLogger("stevedore.rayserve")
 
@@ -64,12 +65,6 @@ def served_by() -> str:
     return f"{ray.get_runtime_context().get_node_id()}/{serve.get_replica_context().replica_id.unique_id}"
 
 
-def settings_from_args(args: dict[str, Any]) -> Settings:
-    """The settings ``app.build`` was given (``Settings.document``); secrets from the replica's environment."""
-    values = read_document(args.get("settings") or {}, "the Serve application's args")
-    return Settings.load(os.environ, **values)
-
-
 def configure_logging(settings: Settings) -> None:
     """The ``stevedore`` loggers' lines as ``stevedore-server run`` writes them, on the replica's stderr (which
     Ray keeps in the worker's log). Not with ``dictConfig``: it would close the handlers Serve set up."""
@@ -98,7 +93,8 @@ class ModelReplica:
     """One replica of a model's deployment (``app.build`` makes it a Serve deployment)."""
 
     async def __init__(self, settings: dict[str, Any], name: str, version: str) -> None:  # type: ignore[misc]
-        # Serve awaits an async constructor: the runtime is made inside the replica's event loop.
+        # Serve awaits an async constructor: the runtime is made inside the replica's event loop. No secrets: the
+        # ingress answers the clients and keeps the jobs.
         self.settings = settings_from_args(settings)
         configure_logging(self.settings)
         self.name, self.version = name, version

@@ -177,6 +177,25 @@ class Settings:
     api_key_file: str | None = setting(None, "File of SHA-256 hex digests of accepted API keys, one a line.")
     auth_health: bool = setting(False, "With API keys, also require one for health and metrics routes.")
     cors_origins: tuple[str, ...] = setting((), "Origins allowed by CORS (`*` for any; default: none).")
+    allowed_hosts: tuple[str, ...] | None = setting(
+        None,
+        "Host names a request's `Host` header may name, any port (`*` for any); another gets 400. Default: "
+        "`localhost`, `127.0.0.1` and `[::1]` when bound to a loopback address (no DNS rebinding), else any.",
+    )
+    open_reflection: bool = setting(
+        False, "With API keys, let gRPC server reflection answer without one (it lists the services)."
+    )
+    max_connections: int = setting(
+        2048,
+        "Connections and requests in progress one server process takes at once (uvicorn's `limit_concurrency`); "
+        "beyond them, 503.",
+    )
+    max_concurrent_rpcs: int = setting(
+        1024, "gRPC calls, streams included, one server process runs at once; beyond them, RESOURCE_EXHAUSTED."
+    )
+    max_health_watches: int = setting(
+        128, "gRPC health `Watch` streams open at once in one server process; beyond them, RESOURCE_EXHAUSTED."
+    )
     console: bool = setting(True, "Serve the web console at `/`: every model's health, and a form to try each.")
     state_dir: str | None = setting(
         None,
@@ -201,6 +220,20 @@ class Settings:
     job_retention: float = setting(
         7 * 24 * 3600.0, "Seconds a finished job, its result and its logs are kept (0: forever)."
     )
+    max_queued_jobs: int = setting(
+        100, "Jobs waiting to run, in the whole jobs database; beyond them, 429 with Retry-After."
+    )
+    max_log_followers: int = setting(
+        32, "Clients following job logs (`?follow=true`) at once in one server process; beyond them, 429."
+    )
+    promote_trained: bool = setting(
+        True, "A version a training makes becomes its model's default (what requests without a version get)."
+    )
+    max_trained_versions: int = setting(
+        10,
+        "Trained versions kept of one model; the oldest beyond them is retired with its artifact, never the one "
+        "serving by default (0: keep all).",
+    )
     config: str | None = setting(None, "TOML file of settings; `[models.NAME]` tables hold per-model settings.")
     models: dict[str, ModelSettings] = setting({}, "Per-model settings (file only).", file_only=True)  # noqa: RUF009
 
@@ -224,6 +257,12 @@ class Settings:
             (self.job_grace_period >= 0, "job_grace_period", "must not be negative"),
             (self.max_job_log_lines >= 1, "max_job_log_lines", "must be at least 1"),
             (self.job_retention >= 0, "job_retention", "must not be negative"),
+            (self.max_connections >= 1, "max_connections", "must be at least 1"),
+            (self.max_concurrent_rpcs >= 1, "max_concurrent_rpcs", "must be at least 1"),
+            (self.max_health_watches >= 0, "max_health_watches", "must not be negative"),
+            (self.max_queued_jobs >= 0, "max_queued_jobs", "must not be negative"),
+            (self.max_log_followers >= 0, "max_log_followers", "must not be negative"),
+            (self.max_trained_versions >= 0, "max_trained_versions", "must not be negative"),
         ]
         if not self.load_models:  # no names: none (``to_env`` could not tell an empty list from an unset one)
             object.__setattr__(self, "load_models", ("none",))

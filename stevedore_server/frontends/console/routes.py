@@ -23,7 +23,7 @@ from stevedore_server.base.errors import NotReady
 from stevedore_server.core.serving import ServingModel
 from stevedore_server.frontends.web import docs, stevedore_routes
 from stevedore_server.frontends.web.bodies import server_of
-from stevedore_server.frontends.web.jobs_routes import jobs_of
+from stevedore_server.frontends.web.jobs_routes import jobs_of, viewer_of
 from stevedore_server.frontends.web.routing import model_tag
 from stevedore_server.jobs.records import FINISHED
 
@@ -37,7 +37,7 @@ REFRESH_SECONDS = 5
 JOBS_SHOWN = 50
 LOG_LINES_SHOWN = 200
 #: The paths that hold no data, open without an API key: the pages and the console's files.
-PAGES = re.compile(r"^/$|^/console/models/[^/]+(/versions/[^/]+)?$|^/console/jobs$|^/console/assets/")
+PAGES = re.compile(r"/\Z|/console/models/[^/]+(/versions/[^/]+)?\Z|/console/jobs\Z|/console/assets/")
 
 
 def routes() -> list[BaseRoute]:
@@ -126,18 +126,18 @@ async def state_fragment(request: Request) -> Response:
 
 
 async def jobs_fragment(request: Request) -> Response:
-    """The newest jobs, as ``GET /jobs`` answers them."""
-    found = await to_thread.run_sync(jobs_of(request).find, None, None, JOBS_SHOWN, 0)
+    """The newest jobs, as ``GET /jobs`` answers them: those the caller may see."""
+    found = await to_thread.run_sync(jobs_of(request).find, None, None, JOBS_SHOWN, 0, viewer_of(request))
     jobs = [job.as_dict() for job in found]
     finished = [str(state) for state in FINISHED]
     return render("jobs_fragment.html", jobs=jobs, finished=finished, model_path=model_path, fragments=FRAGMENTS)
 
 
 async def job_log_fragment(request: Request) -> Response:
-    """A job's log: its first lines (NotFound for no such job)."""
+    """A job's log: its first lines (NotFound for no such job, or one the caller may not see)."""
     job_id = request.path_params["id"]
     jobs = jobs_of(request)
-    job = await to_thread.run_sync(jobs.get, job_id)
+    job = await to_thread.run_sync(jobs.get, job_id, viewer_of(request))
     lines = await to_thread.run_sync(jobs.logs, job_id, 0, LOG_LINES_SHOWN)
     return render("job_log_fragment.html", job=job.as_dict(), lines=lines, shown=LOG_LINES_SHOWN)
 

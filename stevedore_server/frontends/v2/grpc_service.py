@@ -15,16 +15,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
 from anyio import to_thread
 
 from stevedore_server.base.errors import BadRequest
-from stevedore_server.base.health import readiness_problems
+from stevedore_server.base.health import HealthChecks
 from stevedore_server.base.lifecycle import Lifecycle
 from stevedore_server.base.version import __version__
 from stevedore_server.core.inference import OFF_LOOP_BYTES, Action, ModelRef, Tensors
 from stevedore_server.core.repository import ModelRepository
 from stevedore_server.core.server import ModelServer
+from stevedore_server.frontends.auth import ADMIN, INFER
 
 from . import protocol as pb
 from .codec import EXTENSIONS
@@ -36,12 +36,13 @@ Handler = Callable[[Any], Any]
 
 @dataclass(frozen=True)
 class Method:
-    """One RPC: its handler, the request type it decodes, and whether it is open without an API key (the
-    probes, as their REST routes)."""
+    """One RPC: its handler, the request type it decodes, whether it is open without an API key (the probes,
+    as their REST routes), and the API key scope it needs otherwise (as its REST route)."""
 
     handler: Handler
     request_type: Any
     open: bool = False
+    needs: str = INFER
 
 
 class InferenceService:
@@ -52,12 +53,12 @@ class InferenceService:
         server: ModelServer,
         repository: ModelRepository,
         lifecycle: Lifecycle,
-        check_threads: anyio.CapacityLimiter,
+        health: HealthChecks,
     ) -> None:
         self.server = server
         self.repository = repository
         self.lifecycle = lifecycle
-        self.check_threads = check_threads
+        self.health = health
 
     def methods(self) -> dict[str, Method]:
         """The service's RPCs by name, ModelInfer first as the hot one."""
@@ -68,9 +69,9 @@ class InferenceService:
             "ModelReady": Method(self.model_ready, pb.ModelReadyRequest, open=True),
             "ServerMetadata": Method(self.server_metadata, pb.ServerMetadataRequest),
             "ModelMetadata": Method(self.model_metadata, pb.ModelMetadataRequest),
-            "RepositoryIndex": Method(self.repository_index, pb.RepositoryIndexRequest),
-            "RepositoryModelLoad": Method(self.repository_load, pb.RepositoryModelLoadRequest),
-            "RepositoryModelUnload": Method(self.repository_unload, pb.RepositoryModelUnloadRequest),
+            "RepositoryIndex": Method(self.repository_index, pb.RepositoryIndexRequest, needs=ADMIN),
+            "RepositoryModelLoad": Method(self.repository_load, pb.RepositoryModelLoadRequest, needs=ADMIN),
+            "RepositoryModelUnload": Method(self.repository_unload, pb.RepositoryModelUnloadRequest, needs=ADMIN),
         }
 
     # -- health and metadata ------------------------------------------------------
@@ -79,7 +80,7 @@ class InferenceService:
         return pb.ServerLiveResponse(live=True)
 
     async def server_ready(self, request: Any) -> Any:
-        problems = await readiness_problems(self.server.registry.health_checks, self.lifecycle, self.check_threads)
+        problems = await self.health.problems()
         return pb.ServerReadyResponse(ready=not problems)
 
     async def model_ready(self, request: Any) -> Any:

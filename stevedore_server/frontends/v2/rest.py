@@ -15,13 +15,15 @@ from starlette.routing import BaseRoute
 from stevedore_server.base.errors import BadRequest, ClientError
 from stevedore_server.base.serialization import loads
 from stevedore_server.base.version import __version__
-from stevedore_server.core.inference import OFF_LOOP_BYTES, Action, Tensors
+from stevedore_server.core.inference import OFF_LOOP_BYTES, Action, Tensors, tensor_signature
 from stevedore_server.core.repository import ModelRepository
 from stevedore_server.core.serving import ServingModel
 from stevedore_server.core.signature import Signature
+from stevedore_server.frontends.auth import ADMIN, INFER
 from stevedore_server.frontends.state import of_request
 from stevedore_server.frontends.web.bodies import (
     JSONBytesResponse,
+    anonymous,
     check_readiness,
     error_response,
     http_error,
@@ -37,7 +39,7 @@ from .generate import generate, generate_stream
 PREFIX = "/v2"
 REST_EXTENSIONS = [*EXTENSIONS, "generate"]
 #: Statuses the protocol's clients tell apart; every other client error is its 400.
-KEPT_STATUSES = frozenset({401, 404, 413, 503, 504})
+KEPT_STATUSES = frozenset({401, 403, 404, 413, 429, 503, 504})
 MODEL = "/models/{name}"
 VERSIONED = "/models/{name}/versions/{version}"
 
@@ -93,7 +95,8 @@ async def model_metadata(request: Request) -> Response:
 async def model_ready(request: Request) -> Response:
     ref = model_ref(request)
     entry = server_of(request).registry.get(ref.name, ref.version)
-    body = {"name": entry.name, "version": entry.version, "ready": entry.ready}
+    # The version, a detail, not to a caller without a key when keys are on (the name is the caller's own).
+    body = {"name": entry.name, "ready": entry.ready} | ({} if anonymous(request) else {"version": entry.version})
     return JSONBytesResponse(body, status_code=200 if entry.ready else 400)
 
 
@@ -104,7 +107,8 @@ async def infer(request: Request) -> Response:
     """Decode the tensors, run the inference core, encode the selected outputs."""
     inference = server_of(request).inference
     ref = model_ref(request)
-    _, signature = tensor_model(request)
+    # An unknown, unready or full model is answered before the body is read.
+    signature = tensor_signature(inference.admit(ref, Action.PREDICT))
     body = await read_body(request)
     decode = functools.partial(decode_request, signature, request.headers.get(HEADER_LENGTH), body)
     max_depth = server_of(request).settings.max_json_depth
@@ -151,8 +155,8 @@ def routes() -> list[BaseRoute]:
     error format; infer first, as the hot route."""
     tags = ["Open Inference Protocol (V2)"]
 
-    def route(path: str, handler: Any, method: str) -> ApiRoute:
-        return ApiRoute(path, handler, [method], tags, template=PREFIX + path)
+    def route(path: str, handler: Any, method: str, needs: str | None = INFER) -> ApiRoute:
+        return ApiRoute(path, handler, [method], tags, template=PREFIX + path, needs=needs)
 
     mounted: list[BaseRoute] = [route(f"{base}/infer", infer, "POST") for base in (MODEL, VERSIONED)]
     for base in (MODEL, VERSIONED):
@@ -160,13 +164,13 @@ def routes() -> list[BaseRoute]:
             route(f"{base}/generate", generate, "POST"),
             route(f"{base}/generate_stream", generate_stream, "POST"),
         ]
-    mounted += [route("/health/live", server_live, "GET"), route("/health/ready", server_ready, "GET")]
+    mounted += [route("/health/live", server_live, "GET", None), route("/health/ready", server_ready, "GET", None)]
     for base in (MODEL, VERSIONED):
-        mounted += [route(base, model_metadata, "GET"), route(f"{base}/ready", model_ready, "GET")]
+        mounted += [route(base, model_metadata, "GET"), route(f"{base}/ready", model_ready, "GET", None)]
     mounted += [
-        route("/repository/index", repository_index, "POST"),
-        route("/repository/models/{name}/load", repository_load, "POST"),
-        route("/repository/models/{name}/unload", repository_unload, "POST"),
+        route("/repository/index", repository_index, "POST", ADMIN),
+        route("/repository/models/{name}/load", repository_load, "POST", ADMIN),
+        route("/repository/models/{name}/unload", repository_unload, "POST", ADMIN),
     ]
-    metadata = ApiRoute(PREFIX, server_metadata, ["GET"], tags)
+    metadata = ApiRoute(PREFIX, server_metadata, ["GET"], tags, needs=INFER)
     return [metadata, ProtocolMount(PREFIX, mounted, EXCEPTION_HANDLERS)]

@@ -7,6 +7,8 @@
 - ``bodies``: bodies in, JSON out, the readiness of a request;
 - ``middleware``: request ids, access log, HTTP metrics, the last-resort 500,
   API keys;
+- ``origins``: requests a web page made a browser send, refused (DNS
+  rebinding by ``Host``, cross-site writes by ``Origin``);
 - ``routing`` (route types), ``openapi`` (the document) and ``docs`` (Swagger
   UI and ReDoc, served from the package's ``static/docs``).
 

@@ -10,11 +10,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from stevedore_server.base import health
 from stevedore_server.base.errors import BadRequest, ModelFailure, PayloadTooLarge
+from stevedore_server.base.health import Report
 from stevedore_server.base.serialization import dumps, dumps_result, loads
 from stevedore_server.core.inference import OFF_LOOP_BYTES, Answer, ModelRef
 from stevedore_server.core.server import ModelServer
+from stevedore_server.frontends.auth import caller_of
 from stevedore_server.frontends.state import of_request
 
 #: Content types parsed as JSON. Form-encoded is curl's default for ``-d``, which
@@ -32,7 +33,7 @@ class JSONBytesResponse(Response):
 
 
 def model_ref(request: Request) -> ModelRef:
-    """The model the path names (its highest version unless the path has one)."""
+    """The model the path names (its default version unless the path has one)."""
     return ModelRef(request.path_params["name"], request.path_params.get("version"))
 
 
@@ -41,14 +42,18 @@ def server_of(request: Request) -> ModelServer:
 
 
 async def check_readiness(request: Request) -> list[str]:
-    """Why the server is not ready (``health.readiness_problems``)."""
-    state = of_request(request)
-    return await health.readiness_problems(state.server.registry.health_checks, state.lifecycle, state.check_threads)
+    """Why the server is not ready (``HealthChecks.problems``)."""
+    return await of_request(request).health.problems()
 
 
-async def health_report(request: Request) -> dict[str, dict[str, Any]]:
-    state = of_request(request)
-    return await health.health_report(state.server.registry.health_checks, state.check_threads)
+async def health_report(request: Request) -> Report:
+    """Every health check's result (``HealthChecks.report``: shared, never changed)."""
+    return await of_request(request).health.report()
+
+
+def anonymous(request: Request) -> bool:
+    """API keys are on and the request carried no valid key: a probe answers it its status, no details."""
+    return caller_of(request.scope).anonymous
 
 
 async def parse_json(request: Request, body: bytes) -> Any:

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from stevedore_server.base.logs import REQUEST_ID_HEADER, AccessLog, RequestIds, log_error, request_id
 from stevedore_server.base.metrics import Metrics
 from stevedore_server.base.serialization import dumps
-from stevedore_server.frontends.auth import APIKeys
+from stevedore_server.frontends.auth import CALLER, APIKeys
 from stevedore_server.frontends.state import of_scope
 
 access_log = AccessLog(logging.getLogger("stevedore.access"))
@@ -33,7 +33,7 @@ OPEN_PATHS = {
     "/health/uptime", "/health/uptime/",
 }  # fmt: skip
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-OPEN_PATTERN = re.compile(r"^(/v2)?/models/[^/]+(/versions/[^/]+)?/ready$")
+OPEN_PATTERN = re.compile(r"(/v2)?/models/[^/]+(/versions/[^/]+)?/ready")
 
 
 CONNECTION_CLOSE = (b"connection", b"close")
@@ -118,7 +118,10 @@ def given_request_id(scope: Scope) -> str | None:
 
 
 class RequireAPIKey:
-    """401 with ``WWW-Authenticate`` for a protected route without an accepted ``Authorization: Bearer`` key."""
+    """Identifies each request's caller by its ``Authorization: Bearer`` key (``auth.caller_of`` reads it back:
+    routes check their scope against it) and answers 401 with ``WWW-Authenticate`` for a route that is not open
+    without an accepted key. Open: the probes and metrics (``GET`` or ``HEAD``, unless ``auth_health``), the
+    console's pages, and CORS preflights (they never carry credentials)."""
 
     def __init__(self, app: ASGIApp, keys: APIKeys, protect_health: bool, pages: re.Pattern[str] | None = None) -> None:
         self.app = app
@@ -128,11 +131,14 @@ class RequireAPIKey:
         self.pages = pages
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] == "OPTIONS" or self.is_open(scope["path"]):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        authorization = Headers(scope=scope).get("authorization")
-        if self.keys.accepts(authorization):
+        headers = Headers(scope=scope)
+        authorization = headers.get("authorization")
+        caller = self.keys.identify(authorization)
+        scope[CALLER] = caller
+        if not caller.anonymous or self.is_open(scope["method"], scope["path"], headers):
             await self.app(scope, receive, send)
             return
         challenge = 'Bearer realm="stevedore"' + (', error="invalid_token"' if authorization else "")
@@ -140,10 +146,14 @@ class RequireAPIKey:
         body = {"error": f"{message}: send Authorization: Bearer <key>"}
         await send_json(send, 401, body, {"www-authenticate": challenge})
 
-    def is_open(self, path: str) -> bool:
+    def is_open(self, method: str, path: str, headers: Headers) -> bool:
+        if method == "OPTIONS":
+            return "access-control-request-method" in headers
+        if method not in ("GET", "HEAD"):
+            return False
         if self.pages is not None and self.pages.match(path):
             return True
-        return not self.protect_health and (path in OPEN_PATHS or bool(OPEN_PATTERN.match(path)))
+        return not self.protect_health and (path in OPEN_PATHS or bool(OPEN_PATTERN.fullmatch(path)))
 
 
 async def send_json(send: Send, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:

@@ -117,7 +117,7 @@ def declare_path_parameters(path: str, operation: dict[str, Any]) -> None:
 
 
 def model_paths(entry: ServingModel, latest: bool) -> dict[str, Any]:
-    """Concrete paths of one model; the plain ones too when it is the highest version."""
+    """Concrete paths of one model; the plain ones too when it is the default version."""
     bases = [f"/models/{entry.name}/versions/{entry.version}"] + ([f"/models/{entry.name}"] if latest else [])
     paths: dict[str, Any] = {}
     for base in bases:

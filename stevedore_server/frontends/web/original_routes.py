@@ -16,8 +16,9 @@ from starlette.routing import BaseRoute
 from stevedore_server.base.errors import BadRequest, InvalidPayload, LegacyBadRequest, NotFound
 from stevedore_server.core.inference import Action, JSONValue, ModelRef
 from stevedore_server.core.serving import ServingModel
+from stevedore_server.frontends.auth import INFER
 
-from .bodies import JSONBytesResponse, check_readiness, json_result, parse_json, read_json_text, server_of
+from .bodies import JSONBytesResponse, anonymous, check_readiness, json_result, parse_json, read_json_text, server_of
 from .routing import ApiRoute
 
 #: Routes that take the model's name as the ``model`` query parameter (required but for ``/health/ready``).
@@ -54,8 +55,12 @@ async def health_ready(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
+    """Each model's readiness by name; to a caller without a key when keys are on, whether all are ready (one
+    boolean: the names are not for strangers)."""
     registry = server_of(request).registry
-    ready = {entry.name: entry.ready for entry in registry.latest()}
+    ready = {entry.name: entry.ready for entry in registry.defaults()}
+    if anonymous(request):
+        return JSONBytesResponse({"live": True, "ready": all(ready.values()), "uptime": registry.uptime()})
     return JSONBytesResponse({"live": True, "ready": ready, "uptime": registry.uptime()})
 
 
@@ -132,5 +137,9 @@ def routes() -> list[BaseRoute]:
     table: list[BaseRoute] = []
     for method, handlers in (("GET", GET_ROUTES), ("POST", POST_ROUTES)):
         for path, handler in handlers.items():
-            table += [ApiRoute(path, handler, [method], tags), ApiRoute(path + "/", handler, [method], tags, False)]
+            needs = None if path.startswith("/health") else INFER
+            table += [
+                ApiRoute(path, handler, [method], tags, needs=needs),
+                ApiRoute(path + "/", handler, [method], tags, False, needs=needs),
+            ]
     return table

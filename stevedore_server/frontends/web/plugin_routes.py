@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Match, Mount, NoMatchFound
 from starlette.types import Message, Receive, Scope, Send
 
 from stevedore_server.base.errors import PayloadTooLarge, StartupError
+from stevedore_server.frontends.auth import INFER
 from stevedore_server.frontends.state import of_scope
 from stevedore_server.plugins.routes import PluginRoute
 
@@ -30,7 +31,7 @@ def api_route(plugin_route: PluginRoute) -> ApiRoute:
     """The route of the app's table for a plugin's route, under its model's or its plugin's OpenAPI tag."""
     model, distribution = plugin_route.model, plugin_route.distribution
     tag = model_tag(model) if model is not None else f"plugin {distribution}"
-    return ApiRoute(plugin_route.full_path, plugin_route.endpoint, plugin_route.methods, [tag])
+    return ApiRoute(plugin_route.full_path, plugin_route.endpoint, plugin_route.methods, [tag], needs=INFER)
 
 
 def serve_routes(registered: Sequence[PluginRoute], builtins: Sequence[BaseRoute]) -> list[ApiRoute]:

@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.routing import BaseRoute, Match, Mount, Route, Router
-from starlette.types import Scope
+from starlette.types import Receive, Scope, Send
 
+from stevedore_server.base.errors import Forbidden
 from stevedore_server.base.version import __version__
+from stevedore_server.frontends.auth import ADMIN, caller_of
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -25,7 +27,9 @@ if TYPE_CHECKING:
 
 class ApiRoute(Route):
     """A route with its OpenAPI tags and its full path template, which it leaves in the scope (as FastAPI's
-    routes do): the access log and the metrics name the template, not the path."""
+    routes do): the access log and the metrics name the template, not the path. ``needs`` is the API key scope
+    its caller must hold (``auth``; None for the probes, open to anyone): admin unless it says less, so a route
+    someone forgets to mark is closed, not open."""
 
     def __init__(
         self,
@@ -35,16 +39,24 @@ class ApiRoute(Route):
         tags: Sequence[str] = (),
         include_in_schema: bool = True,
         template: str | None = None,
+        needs: str | None = ADMIN,
     ) -> None:
         super().__init__(path, endpoint, methods=list(methods), include_in_schema=include_in_schema)
         self.tags = list(tags)
         self.template = template or path
+        self.needs = needs
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         match, child_scope = super().matches(scope)
         if match is not Match.NONE:
             child_scope["route"] = self
         return match, child_scope
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        allowed = self.methods is None or scope["method"] in self.methods  # else Starlette's 405
+        if allowed and self.needs is not None and not caller_of(scope).can(self.needs):
+            raise Forbidden(f"this API key does not hold the {self.needs} scope, which {self.template} needs")
+        await super().handle(scope, receive, send)
 
 
 class ProtocolMount(Mount):

@@ -11,8 +11,18 @@ from starlette.routing import BaseRoute
 from stevedore_server.core.inference import Action, JSONText, JSONValue
 from stevedore_server.core.served_models import Registry
 from stevedore_server.core.serving import ServingModel
+from stevedore_server.frontends.auth import INFER
 
-from .bodies import JSONBytesResponse, check_readiness, health_report, json_result, model_ref, read_json_text, server_of
+from .bodies import (
+    JSONBytesResponse,
+    anonymous,
+    check_readiness,
+    health_report,
+    json_result,
+    model_ref,
+    read_json_text,
+    server_of,
+)
 from .routing import ApiRoute
 from .streaming import predict_stream
 
@@ -35,15 +45,19 @@ async def livez(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """200 when every selected model is loaded and self-tested and every health check passes, else 503."""
+    """200 when every selected model is loaded and self-tested and every health check passes, else 503 with the
+    reasons (not to a caller without a key when keys are on: reasons name models, files and errors)."""
     reasons = await check_readiness(request)
-    return JSONBytesResponse({"ready": not reasons, "reasons": reasons}, status_code=503 if reasons else 200)
+    body = {"ready": not reasons} if anonymous(request) else {"ready": not reasons, "reasons": reasons}
+    return JSONBytesResponse(body, status_code=503 if reasons else 200)
 
 
 async def healthz(request: Request) -> Response:
-    """The full report: each model's state and reason, each plugin failure, each check, uptime."""
+    """The full report: each model's state and reason, each plugin failure, each check, uptime; its status
+    alone to a caller without a key when keys are on."""
     report = await health_document(request)
-    return JSONBytesResponse(report, status_code=200 if report["status"] == "ok" else 503)
+    status_code = 200 if report["status"] == "ok" else 503
+    return JSONBytesResponse({"status": report["status"]} if anonymous(request) else report, status_code=status_code)
 
 
 async def health_document(request: Request) -> dict[str, Any]:
@@ -118,14 +132,17 @@ def catalogue_document(registry: Registry) -> dict[str, Any]:
 
 
 async def model_detail(request: Request) -> Response:
-    """One model's catalogue entry (the highest version unless a version is in the path)."""
+    """One model's catalogue entry (its default version unless a version is in the path)."""
     return JSONBytesResponse(catalogue_entry(server_of(request).registry, addressed_model(request)))
 
 
 async def model_ready(request: Request) -> Response:
-    """200 when this model is loaded and self-tested, else 503 with the reason."""
+    """200 when this model is loaded and self-tested, else 503 with the reason (its version and reason not to a
+    caller without a key when keys are on)."""
     model = addressed_model(request)
-    body = {"name": model.name, "version": model.version, "ready": model.ready, "reason": model.reason}
+    body = {"name": model.name, "ready": model.ready}
+    if not anonymous(request):
+        body |= {"version": model.version, "reason": model.reason}
     return JSONBytesResponse(body, status_code=200 if model.ready else 503)
 
 
@@ -146,7 +163,7 @@ async def predict(request: Request) -> Response:
     """Validate the body against the predict schema and return the model's predictions."""
     inference = server_of(request).inference
     ref = model_ref(request)
-    inference.resolve(ref)  # an unknown or unready model is answered before its body is read
+    inference.admit(ref, Action.PREDICT)  # an unknown, unready or full model is answered before its body is read
     answer = await inference.call(ref, Action.PREDICT, JSONText(await read_json_text(request)))
     model = answer.model
     predictions = json_result(answer, Action.PREDICT)
@@ -157,7 +174,7 @@ async def score(request: Request) -> Response:
     """Score the model on a labelled body (POST) or on its shipped score fixture (GET)."""
     inference = server_of(request).inference
     ref = model_ref(request)
-    model = inference.resolve(ref)
+    model = inference.admit(ref, Action.SCORE)  # answered before its body is read when it cannot run
     if request.method == "POST":
         payload = JSONText(await read_json_text(request))
         answer = await inference.call(ref, Action.SCORE, payload)
@@ -170,25 +187,30 @@ async def score(request: Request) -> Response:
 
 def predict_routes() -> list[BaseRoute]:
     """The predict routes, which the app matches first: Starlette tries routes in order, and each miss costs."""
-    return [ApiRoute(f"{base}/predict", predict, ["POST"], ["inference"]) for base in (MODEL, VERSIONED)]
+    return [ApiRoute(f"{base}/predict", predict, ["POST"], ["inference"], needs=INFER) for base in (MODEL, VERSIONED)]
 
 
 def stream_routes() -> list[BaseRoute]:
     """The streamed predict routes (Server-Sent Events, ``streaming``)."""
-    return [ApiRoute(f"{base}/predict/stream", predict_stream, ["POST"], ["inference"]) for base in (MODEL, VERSIONED)]
+    return [
+        ApiRoute(f"{base}/predict/stream", predict_stream, ["POST"], ["inference"], needs=INFER)
+        for base in (MODEL, VERSIONED)
+    ]
 
 
 def routes() -> list[BaseRoute]:
     """Every other stevedore route; model routes under both the plain and the versioned path."""
-    table: list[BaseRoute] = [ApiRoute(path, handler, ["GET"], ["health"]) for path, handler in HEALTH_ROUTES.items()]
-    table.append(ApiRoute("/models", catalogue, ["GET"], ["catalogue"]))
+    table: list[BaseRoute] = [
+        ApiRoute(path, handler, ["GET"], ["health"], needs=None) for path, handler in HEALTH_ROUTES.items()
+    ]
+    table.append(ApiRoute("/models", catalogue, ["GET"], ["catalogue"], needs=INFER))
     for base in (MODEL, VERSIONED):
         table += [
-            ApiRoute(base, model_detail, ["GET"], ["catalogue"]),
-            ApiRoute(f"{base}/ready", model_ready, ["GET"], ["health"]),
-            ApiRoute(f"{base}/schemas/predict", predict_schema, ["GET"], ["catalogue"]),
-            ApiRoute(f"{base}/schemas/score", score_schema, ["GET"], ["catalogue"]),
-            ApiRoute(f"{base}/score", score, ["GET", "POST"], ["inference"]),
+            ApiRoute(base, model_detail, ["GET"], ["catalogue"], needs=INFER),
+            ApiRoute(f"{base}/ready", model_ready, ["GET"], ["health"], needs=None),
+            ApiRoute(f"{base}/schemas/predict", predict_schema, ["GET"], ["catalogue"], needs=INFER),
+            ApiRoute(f"{base}/schemas/score", score_schema, ["GET"], ["catalogue"], needs=INFER),
+            ApiRoute(f"{base}/score", score, ["GET", "POST"], ["inference"], needs=INFER),
         ]
     return table
 

@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 from stevedore_server.base.errors import ClientError, ModelFailure
 from stevedore_server.base.logs import failure_answer, log_error
 from stevedore_server.base.serialization import dumps
-from stevedore_server.core.inference import JSONText, ModelRef, Payload
+from stevedore_server.core.inference import Action, JSONText, ModelRef, Payload
 from stevedore_server.core.serving import ServingModel
 from stevedore_server.core.streams import Stream
 
@@ -58,7 +58,7 @@ STEVEDORE_EVENTS = EventFormat(
 async def predict_stream(request: Request) -> Response:
     """Validate the body as predict does, then answer the model's items as Server-Sent Events."""
     ref = model_ref(request)
-    server_of(request).inference.resolve(ref)  # 404 or 503 before the body is read
+    server_of(request).inference.admit(ref, Action.PREDICT)  # 404 or 503 before the body is read
     return await stream_response(request, ref, JSONText(await read_json_text(request)), STEVEDORE_EVENTS)
 
 
