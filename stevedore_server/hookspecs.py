@@ -70,7 +70,7 @@ def stevedore_routes(server: Server, register: RegisterRoute) -> None:
 
     Called once at startup, after the models are loaded and the health checks
     gathered, with the ``server``. Call ``register(path, endpoint,
-    methods=("GET",), model=None)`` for each route: ``path`` starts with ``/``
+    methods=("GET",), model=None, scope="infer")`` for each route: ``path`` starts with ``/``
     and may hold Starlette path parameters (``/items/{item_id:int}``); with
     ``model="NAME"`` (a model of the plugin's own distribution) the route is
     served at ``/models/NAME{path}``, without it at
@@ -78,7 +78,9 @@ def stevedore_routes(server: Server, register: RegisterRoute) -> None:
     takes the ``Request`` and returns a ``Response``; an ``async def`` runs on
     the event loop, a plain function in a worker thread. The routes pass
     through every middleware (API keys, limits, request ids, access log,
-    metrics) and are in ``/openapi.json``. A route that would shadow a built-in
+    metrics) and are in ``/openapi.json``; with API keys on, a caller's key
+    must hold ``scope`` (``"infer"``, ``"train"`` or ``"admin"``: name the
+    narrowest that fits a route that changes state). A route that would shadow a built-in
     route or another plugin's is a startup error naming both. Returns nothing;
     if the implementation raises, or registers what cannot be a route, the
     plugin is reported as failed and none of its routes is served.

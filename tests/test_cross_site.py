@@ -9,6 +9,7 @@ no job started.
 
 from __future__ import annotations
 
+import logging
 import socket
 import sys
 from collections.abc import Iterator
@@ -19,6 +20,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from stevedore_server.base.exposure import warn_if_open
+from stevedore_server.base.settings import Settings
 from stevedore_server.frontends.web.origins import allowed_hosts, default_allowed_hosts
 
 from .helpers import record_distribution
@@ -254,6 +257,8 @@ def test_allowed_hosts_replace_the_default(configured: Server) -> None:
     assert get(configured, "/models", Host=f"models.example:{port(configured)}").status_code == 200
     assert get(configured, "/models", Host="MODELS.example").status_code == 200
     refused(get(configured, "/models", Host=f"localhost:{port(configured)}"), 400)
+    for address in (f"10.1.2.3:{port(configured)}", "[fe80::1]", "192.168.0.7"):  # a probe's, by the pod's address
+        assert get(configured, "/models", Host=address).status_code == 200, address
 
 
 @pytest.mark.server
@@ -281,3 +286,14 @@ def test_allowed_hosts_are_names_without_ports() -> None:
     given = ("Models.Example:8080", "::1", "[fe80::1]:80", "api.example.")
     assert allowed_hosts(given, "0.0.0.0") == {"models.example", "[::1]", "[fe80::1]", "api.example"}
     assert allowed_hosts(("a.example", "*"), "127.0.0.1") is None
+
+
+def test_cors_for_any_origin_without_keys_is_warned_of(caplog: pytest.LogCaptureFixture) -> None:
+    """With ``*``, the origin check stands aside (CORS allows every page): without keys, every page may write."""
+    with caplog.at_level(logging.WARNING, logger="stevedore.process"):
+        warn_if_open(Settings(cors_origins=("*",)))
+        warned = [record.getMessage() for record in caplog.records]
+        warn_if_open(Settings(cors_origins=("*",), api_keys=("k",)))
+        warn_if_open(Settings(cors_origins=("https://app.example",)))
+    assert len(warned) == 1 and "--cors-origins '*'" in warned[0], warned
+    assert len(caplog.records) == 1

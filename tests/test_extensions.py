@@ -3,6 +3,7 @@ middleware as every route, in the OpenAPI document, and refused at startup where
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import types
@@ -85,6 +86,54 @@ def test_api_keys_protect_the_routes(make_client: Callable[..., TestClient]) -> 
     assert client.get("/models/rowsum/explain/1").status_code == 401
     answer = client.get("/models/rowsum/explain/1", headers={"Authorization": f"Bearer {KEY}"})
     assert answer.status_code == 200
+
+
+def test_an_options_request_to_a_plugin_route_needs_a_key_unless_it_is_a_cors_preflight(
+    make_client: Callable[..., TestClient],
+) -> None:
+    """Only a CORS preflight (``Access-Control-Request-Method``) skips the key: a plugin's own OPTIONS route is
+    served to key holders alone."""
+    client = start(make_client, Explainer([("/options", ["OPTIONS"], "rowsum")]), api_keys=(KEY,))
+    assert client.options("/models/rowsum/options").status_code == 401
+    answer = client.options("/models/rowsum/options", headers={"Authorization": f"Bearer {KEY}"})
+    assert answer.status_code == 200 and answer.json()["path"] == "/models/rowsum/options"
+
+
+class Resetter(Explainer):
+    """A plugin with a route that changes state, for admins only, beside one for any key."""
+
+    @hookimpl
+    def stevedore_routes(self, register: Callable[..., None]) -> None:
+        register("/explain", self.answer, ["GET"], model="rowsum")
+        register("/reset", self.answer, ["POST"], model="rowsum", scope="admin")
+
+
+def test_a_plugin_route_needs_the_scope_it_names_and_infer_by_default(
+    make_client: Callable[..., TestClient], tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys"
+    admin = "an-admins-key"
+    keys.write_text(
+        f"{hashlib.sha256(KEY.encode()).hexdigest()}\tinfer\n{hashlib.sha256(admin.encode()).hexdigest()} admin\n"
+    )
+    client = start(make_client, Resetter(), api_key_file=str(keys))
+    infer, admins = {"Authorization": f"Bearer {KEY}"}, {"Authorization": f"Bearer {admin}"}
+    assert client.get("/models/rowsum/explain", headers=infer).status_code == 200
+    refused = client.post("/models/rowsum/reset", headers=infer)
+    assert refused.status_code == 403 and "admin scope" in refused.json()["error"]
+    assert client.post("/models/rowsum/reset", headers=admins).status_code == 200
+
+
+def test_a_plugin_route_of_an_unknown_scope_fails_its_plugin(make_client: Callable[..., TestClient]) -> None:
+    class Unknown(Explainer):
+        @hookimpl
+        def stevedore_routes(self, register: Callable[..., None]) -> None:
+            register("/reset", self.answer, ["POST"], model="rowsum", scope="root")
+
+    client = start(make_client, Unknown())
+    assert client.post("/models/rowsum/reset").status_code == 404
+    failures = client.get("/healthz").json()["failed_plugins"]
+    assert any("scope of /reset must be one of infer, train, admin" in failure["error"] for failure in failures)
 
 
 def test_the_body_size_limit_applies(make_client: Callable[..., TestClient]) -> None:

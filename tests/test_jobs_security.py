@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import sys
+import time
 import tomllib
 import uuid
 from collections.abc import Iterator
@@ -292,9 +294,13 @@ def test_the_working_directories_of_purged_and_forgotten_jobs_are_removed_at_sta
     finally:
         store.close()
     forgotten = str(uuid.uuid4())  # a job purged by a server that kept every working directory
-    for name in (old.id, forgotten, queued.id, "notes"):
+    elsewhere = str(uuid.uuid4())  # a running job of another database sharing this state directory
+    for name in (old.id, forgotten, queued.id, "notes", elsewhere):
         (state / "jobs" / name).mkdir(parents=True)
         (state / "jobs" / name / "file").write_text("data")
+    two_hours_ago = time.time() - 7200
+    for name in (old.id, forgotten):
+        os.utime(state / "jobs" / name, (two_hours_ago, two_hours_ago))
     with trainer_server(tmp_path, "--job-retention", "3600", "--max-queued-jobs", "10") as server:
         wait_until(lambda: not (state / "jobs" / old.id).exists(), "the purged job's directory removed", DEADLINE,
                    0.1, server.log)  # fmt: skip
@@ -302,6 +308,7 @@ def test_the_working_directories_of_purged_and_forgotten_jobs_are_removed_at_sta
                    DEADLINE, 0.1, server.log)  # fmt: skip
         assert httpx.get(f"{server.url}/jobs/{old.id}").status_code == 404
         assert (state / "jobs" / "notes" / "file").is_file()  # not a job's: left alone
+        assert (state / "jobs" / elsewhere / "file").is_file()  # changed within the retention: maybe another's
         cancel_every_job(server)
     assert (state / "jobs" / queued.id / "file").is_file()  # its job is still listed (ended or cancelled)
 

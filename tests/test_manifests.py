@@ -112,6 +112,18 @@ def test_the_api_key_secret_is_the_key_file_and_the_probes_need_no_key(tmp_path:
     assert not any("auth" in arg for arg in server["args"]) and "STEVEDORE_AUTH_HEALTH" not in env_of(server)
 
 
+def test_the_pods_that_mount_the_key_file_run_in_the_servers_group(tmp_path: Path) -> None:
+    """A Secret's file of mode 0440 is root's unless the pod's ``fsGroup`` is the server's: without it the server
+    (user and group 10001) cannot read its keys and never starts. KServe takes it on the InferenceService."""
+    directory = write_manifests(tmp_path, *HARDENED)
+    deployment = load(directory, "deployment.yaml")
+    inference = load(directory, "inferenceservice.yaml")
+    group = deployment["spec"]["template"]["spec"]["securityContext"]["fsGroup"]
+    assert inference["spec"]["predictor"]["securityContext"]["fsGroup"] == group
+    _, server = server_of(deployment)
+    assert server["securityContext"]["runAsGroup"] == group
+
+
 @pytest.mark.parametrize("file", ["deployment.yaml", "clusterservingruntime.yaml"])
 def test_the_state_directory_is_a_volume_of_its_own(tmp_path: Path, file: str) -> None:
     """On the read-only root file system, jobs need a writable state directory: an emptyDir, or the claim."""

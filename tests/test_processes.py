@@ -445,7 +445,8 @@ def test_another_interpreter_is_not_passed_pythonpath_pythonhome_or_virtual_env(
     (shadow / "toolz" / "__init__.py").write_text('__version__ = "0.0.shadow"\n')
     config = tmp_path / "server.toml"
     config.write_text(f'[models.toolz-0]\npython = "{old.path}"\n')
-    given = {"PYTHONPATH": str(shadow), "PYTHONHOME": sys.base_prefix, "PASSED_ON": "yes"}
+    given = {"PYTHONPATH": str(shadow), "PYTHONHOME": sys.base_prefix, "PASSED_ON": "yes",
+             "STEVEDORE_MAX_QUEUE": "32", "STEVEDORE_API_KEY": "a-clients-key"}  # fmt: skip
     server = Server.start(cpu_venv, tmp_path / "server.log", "--config", str(config), **given)
     try:
         server.wait_for("/readyz", deadline=120)
@@ -455,6 +456,8 @@ def test_another_interpreter_is_not_passed_pythonpath_pythonhome_or_virtual_env(
         theirs = environment_of(worker)
         assert theirs["PASSED_ON"] == "yes"  # the rest of the server's environment is passed on
         assert not {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"} & theirs.keys()
+        # No setting of the server, nor a client's key: a worker takes its orders from STEVEDORE_WORKER alone.
+        assert [key for key in theirs if key.startswith("STEVEDORE_")] == ["STEVEDORE_WORKER"]
         answer = httpx.post(server.url + "/models/toolz-0/predict", json=[1])
         assert answer.json()["predictions"] == [{"toolz": "0.12.1", "prefix": str(old.path)}]
     finally:

@@ -8,6 +8,8 @@
 - ``serialization`` (JSON in and out, orjson), ``validation`` (JSON Schema);
 - ``logs`` (text or JSON lines, request ids), ``metrics`` (Prometheus);
 - ``lifecycle`` (serving or draining), ``health`` (running health checks);
+- ``scopes``: the scopes of API keys, which routes and plugins name;
+  ``exposure``: loopback addresses, and the warnings of an open server;
 - ``pids`` (other processes by their ids), ``version``, ``moved`` (old module
   paths kept as redirects).
 

@@ -255,6 +255,8 @@ def inference_service(deployment: Deployment) -> dict[str, Any]:
                 "minReplicas": 1,
                 "maxReplicas": deployment.max_replicas,
                 "terminationGracePeriodSeconds": termination_grace(),
+                # The runtime's volumes (the key file, a claim for the state) belong to the server's group.
+                "securityContext": {"fsGroup": USER_ID},
                 "model": {
                     "modelFormat": {"name": model},
                     "runtime": deployment.name,

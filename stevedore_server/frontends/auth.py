@@ -1,12 +1,8 @@
 """Optional API keys with scopes: ``Authorization: Bearer KEY``, checked in constant time against SHA-256 digests.
 
-A key has scopes, each wider than the one before and holding it: ``infer``
-(predictions, scores, streams, the catalogue and metadata, the jobs it
-started), ``train`` (also starting trainings and long-prediction jobs, reading
-and cancelling its own jobs) and ``admin`` (everything: the model repository,
-every job, trained versions). A line of the key file is a digest, then
-optionally its scopes, comma-separated; a line without scopes, and a key given
-as ``api_keys``, has every right.
+A key holds scopes (``base.scopes``: ``infer``, ``train``, ``admin``). A
+line of the key file is a digest, then optionally its scopes, comma-separated;
+a line without scopes, and a key given as ``api_keys``, has every right.
 
 Each request's ``Caller`` (who sent it, with which rights) is put in its ASGI
 scope by the middleware when keys are on (``caller_of`` reads it back): a route
@@ -25,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from stevedore_server.base.errors import StartupError
+from stevedore_server.base.scopes import ADMIN, HOLDS, INFER, TRAIN
 from stevedore_server.base.settings import Settings
 
+__all__ = ["ADMIN", "INFER", "TRAIN", "APIKeys", "Caller", "caller_of"]
+
 DIGEST = re.compile(r"[0-9a-f]{64}")
-INFER, TRAIN, ADMIN = "infer", "train", "admin"
-#: Each scope with those it holds: a wider one holds the narrower ones.
-HOLDS = {INFER: frozenset({INFER}), TRAIN: frozenset({INFER, TRAIN}), ADMIN: frozenset({INFER, TRAIN, ADMIN})}
 #: Characters of the hex digest that name a key (in a job's record, a log line): enough to tell keys apart,
 #: too few to help guess one.
 KEY_ID_LENGTH = 12
@@ -114,13 +110,13 @@ def read_key_file(path: str) -> list[AcceptedKey]:
         raise StartupError(f"setting api_key_file: cannot read {path}: {error.strerror}") from None
     accepted = []
     for number, line in enumerate(lines, start=1):
-        text, _, scopes = line.split("#")[0].strip().partition(" ")
-        if not text:
+        words = line.split("#")[0].split(None, 1)  # the digest, then its scopes if any
+        if not words:
             continue
         where = f"setting api_key_file: line {number} of {path}"
-        if not DIGEST.fullmatch(text.lower()):
+        if not DIGEST.fullmatch(words[0].lower()):
             raise StartupError(f"{where} is not a SHA-256 hex digest (then, optionally, scopes)")
-        accepted.append(accepted_key(bytes.fromhex(text), read_scopes(scopes, where)))
+        accepted.append(accepted_key(bytes.fromhex(words[0]), read_scopes(" ".join(words[1:]), where)))
     return accepted
 
 

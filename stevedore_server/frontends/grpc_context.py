@@ -6,6 +6,7 @@ UNKNOWN, a model's failure or a bug is INTERNAL with an error id that the log ha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -37,6 +38,7 @@ STATUS_OF = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
     401: grpc.StatusCode.UNAUTHENTICATED,
     403: grpc.StatusCode.PERMISSION_DENIED,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
     404: grpc.StatusCode.NOT_FOUND,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
     422: grpc.StatusCode.INVALID_ARGUMENT,
@@ -116,8 +118,10 @@ class RequestContext:
                 except (Unauthenticated, Forbidden) as error:
                     await context.abort(status_of(error), error.summary())
             try:
-                async for message in handler(request):
-                    yield message
+                # Closed however the call ends (a client gone, a deadline): the stream gives its place back at once.
+                async with contextlib.aclosing(handler(request)) as messages:
+                    async for message in messages:
+                        yield message
             except ClientError as error:  # such as too many streams open (Overloaded)
                 await context.abort(status_of(error), error.summary())
 

@@ -73,8 +73,8 @@ class TrainContext:
     """What ``Predictor.train`` gets besides its parameters."""
 
     def __init__(self, workdir: Path, channel: Channel, logger: logging.Logger, cancel: threading.Event) -> None:
-        #: A directory of this job's own, removed once the job has ended: what is to outlive it is returned as
-        #: ``{"artifact": PATH}`` (and kept, copied out, by the server).
+        #: A directory of this job's own, removed with the job's record (``job_retention``): what is to outlive it
+        #: is returned as ``{"artifact": PATH}`` (and kept, copied out, by the server).
         self.workdir = workdir
         #: Lines logged here (or anywhere in the job's process) are kept with the job: ``GET /jobs/ID/logs``.
         self.logger = logger

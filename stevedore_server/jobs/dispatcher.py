@@ -10,6 +10,7 @@ import logging
 import re
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from stevedore_server.base.errors import Unavailable
@@ -29,6 +30,14 @@ POLL_INTERVAL = 1.0
 PURGE_INTERVAL = 60.0
 #: The name of a job's working directory (its job's id, a UUID): nothing else in the folder is ever removed.
 WORKDIR_NAME = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def changed_before(path: Path, moment: float) -> bool:
+    """Whether ``path`` was last changed before ``moment`` (``time.time``); False when it is gone."""
+    try:
+        return path.lstat().st_mtime < moment
+    except FileNotFoundError:
+        return False
 
 
 class JobDispatcher(JobSupervisor):
@@ -67,24 +76,27 @@ class JobDispatcher(JobSupervisor):
     def _purge(self) -> None:
         """Delete the jobs past ``job_retention``, then the working directories of jobs the store no longer has."""
         retention = self.settings.job_retention
-        purged = self.store.purge(ago(retention)) if retention else 0
+        if not retention:
+            return
+        purged = self.store.purge(ago(retention))
         if purged:
             logger.info("deleted %d jobs finished more than %g s ago (job_retention)", purged, retention)
-        self._remove_unused_workdirs()
+        self._remove_unused_workdirs(time.time() - retention)
 
-    def _remove_unused_workdirs(self) -> None:
-        """Those of jobs purged here or by another server sharing the store, and those of servers that never
-        removed any. A directory goes only once its job is gone from the store: a job still listed keeps what it
-        wrote (its artifact was copied out when it ended)."""
+    def _remove_unused_workdirs(self, before: float) -> None:
+        """Those of jobs purged here or by another server sharing the store, and those servers left that never
+        removed any: a directory goes once its job is gone from the store and it has not changed since ``before``
+        (the retention's start). A job still listed keeps what it wrote; a directory of a job of another store
+        sharing this state directory (another database), changed within the retention, is left alone."""
         try:
-            names = [path.name for path in self.workdirs().iterdir() if WORKDIR_NAME.fullmatch(path.name)]
+            found = {path.name: path for path in self.workdirs().iterdir() if WORKDIR_NAME.fullmatch(path.name)}
         except FileNotFoundError:
             return
-        if not names:
+        if not found:
             return
-        needed = self.store.kept(names)
-        for name in names:
-            if name not in needed:
+        kept = self.store.kept(list(found))
+        for name, path in found.items():
+            if name not in kept and changed_before(path, before):
                 self.remove_workdir(name)
 
     def _start_queued(self) -> None:

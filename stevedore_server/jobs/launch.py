@@ -19,7 +19,6 @@ from typing import Any, Protocol
 import orjson
 
 from stevedore_server.base.pids import started_at
-from stevedore_server.base.settings import ENV_PREFIX
 from stevedore_server.processes.predictor import ProcessPredictor
 from stevedore_server.processes.spawn import worker_environment
 
@@ -130,10 +129,9 @@ def spawn(predictor: Any, job: Job, workdir: Path) -> tuple[JobProcess, Connecti
 
 
 def job_environment() -> dict[str, str]:
-    """The environment a job's process gets: a model's worker process's (no secret setting: API keys, the
-    database's URL; no metrics directory), less every other ``STEVEDORE_*`` variable: the server's settings (the
-    key file's path, the state directory) and a client's key are none of the job's business."""
-    return {key: value for key, value in worker_environment(sys.executable).items() if not key.startswith(ENV_PREFIX)}
+    """The environment a job's process gets: a model's worker process's (no ``STEVEDORE_*`` variable, secret or
+    not, and no metrics directory), as a job run in a model's worker process gets."""
+    return worker_environment(sys.executable)
 
 
 def start_in_worker(predictor: ProcessPredictor, job: Job, workdir: Path) -> tuple[JobProcess, Connection]:

@@ -116,14 +116,19 @@ class Jobs(JobDispatcher):
         """Queue a job of ``kind`` (``train``, or ``predict`` for a long prediction) on valid parameters, for the
         key ``started_by`` (its id; None with keys off); JobQueueFull once ``max_queued_jobs`` jobs wait.
 
-        The count and the insert are two statements: clients racing past the bound at once may each queue one."""
-        limit = self.settings.max_queued_jobs
-        if self.store.count_queued() >= limit:
-            raise JobQueueFull(f"{limit} jobs are queued already (max_queued_jobs); try again later")
+        The count and the insert are two statements: clients racing past the bound at once may each queue one (a
+        bound on the queue's growth, not an exact count)."""
+        self.check_room()
         job = self.store.create(model, version, str(kind), params, started_by)
         logger.info("job %s queued: %s model %s version %s", job.id, kind, model, version)
         self.wake.set()
         return job
+
+    def check_room(self) -> None:
+        """JobQueueFull (429) once ``max_queued_jobs`` jobs wait: what a route asks before it reads a job's body."""
+        limit = self.settings.max_queued_jobs
+        if self.store.count_queued() >= limit:
+            raise JobQueueFull(f"{limit} jobs are queued already (max_queued_jobs); try again later")
 
     def _readable(self) -> bool:
         """Whether there is a database to read: reading never makes one (a server that ran no job has none)."""

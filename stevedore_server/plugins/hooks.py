@@ -16,10 +16,11 @@ import pluggy
 
 from stevedore_server.base.errors import StartupError
 from stevedore_server.base.health import HealthCheck
+from stevedore_server.base.scopes import INFER
 from stevedore_server.base.sources import PluginFailure, PluginSource, failure
 from stevedore_server.predictor import Predictor
 
-from .routes import PluginRoute, checked_route
+from .routes import PluginRoute, checked_route, checked_scope
 
 if TYPE_CHECKING:
     from .host import Server
@@ -105,13 +106,17 @@ class Hooks:
         plugin that raises, registers what cannot be a route, or names a model not its own is a failure."""
         routes: list[PluginRoute] = []
         failures: list[PluginFailure] = []
-        found: list[tuple[str, Callable[..., Any], tuple[str, ...], str | None]] = []
+        found: list[tuple[str, Callable[..., Any], tuple[str, ...], str | None, str]] = []
 
         def register(
-            path: str, endpoint: Callable[..., Any], methods: Sequence[str] = ("GET",), model: str | None = None
+            path: str,
+            endpoint: Callable[..., Any],
+            methods: Sequence[str] = ("GET",),
+            model: str | None = None,
+            scope: str = INFER,
         ) -> None:
             checked_path, checked_methods = checked_route(path, endpoint, methods)
-            found.append((checked_path, endpoint, checked_methods, model))
+            found.append((checked_path, endpoint, checked_methods, model, checked_scope(checked_path, scope)))
 
         hook = self.manager.hook.stevedore_routes
         for result in self._each(hook, server=server, register=register):
@@ -121,8 +126,8 @@ class Hooks:
                 if result.error is not None:
                     raise result.error
                 placed = [
-                    PluginRoute(path, endpoint, methods, source.describe(), model, distribution)
-                    for path, endpoint, methods, model in found
+                    PluginRoute(path, endpoint, methods, source.describe(), model, distribution, scope)
+                    for path, endpoint, methods, model, scope in found
                 ]
                 for route in placed:
                     check_owner(route, source, server)

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from stevedore_server.base.scopes import HOLDS, INFER
+
 
 @dataclass(frozen=True)
 class PluginRoute:
@@ -25,6 +27,8 @@ class PluginRoute:
     plugin: str
     model: str | None = None
     distribution: str | None = None
+    #: The API key scope its callers need (``base.scopes``).
+    scope: str = INFER
 
     @property
     def full_path(self) -> str:
@@ -44,3 +48,10 @@ def checked_route(path: Any, endpoint: Any, methods: Any) -> tuple[str, tuple[st
     if isinstance(methods, str) or not all(isinstance(method, str) for method in methods):
         raise TypeError(f"the methods of {path} must be a list of strings, got {methods!r}")
     return path, tuple(sorted({method.upper() for method in methods}))
+
+
+def checked_scope(path: str, scope: Any) -> str:
+    """The scope a plugin names for a route, checked: ValueError for an unknown one."""
+    if scope not in HOLDS:
+        raise ValueError(f"the scope of {path} must be one of {', '.join(HOLDS)}, got {scope!r}")
+    return str(scope)

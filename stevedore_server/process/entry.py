@@ -12,11 +12,11 @@ import sys
 from uvicorn.config import STARTUP_FAILURE
 
 from stevedore_server.base.errors import StartupError
+from stevedore_server.base.exposure import warn_if_open
 from stevedore_server.base.metrics import MULTIPROC_ENV, fresh_multiprocess_dir
 from stevedore_server.base.settings import Settings
 from stevedore_server.core import startup
 from stevedore_server.core.convergence import DIRECTORY_ENV, SharedState
-from stevedore_server.frontends.web.origins import is_loopback
 
 from .draining import DrainingServer, ServerConfig
 from .supervisor import Supervisor
@@ -60,18 +60,6 @@ def serve_here(config: ServerConfig) -> None:
         pass
     if not server.started:
         sys.exit(STARTUP_FAILURE)
-
-
-def warn_if_open(settings: Settings) -> None:
-    """One warning when the server listens beyond this machine and asks no key: whoever reaches the port may
-    predict, train, load and unload. Once, from the process that starts the server, however many workers."""
-    if settings.api_keys or settings.api_key_file or is_loopback(settings.host):
-        return
-    logger.warning(
-        "listening on %s with no API keys: every request is served unauthenticated, to whoever reaches the port; "
-        "set API keys (STEVEDORE_API_KEYS, or --api-key-file with their SHA-256 digests) or listen on 127.0.0.1",
-        settings.host,
-    )
 
 
 def preflight(settings: Settings) -> None:

@@ -8,7 +8,6 @@ import pickle
 import socket
 import subprocess
 import sys
-from dataclasses import fields
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import orjson
 
 from stevedore_server.base.errors import PluginError
 from stevedore_server.base.pids import exit_description, kill_group
-from stevedore_server.base.settings import ModelSettings, Settings, env_name
+from stevedore_server.base.settings import ENV_PREFIX, ModelSettings
 
 from .wire import ORDERS_ENV
 
@@ -47,11 +46,14 @@ def isolated(model: ModelSettings) -> bool:
 
 
 def worker_environment(python: str) -> dict[str, str]:
-    """The server's environment less what a worker must not have: the metrics directory, the secrets (API keys,
-    the database's URL), and for another interpreter what would mix the two environments."""
-    secrets = {env_name(item.name) for item in fields(Settings) if item.metadata["secret"]}
+    """The server's environment less what a worker (a model's, or a job's) must not have: the metrics directory,
+    every ``STEVEDORE_*`` variable (the secret settings, API keys and the database's URL, the others, and a
+    client's key: a worker takes its orders from its own variable, set after), and for another interpreter what
+    would mix the two environments."""
     environment = {
-        key: value for key, value in os.environ.items() if not key.startswith("PROMETHEUS_") and key not in secrets
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("PROMETHEUS_") and not key.startswith(ENV_PREFIX)
     }
     if python != sys.executable:
         for key in ENVIRONMENT_VARIABLES:

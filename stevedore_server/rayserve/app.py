@@ -11,9 +11,9 @@ from ray import serve
 from ray.serve import Application
 
 from stevedore_server.base.errors import StartupError
+from stevedore_server.base.exposure import warn_if_open
 from stevedore_server.base.settings import Settings
 from stevedore_server.core import startup
-from stevedore_server.process.entry import warn_if_open
 
 from .config import (
     APP_NAME,

@@ -23,12 +23,12 @@ from ray.serve.handle import DeploymentHandle
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp
 
+from stevedore_server.base.exposure import warn_if_open
 from stevedore_server.base.metrics import Metrics
 from stevedore_server.base.settings import Settings
 from stevedore_server.core import startup
 from stevedore_server.core.server import ModelServer
 from stevedore_server.frontends.app import create_app
-from stevedore_server.process.entry import warn_if_open
 
 from .config import SECRETS_FILE, deployment_name, settings_from_args
 from .forwarding import DeploymentRepository, LifespanState, ServedBy, record, runtime_starter

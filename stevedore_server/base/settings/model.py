@@ -194,7 +194,9 @@ class Settings:
         1024, "gRPC calls, streams included, one server process runs at once; beyond them, RESOURCE_EXHAUSTED."
     )
     max_health_watches: int = setting(
-        128, "gRPC health `Watch` streams open at once in one server process; beyond them, RESOURCE_EXHAUSTED."
+        128,
+        "gRPC health `Watch` streams open at once in one server process; beyond them, RESOURCE_EXHAUSTED (0: no "
+        "`Watch`).",
     )
     console: bool = setting(True, "Serve the web console at `/`: every model's health, and a form to try each.")
     state_dir: str | None = setting(
@@ -221,10 +223,12 @@ class Settings:
         7 * 24 * 3600.0, "Seconds a finished job, its result and its logs are kept (0: forever)."
     )
     max_queued_jobs: int = setting(
-        100, "Jobs waiting to run, in the whole jobs database; beyond them, 429 with Retry-After."
+        100, "Jobs waiting to run, in the whole jobs database; beyond them, 429 with Retry-After (0: no job)."
     )
     max_log_followers: int = setting(
-        32, "Clients following job logs (`?follow=true`) at once in one server process; beyond them, 429."
+        32,
+        "Clients following job logs (`?follow=true`) at once in one server process; beyond them, 429 (0: no "
+        "following).",
     )
     promote_trained: bool = setting(
         True, "A version a training makes becomes its model's default (what requests without a version get)."

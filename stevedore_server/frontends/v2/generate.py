@@ -34,7 +34,7 @@ NOT_INPUTS = frozenset({"id", "parameters"})
 async def generate(request: Request) -> Response:
     """One prediction, its outputs by name."""
     inference = server_of(request).inference
-    model = inference.resolve(model_ref(request))
+    model = inference.admit(model_ref(request), Action.PREDICT)  # answered before the body is read if it cannot run
     payload = await generate_payload(request)
     answer = await inference.call(model_ref(request), Action.PREDICT, JSONValue(payload))
     try:
@@ -47,7 +47,7 @@ async def generate(request: Request) -> Response:
 async def generate_stream(request: Request) -> Response:
     """The model's ``predict_stream`` as Server-Sent Events of outputs by name."""
     ref = model_ref(request)
-    server_of(request).inference.resolve(ref)  # 404 or 503 before the body is read
+    server_of(request).inference.admit(ref, Action.PREDICT)  # 404 or 503 before the body is read
     return await stream_response(request, ref, JSONValue(await generate_payload(request)), GENERATE_EVENTS)
 
 

@@ -6,7 +6,8 @@ request from any page the user happens to visit must not reach it:
 - **DNS rebinding** (``AllowedHosts``): a page whose own name its author
   points at 127.0.0.1 reads and writes the server as if it were the page's
   own origin. Its requests carry that name in ``Host``; one whose ``Host``
-  names a host ``allowed_hosts`` does not allow gets 400. By default
+  names a host ``allowed_hosts`` does not allow gets 400; an IP address is
+  always allowed (no page can rebind one: it has no name). By default
   (``default_allowed_hosts``) a server bound to a loopback address allows the
   loopback names only, and one bound to another address any: it is meant to
   be reached by names this process cannot know (its operator sets
@@ -47,6 +48,7 @@ from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from stevedore_server.base.errors import BadRequest, ClientError, Forbidden
+from stevedore_server.base.exposure import is_loopback
 from stevedore_server.base.settings import Settings
 
 from .middleware import send_json
@@ -100,18 +102,13 @@ def default_allowed_hosts(bind: str) -> frozenset[str] | None:
     return LOOPBACK_NAMES | ({own} if own else set())
 
 
-def is_loopback(bind: str) -> bool:
-    """Whether the address ``bind`` (as ``--host`` takes it) is a loopback one: 127.0.0.0/8, ``::1`` (also as
-    ``::ffff:127.x.y.z``) or ``localhost``."""
-    address = bind.strip().removeprefix("[").removesuffix("]").lower()
-    if address.rstrip(".") == "localhost":
-        return True
+def is_address(name: str) -> bool:
+    """Whether ``name`` (as ``host_name`` gives it) is an IP address rather than a name."""
     try:
-        ip = ipaddress.ip_address(address)
+        ipaddress.ip_address(name.removeprefix("[").removesuffix("]"))
     except ValueError:
-        return False  # a name: this process cannot tell where it points
-    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
-    return ip.is_loopback or (mapped is not None and mapped.is_loopback)
+        return False
+    return True
 
 
 def bracketed(entry: str) -> str:
@@ -161,13 +158,19 @@ class AllowedHosts:
 
     def refusal(self, headers: list[tuple[bytes, bytes]]) -> ClientError | None:
         for name, value in headers:  # every Host header: a second one must not slip a name past the first
-            if name == b"host" and host_name(host := value.decode("latin-1")) not in self.hosts:
+            if name == b"host" and not self.allows(host := value.decode("latin-1")):
                 return BadRequest(
                     f"host {shown(host)!r} is not allowed: a web page may have pointed its own name at this server "
                     "(DNS rebinding). Reach the server by an allowed name, or allow this one with --allowed-hosts "
                     "(STEVEDORE_ALLOWED_HOSTS)"
                 )
         return None
+
+    def allows(self, host: str) -> bool:
+        """An allowed name, or an IP address: rebinding needs a name of the attacker's to point at the server, and
+        the kubelet's probes and Prometheus reach a pod by its address."""
+        name = host_name(host)
+        return name is not None and (name in self.hosts or is_address(name))
 
 
 class SameOrigin:

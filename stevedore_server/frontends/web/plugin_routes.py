@@ -18,7 +18,6 @@ from starlette.routing import BaseRoute, Match, Mount, NoMatchFound
 from starlette.types import Message, Receive, Scope, Send
 
 from stevedore_server.base.errors import PayloadTooLarge, StartupError
-from stevedore_server.frontends.auth import INFER
 from stevedore_server.frontends.state import of_scope
 from stevedore_server.plugins.routes import PluginRoute
 
@@ -31,7 +30,9 @@ def api_route(plugin_route: PluginRoute) -> ApiRoute:
     """The route of the app's table for a plugin's route, under its model's or its plugin's OpenAPI tag."""
     model, distribution = plugin_route.model, plugin_route.distribution
     tag = model_tag(model) if model is not None else f"plugin {distribution}"
-    return ApiRoute(plugin_route.full_path, plugin_route.endpoint, plugin_route.methods, [tag], needs=INFER)
+    return ApiRoute(
+        plugin_route.full_path, plugin_route.endpoint, plugin_route.methods, [tag], needs=plugin_route.scope
+    )
 
 
 def serve_routes(registered: Sequence[PluginRoute], builtins: Sequence[BaseRoute]) -> list[ApiRoute]:
