@@ -25,7 +25,7 @@ from stevedore_server.base.settings import Settings
 from stevedore_server.frontends.web.origins import allowed_hosts, default_allowed_hosts
 
 from .helpers import record_distribution
-from .venvs import INSTALLED, Server, Venv
+from .venvs import INSTALLED, Server, Venv, ready_server
 
 EVIL = "http://evil.example"
 ROWS = b"[[5.1, 3.5, 1.4, 0.2]]"
@@ -47,16 +47,10 @@ def serve(root: Path, *args: str, **env: str) -> Server:
     plugins = "stevedore-sklearn-logreg,stevedore-test-trainer"
     python_path = f"{site}:{INSTALLED / 'trainer'}"
     state = str(root / "state")
-    server = Server.start(
+    return ready_server(
         Venv(Path(sys.prefix), ()), root / "server.log", "--plugins", plugins, *args,
         PYTHONPATH=python_path, STEVEDORE_STATE_DIR=state, **env,
     )  # fmt: skip
-    try:
-        server.wait_for("/readyz")
-    except AssertionError:
-        server.stop()
-        raise
-    return server
 
 
 @pytest.fixture(scope="module")

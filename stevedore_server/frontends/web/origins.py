@@ -141,20 +141,35 @@ def shown(value: str) -> str:
     return value if len(value) <= SHOWN else value[:SHOWN] + "..."
 
 
-class AllowedHosts:
-    """400 for a request whose ``Host`` names none of ``hosts`` (names as ``host_name`` gives them)."""
+class Guard:
+    """A check of a request's headers that answers its refusal itself, before the app sees the request."""
 
-    def __init__(self, app: ASGIApp, hosts: frozenset[str]) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.hosts = hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and self.applies(scope):
             refusal = self.refusal(scope["headers"])
             if refusal is not None:
                 await send_json(send, refusal.status_code, refusal.body())
                 return
         await self.app(scope, receive, send)
+
+    def applies(self, scope: Scope) -> bool:
+        """Whether the check is for this (HTTP) request."""
+        return True
+
+    def refusal(self, headers: list[tuple[bytes, bytes]]) -> ClientError | None:
+        """The error the request is answered with, or None to serve it."""
+        raise NotImplementedError
+
+
+class AllowedHosts(Guard):
+    """400 for a request whose ``Host`` names none of ``hosts`` (names as ``host_name`` gives them)."""
+
+    def __init__(self, app: ASGIApp, hosts: frozenset[str]) -> None:
+        super().__init__(app)
+        self.hosts = hosts
 
     def refusal(self, headers: list[tuple[bytes, bytes]]) -> ClientError | None:
         for name, value in headers:  # every Host header: a second one must not slip a name past the first
@@ -173,21 +188,16 @@ class AllowedHosts:
         return name is not None and (name in self.hosts or is_address(name))
 
 
-class SameOrigin:
+class SameOrigin(Guard):
     """403 for a request that can change something, sent by a browser from a page of another origin than the
     server's own and than ``cors_origins``."""
 
     def __init__(self, app: ASGIApp, cors_origins: frozenset[str]) -> None:
-        self.app = app
+        super().__init__(app)
         self.cors_origins = cors_origins
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] not in SAFE_METHODS:
-            refusal = self.refusal(scope["headers"])
-            if refusal is not None:
-                await send_json(send, refusal.status_code, refusal.body())
-                return
-        await self.app(scope, receive, send)
+    def applies(self, scope: Scope) -> bool:
+        return scope["method"] not in SAFE_METHODS
 
     def refusal(self, headers: list[tuple[bytes, bytes]]) -> ClientError | None:
         origins: list[str] = []
