@@ -379,6 +379,7 @@ def allowed_methods() -> dict[str, set[str]]:
             f"{base}/schemas/score": {"GET"},
             f"{base}/score": {"GET", "POST"},
         }
+    routes["/models/iris/versions/1"] = {"GET", "DELETE"}  # a trained version is removed so (an admin's)
     for base in ("/v2/models/iris", "/v2/models/iris/versions/1"):
         routes |= {base: {"GET"}, f"{base}/ready": {"GET"}, f"{base}/infer": {"POST"}}
     original = ["/health/live", "/health/ready", "/health", "/health/uptime", "/list", "/version", "/creation_time"]

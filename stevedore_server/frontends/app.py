@@ -51,7 +51,7 @@ from stevedore_server.frontends.web.bodies import JSONBytesResponse, error_respo
 from stevedore_server.frontends.web.middleware import RequestContext, RequireAPIKey
 from stevedore_server.frontends.web.origins import browser_guards
 from stevedore_server.frontends.web.plugin_routes import PluginRoutes, serve_routes
-from stevedore_server.frontends.web.routing import ApiRoute, docs_app
+from stevedore_server.frontends.web.routing import ApiRoute, docs_app, share_methods
 from stevedore_server.jobs.records import TrainedVersion
 from stevedore_server.jobs.service import SERVE_TIMEOUT, Jobs
 from stevedore_server.jobs.versions import TrainedServing
@@ -116,7 +116,7 @@ def app_from_env(release_memory: Callable[[], None] | None = None) -> Starlette:
 
 
 def route_table(settings: Settings) -> list[BaseRoute]:
-    return [
+    table = [
         *stevedore_routes.predict_routes(),
         *jobs_routes.deepaas_routes(),
         *v2_routes.routes(),
@@ -131,6 +131,8 @@ def route_table(settings: Settings) -> list[BaseRoute]:
         *(console.routes() if settings.console else []),
         PluginRoutes(),  # last: a plugin's route never comes before a built-in one
     ]
+    share_methods(table)
+    return table
 
 
 def middleware(settings: Settings, metrics: Metrics) -> list[Middleware]:

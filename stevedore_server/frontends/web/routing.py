@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from starlette.exceptions import HTTPException
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.routing import BaseRoute, Match, Mount, Route, Router
 from starlette.types import Receive, Scope, Send
@@ -45,6 +46,8 @@ class ApiRoute(Route):
         self.tags = list(tags)
         self.template = template or path
         self.needs = needs
+        #: Every method some route of this path answers (``share_methods``): what a 405 names in ``Allow``.
+        self.path_methods = set(self.methods or ())
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         match, child_scope = super().matches(scope)
@@ -53,10 +56,23 @@ class ApiRoute(Route):
         return match, child_scope
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        allowed = self.methods is None or scope["method"] in self.methods  # else Starlette's 405
-        if allowed and self.needs is not None and not caller_of(scope).can(self.needs):
+        allowed = self.methods is None or scope["method"] in self.methods
+        if not allowed:  # Starlette would name this route's methods alone, not those of the path's other routes
+            raise HTTPException(405, headers={"Allow": ", ".join(sorted(self.path_methods))})
+        if self.needs is not None and not caller_of(scope).can(self.needs):
             raise Forbidden(f"this API key does not hold the {self.needs} scope, which {self.template} needs")
         await super().handle(scope, receive, send)
+
+
+def share_methods(routes: Sequence[BaseRoute]) -> None:
+    """Tell each route of the table the methods of the other routes of its path (each route has one scope, so a
+    path whose methods need different scopes has a route a method): a 405 then names them all."""
+    by_path: dict[str, set[str]] = {}
+    api_routes = [route for route in routes if isinstance(route, ApiRoute)]
+    for route in api_routes:
+        by_path.setdefault(route.path, set()).update(route.methods or ())
+    for route in api_routes:
+        route.path_methods = by_path[route.path]
 
 
 class ProtocolMount(Mount):
