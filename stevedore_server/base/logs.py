@@ -259,7 +259,7 @@ class AccessLog:
         """Log ``ACCESS_FORMAT % args`` at INFO, with ``fields`` as the record's extra attributes. The text of
         ``args`` is escaped (``one_line``) here, for every format and handler alike: a client chooses the path
         (decoded from its ``%0a``), and a line end in it would forge a line of the text format."""
-        args = tuple(one_line(arg) if isinstance(arg, str) else arg for arg in args)
+        args = tuple([one_line(arg) if arg.__class__ is str else arg for arg in args])  # a list: faster, per request
         handler = self.sole_handler()
         if handler is None:
             self.logger.info(ACCESS_FORMAT, *args, extra=fields)

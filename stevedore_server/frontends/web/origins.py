@@ -3,7 +3,7 @@
 A server on a laptop serves without API keys by default, so two kinds of
 request from any page the user happens to visit must not reach it:
 
-- **DNS rebinding** (``AllowedHosts``): a page whose own name its author
+- **DNS rebinding** (``BrowserGuard``, its hosts): a page whose own name its author
   points at 127.0.0.1 reads and writes the server as if it were the page's
   own origin. Its requests carry that name in ``Host``; one whose ``Host``
   names a host ``allowed_hosts`` does not allow gets 400; an IP address is
@@ -13,7 +13,7 @@ request from any page the user happens to visit must not reach it:
   be reached by names this process cannot know (its operator sets
   ``allowed_hosts``, or keys). A request without ``Host`` (HTTP/1.0) is
   allowed: a browser always sends one, so it came from no page.
-- **Cross-site writes** (``SameOrigin``): any page can send a "simple" POST
+- **Cross-site writes** (``BrowserGuard``, its origins): any page can send a "simple" POST
   (a form, or ``fetch`` of ``text/plain``) to any address without a CORS
   preflight; the browser only hides the answer. A request that can change
   something (any method but GET, HEAD and OPTIONS) whose ``Origin`` is
@@ -25,7 +25,7 @@ request from any page the user happens to visit must not reach it:
   servers) are unchanged: only browsers send them.
 
 Where they sit (``frontends.app.middleware``), outermost first:
-``RequestContext``, these two, CORS, API keys. Inside ``RequestContext``, so
+``RequestContext``, ``BrowserGuard``, CORS, API keys. Inside ``RequestContext``, so
 a refusal has a request id, an access line and its metric. Outside CORS, so a
 refused request is decided before CORS looks at it and carries no CORS
 header, while CORS still answers the preflights (OPTIONS is never refused
@@ -68,16 +68,18 @@ ORIGIN = re.compile(r"(https?)://(\[[0-9a-f:.]+\]|[^:\[\]/@\s]+)(?::([0-9]+))?")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 #: Characters of a client's ``Host`` or ``Origin`` quoted in an error message.
 SHOWN = 100
+#: ``Host`` values whose verdict is kept (beyond them, the verdicts kept are forgotten).
+KEPT_VERDICTS = 256
 
 
 def browser_guards(settings: Settings) -> list[Middleware]:
-    """This module's middleware for ``settings``, outermost first: the host check where hosts are limited, then
-    the origin check unless CORS allows any origin."""
+    """This module's middleware for ``settings``: the host check where hosts are limited, and the origin check
+    unless CORS allows any origin (none where neither is)."""
     hosts = allowed_hosts(settings.allowed_hosts, settings.host)
-    stack = [] if hosts is None else [Middleware(AllowedHosts, hosts=hosts)]
-    if ANY not in settings.cors_origins:
-        stack.append(Middleware(SameOrigin, cors_origins=frozenset(settings.cors_origins)))
-    return stack
+    origins = None if ANY in settings.cors_origins else frozenset(settings.cors_origins)
+    if hosts is None and origins is None:
+        return []
+    return [Middleware(BrowserGuard, hosts=hosts, cors_origins=origins)]
 
 
 def allowed_hosts(given: tuple[str, ...] | None, bind: str) -> frozenset[str] | None:
@@ -141,75 +143,40 @@ def shown(value: str) -> str:
     return value if len(value) <= SHOWN else value[:SHOWN] + "..."
 
 
-class Guard:
-    """A check of a request's headers that answers its refusal itself, before the app sees the request."""
+class BrowserGuard:
+    """Both checks, in one pass over the headers (this runs on every request): 400 for a ``Host`` that names none
+    of ``hosts`` (None: any host), then 403 for a write from a page of another origin than the server's own and
+    than ``cors_origins`` (None: any origin). A ``Host`` value's verdict is kept, for the few values clients send."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, hosts: frozenset[str] | None, cors_origins: frozenset[str] | None) -> None:
         self.app = app
+        self.hosts = hosts
+        self.cors_origins = cors_origins
+        self.host_verdicts: dict[bytes, bool] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.applies(scope):
-            refusal = self.refusal(scope["headers"])
+        if scope["type"] == "http":
+            refusal = self.refusal(scope["method"], scope["headers"])
             if refusal is not None:
                 await send_json(send, refusal.status_code, refusal.body())
                 return
         await self.app(scope, receive, send)
 
-    def applies(self, scope: Scope) -> bool:
-        """Whether the check is for this (HTTP) request."""
-        return True
-
-    def refusal(self, headers: list[tuple[bytes, bytes]]) -> ClientError | None:
-        """The error the request is answered with, or None to serve it."""
-        raise NotImplementedError
-
-
-class AllowedHosts(Guard):
-    """400 for a request whose ``Host`` names none of ``hosts`` (names as ``host_name`` gives them)."""
-
-    def __init__(self, app: ASGIApp, hosts: frozenset[str]) -> None:
-        super().__init__(app)
-        self.hosts = hosts
-
-    def refusal(self, headers: list[tuple[bytes, bytes]]) -> ClientError | None:
-        for name, value in headers:  # every Host header: a second one must not slip a name past the first
-            if name == b"host" and not self.allows(host := value.decode("latin-1")):
-                return BadRequest(
-                    f"host {shown(host)!r} is not allowed: a web page may have pointed its own name at this server "
-                    "(DNS rebinding). Reach the server by an allowed name, or allow this one with --allowed-hosts "
-                    "(STEVEDORE_ALLOWED_HOSTS)"
-                )
-        return None
-
-    def allows(self, host: str) -> bool:
-        """An allowed name, or an IP address: rebinding needs a name of the attacker's to point at the server, and
-        the kubelet's probes and Prometheus reach a pod by its address."""
-        name = host_name(host)
-        return name is not None and (name in self.hosts or is_address(name))
-
-
-class SameOrigin(Guard):
-    """403 for a request that can change something, sent by a browser from a page of another origin than the
-    server's own and than ``cors_origins``."""
-
-    def __init__(self, app: ASGIApp, cors_origins: frozenset[str]) -> None:
-        super().__init__(app)
-        self.cors_origins = cors_origins
-
-    def applies(self, scope: Scope) -> bool:
-        return scope["method"] not in SAFE_METHODS
-
-    def refusal(self, headers: list[tuple[bytes, bytes]]) -> ClientError | None:
+    def refusal(self, method: str, headers: list[tuple[bytes, bytes]]) -> ClientError | None:
         origins: list[str] = []
         host: str | None = None
         cross_site = False
-        for name, value in headers:  # one pass: this runs on every prediction
-            if name == b"origin":
-                origins.append(value.decode("latin-1"))
-            elif name == b"host":
+        for name, value in headers:
+            if name == b"host":
                 host = value.decode("latin-1")
+                if self.hosts is not None and not self.allows(value):  # each one: a second must not slip past
+                    return host_refusal(host)
+            elif name == b"origin":
+                origins.append(value.decode("latin-1"))
             elif name == b"sec-fetch-site":
                 cross_site = value == b"cross-site"
+        if self.cors_origins is None or method in SAFE_METHODS:
+            return None
         for origin in origins:
             if origin not in self.cors_origins and not same_origin(origin, host):
                 return Forbidden(
@@ -222,3 +189,23 @@ class SameOrigin(Guard):
                 "cross-site) and names no origin --cors-origins (STEVEDORE_CORS_ORIGINS) could allow"
             )
         return None
+
+    def allows(self, raw: bytes) -> bool:
+        """An allowed name, or an IP address: rebinding needs a name of the attacker's to point at the server, and
+        the kubelet's probes and Prometheus reach a pod by its address."""
+        verdict = self.host_verdicts.get(raw)
+        if verdict is None:
+            name = host_name(raw.decode("latin-1"))
+            verdict = name is not None and self.hosts is not None and (name in self.hosts or is_address(name))
+            if len(self.host_verdicts) >= KEPT_VERDICTS:  # a client sending ever new values gets no more memory
+                self.host_verdicts.clear()
+            self.host_verdicts[raw] = verdict
+        return verdict
+
+
+def host_refusal(host: str) -> BadRequest:
+    return BadRequest(
+        f"host {shown(host)!r} is not allowed: a web page may have pointed its own name at this server (DNS "
+        "rebinding). Reach the server by an allowed name, or allow this one with --allowed-hosts "
+        "(STEVEDORE_ALLOWED_HOSTS)"
+    )

@@ -61,7 +61,7 @@ class ApiRoute(Route):
             raise HTTPException(405, headers={"Allow": ", ".join(sorted(self.path_methods))})
         if self.needs is not None and not caller_of(scope).can(self.needs):
             raise Forbidden(f"this API key does not hold the {self.needs} scope, which {self.template} needs")
-        await super().handle(scope, receive, send)
+        await self.app(scope, receive, send)  # what Starlette's own ``handle`` does once the method is allowed
 
 
 def share_methods(routes: Sequence[BaseRoute]) -> None:
