@@ -99,25 +99,22 @@ def sleeper_request(seconds: float) -> service_pb2.ModelInferRequest:
 
 
 def test_an_rpc_beyond_max_concurrent_rpcs_gets_resource_exhausted(tmp_path: Path) -> None:
-    config = "[models.sleeper]\nmax_concurrency = 4\n"
+    config = "[models.sleeper]\nmax_concurrency = 2\nmax_queue = 0\n"
     with running(tmp_path, config, "--max-concurrent-rpcs", "2") as server:
         with grpc.insecure_channel(server.grpc_target) as channel:
             stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
             assert stub.ServerLive(service_pb2.ServerLiveRequest()).live
             slow = [stub.ModelInfer.future(sleeper_request(SLOW), timeout=60) for _ in range(2)]
-            refused: list[grpc.RpcError] = []
 
-            def one_more_is_refused() -> bool:
-                try:
-                    stub.ServerLive(service_pb2.ServerLiveRequest(), timeout=10)
-                except grpc.RpcError as error:
-                    refused.append(error)
-                    return True
-                return False
+            def both_running() -> bool:
+                # Over HTTP, a payload the schema refuses takes neither an RPC's place nor the model's: 422 while
+                # the model has room, 503 once the two slow calls hold both its places (and both RPC places).
+                return httpx.post(server.url + "/models/sleeper/predict", json=["x"]).status_code == 503
 
-            # The two slow calls reach the server within moments; until then one more call is served.
-            wait_until(one_more_is_refused, "a third call refused while two run", deadline=SLOW / 2)
-            assert refused[0].code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            wait_until(both_running, "the two slow calls to run", deadline=SLOW / 2)
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.ServerLive(service_pb2.ServerLiveRequest(), timeout=10)
+            assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
             for call in slow:
                 assert call.result().outputs[0].name  # each of the two ran to its end
             assert stub.ServerLive(service_pb2.ServerLiveRequest()).live  # and the server serves after
@@ -216,7 +213,9 @@ def test_a_full_model_refuses_a_request_before_its_body_is_read(tmp_path: Path, 
         slow = sleep_in_background(pool, server)
 
         def full() -> bool:
-            return httpx.post(server.url + "/models/sleeper/predict", json=[0]).status_code == 503
+            # A payload the schema refuses takes no place while the model has room (422), so the probe never
+            # races the slow inference for the one place; once the model is full it is refused first (503).
+            return httpx.post(server.url + "/models/sleeper/predict", json=["not seconds"]).status_code == 503
 
         wait_until(full, "the slow inference to fill the model", deadline=SLOW / 2)
         started = time.monotonic()

@@ -127,7 +127,8 @@ class Jobs(JobDispatcher):
     def check_room(self) -> None:
         """JobQueueFull (429) once ``max_queued_jobs`` jobs wait: what a route asks before it reads a job's body."""
         limit = self.settings.max_queued_jobs
-        if self.store.count_queued() >= limit:
+        queued = self.store.count_queued() if self._readable() else 0  # asking must not make a database
+        if queued >= limit:
             raise JobQueueFull(f"{limit} jobs are queued already (max_queued_jobs); try again later")
 
     def _readable(self) -> bool:
