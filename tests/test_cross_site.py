@@ -22,7 +22,7 @@ import pytest
 
 from stevedore_server.base.exposure import warn_if_open
 from stevedore_server.base.settings import Settings
-from stevedore_server.frontends.web.origins import allowed_hosts, default_allowed_hosts
+from stevedore_server.frontends.web.origins import allowed_hosts, allowed_networks, default_allowed_hosts
 
 from .helpers import record_distribution
 from .venvs import INSTALLED, Server, Venv, ready_server
@@ -64,7 +64,7 @@ def laptop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def configured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server with a CORS origin and its own list of allowed hosts."""
-    args = ("--cors-origins", "http://app.example", "--allowed-hosts", "models.example,127.0.0.1")
+    args = ("--cors-origins", "http://app.example", "--allowed-hosts", "models.example,127.0.0.1,10.0.0.0/8,fe80::/10")
     server = serve(tmp_path_factory.mktemp("configured"), *args)
     yield server
     server.stop()
@@ -223,6 +223,7 @@ def test_a_foreign_host_is_refused_on_a_loopback_server(laptop: Server) -> None:
     assert "evil.example" in error and "--allowed-hosts" in error
     refused(post(laptop, PREDICT, Host=rebound, Origin=f"http://{rebound}"), 400)
     refused(get(laptop, "/jobs", Host="evil.example"), 400)
+    refused(get(laptop, "/models", Host=f"192.168.0.7:{port(laptop)}"), 400)  # loopback names only, by default
 
 
 @pytest.mark.server
@@ -251,8 +252,9 @@ def test_allowed_hosts_replace_the_default(configured: Server) -> None:
     assert get(configured, "/models", Host=f"models.example:{port(configured)}").status_code == 200
     assert get(configured, "/models", Host="MODELS.example").status_code == 200
     refused(get(configured, "/models", Host=f"localhost:{port(configured)}"), 400)
-    for address in (f"10.1.2.3:{port(configured)}", "[fe80::1]", "192.168.0.7"):  # a probe's, by the pod's address
+    for address in (f"10.1.2.3:{port(configured)}", "[fe80::1]"):  # a probe's, by the pod's address
         assert get(configured, "/models", Host=address).status_code == 200, address
+    refused(get(configured, "/models", Host="192.168.0.7"), 400)  # an address of no network it names
 
 
 @pytest.mark.server
@@ -291,3 +293,14 @@ def test_cors_for_any_origin_without_keys_is_warned_of(caplog: pytest.LogCapture
         warn_if_open(Settings(cors_origins=("https://app.example",)))
     assert len(warned) == 1 and "--cors-origins '*'" in warned[0], warned
     assert len(caplog.records) == 1
+
+
+def test_allowed_hosts_may_name_ip_networks(caplog: pytest.LogCaptureFixture) -> None:
+    given = ("models.example", "10.0.0.0/8", "fd00::/8", "not/a-network")
+    with caplog.at_level(logging.WARNING, logger="stevedore.http"):
+        networks = allowed_networks(given)
+    assert [str(network) for network in networks] == ["10.0.0.0/8", "fd00::/8"]
+    assert allowed_hosts(given, "0.0.0.0") == {"models.example"}  # networks are no names: no warning for them
+    assert [record.getMessage() for record in caplog.records] == [
+        "allowed_hosts: 'not/a-network' is no IP network (`10.0.0.0/8`, `fd00::/8`): it allows none"
+    ]

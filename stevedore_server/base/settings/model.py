@@ -179,7 +179,8 @@ class Settings:
     cors_origins: tuple[str, ...] = setting((), "Origins allowed by CORS (`*` for any; default: none).")
     allowed_hosts: tuple[str, ...] | None = setting(
         None,
-        "Host names a request's `Host` header may name, any port (`*` for any); another gets 400. Default: "
+        "Host names a request's `Host` header may name, any port, or IP networks (`10.0.0.0/8`) its address may "
+        "be in (`*` for any); another gets 400. Default: "
         "`localhost`, `127.0.0.1` and `[::1]` when bound to a loopback address (no DNS rebinding), else any.",
     )
     open_reflection: bool = setting(

@@ -6,8 +6,9 @@ request from any page the user happens to visit must not reach it:
 - **DNS rebinding** (``BrowserGuard``, its hosts): a page whose own name its author
   points at 127.0.0.1 reads and writes the server as if it were the page's
   own origin. Its requests carry that name in ``Host``; one whose ``Host``
-  names a host ``allowed_hosts`` does not allow gets 400; an IP address is
-  always allowed (no page can rebind one: it has no name). By default
+  names a host ``allowed_hosts`` does not allow gets 400 (an entry may be an
+  IP network, ``10.0.0.0/8``, for the probes that call a pod by its address:
+  no page can rebind an address, it has no name). By default
   (``default_allowed_hosts``) a server bound to a loopback address allows the
   loopback names only, and one bound to another address any: it is meant to
   be reached by names this process cannot know (its operator sets
@@ -66,6 +67,7 @@ HOST = re.compile(r"(\[[0-9a-f:.]+\]|[^:\[\]/@\s]+)(?::([0-9]*))?")
 #: An ``Origin`` value, lowered, of the schemes a server of its own can have.
 ORIGIN = re.compile(r"(https?)://(\[[0-9a-f:.]+\]|[^:\[\]/@\s]+)(?::([0-9]+))?")
 DEFAULT_PORTS = {"http": 80, "https": 443}
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: Characters of a client's ``Host`` or ``Origin`` quoted in an error message.
 SHOWN = 100
 #: ``Host`` values whose verdict is kept (beyond them, the verdicts kept are forgotten).
@@ -79,7 +81,8 @@ def browser_guards(settings: Settings) -> list[Middleware]:
     origins = None if ANY in settings.cors_origins else frozenset(settings.cors_origins)
     if hosts is None and origins is None:
         return []
-    return [Middleware(BrowserGuard, hosts=hosts, cors_origins=origins)]
+    networks = allowed_networks(settings.allowed_hosts)
+    return [Middleware(BrowserGuard, hosts=hosts, cors_origins=origins, networks=networks)]
 
 
 def allowed_hosts(given: tuple[str, ...] | None, bind: str) -> frozenset[str] | None:
@@ -89,10 +92,24 @@ def allowed_hosts(given: tuple[str, ...] | None, bind: str) -> frozenset[str] | 
         return default_allowed_hosts(bind)
     if ANY in given:
         return None
-    names = {entry: host_name(bracketed(entry.strip())) for entry in given}
+    names = {entry: host_name(bracketed(entry.strip())) for entry in given if "/" not in entry}
     for entry in (entry for entry, name in names.items() if name is None):
         logger.warning("allowed_hosts: %r is no host name (`name`, `name:port` or `[IPv6]`): it allows none", entry)
     return frozenset(name for name in names.values() if name is not None)
+
+
+def allowed_networks(given: tuple[str, ...] | None) -> tuple[Network, ...]:
+    """The IP networks ``allowed_hosts`` names (``10.0.0.0/8``): a ``Host`` that is an address of one is allowed,
+    as the kubelet's probes and Prometheus send (a pod's address, which no list of names can hold)."""
+    networks = []
+    for entry in given or ():
+        if "/" not in entry:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            logger.warning("allowed_hosts: %r is no IP network (`10.0.0.0/8`, `fd00::/8`): it allows none", entry)
+    return tuple(networks)
 
 
 def default_allowed_hosts(bind: str) -> frozenset[str] | None:
@@ -104,13 +121,13 @@ def default_allowed_hosts(bind: str) -> frozenset[str] | None:
     return LOOPBACK_NAMES | ({own} if own else set())
 
 
-def is_address(name: str) -> bool:
-    """Whether ``name`` (as ``host_name`` gives it) is an IP address rather than a name."""
+def in_networks(name: str, networks: tuple[Network, ...]) -> bool:
+    """Whether ``name`` (as ``host_name`` gives it) is an IP address of one of ``networks``."""
     try:
-        ipaddress.ip_address(name.removeprefix("[").removesuffix("]"))
+        address = ipaddress.ip_address(name.removeprefix("[").removesuffix("]"))
     except ValueError:
         return False
-    return True
+    return any(address in network for network in networks)
 
 
 def bracketed(entry: str) -> str:
@@ -148,9 +165,16 @@ class BrowserGuard:
     of ``hosts`` (None: any host), then 403 for a write from a page of another origin than the server's own and
     than ``cors_origins`` (None: any origin). A ``Host`` value's verdict is kept, for the few values clients send."""
 
-    def __init__(self, app: ASGIApp, hosts: frozenset[str] | None, cors_origins: frozenset[str] | None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        hosts: frozenset[str] | None,
+        cors_origins: frozenset[str] | None,
+        networks: tuple[Network, ...] = (),
+    ) -> None:
         self.app = app
         self.hosts = hosts
+        self.networks = networks
         self.cors_origins = cors_origins
         self.host_verdicts: dict[bytes, bool] = {}
 
@@ -191,12 +215,12 @@ class BrowserGuard:
         return None
 
     def allows(self, raw: bytes) -> bool:
-        """An allowed name, or an IP address: rebinding needs a name of the attacker's to point at the server, and
-        the kubelet's probes and Prometheus reach a pod by its address."""
+        """An allowed name, or an address of an allowed network (no page can rebind an address: it has no name)."""
         verdict = self.host_verdicts.get(raw)
         if verdict is None:
             name = host_name(raw.decode("latin-1"))
-            verdict = name is not None and self.hosts is not None and (name in self.hosts or is_address(name))
+            hosts = self.hosts or frozenset()
+            verdict = name is not None and (name in hosts or in_networks(name, self.networks))
             if len(self.host_verdicts) >= KEPT_VERDICTS:  # a client sending ever new values gets no more memory
                 self.host_verdicts.clear()
             self.host_verdicts[raw] = verdict
