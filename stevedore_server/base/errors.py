@@ -15,6 +15,12 @@ RETRY_AFTER_SECONDS = 1
 JOB_QUEUE_RETRY_AFTER_SECONDS = 30
 
 
+def quoted(value: str, limit: int) -> str:
+    """A client's value as an error message repeats it: quoted and escaped (``repr``), cut short past ``limit``
+    characters."""
+    return repr(value[:limit]) + ("..." if len(value) > limit else "")
+
+
 class StevedoreError(Exception):
     """Base class of every error the server reports to a person."""
 

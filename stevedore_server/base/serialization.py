@@ -1,4 +1,4 @@
-"""JSON in and out of the request path (orjson)."""
+"""JSON in and out of the request path (orjson), and the numbers a client writes as text."""
 
 from __future__ import annotations
 
@@ -11,6 +11,12 @@ import orjson
 from .errors import BadRequest
 
 _DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+def ascii_digits(text: str) -> bool:
+    """Whether ``text`` is a number ``int`` reads: ASCII digits only (``str.isdigit`` also takes superscripts,
+    which ``int`` refuses, and other scripts' digits)."""
+    return text.isascii() and text.isdigit()
 
 
 def dumps(value: Any) -> bytes:

@@ -78,7 +78,7 @@ class ArtifactKeeper(JobsContext):
         deleted. Conflict for an installed version, NotFound for no such version."""
         if self.trained is None:
             raise BadRequest("this server does not serve trained versions, and removes none")
-        rows = self.store.trained() if self._store is not None or self._store_exists() else []
+        rows = self.store.trained() if self._readable() else []
         recorded = [trained for trained in rows if (trained.model, trained.version) == (model, version)]
         if not recorded:
             raise self._not_removable(model, version)

@@ -133,6 +133,10 @@ class JobsContext:
         if was_down:
             logger.info("the jobs database is reachable again")
 
+    def _readable(self) -> bool:
+        """Whether there is a database to read: reading never makes one (a server that ran no job has none)."""
+        return self._store is not None or self._store_exists()
+
     def _store_exists(self) -> bool:
         path = sqlite_file(self.url)
         return path is None or path.exists()

@@ -54,7 +54,7 @@ class JobDispatcher(JobSupervisor):
         while not self.closing:
             self.wake.wait(POLL_INTERVAL)
             self.wake.clear()
-            if self.closing or (self._store is None and not self._store_exists()):
+            if self.closing or not self._readable():
                 continue
             try:
                 self._follow_trained()

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import orjson
 
 from stevedore_server.base.pids import started_at
+from stevedore_server.base.serialization import ascii_digits
 from stevedore_server.processes.predictor import ProcessPredictor
 from stevedore_server.processes.spawn import worker_environment
 
@@ -108,7 +109,7 @@ def spawn(predictor: Any, job: Job, workdir: Path) -> tuple[JobProcess, Connecti
     the server imported the predictor from is where the job imports it from."""
     payload = pickle.dumps((predictor, job.kind, job.params, str(workdir)), protocol=pickle.HIGHEST_PROTOCOL)
     ours, theirs = socket.socketpair()
-    environment = job_environment()
+    environment = worker_environment(sys.executable)  # as a model's worker process's: no STEVEDORE_* variable
     environment[JOB_ENV] = orjson.dumps({"fd": theirs.fileno(), "path": sys.path}).decode()
     try:
         popen = subprocess.Popen(
@@ -126,12 +127,6 @@ def spawn(predictor: Any, job: Job, workdir: Path) -> tuple[JobProcess, Connecti
     except OSError:  # it died at once: its exit status says why
         pass
     return StartedProcess(popen), connection
-
-
-def job_environment() -> dict[str, str]:
-    """The environment a job's process gets: a model's worker process's (no ``STEVEDORE_*`` variable, secret or
-    not, and no metrics directory), as a job run in a model's worker process gets."""
-    return worker_environment(sys.executable)
 
 
 def start_in_worker(predictor: ProcessPredictor, job: Job, workdir: Path) -> tuple[JobProcess, Connection]:
@@ -169,11 +164,6 @@ def parse_owner(owner: str) -> tuple[str, int | None, float | None]:
         return parts[0], int(parts[1]), float(parts[2])
     host, _, pid_text = owner.rpartition(":")
     return host, int(pid_text) if ascii_digits(pid_text) else None, None
-
-
-def ascii_digits(text: str) -> bool:
-    """Digits ``int`` reads as a number: ASCII ones only (``str.isdigit`` also takes "²", which ``int`` refuses)."""
-    return text.isascii() and text.isdigit()
 
 
 def leftover_of(job: Job) -> bool:

@@ -131,10 +131,6 @@ class Jobs(JobDispatcher):
         if queued >= limit:
             raise JobQueueFull(f"{limit} jobs are queued already (max_queued_jobs); try again later")
 
-    def _readable(self) -> bool:
-        """Whether there is a database to read: reading never makes one (a server that ran no job has none)."""
-        return self._store is not None or self._store_exists()
-
     def get(self, job_id: str, viewer: Viewer = EVERY_JOB) -> Job:
         """The job; NotFound for no such job, and for one ``viewer`` may not see (as if there were none)."""
         job = self.store.get(job_id) if self._readable() else None

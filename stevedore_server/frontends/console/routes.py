@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
+from stevedore_server.base import exposure
 from stevedore_server.base.errors import NotReady
 from stevedore_server.core.serving import ServingModel
 from stevedore_server.frontends.web import docs, stevedore_routes
@@ -60,8 +61,7 @@ def routes() -> list[BaseRoute]:
 
 
 def keys_on(request: Request) -> bool:
-    settings = server_of(request).settings
-    return bool(settings.api_keys or settings.api_key_file)
+    return exposure.keys_on(server_of(request).settings)
 
 
 # -- pages ------------------------------------------------------------------------

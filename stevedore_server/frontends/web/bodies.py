@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from stevedore_server.base.errors import BadRequest, ModelFailure, PayloadTooLarge
 from stevedore_server.base.health import Report
-from stevedore_server.base.serialization import dumps, dumps_result, loads
+from stevedore_server.base.serialization import ascii_digits, dumps, dumps_result, loads
 from stevedore_server.core.inference import OFF_LOOP_BYTES, Answer, ModelRef
 from stevedore_server.core.server import ModelServer
 from stevedore_server.frontends.auth import caller_of
@@ -76,7 +76,7 @@ async def read_body(request: Request) -> bytes:
     """The body, refused with 413 as soon as it is known to exceed the ``max_body_size`` setting."""
     limit = server_of(request).settings.max_body_size
     declared = request.headers.get("content-length")
-    if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
+    if declared and ascii_digits(declared) and int(declared) > limit:
         raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
     chunks = []
     size = 0

@@ -5,7 +5,6 @@ every job; to anyone else a job is not there (404), whichever route asks (``view
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,8 +15,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
-from stevedore_server.base.errors import BadRequest, NotFound
-from stevedore_server.base.serialization import dumps
+from stevedore_server.base.errors import BadRequest, NotFound, quoted
+from stevedore_server.base.serialization import ascii_digits, dumps
 from stevedore_server.core.inference import Action
 from stevedore_server.frontends.auth import ADMIN, INFER, TRAIN, caller_of
 from stevedore_server.frontends.state import of_request
@@ -33,9 +32,8 @@ DEFAULT_PAGE = 50
 MAX_PAGE = 1000
 #: Seconds between a followed log's looks at the store.
 FOLLOW_INTERVAL = 0.5
-#: An integer query parameter: ASCII digits only (``str.isdigit`` takes "²", which ``int`` refuses), and few enough
-#: for ``int`` (past 4300 digits it refuses them too).
-DIGITS = re.compile(r"[0-9]{1,20}")
+#: Most digits of an integer query parameter: few enough for ``int`` (past 4300 digits it refuses them).
+MAX_DIGITS = 20
 #: Characters of a refused query parameter's value repeated in the error.
 SHOWN_VALUE = 40
 
@@ -55,14 +53,9 @@ def int_parameter(request: Request, name: str, default: int, low: int, high: int
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if DIGITS.fullmatch(raw) is None or not low <= int(raw) <= high:
-        raise BadRequest(f"query parameter {name}: {shown(raw)} is not an integer from {low} to {high}")
+    if not ascii_digits(raw) or len(raw) > MAX_DIGITS or not low <= int(raw) <= high:
+        raise BadRequest(f"query parameter {name}: {quoted(raw, SHOWN_VALUE)} is not an integer from {low} to {high}")
     return int(raw)
-
-
-def shown(value: str) -> str:
-    """A client's value as an error repeats it: quoted, escaped, and cut short."""
-    return repr(value[:SHOWN_VALUE]) + ("..." if len(value) > SHOWN_VALUE else "")
 
 
 async def submit(request: Request, action: Action) -> Job:
@@ -95,7 +88,7 @@ async def list_jobs(request: Request) -> Response:
     and ``state``, page with ``limit`` and ``offset``."""
     state = request.query_params.get("state")
     if state is not None and state not in {item.value for item in JobState}:
-        raise BadRequest(f"query parameter state: {shown(state)} is not one of {', '.join(JobState)}")
+        raise BadRequest(f"query parameter state: {quoted(state, SHOWN_VALUE)} is not one of {', '.join(JobState)}")
     limit = int_parameter(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
     offset = int_parameter(request, "offset", 0, 0, 2**31)
     model = request.query_params.get("model")

@@ -48,7 +48,7 @@ import re
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from stevedore_server.base.errors import BadRequest, ClientError, Forbidden
+from stevedore_server.base.errors import BadRequest, ClientError, Forbidden, quoted
 from stevedore_server.base.exposure import is_loopback
 from stevedore_server.base.settings import Settings
 
@@ -156,10 +156,6 @@ def same_origin(origin: str, host: str | None) -> bool:
     return name.rstrip(".") == served[1].rstrip(".") and int(port or default) == int(served[2] or default)
 
 
-def shown(value: str) -> str:
-    return value if len(value) <= SHOWN else value[:SHOWN] + "..."
-
-
 class BrowserGuard:
     """Both checks, in one pass over the headers (this runs on every request): 400 for a ``Host`` that names none
     of ``hosts`` (None: any host), then 403 for a write from a page of another origin than the server's own and
@@ -204,7 +200,7 @@ class BrowserGuard:
         for origin in origins:
             if origin not in self.cors_origins and not same_origin(origin, host):
                 return Forbidden(
-                    f"cross-site request refused: origin {shown(origin)!r} is not this server's own and not "
+                    f"cross-site request refused: origin {quoted(origin, SHOWN)} is not this server's own and not "
                     "allowed by --cors-origins (STEVEDORE_CORS_ORIGINS)"
                 )
         if not origins and cross_site:
@@ -229,7 +225,7 @@ class BrowserGuard:
 
 def host_refusal(host: str) -> BadRequest:
     return BadRequest(
-        f"host {shown(host)!r} is not allowed: a web page may have pointed its own name at this server (DNS "
+        f"host {quoted(host, SHOWN)} is not allowed: a web page may have pointed its own name at this server (DNS "
         "rebinding). Reach the server by an allowed name, or allow this one with --allowed-hosts "
         "(STEVEDORE_ALLOWED_HOSTS)"
     )
