@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -20,6 +19,7 @@ from fastapi.testclient import TestClient
 from stevedore_server import Predictor
 from stevedore_server.base.settings import ModelSettings, Settings
 from stevedore_server.frontends.app import create_app
+from stevedore_server.kit.loopback import free_ports
 
 from .helpers import Registers, fresh_manager
 from .predictors import ROWS, RowSum
@@ -90,9 +90,7 @@ class Ticker(RowSum):
 
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    (port,) = free_ports(1)
     settings = Settings(models={"capped": CAPPED})
     app = create_app(settings, fresh_manager(Registers(Counter(), Endless(), Capped(), Ticker(), RowSum())))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

@@ -12,7 +12,6 @@ import contextlib
 import functools
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from stevedore_server.kit.loopback import LiveServer
+from stevedore_server.kit.loopback import LiveServer, free_ports
 
 REPO = Path(__file__).resolve().parents[1]
 CONTRIB = REPO / "contrib" / "sklearn_logreg"
@@ -269,19 +268,8 @@ class Venv:
 
 
 def free_port() -> int:
-    """A loopback port nothing listens on now (the kernel's pick for port 0)."""
+    """A port nothing holds now (``free_ports``)."""
     return free_ports(1)[0]
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` different loopback ports nothing listens on now (each held while the next is picked)."""
-    with contextlib.ExitStack() as stack:
-        ports = []
-        for _ in range(count):
-            probe = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            probe.bind(("127.0.0.1", 0))
-            ports.append(probe.getsockname()[1])
-        return ports
 
 
 class Server(LiveServer):

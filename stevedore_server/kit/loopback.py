@@ -9,9 +9,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -35,15 +35,43 @@ STOP_GRACE = 15.0
 POLL_INTERVAL = 0.1
 
 
+#: Where ports are picked from when the system does not say (Linux's default start of its ephemeral range;
+#: macOS and Windows start theirs at 49152).
+FIRST_PORT, EPHEMERAL_START = 10_000, 32_768
+#: Ports this process has handed out: a server given one may not have bound it yet.
+_handed_out: set[int] = set()
+
+
+def _ephemeral_start() -> int:
+    """The first port the kernel gives outgoing connections (Linux says; elsewhere the default is below it)."""
+    try:
+        low, _high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return max(FIRST_PORT + 1_000, int(low))
+    except (OSError, ValueError):
+        return EPHEMERAL_START
+
+
 def free_ports(count: int) -> list[int]:
-    """``count`` different loopback ports nothing listens on now (each held while the next is picked)."""
-    with contextlib.ExitStack() as stack:
-        ports = []
-        for _ in range(count):
-            probe = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            probe.bind(("127.0.0.1", 0))
-            ports.append(probe.getsockname()[1])
-        return ports
+    """``count`` different ports nothing holds now on any address, never handed out before by this process.
+
+    Picked below the kernel's ephemeral range, not by binding port 0: between the pick and the server's own
+    bind, any outgoing connection can take an ephemeral port as its local one, and the server then fails with
+    "address already in use" (a Ray node, which binds the machine's address and opens hundreds of connections
+    while it starts, did). Each candidate is bound on every address to see that nothing holds it."""
+    candidates = [port for port in range(FIRST_PORT, _ephemeral_start()) if port not in _handed_out]
+    random.shuffle(candidates)
+    ports: list[int] = []
+    for port in candidates:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("", port))
+            except OSError:  # held by something: a server, a connection, one in TIME_WAIT
+                continue
+        ports.append(port)
+        _handed_out.add(port)
+        if len(ports) == count:
+            return ports
+    raise OSError(f"no {count} free ports between {FIRST_PORT} and {_ephemeral_start()}")
 
 
 def get(url: str) -> tuple[int, Any]:
