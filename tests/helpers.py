@@ -39,15 +39,17 @@ def fresh_manager(*plugins: object) -> pluggy.PluginManager:
     return manager
 
 
-def record_distribution(site: Path, name: str, entry_points: dict[str, str]) -> None:
+def record_distribution(
+    site: Path, name: str, entry_points: dict[str, str], group: str = "stevedore.predictors"
+) -> None:
     """Record a distribution on ``site`` (a folder on a server's ``PYTHONPATH``) as an installer does: its metadata
-    and its ``stevedore.predictors`` entry points (``name = module:attribute``), which the server finds as any
-    installed ones, with no wheel to build."""
+    and its entry points of ``group`` (``name = module:attribute``), which the server finds as any installed ones,
+    with no wheel to build."""
     info = site / f"{name.replace('-', '_')}-0.1.0.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1.0\n")
     lines = "".join(f"{entry} = {target}\n" for entry, target in entry_points.items())
-    (info / "entry_points.txt").write_text("[stevedore.predictors]\n" + lines)
+    (info / "entry_points.txt").write_text(f"[{group}]\n" + lines)
 
 
 def wait_until(

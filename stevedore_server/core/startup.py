@@ -26,6 +26,7 @@ from stevedore_server.base.sources import PluginFailure
 from stevedore_server.plugins.discovery import Candidate, accepted, find_installed
 from stevedore_server.plugins.hooks import Hooks
 from stevedore_server.plugins.loading import LoadedModel, not_loaded
+from stevedore_server.plugins.model_files import model_files
 from stevedore_server.processes import isolation
 
 from . import serving
@@ -74,7 +75,7 @@ def find(
     """The selected predictors, not loaded, those of models in environments of their own among them: names
     checked, a duplicate name and version a ``StartupError``. ``environments``: what those environments said
     before (``isolation.isolated_candidates``; the repository keeps it), else each is asked now."""
-    candidates, failures, hooks = find_installed(settings.selection, manager)
+    candidates, failures, hooks = find_installed(settings.selection, manager, model_files(settings))
     if environments is None:
         environments = isolation.isolated_candidates(settings)
     isolated, isolated_failures, names = environments

@@ -35,9 +35,10 @@ STOP_GRACE = 15.0
 POLL_INTERVAL = 0.1
 
 
-#: Where ports are picked from when the system does not say (Linux's default start of its ephemeral range;
-#: macOS and Windows start theirs at 49152).
-FIRST_PORT, EPHEMERAL_START = 10_000, 32_768
+#: Ports are picked from FIRST_PORT up to the kernel's ephemeral range (Linux's default start where the system
+#: does not say; macOS and Windows start theirs at 49152). Below 20000 lie the ports a Ray node gives its workers
+#: (10002-19999 by default).
+FIRST_PORT, EPHEMERAL_START = 20_000, 32_768
 #: Ports this process has handed out: a server given one may not have bound it yet.
 _handed_out: set[int] = set()
 

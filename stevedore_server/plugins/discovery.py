@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,10 +13,12 @@ import pluggy
 
 from stevedore_server.base.errors import StartupError
 from stevedore_server.base.sources import PREDICTORS_GROUP, PluginFailure, PluginSelection, PluginSource, failure
+from stevedore_server.model_files import ModelFile
 from stevedore_server.predictor import NAME_PATTERN, Predictor
 
 from .hooks import Hooks
 from .manager import check_hooks, get_plugin_manager, hook_sources, iter_entry_points
+from .model_files import candidates_of
 
 logger = logging.getLogger("stevedore.discovery")
 
@@ -51,9 +53,10 @@ def predictors_from(target: Any, call: bool = True) -> list[Predictor]:
 
 
 def discover(
-    hooks: Hooks, selection: PluginSelection, entry_points: bool = True
+    hooks: Hooks, selection: PluginSelection, entry_points: bool = True, files: Sequence[ModelFile] = ()
 ) -> tuple[list[Candidate], list[PluginFailure]]:
-    """Every selected predictor, in a deterministic order, and the plugins that failed to give theirs.
+    """Every selected predictor, in a deterministic order, and the plugins that failed to give theirs; then a
+    predictor for each model file of ``files``, made by its runtime.
 
     ``entry_points=False`` takes the predictors of the hooks only.
     """
@@ -70,21 +73,22 @@ def discover(
             failures.append(failure(source, error))
     registered, hook_failures = hooks.register_predictors()
     candidates += [Candidate(predictor, source) for predictor, source in registered]
+    candidates += [Candidate(predictor, source) for predictor, source in candidates_of(files, selection)]
     return candidates, failures + hook_failures
 
 
 def find_installed(
-    selection: PluginSelection, manager: pluggy.PluginManager | None = None
+    selection: PluginSelection, manager: pluggy.PluginManager | None = None, files: Sequence[ModelFile] = ()
 ) -> tuple[list[Candidate], list[PluginFailure], Hooks]:
     """The predictors of the selected plugins installed here (or of ``manager``'s plugins, which then replace
-    the entry points), not loaded, with the plugins that failed and the hooks."""
+    the entry points) and of the model files ``files``, not loaded, with the plugins that failed and the hooks."""
     failures: list[PluginFailure] = []
     from_entry_points = manager is None
     if manager is None:
         manager, failures = get_plugin_manager(selection)
     check_hooks(manager)  # a given manager may have had plugins registered since it was made
     hooks = Hooks(manager, hook_sources() if from_entry_points else {})
-    candidates, discovery_failures = discover(hooks, selection, entry_points=from_entry_points)
+    candidates, discovery_failures = discover(hooks, selection, entry_points=from_entry_points, files=files)
     return candidates, failures + discovery_failures, hooks
 
 

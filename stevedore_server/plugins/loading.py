@@ -21,6 +21,7 @@ from stevedore_server.base.errors import NotFound, NotReady, PluginError
 from stevedore_server.base.serialization import dumps_result
 from stevedore_server.base.sources import PluginSource
 from stevedore_server.base.validation import ArrayCheck, SchemaValidator
+from stevedore_server.model_files import FilePredictor
 from stevedore_server.predictor import Predictor
 
 logger = logging.getLogger("stevedore.loading")
@@ -101,6 +102,10 @@ def load_model(predictor: Predictor, source: PluginSource) -> LoadedModel:
     """Validate the fixtures, load the artifact, self-test; a failure is recorded in the result, with why."""
     step, schemas, created = "schemas and fixtures", None, None
     try:
+        if isinstance(predictor, FilePredictor):  # its schemas come from the file: read it first
+            step = "model file"
+            predictor.opened()
+            step = "schemas and fixtures"
         schemas = compile_schemas(predictor)
         step = "load()"
         predictor.load()
@@ -192,6 +197,8 @@ def is_rows(payload: Any) -> bool:
 
 
 def one_item_a_row(output: Any, rows: int) -> bool:
+    if isinstance(output, dict):  # several outputs by name (V2): each must be
+        return bool(output) and all(one_item_a_row(value, rows) for value in output.values())
     return isinstance(output, (list, tuple, np.ndarray)) and len(output) == rows
 
 

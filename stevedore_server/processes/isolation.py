@@ -28,6 +28,7 @@ from stevedore_server.base.settings import Settings
 from stevedore_server.base.sources import PluginFailure, PluginSource
 from stevedore_server.plugins.discovery import Candidate
 from stevedore_server.plugins.loading import LoadedModel, State, load_model
+from stevedore_server.plugins.model_files import model_files
 
 from .pool import ProcessPool
 from .predictor import ProcessPredictor
@@ -63,6 +64,8 @@ def selection_orders(settings: Settings) -> dict[str, Any]:
         "disable_plugins": list(settings.disable_plugins),
         "log_level": settings.log_level,
         "log_format": settings.log_format,
+        # The worker makes its own predictors of the model files from the specs the server made.
+        "model_files": [spec.as_json() for spec in model_files(settings)],
     }
 
 

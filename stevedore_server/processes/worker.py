@@ -99,11 +99,13 @@ def send_bytes(connection: Connection, data: bytes) -> None:
 def find(orders: dict[str, Any]) -> tuple[list[Any], list[Any]]:
     """The candidates and plugin failures of the plugins installed here, selected as the server selects."""
     from stevedore_server.base.sources import PluginSelection
+    from stevedore_server.model_files import ModelFile
     from stevedore_server.plugins.discovery import accepted, find_installed
 
     plugins = orders.get("plugins")
     selection = PluginSelection.from_names(plugins, orders.get("disable_plugins", ()))
-    candidates, failures, _hooks = find_installed(selection)
+    files = [ModelFile.of_json(values) for values in orders.get("model_files", ())]
+    candidates, failures, _hooks = find_installed(selection, files=files)
     return accepted(candidates, failures), failures
 
 
@@ -158,7 +160,7 @@ def loaded_description(loaded: Any) -> dict[str, Any]:
         attribute: getattr(predictor, attribute)
         for attribute in (
             "name", "version", "description", "tensor_inputs", "tensor_outputs", "content_type", "numpy_input",
-            "max_batch_size", "max_batch_time", "row_aligned",
+            "max_batch_size", "max_batch_time", "row_aligned", "default_outputs",
         )
     }  # fmt: skip
     for kind in ("predict", "score"):

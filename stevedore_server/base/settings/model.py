@@ -10,11 +10,14 @@ naming the setting."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import tomllib
 import typing
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, Protocol
 
 from stevedore_server.base.errors import StartupError
@@ -42,10 +45,23 @@ class DeclaresLimits(Protocol):
     max_batch_time: float
 
 
-def setting(default: Any, help: str, secret: bool = False, file_only: bool = False, flag: bool | None = None) -> Any:
+def setting(
+    default: Any,
+    help: str,
+    secret: bool = False,
+    file_only: bool = False,
+    flag: bool | None = None,
+    repeated: bool = False,
+) -> Any:
     """A setting's field: ``secret`` ones are masked and never written out, and get no command-line flag (every
-    user sees a command line) unless ``flag`` says so."""
-    metadata = {"help": help, "secret": secret, "file_only": file_only, "flag": not secret if flag is None else flag}
+    user sees a command line) unless ``flag`` says so; a ``repeated`` list's flag is given once an item."""
+    metadata = {
+        "help": help,
+        "secret": secret,
+        "file_only": file_only,
+        "flag": not secret if flag is None else flag,
+        "repeated": repeated,
+    }
     if isinstance(default, dict):
         return field(default_factory=dict, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -98,6 +114,36 @@ class ModelSettings:
     ray_actor_options: dict[str, Any] | None = setting(  # noqa: RUF009  (a default of None)
         None, "Ray Serve: each replica's `ray_actor_options` (`num_cpus`, `num_gpus`, `memory` in bytes, ...)."
     )
+    # A model file served with no code (`stevedore.runtimes`): these declare the model, which no plugin provides.
+    uri: str | None = setting(
+        None,
+        "A model file or folder served with no code: a path (relative to the settings file), `file://`, "
+        "`http(s)://`, `s3://` (`gs://`, `az://`, `hf://` with their extras).",
+    )
+    runtime: str | None = setting(
+        None, "The runtime reading `uri` (`sklearn`, `xgboost`, `lightgbm`, `onnx`, `mlflow`, ...; default: guessed)."
+    )
+    version: str | None = setting(None, "The version of the model `uri` serves (default 1).")
+    sha256: str | None = setting(
+        None, "The SHA-256 (hex) `uri`'s file must have; another content fails the model. Pins a pickle as trusted."
+    )
+    trust: bool | None = setting(None, "Read `uri` even in a format that runs code when loaded (pickle, joblib).")
+    output: str | None = setting(
+        None, "The output a request gets where it names none (scikit-learn: predict, predict_proba, transform, ...)."
+    )
+    content_type: str | None = setting(
+        None, "What V2 inputs become where a request names no content type (np, pd, str, base64, datetime)."
+    )
+    predict_schema: str | None = setting(
+        None, "JSON Schema file of the predict payload, where the model file says too little (relative: as `uri`)."
+    )
+    predict_fixture: str | None = setting(None, "JSON file of a valid predict payload, the self-test's input.")
+    options: dict[str, Any] | None = setting(None, "The runtime's own options, as a table.")  # noqa: RUF009
+
+    @property
+    def is_file(self) -> bool:
+        """A model file served through a runtime, not a plugin's model."""
+        return self.uri is not None
 
     @property
     def in_processes(self) -> bool:
@@ -239,6 +285,20 @@ class Settings:
         "Trained versions kept of one model; the oldest beyond them is retired with its artifact, never the one "
         "serving by default (0: keep all).",
     )
+    model: tuple[str, ...] = setting(
+        (),
+        "Model files served with no code: `NAME=URI`, or `NAME=RUNTIME:URI` to name the runtime (the flag may be "
+        "repeated). As `[models.NAME] uri = ...`.",
+        repeated=True,
+    )
+    allow_pickle: bool = setting(
+        False,
+        "Read every model file, even in a format that runs code when loaded (pickle, joblib): for a model store "
+        "only the operator can write.",
+    )
+    mlserver: str | None = setting(
+        None, "Folder of MLServer `model-settings.json` files (and its `settings.json`), served as they are."
+    )
     config: str | None = setting(None, "TOML file of settings; `[models.NAME]` tables hold per-model settings.")
     models: dict[str, ModelSettings] = setting({}, "Per-model settings (file only).", file_only=True)  # noqa: RUF009
 
@@ -276,6 +336,7 @@ class Settings:
         for ok, name, problem in checks:
             if not ok:
                 raise StartupError(f"setting {name}: {getattr(self, name)!r} {problem}")
+        object.__setattr__(self, "models", declared_models(self))
         for name, model in self.models.items():
             check_model_settings(name, model)
         if self.database_url is not None:
@@ -333,6 +394,14 @@ class Settings:
             from_env["port"] = parse("port", HINTS["port"], given[PLATFORM_PORT], PLATFORM_PORT)
         path = flags.get("config") or from_env.get("config")
         values = read_file(str(path)) if path else {}
+        from .mlserver import environment_tables
+
+        from_mlserver = read_models("the MLSERVER_MODEL_* variables", environment_tables(environ), Path.cwd())
+        if from_mlserver:
+            models = values.get("models", {})
+            values["models"] = {name: merged(model, models.get(name)) for name, model in from_mlserver.items()} | {
+                name: model for name, model in models.items() if name not in from_mlserver
+            }
         return cls(**(values | from_env | flags))
 
     def to_env(self) -> dict[str, str]:
@@ -438,6 +507,48 @@ def check_model_settings(name: str, model: ModelSettings) -> None:
         raise StartupError(f"{prefix}.target_ongoing_requests: {model.target_ongoing_requests} must be positive")
 
 
+#: ``NAME=URI`` or ``NAME=RUNTIME:URI`` (``--model``); a URI's own scheme is followed by ``//``, a runtime is not.
+MODEL_ENTRY = re.compile(r"\A(?P<name>[A-Za-z0-9._-]+)=(?:(?P<runtime>[a-z][a-z0-9_-]+):(?!//))?(?P<uri>.+)\Z")
+#: A URI with a scheme (``s3://``, ``file://``); anything else is a local path.
+SCHEME = re.compile(r"\A[a-z][a-z0-9+.-]*://")
+#: Per-model settings that are paths, resolved against the settings file's folder.
+PATH_SETTINGS = ("uri", "predict_schema", "predict_fixture")
+
+
+def declared_models(settings: Settings) -> dict[str, ModelSettings]:
+    """The ``[models.NAME]`` tables with the model files declared elsewhere merged in: an MLServer folder's
+    (below the tables), then ``--model`` entries (above them). Merging what is merged already changes nothing."""
+    models = dict(settings.models)
+    if settings.mlserver:
+        from .mlserver import mlserver_tables
+
+        for name, model in read_models(settings.mlserver, mlserver_tables(Path(settings.mlserver))).items():
+            models[name] = merged(model, models.get(name))
+    for entry in settings.model:
+        match = MODEL_ENTRY.match(entry.strip())
+        if match is None:
+            raise StartupError(f"setting model: {entry!r} is not NAME=URI or NAME=RUNTIME:URI")
+        name, uri = match["name"], absolute(match["uri"], Path.cwd())
+        own = models.get(name, ModelSettings())
+        models[name] = dataclasses.replace(own, uri=uri, runtime=match["runtime"] or own.runtime)
+    return models
+
+
+def merged(low: ModelSettings, high: ModelSettings | None) -> ModelSettings:
+    """``high``'s settings, and ``low``'s where ``high`` leaves one unset."""
+    if high is None:
+        return low
+    given = {key: value for key, value in asdict(high).items() if value is not None}
+    return dataclasses.replace(low, **given)
+
+
+def absolute(uri: str, base: Path) -> str:
+    """A local path made absolute against ``base``; a URI with a scheme unchanged."""
+    if SCHEME.match(uri):
+        return uri
+    return str((base / Path(uri).expanduser()).resolve())
+
+
 def read_file(path: str) -> dict[str, Any]:
     """Top-level settings and ``[models.NAME]`` tables of a TOML file, type-checked, unknown keys refused."""
     try:
@@ -447,24 +558,25 @@ def read_file(path: str) -> dict[str, Any]:
         raise StartupError(f"setting config: cannot read {path}: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:
         raise StartupError(f"setting config: {path} is not valid TOML: {error}") from None
-    return read_document(document, path)
+    return read_document(document, path, Path(path).resolve().parent)
 
 
-def read_document(document: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """Settings from a document shaped as the TOML file (the file, a Serve config's ``args``), type-checked."""
+def read_document(document: Mapping[str, Any], where: str, base: Path | None = None) -> dict[str, Any]:
+    """Settings from a document shaped as the TOML file (the file, a Serve config's ``args``), type-checked;
+    relative paths of models are taken from ``base`` (the file's folder)."""
     known = {item.name: item for item in fields(Settings) if item.name != "config"}
     values: dict[str, Any] = {}
     for key, raw in document.items():
         if key not in known:
             raise StartupError(f"setting {key} (in {where}): no such setting")
         if key == "models":
-            values["models"] = read_models(where, raw)
+            values["models"] = read_models(where, raw, base)
         else:
             values[key] = typed(key, HINTS[key], raw, where)
     return values
 
 
-def read_models(path: str, tables: Any) -> dict[str, ModelSettings]:
+def read_models(path: str, tables: Any, base: Path | None = None) -> dict[str, ModelSettings]:
     if not isinstance(tables, dict) or not all(isinstance(table, dict) for table in tables.values()):
         raise StartupError(f"setting models (in {path}): must be [models.NAME] tables")
     known = {item.name: item for item in fields(ModelSettings)}
@@ -473,7 +585,9 @@ def read_models(path: str, tables: Any) -> dict[str, ModelSettings]:
         for key in table:
             if key not in known:
                 raise StartupError(f"setting models.{name}.{key} (in {path}): no such per-model setting")
-        models[name] = ModelSettings(
-            **{key: typed(f"models.{name}.{key}", MODEL_HINTS[key], raw, path) for key, raw in table.items()}
-        )
+        values = {key: typed(f"models.{name}.{key}", MODEL_HINTS[key], raw, path) for key, raw in table.items()}
+        for key in PATH_SETTINGS:
+            if base is not None and values.get(key) is not None:
+                values[key] = absolute(values[key], base)
+        models[name] = ModelSettings(**values)
     return models

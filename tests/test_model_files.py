@@ -1,0 +1,199 @@
+"""Model files served with no code, through runtimes (``stevedore.runtimes`` entry points): the core's part, with
+the tests' own file format (``tests/file_runtimes.py``). Every runtime's own tests live with it in ``plugins/``.
+
+One real server serves a settings file of model files, good and bad: the good ones serve, each bad one is a failed
+model with its reason, and the server (and the example plugin's models) stay up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from stevedore_server.base.errors import StartupError
+from stevedore_server.base.settings import Settings
+
+from .helpers import record_distribution
+from .venvs import INSTALLED, REPO, Server, Venv
+
+pytestmark = pytest.mark.server
+
+WEIGHTS = [1.0, 2.0, 3.0]
+RUNTIMES = {
+    "weights": "tests.file_runtimes:Weights",
+    "pickled": "tests.file_runtimes:Pickled",
+    "opaque": "tests.file_runtimes:Opaque",
+    "broken": "tests.file_runtimes:Broken",
+}
+
+
+def write_models(folder: Path) -> str:
+    """The model files, and the settings file's text that declares them (paths relative to it)."""
+    (folder / "models").mkdir()
+    (folder / "models" / "dot.weights").write_bytes(orjson.dumps(WEIGHTS))
+    (folder / "models" / "bad.weights").write_bytes(orjson.dumps(WEIGHTS)[:-3])
+    (folder / "models" / "dot.pickled").write_bytes(pickle.dumps(WEIGHTS))
+    (folder / "models" / "dot.opaque").write_bytes(orjson.dumps(WEIGHTS))
+    (folder / "models" / "model.broken").write_text("")
+    (folder / "models" / "model.xyz").write_text("")
+    (folder / "models" / "dot.txt").write_bytes(orjson.dumps(WEIGHTS))  # named by no runtime's patterns
+    (folder / "schema.json").write_bytes(orjson.dumps({"type": "array", "items": {"type": "array"}}))
+    (folder / "fixture.json").write_bytes(orjson.dumps([[1, 1, 1]]))
+    folder_model = folder / "kserve"
+    folder_model.mkdir()
+    (folder_model / "model.weights").write_bytes(orjson.dumps(WEIGHTS))
+    pinned = hashlib.sha256((folder / "models" / "dot.pickled").read_bytes()).hexdigest()
+    return f"""
+[models.dot]
+uri = "models/dot.weights"
+version = "v3"
+[models.dot-in-processes]
+uri = "models/dot.weights"
+processes = 2
+[models.pickled-unpinned]
+uri = "models/dot.pickled"
+[models.pickled-pinned]
+uri = "models/dot.pickled"
+sha256 = "{pinned}"
+[models.pickled-trusted]
+uri = "models/dot.pickled"
+trust = true
+[models.mismatch]
+uri = "models/dot.weights"
+sha256 = "{"0" * 64}"
+[models.missing]
+uri = "models/nowhere.weights"
+[models.truncated]
+uri = "models/bad.weights"
+[models.unknown-runtime]
+uri = "models/dot.weights"
+runtime = "nope"
+[models.unclaimed]
+uri = "models/model.xyz"
+[models.opaque]
+uri = "models/dot.opaque"
+[models.opaque-given]
+uri = "models/dot.opaque"
+predict_schema = "schema.json"
+predict_fixture = "fixture.json"
+[models.broken]
+uri = "models/model.broken"
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    folder = tmp_path_factory.mktemp("model-files")
+    site = folder / "site"
+    record_distribution(site, "stevedore-test-runtimes", RUNTIMES, group="stevedore.runtimes")
+    (folder / "stevedore.toml").write_text(write_models(folder))
+    options = (
+        "--config", str(folder / "stevedore.toml"), "--state-dir", str(folder / "state"),
+        "--model", f"guessed={folder / 'models' / 'dot.weights'}",
+        "--model", f"folder={folder / 'kserve'}",
+        "--model", f"named=weights:{folder / 'models' / 'dot.txt'}",
+    )  # fmt: skip
+    path = f"{REPO}:{site}:{INSTALLED / 'sleeper'}"
+    running = Server.start(Venv(Path(sys.prefix), ()), folder / "server.log", *options, PYTHONPATH=path)
+    try:
+        running.wait_for("/livez", deadline=120)
+        yield running
+    finally:
+        running.stop()
+
+
+def models(server: Server) -> dict[str, dict[str, Any]]:
+    listed = httpx.get(server.url + "/models", timeout=30).json()
+    return {model["name"]: model for model in listed["models"]}
+
+
+def predict(server: Server, name: str, rows: Any) -> httpx.Response:
+    return httpx.post(f"{server.url}/models/{name}/predict", json=rows, timeout=30)
+
+
+@pytest.mark.parametrize("name", ["dot", "guessed", "folder", "named", "dot-in-processes"])
+def test_a_model_file_is_served_as_a_plugins_model(server: Server, name: str) -> None:
+    answer = predict(server, name, [[1, 1, 1], [1, 0, 0]])
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["predictions"] == [6.0, 1.0]
+    refused = predict(server, name, [[1, 1]])  # the schema derived from the file: rows of three numbers
+    assert refused.status_code == 422, refused.text
+
+
+def test_a_model_file_speaks_the_open_inference_protocol(server: Server) -> None:
+    request = {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [2, 3], "data": [1, 1, 1, 0, 0, 1]}]}
+    answer = httpx.post(server.url + "/v2/models/dot/versions/v3/infer", json=request, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["outputs"][0]["data"] == [6.0, 3.0]
+    metadata = httpx.get(server.url + "/v2/models/dot", timeout=30).json()
+    assert metadata["inputs"] == [{"name": "input-0", "datatype": "FP64", "shape": [-1, 3]}]
+
+
+def test_the_catalogue_says_which_runtime_and_file_serve_a_model(server: Server) -> None:
+    listed = models(server)["dot"]
+    assert listed["state"] == "ready"
+    assert listed["version"] == "v3"
+    assert "weights model file" in listed["description"] and listed["description"].endswith("dot.weights")
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("pickled-unpinned", "a pickle file runs code when it is loaded"),
+        ("mismatch", "sha256"),
+        ("missing", "nowhere.weights"),
+        ("truncated", "JSONDecodeError"),
+        ("unknown-runtime", "runtime 'nope' is not installed or not selected"),
+        ("unclaimed", "no runtime claims"),
+        ("opaque", "says too little of its input"),
+        ("broken", "this runtime is broken"),
+    ],
+)
+def test_a_model_file_that_cannot_serve_is_a_failed_model_with_its_reason(
+    server: Server, name: str, reason: str
+) -> None:
+    listed = models(server)[name]
+    assert listed["state"] == "failed", listed
+    assert reason in listed["reason"], listed["reason"]
+    assert predict(server, name, [[1, 1, 1]]).status_code == 503
+    assert predict(server, "dot", [[1, 1, 1]]).status_code == 200  # the others serve
+    assert predict(server, "iris", [[5.1, 3.5, 1.4, 0.2]]).status_code == 200  # and so do the plugins' models
+
+
+def test_the_untrusted_pickles_reason_says_what_to_do(server: Server) -> None:
+    reason = models(server)["pickled-unpinned"]["reason"]
+    for advice in ("sha256", "trust = true", "--allow-pickle", "skops"):
+        assert advice in reason, reason
+
+
+@pytest.mark.parametrize("name", ["pickled-pinned", "pickled-trusted", "opaque-given"])
+def test_a_pin_trust_or_a_schema_from_the_settings_lets_a_model_file_serve(server: Server, name: str) -> None:
+    answer = predict(server, name, [[1, 1, 1]])
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["predictions"] == [6.0]
+
+
+def test_model_entries_merge_into_the_model_tables(tmp_path: Path) -> None:
+    (tmp_path / "stevedore.toml").write_text('[models.a]\nuri = "a.joblib"\nmax_batch_size = 8\n')
+    settings = Settings.load(
+        {}, config=str(tmp_path / "stevedore.toml"), model=("a=sklearn:s3://bucket/a.joblib", "b=b.onnx")
+    )
+    assert settings.models["a"].uri == "s3://bucket/a.joblib"
+    assert settings.models["a"].runtime == "sklearn"
+    assert settings.models["a"].max_batch_size == 8
+    assert settings.models["b"].uri == str(Path.cwd() / "b.onnx")
+    assert Settings.load({}, config=str(tmp_path / "stevedore.toml")).models["a"].uri == str(tmp_path / "a.joblib")
+
+
+@pytest.mark.parametrize("entry", ["no-equals-sign", "=a.joblib", "a b=c.joblib", "a="])
+def test_a_model_entry_that_is_no_name_and_uri_is_refused(entry: str) -> None:
+    with pytest.raises(StartupError, match="setting model"):
+        Settings(model=(entry,))
