@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from stevedore_server.base.errors import StartupError
-from stevedore_server.base.settings import Settings
+from stevedore_server.base.settings import Settings, read_document
 
 from .helpers import record_distribution
 from .venvs import INSTALLED, REPO, Server, Venv
@@ -197,3 +197,24 @@ def test_model_entries_merge_into_the_model_tables(tmp_path: Path) -> None:
 def test_a_model_entry_that_is_no_name_and_uri_is_refused(entry: str) -> None:
     with pytest.raises(StartupError, match="setting model"):
         Settings(model=(entry,))
+
+
+def test_model_files_reach_every_server_process_and_a_ray_replicas_settings(tmp_path: Path) -> None:
+    """``--workers 2`` hands the settings on as variables, Ray Serve as a document: both keep the model files."""
+    site = tmp_path / "site"
+    record_distribution(site, "stevedore-test-runtimes", RUNTIMES, group="stevedore.runtimes")
+    (tmp_path / "dot.weights").write_bytes(orjson.dumps(WEIGHTS))
+    settings = Settings(model=(f"dot=weights:{tmp_path / 'dot.weights'}",))
+    assert Settings(**read_document(settings.document(), "a Serve config")).models == settings.models
+    options = ("--workers", "2", "--model", f"dot={tmp_path / 'dot.weights'}", "--state-dir", str(tmp_path))
+    path = f"{REPO}:{site}:{INSTALLED / 'sleeper'}"
+    running = Server.start(Venv(Path(sys.prefix), ()), tmp_path / "server.log", *options, PYTHONPATH=path)
+    try:
+        running.wait_for("/readyz", deadline=120)
+        for _ in range(20):  # new connections spread over both processes: each must serve the model
+            with httpx.Client() as client:
+                answer = client.post(running.url + "/models/dot/predict", json=[[1, 1, 1]], timeout=30)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["predictions"] == [6.0]
+    finally:
+        running.stop()
