@@ -8,7 +8,9 @@ model with its reason, and the server (and the example plugin's models) stay up.
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -218,3 +220,19 @@ def test_model_files_reach_every_server_process_and_a_ray_replicas_settings(tmp_
             assert answer.json()["predictions"] == [6.0]
     finally:
         running.stop()
+
+
+def test_check_and_schema_take_model_files_as_run_does(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    record_distribution(site, "stevedore-test-runtimes", RUNTIMES, group="stevedore.runtimes")
+    (tmp_path / "dot.weights").write_bytes(orjson.dumps(WEIGHTS))
+    environment = os.environ | {"PYTHONPATH": f"{REPO}:{site}"}
+    files = ("--model", f"dot={tmp_path / 'dot.weights'}", "--state-dir", str(tmp_path / "state"))
+    command = [sys.executable, "-m", "stevedore_server"]
+    schema = subprocess.run([*command, "schema", "dot", *files], env=environment, capture_output=True, text=True)
+    assert schema.returncode == 0, schema.stderr
+    assert orjson.loads(schema.stdout)["items"]["maxItems"] == 3
+    bad = ("--model", f"gone={tmp_path / 'gone.weights'}")
+    check = subprocess.run([*command, "check", *files, *bad], env=environment, capture_output=True, text=True)
+    assert check.returncode == 1, check.stdout + check.stderr
+    assert "gone.weights" in check.stdout + check.stderr

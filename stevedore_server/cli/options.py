@@ -24,6 +24,8 @@ from stevedore_server.core.server import ModelServer
 #: Settings each command takes as options (secrets only where the setting says: a command line is visible to
 #: every user).
 PLUGIN_SETTINGS = ("plugins", "disable_plugins", "config")
+#: What declares model files, for the commands that look at the models: ``list``, ``check``, ``schema``.
+FILE_SETTINGS = ("model", "mlserver", "allow_pickle", "state_dir")
 RUN_SETTINGS = tuple(item.name for item in fields(Settings) if not item.metadata["file_only"] and item.metadata["flag"])
 #: On Ray Serve: the processes and the gRPC port are Ray's business.
 RAY_SETTINGS = tuple(name for name in RUN_SETTINGS if name not in ("workers", "grpc_port"))
