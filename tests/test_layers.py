@@ -28,9 +28,10 @@ ROOT = "stevedore_server"
 #: The layers, lowest first: a module may import modules of its own layer and of the layers below.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("base",)),
-    # The plugin contract (``predictor``, ``hookspecs``, and the package's own ``__init__``, which re-exports
-    # ``Predictor`` and ``hookimpl``) is public and stays at the top of the tree; it belongs to this layer.
-    ("plugins", ("plugins", "predictor", "hookspecs", "")),
+    # The plugin contract (``predictor``, ``model_files`` for runtimes, ``hookspecs``, and the package's own
+    # ``__init__``, which re-exports ``Predictor`` and ``hookimpl``) is public and stays at the top of the tree;
+    # it belongs to this layer.
+    ("plugins", ("plugins", "predictor", "model_files", "hookspecs", "")),
     ("processes", ("processes",)),
     ("core", ("core",)),
     ("jobs", ("jobs",)),

@@ -6,6 +6,8 @@
 - ``sources``: where a plugin came from, which plugins are selected, how one
   failed;
 - ``serialization`` (JSON in and out, orjson), ``validation`` (JSON Schema);
+- ``storage``: model files by URI (a local path, http(s), s3, gs, az, hf),
+  downloaded once into a cache;
 - ``logs`` (text or JSON lines, request ids), ``metrics`` (Prometheus);
 - ``lifecycle`` (serving or draining), ``health`` (running health checks);
 - ``scopes``: the scopes of API keys, which routes and plugins name;

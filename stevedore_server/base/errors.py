@@ -33,6 +33,15 @@ class PluginError(StevedoreError):
     """A plugin is broken: its schema, fixture or self-test is wrong. The plugin's bug, not the client's."""
 
 
+class UnsafeFormat(PluginError):
+    """A model file in a format that runs code when read (pickle, joblib), which the operator did not allow."""
+
+
+class ArtifactError(PluginError):
+    """A model file cannot be had: missing, unreadable, unreachable, truncated, or not the pinned sha256
+    (``base.storage.fetch``). The message is one line naming the URI, never its credentials."""
+
+
 class NoTensorInterface(PluginError):
     """Why a predictor has no Open Inference Protocol (V2) interface; its other routes still work."""
 
