@@ -16,17 +16,22 @@ ENGINE ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docke
 IMAGE ?= stevedore-server:latest
 BASE_IMAGE ?=
 CONTEXT := build/image
-# The example plugin, every wheel in plugins/, and every requirement in plugins/requirements.txt.
-PLUGIN_ARGS = --plugin contrib/sklearn_logreg $(foreach wheel,$(wildcard plugins/*.whl),--plugin $(wheel)) \
+# The example plugin, the light runtimes, every wheel in plugins/, and every requirement in plugins/requirements.txt.
+PLUGIN_ARGS = --plugin contrib/sklearn_logreg $(foreach runtime,$(LIGHT_RUNTIMES),--plugin plugins/$(runtime)) \
+	$(foreach wheel,$(wildcard plugins/*.whl),--plugin $(wheel)) \
 	$(if $(wildcard plugins/requirements.txt),$(shell sed -e 's/#.*//' -e '/^[[:space:]]*$$/d' -e 's/^/--plugin /' plugins/requirements.txt))
 
 .PHONY: run test check venv clean deb-packages wheels image image-run image-test bench soak proto test-mlserver
 
+# The runtimes (plugins/: a model file served with no code) light enough for every environment; mlflow and
+# mlserver have environments of their own (their tests make them), as their pins clash with ours.
+LIGHT_RUNTIMES := sklearn
 # pip brings uv, which installs the rest (in seconds where pip takes minutes).
-$(STAMP): pyproject.toml contrib/sklearn_logreg/pyproject.toml
+$(STAMP): pyproject.toml contrib/sklearn_logreg/pyproject.toml $(foreach runtime,$(LIGHT_RUNTIMES),plugins/$(runtime)/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[test]' -e contrib/sklearn_logreg
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[test]' -e contrib/sklearn_logreg \
+		$(foreach runtime,$(LIGHT_RUNTIMES),-e plugins/$(runtime))
 	touch $@
 
 venv: $(STAMP)
@@ -35,7 +40,7 @@ run: $(STAMP)
 	$(BIN)/stevedore-server run --host $(HOST) --port $(PORT)
 
 test: $(STAMP) deb-packages
-	$(BIN)/python -m pytest --durations=30 -m "not mlserver" tests contrib/sklearn_logreg/tests
+	$(BIN)/python -m pytest --durations=30 -m "not mlserver" tests contrib/sklearn_logreg/tests $(wildcard plugins/*/tests)
 	$(MAKE) test-mlserver
 
 # The tests marked `mlserver` (MLServer's own codecs and pandas build the content-type requests and read the
@@ -43,14 +48,17 @@ test: $(STAMP) deb-packages
 # them; the main run leaves them out). Imported plainly there: a missing pandas or mlserver fails.
 MLSERVER_VENV ?= build/mlserver-venv
 MLSERVER_STAMP := $(MLSERVER_VENV)/.installed
-$(MLSERVER_STAMP): pyproject.toml
+# MLServer's scikit-learn runtime and our two runtimes serve the same folders side by side there
+# (tests/test_mlserver_folders.py).
+$(MLSERVER_STAMP): pyproject.toml plugins/mlserver/pyproject.toml plugins/sklearn/pyproject.toml
 	$(PYTHON) -m venv $(MLSERVER_VENV)
 	$(MLSERVER_VENV)/bin/python -m pip install --quiet --upgrade pip uv
-	$(MLSERVER_VENV)/bin/uv pip install --quiet --python $(MLSERVER_VENV)/bin/python -e '.[test]' 'mlserver==1.7.1'
+	$(MLSERVER_VENV)/bin/uv pip install --quiet --python $(MLSERVER_VENV)/bin/python -e '.[test]' 'mlserver==1.7.1' \
+		'mlserver-sklearn==1.7.1' -e plugins/sklearn -e plugins/mlserver
 	touch $@
 
 test-mlserver: $(MLSERVER_STAMP)
-	$(MLSERVER_VENV)/bin/python -m pytest -m mlserver tests/test_v2_content_types.py
+	$(MLSERVER_VENV)/bin/python -m pytest -m mlserver tests/test_v2_content_types.py tests/test_mlserver_folders.py
 
 deb-packages:
 	@missing=$$(for package in $(DEB_PACKAGES); do dpkg -s $$package >/dev/null 2>&1 || echo $$package; done); \

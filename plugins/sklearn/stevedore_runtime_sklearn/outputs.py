@@ -1,0 +1,57 @@
+"""An estimator's outputs: the methods MLServer's scikit-learn runtime answers by name, whichever it has."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from stevedore_server.base.errors import PluginError
+
+#: The output of a model whose settings name none (as MLServer's SKLearnModel).
+DEFAULT_OUTPUT = "predict"
+#: Methods served as outputs, in the order their tensors are listed.
+OUTPUT_METHODS = ("predict", "predict_proba", "decision_function", "transform")
+#: V2 datatypes of NumPy results, by dtype kind and item size.
+DATATYPES = {
+    ("b", 1): "BOOL",
+    **{("u", size): f"UINT{8 * size}" for size in (1, 2, 4, 8)},
+    **{("i", size): f"INT{8 * size}" for size in (1, 2, 4, 8)},
+    **{("f", size): f"FP{8 * size}" for size in (2, 4, 8)},
+}
+
+
+def methods_of(model: Any) -> dict[str, Any]:
+    """The model's output methods, bound, by name (a Pipeline has those of its last step)."""
+    found = {name: getattr(model, name, None) for name in OUTPUT_METHODS}
+    return {name: method for name, method in found.items() if callable(method)}
+
+
+def default_output(chosen: str | None, methods: dict[str, Any], table: str) -> str:
+    """The output the settings choose (``output = ...``), else ``predict``: PluginError for one it lacks."""
+    name = chosen or DEFAULT_OUTPUT
+    if name not in methods:
+        has = ", ".join(methods) or "none of " + ", ".join(OUTPUT_METHODS)
+        raise PluginError(f"the model has no {name!r} output (it has: {has}); set `output` in {table} to one of them")
+    return name
+
+
+def plain(result: Any) -> Any:
+    """A result the server writes: arrays as they are; a sparse matrix dense, a DataFrame or Series its array."""
+    if isinstance(result, np.ndarray):
+        return result
+    if hasattr(result, "toarray"):  # scipy.sparse (a OneHotEncoder's transform)
+        return result.toarray()
+    if hasattr(result, "to_numpy"):  # pandas (an estimator set to output DataFrames)
+        return result.to_numpy()
+    return result
+
+
+def tensor_of(name: str, result: Any) -> dict[str, Any]:
+    """The V2 output tensor ``result`` (an output on the fixture) shows: its datatype, any number of rows."""
+    array = np.asarray(plain(result))
+    kind = array.dtype.kind
+    datatype = "BYTES" if kind in "OUS" else DATATYPES.get((kind, array.dtype.itemsize))
+    if datatype is None:
+        raise PluginError(f"output {name!r} gives {array.dtype} values, which no V2 tensor holds")
+    return {"name": name, "datatype": datatype, "shape": [-1, *array.shape[1:]]}
