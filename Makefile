@@ -58,7 +58,8 @@ $(MLSERVER_STAMP): pyproject.toml plugins/mlserver/pyproject.toml plugins/sklear
 	touch $@
 
 test-mlserver: $(MLSERVER_STAMP)
-	$(MLSERVER_VENV)/bin/python -m pytest -m mlserver tests/test_v2_content_types.py tests/test_mlserver_folders.py
+	$(MLSERVER_VENV)/bin/python -m pytest -m mlserver tests/test_v2_content_types.py tests/test_mlserver_folders.py \
+		plugins/mlserver/tests plugins/sklearn/tests
 
 deb-packages:
 	@missing=$$(for package in $(DEB_PACKAGES); do dpkg -s $$package >/dev/null 2>&1 || echo $$package; done); \

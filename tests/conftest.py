@@ -112,6 +112,8 @@ def client(make_client: Callable[..., TestClient]) -> TestClient:
 def make_wheelhouse(root: Path) -> Path:
     """Wheels of the core, the example plugin and every dependency."""
     sources = [copy_source(REPO, root / "src" / "core"), copy_source(CONTRIB, root / "src" / "sklearn_logreg")]
+    # The scikit-learn runtime, which the example image has too (it serves KServe's /mnt/models).
+    sources.append(copy_source(REPO / "plugins" / "sklearn", root / "src" / "runtime_sklearn"))
     # setuptools for the isolated builds of plugins, pytest for the generated plugin's tests, psycopg for the
     # core's postgres extra, pip for the test venvs (``Venv.create``).
     return build_wheelhouse(root / "wheels", sources, ["setuptools>=77", "pytest", "psycopg[binary]>=3.1", "pip"])

@@ -92,12 +92,14 @@ class ExampleBuild:
 
 
 def build_example_image(root: Path, wheelhouse: Path) -> ExampleBuild:
-    """The example plugin's image, built from its wheel by a venv with only the core, with the pinned test plugin
-    in an environment of its own (``--isolated-plugin``); made in ``root``."""
+    """The example plugin's image, built from its wheel by a venv with only the core, with the scikit-learn runtime
+    and the pinned test plugin in an environment of its own (``--isolated-plugin``); made in ``root``."""
     ensure_base_image(root)
     builder = core_only_venv(root / "builder", wheelhouse)
     tag = f"localhost/stevedore-test-example:{uuid.uuid4().hex[:8]}"
     (plugin_wheel,) = wheelhouse.glob("stevedore_sklearn_logreg-*.whl")
+    (runtime_wheel,) = wheelhouse.glob("stevedore_runtime_sklearn-*.whl")  # model files, as KServe mounts them
     links = pinned_plugin(root / "isolated", "old", "0.12.1", wheelhouse)
     (isolated_wheel,) = links.glob("stevedore_test_pinned_old-*.whl")
-    return ExampleBuild(tag, build(builder, wheelhouse, tag, plugin_wheel, isolated=(isolated_wheel,)), builder)
+    built = build(builder, wheelhouse, tag, plugin_wheel, runtime_wheel, isolated=(isolated_wheel,))
+    return ExampleBuild(tag, built, builder)

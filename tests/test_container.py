@@ -34,6 +34,8 @@ from .venvs import INSTALLED, Venv, build_wheels, copy_source, describe, free_po
 pytestmark = pytest.mark.container
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
+#: The example image's plugins: the example plugin, and the scikit-learn runtime (model files, KServe's).
+PLUGINS = "stevedore-sklearn-logreg==0.1.0,stevedore-runtime-sklearn==0.1.0"
 
 
 @pytest.fixture(scope="session")
@@ -71,13 +73,13 @@ def inspect(tag: str) -> dict[str, Any]:
 
 def test_build_reports_what_it_built(example_image: tuple[str, str]) -> None:
     tag, output = example_image
-    assert f"built {tag}: stevedore-server 0.1.0, plugins: stevedore-sklearn-logreg==0.1.0" in output
+    assert f"built {tag}: stevedore-server 0.1.0, plugins: {PLUGINS}" in output
     assert "all 3 models passed" in output  # `stevedore-server check` ran inside the image, isolated model too
 
 
 def test_labels_list_the_server_and_plugins(example_image: tuple[str, str]) -> None:
     labels = inspect(example_image[0])["Docker"]["config"]["Labels"]
-    assert labels["io.stevedore.plugins"] == "stevedore-sklearn-logreg==0.1.0"
+    assert labels["io.stevedore.plugins"] == PLUGINS
     assert labels["io.stevedore.isolated-plugins"] == "stevedore-test-pinned-old==1.0.0"
     assert labels["io.stevedore.server.version"] == labels["org.opencontainers.image.version"] == "0.1.0"
 
@@ -123,10 +125,13 @@ def test_no_wheelhouse_pip_cache_or_compiler_left(container: str) -> None:
 
 
 @contextlib.contextmanager
-def serving(container: str, log_path: Path, env: dict[str, str], command: list[str], url: str) -> Iterator[None]:
-    """``command`` run in the container with ``env``, until ready at ``url``; stopped by its process group."""
+def serving(
+    container: str, log_path: Path, env: dict[str, str], command: list[str], url: str, volumes: tuple[str, ...] = ()
+) -> Iterator[None]:
+    """``command`` run in the container with ``env`` (and ``volumes``, ``HOST:CONTAINER`` bind mounts), until ready
+    at ``url``; stopped by its process group."""
     log = log_path.open("wb")
-    run = ["buildah", "run", "--isolation", "chroot"]
+    run = ["buildah", "run", "--isolation", "chroot", *(f"--volume={volume}" for volume in volumes)]
     for name, value in env.items():
         run += ["--env", f"{name}={value}"]
     process = subprocess.Popen([*run, container, "--", *command], stdout=log, stderr=subprocess.STDOUT,
@@ -184,6 +189,41 @@ def test_the_image_serves_as_its_kserve_runtime_runs_it(
         body = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": SETOSA}]}
         answer = httpx.post(url + "/v2/models/iris/infer", json=body)
         assert answer.status_code == 200 and answer.json()["outputs"][0]["data"] == [0], answer.text
+
+
+def test_the_image_serves_mnt_models_as_its_kserve_model_file_runtime_runs_it(
+    container: str, example_image: tuple[str, str], tmp_path: Path
+) -> None:
+    """The generated model-file runtime's container command, arguments and environment, exactly, with a folder
+    mounted at /mnt/models as KServe's storage initializer fills it (a skops file: served without the pickle
+    opt-in): the image's scikit-learn runtime serves it as the InferenceService's name, as the library answers."""
+    import skops.io
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    features, labels = load_iris(return_X_y=True)
+    model = LogisticRegression(max_iter=500).fit(features, labels)
+    models = tmp_path / "mnt-models"
+    models.mkdir()
+    skops.io.dump(model, models / "model.skops")
+    models.chmod(0o755)
+    http_port, grpc_port = free_ports(2)
+    deployment = Deployment(example_image[0], ["iris"], http_port=http_port, grpc_port=grpc_port)
+    (spec,) = render(deployment)["clusterservingruntime-files.yaml"]["spec"]["containers"]
+    assert spec["args"] == [
+        "--model_name={{.Name}}", "--model_dir=/mnt/models", f"--http_port={http_port}", f"--grpc_port={grpc_port}"
+    ]  # fmt: skip
+    args = [arg.replace("{{.Name}}", "flowers") for arg in spec["args"]]  # KServe's template: the service's name
+    env = {variable["name"]: variable["value"] for variable in spec["env"]} | {"STEVEDORE_HOST": "127.0.0.1"}
+    url = f"http://127.0.0.1:{spec['ports'][0]['containerPort']}"
+    with serving(container, tmp_path / "files.log", env, [*spec["command"], *args], url, (f"{models}:/mnt/models",)):
+        rows = [SETOSA, [6.7, 3.0, 5.2, 2.3]]
+        body = {"inputs": [{"name": "input-0", "shape": [2, 4], "datatype": "FP64", "data": [*rows[0], *rows[1]]}]}
+        answer = httpx.post(url + "/v2/models/flowers/infer", json=body)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["outputs"][0]["data"] == model.predict(rows).tolist()
+        with triton_grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}") as over_grpc:
+            assert over_grpc.is_model_ready("flowers")
 
 
 def wait_ready(process: subprocess.Popen[bytes], url: str, log: Path, deadline: float = 120) -> None:

@@ -41,11 +41,15 @@ CORE = [
     "deployment.yaml", "service.yaml", "horizontalpodautoscaler.yaml", "poddisruptionbudget.yaml",
     "networkpolicy.yaml",
 ]  # fmt: skip
-KSERVE = ["clusterservingruntime.yaml", "inferenceservice.yaml"]
+KSERVE = [
+    "clusterservingruntime.yaml", "inferenceservice.yaml", "clusterservingruntime-files.yaml",
+    "inferenceservice-files.yaml",
+]  # fmt: skip
 #: The options of a hardened deployment: keys from a Secret, the state on a claim, the namespaces let in.
 HARDENED = [
     "--api-key-secret", "model-keys", "--state-claim", "model-state",
     "--ingress-namespace", "traefik", "--ingress-namespace", "clients", "--metrics-namespace", "prometheus",
+    "--allow-pickle", "--model-format", "xgboost", "--storage-uri", "gs://models/booster",
 ]  # fmt: skip
 
 
@@ -97,7 +101,7 @@ def test_one_resource_a_file_for_the_models_installed(written: Path) -> None:
     assert server["securityContext"]["runAsNonRoot"] and server["securityContext"]["readOnlyRootFilesystem"]
 
 
-@pytest.mark.parametrize("file", ["deployment.yaml", "clusterservingruntime.yaml"])
+@pytest.mark.parametrize("file", ["deployment.yaml", "clusterservingruntime.yaml", "clusterservingruntime-files.yaml"])
 def test_the_api_key_secret_is_the_key_file_and_the_probes_need_no_key(tmp_path: Path, file: str) -> None:
     pod, server = server_of(load(write_manifests(tmp_path, *HARDENED), file))
     key_file = Path(env_of(server)["STEVEDORE_API_KEY_FILE"])
@@ -124,7 +128,7 @@ def test_the_pods_that_mount_the_key_file_run_in_the_servers_group(tmp_path: Pat
     assert server["securityContext"]["runAsGroup"] == group
 
 
-@pytest.mark.parametrize("file", ["deployment.yaml", "clusterservingruntime.yaml"])
+@pytest.mark.parametrize("file", ["deployment.yaml", "clusterservingruntime.yaml", "clusterservingruntime-files.yaml"])
 def test_the_state_directory_is_a_volume_of_its_own(tmp_path: Path, file: str) -> None:
     """On the read-only root file system, jobs need a writable state directory: an emptyDir, or the claim."""
     for directory, options, expected in (

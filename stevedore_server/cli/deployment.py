@@ -14,6 +14,7 @@ import yaml
 
 from stevedore_server.base.errors import StevedoreError
 from stevedore_server.core import startup
+from stevedore_server.deploy.manifests import FILE_MODEL_FORMATS, SAMPLE_STORAGE_URI
 
 from .options import PLUGIN_SETTINGS, RAY_SETTINGS, find_or_exit, make_settings, settings_options
 
@@ -170,6 +171,27 @@ def environment_settings_command(environments: tuple[Path, ...], output: Path | 
     help="A namespace whose pods the NetworkPolicy lets reach the HTTP port, for /metrics: the Prometheus "
     "scraper's (repeatable).",
 )
+@click.option(
+    "--storage-uri",
+    default=SAMPLE_STORAGE_URI,
+    show_default=True,
+    help="The model-file InferenceService's storageUri, which KServe's storage initializer downloads into "
+    "/mnt/models (s3://, gs://, https://, pvc://, ...).",
+)
+@click.option(
+    "--model-format",
+    type=click.Choice(FILE_MODEL_FORMATS),
+    default=FILE_MODEL_FORMATS[0],
+    show_default=True,
+    help="The model-file InferenceService's model format.",
+)
+@click.option(
+    "--allow-pickle",
+    is_flag=True,
+    help="The model-file runtime reads model files that run code when loaded (pickle, joblib) for every "
+    "InferenceService (STEVEDORE_ALLOW_PICKLE=true): for model stores only the cluster's operators can write. "
+    "Without it one InferenceService opts in with that variable in its predictor.model.env.",
+)
 @settings_options(PLUGIN_SETTINGS)
 def manifests(
     image: str,
@@ -183,11 +205,14 @@ def manifests(
     state_claim: str | None,
     ingress_namespaces: tuple[str, ...],
     metrics_namespaces: tuple[str, ...],
+    storage_uri: str,
+    model_format: str,
+    allow_pickle: bool,
     **values: Any,
 ) -> None:
-    """Write Kubernetes manifests for an image: a KServe ClusterServingRuntime and a sample InferenceService, and
-    a Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget and NetworkPolicy for clusters without
-    KServe."""
+    """Write Kubernetes manifests for an image: a KServe ClusterServingRuntime and a sample InferenceService, the
+    same for model files (a storageUri's, read by the image's runtime wheels), and a Deployment, Service,
+    HorizontalPodAutoscaler, PodDisruptionBudget and NetworkPolicy for clusters without KServe."""
     from stevedore_server.deploy.manifests import Deployment, render, write
 
     models = list(model_names)
@@ -201,6 +226,7 @@ def manifests(
         image, models, name=name, namespace=namespace, http_port=http_port, grpc_port=grpc,
         api_key_secret=api_key_secret, state_claim=state_claim,
         ingress_namespaces=ingress_namespaces, metrics_namespaces=metrics_namespaces,
+        allow_pickle=allow_pickle, model_format=model_format, storage_uri=storage_uri,
     )  # fmt: skip
     for path in write(render(deployment), output):
         click.echo(f"wrote {path}")

@@ -16,16 +16,29 @@ from stevedore_server.core import startup
 from stevedore_server.core.served_models import version_key
 from stevedore_server.kit.checking import Report
 
-from .options import PLUGIN_SETTINGS, RUN_SETTINGS, load_or_exit, make_settings, settings_options
+from .options import (
+    FILE_SETTINGS,
+    PLUGIN_SETTINGS,
+    RUN_SETTINGS,
+    kserve_options,
+    load_or_exit,
+    make_run_settings,
+    make_settings,
+    settings_options,
+)
 
 
 @click.command()
 @settings_options(RUN_SETTINGS)
+@kserve_options
 def run(**values: Any) -> None:
-    """Serve every selected model."""
+    """Serve every selected model.
+
+    Takes KServe's runtime arguments too, as its ServingRuntimes pass them: --model_name NAME --model_dir DIR (the
+    same as --model NAME=DIR), and --http_port and --grpc_port (--port and --grpc-port)."""
     from stevedore_server.process.entry import serve
 
-    settings = make_settings(**values)
+    settings = make_run_settings(**values)
     logging.config.dictConfig(logging_config(settings.log_level, settings.log_format))
     try:
         serve(settings)
@@ -35,7 +48,7 @@ def run(**values: Any) -> None:
 
 @click.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@settings_options(PLUGIN_SETTINGS)
+@settings_options(PLUGIN_SETTINGS + FILE_SETTINGS)
 def list_models(as_json: bool, **values: Any) -> None:
     """List plugins and predictors with their state (loads and self-tests them)."""
     registry = load_or_exit(make_settings(**values)).registry
@@ -70,14 +83,22 @@ def list_models(as_json: bool, **values: Any) -> None:
 
 
 @click.command()
-@settings_options(PLUGIN_SETTINGS)
+@settings_options(PLUGIN_SETTINGS + FILE_SETTINGS)
 def check(**values: Any) -> None:
     """Load every selected plugin, validate its fixtures and self-test it; exit 1 on any failure."""
-    registry = load_or_exit(make_settings(**values)).registry
+    from stevedore_server.plugins.model_files import installed_runtimes
+
+    settings = make_settings(**values)
+    registry = load_or_exit(settings).registry
     for line in Report.of(registry).lines:
         click.echo(line)
     if not registry.models and not registry.plugin_failures:
-        raise click.ClickException("no models found: no installed distribution provides stevedore.predictors")
+        runtimes = installed_runtimes(settings.selection)
+        if not runtimes:
+            raise click.ClickException("no models found: no installed distribution provides stevedore.predictors")
+        # An image of runtimes only (KServe's model-file runtime): its models are files declared where it runs.
+        click.echo(f"no models; runtimes installed: {', '.join(sorted(runtimes))} (they serve model files)")
+        return
     if registry.failures:
         raise click.ClickException(f"{len(registry.failures)} failure(s); see above and the log for tracebacks")
     click.echo(f"all {len(registry.models)} models passed")
@@ -87,7 +108,7 @@ def check(**values: Any) -> None:
 @click.argument("name")
 @click.option("--version", "model_version", help="Model version (default: the highest installed).")
 @click.option("--score", is_flag=True, help="Print the score schema instead of the predict schema.")
-@settings_options(PLUGIN_SETTINGS)
+@settings_options(PLUGIN_SETTINGS + FILE_SETTINGS)
 def schema(name: str, model_version: str | None, score: bool, **values: Any) -> None:
     """Print a model's predict (or score) JSON Schema."""
     settings = make_settings(**values)

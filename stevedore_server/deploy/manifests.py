@@ -8,7 +8,11 @@ Two sets, one resource a file:
 - KServe: a ``ClusterServingRuntime`` that runs the image as KServe's
   ``kserve-container`` (Open Inference Protocol v2, one supported model format
   per model the image serves, plus ``stevedore`` for any of them), and a
-  sample ``InferenceService`` using it;
+  sample ``InferenceService`` using it; and a second one for model files
+  (``files_runtime``: the formats of the runtime wheels, each model from an
+  ``InferenceService``'s ``storageUri``, which KServe's storage initializer
+  downloads into ``/mnt/models``, started with KServe's own runtime
+  arguments), with a sample ``InferenceService`` of its own;
 - plain Kubernetes, for teams without KServe: a ``Deployment``, its
   ``Service``, a ``HorizontalPodAutoscaler``, a ``PodDisruptionBudget`` and a
   ``NetworkPolicy`` that lets in only the ingress controller's namespace and
@@ -49,6 +53,14 @@ STATE_DIR = "/var/lib/stevedore"
 #: where the container has it.
 API_KEYS_ITEM = "api-keys"
 SECRETS_DIR = "/var/run/secrets/stevedore"
+#: The model formats of the runtime wheels (``stevedore.runtimes``), as KServe names them.
+FILE_MODEL_FORMATS = ("sklearn", "xgboost", "lightgbm", "onnx", "mlflow")
+#: Where KServe's storage initializer puts the model of an ``InferenceService``'s ``storageUri``.
+KSERVE_MODEL_DIR = "/mnt/models"
+#: The sample model-file ``InferenceService``'s ``storageUri`` where none is given: a placeholder to replace.
+SAMPLE_STORAGE_URI = "s3://my-bucket/models/iris"
+#: The variable that lets the server read model files that run code when loaded (``--allow-pickle``).
+ALLOW_PICKLE_VARIABLE = "STEVEDORE_ALLOW_PICKLE"
 #: The namespaces let in by the NetworkPolicy by default: ingress-nginx's, and the Prometheus Operator's usual one.
 INGRESS_NAMESPACE = "ingress-nginx"
 METRICS_NAMESPACE = "monitoring"
@@ -76,6 +88,11 @@ class Deployment:
     ingress_namespaces: tuple[str, ...] = (INGRESS_NAMESPACE,)
     #: The namespaces whose pods may reach the HTTP port, for ``/metrics`` (the Prometheus scraper's).
     metrics_namespaces: tuple[str, ...] = (METRICS_NAMESPACE,)
+    #: The model-file runtime reads every model file, pickles included (``files_runtime``).
+    allow_pickle: bool = False
+    #: The sample model-file ``InferenceService``: its model's format and ``storageUri``.
+    model_format: str = FILE_MODEL_FORMATS[0]
+    storage_uri: str = SAMPLE_STORAGE_URI
 
     @property
     def labels(self) -> dict[str, str]:
@@ -85,12 +102,18 @@ class Deployment:
     def api_key_file(self) -> str:
         return f"{SECRETS_DIR}/{API_KEYS_ITEM}"
 
+    @property
+    def files_runtime_name(self) -> str:
+        return f"{self.name}-files"
+
 
 def render(deployment: Deployment) -> dict[str, dict[str, Any]]:
     """Every manifest by file name."""
     return {
         "clusterservingruntime.yaml": cluster_serving_runtime(deployment),
         "inferenceservice.yaml": inference_service(deployment),
+        "clusterservingruntime-files.yaml": files_runtime(deployment),
+        "inferenceservice-files.yaml": files_inference_service(deployment),
         "deployment.yaml": kubernetes_deployment(deployment),
         "service.yaml": service(deployment),
         "horizontalpodautoscaler.yaml": autoscaler(deployment),
@@ -261,6 +284,94 @@ def inference_service(deployment: Deployment) -> dict[str, Any]:
                     "modelFormat": {"name": model},
                     "runtime": deployment.name,
                     "protocolVersion": "v2",
+                },
+            }
+        },
+    }
+
+
+def files_runtime(deployment: Deployment) -> dict[str, Any]:
+    """KServe's runtime for model files: an ``InferenceService`` of one of ``FILE_MODEL_FORMATS`` with a
+    ``storageUri``, which KServe's storage initializer downloads into ``/mnt/models``, served by the image's
+    runtime wheels (``stevedore-server build --plugin plugins/sklearn ...``), its runtime guessed from the files.
+
+    The container runs ``stevedore-server run`` with exactly the arguments KServe's own runtimes take
+    (``kserve_args``: the model is named after the ``InferenceService``); the rest of the server's settings are
+    variables. The image's plugin models are served beside it (an ``InferenceService`` named as one of them is a
+    duplicate the server refuses).
+
+    The formats are not auto-selected: an ``InferenceService`` chooses this runtime by name (``runtime:``), so
+    installing it never takes over one that relies on KServe's own runtimes for the same formats.
+
+    Pickles: the runtime refuses model files that run code when loaded (pickle, joblib, an MLflow model's
+    cloudpickle) unless ``allow_pickle`` (``stevedore-server manifests --allow-pickle``) sets
+    ``STEVEDORE_ALLOW_PICKLE=true`` for every model it serves: for a cluster whose model stores only its
+    operators can write, as KServe's own runtimes assume. Without it skops, ONNX, XGBoost JSON/UBJ and LightGBM
+    text files serve, and one ``InferenceService`` whose store its owner trusts opts in alone with
+    ``env: [{name: STEVEDORE_ALLOW_PICKLE, value: "true"}]`` in its ``predictor.model`` (KServe merges it into
+    the runtime's container)."""
+    server = container(deployment, "kserve-container")
+    server["command"] = ["stevedore-server", "run"]
+    server["args"] = kserve_args(deployment)
+    server["env"] = [*server["env"], *files_environment(deployment)]
+    formats = [{"name": name, "autoSelect": False} for name in FILE_MODEL_FORMATS]
+    return {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "ClusterServingRuntime",
+        "metadata": metadata(deployment, name=deployment.files_runtime_name, namespaced=False),
+        "spec": {
+            "annotations": {
+                "serving.kserve.io/enable-prometheus-scraping": "true",
+                "prometheus.kserve.io/port": str(deployment.http_port),
+                "prometheus.kserve.io/path": "/metrics",
+            },
+            "supportedModelFormats": formats,
+            "protocolVersions": ["v2", "grpc-v2"],
+            "containers": [server],
+            "volumes": volumes(deployment),
+        },
+    }
+
+
+def kserve_args(deployment: Deployment) -> list[str]:
+    """The arguments KServe's own runtimes take, in its template (``{{.Name}}``: the ``InferenceService``'s)."""
+    return [
+        "--model_name={{.Name}}",
+        f"--model_dir={KSERVE_MODEL_DIR}",
+        f"--http_port={deployment.http_port}",
+        f"--grpc_port={deployment.grpc_port}",
+    ]
+
+
+def files_environment(deployment: Deployment) -> list[dict[str, str]]:
+    """What ``server_args`` says as options, as variables (the arguments are KServe's alone)."""
+    env = [
+        {"name": "STEVEDORE_HOST", "value": "0.0.0.0"},
+        {"name": "STEVEDORE_SHUTDOWN_DELAY", "value": str(SHUTDOWN_DELAY)},
+        {"name": "STEVEDORE_GRACEFUL_TIMEOUT", "value": str(GRACEFUL_TIMEOUT)},
+    ]
+    if deployment.allow_pickle:
+        env.append({"name": ALLOW_PICKLE_VARIABLE, "value": "true"})
+    return env
+
+
+def files_inference_service(deployment: Deployment) -> dict[str, Any]:
+    """A sample ``InferenceService`` of a model file on the model-file runtime: its format, its ``storageUri``."""
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": metadata(deployment, name=f"{deployment.name}-{deployment.model_format}".lower()[:63]),
+        "spec": {
+            "predictor": {
+                "minReplicas": 1,
+                "maxReplicas": deployment.max_replicas,
+                "terminationGracePeriodSeconds": termination_grace(),
+                "securityContext": {"fsGroup": USER_ID},
+                "model": {
+                    "modelFormat": {"name": deployment.model_format},
+                    "runtime": deployment.files_runtime_name,
+                    "protocolVersion": "v2",
+                    "storageUri": deployment.storage_uri,
                 },
             }
         },

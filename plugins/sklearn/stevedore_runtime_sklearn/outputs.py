@@ -47,6 +47,12 @@ def plain(result: Any) -> Any:
     return result
 
 
+def column(result: Any) -> Any:
+    """A V2 output as MLServer's runtime gives it: a result of one value a row is a column (``[rows, 1]``)."""
+    array = np.asarray(plain(result))
+    return array.reshape(-1, 1) if array.ndim == 1 else array
+
+
 def tensor_of(name: str, result: Any) -> dict[str, Any]:
     """The V2 output tensor ``result`` (an output on the fixture) shows: its datatype, any number of rows."""
     array = np.asarray(plain(result))

@@ -11,7 +11,7 @@ from stevedore_server.model_files import Derived, FilePredictor, ModelFile, read
 
 from .formats import PATTERNS, read_model
 from .inputs import PANDAS, Features, column_inputs, columns_schema, converter, unchanged, wants_frame
-from .outputs import default_output, methods_of, plain, tensor_of
+from .outputs import column, default_output, methods_of, plain, tensor_of
 
 logger = logging.getLogger("stevedore.runtime.sklearn")
 
@@ -63,12 +63,13 @@ class SklearnRuntime(FilePredictor):
         )
 
     def tensor_outputs_on(self, fixture: Any, default: str) -> list[dict[str, Any]]:
-        """The V2 outputs, each as its result on the fixture shows it; an output that fails there (a method the
+        """The V2 outputs, each as its result on the fixture shows it (one value a row: a column, as MLServer
+        answers); an output that fails there (a method the
         estimator has but cannot run, as a classifier's decision_function may) is not served."""
         found = []
         for name, method in list(self.methods.items()):
             try:
-                found.append(tensor_of(name, method(self.to_input(fixture))))
+                found.append(tensor_of(name, column(method(self.to_input(fixture)))))
             except Exception as error:
                 if name == default:
                     raise
@@ -97,7 +98,7 @@ class SklearnRuntime(FilePredictor):
 
     def predict_outputs(self, payload: Any, names: tuple[str, ...]) -> dict[str, Any]:
         X = self.to_input(payload)
-        return {name: plain(self.methods[name](X)) for name in names}
+        return {name: column(self.methods[name](X)) for name in names}
 
     def not_loaded(self, X: Any) -> Any:
         raise RuntimeError(f"model {self.name} is not loaded")

@@ -157,12 +157,13 @@ def test_settings_file_serves_joblib_and_skops_as_the_estimator_answers(
         assert predict(server, name) == labels.tolist()
         default = infer(server, name)
         assert list(default) == ["predict"]  # as MLServer's SKLearnModel: predict where none is asked
-        assert tensor_values(default["predict"]).tolist() == labels.tolist()
+        assert default["predict"]["shape"] == [len(ROWS), 1]  # a column, as MLServer answers it
+        assert tensor_values(default["predict"]).ravel().tolist() == labels.tolist()
         chosen = infer(server, name, ["predict_proba"])
         assert list(chosen) == ["predict_proba"] and chosen["predict_proba"]["shape"] == [len(ROWS), 3]
         np.testing.assert_allclose(tensor_values(chosen["predict_proba"]), probabilities)
         both = infer(server, name, ["predict", "decision_function"])
-        assert tensor_values(both["predict"]).tolist() == labels.tolist()
+        assert tensor_values(both["predict"]).ravel().tolist() == labels.tolist()
         np.testing.assert_allclose(tensor_values(both["decision_function"]), artifacts.model.decision_function(ROWS))
 
     np.testing.assert_allclose(predict(server, "iris-proba"), probabilities)
@@ -258,7 +259,7 @@ def test_runtime_derives_schema_fixture_and_outputs(artifacts: Artifacts, tmp_pa
     assert runtime.resolved_fixture("predict") == [[0.0, 0.0, 0.0, 0.0]]
     assert runtime.default_outputs == ["predict"]
     assert runtime.tensor_outputs == [
-        {"name": "predict", "datatype": "INT64", "shape": [-1]},
+        {"name": "predict", "datatype": "INT64", "shape": [-1, 1]},  # a column, as MLServer answers it
         {"name": "predict_proba", "datatype": "FP64", "shape": [-1, 3]},
         {"name": "decision_function", "datatype": "FP64", "shape": [-1, 3]},
     ]

@@ -102,7 +102,7 @@ def mlserver_tables(folder: Path) -> dict[str, dict[str, Any]]:
     tables: dict[str, dict[str, Any]] = {}
     sources: dict[str, Path] = {}
     for path in sorted(folder.rglob(MODEL_SETTINGS)):
-        name, table = model_table(path, read_object(path), defaults)
+        name, table = model_table(path.parent, read_object(path), defaults, str(path))
         if name in tables:
             raise StartupError(
                 f"setting mlserver: {path} and {sources[name]} both declare model {name!r}; stevedore serves one "
@@ -127,8 +127,8 @@ def environment_tables(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     for variable, raw in given.items():
         value = json_variable(variable, raw) if variable in JSON_VARIABLES else raw.strip()
         put(document, ENVIRONMENT[variable], value)
-    # MLServer reads a relative URI from its working directory; ``read_models`` makes it absolute from there.
-    name, table = model_table(Path.cwd() / "environment", document, {}, where, resolve=False)
+    # MLServer reads a relative URI (and finds the implementation's module) from its working directory.
+    name, table = model_table(Path.cwd(), document, {}, where)
     return {name: table}
 
 
@@ -165,12 +165,11 @@ def server_defaults(folder: Path) -> dict[str, Any]:
 
 
 def model_table(
-    path: Path, document: dict[str, Any], defaults: dict[str, Any], where: str | None = None, resolve: bool = True
+    folder: Path, document: dict[str, Any], defaults: dict[str, Any], where: str
 ) -> tuple[str, dict[str, Any]]:
-    """A model's name and ``[models.NAME]`` table from one ``model-settings.json`` (``path``) as JSON."""
-    where = where or str(path)
-    folder = path.parent
-    parameters = document.get("parameters") or {}
+    """A model's name and ``[models.NAME]`` table from one ``model-settings.json``'s JSON (in ``folder``)."""
+    parameters = document.get("parameters")
+    parameters = {} if parameters is None else parameters
     if not isinstance(parameters, dict):
         raise StartupError(f"setting mlserver ({where}): parameters must be an object")
     refuse(where, document, parameters)
@@ -179,7 +178,7 @@ def model_table(
     if not implementation:
         raise StartupError(f"setting mlserver ({where}): no implementation (MLServer needs one too)")
     uri = text(where, "parameters.uri", parameters.get("uri"))
-    table: dict[str, Any] = {"uri": resolved_uri(folder, uri) if resolve else uri or str(folder)}
+    table: dict[str, Any] = {"uri": resolved_uri(folder, uri)}
     runtime = RUNTIMES.get(implementation, ADAPTER)
     table["runtime"] = runtime
     for key, setting in (("version", "version"), ("content_type", "content_type"), ("environment_path", "python")):
@@ -262,9 +261,6 @@ def put(document: dict[str, Any], dotted: str, value: Any) -> None:
 
 # -- what does not map ---------------------------------------------------------------
 
-#: Keys that map, by where they are; anything else is logged as unknown.
-KNOWN = {key for key in (*MAPPED, *IGNORED, *REFUSED) if not key.startswith("parameters.")}
-KNOWN_PARAMETERS = {key.partition(".")[2] for key in (*MAPPED, *IGNORED, *REFUSED) if key.startswith("parameters.")}
 #: Keys only the mlserver runtime reads (the others ignore them).
 ADAPTER_ONLY = ("inputs", "outputs", "parameters.extra")
 _logged: set[tuple[str, str]] = set()
@@ -277,8 +273,15 @@ def log_unmapped(where: str, document: dict[str, Any], parameters: dict[str, Any
         if key in IGNORED and not (runtime == ADAPTER and key in ADAPTER_ONLY):
             log_ignored(where, key, IGNORED[key])
         elif key not in MAPPED and key not in IGNORED:
-            reason = "not an MLServer 1.7.1 setting" if key.partition(".")[0] in KNOWN | {"parameters"} else ""
-            log_ignored(where, key, reason or "not an MLServer 1.7.1 setting")
+            log_ignored(where, key, unknown_reason(key, runtime))
+
+
+def unknown_reason(key: str, runtime: str) -> str:
+    if not key.startswith("parameters."):
+        return "not an MLServer 1.7.1 model setting (MLServer ignores it too)"
+    if runtime == ADAPTER:
+        return "not one of stevedore's: the model still finds it in its settings' parameters"
+    return "a runtime's own parameter of MLServer's, which our runtime has no use for"
 
 
 def log_ignored(where: str | Path, key: str, reason: str) -> None:

@@ -379,7 +379,9 @@ class Settings:
         """Defaults, then the TOML file, then ``STEVEDORE_*`` variables, then ``flags`` (CLI; None is unset).
 
         The port also comes from ``PORT`` (below ``STEVEDORE_PORT``, above the file): Knative, KServe's
-        serverless mode and Cloud Run tell a container where to listen so."""
+        serverless mode and Cloud Run tell a container where to listen so. Below it, ``MLSERVER_HTTP_PORT`` and
+        ``MLSERVER_GRPC_PORT`` set ``port`` and ``grpc_port``: an image of ours in KServe's MLServer runtime
+        listens where the runtime's ports say."""
         environ = os.environ if environ is None else environ
         flags = {key: value for key, value in flags.items() if value is not None}
         # A variable set but empty is unset, as click reads its own; one a flag overrides is never read (so an
@@ -392,9 +394,13 @@ class Settings:
         }
         if "port" not in from_env and "port" not in flags and PLATFORM_PORT in given:
             from_env["port"] = parse("port", HINTS["port"], given[PLATFORM_PORT], PLATFORM_PORT)
+        from .mlserver import PORT_VARIABLES, environment_ports, environment_tables
+
+        for name, raw in environment_ports(given).items():  # KServe's MLServer runtime's ports, below PORT
+            if name not in from_env and name not in flags:
+                from_env[name] = parse(name, HINTS[name], raw, PORT_VARIABLES[name])
         path = flags.get("config") or from_env.get("config")
         values = read_file(str(path)) if path else {}
-        from .mlserver import environment_tables
 
         from_mlserver = read_models("the MLSERVER_MODEL_* variables", environment_tables(environ), Path.cwd())
         if from_mlserver:
