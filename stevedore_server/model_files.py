@@ -174,15 +174,16 @@ class FilePredictor(Predictor):
             )
         return found[0]
 
-    def require_trust(self, what: str) -> None:
-        """Refuse to read ``what`` (a format that runs code when read) unless the operator allowed it."""
+    def require_trust(self, what: str, safe_formats: str = SAFE_FORMATS) -> None:
+        """Refuse to read ``what`` (a format that runs code when read) unless the operator allowed it; the error
+        says what to do (a file can be pinned by its hash, a folder cannot)."""
         if self.spec.trusted:
             return
+        pin = "" if self.path is not None and self.path.is_dir() else 'pin its content with `sha256 = "..."` or '
         raise UnsafeFormat(
-            f"{what} runs code when it is loaded, and {self.spec.uri} is not trusted: pin its content with "
-            f'`sha256 = "..."` or set `trust = true` in [models.{self.name}], or start the server with '
-            f"--allow-pickle (STEVEDORE_ALLOW_PICKLE=true) if only you can write the model store; or save the "
-            f"model in a format that runs no code ({SAFE_FORMATS})"
+            f"{what} runs code when it is loaded, and {self.spec.uri} is not trusted: {pin}set `trust = true` in "
+            f"[models.{self.name}], or start the server with --allow-pickle (STEVEDORE_ALLOW_PICKLE=true) if only "
+            f"you can write the model store; or save the model in a format that runs no code ({safe_formats})"
         )
 
     # -- the Predictor contract, from the file ---------------------------------

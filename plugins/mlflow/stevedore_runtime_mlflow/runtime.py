@@ -30,7 +30,7 @@ class MLflowRuntime(FilePredictor):
         self.folder = folder = model_folder(path)
         runs_code = code_run_by(read_mlmodel(folder))
         if runs_code is not None:
-            self.require_trust(runs_code)
+            self.require_trust(runs_code, safe_formats="an MLflow model of the onnx, xgboost or lightgbm flavour")
         import mlflow.pyfunc  # seconds to import: only when a model is loaded
 
         return mlflow.pyfunc.load_model(str(folder))
