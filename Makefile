@@ -16,8 +16,10 @@ ENGINE ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docke
 IMAGE ?= stevedore-server:latest
 BASE_IMAGE ?=
 CONTEXT := build/image
-# The example plugin, the light runtimes, every wheel in plugins/, and every requirement in plugins/requirements.txt.
+# The example plugin, the light runtimes (XGBoost's CPU build for its runtime), every wheel in plugins/, and every
+# requirement in plugins/requirements.txt.
 PLUGIN_ARGS = --plugin contrib/sklearn_logreg $(foreach runtime,$(LIGHT_RUNTIMES),--plugin plugins/$(runtime)) \
+	--plugin xgboost-cpu \
 	$(foreach wheel,$(wildcard plugins/*.whl),--plugin $(wheel)) \
 	$(if $(wildcard plugins/requirements.txt),$(shell sed -e 's/#.*//' -e '/^[[:space:]]*$$/d' -e 's/^/--plugin /' plugins/requirements.txt))
 
@@ -25,13 +27,15 @@ PLUGIN_ARGS = --plugin contrib/sklearn_logreg $(foreach runtime,$(LIGHT_RUNTIMES
 
 # The runtimes (plugins/: a model file served with no code) light enough for every environment; mlflow and
 # mlserver have environments of their own (their tests make them), as their pins clash with ours.
-LIGHT_RUNTIMES := sklearn
+LIGHT_RUNTIMES := sklearn xgboost lightgbm onnx
+# With their test extras (skl2onnx makes the ONNX tests' models); XGBoost's CPU build, without CUDA's libraries.
+RUNTIME_REQUIREMENTS := -e 'plugins/sklearn' -e 'plugins/xgboost[cpu,test]' -e 'plugins/lightgbm[test]' \
+	-e 'plugins/onnx[test]'
 # pip brings uv, which installs the rest (in seconds where pip takes minutes).
 $(STAMP): pyproject.toml contrib/sklearn_logreg/pyproject.toml $(foreach runtime,$(LIGHT_RUNTIMES),plugins/$(runtime)/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[test]' -e contrib/sklearn_logreg \
-		$(foreach runtime,$(LIGHT_RUNTIMES),-e plugins/$(runtime))
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[test]' -e contrib/sklearn_logreg $(RUNTIME_REQUIREMENTS)
 	touch $@
 
 venv: $(STAMP)
