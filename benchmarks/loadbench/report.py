@@ -2,8 +2,10 @@
 
 Throughput is also given as a ratio to MLServer over gRPC, the peer of the
 gRPC targets; and lines under the table compare ours over gRPC with MLServer's
-gRPC and with our own REST binary tensors, and ours on Ray Serve with the
-hand-written Ray Serve baselines in every scenario, where both were measured.
+gRPC and with our own REST binary tensors, ours on Ray Serve with the
+hand-written Ray Serve baselines in every scenario, a model file served through
+its runtime with the hand-written plugin, and MLServer's folder served by us
+with MLServer, where both were measured.
 """
 
 from __future__ import annotations
@@ -17,11 +19,16 @@ from .scenarios import SCENARIOS
 Record = dict[str, Any]
 MEDIANS = ("rps", "rows_per_s", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "peak_rss_mib", "peak_anon_mib")
 FLOOR, MLSERVER, MLSERVER_GRPC = "floor", "mlserver", "mlserver-grpc"
+#: Issue 25's pairs: a model file through its runtime, and MLServer's folder served by us, against their peers.
+MODEL_FILES = (("ours-runtime", "ours-stevedore"), ("ours-runtime-v2", "ours-v2"), ("ours-mlserver", MLSERVER))
 #: (scenario, target, compared with): the lines under the table.
 COMPARISONS = (
     ("small-c32", "ours-grpc", MLSERVER_GRPC),
     ("batch1000-c4", "ours-grpc", "ours-v2-binary"),
     *((scenario, "ours-ray", base) for scenario in SCENARIOS for base in ("ray-fastapi", "ray-fastapi-65")),
+    # A model file through its runtime against the hand-written plugin of the same model (at least 1.0x), and
+    # MLServer's own folder served by us against MLServer (at least 3x at small-c32): issue 25.
+    *((scenario, target, base) for scenario in ("small-c32", "batch1000-c4") for target, base in MODEL_FILES),
 )
 
 
@@ -182,7 +189,8 @@ def install_cell(row: Record) -> str:
 
 def comparison_lines(scenario_rows: list[Record]) -> list[str]:
     """Ours over gRPC against MLServer's gRPC at 32 connections and our REST binary at 1000 rows; ours on Ray
-    Serve against the hand-written Ray Serve application."""
+    Serve against the hand-written Ray Serve application; a model file against its hand-written plugin, and
+    MLServer's folder served by us against MLServer."""
     rps = {(r["scenario"], r["target"]): r["rps"] for r in scenario_rows}
     lines = []
     for scenario, target, base in COMPARISONS:

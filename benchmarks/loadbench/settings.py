@@ -26,6 +26,8 @@ DEFAULT_TARGETS = (
     "ours-processes",
     "ours-gil-threads",
     "ours-gil-processes2",
+    "ours-runtime",
+    "ours-mlserver",
 )
 DEFAULT_SCENARIOS = ("small-c1", "small-c32", "batch1000-c4", "small-c64-batching")
 

@@ -159,6 +159,45 @@ def ours_processes(name: str, summary: str, model: str, processes: int) -> Targe
     )  # fmt: skip
 
 
+# -- ours, a model file with no code (issue 25) ------------------------------------------
+
+#: The plugins of the ``ours`` environment that declare models (``iris`` among them): off where the model file is
+#: served, whose name ``iris`` would clash with the example plugin's (a duplicate name is a startup error).
+PLUGIN_DISTRIBUTIONS = "stevedore-sklearn-logreg,stevedore-bench-iris-gil"
+
+
+def model_file_argv(source: Callable[[Launch], list[str]]) -> Callable[[Launch], list[str]]:
+    """Ours with the plugins' models off, serving what ``source`` names through the scikit-learn runtime.
+
+    ``--allow-pickle``: the exported model is a joblib file, which the runtime refuses unless trusted.
+    """
+
+    def argv(launch: Launch) -> list[str]:
+        options = ["--disable-plugins", PLUGIN_DISTRIBUTIONS, "--allow-pickle", *source(launch)]
+        return [*ours_argv(1)(launch), *options]
+
+    return argv
+
+
+def joblib_model(launch: Launch) -> list[str]:
+    """The exported model, the very file MLServer, KServe and the floor serve, as model ``iris``."""
+    return ["--model", f"iris={launch.model}"]
+
+
+def mlserver_folder(launch: Launch) -> list[str]:
+    """The folder ``mlserver_prepare`` writes for MLServer, unchanged: its ``settings.json`` is read for what maps
+    (here nothing: its addresses are MLServer's, ours come from the flags, the same ports)."""
+    return ["--mlserver", str(launch.work)]
+
+
+def ours_model_file(name: str, summary: str, payload: Payload, predict_path: str) -> Target:
+    """Ours serving the exported joblib file with ``--model``: against the hand-written plugin of the same model."""
+    return Target(
+        name, summary, "ours", payload, predict_path, "/readyz", model_file_argv(joblib_model), ports=2,
+        batching=True,
+    )  # fmt: skip
+
+
 # -- Ray Serve --------------------------------------------------------------------
 
 #: CPUs of the single-node Ray cluster each Ray target starts (servers/ray_head.py): the machine's two cores.
@@ -262,6 +301,19 @@ TARGETS: dict[str, Target] = {
         ours(
             "ours-threads", "stevedore-server --inline-budget 0 (every call on the model's thread), stevedore route",
             RowsPayload(), STEVEDORE_ROUTE, 1, "--inline-budget", "0",
+        ),
+        ours_model_file(
+            "ours-runtime", "stevedore-server --model iris=model.joblib (the scikit-learn runtime), stevedore route",
+            RowsPayload(), STEVEDORE_ROUTE,
+        ),
+        ours_model_file(
+            "ours-runtime-v2", "stevedore-server --model iris=model.joblib, V2 JSON, FP64",
+            V2JsonPayload("FP64"), V2_ROUTE,
+        ),
+        Target(
+            "ours-mlserver", "stevedore-server --mlserver DIR, the mlserver target's folder as it is; V2 JSON, FP32",
+            "ours", V2JsonPayload("FP32"), V2_ROUTE, "/readyz", model_file_argv(mlserver_folder), ports=3,
+            prepare=mlserver_prepare,
         ),
         ours_processes(
             "ours-processes", "stevedore-server, iris in 1 worker process ([models.iris] processes = 1)", "iris", 1

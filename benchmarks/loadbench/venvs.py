@@ -1,8 +1,9 @@
 """One virtual environment per target, kept between runs and rebuilt when what it is made from changes.
 
-The ``ours`` environment holds stevedore-server and its example plugin, built
-from this working tree (non-editable, from a clean copy of the files git would
-commit). A change to their code reinstalls just those two; a change to their
+The ``ours`` environment holds stevedore-server, its example plugin, the
+benchmark's GIL-holding plugin and the scikit-learn runtime (``plugins/sklearn``),
+built from this working tree (non-editable, from a clean copy of the files git
+would commit). A change to their code reinstalls just those; a change to their
 ``pyproject.toml`` or to any requirements or constraints file rebuilds the
 environment. ``ours-ray`` is the same with the ``ray`` extra, in an environment
 of its own: Ray and its dependencies stay out of the one the other targets of
@@ -28,7 +29,8 @@ PINS = REQUIREMENTS / "pins.txt"
 RAY_PINS = REQUIREMENTS / "ray-pins.txt"
 #: Distributions whose versions each run records, where installed.
 REPORTED = (
-    "stevedore-server", "mlserver", "mlserver-sklearn", "kserve", "scikit-learn", "numpy", "fastapi",
+    "stevedore-server", "stevedore-runtime-sklearn", "skops", "mlserver", "mlserver-sklearn", "kserve",
+    "scikit-learn", "numpy", "fastapi",
     "starlette", "uvicorn", "uvloop", "httptools", "pydantic", "orjson", "grpcio", "protobuf", "tritonclient", "ray",
 )  # fmt: skip
 
@@ -65,6 +67,8 @@ SERVER = LocalProject(".", ("pyproject.toml", "README.md", "LICENSE", "stevedore
 PLUGIN = LocalProject("contrib/sklearn_logreg", ("pyproject.toml", "README.md", "stevedore_sklearn_logreg"))
 #: The iris model behind pure Python that holds the GIL: models in processes against threads.
 GIL_PLUGIN = LocalProject("benchmarks/plugins/iris_gil", ("pyproject.toml", "stevedore_bench_iris_gil"))
+#: The scikit-learn runtime: the exported model file served with no code (ours-runtime, ours-mlserver).
+SKLEARN_RUNTIME = LocalProject("plugins/sklearn", ("pyproject.toml", "README.md", "stevedore_runtime_sklearn"))
 
 ENVIRONMENTS = {
     env.name: env
@@ -73,7 +77,7 @@ ENVIRONMENTS = {
         Environment("floor", REQUIREMENTS / "floor.txt"),
         Environment("mlserver", REQUIREMENTS / "mlserver.txt"),
         Environment("kserve", REQUIREMENTS / "kserve.txt"),
-        Environment("ours", REQUIREMENTS / "ours.txt", (SERVER, PLUGIN, GIL_PLUGIN)),
+        Environment("ours", REQUIREMENTS / "ours.txt", (SERVER, PLUGIN, GIL_PLUGIN, SKLEARN_RUNTIME)),
         Environment(
             "ours-ray", REQUIREMENTS / "ours-ray.txt", (replace(SERVER, extras=("ray",)), PLUGIN), (PINS, RAY_PINS)
         ),
