@@ -34,6 +34,7 @@ OVERRIDABLE = (
     "model",
     "tensor_inputs",
     "tensor_outputs",
+    "default_outputs",
     "content_type",
     "numpy_input",
     "max_batch_size",
@@ -70,6 +71,14 @@ class Predictor:
       schema and the output from the self-test's result. Several inputs reach
       ``convert_prediction_input`` as an object keyed by input name. A tensor
       may add ``"content_type"`` (``np``, ``str``, ``base64``, ``datetime``).
+      A V2 request with one input of any name is taken by a model of one
+      input, as MLServer and KServe take it (its answer's ``parameters`` say
+      ``renamed_input``); a model of several inputs needs their names.
+    - ``default_outputs``: the names of the outputs a V2 request that names
+      none gets (None, the default: every output); a request naming outputs
+      gets exactly those. A model of several outputs returns from ``predict``
+      a dict of every output by name; to compute only the outputs a V2
+      request asks for, override :meth:`predict_outputs`.
     - ``content_type``: what V2 inputs become where a request names no
       content type (MLServer's): ``np`` (default), ``str``, ``base64``,
       ``datetime``, or ``pd``, every input a column of one pandas DataFrame.
@@ -115,6 +124,7 @@ class Predictor:
     model: Any = None
     tensor_inputs: list[dict[str, Any]] | None = None
     tensor_outputs: list[dict[str, Any]] | None = None
+    default_outputs: list[str] | None = None
     content_type: str | None = None
     numpy_input: bool = False
     max_batch_size: int = 1
@@ -217,6 +227,22 @@ class Predictor:
     def predict(self, payload: Any) -> Any:
         """The whole predict pipeline on an already validated payload."""
         return self.convert_output(self.run_predict(self.convert_prediction_input(payload)))
+
+    def predict_outputs(self, payload: Any, names: tuple[str, ...]) -> dict[str, Any]:
+        """Override to compute only the V2 outputs a request asks for: the whole predict pipeline on an already
+        validated payload (as ``predict``), returning a dict holding at least the outputs ``names`` (each once,
+        in the order of ``tensor_outputs``; the request's choice, else ``default_outputs``, else every output).
+
+        Where a predictor overrides it, the server calls it instead of ``predict`` for every V2 inference
+        request (REST and gRPC); ``predict`` still serves everything else (the self-test, the stevedore routes,
+        jobs), with every output or, for a runtime, the default one. Batched, a call merges only requests asking
+        for the same ``names``, and each of its outputs must then give one item a row. A model in worker
+        processes or on Ray Serve is called there the same way."""
+        raise NotImplementedError
+
+    @property
+    def has_predict_outputs(self) -> bool:
+        return type(self).predict_outputs is not Predictor.predict_outputs
 
     def predict_stream(self, payload: Any) -> Any:
         """Override to stream: a generator (or async generator) of JSON-serializable items for a validated predict

@@ -54,3 +54,18 @@ class Broken(FilePredictor):
 
     def __init__(self, spec: Any) -> None:
         raise RuntimeError("this runtime is broken")
+
+
+class TwoOutputs(Weights):
+    """Two V2 outputs, ``dot`` (the default) and ``double`` (twice it), each computed only when asked for."""
+
+    patterns = ("*.two",)
+
+    def derive(self) -> Derived:
+        derived = super().derive()
+        outputs = [{"name": name, "datatype": "FP64", "shape": [-1]} for name in ("dot", "double")]
+        return Derived(derived.predict_schema, derived.predict_fixture, tensor_outputs=outputs, default_outputs=["dot"])
+
+    def predict_outputs(self, payload: Any, names: tuple[str, ...]) -> dict[str, Any]:
+        dot = np.asarray(self.run_predict(payload))
+        return {name: dot * 2 if name == "double" else dot for name in names}

@@ -34,6 +34,7 @@ RUNTIMES = {
     "pickled": "tests.file_runtimes:Pickled",
     "opaque": "tests.file_runtimes:Opaque",
     "broken": "tests.file_runtimes:Broken",
+    "two": "tests.file_runtimes:TwoOutputs",
 }
 
 
@@ -45,6 +46,7 @@ def write_models(folder: Path) -> str:
     (folder / "models" / "dot.pickled").write_bytes(pickle.dumps(WEIGHTS))
     (folder / "models" / "dot.opaque").write_bytes(orjson.dumps(WEIGHTS))
     (folder / "models" / "model.broken").write_text("")
+    (folder / "models" / "dot.two").write_bytes(orjson.dumps(WEIGHTS))
     (folder / "models" / "model.xyz").write_text("")
     (folder / "models" / "dot.txt").write_bytes(orjson.dumps(WEIGHTS))  # named by no runtime's patterns
     (folder / "schema.json").write_bytes(orjson.dumps({"type": "array", "items": {"type": "array"}}))
@@ -88,6 +90,11 @@ predict_schema = "schema.json"
 predict_fixture = "fixture.json"
 [models.broken]
 uri = "models/model.broken"
+[models.two]
+uri = "models/dot.two"
+[models.two-in-processes]
+uri = "models/dot.two"
+processes = 2
 """
 
 
@@ -137,6 +144,19 @@ def test_a_model_file_speaks_the_open_inference_protocol(server: Server) -> None
     assert answer.json()["outputs"][0]["data"] == [6.0, 3.0]
     metadata = httpx.get(server.url + "/v2/models/dot", timeout=30).json()
     assert metadata["inputs"] == [{"name": "input-0", "datatype": "FP64", "shape": [-1, 3]}]
+
+
+@pytest.mark.parametrize("name", ["two", "two-in-processes"])
+def test_a_runtime_computes_the_outputs_a_request_names_in_the_server_or_its_processes(
+    server: Server, name: str
+) -> None:
+    inputs = [{"name": "input-0", "datatype": "FP64", "shape": [1, 3], "data": [1, 1, 1]}]
+    url = f"{server.url}/v2/models/{name}/infer"
+    default = httpx.post(url, json={"inputs": inputs}, timeout=30).json()
+    assert [(output["name"], output["data"]) for output in default["outputs"]] == [("dot", [6.0])]
+    chosen = httpx.post(url, json={"inputs": inputs, "outputs": [{"name": "double"}]}, timeout=30)
+    assert chosen.status_code == 200, chosen.text
+    assert [(output["name"], output["data"]) for output in chosen.json()["outputs"]] == [("double", [12.0])]
 
 
 def test_the_catalogue_says_which_runtime_and_file_serve_a_model(server: Server) -> None:

@@ -38,18 +38,24 @@ RAY_COMMANDS = README.split("<!-- ray-commands -->")[1].split("<!-- /ray-command
 TOUR = re.search(r"## A tour with curl.*?```sh\n(.*?)```", README, flags=re.DOTALL)[1]  # type: ignore[index]
 V2_CURL = re.search(r"```sh\n(curl -s -d '\{\"id\".*?)```", README, flags=re.DOTALL)[1]  # type: ignore[index]
 
+#: The example plugin's model file, also served with no code by the scikit-learn runtime (a skops file).
+MODEL_FILE = REPO / "contrib" / "sklearn_logreg" / "stevedore_sklearn_logreg" / "model.skops"
 #: Each model's deployment options; small CPU shares so that everything fits on three one-CPU nodes.
-SETTINGS = """
+SETTINGS = f"""
+[models.iris-file]
+uri = "{MODEL_FILE}"
+ray_actor_options = {{num_cpus = 0.1}}
+
 [models.iris]
 replicas = 2
 max_replicas_per_node = 1
-ray_actor_options = {num_cpus = 0.25}
+ray_actor_options = {{num_cpus = 0.25}}
 
 [models.iris-proba]
-ray_actor_options = {num_cpus = 0.25}
+ray_actor_options = {{num_cpus = 0.25}}
 
 [models.failing]
-ray_actor_options = {num_cpus = 0.1}
+ray_actor_options = {{num_cpus = 0.1}}
 
 [models.sleeper]
 min_replicas = 1
@@ -57,9 +63,10 @@ max_replicas = 2
 target_ongoing_requests = 1
 upscale_delay = 1
 downscale_delay = 3
-ray_actor_options = {num_cpus = 0.25}
+ray_actor_options = {{num_cpus = 0.25}}
 """
 SETOSA = [5.1, 3.5, 1.4, 0.2]
+V2_SETOSA = {"name": "input-1", "datatype": "FP64", "shape": [1, 4], "data": SETOSA}
 #: Seconds for the application to deploy, for a deployment to scale, for requests to succeed after a node dies.
 DEPLOY_TIMEOUT = 300
 SCALE_TIMEOUT = 120
@@ -204,6 +211,11 @@ def test_every_route_answers_as_the_standalone_server(ray_url: str, standalone: 
         ("GET", "/predictors", None),
         ("POST", "/predict", {"predictor": "iris", "payload": [SETOSA]}),
         ("GET", "/docs", None),
+        # A model file through its runtime: the stevedore route, and V2 with an output chosen by name.
+        ("POST", "/models/iris-file/predict", [SETOSA]),
+        ("GET", "/v2/models/iris-file", None),
+        ("POST", "/v2/models/iris-file/infer", {"inputs": [V2_SETOSA], "outputs": [{"name": "predict_proba"}]}),
+        ("POST", "/v2/models/iris-file/infer", {"inputs": [V2_SETOSA]}),
     ]
     for method, path, body in requests:
         content = body if isinstance(body, bytes) else None
@@ -232,12 +244,14 @@ def test_a_plugin_that_fails_to_import_gets_no_deployment_and_is_reported(ray_ur
     report = health.json()
     assert [failure["distribution"] for failure in report["failed_plugins"]] == ["stevedore-test-broken"]
     states = {model["name"]: model["state"] for model in report["models"]}
-    assert states == {"iris": "ready", "iris-proba": "ready", "sleeper": "ready", "failing": "failed"}
+    assert states == {
+        "iris": "ready", "iris-proba": "ready", "iris-file": "ready", "sleeper": "ready", "failing": "failed"
+    }  # fmt: skip
     assert "ZeroDivisionError" in next(m["reason"] for m in report["models"] if m["name"] == "failing")
     deployments = cluster.python(
         "from ray import serve\nprint(sorted(serve.status().applications['stevedore'].deployments))"
     )
-    assert deployments.strip() == "['Ingress', 'failing:1', 'iris-proba:1', 'iris:1', 'sleeper:1']"
+    assert deployments.strip() == "['Ingress', 'failing:1', 'iris-file:1', 'iris-proba:1', 'iris:1', 'sleeper:1']"
 
 
 def deployment_status(cluster: RayCluster, deployment: str) -> str:

@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 from stevedore_server.base.errors import NoTensorInterface
 from stevedore_server.core.signature import input_from_schema
 
-from .helpers import Registers
+from .helpers import Registers, model_runtime
+from .output_predictors import ChoosesOutputs, Classes
 from .predictors import ArrayInput, ObjectPayload, Positive, RowSum, TwoInputs, Words
 
 
@@ -131,3 +132,26 @@ def test_datatype_conversion_keeps_meaning(client: TestClient, datatype: str, da
     assert (response.status_code == 200) is accepted, response.text
     if not accepted:
         assert response.status_code == 400 and set(response.json()) == {"error"}
+
+
+@pytest.mark.parametrize(
+    ("default_outputs", "reason"),
+    [(["nope"], "default_outputs names nope; the outputs are: predict, predict_proba"), ([], "non-empty list")],
+)
+def test_default_outputs_naming_no_output_leave_the_model_without_v2(
+    make_client: Callable[..., TestClient], default_outputs: list[str], reason: str
+) -> None:
+    client = make_client(Registers(Classes(name="bad-defaults", default_outputs=default_outputs)))
+    entry = client.get("/models/bad-defaults").json()
+    assert entry["ready"] is True
+    assert entry["v2"]["available"] is False and reason in entry["v2"]["reason"]
+
+
+def test_predict_outputs_runs_inline_too(make_client: Callable[..., TestClient]) -> None:
+    """A short ``predict_outputs`` of a model declared ``inline`` runs on the event loop, as ``predict`` does."""
+    client = make_client(Registers(ChoosesOutputs(inline=True, max_batch_size=1)))
+    assert model_runtime(client, "chooses").runs_inline(1)
+    tensor = {"name": "input-1", "shape": [1, 2], "datatype": "FP64", "data": [0.75, 0.75]}
+    answer = infer(client, "chooses", tensor, outputs=[{"name": "predict_proba"}]).json()
+    assert [output["name"] for output in answer["outputs"]] == ["predict_proba"]
+    assert answer["outputs"][0]["data"] == [0.25, 0.75] and answer["parameters"] == {"renamed_input": "input-1"}

@@ -3,8 +3,9 @@
 With ``max_batch_size`` above 1, the rows of the waiting requests are
 concatenated, the model is called once, and its result is split back, each
 caller getting exactly its own rows. Only a model whose self-test showed one
-output item a row is batched; a batch result of another length fails that
-batch with a clear message (the model's error, a 500).
+output item a row (of each output, for a dict of outputs by name) is batched;
+a batch result of another length fails that batch with a clear message (the
+model's error, a 500).
 """
 
 from __future__ import annotations
@@ -129,7 +130,11 @@ def merge(parts: list[Any]) -> Any:
 
 
 def split(result: Any, sizes: list[int]) -> list[Any]:
-    """A batch's result cut back into each request's rows; the model must give one item a row."""
+    """A batch's result cut back into each request's rows; the model must give one item a row (of each of its
+    outputs, for a dict of outputs by name)."""
+    if isinstance(result, dict):
+        by_output = {name: split(value, sizes) for name, value in result.items()}
+        return [{name: parts[index] for name, parts in by_output.items()} for index in range(len(sizes))]
     if not hasattr(result, "__len__") or not hasattr(result, "__getitem__") or isinstance(result, (str, dict)):
         raise TypeError(f"a batched model must return one item a row, got {type(result).__name__}")
     if len(result) != sum(sizes):

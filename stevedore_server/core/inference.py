@@ -27,6 +27,8 @@ end's.
 from __future__ import annotations
 
 import enum
+import functools
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +47,8 @@ from .streams import Stream
 
 if TYPE_CHECKING:
     from .signature import Signature
+
+logger = logging.getLogger("stevedore.inference")
 
 #: Payloads larger than this are parsed and validated on a worker thread: megabytes would stall the event loop.
 OFF_LOOP_BYTES = 256 * 1024
@@ -84,11 +88,15 @@ class JSONValue:
 
 @dataclass(frozen=True)
 class Tensors:
-    """Decoded input tensors by input name (Open Inference Protocol), and what they become for the predictor
-    once valid (their content types)."""
+    """Decoded input tensors by the model's input names (Open Inference Protocol), what they become for the
+    predictor once valid (their content types), the outputs the request selected (``Signature.select_outputs``;
+    None: not known, every output) and the name the request gave its one input where the model took it as its
+    only input under another name (``Signature.renamed_input``)."""
 
     arrays: dict[str, np.ndarray[Any, Any]]
     content: ContentPlan = NUMPY_PLAN
+    outputs: list[str] | None = None
+    renamed: str | None = None
 
 
 Payload = JSONText | JSONValue | Tensors
@@ -104,10 +112,12 @@ class Prepared:
 
 @dataclass(frozen=True)
 class Answer:
-    """The model that answered, and its result (not written out yet)."""
+    """The model that answered, and its result (not written out yet): ``predict``'s, or, where ``outputs`` names
+    the outputs asked of ``Predictor.predict_outputs``, its dict by output name."""
 
     model: ServingModel
     result: Any
+    outputs: tuple[str, ...] | None = None
 
 
 class Inference:
@@ -163,6 +173,14 @@ class Inference:
         runtime = model.runtime
         if runtime is None:  # resolve() returned a model with a runtime; this keeps the type checker sure of it
             raise NotReady(f"model {model.name!r} version {model.version!r} is not running")
+        # Only a predictor overriding predict_outputs (here, in its worker processes or on its replicas) is told
+        # the outputs: for any other the call is the same as before it existed.
+        if runtime.chooses_outputs and isinstance(payload, Tensors):
+            signature = tensor_signature(model)
+            selected = signature.select_outputs([]) if payload.outputs is None else payload.outputs
+            names = signature.output_names(selected)
+            result = await runtime.call_outputs(prepared.value, prepared.rows, names)
+            return Answer(model, result, names)
         return Answer(model, await runtime.call(action, prepared.value, prepared.rows))
 
     async def stream(self, ref: ModelRef, payload: Payload) -> Stream:
@@ -206,6 +224,8 @@ def prepare(model: ServingModel, action: Action, payload: Payload, max_depth: in
     if isinstance(payload, Tensors):
         if action is not Action.PREDICT:
             raise BadRequest("tensors are predict inputs only")
+        if payload.renamed is not None:
+            log_renamed(model.name, model.version, payload.renamed, tensor_signature(model).inputs[0].name)
         return prepare_tensors(model, validator, payload.arrays, payload.content)
     if isinstance(payload, JSONText) and action is Action.PREDICT:
         return prepare_json_text(model, validator, payload.body, max_depth)
@@ -271,6 +291,16 @@ def prepare_tensors(
     if not model.predictor.numpy_input:
         return Prepared(as_lists(decoded), rows)
     return Prepared(decoded[names[0]] if single else decoded, rows)
+
+
+@functools.lru_cache(maxsize=256)
+def log_renamed(model: str, version: str, given: str, taken: str) -> None:
+    """Say, once per model and name (not once a request: the access log has that), that a request's one input
+    was taken as the model's only input."""
+    logger.info(
+        "model %s version %s: input %r taken as its only input %r (a request of one input may name it as it "
+        "likes, as MLServer and KServe allow); logged once for this name", model, version, given, taken,
+    )  # fmt: skip
 
 
 def tensor_signature(model: ServingModel) -> Signature:

@@ -5,6 +5,7 @@ serving state is built; each of the three mechanisms is a module of its own (``a
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from stevedore_server.base.settings import ModelLimits
 from stevedore_server.plugins.loading import LoadedModel
 
 from .admission import Admission, ModelThreads
-from .batching import Batcher
+from .batching import BatchCall, Batcher
 from .inline import CallCost, InlinePolicy
 
 logger = logging.getLogger("stevedore.runtime")
@@ -30,8 +31,15 @@ class Runtime(Protocol):
         """Nothing in flight: the runtime can be closed."""
         ...
 
+    #: The predictor computes only the V2 outputs asked (``Predictor.predict_outputs``): ``call_outputs``.
+    chooses_outputs: bool
+
     async def call(self, action: str, payload: Any, rows: int | None) -> Any:
         """``action`` on a valid ``payload`` (``rows`` rows, or None where it is not rows)."""
+        ...
+
+    async def call_outputs(self, payload: Any, rows: int | None, names: tuple[str, ...]) -> Any:
+        """A predict computing the outputs ``names`` only (``Predictor.predict_outputs``)."""
         ...
 
     def close(self) -> None: ...
@@ -51,6 +59,10 @@ class ModelRuntime:
         label = f"model {model.name} version {model.version}"
         self.inline = InlinePolicy(label, cost, limits.inline_budget) if cost and limits.inline_budget > 0 else None
         self.batcher = self._batcher() if limits.max_batch_size > 1 else None
+        #: The predictor computes only the V2 outputs asked (``Predictor.predict_outputs``): ``call_outputs``.
+        self.chooses_outputs = model.predictor.has_predict_outputs
+        #: A batcher for each set of outputs asked of ``predict_outputs``: a batch is one call, of one set.
+        self.output_batchers: dict[tuple[str, ...], Batcher] = {}
 
     def _batcher(self) -> Batcher | None:
         model = self.model
@@ -60,7 +72,15 @@ class ModelRuntime:
                 model.name, model.version,
             )  # fmt: skip
             return None
-        return Batcher(model.name, model.version, self.limits, self._call_batch, self.metrics)
+        return Batcher(model.name, model.version, self.limits, self._batch_call(model.predictor.predict), self.metrics)
+
+    def _output_batcher(self, names: tuple[str, ...]) -> Batcher:
+        batcher = self.output_batchers.get(names)
+        if batcher is None:
+            call = self._batch_call(functools.partial(self.model.predictor.predict_outputs, names=names))
+            batcher = Batcher(self.model.name, self.model.version, self.limits, call, self.metrics)
+            self.output_batchers[names] = batcher
+        return batcher
 
     @property
     def idle(self) -> bool:
@@ -76,6 +96,17 @@ class ModelRuntime:
         if policy is not None and rows is not None:
             return self._inline(policy, action, method, payload, rows)
         return await self.admission.run(action, self._in_thread(action, method, payload))
+
+    async def call_outputs(self, payload: Any, rows: int | None, names: tuple[str, ...]) -> Any:
+        """A predict through ``Predictor.predict_outputs``, computing the outputs ``names`` (a predictor that
+        overrides it: ``chooses_outputs``), as ``call`` runs a predict; batched with requests asking the same."""
+        if rows is not None and self.batcher is not None:
+            return await self.admission.run("predict", self._output_batcher(names).submit(payload))
+        method = functools.partial(self.model.predictor.predict_outputs, names=names)
+        policy = self._inline_policy(rows)
+        if policy is not None and rows is not None:
+            return self._inline(policy, "predict", method, payload, rows)
+        return await self.admission.run("predict", self._in_thread("predict", method, payload))
 
     def runs_inline(self, rows: int) -> bool:
         """Whether a predict of ``rows`` rows would run on the event loop now."""
@@ -108,18 +139,25 @@ class ModelRuntime:
         except Exception as error:
             raise ModelFailure(self.model.name, self.model.version, action, error) from error
 
-    async def _call_batch(self, rows: Any) -> Any:
-        policy = self._inline_policy(len(rows))
-        if policy is not None:
-            try:
-                return policy.call(self.model.predictor.predict, rows, len(rows))
-            except Exception as error:
-                raise ModelFailure(self.model.name, self.model.version, "predict", error) from error
-        return await self._in_thread("predict", self.model.predictor.predict, rows)
+    def _batch_call(self, method: Callable[[Any], Any]) -> BatchCall:
+        """What a batcher calls to run a merged batch through ``method`` (``predict``, or ``predict_outputs`` of
+        one set of outputs): inline where the policy allows, else on the model's threads."""
+
+        async def call(rows: Any) -> Any:
+            policy = self._inline_policy(len(rows))
+            if policy is not None:
+                try:
+                    return policy.call(method, rows, len(rows))
+                except Exception as error:
+                    raise ModelFailure(self.model.name, self.model.version, "predict", error) from error
+            return await self._in_thread("predict", method, rows)
+
+        return call
 
     def close(self) -> None:
-        if self.batcher is not None:
-            self.batcher.stop()
+        for batcher in [self.batcher, *self.output_batchers.values()]:
+            if batcher is not None:
+                batcher.stop()
         self.threads.close()
         try:
             self.model.predictor.unload()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +31,29 @@ class Signature:
     tensor_check: ArrayCheck | None = None
     #: The content type the predictor asks for where a request names none (None: ``np``).
     content_type: str | None = None
+    #: The outputs a request that names none gets (None: every output).
+    default_outputs: tuple[str, ...] | None = None
+
+    def renamed_input(self, given: Sequence[Any]) -> str | None:
+        """The name a request ``given`` its one input where this single-input model takes it as its only input
+        under another name, as MLServer and KServe do (MLServer's ``NumpyRequestCodec`` names it ``input-1``);
+        None where the request uses the model's names (or names that ``input_spec`` refuses)."""
+        if len(given) != 1 or len(self.inputs) != 1:
+            return None
+        name = given[0]
+        if not isinstance(name, str) or not name or name == self.inputs[0].name:
+            return None
+        return name
+
+    def input_specs(self, renamed: str | None = None) -> dict[str, TensorSpec]:
+        """The model's inputs by the names a request gives them: theirs, or ``renamed`` for the only one."""
+        if renamed is not None:
+            return {renamed: self.inputs[0]}
+        return self.inputs_by_name
+
+    @functools.cached_property
+    def inputs_by_name(self) -> dict[str, TensorSpec]:
+        return {spec.name: spec for spec in self.inputs}
 
     def declared_content(self) -> dict[str, tuple[str, str | None]]:
         """Each input's datatype and declared content type, by input name."""
@@ -38,16 +63,29 @@ class Signature:
         return next((spec.content_type for spec in self.outputs if spec.name == name), None)
 
     def select_outputs(self, requested: list[str]) -> list[str]:
-        """The outputs a request asks for by name (none named: every output); BadRequest for an unknown one."""
+        """The outputs a request asks for by name (none named: the model's default outputs, else every output);
+        BadRequest for an unknown one."""
         names = [spec.name for spec in self.outputs]
         unknown = [name for name in requested if name not in names]
         if unknown:
             raise BadRequest(f"unknown outputs: {', '.join(unknown)}; the model's outputs are: {', '.join(names)}")
-        return requested or names
+        if requested:
+            return requested
+        return list(self.default_outputs) if self.default_outputs is not None else names
 
-    def results_by_output(self, result: Any) -> dict[str, Any]:
-        """A model's result by output name (a model with several outputs returns a dict of them); TypeError for
-        a result that is not."""
+    def output_names(self, selected: Sequence[str]) -> tuple[str, ...]:
+        """The ``selected`` outputs as ``Predictor.predict_outputs`` receives them: each once, in the model's
+        order (so that requests asking for the same outputs share a batch whatever order they name them in)."""
+        return tuple(spec.name for spec in self.outputs if spec.name in selected)
+
+    def results_by_output(self, result: Any, asked: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """A model's result by output name: ``predict``'s (a model with several outputs returns a dict of them),
+        or, where the outputs ``asked`` were given to ``predict_outputs``, its dict holding at least those;
+        TypeError for a result that is not so."""
+        if asked is not None:
+            if not isinstance(result, dict) or not set(asked) <= set(result):
+                raise TypeError(f"predict_outputs asked for {list(asked)} must return a dict with those keys")
+            return result
         if len(self.outputs) == 1:
             return {self.outputs[0].name: result}
         names = [spec.name for spec in self.outputs]
@@ -73,7 +111,20 @@ def signature_of(model: LoadedModel) -> Signature:
     content_type = predictor.content_type
     if content_type is not None and content_type not in CONTENT_TYPES:
         raise NoTensorInterface(f"content_type {content_type!r} is not one of {', '.join(CONTENT_TYPES)}")
-    return Signature(inputs, outputs, check, content_type)
+    return Signature(inputs, outputs, check, content_type, default_outputs(predictor.default_outputs, outputs))
+
+
+def default_outputs(declared: Any, outputs: tuple[TensorSpec, ...]) -> tuple[str, ...] | None:
+    """The predictor's ``default_outputs``, checked: a non-empty list of names of its outputs, or None."""
+    if declared is None:
+        return None
+    names = [spec.name for spec in outputs]
+    if not isinstance(declared, (list, tuple)) or not declared or not all(isinstance(n, str) for n in declared):
+        raise NoTensorInterface(f"default_outputs must be a non-empty list of output names, not {declared!r}")
+    unknown = [name for name in declared if name not in names]
+    if unknown:
+        raise NoTensorInterface(f"default_outputs names {', '.join(unknown)}; the outputs are: {', '.join(names)}")
+    return tuple(declared)
 
 
 def declared(spec: Any, attribute: str) -> TensorSpec:

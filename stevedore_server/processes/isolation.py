@@ -94,6 +94,7 @@ def load_in_processes(candidate: Candidate, settings: Settings) -> LoadedModel:
     predictor.created = description["created"]
     predictor.distribution_metadata = description["distribution"]
     predictor.streams = description["streams"]
+    predictor.chooses_outputs = description["chooses_outputs"]
     loaded = load_model(predictor, candidate.source)
     if not loaded.ready:
         pool.close()

@@ -68,6 +68,8 @@ class ProcessPredictor(Predictor):
         self.distribution_metadata: dict[str, Any] | None = None
         #: The model implements ``predict_stream`` (where it runs).
         self.streams = False
+        #: The model implements ``predict_outputs`` (where it runs).
+        self.chooses_outputs = False
         #: The orders of the pool ``load`` starts (a trained version's).
         self.pending_orders: dict[str, Any] | None = None
 
@@ -78,6 +80,14 @@ class ProcessPredictor(Predictor):
 
     def predict(self, payload: Any) -> Any:
         return self._pool().call("predict", payload)
+
+    def predict_outputs(self, payload: Any, names: tuple[str, ...]) -> dict[str, Any]:
+        outputs: dict[str, Any] = self._pool().call("predict_outputs", (payload, names))
+        return outputs
+
+    @property
+    def has_predict_outputs(self) -> bool:
+        return self.chooses_outputs
 
     def score(self, payload: Any) -> Any:
         return self._pool().call("score", payload)

@@ -176,6 +176,7 @@ def loaded_description(loaded: Any) -> dict[str, Any]:
         "created": loaded.created,
         "declared": declared,
         "streams": predictor.has_stream,
+        "chooses_outputs": predictor.has_predict_outputs,
         "distribution": distribution_metadata(loaded.source.distribution),
         "python": python_description(),
         "pid": os.getpid(),
@@ -211,13 +212,20 @@ def answer(connection: Connection, predictor: Any) -> None:
             stream(connection, predictor, payload)
             continue
         try:
-            method = predictor.predict if action == "predict" else predictor.score
-            reply: tuple[Any, ...] = ("ok", method(payload))
+            reply: tuple[Any, ...] = ("ok", run(predictor, action, payload))
         except ClientError as error:
             reply = ("client", error)
         except Exception as error:
             reply = ("error", f"{type(error).__name__}: {error}", traceback.format_exc())
         send_reply(connection, reply)
+
+
+def run(predictor: Any, action: str, payload: Any) -> Any:
+    """``predict``, ``score``, or ``predict_outputs`` (its payload and output names) on ``payload``."""
+    if action == "predict_outputs":
+        value, names = payload
+        return predictor.predict_outputs(value, tuple(names))
+    return predictor.predict(payload) if action == "predict" else predictor.score(payload)
 
 
 def stream(connection: Connection, predictor: Any, payload: Any) -> None:

@@ -36,7 +36,7 @@ from stevedore_server.core.server import ModelServer
 from stevedore_server.core.serving import ServingModel
 from stevedore_server.plugins.loading import LoadedModel, State, compile_schemas, not_loaded
 
-from .replica import LoadReport, Reply
+from .replica import OUTPUTS, LoadReport, Reply
 
 logger = logging.getLogger("stevedore.rayserve")
 
@@ -95,14 +95,18 @@ class LifespanState:
 class DeploymentRuntime:
     """A model's runtime in the ingress: each call runs on a replica of the model's deployment."""
 
-    def __init__(self, handle: DeploymentHandle, label: str, timeout: float) -> None:
+    def __init__(self, handle: DeploymentHandle, label: str, timeout: float, chooses_outputs: bool = False) -> None:
         self.handle = handle
         self.label = label
         self.timeout = timeout + REPLY_MARGIN
+        self.chooses_outputs = chooses_outputs
 
     @property
     def idle(self) -> bool:
         return True  # the replicas hold the calls
+
+    async def call_outputs(self, payload: Any, rows: int | None, names: tuple[str, ...]) -> Any:
+        return await self.call(OUTPUTS, (payload, names), rows)
 
     async def call(self, action: str, payload: Any, rows: int | None) -> Any:
         response = self.handle.call.remote(action, payload, rows)
@@ -154,7 +158,8 @@ def runtime_starter(handles: dict[str, DeploymentHandle], key: Callable[[str, st
         if not model.ready or handle is None:
             return model
         label = f"model {model.name!r} version {model.version!r}"
-        runtime = DeploymentRuntime(handle, label, settings.limits_for(model.predictor).timeout)
+        timeout = settings.limits_for(model.predictor).timeout
+        runtime = DeploymentRuntime(handle, label, timeout, model.predictor.has_predict_outputs)
         # The catalogue's ``runs_in``: the model's replicas, not this ingress's threads.
         metadata = {**model.metadata, "runs_in": {"kind": "ray", "deployment": deployment}}
         return replace(model, runtime=runtime, metadata=metadata)

@@ -37,6 +37,9 @@ from .config import settings_from_args
 
 logger = logging.getLogger("stevedore.rayserve")
 
+#: The action of a predict computing only some outputs: its payload is the value and the outputs' names.
+OUTPUTS = "predict_outputs"
+
 
 @dataclass(frozen=True)
 class LoadReport:
@@ -120,6 +123,9 @@ class ModelReplica:
             reason = model.reason or model.state
             return Reply(self.served_by, error=NotReady(f"model {self.name!r} version {self.version!r}: {reason}"))
         try:
+            if action == OUTPUTS:
+                value, names = payload
+                return Reply(self.served_by, result=await runtime.call_outputs(value, rows, tuple(names)))
             return Reply(self.served_by, result=await runtime.call(action, payload, rows))
         except ClientError as error:
             return Reply(self.served_by, error=error)

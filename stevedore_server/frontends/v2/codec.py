@@ -12,7 +12,7 @@ import numpy as np
 from stevedore_server.base.errors import BadRequest, ModelFailure
 from stevedore_server.base.serialization import dumps, loads
 from stevedore_server.core.content_types import ContentPlan, checked, plan_of
-from stevedore_server.core.inference import Answer
+from stevedore_server.core.inference import Answer, Tensors
 from stevedore_server.core.signature import Signature
 from stevedore_server.core.tensors import (
     TensorSpec,
@@ -29,30 +29,52 @@ EXTENSIONS = ["binary_tensor_data", "model_repository"]
 HEADER_LENGTH = "inference-header-content-length"
 
 
+#: The answer's parameter naming the input a single-input model took under another name (``renamed_input``).
+RENAMED_INPUT = "renamed_input"
+
+
 @dataclass(frozen=True)
 class Decoded:
-    """A decoded inference request: its JSON header, its input arrays, what they become for the predictor, the
-    outputs it wants."""
+    """A decoded inference request: its JSON header, its input arrays (by the model's names), what they become
+    for the predictor, the outputs it wants, and the name it gave its one input where the model took it as its
+    only input under another name."""
 
     header: dict[str, Any]
     arrays: dict[str, np.ndarray[Any, Any]]
     content: ContentPlan
     selected: list[str]
+    renamed: str | None = None
+
+    def tensors(self) -> Tensors:
+        """The request as the inference core takes it."""
+        return Tensors(self.arrays, self.content, self.selected, self.renamed)
 
 
 def decode_request(signature: Signature, header_length: str | None, body: bytes, max_depth: int) -> Decoded:
     header, binary = split_body(body, header_length, max_depth)
-    arrays = decode_inputs(header, binary, signature)
-    return Decoded(header, arrays, content_plan(header, signature), requested_outputs(header, signature))
+    renamed = signature.renamed_input(input_names(header)) if len(signature.inputs) == 1 else None
+    arrays = decode_inputs(header, binary, signature, renamed)
+    content = content_plan(header, signature, renamed)
+    return Decoded(header, arrays, content, requested_outputs(header, signature), renamed)
 
 
-def content_plan(header: dict[str, Any], signature: Signature) -> ContentPlan:
+def input_names(header: dict[str, Any]) -> list[Any]:
+    """The names the request gives its inputs (whatever they are: ``decode_inputs`` checks them)."""
+    tensors = header.get("inputs")
+    if not isinstance(tensors, list):
+        return []
+    return [tensor.get("name") if type(tensor) is dict else None for tensor in tensors]
+
+
+def content_plan(header: dict[str, Any], signature: Signature, renamed: str | None = None) -> ContentPlan:
     """What the request's inputs become for the predictor, from the content types it and the model name."""
     request_type = checked(parameters(header, "the request").get("content_type"), "the request")
     input_types = {
         tensor["name"]: checked(parameters(tensor, f"input {tensor['name']!r}").get("content_type"), tensor["name"])
         for tensor in header["inputs"]
     }
+    if renamed is not None:  # the model's own name for it
+        input_types = {signature.inputs[0].name: input_types[renamed]}
     return plan_of(request_type, input_types, signature.declared_content(), signature.content_type)
 
 
@@ -77,11 +99,14 @@ def parameters(holder: dict[str, Any], what: str) -> dict[str, Any]:
     return found
 
 
-def decode_inputs(header: dict[str, Any], binary: bytes, signature: Signature) -> dict[str, np.ndarray[Any, Any]]:
+def decode_inputs(
+    header: dict[str, Any], binary: bytes, signature: Signature, renamed: str | None = None
+) -> dict[str, np.ndarray[Any, Any]]:
+    """The request's inputs by the model's input names (``renamed``: the name the request gave the only one)."""
     tensors = header.get("inputs")
     if not isinstance(tensors, list) or not tensors:
         raise BadRequest("inputs must be a non-empty list of tensors")
-    specs = {spec.name: spec for spec in signature.inputs}
+    specs = signature.input_specs(renamed)
     arrays: dict[str, np.ndarray[Any, Any]] = {}
     offset = 0
     for tensor in tensors:
@@ -92,7 +117,7 @@ def decode_inputs(header: dict[str, Any], binary: bytes, signature: Signature) -
         offset += used
     if offset != len(binary):
         raise BadRequest(f"{len(binary) - offset} bytes of binary data belong to no input")
-    missing = [name for name in specs if name not in arrays]
+    missing = [spec.name for spec in signature.inputs if spec.name not in arrays]
     if missing:
         raise BadRequest(f"missing inputs: {', '.join(missing)}")
     return arrays
@@ -101,13 +126,14 @@ def decode_inputs(header: dict[str, Any], binary: bytes, signature: Signature) -
 def decode_tensor(
     tensor: Any, binary: bytes, offset: int, specs: dict[str, TensorSpec]
 ) -> tuple[str, np.ndarray[Any, Any], int]:
-    """One input as the model's datatype and shape, and how many binary bytes it used."""
+    """One input (by the model's name for it) as the model's datatype and shape, and how many binary bytes it
+    used."""
     if not isinstance(tensor, dict):
         raise BadRequest("each input must be an object with name, shape, datatype and data")
     datatype: Any = tensor.get("datatype")  # checked by input_spec
     shape: Any = tensor.get("shape")
     spec = input_spec(tensor.get("name"), datatype, shape, specs)
-    name = spec.name
+    name = tensor["name"]  # the request's: its errors name what it sent
     size = parameters(tensor, f"input {name!r}").get("binary_data_size")
     if size is None:
         if "data" not in tensor:
@@ -118,13 +144,13 @@ def decode_tensor(
             raise BadRequest(f"input {name!r}: binary_data_size {size!r} does not fit the binary data")
         flat = decode_binary_data(name, datatype, binary[offset : offset + size], element_count(shape))
         used = size
-    return name, model_input(spec, flat, datatype, shape), used
+    return spec.name, model_input(spec, flat, datatype, shape), used
 
 
 def requested_outputs(header: dict[str, Any], signature: Signature) -> list[str]:
     requested = header.get("outputs")
     if requested is None:
-        return [spec.name for spec in signature.outputs]
+        return signature.select_outputs([])
     if not isinstance(requested, list) or not all(
         isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested
     ):
@@ -140,13 +166,16 @@ def outputs_of(answer: Answer) -> dict[str, Any]:
     try:
         if model.signature is None:  # the model answered tensors, so it has a signature
             raise TypeError("the model has no tensor outputs")
-        return model.signature.results_by_output(answer.result)
+        return model.signature.results_by_output(answer.result, answer.outputs)
     except TypeError as error:
         raise ModelFailure(model.name, model.version, "predict", error) from error
 
 
-def encode_response(answer: Answer, header: dict[str, Any], selected: list[str]) -> tuple[bytes, dict[str, str]]:
-    """The inference response (body and headers): the selected outputs, JSON or binary as asked."""
+def encode_response(
+    answer: Answer, header: dict[str, Any], selected: list[str], renamed: str | None = None
+) -> tuple[bytes, dict[str, str]]:
+    """The inference response (body and headers): the selected outputs, JSON or binary as asked; its
+    ``parameters`` name the input ``renamed`` where the model took the request's one input under another name."""
     entry = answer.model
     results = outputs_of(answer)
     signature = entry.signature
@@ -166,6 +195,8 @@ def encode_response(answer: Answer, header: dict[str, Any], selected: list[str])
     body: dict[str, Any] = {"model_name": entry.name, "model_version": entry.version, "outputs": tensors}
     if isinstance(header.get("id"), str):
         body["id"] = header["id"]
+    if renamed is not None:
+        body["parameters"] = {RENAMED_INPUT: renamed}
     json_part = dumps(body)
     if not chunks:
         return json_part, {}

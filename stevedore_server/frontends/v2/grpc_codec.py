@@ -32,7 +32,7 @@ from stevedore_server.core.tensors import (
     text_of,
 )
 
-from .codec import outputs_of
+from .codec import RENAMED_INPUT, outputs_of
 from .protocol import ModelInferResponse
 
 #: The ``InferTensorContents`` field that holds each datatype's elements (FP16 has none: raw contents only).
@@ -62,37 +62,46 @@ FIELD_DTYPE = {
 }
 
 
-def decode_inputs(request: Any, signature: Signature) -> dict[str, np.ndarray[Any, Any]]:
-    """The request's inputs as the model's datatypes and shapes: BadRequest for anything the model cannot take."""
+def renamed_input(request: Any, signature: Signature) -> str | None:
+    """The name the request gave its one input where the model takes it as its only input under another name."""
+    return signature.renamed_input([tensor.name for tensor in request.inputs])
+
+
+def decode_inputs(request: Any, signature: Signature, renamed: str | None = None) -> dict[str, np.ndarray[Any, Any]]:
+    """The request's inputs as the model's datatypes and shapes, by the model's input names (``renamed``: the name
+    the request gave the only one): BadRequest for anything the model cannot take."""
     if not request.inputs:
         raise BadRequest("inputs must be a non-empty list of tensors")
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise BadRequest(f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs")
-    specs = {spec.name: spec for spec in signature.inputs}
+    specs = signature.input_specs(renamed)
     arrays: dict[str, np.ndarray[Any, Any]] = {}
     for index, tensor in enumerate(request.inputs):
         shape = list(tensor.shape)
         spec = input_spec(tensor.name, tensor.datatype, shape, specs)
+        name = tensor.name  # the request's: its errors name what it sent
         if spec.name in arrays:
-            raise BadRequest(f"input {spec.name!r} is given twice")
+            raise BadRequest(f"input {name!r} is given twice")
         if raw:
             if tensor.HasField("contents"):
-                raise BadRequest(f"input {spec.name!r} has contents as well as raw_input_contents")
-            flat = decode_binary_data(spec.name, tensor.datatype, raw[index], element_count(shape))
+                raise BadRequest(f"input {name!r} has contents as well as raw_input_contents")
+            flat = decode_binary_data(name, tensor.datatype, raw[index], element_count(shape))
         else:
-            flat = typed_contents(spec.name, tensor.datatype, tensor.contents, element_count(shape))
+            flat = typed_contents(name, tensor.datatype, tensor.contents, element_count(shape))
         arrays[spec.name] = model_input(spec, flat, tensor.datatype, shape)
-    missing = [name for name in specs if name not in arrays]
+    missing = [spec.name for spec in signature.inputs if spec.name not in arrays]
     if missing:
         raise BadRequest(f"missing inputs: {', '.join(missing)}")
     return arrays
 
 
-def content_plan(request: Any, signature: Signature) -> ContentPlan:
+def content_plan(request: Any, signature: Signature, renamed: str | None = None) -> ContentPlan:
     """What the request's inputs become for the predictor, from the ``content_type`` string parameters of the
     request and its inputs and the content types the model declares."""
     input_types = {tensor.name: content_type_of(tensor.parameters, tensor.name) for tensor in request.inputs}
+    if renamed is not None:  # the model's own name for it
+        input_types = {signature.inputs[0].name: input_types[renamed]}
     request_type = content_type_of(request.parameters, "the request")
     return plan_of(request_type, input_types, signature.declared_content(), signature.content_type)
 
@@ -123,11 +132,14 @@ def requested_outputs(request: Any, signature: Signature) -> list[str]:
     return signature.select_outputs([output.name for output in request.outputs])
 
 
-def encode_response(answer: Answer, request: Any, selected: list[str]) -> Any:
-    """The selected outputs, raw if the request was raw, else typed."""
+def encode_response(answer: Answer, request: Any, selected: list[str], renamed: str | None = None) -> Any:
+    """The selected outputs, raw if the request was raw, else typed; its ``parameters`` name the input
+    ``renamed`` where the model took the request's one input under another name."""
     model = answer.model
     results = outputs_of(answer)
     response = ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
+    if renamed is not None:
+        response.parameters[RENAMED_INPUT].string_param = renamed
     raw = bool(request.raw_input_contents)
     for name in selected:
         try:

@@ -28,7 +28,7 @@ from stevedore_server.frontends.auth import ADMIN, INFER
 
 from . import protocol as pb
 from .codec import EXTENSIONS
-from .grpc_codec import content_plan, decode_inputs, encode_response, requested_outputs
+from .grpc_codec import content_plan, decode_inputs, encode_response, renamed_input, requested_outputs
 
 #: A handler: request message to (an awaitable of) the response message, or to an async iterator of them.
 Handler = Callable[[Any], Any]
@@ -117,16 +117,17 @@ class InferenceService:
             raise BadRequest(
                 f"model {model.name!r} version {model.version!r} has no V2 interface: {model.no_tensor_reason}"
             )
-        decode = functools.partial(decode_inputs, request, signature)
+        renamed = renamed_input(request, signature)
+        decode = functools.partial(decode_inputs, request, signature, renamed)
         # A large request is decoded off the event loop, as large REST bodies are.
         large = (
             sum(len(raw) for raw in request.raw_input_contents) > OFF_LOOP_BYTES or request.ByteSize() > OFF_LOOP_BYTES
         )
         arrays = await to_thread.run_sync(decode) if large else decode()
         selected = requested_outputs(request, signature)
-        content = content_plan(request, signature)
-        answer = await self.server.inference.call(ref, Action.PREDICT, Tensors(arrays, content))
-        return encode_response(answer, request, selected)
+        content = content_plan(request, signature, renamed)
+        answer = await self.server.inference.call(ref, Action.PREDICT, Tensors(arrays, content, selected, renamed))
+        return encode_response(answer, request, selected, renamed)
 
     # -- the model repository extension ---------------------------------------------
 

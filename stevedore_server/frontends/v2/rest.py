@@ -15,7 +15,7 @@ from starlette.routing import BaseRoute
 from stevedore_server.base.errors import BadRequest, ClientError
 from stevedore_server.base.serialization import loads
 from stevedore_server.base.version import __version__
-from stevedore_server.core.inference import OFF_LOOP_BYTES, Action, Tensors, tensor_signature
+from stevedore_server.core.inference import OFF_LOOP_BYTES, Action, tensor_signature
 from stevedore_server.core.repository import ModelRepository
 from stevedore_server.core.serving import ServingModel
 from stevedore_server.core.signature import Signature
@@ -114,8 +114,8 @@ async def infer(request: Request) -> Response:
     max_depth = server_of(request).settings.max_json_depth
     # A large body is decoded off the event loop, as JSON bodies are parsed.
     decoded = await to_thread.run_sync(decode, max_depth) if len(body) > OFF_LOOP_BYTES else decode(max_depth)
-    answer = await inference.call(ref, Action.PREDICT, Tensors(decoded.arrays, decoded.content))
-    content, headers = encode_response(answer, decoded.header, decoded.selected)
+    answer = await inference.call(ref, Action.PREDICT, decoded.tensors())
+    content, headers = encode_response(answer, decoded.header, decoded.selected, decoded.renamed)
     media_type = "application/octet-stream" if HEADER_LENGTH in headers else "application/json"
     return Response(content, media_type=media_type, headers=headers)
 
