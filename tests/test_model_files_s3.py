@@ -1,6 +1,6 @@
 """Model files at ``s3://`` URIs, from a real S3-compatible server (moto's server mode on loopback): served by the
-scikit-learn runtime as the estimator answers, pinned by hash, and after a restart from the cache with the S3
-server gone (no network at all)."""
+scikit-learn, XGBoost, LightGBM and ONNX runtimes as the libraries answer, declared by ``--model`` and by a
+settings file, pinned by hash, and after a restart from the cache with the S3 server gone (no network at all)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,14 @@ from typing import Any
 import boto3
 import httpx
 import joblib
+import lightgbm
 import numpy as np
+import onnxruntime
 import pytest
 import skops.io
+import xgboost
 from moto.server import ThreadedMotoServer
+from skl2onnx import to_onnx
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -38,6 +42,8 @@ class Store:
     server: ThreadedMotoServer
     model: Any
     joblib_sha256: str
+    #: What each library answers on ROWS, by the name the settings file serves its model under.
+    expected: dict[str, list[Any]]
 
     @property
     def environment(self) -> dict[str, str]:
@@ -71,20 +77,47 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     client.upload_file(str(folder / "model.joblib"), "models", "iris/v2/model.joblib")
     client.upload_file(str(folder / "model.skops"), "models", "kserve/iris/model.skops")
     digest = hashlib.sha256((folder / "model.joblib").read_bytes()).hexdigest()
+    expected = save_tree_and_onnx_models(folder, features, labels, model)
+    for key in ("xgboost/model.json", "lightgbm/model.txt", "onnx/model.onnx"):
+        client.upload_file(str(folder / key.replace("/", "-")), "models", key)
     try:
-        yield Store(endpoint, server, model, digest)
+        yield Store(endpoint, server, model, digest, expected)
     finally:
         server.stop()
+
+
+def save_tree_and_onnx_models(folder: Path, features: Any, labels: Any, pipeline: Any) -> dict[str, list[Any]]:
+    """An XGBoost classifier, a LightGBM booster and the ONNX conversion of ``pipeline``, saved by their libraries
+    (named as their S3 keys, ``/`` as ``-``); what each answers on ROWS."""
+    rows = np.asarray(ROWS)
+    classifier = xgboost.XGBClassifier(n_estimators=8, max_depth=3).fit(features, labels)
+    classifier.save_model(folder / "xgboost-model.json")
+    booster = lightgbm.train(
+        {"objective": "multiclass", "num_class": 3, "verbose": -1}, lightgbm.Dataset(features, labels), 5
+    )
+    booster.save_model(folder / "lightgbm-model.txt")
+    onnx_model = to_onnx(pipeline, features[:1].astype(np.float32), options={"zipmap": False})
+    (folder / "onnx-model.onnx").write_bytes(onnx_model.SerializeToString())
+    session = onnxruntime.InferenceSession(folder / "onnx-model.onnx", providers=["CPUExecutionProvider"])
+    (labels_out, *_) = session.run(["label"], {session.get_inputs()[0].name: rows.astype(np.float32)})
+    return {
+        "xgb": classifier.predict(rows.astype(np.float32)).tolist(),
+        "lgb": booster.predict(rows).tolist(),
+        "onnx": labels_out.tolist(),
+    }
 
 
 def serve(store: Store, directory: Path, name: str) -> Server:
     (directory / "stevedore.toml").write_text(
         f'[models.pinned]\nuri = "s3://models/iris/v2/model.joblib"\nsha256 = "{store.joblib_sha256}"\n'
+        '[models.xgb]\nuri = "s3://models/xgboost/model.json"\n'
+        '[models.lgb]\nuri = "s3://models/lightgbm/model.txt"\n'
+        '[models.onnx]\nuri = "s3://models/onnx/model.onnx"\noutput = "label"\n'
     )
     options = (
         "--config", str(directory / "stevedore.toml"), "--state-dir", str(directory / "state"),
         "--model", "iris=s3://models/iris/v1/model.skops", "--model", "folder=sklearn:s3://models/kserve/iris/",
-        "--plugins", "sklearn",
+        "--plugins", "sklearn,xgboost,lightgbm,onnx",
     )  # fmt: skip
     server = Server.start(Venv(Path(sys.prefix), ()), directory / name, *options, **store.environment)
     try:
@@ -109,6 +142,8 @@ def test_s3_model_files_serve_as_the_estimator_answers_and_then_from_the_cache_w
     try:
         for model in ("iris", "folder", "pinned"):
             assert predictions(first, model) == expected
+        for model, answer in store.expected.items():
+            np.testing.assert_allclose(predictions(first, model), answer, rtol=1e-5)
         flat = np.ravel(ROWS).tolist()
         infer = {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [3, 4], "data": flat}]}
         answer = httpx.post(first.url + "/v2/models/iris/infer", json=infer, timeout=30).json()
@@ -120,6 +155,8 @@ def test_s3_model_files_serve_as_the_estimator_answers_and_then_from_the_cache_w
     try:
         for model in ("iris", "folder", "pinned"):
             assert predictions(again, model) == expected
+        for model, answer in store.expected.items():
+            np.testing.assert_allclose(predictions(again, model), answer, rtol=1e-5)
     finally:
         again.stop()
-    assert len(list((tmp_path / "state" / "model-cache").iterdir())) == 3
+    assert len(list((tmp_path / "state" / "model-cache").iterdir())) == 6
