@@ -137,11 +137,18 @@ class FilePredictor(Predictor):
 
     @classmethod
     def claims(cls, path: Path) -> bool:
-        """Whether this runtime reads ``path``; a path that does not exist (a remote URI's last segment) is
-        judged by its name."""
+        """Whether this runtime reads ``path``: a folder with a marker or one file it recognizes, or a file it
+        recognizes; a path that does not exist (a remote URI's last segment) is judged by its name."""
         if path.is_dir():
             return any((path / marker).exists() for marker in cls.markers) or len(cls.matching(path)) == 1
-        return cls.matches(path.name)
+        return cls.matches(path.name) and cls.recognizes(path)
+
+    @classmethod
+    def recognizes(cls, path: Path) -> bool:
+        """Whether the file ``path``, named as ``patterns`` say, holds this runtime's format (it may not exist
+        here: a remote URI's name). By default the name says so; a runtime whose names are shared with another
+        format (``.bst``, ``.json``) looks inside."""
+        return True
 
     def open(self, path: Path) -> Any:
         """The model object read from the local file or folder ``path``."""
@@ -159,7 +166,9 @@ class FilePredictor(Predictor):
 
     @classmethod
     def matching(cls, folder: Path) -> list[Path]:
-        return sorted(path for path in folder.iterdir() if path.is_file() and cls.matches(path.name))
+        """The files of ``folder`` this runtime recognizes."""
+        found = (path for path in folder.iterdir() if path.is_file() and cls.matches(path.name))
+        return sorted(path for path in found if cls.recognizes(path))
 
     def artifact_in(self, path: Path) -> Path:
         """The file to read: ``path`` itself, or the one file of the folder ``path`` that ``patterns`` match."""

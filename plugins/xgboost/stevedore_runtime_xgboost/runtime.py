@@ -57,14 +57,8 @@ class XGBoostRuntime(FilePredictor):
     # -- which files ------------------------------------------------------------------
 
     @classmethod
-    def claims(cls, path: Path) -> bool:
-        if path.is_dir():
-            return len(cls.matching(path)) == 1
-        return cls.matches(path.name) and files.recognizes(path)
-
-    @classmethod
-    def matching(cls, folder: Path) -> list[Path]:
-        return [path for path in super().matching(folder) if files.recognizes(path)]
+    def recognizes(cls, path: Path) -> bool:
+        return files.recognizes(path)
 
     # -- loading ----------------------------------------------------------------------
 
