@@ -269,25 +269,7 @@ def cluster_serving_runtime(deployment: Deployment) -> dict[str, Any]:
 def inference_service(deployment: Deployment) -> dict[str, Any]:
     """A sample ``InferenceService`` on the runtime: its first model, Open Inference Protocol v2."""
     model = deployment.models[0] if deployment.models else ANY_MODEL_FORMAT
-    return {
-        "apiVersion": "serving.kserve.io/v1beta1",
-        "kind": "InferenceService",
-        "metadata": metadata(deployment, name=f"{deployment.name}-{model}".lower()[:63]),
-        "spec": {
-            "predictor": {
-                "minReplicas": 1,
-                "maxReplicas": deployment.max_replicas,
-                "terminationGracePeriodSeconds": termination_grace(),
-                # The runtime's volumes (the key file, a claim for the state) belong to the server's group.
-                "securityContext": {"fsGroup": USER_ID},
-                "model": {
-                    "modelFormat": {"name": model},
-                    "runtime": deployment.name,
-                    "protocolVersion": "v2",
-                },
-            }
-        },
-    }
+    return sample_inference_service(deployment, model, deployment.name, {})
 
 
 def files_runtime(deployment: Deployment) -> dict[str, Any]:
@@ -357,22 +339,27 @@ def files_environment(deployment: Deployment) -> list[dict[str, str]]:
 
 def files_inference_service(deployment: Deployment) -> dict[str, Any]:
     """A sample ``InferenceService`` of a model file on the model-file runtime: its format, its ``storageUri``."""
+    storage = {"storageUri": deployment.storage_uri}
+    return sample_inference_service(deployment, deployment.model_format, deployment.files_runtime_name, storage)
+
+
+def sample_inference_service(
+    deployment: Deployment, model_format: str, runtime: str, model: dict[str, Any]
+) -> dict[str, Any]:
+    """An ``InferenceService`` of ``model_format`` on ``runtime``, Open Inference Protocol v2, with ``model``'s
+    fields added to its predictor's model."""
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
-        "metadata": metadata(deployment, name=f"{deployment.name}-{deployment.model_format}".lower()[:63]),
+        "metadata": metadata(deployment, name=f"{deployment.name}-{model_format}".lower()[:63]),
         "spec": {
             "predictor": {
                 "minReplicas": 1,
                 "maxReplicas": deployment.max_replicas,
                 "terminationGracePeriodSeconds": termination_grace(),
+                # The runtime's volumes (the key file, a claim for the state) belong to the server's group.
                 "securityContext": {"fsGroup": USER_ID},
-                "model": {
-                    "modelFormat": {"name": deployment.model_format},
-                    "runtime": deployment.files_runtime_name,
-                    "protocolVersion": "v2",
-                    "storageUri": deployment.storage_uri,
-                },
+                "model": {"modelFormat": {"name": model_format}, "runtime": runtime, "protocolVersion": "v2"} | model,
             }
         },
     }
