@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 from stevedore_server.base.errors import PluginError, UnsafeFormat
@@ -264,6 +265,26 @@ def read_json(path: Path, setting: str) -> Any:
 
 def modified(path: Path) -> str:
     return datetime.fromtimestamp(path.stat().st_mtime, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+#: The V2 datatypes of NumPy results, by dtype kind and item size.
+DATATYPES = {
+    ("b", 1): "BOOL",
+    **{("u", size): f"UINT{8 * size}" for size in (1, 2, 4, 8)},
+    **{("i", size): f"INT{8 * size}" for size in (1, 2, 4, 8)},
+    **{("f", size): f"FP{8 * size}" for size in (2, 4, 8)},
+}
+
+
+def output_tensor(name: str, result: Any) -> dict[str, Any]:
+    """The V2 output ``name`` as a result on the fixture shows it: its datatype, any number of rows (the
+    ``tensor_outputs`` entry a runtime derives)."""
+    array = np.asarray(result)
+    kind = array.dtype.kind
+    datatype = "BYTES" if kind in "OUS" else DATATYPES.get((kind, array.dtype.itemsize))
+    if datatype is None:
+        raise PluginError(f"output {name!r} gives {array.dtype} values, which no V2 tensor holds")
+    return {"name": name, "datatype": datatype, "shape": [-1, *array.shape[1:]]}
 
 
 def rows_schema(width: int | None, items: dict[str, Any] | None = None) -> dict[str, Any]:

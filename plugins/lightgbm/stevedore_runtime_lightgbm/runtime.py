@@ -11,13 +11,12 @@ from typing import Any
 import numpy as np
 
 from stevedore_server.base.errors import PluginError
-from stevedore_server.model_files import Derived, FilePredictor, rows_schema
+from stevedore_server.model_files import Derived, FilePredictor, output_tensor, rows_schema
 
 from . import files
 
 #: MLServer's name of the one output.
 PREDICT = "predict"
-DATATYPES = {("f", 4): "FP32", ("f", 8): "FP64", ("i", 4): "INT32", ("i", 8): "INT64"}
 
 
 class LightGBMRuntime(FilePredictor):
@@ -62,7 +61,7 @@ class LightGBMRuntime(FilePredictor):
         return Derived(
             predict_schema=rows_schema(width) | {"description": features},
             predict_fixture=fixture,
-            tensor_outputs=[tensor_of(PREDICT, self.run_predict(self.convert_prediction_input(fixture)))],
+            tensor_outputs=[output_tensor(PREDICT, self.run_predict(self.convert_prediction_input(fixture)))],
             description=f"LightGBM booster from {self.spec.uri}: takes {features}; answers {PREDICT}",
         )
 
@@ -78,12 +77,3 @@ def describe_features(width: int, names: list[str]) -> str:
     if names and names != [f"Column_{index}" for index in range(width)]:
         return f"rows of {width} numbers: {', '.join(names)}"
     return f"rows of {width} numbers"
-
-
-def tensor_of(name: str, result: Any) -> dict[str, Any]:
-    """The V2 output tensor ``result`` (the output on the fixture) shows: its datatype, any number of rows."""
-    array = np.asarray(result)
-    datatype = DATATYPES.get((array.dtype.kind, array.dtype.itemsize))
-    if datatype is None:
-        raise PluginError(f"output {name!r} gives {array.dtype} values, which no V2 tensor holds")
-    return {"name": name, "datatype": datatype, "shape": [-1, *array.shape[1:]]}

@@ -12,13 +12,6 @@ from stevedore_server.base.errors import PluginError
 DEFAULT_OUTPUT = "predict"
 #: Methods served as outputs, in the order their tensors are listed.
 OUTPUT_METHODS = ("predict", "predict_proba", "decision_function", "transform")
-#: V2 datatypes of NumPy results, by dtype kind and item size.
-DATATYPES = {
-    ("b", 1): "BOOL",
-    **{("u", size): f"UINT{8 * size}" for size in (1, 2, 4, 8)},
-    **{("i", size): f"INT{8 * size}" for size in (1, 2, 4, 8)},
-    **{("f", size): f"FP{8 * size}" for size in (2, 4, 8)},
-}
 
 
 def methods_of(model: Any) -> dict[str, Any]:
@@ -51,13 +44,3 @@ def column(result: Any) -> Any:
     """A V2 output as MLServer's runtime gives it: a result of one value a row is a column (``[rows, 1]``)."""
     array = np.asarray(plain(result))
     return array.reshape(-1, 1) if array.ndim == 1 else array
-
-
-def tensor_of(name: str, result: Any) -> dict[str, Any]:
-    """The V2 output tensor ``result`` (an output on the fixture) shows: its datatype, any number of rows."""
-    array = np.asarray(plain(result))
-    kind = array.dtype.kind
-    datatype = "BYTES" if kind in "OUS" else DATATYPES.get((kind, array.dtype.itemsize))
-    if datatype is None:
-        raise PluginError(f"output {name!r} gives {array.dtype} values, which no V2 tensor holds")
-    return {"name": name, "datatype": datatype, "shape": [-1, *array.shape[1:]]}

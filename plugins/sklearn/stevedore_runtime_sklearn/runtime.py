@@ -7,11 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stevedore_server.model_files import Derived, FilePredictor, ModelFile, read_json
+from stevedore_server.model_files import Derived, FilePredictor, ModelFile, output_tensor, read_json
 
 from .formats import PATTERNS, read_model
 from .inputs import PANDAS, Features, column_inputs, columns_schema, converter, unchanged, wants_frame
-from .outputs import column, default_output, methods_of, plain, tensor_of
+from .outputs import column, default_output, methods_of, plain
 
 logger = logging.getLogger("stevedore.runtime.sklearn")
 
@@ -69,7 +69,7 @@ class SklearnRuntime(FilePredictor):
         found = []
         for name, method in list(self.methods.items()):
             try:
-                found.append(tensor_of(name, column(method(self.to_input(fixture)))))
+                found.append(output_tensor(name, column(method(self.to_input(fixture)))))
             except Exception as error:
                 if name == default:
                     raise

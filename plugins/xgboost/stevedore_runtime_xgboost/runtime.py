@@ -16,19 +16,12 @@ from typing import Any
 import numpy as np
 
 from stevedore_server.base.errors import PluginError
-from stevedore_server.model_files import Derived, FilePredictor, ModelFile, rows_schema
+from stevedore_server.model_files import Derived, FilePredictor, ModelFile, output_tensor, rows_schema
 
 from . import files
 
 #: MLServer's names of the outputs: every model has ``predict``, a classifier also ``predict_proba``.
 PREDICT, PREDICT_PROBA = "predict", "predict_proba"
-#: V2 datatypes of NumPy results, by dtype kind and item size.
-DATATYPES = {
-    ("b", 1): "BOOL",
-    **{("u", size): f"UINT{8 * size}" for size in (1, 2, 4, 8)},
-    **{("i", size): f"INT{8 * size}" for size in (1, 2, 4, 8)},
-    **{("f", size): f"FP{8 * size}" for size in (2, 4, 8)},
-}
 INSTALL_HINT = (
     "xgboost is not installed: pip install 'stevedore-runtime-xgboost[cpu]' (or [gpu] for the wheel with CUDA)"
 )
@@ -87,7 +80,9 @@ class XGBoostRuntime(FilePredictor):
         return Derived(
             predict_schema=rows_schema(width) | {"description": describe_features(width, names)},
             predict_fixture=fixture,
-            tensor_outputs=[tensor_of(name, method(self.to_input(fixture))) for name, method in self.methods.items()],
+            tensor_outputs=[
+                output_tensor(name, method(self.to_input(fixture))) for name, method in self.methods.items()
+            ],
             default_outputs=[default],
             description=(
                 f"XGBoost {type(self.model).__name__} from {self.spec.uri}: takes {describe_features(width, names)}; "
@@ -157,12 +152,3 @@ def describe_features(width: int, names: list[str] | None) -> str:
     if names:
         return f"rows of {width} numbers: {', '.join(names)}"
     return f"rows of {width} numbers"
-
-
-def tensor_of(name: str, result: Any) -> dict[str, Any]:
-    """The V2 output tensor ``result`` (an output on the fixture) shows: its datatype, any number of rows."""
-    array = np.asarray(result)
-    datatype = DATATYPES.get((array.dtype.kind, array.dtype.itemsize))
-    if datatype is None:
-        raise PluginError(f"output {name!r} gives {array.dtype} values, which no V2 tensor holds")
-    return {"name": name, "datatype": datatype, "shape": [-1, *array.shape[1:]]}
