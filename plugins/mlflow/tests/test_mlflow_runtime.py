@@ -1,18 +1,23 @@
 """The MLflow runtime: MLflow models saved by MLflow itself (scikit-learn with a tensor and with a column
-signature, a PythonModel, one with no signature), served by real servers (``stevedore-server run --model
-NAME=DIR`` over loopback) in a virtual environment of their own, answering as ``mlflow.pyfunc`` does; and
-refused, with the reason, while the server stays up."""
+signature, a PythonModel, one with no signature), served by real servers over loopback in a virtual environment
+of their own, answering as ``mlflow.pyfunc`` does; from ``--model NAME=DIR``, from KServe's ``--model_name NAME
+--model_dir DIR``, from a settings file (a folder relative to it) and from an ``s3://`` prefix of a real
+S3-compatible server (moto's server mode); and refused, with the reason, while the server stays up.
+
+Two server starts in all (MLflow takes seconds to import): one with ``--allow-pickle``, one trusting only what
+its settings file trusts."""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from mlflow_fixtures import Models, make_mlflow_venv, save_models
+from mlflow_fixtures import Bucket, Models, make_mlflow_venv, s3_bucket, save_models
 
 from tests.venvs import Server, Venv
 
@@ -37,20 +42,22 @@ def models(mlflow_venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Model
 
 @pytest.fixture(scope="module")
 def server(mlflow_venv: Venv, models: Models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """Every model from ``--model``: the runtime guessed from the folder (its ``MLmodel``), or named."""
+    """Every model from ``--model``: the runtime guessed from the folder (its ``MLmodel``), or named; and one
+    from KServe's arguments (``--model_name NAME --model_dir DIR``, DIR the MLflow model's folder)."""
     log = tmp_path_factory.mktemp("mlflow-server") / "server.log"
     args = ["--allow-pickle"]
     for name in ("tensor", "columns", "python", "unsigned"):
         args += ["--model", f"{name}={models[name]}"]
     args += ["--model", f"named=mlflow:{models['tensor'] / 'MLmodel'}"]
+    args += ["--model_name", "kserve", "--model_dir", str(models["columns"])]
     running = live_server(mlflow_venv, log, *args)
     yield running
     running.stop()
 
 
-def live_server(environment: Venv, log: Path, *args: str) -> Server:
+def live_server(environment: Venv, log: Path, *args: str, **env: str) -> Server:
     """A server up (``/livez``: its models loaded or failed; ``/readyz`` is 503 while one has failed)."""
-    running = Server.start(environment, log, *args)
+    running = Server.start(environment, log, *args, **env)
     try:
         running.wait_for("/livez", deadline=STARTUP)
     except AssertionError:
@@ -128,6 +135,14 @@ def test_a_column_signature_serves_columns_and_v2_dataframes_as_mlflow_answers(s
     assert missing.status_code == 422, missing.text
 
 
+def test_a_kserve_model_dir_serves_the_mlflow_folder_as_mlflow_answers(server: Server, models: Models) -> None:
+    """``--model_name kserve --model_dir DIR``: KServe's arguments, the runtime guessed from DIR's ``MLmodel``."""
+    expected = models.expected["columns"]
+    assert predictions(server, "kserve", columns_of(ROWS)) == expected
+    assert infer(server, "kserve", column_tensors(ROWS))["outputs"][0]["data"] == expected
+    assert model_state(server, "kserve")["state"] == "ready"
+
+
 def test_a_python_model_answers_as_mlflow(server: Server, models: Models) -> None:
     expected = models.expected["python"]
     assert predictions(server, "python", columns_of(ROWS)) == pytest.approx(expected)
@@ -141,23 +156,84 @@ def test_a_model_without_a_signature_fails_asking_for_a_schema_and_fixture(serve
     assert model_state(server, "tensor")["state"] == "ready"
 
 
+#: Where the S3 server holds the column model's folder: every object under this prefix.
+S3_PREFIX = "mlflow/columns"
+
+
+@pytest.fixture(scope="module")
+def bucket(models: Models) -> Iterator[Bucket]:
+    """A real S3-compatible server (moto's, in this process, on loopback) holding the column model's folder."""
+    with s3_bucket("models") as store:
+        store.upload(models["columns"], S3_PREFIX)
+        yield store
+
+
+@pytest.fixture(scope="module")
+def settings_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of the trusting server's settings file, log and state (its model cache)."""
+    return tmp_path_factory.mktemp("mlflow-settings")
+
+
+@pytest.fixture(scope="module")
+def trusting_server(mlflow_venv: Venv, models: Models, bucket: Bucket, settings_folder: Path) -> Iterator[Server]:
+    """A server without --allow-pickle: its settings file trusts a folder given relative to the file (the
+    runtime guessed from its ``MLmodel``) and an ``s3://`` prefix; ``--model`` adds two models nothing trusts."""
+    root = settings_folder
+    relative = Path(os.path.relpath(models["tensor"], root))
+    assert not relative.is_absolute() and relative.parts[0] == "..", relative  # resolved against the file's folder
+    (root / "stevedore.toml").write_text(
+        f'[models.trusted]\nuri = "{relative.as_posix()}"\ntrust = true\n\n'
+        f'[models.remote]\nruntime = "mlflow"\nuri = "s3://{bucket.name}/{S3_PREFIX}/"\ntrust = true\n'
+    )
+    args = ["--config", str(root / "stevedore.toml"), "--state-dir", str(root / "state")]
+    args += ["--model", f"tensor={models['tensor']}", "--model", f"python={models['python']}"]
+    # Started elsewhere than the settings' folder: a path relative to the working directory would not be found.
+    running = live_server(mlflow_venv, root / "server.log", *args, **bucket.environment)
+    yield running
+    running.stop()
+
+
+@pytest.mark.s3
 def test_an_mlflow_model_is_refused_without_trust_and_the_server_serves(
-    mlflow_venv: Venv, models: Models, tmp_path: Path
+    trusting_server: Server, models: Models
 ) -> None:
-    """Without --allow-pickle, only the model its settings trust is served; the others fail with why."""
-    settings = tmp_path / "stevedore.toml"
-    settings.write_text(f'[models.trusted]\nruntime = "mlflow"\nuri = "{models["tensor"]}"\ntrust = true\n')
-    args = ["--config", str(settings), "--model", f"tensor={models['tensor']}", "--model", f"python={models['python']}"]
-    running = live_server(mlflow_venv, tmp_path / "server.log", *args)
-    try:
-        listed = running.wait_for("/models").json()["models"]
-        reasons = {model["name"]: model["reason"] for model in listed if model["state"] == "failed"}
-        assert sorted(reasons) == ["python", "tensor"], listed
-        assert "cloudpickle" in reasons["tensor"] and "--allow-pickle" in reasons["tensor"]
-        assert "PythonModel" in reasons["python"] and "trust = true" in reasons["python"]
-        assert predictions(running, "trusted", ROWS) == models.expected["tensor"]
-    finally:
-        running.stop()
+    """Without --allow-pickle, only the models the settings trust are served; the others fail with why."""
+    listed = trusting_server.wait_for("/models").json()["models"]
+    reasons = {model["name"]: model["reason"] for model in listed if model["state"] == "failed"}
+    assert sorted(reasons) == ["python", "tensor"], listed
+    assert "cloudpickle" in reasons["tensor"] and "--allow-pickle" in reasons["tensor"]
+    assert "PythonModel" in reasons["python"] and "trust = true" in reasons["python"]
+
+
+@pytest.mark.s3
+def test_a_settings_file_serves_a_folder_relative_to_it_that_it_trusts(trusting_server: Server, models: Models) -> None:
+    expected = models.expected["tensor"]
+    state = model_state(trusting_server, "trusted")
+    assert state["state"] == "ready", state
+    assert predictions(trusting_server, "trusted", ROWS) == expected
+    flat = [value for row in ROWS for value in row]
+    answer = infer(
+        trusting_server, "trusted", [{"name": "input-0", "datatype": "FP64", "shape": [len(ROWS), 4], "data": flat}]
+    )
+    assert answer["outputs"][0]["data"] == expected
+
+
+@pytest.mark.s3
+def test_an_s3_prefix_serves_every_object_under_it_as_mlflow_answers(
+    trusting_server: Server, models: Models, settings_folder: Path
+) -> None:
+    expected = models.expected["columns"]
+    state = model_state(trusting_server, "remote")
+    assert state["state"] == "ready", state
+    assert predictions(trusting_server, "remote", columns_of(ROWS)) == expected
+    assert infer(trusting_server, "remote", column_tensors(ROWS))["outputs"][0]["data"] == expected
+    # The whole folder came down, not only what loading it reads (MLmodel, the model's file).
+    (downloaded,) = [path.parent for path in (settings_folder / "state" / "model-cache").rglob("MLmodel")]
+    assert files_in(downloaded) == files_in(models["columns"])
+
+
+def files_in(folder: Path) -> dict[str, bytes]:
+    return {path.relative_to(folder).as_posix(): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
 
 
 #: Run in the venv: what the runtime derives of each model, as JSON (fixtures and schemas, no server).
