@@ -289,4 +289,5 @@ def log_ignored(where: str | Path, key: str, reason: str) -> None:
     if (str(where), key) in _logged:
         return
     _logged.add((str(where), key))
-    logger.info("setting mlserver (%s): %s ignored: %s", where, key, reason)
+    # A warning: read before the server configures its logging, only warnings reach the terminal then.
+    logger.warning("setting mlserver (%s): %s ignored: %s", where, key, reason)
