@@ -11,7 +11,6 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import lightgbm
@@ -22,11 +21,18 @@ from stevedore_runtime_lightgbm import LightGBMRuntime
 from stevedore_runtime_lightgbm.files import missing_part
 
 from stevedore_server.base.errors import PluginError
-from stevedore_server.kit.loopback import LiveServer
-from stevedore_server.model_files import ModelFile
+from stevedore_server.kit.model_files import (
+    StartServer,
+    failure_reason,
+    infer,
+    model_file,
+    predict,
+    runtime_servers,
+    tensor_values,
+)
 
-#: Seconds a server gets to load and self-test its models.
-STARTUP = 90.0
+#: The runtime under test (its entry point's name).
+RUNTIME = "lightgbm"
 #: Rows asked of every model: a few of each species.
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3], [7.7, 3.0, 6.1, 2.3], [5.9, 3.0, 5.1, 1.8]]
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
@@ -77,53 +83,17 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Any]:
-    """Start ``stevedore-server run ARGS`` with only this runtime selected and a state directory of the test's;
-    stopped after it."""
-    started: list[LiveServer] = []
-
-    def start(*args: str) -> LiveServer:
-        log = tmp_path / f"server-{len(started)}.log"
-        server = LiveServer.start(log, "--plugins", "lightgbm", "--state-dir", str(tmp_path / "state"), *args)
-        started.append(server)
-        server.wait_until_serving(STARTUP)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
-
-
-def predict(server: LiveServer, model: str, rows: Any = ROWS) -> Any:
-    response = httpx.post(f"{server.url}/models/{model}/predict", json=rows, timeout=30)
-    assert response.status_code == 200, response.text
-    return response.json()["predictions"]
-
-
-def infer(server: LiveServer, model: str, rows: Any = ROWS) -> dict[str, Any]:
-    """A V2 REST inference, its one input named as MLServer's NumpyRequestCodec names it; the outputs by name."""
-    width = len(rows[0])
-    body = {"inputs": [{"name": "input-1", "datatype": "FP64", "shape": [len(rows), width], "data": rows}]}
-    response = httpx.post(f"{server.url}/v2/models/{model}/infer", json=body, timeout=30)
-    assert response.status_code == 200, response.text
-    return {tensor["name"]: tensor for tensor in response.json()["outputs"]}
-
-
-def tensor_values(tensor: dict[str, Any]) -> np.ndarray[Any, Any]:
-    return np.asarray(tensor["data"]).reshape(tensor["shape"])
-
-
-def reason_of(server: LiveServer, model: str) -> str:
-    answer = httpx.get(f"{server.url}/models/{model}", timeout=10).json()
-    assert answer["state"] == "failed", answer
-    return str(answer["reason"])
+def serve(tmp_path: Path) -> Iterator[StartServer]:
+    """Servers of this runtime alone (``runtime_servers``), stopped after the test."""
+    with runtime_servers(RUNTIME, tmp_path) as start:
+        yield start
 
 
 # -- served: the same answers as the booster ----------------------------------------------------------
 
 
 @pytest.mark.server
-def test_model_flag_and_kserve_folder_serve_what_the_booster_answers(serve: Any, artifacts: Artifacts) -> None:
+def test_model_flag_and_kserve_folder_serve_what_the_booster_answers(serve: StartServer, artifacts: Artifacts) -> None:
     """``--model NAME=FILE`` and ``--model NAME=DIR`` (KServe's model.bst), runtime guessed from the content,
     and a file cut in half: the stevedore route and V2 answer Booster.predict's values (output ``predict``, as
     MLServer's LightGBM runtime); the cut file fails its model with the reason, and the server keeps serving."""
@@ -135,8 +105,8 @@ def test_model_flag_and_kserve_folder_serve_what_the_booster_answers(serve: Any,
     )  # fmt: skip
     probabilities = artifacts.multiclass.predict(np.asarray(ROWS))
     for name in ("iris", "folder"):
-        np.testing.assert_array_equal(predict(server, name), probabilities)
-        outputs = infer(server, name)
+        np.testing.assert_array_equal(predict(server, name, ROWS), probabilities)
+        outputs = infer(server, name, ROWS)
         assert list(outputs) == ["predict"] and outputs["predict"]["datatype"] == "FP64"
         np.testing.assert_array_equal(tensor_values(outputs["predict"]), probabilities)
 
@@ -147,21 +117,17 @@ def test_model_flag_and_kserve_folder_serve_what_the_booster_answers(serve: Any,
     schema = httpx.get(f"{server.url}/models/petal/schemas/predict", timeout=10).json()
     assert "petal_length" in str(schema)
 
-    truncated = reason_of(server, "truncated")
+    truncated = failure_reason(server, "truncated")
     assert "truncated.txt" in truncated and "not a whole LightGBM text model" in truncated
     assert server.process.poll() is None
-    np.testing.assert_array_equal(predict(server, "iris"), probabilities)  # still serving
+    np.testing.assert_array_equal(predict(server, "iris", ROWS), probabilities)  # still serving
 
 
 # -- the runtime class and its checks, in process ----------------------------------------------------
 
 
-def spec_of(uri: Path, tmp_path: Path, **given: Any) -> ModelFile:
-    return ModelFile(name="iris", version="1", runtime="lightgbm", uri=str(uri), cache_dir=tmp_path / "cache", **given)
-
-
 def test_runtime_derives_schema_fixture_and_output(artifacts: Artifacts, tmp_path: Path) -> None:
-    runtime = LightGBMRuntime(spec_of(artifacts.kserve, tmp_path))
+    runtime = LightGBMRuntime(model_file(RUNTIME, artifacts.kserve, tmp_path / "cache"))
     runtime.load()
     schema = runtime.resolved_schema("predict")
     assert schema is not None and schema["items"]["minItems"] == schema["items"]["maxItems"] == 4
@@ -169,7 +135,7 @@ def test_runtime_derives_schema_fixture_and_output(artifacts: Artifacts, tmp_pat
     assert runtime.tensor_outputs == [{"name": "predict", "datatype": "FP64", "shape": [-1, 3]}]
     np.testing.assert_array_equal(runtime.predict(ROWS), artifacts.multiclass.predict(np.asarray(ROWS)))
     with pytest.raises(PluginError, match=r"no 'predict_proba' output"):
-        LightGBMRuntime(spec_of(artifacts.text, tmp_path, output="predict_proba")).load()
+        LightGBMRuntime(model_file(RUNTIME, artifacts.text, tmp_path / "cache", output="predict_proba")).load()
 
 
 def test_a_model_cut_anywhere_is_refused_or_read_whole(artifacts: Artifacts, tmp_path: Path) -> None:
@@ -201,7 +167,7 @@ def test_a_model_cut_anywhere_is_refused_or_read_whole(artifacts: Artifacts, tmp
         done = subprocess.run([sys.executable, "-c", reader, str(cuts)], capture_output=True, timeout=120)
         assert done.returncode == 0, done.stderr[-2000:]
         shutil.rmtree(cuts)
-    runtime = LightGBMRuntime(spec_of(artifacts.truncated, tmp_path))
+    runtime = LightGBMRuntime(model_file(RUNTIME, artifacts.truncated, tmp_path / "cache"))
     with pytest.raises(PluginError, match=r"truncated.txt .* is not a whole LightGBM text model: it has no 'end of"):
         runtime.load()
 

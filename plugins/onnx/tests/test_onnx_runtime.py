@@ -24,11 +24,20 @@ from sklearn.preprocessing import StandardScaler
 from stevedore_runtime_onnx import OnnxRuntime
 
 from stevedore_server.base.errors import PluginError
-from stevedore_server.kit.loopback import LiveServer
-from stevedore_server.model_files import ModelFile
+from stevedore_server.kit.model_files import (
+    StartServer,
+    failure_reason,
+    infer,
+    infer_tensors,
+    input_tensor,
+    model_file,
+    predict,
+    runtime_servers,
+    tensor_values,
+)
 
-#: Seconds a server gets to load and self-test its models.
-STARTUP = 90.0
+#: The runtime under test (its entry point's name).
+RUNTIME = "onnx"
 #: Rows asked of every model: a few of each species.
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3], [7.7, 3.0, 6.1, 2.3], [5.9, 3.0, 5.1, 1.8]]
 #: The two inputs of the two-input model.
@@ -121,60 +130,17 @@ def iris_outputs(path: Path) -> dict[str, Any]:
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Any]:
-    """Start ``stevedore-server run ARGS`` with only this runtime selected and a state directory of the test's;
-    stopped after it."""
-    started: list[LiveServer] = []
-
-    def start(*args: str) -> LiveServer:
-        log = tmp_path / f"server-{len(started)}.log"
-        server = LiveServer.start(log, "--plugins", "onnx", "--state-dir", str(tmp_path / "state"), *args)
-        started.append(server)
-        server.wait_until_serving(STARTUP)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
-
-
-def predict(server: LiveServer, model: str, payload: Any = ROWS) -> Any:
-    response = httpx.post(f"{server.url}/models/{model}/predict", json=payload, timeout=30)
-    assert response.status_code == 200, response.text
-    return response.json()["predictions"]
-
-
-def infer(server: LiveServer, model: str, body: dict[str, Any]) -> dict[str, Any]:
-    response = httpx.post(f"{server.url}/v2/models/{model}/infer", json=body, timeout=30)
-    assert response.status_code == 200, response.text
-    return {tensor["name"]: tensor for tensor in response.json()["outputs"]}
-
-
-def rows_body(outputs: list[str] | None = None) -> dict[str, Any]:
-    """ROWS as one V2 input, named as MLServer's NumpyRequestCodec names it."""
-    body: dict[str, Any] = {
-        "inputs": [{"name": "input-1", "datatype": "FP32", "shape": [len(ROWS), 4], "data": np.ravel(ROWS).tolist()}]
-    }
-    if outputs is not None:
-        body["outputs"] = [{"name": name} for name in outputs]
-    return body
-
-
-def tensor_values(tensor: dict[str, Any]) -> np.ndarray[Any, Any]:
-    return np.asarray(tensor["data"]).reshape(tensor["shape"])
-
-
-def reason_of(server: LiveServer, model: str) -> str:
-    answer = httpx.get(f"{server.url}/models/{model}", timeout=10).json()
-    assert answer["state"] == "failed", answer
-    return str(answer["reason"])
+def serve(tmp_path: Path) -> Iterator[StartServer]:
+    """Servers of this runtime alone (``runtime_servers``), stopped after the test."""
+    with runtime_servers(RUNTIME, tmp_path) as start:
+        yield start
 
 
 # -- served: the same answers as ONNX Runtime ------------------------------------------------------------
 
 
 @pytest.mark.server
-def test_model_flag_and_kserve_folder_serve_what_onnxruntime_answers(serve: Any, artifacts: Artifacts) -> None:
+def test_model_flag_and_kserve_folder_serve_what_onnxruntime_answers(serve: StartServer, artifacts: Artifacts) -> None:
     """``--model NAME=FILE`` and ``--model NAME=DIR`` (KServe's model.onnx), runtime guessed: every output, on
     the stevedore route (an object by name) and over V2 (any of them by name); a ZipMap model's probabilities
     as rows; a model of two inputs takes them by name; a damaged file fails its model, the others serve."""
@@ -187,39 +153,33 @@ def test_model_flag_and_kserve_folder_serve_what_onnxruntime_answers(serve: Any,
     )  # fmt: skip
     expected = iris_outputs(artifacts.onnx)
     for name in ("iris", "folder"):
-        answer = predict(server, name)
+        answer = predict(server, name, ROWS)
         assert set(answer) == {"label", "probabilities"}
         assert answer["label"] == expected["label"].tolist()
         np.testing.assert_array_equal(np.asarray(answer["probabilities"], dtype=np.float32), expected["probabilities"])
-        outputs = infer(server, name, rows_body())
+        outputs = infer(server, name, ROWS, datatype="FP32")
         assert list(outputs) == ["label", "probabilities"]
         assert outputs["probabilities"]["datatype"] == "FP32" and outputs["label"]["datatype"] == "INT64"
         np.testing.assert_array_equal(
             tensor_values(outputs["probabilities"]).astype(np.float32), expected["probabilities"]
         )
-        chosen = infer(server, name, rows_body(["label"]))
+        chosen = infer(server, name, ROWS, ["label"], datatype="FP32")
         assert list(chosen) == ["label"] and tensor_values(chosen["label"]).tolist() == expected["label"].tolist()
     assert expected["label"].tolist() == artifacts.pipeline.predict(ROWS).tolist()
 
     zipped = iris_outputs(artifacts.zipmap)
     rows = [[row[label] for label in sorted(row)] for row in zipped["output_probability"]]
-    answer = predict(server, "zipmap")
+    answer = predict(server, "zipmap", ROWS)
     np.testing.assert_array_equal(np.asarray(answer["output_probability"], dtype=np.float32), rows)
     metadata = httpx.get(f"{server.url}/v2/models/zipmap", timeout=10).json()
     assert metadata["outputs"][1] == {"name": "output_probability", "datatype": "FP32", "shape": [-1, -1]}
-    probabilities = infer(server, "zipmap", rows_body(["output_probability"]))["output_probability"]
+    probabilities = infer(server, "zipmap", ROWS, ["output_probability"], datatype="FP32")["output_probability"]
     np.testing.assert_array_equal(tensor_values(probabilities).astype(np.float32), rows)
 
     pair = session_of(artifacts.two_inputs).run(None, {"a": np.asarray(A, np.float32), "b": np.asarray(B)})
     answer = predict(server, "pair", {"a": A, "b": B})
     assert answer == {"sum": pair[0].tolist(), "square": pair[1].tolist()}
-    body = {
-        "inputs": [
-            {"name": "b", "datatype": "INT64", "shape": [2, 3], "data": np.ravel(B).tolist()},
-            {"name": "a", "datatype": "FP32", "shape": [2, 3], "data": np.ravel(A).tolist()},
-        ]
-    }
-    outputs = infer(server, "pair", body)
+    outputs = infer_tensors(server, "pair", [input_tensor(B, "INT64", "b"), input_tensor(A, "FP32", "a")])
     assert tensor_values(outputs["sum"]).tolist() == pair[0].tolist()
     assert outputs["square"]["datatype"] == "INT64" and tensor_values(outputs["square"]).tolist() == pair[1].tolist()
     metadata = httpx.get(f"{server.url}/v2/models/pair", timeout=10).json()
@@ -230,31 +190,27 @@ def test_model_flag_and_kserve_folder_serve_what_onnxruntime_answers(serve: Any,
     missing = httpx.post(f"{server.url}/models/pair/predict", json={"a": A}, timeout=10)
     assert missing.status_code in (400, 422) and "b" in missing.text
 
-    truncated = reason_of(server, "truncated")
+    truncated = failure_reason(server, "truncated")
     assert "truncated.onnx" in truncated and "cannot be read as an ONNX model" in truncated
-    assert predict(server, "iris")["label"] == expected["label"].tolist()  # still serving
+    assert predict(server, "iris", ROWS)["label"] == expected["label"].tolist()  # still serving
 
 
 @pytest.mark.server
-def test_settings_output_makes_one_output_the_answer(serve: Any, artifacts: Artifacts, tmp_path: Path) -> None:
+def test_settings_output_makes_one_output_the_answer(serve: StartServer, artifacts: Artifacts, tmp_path: Path) -> None:
     config = tmp_path / "stevedore.toml"
     config.write_text(f'[models.proba]\nuri = "{artifacts.onnx}"\noutput = "probabilities"\n')
     server = serve("--config", str(config))
     expected = iris_outputs(artifacts.onnx)["probabilities"]
-    np.testing.assert_array_equal(np.asarray(predict(server, "proba"), dtype=np.float32), expected)
-    assert list(infer(server, "proba", rows_body())) == ["probabilities"]
-    assert list(infer(server, "proba", rows_body(["label", "probabilities"]))) == ["label", "probabilities"]
+    np.testing.assert_array_equal(np.asarray(predict(server, "proba", ROWS), dtype=np.float32), expected)
+    assert list(infer(server, "proba", ROWS, datatype="FP32")) == ["probabilities"]
+    assert list(infer(server, "proba", ROWS, ["label", "probabilities"], datatype="FP32")) == ["label", "probabilities"]
 
 
 # -- the runtime class, in process -----------------------------------------------------------------------
 
 
-def spec_of(uri: Path, tmp_path: Path, **given: Any) -> ModelFile:
-    return ModelFile(name="iris", version="1", runtime="onnx", uri=str(uri), cache_dir=tmp_path / "cache", **given)
-
-
 def test_runtime_derives_tensors_schema_and_fixture(artifacts: Artifacts, tmp_path: Path) -> None:
-    runtime = OnnxRuntime(spec_of(artifacts.onnx, tmp_path))
+    runtime = OnnxRuntime(model_file(RUNTIME, artifacts.onnx, tmp_path / "cache"))
     runtime.load()
     schema = runtime.resolved_schema("predict")
     assert schema is not None and schema["items"]["minItems"] == schema["items"]["maxItems"] == 4
@@ -265,7 +221,7 @@ def test_runtime_derives_tensors_schema_and_fixture(artifacts: Artifacts, tmp_pa
         {"name": "probabilities", "datatype": "FP32", "shape": [-1, 3]},
     ]
     assert runtime.default_outputs is None
-    pair = OnnxRuntime(spec_of(artifacts.two_inputs, tmp_path))
+    pair = OnnxRuntime(model_file(RUNTIME, artifacts.two_inputs, tmp_path / "cache"))
     pair.load()
     assert pair.resolved_fixture("predict") == {"a": [[0.0] * 3], "b": [[0] * 3]}
     schema = pair.resolved_schema("predict")
@@ -275,10 +231,10 @@ def test_runtime_derives_tensors_schema_and_fixture(artifacts: Artifacts, tmp_pa
 
 def test_runtime_refuses_what_it_cannot_serve(artifacts: Artifacts, tmp_path: Path) -> None:
     with pytest.raises(PluginError, match=r"no 'scores' output \(it has: label, probabilities\)"):
-        OnnxRuntime(spec_of(artifacts.onnx, tmp_path, output="scores")).load()
+        OnnxRuntime(model_file(RUNTIME, artifacts.onnx, tmp_path / "cache", output="scores")).load()
     with pytest.raises(PluginError, match="intra_op_num_threads, inter_op_num_threads"):
-        OnnxRuntime(spec_of(artifacts.onnx, tmp_path, options={"threads": 2})).load()
-    threaded = OnnxRuntime(spec_of(artifacts.onnx, tmp_path, options={"intra_op_num_threads": 1}))
+        OnnxRuntime(model_file(RUNTIME, artifacts.onnx, tmp_path / "cache", options={"threads": 2})).load()
+    threaded = OnnxRuntime(model_file(RUNTIME, artifacts.onnx, tmp_path / "cache", options={"intra_op_num_threads": 1}))
     threaded.load()
     assert threaded.predict(ROWS)["label"].tolist() == artifacts.pipeline.predict(ROWS).tolist()
     graph = helper.make_graph(
@@ -291,7 +247,7 @@ def test_runtime_refuses_what_it_cannot_serve(artifacts: Artifacts, tmp_path: Pa
     model.ir_version = 8
     onnx.save(model, tmp_path / "sequence.onnx")
     with pytest.raises(PluginError, match="output 'parts' is a seq\\(tensor\\(float\\)\\), which stevedore cannot"):
-        OnnxRuntime(spec_of(tmp_path / "sequence.onnx", tmp_path)).load()
+        OnnxRuntime(model_file(RUNTIME, tmp_path / "sequence.onnx", tmp_path / "cache")).load()
 
 
 def test_runtime_claims_onnx_files(artifacts: Artifacts) -> None:

@@ -10,7 +10,6 @@ import operator
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import joblib
@@ -25,11 +24,19 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from stevedore_runtime_sklearn import SklearnRuntime
 
 from stevedore_server.base.errors import PluginError, UnsafeFormat
-from stevedore_server.kit.loopback import LiveServer
-from stevedore_server.model_files import ModelFile
+from stevedore_server.kit.model_files import (
+    StartServer,
+    failure_reason,
+    infer,
+    infer_tensors,
+    model_file,
+    predict,
+    runtime_servers,
+    tensor_values,
+)
 
-#: Seconds a server gets to load and self-test its models.
-STARTUP = 90.0
+#: The runtime under test (its entry point's name).
+RUNTIME = "sklearn"
 #: Rows asked of every model: a few of each species.
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3], [7.7, 3.0, 6.1, 2.3], [5.9, 3.0, 5.1, 1.8]]
 
@@ -82,21 +89,10 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Any]:
-    """Start ``stevedore-server run ARGS`` with only this runtime selected (not the example plugin, whose model
-    is also named iris) and a state directory of the test's; stopped after it."""
-    started: list[LiveServer] = []
-
-    def start(*args: str) -> LiveServer:
-        log = tmp_path / f"server-{len(started)}.log"
-        server = LiveServer.start(log, "--plugins", "sklearn", "--state-dir", str(tmp_path / "state"), *args)
-        started.append(server)
-        server.wait_until_serving(STARTUP)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
+def serve(tmp_path: Path) -> Iterator[StartServer]:
+    """Servers of this runtime alone (the example plugin's model is also named iris), stopped after the test."""
+    with runtime_servers(RUNTIME, tmp_path) as start:
+        yield start
 
 
 def settings_file(folder: Path, text: str) -> Path:
@@ -105,40 +101,12 @@ def settings_file(folder: Path, text: str) -> Path:
     return path
 
 
-def predict(server: LiveServer, model: str, rows: Any = ROWS) -> Any:
-    response = httpx.post(f"{server.url}/models/{model}/predict", json=rows, timeout=30)
-    assert response.status_code == 200, response.text
-    return response.json()["predictions"]
-
-
-def infer(server: LiveServer, model: str, outputs: list[str] | None = None, rows: Any = ROWS) -> dict[str, Any]:
-    """A V2 REST inference, its one input named as MLServer's NumpyRequestCodec names it; the outputs by name."""
-    body: dict[str, Any] = {
-        "inputs": [{"name": "input-1", "datatype": "FP64", "shape": [len(rows), 4], "data": np.ravel(rows).tolist()}]
-    }
-    if outputs is not None:
-        body["outputs"] = [{"name": name} for name in outputs]
-    response = httpx.post(f"{server.url}/v2/models/{model}/infer", json=body, timeout=30)
-    assert response.status_code == 200, response.text
-    return {tensor["name"]: tensor for tensor in response.json()["outputs"]}
-
-
-def tensor_values(tensor: dict[str, Any]) -> np.ndarray[Any, Any]:
-    return np.asarray(tensor["data"]).reshape(tensor["shape"])
-
-
-def reason_of(server: LiveServer, model: str) -> str:
-    answer = httpx.get(f"{server.url}/models/{model}", timeout=10).json()
-    assert answer["state"] == "failed", answer
-    return str(answer["reason"])
-
-
 # -- served: the same answers as the estimator ---------------------------------------------------
 
 
 @pytest.mark.server
 def test_settings_file_serves_joblib_and_skops_as_the_estimator_answers(
-    serve: Any, artifacts: Artifacts, tmp_path: Path
+    serve: StartServer, artifacts: Artifacts, tmp_path: Path
 ) -> None:
     """From a settings file (uris relative to it): joblib trusted, skops with no trust, a model whose answer is
     predict_proba; the stevedore route and V2 answer what the pipeline answers, any output by name over V2."""
@@ -154,20 +122,20 @@ def test_settings_file_serves_joblib_and_skops_as_the_estimator_answers(
     labels, probabilities = artifacts.model.predict(ROWS), artifacts.model.predict_proba(ROWS)
 
     for name in ("iris", "iris-skops"):
-        assert predict(server, name) == labels.tolist()
-        default = infer(server, name)
+        assert predict(server, name, ROWS) == labels.tolist()
+        default = infer(server, name, ROWS)
         assert list(default) == ["predict"]  # as MLServer's SKLearnModel: predict where none is asked
         assert default["predict"]["shape"] == [len(ROWS), 1]  # a column, as MLServer answers it
         assert tensor_values(default["predict"]).ravel().tolist() == labels.tolist()
-        chosen = infer(server, name, ["predict_proba"])
+        chosen = infer(server, name, ROWS, ["predict_proba"])
         assert list(chosen) == ["predict_proba"] and chosen["predict_proba"]["shape"] == [len(ROWS), 3]
         np.testing.assert_allclose(tensor_values(chosen["predict_proba"]), probabilities)
-        both = infer(server, name, ["predict", "decision_function"])
+        both = infer(server, name, ROWS, ["predict", "decision_function"])
         assert tensor_values(both["predict"]).ravel().tolist() == labels.tolist()
         np.testing.assert_allclose(tensor_values(both["decision_function"]), artifacts.model.decision_function(ROWS))
 
-    np.testing.assert_allclose(predict(server, "iris-proba"), probabilities)
-    np.testing.assert_allclose(tensor_values(infer(server, "iris-proba")["predict_proba"]), probabilities)
+    np.testing.assert_allclose(predict(server, "iris-proba", ROWS), probabilities)
+    np.testing.assert_allclose(tensor_values(infer(server, "iris-proba", ROWS)["predict_proba"]), probabilities)
     metadata = httpx.get(f"{server.url}/v2/models/iris", timeout=10).json()
     assert metadata["inputs"] == [{"name": "input-0", "datatype": "FP64", "shape": [-1, 4]}]
     assert [output["name"] for output in metadata["outputs"]] == ["predict", "predict_proba", "decision_function"]
@@ -183,7 +151,7 @@ def test_settings_file_serves_joblib_and_skops_as_the_estimator_answers(
 
 
 @pytest.mark.server
-def test_model_flag_and_kserve_folder_serve_the_pipeline(serve: Any, artifacts: Artifacts) -> None:
+def test_model_flag_and_kserve_folder_serve_the_pipeline(serve: StartServer, artifacts: Artifacts) -> None:
     """``--model NAME=FILE``, ``--model NAME=sklearn:FILE`` and ``--model NAME=DIR`` (KServe's --model_dir: the
     one model.joblib in it), joblib allowed by --allow-pickle."""
     server = serve(
@@ -194,8 +162,8 @@ def test_model_flag_and_kserve_folder_serve_the_pipeline(serve: Any, artifacts: 
     )  # fmt: skip
     labels, probabilities = artifacts.model.predict(ROWS), artifacts.model.predict_proba(ROWS)
     for name in ("iris", "named", "folder"):
-        assert predict(server, name) == labels.tolist()
-        chosen = infer(server, name, ["predict_proba"])["predict_proba"]
+        assert predict(server, name, ROWS) == labels.tolist()
+        chosen = infer(server, name, ROWS, ["predict_proba"])["predict_proba"]
         np.testing.assert_allclose(tensor_values(chosen), probabilities)
     large = np.random.default_rng(0).uniform(0.1, 8.0, size=(2000, 4))  # a large payload comes as an array
     assert predict(server, "folder", large.tolist()) == artifacts.model.predict(large).tolist()
@@ -206,7 +174,7 @@ def test_model_flag_and_kserve_folder_serve_the_pipeline(serve: Any, artifacts: 
 
 @pytest.mark.server
 def test_refused_artifacts_fail_their_model_with_the_reason_while_another_serves(
-    serve: Any, artifacts: Artifacts, tmp_path: Path
+    serve: StartServer, artifacts: Artifacts, tmp_path: Path
 ) -> None:
     wrong_pin = "0" * 64
     actual = hashlib.sha256(artifacts.joblib.read_bytes()).hexdigest()
@@ -220,39 +188,37 @@ def test_refused_artifacts_fail_their_model_with_the_reason_while_another_serves
         f'[models.safe]\nuri = "{artifacts.skops}"\n',
     )
     server = serve("--config", str(config))
-    assert predict(server, "safe") == artifacts.model.predict(ROWS).tolist()
+    assert predict(server, "safe", ROWS) == artifacts.model.predict(ROWS).tolist()
 
-    unpinned = reason_of(server, "unpinned")
+    unpinned = failure_reason(server, "unpinned")
     for advice in ("sha256", "trust = true", "--allow-pickle", "skops"):
         assert advice in unpinned
-    mispinned = reason_of(server, "mispinned")
+    mispinned = failure_reason(server, "mispinned")
     assert wrong_pin in mispinned and actual in mispinned
-    truncated = reason_of(server, "truncated")
+    truncated = failure_reason(server, "truncated")
     assert "truncated.joblib" in truncated and "cannot be read as a joblib file" in truncated
-    assert "model.joblib" in reason_of(server, "missing")
-    untrusted = reason_of(server, "untrusted-types")
+    assert "model.joblib" in failure_reason(server, "missing")
+    untrusted = failure_reason(server, "untrusted-types")
     assert "_operator.neg" in untrusted and "trust = true" in untrusted
     refused = httpx.post(f"{server.url}/models/unpinned/predict", json=ROWS, timeout=10)
     assert refused.status_code == 503 and "sha256" in refused.text
 
 
 @pytest.mark.server
-def test_a_trusted_skops_file_with_untrusted_types_is_served(serve: Any, artifacts: Artifacts, tmp_path: Path) -> None:
+def test_a_trusted_skops_file_with_untrusted_types_is_served(
+    serve: StartServer, artifacts: Artifacts, tmp_path: Path
+) -> None:
     config = settings_file(tmp_path, f'[models.negated]\nuri = "{artifacts.untrusted_skops}"\ntrust = true\n')
     server = serve("--config", str(config))
     expected = skops.io.load(artifacts.untrusted_skops, trusted=["_operator.neg"]).predict(np.asarray(ROWS))
-    assert predict(server, "negated") == expected.tolist()
+    assert predict(server, "negated", ROWS) == expected.tolist()
 
 
 # -- the runtime class, in process ---------------------------------------------------------------
 
 
-def spec_of(uri: Path, tmp_path: Path, **given: Any) -> ModelFile:
-    return ModelFile(name="iris", version="1", runtime="sklearn", uri=str(uri), cache_dir=tmp_path / "cache", **given)
-
-
 def test_runtime_derives_schema_fixture_and_outputs(artifacts: Artifacts, tmp_path: Path) -> None:
-    runtime = SklearnRuntime(spec_of(artifacts.skops, tmp_path))
+    runtime = SklearnRuntime(model_file(RUNTIME, artifacts.skops, tmp_path / "cache"))
     runtime.load()
     schema = runtime.resolved_schema("predict")
     assert schema is not None and schema["items"]["minItems"] == schema["items"]["maxItems"] == 4
@@ -270,23 +236,23 @@ def test_runtime_derives_schema_fixture_and_outputs(artifacts: Artifacts, tmp_pa
 
 
 def test_runtime_output_setting_chooses_the_answer(artifacts: Artifacts, tmp_path: Path) -> None:
-    runtime = SklearnRuntime(spec_of(artifacts.skops, tmp_path, output="predict_proba"))
+    runtime = SklearnRuntime(model_file(RUNTIME, artifacts.skops, tmp_path / "cache", output="predict_proba"))
     runtime.load()
     assert runtime.default_outputs == ["predict_proba"]
     np.testing.assert_allclose(runtime.predict(ROWS), artifacts.model.predict_proba(ROWS))
-    lacking = SklearnRuntime(spec_of(artifacts.skops, tmp_path, output="transform"))
+    lacking = SklearnRuntime(model_file(RUNTIME, artifacts.skops, tmp_path / "cache", output="transform"))
     with pytest.raises(PluginError, match=r"no 'transform' output \(it has: predict, predict_proba"):
         lacking.load()
 
 
 def test_runtime_refuses_joblib_unless_trusted(artifacts: Artifacts, tmp_path: Path) -> None:
     with pytest.raises(UnsafeFormat, match="a joblib file runs code"):
-        SklearnRuntime(spec_of(artifacts.joblib, tmp_path)).load()
+        SklearnRuntime(model_file(RUNTIME, artifacts.joblib, tmp_path / "cache")).load()
     pickled = tmp_path / "model.pkl"
     pickled.write_bytes(artifacts.joblib.read_bytes())
     with pytest.raises(UnsafeFormat, match="a pickle file runs code"):
-        SklearnRuntime(spec_of(pickled, tmp_path)).load()
-    trusted = SklearnRuntime(spec_of(pickled, tmp_path, trusted=True))
+        SklearnRuntime(model_file(RUNTIME, pickled, tmp_path / "cache")).load()
+    trusted = SklearnRuntime(model_file(RUNTIME, pickled, tmp_path / "cache", trusted=True))
     trusted.load()
     assert trusted.predict(ROWS).tolist() == artifacts.model.predict(ROWS).tolist()
 
@@ -304,14 +270,19 @@ def test_a_text_pipeline_needs_a_schema_and_fixture_from_the_settings(tmp_path: 
     model = make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(texts, labels)
     skops.io.dump(model, tmp_path / "text.skops")
     trusted_types = skops.io.get_untrusted_types(file=tmp_path / "text.skops")
-    bare = SklearnRuntime(spec_of(tmp_path / "text.skops", tmp_path, trusted=bool(trusted_types)))
+    bare = SklearnRuntime(model_file(RUNTIME, tmp_path / "text.skops", tmp_path / "cache", trusted=bool(trusted_types)))
     with pytest.raises(PluginError, match="give predict_schema and predict_fixture"):
         bare.load()
     schema, fixture = tmp_path / "schema.json", tmp_path / "fixture.json"
     schema.write_text(json.dumps({"type": "array", "minItems": 1, "items": {"type": "string"}}))
     fixture.write_text(json.dumps(["good"]))
-    given = spec_of(
-        tmp_path / "text.skops", tmp_path, trusted=bool(trusted_types), predict_schema=schema, predict_fixture=fixture
+    given = model_file(
+        RUNTIME,
+        tmp_path / "text.skops",
+        tmp_path / "cache",
+        trusted=bool(trusted_types),
+        predict_schema=schema,
+        predict_fixture=fixture,
     )
     runtime = SklearnRuntime(given)
     runtime.load()
@@ -325,7 +296,7 @@ def test_a_text_pipeline_needs_a_schema_and_fixture_from_the_settings(tmp_path: 
 
 @pytest.mark.server
 @pytest.mark.mlserver
-def test_a_dataframe_model_gets_its_columns_and_pd_requests_by_column(serve: Any, tmp_path: Path) -> None:
+def test_a_dataframe_model_gets_its_columns_and_pd_requests_by_column(serve: StartServer, tmp_path: Path) -> None:
     """A pipeline selecting columns by name (it needs a DataFrame): rows on the stevedore route become its
     columns; with ``content_type = "pd"`` its V2 inputs are the columns, as MLServer's pandas codec sends them."""
     pandas = pytest.importorskip("pandas")
@@ -344,13 +315,10 @@ def test_a_dataframe_model_gets_its_columns_and_pd_requests_by_column(serve: Any
     )
     server = serve("--config", str(config))
     frame = pandas.DataFrame(ROWS, columns=columns)
-    assert predict(server, "frame") == model.predict(frame).tolist()
-    assert predict(server, "frame-pd") == model.predict(frame).tolist()
+    assert predict(server, "frame", ROWS) == model.predict(frame).tolist()
+    assert predict(server, "frame-pd", ROWS) == model.predict(frame).tolist()
     inputs = [
         {"name": name, "datatype": "FP64", "shape": [len(ROWS), 1], "data": frame[name].tolist()} for name in columns
     ]
-    body = {"inputs": inputs, "outputs": [{"name": "predict_proba"}]}
-    response = httpx.post(f"{server.url}/v2/models/frame-pd/infer", json=body, timeout=30)
-    assert response.status_code == 200, response.text
-    (tensor,) = response.json()["outputs"]
+    (tensor,) = infer_tensors(server, "frame-pd", inputs, ["predict_proba"]).values()
     np.testing.assert_allclose(tensor_values(tensor), model.predict_proba(frame))

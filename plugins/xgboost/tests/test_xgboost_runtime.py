@@ -18,11 +18,18 @@ from sklearn.datasets import load_iris
 from stevedore_runtime_xgboost import XGBoostRuntime
 
 from stevedore_server.base.errors import PluginError
-from stevedore_server.kit.loopback import LiveServer
-from stevedore_server.model_files import ModelFile
+from stevedore_server.kit.model_files import (
+    StartServer,
+    failure_reason,
+    infer,
+    model_file,
+    predict,
+    runtime_servers,
+    tensor_values,
+)
 
-#: Seconds a server gets to load and self-test its models.
-STARTUP = 90.0
+#: The runtime under test (its entry point's name).
+RUNTIME = "xgboost"
 #: Rows asked of every model: a few of each species.
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3], [7.7, 3.0, 6.1, 2.3], [5.9, 3.0, 5.1, 1.8]]
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
@@ -80,49 +87,10 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Any]:
-    """Start ``stevedore-server run ARGS`` with only this runtime selected and a state directory of the test's;
-    stopped after it."""
-    started: list[LiveServer] = []
-
-    def start(*args: str) -> LiveServer:
-        log = tmp_path / f"server-{len(started)}.log"
-        server = LiveServer.start(log, "--plugins", "xgboost", "--state-dir", str(tmp_path / "state"), *args)
-        started.append(server)
-        server.wait_until_serving(STARTUP)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
-
-
-def predict(server: LiveServer, model: str, rows: Any = ROWS) -> Any:
-    response = httpx.post(f"{server.url}/models/{model}/predict", json=rows, timeout=30)
-    assert response.status_code == 200, response.text
-    return response.json()["predictions"]
-
-
-def infer(server: LiveServer, model: str, outputs: list[str] | None = None, rows: Any = ROWS) -> dict[str, Any]:
-    """A V2 REST inference, its one input named as MLServer's NumpyRequestCodec names it; the outputs by name."""
-    body: dict[str, Any] = {
-        "inputs": [{"name": "input-1", "datatype": "FP64", "shape": [len(rows), 4], "data": np.ravel(rows).tolist()}]
-    }
-    if outputs is not None:
-        body["outputs"] = [{"name": name} for name in outputs]
-    response = httpx.post(f"{server.url}/v2/models/{model}/infer", json=body, timeout=30)
-    assert response.status_code == 200, response.text
-    return {tensor["name"]: tensor for tensor in response.json()["outputs"]}
-
-
-def tensor_values(tensor: dict[str, Any]) -> np.ndarray[Any, Any]:
-    return np.asarray(tensor["data"]).reshape(tensor["shape"])
-
-
-def reason_of(server: LiveServer, model: str) -> str:
-    answer = httpx.get(f"{server.url}/models/{model}", timeout=10).json()
-    assert answer["state"] == "failed", answer
-    return str(answer["reason"])
+def serve(tmp_path: Path) -> Iterator[StartServer]:
+    """Servers of this runtime alone (``runtime_servers``), stopped after the test."""
+    with runtime_servers(RUNTIME, tmp_path) as start:
+        yield start
 
 
 def as_float32(rows: Any) -> np.ndarray[Any, Any]:
@@ -133,7 +101,7 @@ def as_float32(rows: Any) -> np.ndarray[Any, Any]:
 
 
 @pytest.mark.server
-def test_model_flag_and_kserve_folder_serve_what_xgboost_answers(serve: Any, artifacts: Artifacts) -> None:
+def test_model_flag_and_kserve_folder_serve_what_xgboost_answers(serve: StartServer, artifacts: Artifacts) -> None:
     """``--model NAME=FILE`` (JSON, UBJ, runtime guessed), ``--model NAME=DIR`` (KServe's model.bst, beside a
     schema.json that is no model), and a damaged file: the stevedore route and V2 answer what the classifier and
     the booster answer; the damaged model fails with XGBoost's reason and the others serve."""
@@ -147,50 +115,48 @@ def test_model_flag_and_kserve_folder_serve_what_xgboost_answers(serve: Any, art
     X = as_float32(ROWS)
     labels, probabilities = artifacts.classifier.predict(X), artifacts.classifier.predict_proba(X)
     for name in ("iris", "iris-ubj", "folder"):
-        assert predict(server, name) == labels.tolist()
-        default = infer(server, name)
+        assert predict(server, name, ROWS) == labels.tolist()
+        default = infer(server, name, ROWS)
         assert list(default) == ["predict"]  # as MLServer's XGBoostModel: predict where none is asked
         assert tensor_values(default["predict"]).tolist() == labels.tolist()
-        chosen = infer(server, name, ["predict_proba"])["predict_proba"]
+        chosen = infer(server, name, ROWS, ["predict_proba"])["predict_proba"]
         assert chosen["datatype"] == "FP32"
         np.testing.assert_array_equal(tensor_values(chosen).astype(np.float32), probabilities)
 
     # A booster of xgboost.train: predict is what Booster.predict gives (softprob: the probabilities).
     expected = artifacts.booster.predict(xgboost.DMatrix(X, feature_names=FEATURES))
-    np.testing.assert_array_equal(np.asarray(predict(server, "booster"), dtype=np.float32), expected)
-    np.testing.assert_array_equal(tensor_values(infer(server, "booster")["predict"]).astype(np.float32), expected)
+    np.testing.assert_array_equal(np.asarray(predict(server, "booster", ROWS), dtype=np.float32), expected)
+    np.testing.assert_array_equal(tensor_values(infer(server, "booster", ROWS)["predict"]).astype(np.float32), expected)
     metadata = httpx.get(f"{server.url}/v2/models/booster", timeout=10).json()
     assert [output["name"] for output in metadata["outputs"]] == ["predict"]
     schema = httpx.get(f"{server.url}/models/booster/schemas/predict", timeout=10).json()
     assert "petal_width" in str(schema)
 
-    truncated = reason_of(server, "truncated")
+    truncated = failure_reason(server, "truncated")
     assert "truncated.json" in truncated and "cannot be read as an XGBoost model" in truncated
     assert "Stack trace" not in truncated
     refused = httpx.post(f"{server.url}/models/truncated/predict", json=ROWS, timeout=10)
     assert refused.status_code == 503
-    assert predict(server, "iris") == labels.tolist()  # still serving
+    assert predict(server, "iris", ROWS) == labels.tolist()  # still serving
 
 
 @pytest.mark.server
-def test_settings_output_makes_predict_proba_the_answer(serve: Any, artifacts: Artifacts, tmp_path: Path) -> None:
+def test_settings_output_makes_predict_proba_the_answer(
+    serve: StartServer, artifacts: Artifacts, tmp_path: Path
+) -> None:
     config = tmp_path / "stevedore.toml"
     config.write_text(f'[models.proba]\nuri = "{artifacts.json}"\noutput = "predict_proba"\n')
     server = serve("--config", str(config))
     expected = artifacts.classifier.predict_proba(as_float32(ROWS))
-    np.testing.assert_array_equal(np.asarray(predict(server, "proba"), dtype=np.float32), expected)
-    assert list(infer(server, "proba")) == ["predict_proba"]
+    np.testing.assert_array_equal(np.asarray(predict(server, "proba", ROWS), dtype=np.float32), expected)
+    assert list(infer(server, "proba", ROWS)) == ["predict_proba"]
 
 
 # -- the runtime class, in process -------------------------------------------------------------------
 
 
-def spec_of(uri: Path, tmp_path: Path, **given: Any) -> ModelFile:
-    return ModelFile(name="iris", version="1", runtime="xgboost", uri=str(uri), cache_dir=tmp_path / "cache", **given)
-
-
 def test_runtime_derives_schema_fixture_and_outputs(artifacts: Artifacts, tmp_path: Path) -> None:
-    runtime = XGBoostRuntime(spec_of(artifacts.ubj, tmp_path))
+    runtime = XGBoostRuntime(model_file(RUNTIME, artifacts.ubj, tmp_path / "cache"))
     runtime.load()
     schema = runtime.resolved_schema("predict")
     assert schema is not None and schema["items"]["minItems"] == schema["items"]["maxItems"] == 4
@@ -207,7 +173,7 @@ def test_runtime_derives_schema_fixture_and_outputs(artifacts: Artifacts, tmp_pa
 
 
 def test_a_booster_has_only_predict(artifacts: Artifacts, tmp_path: Path) -> None:
-    runtime = XGBoostRuntime(spec_of(artifacts.booster_json, tmp_path, output="predict_proba"))
+    runtime = XGBoostRuntime(model_file(RUNTIME, artifacts.booster_json, tmp_path / "cache", output="predict_proba"))
     with pytest.raises(PluginError, match=r"no 'predict_proba' output \(it has: predict\)"):
         runtime.load()
 
