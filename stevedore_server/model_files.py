@@ -45,7 +45,7 @@ from stevedore_server.predictor import Predictor
 
 #: The entry-point group of runtimes.
 RUNTIMES_GROUP = "stevedore.runtimes"
-#: Formats that run code when they are read (pickle and what is built on it).
+#: Formats that run no code when they are read, which the refusal of one that does suggests.
 SAFE_FORMATS = "skops (scikit-learn), ONNX, XGBoost JSON or UBJ, LightGBM text"
 
 
@@ -63,8 +63,8 @@ class ModelFile:
     cache_dir: Path
     #: The artifact's pinned SHA-256 (hex): another content fails the model, with both hashes.
     sha256: str | None = None
-    #: Formats that run code when read (pickle, joblib) may be read: ``trust = true``, a ``sha256`` pin, or
-    #: ``--allow-pickle``.
+    #: Formats that run code when read (pickle, joblib) may be read: ``trust = true`` or ``--allow-pickle`` (a
+    #: ``sha256`` pin trusts the file it pins: ``FilePredictor.require_trust``).
     trusted: bool = False
     #: The model's default output, a runtime's own name for it (scikit-learn: ``predict_proba``).
     output: str | None = None
@@ -82,8 +82,15 @@ class ModelFile:
 
         return fetch(self.uri, self.cache_dir, self.sha256)
 
+    @property
+    def shown(self) -> str:
+        """The URI as messages, logs and the catalogue show it: no user, password or query (a signature)."""
+        from stevedore_server.base.storage import public
+
+        return public(self.uri)
+
     def describe(self) -> str:
-        return f"{self.runtime} model file {self.uri}"
+        return f"{self.runtime} model file {self.shown}"
 
     def as_json(self) -> dict[str, Any]:
         """The spec as JSON values (a worker process's orders are JSON); ``of_json`` reads it back."""
@@ -184,16 +191,18 @@ class FilePredictor(Predictor):
             )
         return found[0]
 
-    def require_trust(self, what: str, safe_formats: str = SAFE_FORMATS) -> None:
-        """Refuse to read ``what`` (a format that runs code when read) unless the operator allowed it; the error
-        says what to do (a file can be pinned by its hash, a folder cannot)."""
-        if self.spec.trusted:
+    def require_trust(self, what: str, safe_formats: str = SAFE_FORMATS, pin_covers_it: bool = True) -> None:
+        """Refuse to read ``what`` (a format that runs code when read) unless the operator allowed it: ``trust``,
+        ``--allow-pickle``, or a ``sha256`` pin where the pinned file is all that is read (``pin_covers_it``: not
+        a folder, nor a file whose neighbours are read too). The error says what to do."""
+        pinnable = pin_covers_it and self.path is not None and self.path.is_file()
+        if self.spec.trusted or (pinnable and self.spec.sha256 is not None):
             return
-        pin = "" if self.path is not None and self.path.is_dir() else 'pin its content with `sha256 = "..."` or '
+        pin = 'pin its content with `sha256 = "..."` or ' if pinnable else ""
         raise UnsafeFormat(
-            f"{what} runs code when it is loaded, and {self.spec.uri} is not trusted: {pin}set `trust = true` in "
-            f"[models.{self.name}], or start the server with --allow-pickle (STEVEDORE_ALLOW_PICKLE=true) if only "
-            f"you can write the model store; or save the model in a format that runs no code ({safe_formats})"
+            f"{what} runs code when it is loaded, and {self.spec.shown} is not trusted: {pin}set `trust = true` "
+            f"in [models.{self.name}], or start the server with --allow-pickle (STEVEDORE_ALLOW_PICKLE=true) if "
+            f"only you can write the model store; or save the model in a format that runs no code ({safe_formats})"
         )
 
     # -- the Predictor contract, from the file ---------------------------------
@@ -241,7 +250,7 @@ class FilePredictor(Predictor):
 
     def says_too_little(self) -> PluginError:
         return PluginError(
-            f"{self.spec.uri} says too little of its input to derive a schema and fixture: give predict_schema "
+            f"{self.spec.shown} says too little of its input to derive a schema and fixture: give predict_schema "
             f"and predict_fixture (JSON files) in [models.{self.name}]"
         )
 

@@ -320,3 +320,25 @@ def test_kserves_mlserver_variables_serve_the_model_as_mlserver(
             stevedore.stop()
     finally:
         theirs.stop()
+
+
+def test_a_custom_runtime_runs_no_code_where_the_operator_did_not_allow_it(tmp_path: Path) -> None:
+    """A custom runtime is Python imported from the model's folder (and MLServer's own runtimes unpickle): without
+    ``--allow-pickle`` or ``trust = true`` it is a failed model with the reason, and its module is never run."""
+    folder = tmp_path / "models" / "planted"
+    folder.mkdir(parents=True)
+    ran = tmp_path / "ran"
+    (folder / "planted.py").write_text(
+        f"from pathlib import Path\nPath({str(ran)!r}).write_text('ran')\n"
+        "from mlserver import MLModel\n\n\nclass Planted(MLModel):\n    async def load(self) -> bool:\n"
+        "        return True\n"
+    )
+    (folder / "model-settings.json").write_text(json.dumps({"name": "planted", "implementation": "planted.Planted"}))
+    stevedore = ours(tmp_path, "--mlserver", str(tmp_path / "models"))
+    try:
+        model = httpx.get(stevedore.url + "/models/planted", timeout=10).json()
+    finally:
+        stevedore.stop()
+    assert model["state"] == "failed", model
+    assert "an MLServer runtime (Python imported from" in model["reason"] and "--allow-pickle" in model["reason"]
+    assert not ran.exists()

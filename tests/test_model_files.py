@@ -7,6 +7,7 @@ model with its reason, and the server (and the example plugin's models) stay up.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import pickle
@@ -20,9 +21,11 @@ import httpx
 import orjson
 import pytest
 
-from stevedore_server.base.errors import StartupError
-from stevedore_server.base.settings import Settings, read_document
+from stevedore_server.base.errors import PluginError, StartupError
+from stevedore_server.base.settings import ModelSettings, Settings, read_document
+from stevedore_server.plugins.model_files import model_files
 
+from .file_runtimes import Weights
 from .helpers import record_distribution
 from .venvs import INSTALLED, REPO, Server, Venv
 
@@ -256,3 +259,23 @@ def test_check_and_schema_take_model_files_as_run_does(tmp_path: Path) -> None:
     check = subprocess.run([*command, "check", *files, *bad], env=environment, capture_output=True, text=True)
     assert check.returncode == 1, check.stdout + check.stderr
     assert "gone.weights" in check.stdout + check.stderr
+
+
+@pytest.mark.parametrize("digest", ["", "abc", "g" * 64])
+def test_a_sha256_that_is_no_digest_is_refused_and_trusts_nothing(digest: str) -> None:
+    with pytest.raises(StartupError, match="is not a SHA-256 digest"):
+        Settings(models={"m": ModelSettings(uri="/m.pickled", sha256=digest)})
+
+
+def test_a_uris_password_and_signature_are_never_shown(tmp_path: Path) -> None:
+    uri = "http://alice:s3cret@127.0.0.1:9/models/dot.weights?signature=abc"
+    settings = Settings(model=(f"dot=weights:{uri}",))
+    shown = str(settings.masked())
+    assert "s3cret" not in shown and "signature=abc" not in shown and "127.0.0.1:9/models/dot.weights" in shown
+    (spec,) = model_files(dataclasses.replace(settings, state_dir=str(tmp_path)))
+    predictor = Weights(spec)
+    assert "s3cret" not in predictor.description and "abc" not in predictor.description
+    with pytest.raises(PluginError) as refused:
+        predictor.opened()  # nothing answers there: the reason names the URI, without its secrets
+    assert "s3cret" not in str(refused.value) and "abc" not in str(refused.value)
+    assert "127.0.0.1:9/models/dot.weights" in str(refused.value)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -42,7 +43,10 @@ class Runtime(Protocol):
         """A predict computing the outputs ``names`` only (``Predictor.predict_outputs``)."""
         ...
 
-    def close(self) -> None: ...
+    def close(self, unload_aside: bool = False) -> None:
+        """Stop; ``unload_aside``: the predictor's ``unload`` runs on a thread of its own, not the caller's (a
+        model replaced while serving is closed on the event loop, which an unload that waits must not hold)."""
+        ...
 
 
 class ModelRuntime:
@@ -154,11 +158,18 @@ class ModelRuntime:
 
         return call
 
-    def close(self) -> None:
+    def close(self, unload_aside: bool = False) -> None:
         for batcher in [self.batcher, *self.output_batchers.values()]:
             if batcher is not None:
                 batcher.stop()
         self.threads.close()
+        if unload_aside:
+            name = f"unload {self.model.name} {self.model.version}"
+            threading.Thread(target=self.unload, name=name, daemon=True).start()
+        else:
+            self.unload()
+
+    def unload(self) -> None:
         try:
             self.model.predictor.unload()
         except Exception as error:

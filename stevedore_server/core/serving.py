@@ -134,5 +134,5 @@ async def retire(model: ServingModel, timeout: float) -> bool:
         idle = runtime.idle
         if not idle:
             logger.warning("model %s version %s retired with calls still running", model.name, model.version)
-        runtime.close()
+        runtime.close(unload_aside=True)
     return idle

@@ -59,8 +59,8 @@ def spec_of(
         runtime=own.runtime or guess_runtime(uri, runtimes),
         uri=uri,
         cache_dir=cache_dir,
-        sha256=own.sha256.lower() if own.sha256 else None,
-        trusted=bool(own.trust) or own.sha256 is not None or allow_pickle,
+        sha256=own.sha256.lower() if own.sha256 is not None else None,
+        trusted=bool(own.trust) or allow_pickle,
         output=own.output,
         content_type=own.content_type,
         predict_schema=Path(own.predict_schema) if own.predict_schema else None,
@@ -108,7 +108,7 @@ def candidates_of(specs: Iterable[ModelFile], selection: PluginSelection) -> lis
 
 
 def predictor_of(spec: ModelFile, runtimes: dict[str, EntryPoint]) -> tuple[Predictor, PluginSource]:
-    declared = PluginSource(entry_point=f"[models.{spec.name}] uri = {spec.uri}", group=RUNTIMES_GROUP)
+    declared = PluginSource(entry_point=f"[models.{spec.name}] uri = {spec.shown}", group=RUNTIMES_GROUP)
     if not spec.runtime:
         return Unreadable(spec, no_runtime_reason(spec, runtimes)), declared
     entry_point = runtimes.get(spec.runtime)
@@ -129,7 +129,7 @@ def predictor_of(spec: ModelFile, runtimes: dict[str, EntryPoint]) -> tuple[Pred
 def no_runtime_reason(spec: ModelFile, runtimes: dict[str, Any]) -> str:
     installed = ", ".join(sorted(runtimes)) or "none"
     return (
-        f"no runtime claims {spec.uri} (installed runtimes: {installed}): name one with "
+        f"no runtime claims {spec.shown} (installed runtimes: {installed}): name one with "
         f"`runtime = ...` in [models.{spec.name}] or --model {spec.name}=RUNTIME:URI"
     )
 

@@ -129,7 +129,7 @@ class DeploymentRuntime:
             raise ReportedFailure(*reply.failure)
         return reply.result
 
-    def close(self) -> None:
+    def close(self, unload_aside: bool = False) -> None:
         pass
 
 

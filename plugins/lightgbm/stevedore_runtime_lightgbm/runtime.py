@@ -62,7 +62,7 @@ class LightGBMRuntime(FilePredictor):
             predict_schema=rows_schema(width) | {"description": features},
             predict_fixture=fixture,
             tensor_outputs=[output_tensor(PREDICT, self.run_predict(self.convert_prediction_input(fixture)))],
-            description=f"LightGBM booster from {self.spec.uri}: takes {features}; answers {PREDICT}",
+            description=f"LightGBM booster from {self.spec.shown}: takes {features}; answers {PREDICT}",
         )
 
     def convert_prediction_input(self, payload: Any) -> Any:

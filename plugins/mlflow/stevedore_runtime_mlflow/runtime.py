@@ -30,7 +30,9 @@ class MLflowRuntime(FilePredictor):
         self.folder = folder = model_folder(path)
         runs_code = code_run_by(read_mlmodel(folder))
         if runs_code is not None:
-            self.require_trust(runs_code, safe_formats="an MLflow model of the onnx, xgboost or lightgbm flavour")
+            # A pin of the MLmodel file does not cover the folder's other files, which loading reads.
+            safe = "an MLflow model of the onnx, xgboost or lightgbm flavour"
+            self.require_trust(runs_code, safe_formats=safe, pin_covers_it=False)
         import mlflow.pyfunc  # seconds to import: only when a model is loaded
 
         return mlflow.pyfunc.load_model(str(folder))
@@ -54,7 +56,7 @@ class MLflowRuntime(FilePredictor):
             predict_fixture=self.example(inputs, schema),
             tensor_inputs=inputs.tensor_inputs(),
             tensor_outputs=outputs_of(outputs),
-            description=f"MLflow model {self.spec.uri} (signature: {signature.inputs})",
+            description=f"MLflow model {self.spec.shown} (signature: {signature.inputs})",
         )
 
     def example(self, inputs: Inputs, schema: dict[str, Any]) -> Any:

@@ -44,13 +44,25 @@ class MLServerRuntime(FilePredictor):
         return False
 
     def open(self, path: Path) -> MLModel:
+        # The implementation is Python imported from the model's folder, and its load() reads what it likes
+        # (MLServer's own runtimes unpickle): code runs, as with a pickle.
+        self.require_trust(
+            f"an MLServer runtime (Python imported from {path}, and whatever its load() reads)",
+            safe_formats="serve the artifact with one of our runtimes instead, where it has one",
+            pin_covers_it=False,
+        )
         self.document, folder = settings_document(self.spec.options, path)
         settings = model_settings(self.document, folder, self.name, str(path))
         implementation = implementation_of(settings)
         model = implementation(settings)
         self.loop = ModelLoop(self.name)
-        if self.loop.run(model.load()) is False:
-            raise PluginError(f"{settings.implementation_}.load() returned False: the model is not ready")
+        try:
+            if self.loop.run(model.load()) is False:
+                raise PluginError(f"{settings.implementation_}.load() returned False: the model is not ready")
+        except BaseException:
+            self.loop.close()  # no thread left behind by a model that never served
+            self.loop = None
+            raise
         model.ready = True
         self.description = f"MLServer runtime {settings.implementation_} ({path})"
         return model

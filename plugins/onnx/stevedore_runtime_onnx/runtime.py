@@ -90,7 +90,7 @@ class OnnxRuntime(FilePredictor):
         def listed(tensors: list[Tensor]) -> str:
             return ", ".join(f"{tensor.name} {tensor.datatype} {list(tensor.shape)}" for tensor in tensors)
 
-        return f"ONNX model from {self.spec.uri}: inputs {listed(self.inputs)}; outputs {listed(self.outputs)}"
+        return f"ONNX model from {self.spec.shown}: inputs {listed(self.inputs)}; outputs {listed(self.outputs)}"
 
     # -- the hot path -------------------------------------------------------------------
 

@@ -81,7 +81,7 @@ class SklearnRuntime(FilePredictor):
         estimator = type(self.model).__name__
         takes = features.describe() if features.width is not None else "the payload of its predict_schema"
         return (
-            f"scikit-learn {estimator} from {self.spec.uri}: takes {takes}; answers {default} "
+            f"scikit-learn {estimator} from {self.spec.shown}: takes {takes}; answers {default} "
             f"(V2 outputs: {', '.join(self.methods)})"
         )
 

@@ -85,7 +85,7 @@ class XGBoostRuntime(FilePredictor):
             ],
             default_outputs=[default],
             description=(
-                f"XGBoost {type(self.model).__name__} from {self.spec.uri}: takes {describe_features(width, names)}; "
+                f"XGBoost {type(self.model).__name__} from {self.spec.shown}: takes {describe_features(width, names)}; "
                 f"answers {default} (V2 outputs: {', '.join(self.methods)})"
             ),
         )

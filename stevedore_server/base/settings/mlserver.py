@@ -34,6 +34,11 @@ RUNTIMES = {
     "mlserver_xgboost.XGBoostModel": "xgboost",
     "mlserver_lightgbm.LightGBMModel": "lightgbm",
     "mlserver_mlflow.MLflowRuntime": "mlflow",
+    # The same classes by the modules that define them.
+    "mlserver_sklearn.sklearn.SKLearnModel": "sklearn",
+    "mlserver_xgboost.xgboost.XGBoostModel": "xgboost",
+    "mlserver_lightgbm.lightgbm.LightGBMModel": "lightgbm",
+    "mlserver_mlflow.runtime.MLflowRuntime": "mlflow",
 }
 #: What each mapped key of a ``model-settings.json`` becomes (``parameters.*``: keys of its ``parameters``).
 MAPPED = {
@@ -173,7 +178,7 @@ def model_table(
     if not isinstance(parameters, dict):
         raise StartupError(f"setting mlserver ({where}): parameters must be an object")
     refuse(where, document, parameters)
-    name = text(where, "name", document.get("name")) or folder.name
+    name = text(where, "name", document.get("name")) or folder.resolve().name  # `--mlserver .` has a name too
     implementation = text(where, "implementation", document.get("implementation"))
     if not implementation:
         raise StartupError(f"setting mlserver ({where}): no implementation (MLServer needs one too)")

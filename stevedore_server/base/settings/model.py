@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from stevedore_server.base.errors import StartupError
 from stevedore_server.base.sources import PluginSelection
@@ -450,6 +451,11 @@ class Settings:
         for item in fields(self):
             if item.metadata["secret"] and values[item.name]:
                 values[item.name] = MASK
+        # A model file's URI may hold a password or a signed URL's signature.
+        values["model"] = [masked_uri(entry) for entry in self.model]
+        for model in values["models"].values():
+            if model["uri"] is not None:
+                model["uri"] = masked_uri(model["uri"])
         return values
 
 
@@ -492,6 +498,8 @@ def check_model_settings(name: str, model: ModelSettings) -> None:
         raise StartupError(f"{prefix}.max_queue: {model.max_queue} must not be negative")
     if model.processes is not None and not 1 <= model.processes <= MAX_PROCESSES:
         raise StartupError(f"{prefix}.processes: {model.processes} is not from 1 to {MAX_PROCESSES}")
+    if model.sha256 is not None and not SHA256.match(model.sha256):
+        raise StartupError(f"{prefix}.sha256: {model.sha256!r} is not a SHA-256 digest (64 hexadecimal digits)")
     if model.python is not None and not model.python.strip():
         raise StartupError(f"{prefix}.python: an interpreter path or a virtual environment directory, not empty")
     for attribute in ("replicas", "min_replicas", "max_replicas", "max_replicas_per_node"):
@@ -515,6 +523,8 @@ def check_model_settings(name: str, model: ModelSettings) -> None:
 
 #: ``NAME=URI`` or ``NAME=RUNTIME:URI`` (``--model``); a URI's own scheme is followed by ``//``, a runtime is not.
 MODEL_ENTRY = re.compile(r"\A(?P<name>[A-Za-z0-9._-]+)=(?:(?P<runtime>[a-z][a-z0-9_-]+):(?!//))?(?P<uri>.+)\Z")
+#: A pinned artifact's digest.
+SHA256 = re.compile(r"\A[0-9A-Fa-f]{64}\Z")
 #: A URI with a scheme (``s3://``, ``file://``); anything else is a local path.
 SCHEME = re.compile(r"\A[a-z][a-z0-9+.-]*://")
 #: Per-model settings that are paths, resolved against the settings file's folder.
@@ -538,6 +548,20 @@ def declared_models(settings: Settings) -> dict[str, ModelSettings]:
         own = models.get(name, ModelSettings())
         models[name] = dataclasses.replace(own, uri=uri, runtime=match["runtime"] or own.runtime)
     return models
+
+
+def masked_uri(uri: str) -> str:
+    """``uri`` (or a ``NAME=[RUNTIME:]URI`` entry's) with any user, password and query masked."""
+    entry = MODEL_ENTRY.match(uri)
+    if entry is not None:
+        runtime = f"{entry['runtime']}:" if entry["runtime"] else ""
+        return f"{entry['name']}={runtime}{masked_uri(entry['uri'])}"
+    parts = urlsplit(uri)
+    if not parts.query and "@" not in parts.netloc:
+        return uri
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{MASK}@{host}" if "@" in parts.netloc else host
+    return urlunsplit((parts.scheme, netloc, parts.path, MASK if parts.query else "", ""))
 
 
 def merged(low: ModelSettings, high: ModelSettings | None) -> ModelSettings:

@@ -23,6 +23,16 @@ MODEL_FALLBACKS = {
     "downscale_delay": "Serve's default (600)",
     "max_replicas_per_node": "no limit",
     "ray_actor_options": "`{num_cpus = 1}` (a table given is merged into it)",
+    "uri": "none: the model is a plugin's, not a model file",
+    "runtime": "the one installed runtime that claims `uri`",
+    "version": "1",
+    "sha256": "none: any content",
+    "trust": "false (true everywhere with `allow_pickle`)",
+    "output": "the runtime's (scikit-learn: predict)",
+    "content_type": "the runtime's (np)",
+    "predict_schema": "derived from the model file",
+    "predict_fixture": "derived from the model file",
+    "options": "none",
 }
 
 
