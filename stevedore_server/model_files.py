@@ -132,6 +132,9 @@ class FilePredictor(Predictor):
     patterns: tuple[str, ...] = ()
     #: Files whose presence marks a folder as this runtime's (``MLmodel``).
     markers: tuple[str, ...] = ()
+    #: The library parses the file natively, where a damaged or crafted file can crash or hang the process: the
+    #: server reads it in a child process first (``plugins.probe``), so that such a file fails its model only.
+    read_aside_first: bool = False
 
     def __init__(self, spec: ModelFile) -> None:
         super().__init__(name=spec.name, version=spec.version, description=spec.describe())

@@ -6,6 +6,7 @@ A ``*.weights`` file is a JSON list of numbers: the model answers each row's dot
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -69,3 +70,13 @@ class TwoOutputs(Weights):
     def predict_outputs(self, payload: Any, names: tuple[str, ...]) -> dict[str, Any]:
         dot = np.asarray(self.run_predict(payload))
         return {name: dot * 2 if name == "double" else dot for name in names}
+
+
+class Crashes(Weights):
+    """A native parser that a damaged file crashes: reading a ``*.crash`` file aborts the process."""
+
+    patterns = ("*.crash",)
+    read_aside_first = True
+
+    def open(self, path: Path) -> Any:
+        os.abort()

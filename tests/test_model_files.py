@@ -38,6 +38,7 @@ RUNTIMES = {
     "opaque": "tests.file_runtimes:Opaque",
     "broken": "tests.file_runtimes:Broken",
     "two": "tests.file_runtimes:TwoOutputs",
+    "crashes": "tests.file_runtimes:Crashes",
 }
 
 
@@ -50,6 +51,7 @@ def write_models(folder: Path) -> str:
     (folder / "models" / "dot.opaque").write_bytes(orjson.dumps(WEIGHTS))
     (folder / "models" / "model.broken").write_text("")
     (folder / "models" / "dot.two").write_bytes(orjson.dumps(WEIGHTS))
+    (folder / "models" / "model.crash").write_text("")
     (folder / "models" / "model.xyz").write_text("")
     (folder / "models" / "dot.txt").write_bytes(orjson.dumps(WEIGHTS))  # named by no runtime's patterns
     (folder / "schema.json").write_bytes(orjson.dumps({"type": "array", "items": {"type": "array"}}))
@@ -98,6 +100,8 @@ uri = "models/dot.two"
 [models.two-in-processes]
 uri = "models/dot.two"
 processes = 2
+[models.crashes]
+uri = "models/model.crash"
 """
 
 
@@ -180,6 +184,7 @@ def test_the_catalogue_says_which_runtime_and_file_serve_a_model(server: Server)
         ("unclaimed", "no runtime claims"),
         ("opaque", "says too little of its input"),
         ("broken", "this runtime is broken"),
+        ("crashes", "killed the process that read it (SIGABRT)"),
     ],
 )
 def test_a_model_file_that_cannot_serve_is_a_failed_model_with_its_reason(

@@ -159,7 +159,13 @@ class _Entry:
         except (FileNotFoundError, NotADirectoryError):
             return None
         path = self.root / relative
-        return path if relative and path.exists() else None
+        if not relative or not path.exists():
+            return None
+        logger.info(
+            "%s: serving the copy downloaded before (content sha256 %s, in %s); delete that folder, or pin the "
+            "model's sha256, to serve what the URI holds now", public(self.uri), relative.partition("/")[0], self.root,
+        )  # fmt: skip
+        return path
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:

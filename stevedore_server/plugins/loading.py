@@ -24,6 +24,8 @@ from stevedore_server.base.validation import ArrayCheck, SchemaValidator
 from stevedore_server.model_files import FilePredictor
 from stevedore_server.predictor import Predictor
 
+from .probe import read_aside
+
 logger = logging.getLogger("stevedore.loading")
 
 
@@ -104,6 +106,8 @@ def load_model(predictor: Predictor, source: PluginSource) -> LoadedModel:
     try:
         if isinstance(predictor, FilePredictor):  # its schemas come from the file: read it first
             step = "model file"
+            if predictor.read_aside_first:
+                read_aside(predictor.spec)
             predictor.opened()
             step = "schemas and fixtures"
         schemas = compile_schemas(predictor)

@@ -59,4 +59,42 @@ def missing_part(content: bytes) -> str | None:
     parameters = content.find(PARAMETERS, end)
     if parameters >= 0 and content.find(END_OF_PARAMETERS, parameters) < 0:
         return "its parameters section has no 'end of parameters' line (cut short?)"
+    return bad_tree(content[:end])
+
+
+def bad_tree(trees: bytes) -> str | None:
+    """What makes a tree unsafe to walk, if anything: LightGBM trusts a model's indices, so a feature beyond
+    the model's own or a child that is no node (or an earlier one: a loop) reads out of bounds, crashing the
+    process, or never ends."""
+    header = dict(line.partition(b"=")[::2] for line in trees[: trees.find(b"\n\n")].splitlines())
+    try:
+        features = int(header.get(b"max_feature_idx", b"")) + 1
+    except ValueError:
+        return "its header has no max_feature_idx"
+    for number, block in enumerate(trees.split(b"\nTree=")[1:]):
+        fields = dict(line.partition(b"=")[::2] for line in block.splitlines())
+        try:
+            problem = bad_nodes(fields, features)
+        except ValueError:
+            problem = "its fields are not lists of numbers"
+        if problem is not None:
+            return f"tree {number}: {problem} (damaged or edited?)"
+    return None
+
+
+def bad_nodes(fields: dict[bytes, bytes], features: int) -> str | None:
+    leaves = int(fields.get(b"num_leaves", b""))
+    if leaves <= 1:
+        return None  # a single leaf: no node to walk
+    internal = leaves - 1
+    split = [int(value) for value in fields.get(b"split_feature", b"").split()]
+    if len(split) != internal or not all(0 <= feature < features for feature in split):
+        return f"split_feature must be {internal} features below {features}"
+    for side in (b"left_child", b"right_child"):
+        children = [int(value) for value in fields.get(side, b"").split()]
+        if len(children) != internal:
+            return f"{side.decode()} must list {internal} children"
+        for node, child in enumerate(children):  # a node's child is a later node, or a leaf (~leaf)
+            if not (node < child < internal or -leaves <= child < 0):
+                return f"{side.decode()} of node {node} is {child}, no later node nor leaf"
     return None

@@ -23,6 +23,9 @@ class LightGBMRuntime(FilePredictor):
     """A LightGBM booster read from a text model file (``model.txt``, KServe's ``model.bst``), or the one such
     file of a folder."""
 
+    # A damaged or crafted file can crash its native parser: read it in a child process first.
+    read_aside_first = True
+
     patterns = files.PATTERNS
     # V2 tensors and large payloads come as arrays, with no lists made; LightGBM predicts on float64 natively.
     numpy_input = True

@@ -97,11 +97,16 @@ def test_model_flag_and_kserve_folder_serve_what_the_booster_answers(serve: Star
     """``--model NAME=FILE`` and ``--model NAME=DIR`` (KServe's model.bst), runtime guessed from the content,
     and a file cut in half: the stevedore route and V2 answer Booster.predict's values (output ``predict``, as
     MLServer's LightGBM runtime); the cut file fails its model with the reason, and the server keeps serving."""
+    edited = artifacts.text.parent
+    (edited / "feature.txt").write_text(edit_first_tree(artifacts.text, "split_feature", "9"))
+    (edited / "loop.txt").write_text(edit_first_tree(artifacts.text, "left_child", "0"))
     server = serve(
         "--model", f"iris={artifacts.text}",
         "--model", f"folder={artifacts.kserve}",
         "--model", f"petal={artifacts.regression_text}",
         "--model", f"truncated={artifacts.truncated}",
+        "--model", f"feature={edited / 'feature.txt'}",
+        "--model", f"loop={edited / 'loop.txt'}",
     )  # fmt: skip
     probabilities = artifacts.multiclass.predict(np.asarray(ROWS))
     for name in ("iris", "folder"):
@@ -119,8 +124,22 @@ def test_model_flag_and_kserve_folder_serve_what_the_booster_answers(serve: Star
 
     truncated = failure_reason(server, "truncated")
     assert "truncated.txt" in truncated and "not a whole LightGBM text model" in truncated
+    # Indices LightGBM would follow out of bounds (a crash of the server, unchecked) or round a loop (a hang).
+    assert "tree 0: split_feature must be" in failure_reason(server, "feature")
+    assert "tree 0: left_child of node 0 is 0, no later node nor leaf" in failure_reason(server, "loop")
     assert server.process.poll() is None
     np.testing.assert_array_equal(predict(server, "iris", ROWS), probabilities)  # still serving
+
+
+def edit_first_tree(model: Path, field: str, first: str) -> str:
+    """The text of ``model`` with the first value of ``field`` in its first tree replaced by ``first`` (padded with
+    zeros to the old value's length: the tree keeps the size the header declares)."""
+    head, tree, rest = model.read_text().partition("\nTree=0\n")
+    lines = rest.split("\n")
+    at = next(index for index, line in enumerate(lines) if line.startswith(f"{field}="))
+    values = lines[at].partition("=")[2].split(" ")
+    lines[at] = f"{field}=" + " ".join([first.zfill(len(values[0])), *values[1:]])
+    return head + tree + "\n".join(lines)
 
 
 # -- the runtime class and its checks, in process ----------------------------------------------------

@@ -25,6 +25,9 @@ SESSION_OPTIONS = ("intra_op_num_threads", "inter_op_num_threads")
 class OnnxRuntime(FilePredictor):
     """An ONNX model read from a ``.onnx`` file, or the one such file of a folder (KServe's ``model.onnx``)."""
 
+    # A damaged or crafted file can crash its native parser: read it in a child process first.
+    read_aside_first = True
+
     patterns = ("*.onnx",)
     # V2 tensors and large payloads come as arrays, with no lists made.
     numpy_input = True

@@ -32,6 +32,9 @@ class XGBoostRuntime(FilePredictor):
     (KServe's ``model.bst``); its answer is the output the settings choose (``predict`` by default), and over
     V2 any of its outputs by name."""
 
+    # A damaged or crafted file can crash its native parser: read it in a child process first.
+    read_aside_first = True
+
     patterns = files.PATTERNS
     # XGBoost predicts on float32: rows become one float32 array, V2 tensors too, with no lists made.
     numpy_input = True
@@ -59,6 +62,9 @@ class XGBoostRuntime(FilePredictor):
         xgboost = imported_xgboost()
         artifact = self.artifact_in(path)
         content = artifact.read_bytes()
+        problem = files.bad_trees(content)
+        if problem is not None:
+            raise PluginError(f"{artifact} ({len(content)} bytes) is not a sound XGBoost model: {problem}")
         try:
             return read_estimator(xgboost, bytearray(content))
         except Exception as error:  # XGBoostError for a damaged file, TypeError for an estimator of another kind

@@ -5,6 +5,7 @@ its reason while the others serve."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,12 +106,16 @@ def test_model_flag_and_kserve_folder_serve_what_xgboost_answers(serve: StartSer
     """``--model NAME=FILE`` (JSON, UBJ, runtime guessed), ``--model NAME=DIR`` (KServe's model.bst, beside a
     schema.json that is no model), and a damaged file: the stevedore route and V2 answer what the classifier and
     the booster answer; the damaged model fails with XGBoost's reason and the others serve."""
+    edited = json.loads(artifacts.json.read_text())
+    edited["learner"]["gradient_booster"]["model"]["trees"][0]["split_indices"][0] = 9999  # no such feature
+    (artifacts.json.parent / "edited.json").write_text(json.dumps(edited))
     server = serve(
         "--model", f"iris={artifacts.json}",
         "--model", f"iris-ubj={artifacts.ubj}",
         "--model", f"folder={artifacts.kserve}",
         "--model", f"booster={artifacts.booster_json}",
         "--model", f"truncated={artifacts.truncated}",
+        "--model", f"edited={artifacts.json.parent / 'edited.json'}",
     )  # fmt: skip
     X = as_float32(ROWS)
     labels, probabilities = artifacts.classifier.predict(X), artifacts.classifier.predict_proba(X)
@@ -135,6 +140,8 @@ def test_model_flag_and_kserve_folder_serve_what_xgboost_answers(serve: StartSer
     truncated = failure_reason(server, "truncated")
     assert "truncated.json" in truncated and "cannot be read as an XGBoost model" in truncated
     assert "Stack trace" not in truncated
+    # An index XGBoost would follow out of bounds: refused before XGBoost reads it (unchecked, it can crash).
+    assert "tree 0: node 0 splits on feature 9999, not one of the model's 4" in failure_reason(server, "edited")
     refused = httpx.post(f"{server.url}/models/truncated/predict", json=ROWS, timeout=10)
     assert refused.status_code == 503
     assert predict(server, "iris", ROWS) == labels.tolist()  # still serving
