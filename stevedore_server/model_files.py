@@ -31,7 +31,7 @@ to make its schema and fixture) and ``run_predict``::
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -193,6 +193,22 @@ class FilePredictor(Predictor):
                 f"point uri at the file"
             )
         return found[0]
+
+    @property
+    def table(self) -> str:
+        """The model's table in the settings file, for errors that say what to set."""
+        return f"[models.{self.name}]"
+
+    def chosen_output(self, outputs: Sequence[str], default: str | None) -> str | None:
+        """The output the settings choose (``output``), else ``default``: PluginError where the model has no such
+        output, naming those it has."""
+        chosen = self.spec.output or default
+        if chosen is not None and chosen not in outputs:
+            has = ", ".join(outputs) or "none"
+            raise PluginError(
+                f"the model has no {chosen!r} output (it has: {has}); set `output` in {self.table} to one of them"
+            )
+        return chosen
 
     def require_trust(self, what: str, safe_formats: str = SAFE_FORMATS, pin_covers_it: bool = True) -> None:
         """Refuse to read ``what`` (a format that runs code when read) unless the operator allowed it: ``trust``,

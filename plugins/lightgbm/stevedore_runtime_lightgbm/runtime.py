@@ -53,11 +53,7 @@ class LightGBMRuntime(FilePredictor):
             ) from error
 
     def derive(self) -> Derived:
-        if self.spec.output not in (None, PREDICT):
-            raise PluginError(
-                f"the model has no {self.spec.output!r} output (it has: {PREDICT}); remove `output` from "
-                f"[models.{self.name}]"
-            )
+        self.chosen_output([PREDICT], PREDICT)
         width = int(self.model.num_feature())
         features = describe_features(width, self.model.feature_name())
         fixture = [[0.0] * width]

@@ -73,12 +73,8 @@ class OnnxRuntime(FilePredictor):
         self.inputs = [Tensor.of(node, "input") for node in self.model.get_inputs()]
         self.outputs = [Tensor.of(node, "output") for node in self.model.get_outputs()]
         names = [tensor.name for tensor in self.outputs]
-        if self.spec.output is not None and self.spec.output not in names:
-            raise PluginError(
-                f"the model has no {self.spec.output!r} output (it has: {', '.join(names)}); set `output` in "
-                f"[models.{self.name}] to one of them"
-            )
-        self.answered = [self.spec.output] if self.spec.output else names
+        chosen = self.chosen_output(names, None)
+        self.answered = [chosen] if chosen else names
         self.zipmaps = {tensor.name: tensor.dtype for tensor in self.outputs if tensor.zipmap}
         return Derived(
             predict_schema=payload_schema(self.inputs),

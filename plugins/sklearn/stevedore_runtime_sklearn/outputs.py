@@ -6,8 +6,6 @@ from typing import Any
 
 import numpy as np
 
-from stevedore_server.base.errors import PluginError
-
 #: The output of a model whose settings name none (as MLServer's SKLearnModel).
 DEFAULT_OUTPUT = "predict"
 #: Methods served as outputs, in the order their tensors are listed.
@@ -18,15 +16,6 @@ def methods_of(model: Any) -> dict[str, Any]:
     """The model's output methods, bound, by name (a Pipeline has those of its last step)."""
     found = {name: getattr(model, name, None) for name in OUTPUT_METHODS}
     return {name: method for name, method in found.items() if callable(method)}
-
-
-def default_output(chosen: str | None, methods: dict[str, Any], table: str) -> str:
-    """The output the settings choose (``output = ...``), else ``predict``: PluginError for one it lacks."""
-    name = chosen or DEFAULT_OUTPUT
-    if name not in methods:
-        has = ", ".join(methods) or "none of " + ", ".join(OUTPUT_METHODS)
-        raise PluginError(f"the model has no {name!r} output (it has: {has}); set `output` in {table} to one of them")
-    return name
 
 
 def plain(result: Any) -> Any:

@@ -11,7 +11,7 @@ from stevedore_server.model_files import Derived, FilePredictor, ModelFile, outp
 
 from .formats import PATTERNS, read_model
 from .inputs import PANDAS, Features, column_inputs, columns_schema, converter, unchanged, wants_frame
-from .outputs import column, default_output, methods_of, plain
+from .outputs import DEFAULT_OUTPUT, column, methods_of, plain
 
 logger = logging.getLogger("stevedore.runtime.sklearn")
 
@@ -34,10 +34,6 @@ class SklearnRuntime(FilePredictor):
         self.methods: dict[str, Callable[[Any], Any]] = {}
         self.answer: Callable[[Any], Any] = self.not_loaded
 
-    @property
-    def table(self) -> str:
-        return f"[models.{self.name}]"
-
     def open(self, path: Path) -> Any:
         return read_model(self.artifact_in(path), self.spec.trusted, self.require_trust, self.table)
 
@@ -50,7 +46,7 @@ class SklearnRuntime(FilePredictor):
         frame = features.width is not None and wants_frame(features, self.content_type, self.table)
         self.to_input = converter(features, frame, numbers=spec.predict_schema is None)
         self.methods = methods_of(self.model)
-        default = default_output(spec.output, self.methods, self.table)
+        default = self.chosen_output(list(self.methods), DEFAULT_OUTPUT) or DEFAULT_OUTPUT
         self.answer = self.methods[default]
         fixture = read_json(spec.predict_fixture, "predict_fixture") if spec.predict_fixture else features.fixture()
         return Derived(

@@ -46,10 +46,6 @@ class XGBoostRuntime(FilePredictor):
         self.methods: dict[str, Callable[[Any], Any]] = {}
         self.answer: Callable[[Any], Any] = self.not_loaded
 
-    @property
-    def table(self) -> str:
-        return f"[models.{self.name}]"
-
     # -- which files ------------------------------------------------------------------
 
     @classmethod
@@ -97,13 +93,7 @@ class XGBoostRuntime(FilePredictor):
         )
 
     def default_output(self) -> str:
-        name = self.spec.output or PREDICT
-        if name not in self.methods:
-            raise PluginError(
-                f"the model has no {name!r} output (it has: {', '.join(self.methods)}); set `output` in "
-                f"{self.table} to one of them"
-            )
-        return name
+        return self.chosen_output(list(self.methods), PREDICT) or PREDICT
 
     # -- the hot path: one conversion, one bound method ---------------------------------
 
