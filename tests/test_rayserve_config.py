@@ -235,11 +235,15 @@ class ReportingRuntime:
     """A runtime whose model failed in another process, as the Ray ingress's runtime reports it."""
 
     idle = True
+    chooses_outputs = False
 
     async def call(self, action: str, payload: Any, rows: int | None) -> Any:
         raise ReportedFailure("model 'rowsum' version '1' failed to predict: ValueError", "0123abcd")
 
-    def close(self) -> None:
+    async def call_outputs(self, payload: Any, rows: int | None, names: tuple[str, ...]) -> Any:
+        return await self.call("predict", payload, rows)
+
+    def close(self, unload_aside: bool = False) -> None:
         pass
 
 
