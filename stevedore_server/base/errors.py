@@ -55,6 +55,11 @@ class SelfTestFailed(AssertionError):
     """A predictor would not be served (``testing.self_test``, in a plugin's tests): its reason is the message."""
 
 
+class UnexpectedAnswer(AssertionError):
+    """A server answered other than a runtime's test expects (``kit.model_files``): the request, the status and
+    the body are in the message."""
+
+
 class CheckFailed(AssertionError):
     """A package fails the automatic check of the pytest plugin: the message is what ``stevedore-server check``
     would print of it."""

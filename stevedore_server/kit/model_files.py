@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import httpx
 import numpy as np
 
+from stevedore_server.base.errors import UnexpectedAnswer
 from stevedore_server.kit.loopback import LiveServer
 from stevedore_server.model_files import ModelFile
 
@@ -57,10 +58,6 @@ class Served(Protocol):
 
     @property
     def url(self) -> str: ...
-
-
-class UnexpectedAnswer(AssertionError):
-    """A server answered other than a test expects: the request, the status and the body are in the message."""
 
 
 @contextmanager

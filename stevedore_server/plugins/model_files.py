@@ -10,12 +10,14 @@ listed, the others serve.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterable
 from importlib.metadata import EntryPoint
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 import platformdirs
 
 from stevedore_server.base.errors import PluginError
@@ -151,3 +153,16 @@ class Unreadable(FilePredictor):
 
     def opened(self) -> Derived:
         raise PluginError(self.reason)
+
+
+def read_here() -> None:
+    """``plugins.probe``'s child: read the spec on stdin, make the predictor, read its file and predict on the
+    fixture (a crash or a hang here fails the model, not the server)."""
+    spec = ModelFile.of_json(orjson.loads(sys.stdin.buffer.read()))
+    predictor, _source = predictor_of(spec, installed_runtimes(PluginSelection()))
+    predictor.load()
+    predictor.predict(predictor.resolved_fixture("predict"))
+
+
+if __name__ == "__main__":
+    read_here()

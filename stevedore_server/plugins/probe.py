@@ -6,7 +6,7 @@ The child reads the file and predicts on the fixture, as loading will; the serve
 Python exception in the child is left for the server's own reading to raise (with its usual reason); a child
 killed by a signal, or still reading after ``PROBE_TIMEOUT`` seconds, fails the model with that reason.
 
-    python -m stevedore_server.plugins.probe < spec.json
+    python -m stevedore_server.plugins.model_files < spec.json    # the child (``model_files.read_here``)
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import sys
 import orjson
 
 from stevedore_server.base.errors import PluginError
-from stevedore_server.base.sources import PluginSelection
 from stevedore_server.model_files import ModelFile
 
 logger = logging.getLogger("stevedore.model_files")
@@ -30,7 +29,7 @@ PROBE_TIMEOUT = 300.0
 
 def read_aside(spec: ModelFile, timeout: float = PROBE_TIMEOUT) -> None:
     """Read ``spec``'s file in a child process first: PluginError if that crashes or hangs it."""
-    command = [sys.executable, "-m", "stevedore_server.plugins.probe"]
+    command = [sys.executable, "-m", "stevedore_server.plugins.model_files"]
     try:
         done = subprocess.run(command, input=orjson.dumps(spec.as_json()), capture_output=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -46,17 +45,3 @@ def read_aside(spec: ModelFile, timeout: float = PROBE_TIMEOUT) -> None:
         )
     if done.returncode != 0:
         logger.debug("model %s: reading it aside failed: %s", spec.name, done.stderr.decode(errors="replace"))
-
-
-def main() -> None:
-    """The child: read the spec on stdin, make the predictor, read the file and predict on the fixture."""
-    from .model_files import installed_runtimes, predictor_of
-
-    spec = ModelFile.of_json(orjson.loads(sys.stdin.buffer.read()))
-    predictor, _source = predictor_of(spec, installed_runtimes(PluginSelection()))
-    predictor.load()
-    predictor.predict(predictor.resolved_fixture("predict"))
-
-
-if __name__ == "__main__":
-    main()
