@@ -56,7 +56,7 @@ class SelfTestFailed(AssertionError):
 
 
 class UnexpectedAnswer(AssertionError):
-    """A server answered other than a runtime's test expects (``kit.model_files``): the request, the status and
+    """A server answered other than a runtime's test expects (``kit.runtime_testing``): the request, the status and
     the body are in the message."""
 
 

@@ -4,7 +4,7 @@
 - ``loopback``: servers on a loopback port for the fixtures (a real
   ``stevedore-server run`` process, or the app on a thread);
 - ``scaffold``: ``new-plugin``'s package;
-- ``model_files``: for a runtime's tests, its model files served and asked over
+- ``runtime_testing``: for a runtime's tests, its model files served and asked over
   loopback (``runtime_servers``, ``predict``, ``infer``, ``failure_reason``) or
   handed to it in process (``model_file``).
 

@@ -21,7 +21,7 @@ from stevedore_runtime_lightgbm import LightGBMRuntime
 from stevedore_runtime_lightgbm.files import missing_part
 
 from stevedore_server.base.errors import PluginError
-from stevedore_server.kit.model_files import (
+from stevedore_server.kit.runtime_testing import (
     StartServer,
     failure_reason,
     infer,

@@ -24,7 +24,7 @@ from sklearn.preprocessing import StandardScaler
 from stevedore_runtime_onnx import OnnxRuntime
 
 from stevedore_server.base.errors import PluginError
-from stevedore_server.kit.model_files import (
+from stevedore_server.kit.runtime_testing import (
     StartServer,
     failure_reason,
     infer,

@@ -24,7 +24,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from stevedore_runtime_sklearn import SklearnRuntime
 
 from stevedore_server.base.errors import PluginError, UnsafeFormat
-from stevedore_server.kit.model_files import (
+from stevedore_server.kit.runtime_testing import (
     StartServer,
     failure_reason,
     infer,

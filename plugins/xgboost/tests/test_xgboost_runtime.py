@@ -19,7 +19,7 @@ from sklearn.datasets import load_iris
 from stevedore_runtime_xgboost import XGBoostRuntime
 
 from stevedore_server.base.errors import PluginError
-from stevedore_server.kit.model_files import (
+from stevedore_server.kit.runtime_testing import (
     StartServer,
     failure_reason,
     infer,

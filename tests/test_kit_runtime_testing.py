@@ -1,4 +1,4 @@
-"""The runtime authors' test helpers (``stevedore_server.kit.model_files``) against a real ``stevedore-server run``:
+"""The runtime authors' test helpers (``stevedore_server.kit.runtime_testing``) against a real ``stevedore-server run``:
 a model that serves answers through them, a model that failed gives its reason, and any other answer fails the
 test with what the server said. (The runtimes' own tests in ``plugins/*/tests`` use every helper.)"""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from stevedore_server.kit.loopback import LiveServer
-from stevedore_server.kit.model_files import (
+from stevedore_server.kit.runtime_testing import (
     UnexpectedAnswer,
     failure_reason,
     infer,
