@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import joblib
 import lightgbm
@@ -20,15 +19,13 @@ import onnxruntime
 import pytest
 import skops.io
 import xgboost
-from moto.server import ThreadedMotoServer
 from skl2onnx import to_onnx
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from stevedore_server.kit.loopback import free_ports
-
+from .s3 import Bucket, s3_bucket
 from .venvs import Server, Venv
 
 pytestmark = [pytest.mark.s3, pytest.mark.server]
@@ -38,52 +35,31 @@ ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.1, 4.7, 1.5], [6.3, 3.3, 6.0, 2.5]]
 
 @dataclass
 class Store:
-    endpoint: str
-    server: ThreadedMotoServer
+    bucket: Bucket
     model: Any
     joblib_sha256: str
     #: What each library answers on ROWS, by the name the settings file serves its model under.
     expected: dict[str, list[Any]]
 
-    @property
-    def environment(self) -> dict[str, str]:
-        """What a pod is given to reach its store (dummy credentials: moto takes any)."""
-        return {
-            "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
-
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    """The S3 server, holding an iris pipeline as a skops file, a joblib file and a KServe-style folder."""
+    """The S3 server, holding an iris pipeline as a skops file, a joblib file and a KServe-style folder, and an
+    XGBoost, a LightGBM and an ONNX model."""
     folder = tmp_path_factory.mktemp("s3-models")
     features, labels = load_iris(return_X_y=True)
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(features, labels)
     skops.io.dump(model, folder / "model.skops")
     joblib.dump(model, folder / "model.joblib")
-    (port,) = free_ports(1)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    client = boto3.client(
-        "s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )  # fmt: skip
-    client.create_bucket(Bucket="models")
-    client.upload_file(str(folder / "model.skops"), "models", "iris/v1/model.skops")
-    client.upload_file(str(folder / "model.joblib"), "models", "iris/v2/model.joblib")
-    client.upload_file(str(folder / "model.skops"), "models", "kserve/iris/model.skops")
     digest = hashlib.sha256((folder / "model.joblib").read_bytes()).hexdigest()
     expected = save_tree_and_onnx_models(folder, features, labels, model)
-    for key in ("xgboost/model.json", "lightgbm/model.txt", "onnx/model.onnx"):
-        client.upload_file(str(folder / key.replace("/", "-")), "models", key)
-    try:
-        yield Store(endpoint, server, model, digest, expected)
-    finally:
-        server.stop()
+    with s3_bucket("models") as bucket:
+        bucket.upload(folder / "model.skops", "iris/v1/model.skops")
+        bucket.upload(folder / "model.joblib", "iris/v2/model.joblib")
+        bucket.upload(folder / "model.skops", "kserve/iris/model.skops")
+        for key in ("xgboost/model.json", "lightgbm/model.txt", "onnx/model.onnx"):
+            bucket.upload(folder / key.replace("/", "-"), key)
+        yield Store(bucket, model, digest, expected)
 
 
 def save_tree_and_onnx_models(folder: Path, features: Any, labels: Any, pipeline: Any) -> dict[str, list[Any]]:
@@ -119,7 +95,7 @@ def serve(store: Store, directory: Path, name: str) -> Server:
         "--model", "iris=s3://models/iris/v1/model.skops", "--model", "folder=sklearn:s3://models/kserve/iris/",
         "--plugins", "sklearn,xgboost,lightgbm,onnx",
     )  # fmt: skip
-    server = Server.start(Venv(Path(sys.prefix), ()), directory / name, *options, **store.environment)
+    server = Server.start(Venv(Path(sys.prefix), ()), directory / name, *options, **store.bucket.environment)
     try:
         server.wait_for("/readyz", deadline=120)
     except BaseException:
@@ -150,7 +126,7 @@ def test_s3_model_files_serve_as_the_estimator_answers_and_then_from_the_cache_w
         assert np.ravel(answer["outputs"][0]["data"]).tolist() == expected
     finally:
         first.stop()
-    store.server.stop()  # a restart with no S3 to reach: every model comes from the cache
+    store.bucket.server.stop()  # a restart with no S3 to reach: every model comes from the cache
     again = serve(store, tmp_path, "again.log")
     try:
         for model in ("iris", "folder", "pinned"):

@@ -15,14 +15,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from stevedore_server.base import storage
 from stevedore_server.base.errors import ArtifactError, PluginError
 from stevedore_server.base.storage import fetch
 from stevedore_server.kit.loopback import free_ports
+
+from .s3 import Bucket, s3_bucket
 
 MODEL = b"not really a model, but bytes to hash " * 1000
 MODEL_SHA = hashlib.sha256(MODEL).hexdigest()
@@ -267,42 +267,23 @@ def test_processes_fetching_one_uri_at_once_all_get_the_whole_file(
 # -- a real S3-compatible server ------------------------------------------------------------------------------
 
 
-@dataclass
-class S3:
-    endpoint: str
-    server: ThreadedMotoServer
-    client: Any
-
-
 @pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[S3]:
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Bucket]:
     """moto's S3 server on a loopback port, and the environment a pod gets (dummy credentials)."""
-    (port,) = free_ports(1)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    for name, value in {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    for name in ("AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    client = boto3.client("s3", endpoint_url=endpoint)
-    client.create_bucket(Bucket="models")
-    client.put_object(Bucket="models", Key="iris/model.joblib", Body=MODEL)
-    client.put_object(Bucket="models", Key="mlflow/MLmodel", Body=b"flavors: {}\n")
-    client.put_object(Bucket="models", Key="mlflow/model/weights.bin", Body=MODEL)
-    try:
-        yield S3(endpoint, server, client)
-    finally:
-        server.stop()
+    with s3_bucket("models") as bucket:
+        for name, value in bucket.environment.items():
+            monkeypatch.setenv(name, value)
+        for name in ("AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+            monkeypatch.delenv(name, raising=False)
+        client = bucket.client()
+        client.put_object(Bucket="models", Key="iris/model.joblib", Body=MODEL)
+        client.put_object(Bucket="models", Key="mlflow/MLmodel", Body=b"flavors: {}\n")
+        client.put_object(Bucket="models", Key="mlflow/model/weights.bin", Body=MODEL)
+        yield bucket
 
 
 @pytest.mark.s3
-def test_an_s3_file_and_folder_are_downloaded_and_then_served_with_the_server_gone(s3: S3, tmp_path: Path) -> None:
+def test_an_s3_file_and_folder_are_downloaded_and_then_served_with_the_server_gone(s3: Bucket, tmp_path: Path) -> None:
     model = fetch("s3://models/iris/model.joblib", tmp_path)
     assert model.name == "model.joblib" and model.read_bytes() == MODEL
     folder = fetch("s3://models/mlflow/", tmp_path)
@@ -322,7 +303,7 @@ def test_an_s3_file_and_folder_are_downloaded_and_then_served_with_the_server_go
 
 
 @pytest.mark.s3
-def test_an_s3_key_or_bucket_that_is_not_there_or_a_pinned_prefix_is_refused(s3: S3, tmp_path: Path) -> None:
+def test_an_s3_key_or_bucket_that_is_not_there_or_a_pinned_prefix_is_refused(s3: Bucket, tmp_path: Path) -> None:
     for uri in ("s3://models/iris/absent.joblib", "s3://no-such-bucket/model.joblib"):
         assert refusal(uri, tmp_path) == f"no such file or folder: {uri}"
     assert refusal("s3://models/mlflow/", tmp_path, MODEL_SHA) == "sha256 pins a file, s3://models/mlflow/ is a folder"
@@ -333,7 +314,9 @@ def test_an_s3_key_or_bucket_that_is_not_there_or_a_pinned_prefix_is_refused(s3:
 
 
 @pytest.mark.s3
-def test_kserves_s3_endpoint_variables_are_honoured(s3: S3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kserves_s3_endpoint_variables_are_honoured(
+    s3: Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """KServe's storage secret gives S3_ENDPOINT (host:port) and S3_USE_HTTPS, not AWS_ENDPOINT_URL."""
     monkeypatch.delenv("AWS_ENDPOINT_URL")
     monkeypatch.setenv("S3_ENDPOINT", s3.endpoint.removeprefix("http://"))

@@ -9,18 +9,12 @@ old build of the same name and version is never installed in their place.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
-from moto.server import ThreadedMotoServer
-
-from stevedore_server.kit.loopback import free_ports
 from tests.venvs import NETWORK_TIMEOUT, REPO, Venv, copy_source, offline_env, run_command
 
 RUNTIME = REPO / "plugins" / "mlflow"
@@ -117,48 +111,3 @@ def save_models(environment: Venv, folder: Path, rows: list[list[float]]) -> Mod
     folder.mkdir(parents=True, exist_ok=True)
     environment.run("python", "-c", SAVE_MODELS, str(folder), json.dumps(rows))
     return Models(folder, json.loads((folder / "expected.json").read_text()))
-
-
-@dataclass(frozen=True)
-class Bucket:
-    """A bucket of a real S3-compatible server (moto's server mode) on loopback."""
-
-    endpoint: str
-    name: str
-
-    @property
-    def environment(self) -> dict[str, str]:
-        """What a server is given to reach the store, as a pod is (dummy credentials: moto takes any)."""
-        return {
-            "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
-
-    def client(self) -> Any:
-        return boto3.client(
-            "s3", endpoint_url=self.endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-            region_name="us-east-1",
-        )  # fmt: skip
-
-    def upload(self, folder: Path, prefix: str) -> None:
-        """Every file under ``folder`` to ``prefix/<its path in folder>``, as ``aws s3 cp --recursive`` does."""
-        client = self.client()
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                client.upload_file(str(path), self.name, f"{prefix}/{path.relative_to(folder).as_posix()}")
-
-
-@contextlib.contextmanager
-def s3_bucket(name: str) -> Iterator[Bucket]:
-    """moto's S3 server, started in this process on a free loopback port, holding an empty bucket ``name``."""
-    (port,) = free_ports(1)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        bucket = Bucket(f"http://127.0.0.1:{port}", name)
-        bucket.client().create_bucket(Bucket=name)
-        yield bucket
-    finally:
-        server.stop()

@@ -17,8 +17,9 @@ from typing import Any
 
 import httpx
 import pytest
-from mlflow_fixtures import Bucket, Models, make_mlflow_venv, s3_bucket, save_models
+from mlflow_fixtures import Models, make_mlflow_venv, save_models
 
+from tests.s3 import Bucket, s3_bucket
 from tests.venvs import Server, Venv
 
 pytestmark = [pytest.mark.venv, pytest.mark.server]
