@@ -161,6 +161,16 @@ def busiest(pids: list[int]) -> tuple[int, float]:
     return max(used.items(), key=lambda item: item[1], default=(0, 0.0))
 
 
+def settle(context: FaultContext, role: str) -> None:
+    """Wait until every worker has its model processes and none of them is busy: a process still starting (a
+    replaced worker's, loading its model) uses as much CPU as the long call's, and would be taken for it."""
+    give_up = time.monotonic() + REPLACE_DEADLINE
+    while time.monotonic() < give_up:
+        pids = resources.pids_with_role(context.server.pid, role)
+        if len(pids) == WORKERS * PROCESSES and busiest(pids)[1] < BUSY_CPU:
+            return
+
+
 def kill_model_process(context: FaultContext) -> None:
     fault = context.record(MODEL_PROCESS_KILL)
     role = resources.model_worker(PROCESS_MODEL)
@@ -171,6 +181,7 @@ def kill_model_process(context: FaultContext) -> None:
             answer.append(context.recorder.call("fault: long spin call", FAULT,
                                                 lambda: spin_predict(client, [LONG_SPIN], timeout=60)))  # fmt: skip
 
+    settle(context, role)
     caller = threading.Thread(target=long_call, daemon=True)
     caller.start()
     stop_at, victim, used = time.monotonic() + 15, 0, 0.0
