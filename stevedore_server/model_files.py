@@ -315,6 +315,19 @@ def output_tensor(name: str, result: Any) -> dict[str, Any]:
     return {"name": name, "datatype": datatype, "shape": [-1, *array.shape[1:]]}
 
 
+def tensor_schema(shape: Sequence[int], leaf_type: str) -> dict[str, Any]:
+    """The schema of a tensor of ``shape`` (-1: any size) as nested arrays of ``leaf_type`` (a JSON Schema type),
+    one level a dimension; the first, rows, holds at least one."""
+    schema: dict[str, Any] = {"type": leaf_type}
+    for position, size in reversed(list(enumerate(shape))):
+        schema = {"type": "array", "items": schema}
+        if size >= 0:
+            schema |= {"minItems": size, "maxItems": size}
+        elif position == 0:
+            schema["minItems"] = 1
+    return schema
+
+
 def rows_schema(width: int | None, items: dict[str, Any] | None = None) -> dict[str, Any]:
     """The schema of a table: a non-empty array of rows, each ``width`` numbers (any width: None)."""
     row: dict[str, Any] = {"type": "array", "items": items or {"type": "number"}}

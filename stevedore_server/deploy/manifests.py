@@ -253,11 +253,7 @@ def cluster_serving_runtime(deployment: Deployment) -> dict[str, Any]:
         "kind": "ClusterServingRuntime",
         "metadata": metadata(deployment, namespaced=False),
         "spec": {
-            "annotations": {
-                "serving.kserve.io/enable-prometheus-scraping": "true",
-                "prometheus.kserve.io/port": str(deployment.http_port),
-                "prometheus.kserve.io/path": "/metrics",
-            },
+            "annotations": scraping(deployment),
             "supportedModelFormats": formats,
             "protocolVersions": ["v2"],
             "containers": [container(deployment, "kserve-container")],
@@ -302,11 +298,7 @@ def files_runtime(deployment: Deployment) -> dict[str, Any]:
         "kind": "ClusterServingRuntime",
         "metadata": metadata(deployment, name=deployment.files_runtime_name, namespaced=False),
         "spec": {
-            "annotations": {
-                "serving.kserve.io/enable-prometheus-scraping": "true",
-                "prometheus.kserve.io/port": str(deployment.http_port),
-                "prometheus.kserve.io/path": "/metrics",
-            },
+            "annotations": scraping(deployment),
             "supportedModelFormats": formats,
             "protocolVersions": ["v2", "grpc-v2"],
             "containers": [server],
@@ -362,6 +354,15 @@ def sample_inference_service(
                 "model": {"modelFormat": {"name": model_format}, "runtime": runtime, "protocolVersion": "v2"} | model,
             }
         },
+    }
+
+
+def scraping(deployment: Deployment) -> dict[str, str]:
+    """A serving runtime's annotations that have KServe scrape its Prometheus metrics."""
+    return {
+        "serving.kserve.io/enable-prometheus-scraping": "true",
+        "prometheus.kserve.io/port": str(deployment.http_port),
+        "prometheus.kserve.io/path": "/metrics",
     }
 
 

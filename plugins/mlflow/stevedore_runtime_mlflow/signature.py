@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from stevedore_server.model_files import tensor_schema
+
 #: The V2 name of a model's one unnamed tensor (as the core names the input it derives).
 UNNAMED = "input-0"
 #: MLflow's column types that map to one NumPy dtype each.
@@ -59,14 +61,7 @@ class Field:
 
     def schema(self) -> dict[str, Any]:
         """The JSON Schema of its values: nested arrays, one level a dimension (the first, rows: at least one)."""
-        schema: dict[str, Any] = {"type": self.json_type}
-        for position, size in reversed(list(enumerate(self.shape))):
-            schema = {"type": "array", "items": schema}
-            if size >= 0:
-                schema |= {"minItems": size, "maxItems": size}
-            elif position == 0:
-                schema["minItems"] = 1
-        return schema
+        return tensor_schema(self.shape, self.json_type)
 
     def zeros(self) -> Any:
         """A value of its shape, one row where the size is free, of zeros (False, "")."""

@@ -7,6 +7,7 @@ from typing import Any
 
 from stevedore_server.base.errors import PluginError
 from stevedore_server.core.content_types import ELEMENT_TYPES
+from stevedore_server.model_files import tensor_schema
 
 #: JSON Schema types of the protocol's datatypes.
 LEAVES = {"BOOL": "boolean", "BYTES": "string"} | {
@@ -44,14 +45,7 @@ def schema_of(inputs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def array_schema(item: dict[str, Any]) -> dict[str, Any]:
-    node: dict[str, Any] = {"type": LEAVES.get(item["datatype"], "number")}
-    for position, dim in reversed(list(enumerate(item["shape"]))):
-        node = {"type": "array", "items": node}
-        if dim >= 0:
-            node |= {"minItems": dim, "maxItems": dim}
-        elif position == 0:
-            node["minItems"] = 1
-    return node
+    return tensor_schema(item["shape"], LEAVES.get(item["datatype"], "number"))
 
 
 def fixture_of(inputs: list[dict[str, Any]]) -> Any:
