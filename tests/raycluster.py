@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from .venvs import INSTALLED, REPO, Venv, build_wheels, copy_source, free_ports
+from stevedore_server.kit.loopback import free_ports
+
+from .venvs import INSTALLED, REPO, Venv, build_wheels, copy_source
 
 #: The Ray tier's environment among the setups of the session's head start (``headstart.py``).
 RAY_VENV = "ray venv"

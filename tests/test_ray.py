@@ -8,6 +8,7 @@ The tests run in order on one cluster and one application; the node is killed la
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import signal
@@ -263,7 +264,10 @@ def test_a_plugins_health_check_is_its_replicas_health_check(
     ray_url: str, cluster: RayCluster, unhealthy_flag: Path
 ) -> None:
     """The sleeper plugin's check fails while the flag file exists: Serve finds its replicas unhealthy (and
-    replaces them), and /healthz says why; once it passes again the deployment is healthy."""
+    replaces them), and /healthz says why; once it passes again the deployment is healthy.
+
+    A plugin's check is every replica's check (a full disk is the node's), so every deployment's replicas are
+    replaced meanwhile: the test ends once all of them are healthy again, for the tests after it."""
     assert httpx.get(ray_url + "/healthz").json()["checks"]["sleeper-disk"] == {"ok": True, "detail": "disk fine"}
     unhealthy_flag.touch()
     try:
@@ -283,14 +287,42 @@ def test_a_plugins_health_check_is_its_replicas_health_check(
         assert time.monotonic() < deadline, f"sleeper:1 is {status}, not HEALTHY again"
         time.sleep(1)
     assert httpx.post(ray_url + "/models/sleeper/predict", json=[0]).status_code == 200
+    wait_until_every_deployment_is_healthy(cluster)
+
+
+def deployment_states(cluster: RayCluster) -> dict[str, tuple[str, dict[str, int]]]:
+    """Each deployment's status and its replicas by state, as ``serve.status()`` shows them."""
+    code = (
+        "import json\nfrom ray import serve\n"
+        "deployments = serve.status().applications['stevedore'].deployments\n"
+        "print(json.dumps({name: (d.status.value, d.replica_states) for name, d in deployments.items()}))"
+    )
+    states: dict[str, list[Any]] = json.loads(cluster.python(code))
+    return {name: (status, replicas) for name, (status, replicas) in states.items()}
+
+
+def wait_until_every_deployment_is_healthy(cluster: RayCluster) -> None:
+    """Every deployment HEALTHY, with all its replicas RUNNING."""
+    deadline = time.monotonic() + SCALE_TIMEOUT
+    while True:
+        states = deployment_states(cluster)
+        if all(status == "HEALTHY" and set(replicas) == {"RUNNING"} for status, replicas in states.values()):
+            return
+        assert time.monotonic() < deadline, f"not every deployment is healthy: {states}"
+        time.sleep(1)
 
 
 # -- replicas on the nodes --------------------------------------------------------
 
 
 def test_answers_come_from_replicas_on_two_nodes(ray_url: str, cluster: RayCluster) -> None:
+    wait_for_replicas(cluster, "iris:1", 2, SCALE_TIMEOUT)
     nodes = set(cluster.python("print(' '.join(node['NodeID'] for node in ray.nodes() if node['Alive']))").split())
-    answers = [httpx.post(ray_url + "/models/iris/predict", json=[SETOSA], timeout=30) for _ in range(60)]
+    # The ingress learns of a RUNNING replica shortly after Serve counts it: ask until both answered, or for 30 s.
+    answers: list[httpx.Response] = []
+    deadline = time.monotonic() + 30
+    while len({served_by(a) for a in answers}) < 2 and time.monotonic() < deadline:
+        answers += [httpx.post(ray_url + "/models/iris/predict", json=[SETOSA], timeout=30) for _ in range(20)]
     assert {a.status_code for a in answers} == {200}
     by = {served_by(a) for a in answers}
     assert len({replica for _, replica in by}) == 2
