@@ -1,11 +1,12 @@
 # Two commands on a fresh machine with nothing but Python:
-#   make run    set up and serve the example plugin on http://127.0.0.1:8000
+#   make run    set up and serve the example plugin on http://127.0.0.1:8000 and gRPC on 8081 (PORT=, GRPC_PORT=)
 #   make test   set up and run every test
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+GRPC_PORT ?= 8081
 STAMP := $(VENV)/.installed
 
 # Debian packages the tests use: the container tests build a real image; the docs pages' test runs a browser;
@@ -23,7 +24,7 @@ PLUGIN_ARGS = --plugin contrib/sklearn_logreg $(foreach runtime,$(LIGHT_RUNTIMES
 	$(foreach wheel,$(wildcard plugins/*.whl),--plugin $(wheel)) \
 	$(if $(wildcard plugins/requirements.txt),$(shell sed -e 's/#.*//' -e '/^[[:space:]]*$$/d' -e 's/^/--plugin /' plugins/requirements.txt))
 
-.PHONY: run test check venv clean deb-packages wheels image image-run image-test bench soak proto test-mlserver
+.PHONY: run test docs check venv clean deb-packages wheels image image-run image-test bench soak proto test-mlserver
 
 # The runtimes (plugins/: a model file served with no code) light enough for every environment; mlflow and
 # mlserver have environments of their own (their tests make them), as their pins clash with ours.
@@ -35,16 +36,17 @@ RUNTIME_REQUIREMENTS := -e 'plugins/sklearn' -e 'plugins/xgboost[cpu,test]' -e '
 $(STAMP): pyproject.toml contrib/sklearn_logreg/pyproject.toml $(foreach runtime,$(LIGHT_RUNTIMES),plugins/$(runtime)/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[test]' -e contrib/sklearn_logreg $(RUNTIME_REQUIREMENTS)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[test,docs]' -e contrib/sklearn_logreg $(RUNTIME_REQUIREMENTS)
 	touch $@
 
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/stevedore-server run --host $(HOST) --port $(PORT)
+	$(BIN)/stevedore-server run --host $(HOST) --port $(PORT) --grpc-port $(GRPC_PORT)
 
 test: $(STAMP) deb-packages
-	$(BIN)/python -m pytest --durations=30 -m "not mlserver" tests contrib/sklearn_logreg/tests $(wildcard plugins/*/tests)
+	$(BIN)/mkdocs build --strict --quiet --site-dir site
+	$(BIN)/python -m pytest --durations=30 -m "not mlserver" tests contrib/sklearn_logreg/tests contrib/showcase/tests $(wildcard plugins/*/tests)
 	$(MAKE) test-mlserver
 
 # The tests marked `mlserver` (MLServer's own codecs and pandas build the content-type requests and read the
@@ -94,8 +96,12 @@ proto: $(STAMP)
 check: $(STAMP)
 	$(BIN)/stevedore-server check
 
+# The documentation site (mkdocs.yml, docs/) into site/: open site/index.html, no server or network needed.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .tox
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .tox site
 
 # The soak with faults (benchmarks/soak): SOAK_DURATION seconds (default 600) of mixed load on a real server while
 # faults strike, SQLite then PostgreSQL (Debian's); the report is printed and kept in build/soak/. Not run by CI.

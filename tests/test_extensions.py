@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
-import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from stevedore_server.core import startup
 
 from .helpers import Registers, fresh_manager
 from .predictors import RowSum
+from .showcase import showcase_module
 
 KEY = "s3cret"
 
@@ -197,14 +196,15 @@ def test_a_plugin_registering_a_bad_route_is_reported_and_the_server_serves(
     assert client.post("/models/rowsum/predict", json=[[1, 2]]).status_code == 200
 
 
-def test_the_readme_example(make_client: Callable[..., TestClient]) -> None:
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    (block,) = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL) if "def stevedore_routes" in b]
-    module = types.ModuleType("readme_routes")
-    exec(block, module.__dict__)
-    client = make_client(Registers(RowSum(name="iris")), module)
-    assert client.get("/models/iris/classes").json() == ["setosa", "versicolor", "virginica"]
-    answer = client.post("/plugins/readme_routes/feedback", json={"label": 2})
+def test_the_documented_example(make_client: Callable[..., TestClient]) -> None:
+    """The showcase's routes, which the custom routes' page shows: one under its own model, next-day, whose
+    answer next-day takes, and one under its distribution (here the module: a fresh manager has no distribution)."""
+    client = make_client(Registers(showcase_module("next_day").NextDay()), showcase_module("routes"))
+    example = client.get("/models/next-day/example")
+    assert example.status_code == 200
+    answer = client.post("/v2/models/next-day/infer", json=example.json())
+    assert answer.status_code == 200 and answer.json()["outputs"][0]["data"] == ["2022-01-12T11:09:10"]
+    answer = client.post("/plugins/showcase_routes/feedback", json={"label": 2})
     assert answer.status_code == 201 and answer.json() == {"received": {"label": 2}}
 
 

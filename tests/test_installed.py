@@ -568,4 +568,4 @@ def test_compat_unknown_model_is_400(
 ) -> None:
     response = user_server.request(method, path, json=body)
 
-    assert assert_clean_error(response, 400)["error"] == "Model nope not found"
+    assert assert_clean_error(response, 400)["error"].startswith("Model nope not found (models: ")

@@ -144,4 +144,4 @@ def test_check_passes_with_runtimes_only_as_an_image_for_kserve_has_them() -> No
     assert result.exit_code == 0, result.output
     assert "no models; runtimes installed: sklearn" in result.output
     nothing = CliRunner().invoke(main, ["check", "--plugins", "no-such-distribution"])
-    assert nothing.exit_code == 1 and "no models found" in nothing.output
+    assert nothing.exit_code == 1 and "--plugins no-such-distribution: no installed plugin" in nothing.output

@@ -19,13 +19,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from .documentation import block, page
 from .venvs import Server, Venv, pinned_plugin, plugins_venv
 
 pytestmark = [pytest.mark.venv, pytest.mark.server]
 
 SPIN_SECRET = "secret detail of the spin model"
-#: The README's numbers: a monitor looks for idle worker processes that died "every 2 s", and a call that runs
-#: "5 s past the model's timeout" gets its process killed (the tests hold the code to them, not to its constants).
+#: The numbers of docs/operations/processes.md: a monitor looks for idle worker processes that died "every 2 s",
+#: and a call that runs "5 s past the model's timeout" gets its process killed (the tests hold the code to them,
+#: not to its constants).
 MONITOR_INTERVAL = 2.0
 OVERRUN_GRACE = 5.0
 
@@ -396,10 +398,8 @@ def pinned_environments(wheelhouse: Path, tmp_path_factory: pytest.TempPathFacto
 
 
 def readme_example() -> str:
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    blocks: list[str] = re.findall(r"```toml\n(.*?)```", readme, flags=re.DOTALL)
-    (block,) = [b for b in blocks if "models in processes" in b]
-    return block
+    """The settings file of the page on models in processes and environments."""
+    return block("toml", "models in processes", page("operations/processes.md"))
 
 
 def test_two_plugins_pinning_incompatible_versions_are_served_side_by_side(

@@ -1,4 +1,4 @@
-"""The names the README documents for plugin authors and operators keep working, whatever moves inside (the old
+"""The names the documentation documents for plugin authors and operators keep working, whatever moves inside (the old
 module paths plugins imported: ``test_layers``)."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from click.testing import CliRunner
 import stevedore_server
 from stevedore_server.cli import main
 
-README = (Path(__file__).parent.parent / "README.md").read_text()
+from .documentation import ALL_TEXT, page
 
 
-def test_the_plugin_contract_is_where_the_readme_says() -> None:
+def test_the_plugin_contract_is_where_the_documentation_says() -> None:
     from stevedore_server import Predictor, __version__, hookimpl
     from stevedore_server.hookspecs import PROJECT, HealthCheck, hookspec
     from stevedore_server.predictor import Predictor as ContractPredictor
@@ -28,7 +28,7 @@ def test_the_plugin_contract_is_where_the_readme_says() -> None:
     assert Predictor is ContractPredictor and callable(self_test) and callable(HealthCheck.__call__)
     assert hookimpl.project_name == hookspec.project_name == PROJECT == "stevedore" and __version__
     hooks = {name for name in dir(stevedore_server.hookspecs) if name.startswith("stevedore_")}
-    documented = set(re.findall(r"^- `(stevedore_[a-z_]+)\(", README, flags=re.M))
+    documented = set(re.findall(r"^- `(stevedore_[a-z_]+)\(", page("concepts.md"), flags=re.M))
     assert (
         documented
         == hooks
@@ -45,7 +45,7 @@ def test_the_entry_points_of_the_installed_distribution_resolve() -> None:
     entry_points = {(ep.group, ep.name): ep for ep in distribution("stevedore-server").entry_points}
     assert entry_points[("console_scripts", "stevedore-server")].load() is main
     pytest_plugin = entry_points[("pytest11", "stevedore")]
-    assert pytest_plugin.value == "stevedore_server.pytest_plugin"  # the module the README names
+    assert pytest_plugin.value == "stevedore_server.pytest_plugin"  # the module the documentation names
     fixtures = {"stevedore_live_server", "stevedore_client", "stevedore_serve"}
     assert fixtures <= set(vars(pytest_plugin.load()))
     assert hasattr(pytest_plugin.load(), "NoTensorInterfaceWarning")
@@ -59,10 +59,12 @@ def test_what_other_processes_run_by_path_is_there() -> None:
     rayserve_app = Path(stevedore_server.__file__).parent / "rayserve" / "app.py"
     functions = {node.name for node in ast.parse(rayserve_app.read_text()).body if isinstance(node, ast.FunctionDef)}
     assert "build" in functions
-    assert "stevedore_server.rayserve.app:build" in README and "python -m stevedore_server.worker" in README
+    assert "stevedore_server.rayserve.app:build" in ALL_TEXT and "python -m stevedore_server.worker" in ALL_TEXT
 
 
-@pytest.mark.parametrize("command", re.findall(r"^\| `stevedore-server ([a-z-]+)` \|", README, flags=re.M))
+@pytest.mark.parametrize(
+    "command", re.findall(r"^\| `stevedore-server ([a-z-]+)` \|", page("reference/commands.md"), flags=re.M)
+)
 def test_every_documented_command_answers_its_help(command: str) -> None:
     result = CliRunner().invoke(main, [command, "--help"])
     assert result.exit_code == 0, result.output
@@ -70,7 +72,7 @@ def test_every_documented_command_answers_its_help(command: str) -> None:
 
 
 def test_every_documented_setting_is_a_flag_of_run_or_a_file_setting() -> None:
-    """The README's settings table (``test_docs`` keeps it equal to the settings) names each flag of ``run``."""
-    flags = re.findall(r"^\| `[a-z_]+` \| `(--[a-z-]+)` \|", README, flags=re.M)
+    """The settings reference (``test_docs`` keeps it equal to the settings) names each flag of ``run``."""
+    flags = re.findall(r"^\| `[a-z_]+` \| `(--[a-z-]+)` \|", page("reference/settings.md"), flags=re.M)
     run_options = {option for parameter in main.commands["run"].params for option in parameter.opts}
     assert flags and set(flags) <= run_options

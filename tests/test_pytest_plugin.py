@@ -8,7 +8,6 @@ starts. The runs are in process, except where what a run imports is the point.
 from __future__ import annotations
 
 import os
-import re
 import sys
 import textwrap
 import tomllib
@@ -17,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from stevedore_server.kit.scaffold import create_plugin
+
+from .documentation import block, page
 
 pytest_plugins = ["pytester"]
 
@@ -112,10 +113,8 @@ def test_a_generated_plugin_passes_its_tests_the_check_and_the_readmes_example(k
 
 
 def readme_example() -> str:
-    """The README's example of a plugin's tests (for the plugin ``new-plugin my-model`` writes)."""
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    [block] = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL) if "stevedore_client" in b]
-    return block
+    """The documentation's example of a plugin's tests (for the plugin ``new-plugin my-model`` writes)."""
+    return block("python", "stevedore_client", page("plugins/testing.md"))
 
 
 def test_an_invalid_fixture_fails_the_check_in_the_words_of_check(kit: pytest.Pytester) -> None:

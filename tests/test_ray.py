@@ -1,5 +1,5 @@
 """``stevedore-server ray`` on a real Ray cluster of three nodes on this machine (a head and two workers, one
-CPU each), from a virtual environment of its own with ``stevedore-server[ray]`` and the plugins: the README's
+CPU each), from a virtual environment of its own with ``stevedore-server[ray]`` and the plugins: the documentation's
 commands, its curl tour and client example answered as ``stevedore-server run`` answers them, replicas on two
 nodes, autoscaling from one replica to two and back, and recovery from a node killed.
 
@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 import yaml
 
+from .documentation import between, block, page
 from .headstart import HeadStart
 from .helpers import wait_until
 from .raycluster import RAY_VENV, RayCluster
@@ -33,11 +34,10 @@ from .venvs import REPO, Server, Venv, free_port
 
 pytestmark = pytest.mark.ray
 
-README = (REPO / "README.md").read_text()
-RAY_COMMANDS = README.split("<!-- ray-commands -->")[1].split("<!-- /ray-commands -->")[0]
+RAY_COMMANDS = between("ray-commands", page("deployment/ray.md"))
 #: The curl tour and the V2 curl example, each command on one line.
-TOUR = re.search(r"## A tour with curl.*?```sh\n(.*?)```", README, flags=re.DOTALL)[1]  # type: ignore[index]
-V2_CURL = re.search(r"```sh\n(curl -s -d '\{\"id\".*?)```", README, flags=re.DOTALL)[1]  # type: ignore[index]
+TOUR = block("sh", "localhost:8000/readyz", page("quickstart.md"))
+V2_CURL = block("sh", "/v2/models/iris/infer", page("protocols/v2-rest.md"))
 
 #: The example plugin's model file, also served with no code by the scikit-learn runtime (a skops file).
 MODEL_FILE = REPO / "contrib" / "sklearn_logreg" / "stevedore_sklearn_logreg" / "model.skops"

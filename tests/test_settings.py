@@ -34,11 +34,14 @@ def test_a_flag_beats_its_variable() -> None:
     ("env", "message"),
     [
         ({"STEVEDORE_PORT": "x"}, "setting port (STEVEDORE_PORT): 'x' is not an integer"),
-        ({"STEVEDORE_STRICT": "maybe"}, "setting strict (STEVEDORE_STRICT): 'maybe' is not a boolean"),
-        ({"STEVEDORE_LOG_LEVEL": "loud"}, "setting log_level: 'loud' is not one of"),
-        ({"STEVEDORE_PORT": "70000"}, "setting port: 70000 is not a TCP port"),
-        ({"STEVEDORE_GRPC_PORT": "-1"}, "setting grpc_port: -1 is not a TCP port"),
-        ({"STEVEDORE_PORT": "9000", "STEVEDORE_GRPC_PORT": "9000"}, "setting grpc_port: 9000 is the HTTP port too"),
+        ({"STEVEDORE_STRICT": "maybe"}, "setting strict (STEVEDORE_STRICT): 'maybe' is not true or false"),
+        ({"STEVEDORE_LOG_LEVEL": "loud"}, "setting log_level (STEVEDORE_LOG_LEVEL): 'loud' is not one of"),
+        ({"STEVEDORE_PORT": "70000"}, "setting port (STEVEDORE_PORT): 70000 is not a TCP port"),
+        ({"STEVEDORE_GRPC_PORT": "-1"}, "setting grpc_port (STEVEDORE_GRPC_PORT): -1 is not a TCP port"),
+        (
+            {"STEVEDORE_PORT": "9000", "STEVEDORE_GRPC_PORT": "9000"},
+            "setting grpc_port (STEVEDORE_GRPC_PORT): 9000 is the HTTP port too",
+        ),
     ],
 )
 def test_invalid_settings_name_the_setting(env: dict[str, str], message: str) -> None:
@@ -75,11 +78,11 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
     [
         ("port = 'x'", "setting port (in"),
         ("colour = 1", "setting colour (in"),
-        ("[models.iris]\nmax_batch_size = 0", "setting models.iris.max_batch_size: 0 must be at least 1"),
+        ("[models.iris]\nmax_batch_size = 0", "table [models.iris]): 0 must be at least 1"),
         ("[models.iris]\ntimeout = true", "setting models.iris.timeout (in"),
         ("port = ", "is not valid TOML"),
-        ("[models.iris]\nprocesses = 0", "setting models.iris.processes: 0 is not from 1 to 256"),
-        ("[models.iris]\npython = ' '", "setting models.iris.python: an interpreter path or a virtual environment"),
+        ("[models.iris]\nprocesses = 0", "table [models.iris]): 0 is not from 1 to 256"),
+        ("[models.iris]\npython = ' '", "setting models.iris.python (in"),
         ("[models.iris]\nprocesses = 'two'", "setting models.iris.processes (in"),
     ],
 )

@@ -4,11 +4,9 @@ uvicorn server on loopback: every item, the end, the error event, and a disconne
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,6 +21,7 @@ from stevedore_server.kit.loopback import free_ports
 
 from .helpers import Registers, fresh_manager
 from .predictors import ROWS, RowSum
+from .showcase import readme_block, showcase_module
 
 #: Set when the endless generator's ``finally`` has run.
 CLOSED = threading.Event()
@@ -201,16 +200,14 @@ def test_streams_arriving_together_cannot_both_take_the_last_place(base_url: str
         assert response.status_code == 200  # the place was given back
 
 
-def test_the_readme_example() -> None:
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    (block,) = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL) if "class Countdown" in b]
-    namespace: dict[str, Any] = {}
-    exec(block, namespace)
-    (shell,) = [b for b in re.findall(r"```sh\n(.*?)```", readme, flags=re.DOTALL) if "countdown" in b]
-    expected = "\n".join(line.removeprefix("# ").removeprefix("#") for line in shell.splitlines()[1:]) + "\n\n"
-    app = create_app(Settings(), fresh_manager(Registers(namespace["Countdown"]())))
+def test_the_documented_example() -> None:
+    """The showcase's countdown, which the streaming page shows, streams the events its documented curl shows."""
+    command, *shown = readme_block("countdown").splitlines()
+    expected = "\n".join(line.removeprefix("# ").removeprefix("#") for line in shown) + "\n\n"
+    payload = command.split("-d '")[1].split("'")[0]
+    app = create_app(Settings(), fresh_manager(Registers(showcase_module("countdown").Countdown())))
     with TestClient(app, base_url="http://localhost") as client:
-        answer = client.post("/models/countdown/predict/stream", json=[2])
+        answer = client.post("/models/countdown/predict/stream", content=payload)
     assert answer.text == expected
 
 

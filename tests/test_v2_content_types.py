@@ -11,7 +11,6 @@ import datetime
 import re
 import types
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +27,7 @@ from stevedore_server.frontends.v2 import grpc_codec
 from stevedore_server.frontends.v2 import protocol as pb
 
 from .helpers import Registers
+from .showcase import readme_block, showcase_module
 
 
 def column(element_type: str) -> dict[str, Any]:
@@ -279,19 +279,11 @@ def test_mlservers_codecs_build_the_requests_and_read_the_answers(client: TestCl
     assert codecs.StringCodec.decode_output(answer.outputs[0]) == ["Joanne is 34", "Michael is 22"]
 
 
-def readme_block(containing: str) -> str:
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    blocks: list[str] = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
-    (block,) = [b for b in blocks if containing in b]
-    return block
-
-
-def test_the_readme_example(make_client: Callable[..., TestClient]) -> None:
-    namespace: dict[str, Any] = {}
-    exec(readme_block("class NextDay(Predictor)"), namespace)
-    client = make_client(Registers(namespace["NextDay"]()))
-    tensor = {"name": "input-0", "shape": [1], "datatype": "BYTES", "data": ["2022-01-11T11:09:10"]}
-    response = client.post("/v2/models/next-day/infer", json={"inputs": [tensor]})
+def test_the_documented_example(make_client: Callable[..., TestClient]) -> None:
+    """The showcase's next-day, which the content types' page shows, answers its documented request."""
+    client = make_client(Registers(showcase_module("next_day").NextDay()))
+    (request,) = re.findall(r"-d '(.*?)'", readme_block("next-day"))
+    response = client.post("/v2/models/next-day/infer", content=request)
     assert response.json()["outputs"] == [
         {
             "name": "output-0",

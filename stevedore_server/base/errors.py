@@ -7,6 +7,8 @@ the CLI turns ``StevedoreError`` into a ``click`` message.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import Any
 
 #: Seconds a client is told to wait after an overload.
@@ -21,12 +23,57 @@ def quoted(value: str, limit: int) -> str:
     return repr(value[:limit]) + ("..." if len(value) > limit else "")
 
 
+#: Characters of a client's name an error repeats.
+SHOWN_NAME = 100
+#: Names an "unknown name" message lists at most (the closest are suggested before them).
+LISTED_NAMES = 30
+
+
+def unknown_name(name: str, names: Iterable[str], kind: str = "models") -> str:
+    """What follows "no model named 'irs'" in an "unknown name" message: the closest of ``names`` suggested,
+    then the names themselves: "; did you mean 'iris'? (models: iris, iris-proba)"."""
+    known = sorted(set(names))
+    close = difflib.get_close_matches(name, known, n=3)
+    suggestion = f"; did you mean {' or '.join(repr(match) for match in close)}?" if close else ""
+    if not known:
+        return f"{suggestion} (no {kind})"
+    listed = ", ".join(known[:LISTED_NAMES])
+    if len(known) > LISTED_NAMES:
+        listed += f" and {len(known) - LISTED_NAMES} more"
+    return f"{suggestion} ({kind}: {listed})"
+
+
 class StevedoreError(Exception):
     """Base class of every error the server reports to a person."""
 
 
 class StartupError(StevedoreError):
     """The server cannot start: duplicate models, rejected hooks, or a failure under --strict."""
+
+
+class UnknownPlugins(StartupError):
+    """``--plugins`` or ``--disable-plugins`` names a plugin that is not installed: a typo would otherwise serve
+    nothing, or fail to disable the plugin it meant."""
+
+
+class SettingError(StartupError):
+    """A setting's value is wrong: the message names the setting, where its value came from (the flag, the
+    variable, the file and its table: ``located`` adds it once known) and what it should be, in plain words."""
+
+    def __init__(self, setting: str, problem: str, origin: str | None = None) -> None:
+        super().__init__(f"setting {setting}" + (f" ({origin})" if origin else "") + f": {problem}")
+        self.setting = setting
+        self.problem = problem
+        self.origin = origin
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.setting, self.problem, self.origin)
+
+    def located(self, origin: str | None) -> SettingError:
+        """The error naming ``origin`` as where the value came from, unless it names one already."""
+        if self.origin or not origin:
+            return self
+        return SettingError(self.setting, self.problem, origin)
 
 
 class PluginError(StevedoreError):
@@ -89,6 +136,10 @@ class ClientError(StevedoreError):
         """Pickled whole, details too (a Ray replica sends its errors to the ingress)."""
         return type(self), (self.message, self.details)
 
+    def to_anonymous(self) -> ClientError:
+        """The error as told to a caller without a key while API keys are on (on an open route: a probe)."""
+        return self
+
     def summary(self) -> str:
         """The message with any details folded in, for a protocol whose errors are one string."""
         if not self.details:
@@ -112,6 +163,28 @@ class PayloadTooLarge(ClientError):
 
 class NotFound(ClientError):
     status_code = 404
+
+
+class UnknownModel(NotFound):
+    """No model of the name asked for: the message suggests the closest names and lists them (``named``), except
+    to a caller without a key, to whom the names are not told (``to_anonymous``)."""
+
+    def __init__(self, lead: str, hint: str = "") -> None:
+        super().__init__(lead + hint)
+        self.lead = lead
+        self.hint = hint
+
+    @classmethod
+    def named(cls, name: str, names: Iterable[str], lead: str | None = None) -> UnknownModel:
+        """ "no model named 'irs'; did you mean 'iris'? (models: iris, iris-proba)", or ``lead`` before the hint."""
+        lead = lead or f"no model named {quoted(name, SHOWN_NAME)}"
+        return cls(lead, unknown_name(name, names))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.lead, self.hint)
+
+    def to_anonymous(self) -> ClientError:
+        return NotFound(self.lead)
 
 
 class NotReady(ClientError):

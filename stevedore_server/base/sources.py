@@ -47,6 +47,9 @@ class PluginFailure:
     source: PluginSource
     error: str
     traceback: str = ""
+    #: Found by a repository load while serving, not at startup: reported, but what is served is as it was, so
+    #: the server stays ready.
+    found_by_load: bool = False
 
     def as_dict(self) -> dict[str, str | None]:
         return {

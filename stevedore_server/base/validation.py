@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,8 @@ from .errors import InvalidPayload
 MAX_ERROR_DETAILS = 20
 #: Cap on one message: the validator quotes the offending value, which may be the whole payload.
 MAX_MESSAGE_LENGTH = 200
+#: Cap on the row a hint shows wrapped, as JSON text.
+SHOWN_ROW_LENGTH = 60
 
 
 def json_pointer(path: list[str | int]) -> str:
@@ -31,6 +34,9 @@ class SchemaValidator:
         jsonschema_rs.meta.validate(schema)
         self.schema = schema
         self._compiled = jsonschema_rs.validator_for(schema)
+        items = schema.get("items") if schema.get("type") == "array" else None
+        #: The type of one row ("array", "object") where the schema wants a list of them, else None.
+        self.row_type = items.get("type") if isinstance(items, dict) else None
 
     def is_valid(self, instance: Any) -> bool:
         return self._compiled.is_valid(instance)
@@ -53,7 +59,22 @@ class SchemaValidator:
         except ValueError as error:  # a value no JSON document holds, such as bytes from a binary tensor
             raise InvalidPayload(f"{what} holds a value JSON Schema cannot check: {error}") from None
         if not valid:
-            raise InvalidPayload(f"{what} does not match the model's schema", self.errors(instance))
+            message = f"{what} does not match the model's schema{self.rows_hint(instance)}"
+            raise InvalidPayload(message, self.errors(instance))
+
+    def rows_hint(self, instance: Any) -> str:
+        """ "; send rows: wrap it in a list, [[5.1, 3.5, 1.4, 0.2]]" where ``instance`` is one row sent as the
+        rows the schema wants (a list of numbers for rows that are arrays, an object for rows that are objects)."""
+        flat_row = (
+            isinstance(instance, list) and bool(instance) and not any(isinstance(v, list | dict) for v in instance)
+        )
+        one_object = isinstance(instance, dict)
+        if not ((self.row_type == "array" and flat_row) or (self.row_type == "object" and one_object)):
+            return ""
+        shown = json.dumps(instance)  # with blanks after commas, as a person writes it
+        if len(shown) > SHOWN_ROW_LENGTH:
+            shown = shown[: SHOWN_ROW_LENGTH - 4] + " ..." + shown[-1]
+        return f"; send rows: wrap it in a list, [{shown}]"
 
 
 #: Keywords that say nothing about validity.

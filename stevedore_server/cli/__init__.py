@@ -27,7 +27,9 @@ from .remote import jobs, models
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="stevedore-server")
 def main() -> None:
-    """Serve every installed stevedore model plugin over HTTP."""
+    """Serve the models of installed stevedore plugins, and model files, over HTTP and gRPC.
+
+    Start with `stevedore-server run`; `stevedore-server COMMAND --help` tells a command's options."""
 
 
 for command in (

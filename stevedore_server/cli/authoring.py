@@ -9,7 +9,7 @@ import click
 from stevedore_server.base.errors import StevedoreError
 
 
-@click.command(name="new-plugin")
+@click.command(name="new-plugin", short_help="Create a ready-to-build plugin package.")
 @click.argument("name")
 @click.option(
     "--directory",

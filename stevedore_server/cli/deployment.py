@@ -16,7 +16,15 @@ from stevedore_server.base.errors import StevedoreError
 from stevedore_server.core import startup
 from stevedore_server.deploy.manifests import FILE_MODEL_FORMATS, SAMPLE_STORAGE_URI
 
-from .options import PLUGIN_SETTINGS, RAY_SETTINGS, find_or_exit, make_settings, settings_options
+from .options import (
+    PLUGIN_SETTINGS,
+    RAY_SETTINGS,
+    SECTIONS,
+    SectionedCommand,
+    find_or_exit,
+    make_settings,
+    settings_options,
+)
 
 
 def checked_plugins(context: click.Context, parameter: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
@@ -39,7 +47,7 @@ def checked_base_image(context: click.Context, parameter: click.Parameter, value
         raise click.BadParameter(str(error), context, parameter) from None
 
 
-@click.command()
+@click.command(short_help="Build a container image of the server and plugins.")
 @click.option(
     "--plugin",
     "plugins",
@@ -103,7 +111,7 @@ def build(
     click.echo(f"built {tag}: stevedore-server {context.server_version}, plugins: {context.plugin_label or 'none'}")
 
 
-@click.command(name="environment-settings")
+@click.command(name="environment-settings", short_help="Print settings that run models in their own environments.")
 @click.argument("environments", nargs=-1, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to this file.")
 def environment_settings_command(environments: tuple[Path, ...], output: Path | None) -> None:
@@ -122,7 +130,7 @@ def environment_settings_command(environments: tuple[Path, ...], output: Path | 
         output.write_text(header + text)
 
 
-@click.command()
+@click.command(short_help="Write Kubernetes and KServe manifests for an image.")
 @click.option("--image", required=True, help="The image to run (built by `stevedore-server build`).")
 @click.option(
     "--output", required=True, type=click.Path(file_okay=False, path_type=Path), help="Directory to write to."
@@ -232,11 +240,16 @@ def manifests(
         click.echo(f"wrote {path}")
 
 
-@click.command(name="ray")
+@click.command(
+    name="ray",
+    cls=SectionedCommand,
+    sections={"Ray Serve": ("address", "config_only", "output")} | SECTIONS,
+    short_help="Serve the installed plugins on a Ray cluster.",
+)
 @click.option(
     "--address",
     envvar="RAY_ADDRESS",
-    help="The Ray cluster to deploy on (HOST:PORT of its head, or auto). [env RAY_ADDRESS]",
+    help="The Ray cluster to deploy on (HOST:PORT of its head, or auto). [env: RAY_ADDRESS]",
 )
 @click.option("--config-only", is_flag=True, help="Write the Serve config file instead of deploying.")
 @click.option(

@@ -1,23 +1,35 @@
 """Options and helpers every command family shares: the settings as click options (secrets only where the
-setting says so: a command line is visible to every user), settings read once from the options, the environment and
-the file, and the installed models found or loaded with errors as messages."""
+setting says so: a command line is visible to every user) and the sections their help lists them in, settings read
+once from the options, the environment and the file, the port a running server listens on, and the installed models
+found or loaded with errors as messages."""
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import logging.config
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import Field, fields
 from typing import Any
 
 import click
 
 from stevedore_server.base.errors import StevedoreError
-from stevedore_server.base.settings import HINTS, Settings, base_type, env_name
+from stevedore_server.base.settings import (
+    HINTS,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    PLATFORM_PORT,
+    Settings,
+    base_type,
+    env_name,
+    parse,
+)
+from stevedore_server.base.settings.mlserver import PORT_VARIABLES
 from stevedore_server.core import startup
 from stevedore_server.core.server import ModelServer
 
@@ -29,6 +41,49 @@ FILE_SETTINGS = ("model", "mlserver", "allow_pickle", "state_dir")
 RUN_SETTINGS = tuple(item.name for item in fields(Settings) if not item.metadata["file_only"] and item.metadata["flag"])
 #: On Ray Serve: the processes and the gRPC port are Ray's business.
 RAY_SETTINGS = tuple(name for name in RUN_SETTINGS if name not in ("workers", "grpc_port"))
+
+#: ``run --help`` (and ``config``'s, ``ray``'s) in sections: every setting of ``run`` in exactly one (a test checks).
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "Serving": ("host", "port", "grpc_port", "workers", "config", "console", "freeze_heap", "shutdown_delay",
+                "graceful_timeout"),
+    "Models": ("plugins", "disable_plugins", "load_models", "model", "mlserver", "allow_pickle", "strict"),
+    "Limits": ("max_body_size", "max_json_depth", "max_concurrency", "max_queue", "timeout", "inline_budget",
+               "max_connections", "max_concurrent_rpcs", "max_health_watches"),
+    "Security": ("api_key_file", "auth_health", "cors_origins", "allowed_hosts", "open_reflection"),
+    "Jobs": ("state_dir", "database_url", "max_jobs", "max_queued_jobs", "job_grace_period", "max_job_log_lines",
+             "job_retention", "max_log_followers", "promote_trained", "max_trained_versions"),
+    "Logging": ("log_level", "log_format", "access_log"),
+}  # fmt: skip
+#: The API keys are no flag (a command line is visible to every user of the machine): where they come from.
+API_KEYS_NOTE = (
+    f"API keys (clients send `Authorization: Bearer KEY`) are never flags: a command line is visible to every user "
+    f"of the machine. Give them as {env_name('api_keys')}=KEY1,KEY2, as `api_keys = [...]` in the --config file, "
+    f"or as --api-key-file, a file of their SHA-256 digests (with scopes). Clients of `models` and `jobs` read "
+    f"theirs from STEVEDORE_API_KEY."
+)
+SECTION_NOTES = {"Security": API_KEYS_NOTE}
+
+#: The settings whose values are a fixed list: their flags are choices, spelled as the variable and the file take
+#: them (the settings compare them as written, so the flags do too).
+CHOICES: dict[str, tuple[str, ...]] = {"log_level": LOG_LEVELS, "log_format": LOG_FORMATS}
+#: What a value is, where click's TEXT would not say.
+METAVARS = {
+    "host": "ADDRESS",
+    "plugins": "NAMES",
+    "disable_plugins": "NAMES",
+    "load_models": "NAMES",
+    "cors_origins": "ORIGINS",
+    "allowed_hosts": "HOSTS",
+    "config": "FILE",
+    "api_key_file": "FILE",
+    "mlserver": "DIR",
+    "state_dir": "DIR",
+    "model": "NAME=URI",
+    "database_url": "URL",
+}
+#: A setting's help that tells its default itself (one that depends on other settings): "(default: all)",
+#: "Default: ...", "default SQLite"; not "its model's default (what ...".
+TELLS_DEFAULT = re.compile(r"\b[Dd]efault(:| [A-Z])")
 
 
 def settings_options(names: tuple[str, ...]) -> Callable[[Any], Any]:
@@ -45,15 +100,60 @@ def settings_options(names: tuple[str, ...]) -> Callable[[Any], Any]:
 def settings_option(item: Field[Any]) -> Callable[[Any], Any]:
     kind = base_type(HINTS[item.name])
     flag = "--" + item.name.replace("_", "-")
-    default = "none" if item.default in (None, ()) else item.default
-    help_text = f"{item.metadata['help']} [env {env_name(item.name)}; default: {default}]"
+    help_text = f"{item.metadata['help']} {option_note(item)}"
     if kind is bool:
         return click.option(f"{flag}/--no-{flag[2:]}", item.name, default=None, help=help_text)
+    metavar = METAVARS.get(item.name)
     if kind is tuple and item.metadata["repeated"]:
-        return click.option(flag, item.name, multiple=True, default=None, help=help_text + " May be repeated.")
+        return click.option(flag, item.name, multiple=True, metavar=metavar, default=None, help=help_text)
     if kind is tuple:
-        return click.option(flag, item.name, default=None, help=help_text + " Comma-separated.")
-    return click.option(flag, item.name, type=kind, default=None, help=help_text)
+        return click.option(flag, item.name, metavar=metavar or "LIST", default=None, help=help_text)
+    if item.name in CHOICES:
+        return click.option(flag, item.name, type=click.Choice(CHOICES[item.name]), default=None, help=help_text)
+    return click.option(flag, item.name, type=kind, metavar=metavar, default=None, help=help_text)
+
+
+def option_note(item: Field[Any]) -> str:
+    """``[env: VARIABLE; default: VALUE; ...]``: the default as a user writes it, left out where there is none or
+    the setting's own help tells it (a default that depends on other settings)."""
+    kind = base_type(HINTS[item.name])
+    notes = [f"env: {env_name(item.name)}"]
+    default = shown_default(item.default)
+    if default is not None and not TELLS_DEFAULT.search(item.metadata["help"]):
+        notes.append(f"default: {default}")
+    if kind is tuple and not item.metadata["repeated"]:
+        notes.append("comma-separated")
+    elif kind is tuple and "repeated" not in item.metadata["help"]:
+        notes.append("repeatable")
+    return "[" + "; ".join(notes) + "]"
+
+
+def shown_default(value: Any) -> str | None:
+    """A default as the flag, the variable and the file take it: ``all``, ``true``, ``60``; None for none."""
+    if value is None or value == ():
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def server_port(environ: Mapping[str, str] | None = None) -> int:
+    """The HTTP port ``run`` takes from the environment (``Settings.load``'s order; not from the file):
+    ``STEVEDORE_PORT``, else ``PORT``, else ``MLSERVER_HTTP_PORT``, else the default. Where the commands that talk
+    to a running server look for it."""
+    environ = os.environ if environ is None else environ
+    for variable in (env_name("port"), PLATFORM_PORT, PORT_VARIABLES["port"]):
+        raw = environ.get(variable, "")
+        if raw.strip():
+            try:
+                return int(parse("port", HINTS["port"], raw, variable))
+            except StevedoreError as error:
+                raise click.UsageError(str(error)) from None
+    return Settings.port  # the field's default
 
 
 def make_settings(**values: Any) -> Settings:
@@ -95,6 +195,51 @@ def kserve_options(command: Any) -> Any:
         kind = int if parameter in KSERVE_PORTS else str
         command = click.option(flag, parameter, type=kind, metavar=metavar, default=None, help=help_text)(command)
     return command
+
+
+#: ``run``'s sections: the settings', then KServe's arguments.
+RUN_SECTIONS = SECTIONS | {"KServe's arguments": tuple(option[0] for option in KSERVE_OPTIONS)}
+SECTION_NOTES["KServe's arguments"] = (
+    "As KServe's ServingRuntimes pass them: --model_name NAME --model_dir DIR (the same as --model NAME=DIR), "
+    "--http_port and --grpc_port (--port and --grpc-port)."
+)
+
+
+#: The widest first column of a help's options (click's own limit).
+TERM_WIDTH = 30
+
+
+class SectionedCommand(click.Command):
+    """A command whose help lists its options in sections (``sections``: a title, its parameters' names), with
+    a section's note (``SECTION_NOTES``) above its options; the options of no section come last."""
+
+    def __init__(self, *args: Any, sections: dict[str, tuple[str, ...]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sections = sections
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        records = {param.name: record for param in self.get_params(ctx) if (record := param.get_help_record(ctx))}
+        # One first column for every section, as click's one list of options would have.
+        width = min(max(len(term) for term, _ in records.values()), TERM_WIDTH)
+        records = {name: (term.ljust(width), text) for name, (term, text) in records.items()}
+        for title, names in self.sections.items():
+            rows = [records.pop(name) for name in names if name in records]
+            if rows:
+                with formatter.section(title):
+                    if title in SECTION_NOTES:
+                        formatter.write_text(SECTION_NOTES[title])
+                        formatter.write_paragraph()
+                    formatter.write_dl(rows, col_max=TERM_WIDTH)
+        if records:
+            with formatter.section("Other options"):
+                formatter.write_dl(list(records.values()), col_max=TERM_WIDTH)
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The epilog as written (examples keep their lines), not indented: a section of its own."""
+        if self.epilog:
+            formatter.write_paragraph()
+            for line in inspect.cleandoc(self.epilog).splitlines():
+                formatter.write(f"{line}\n")
 
 
 def make_run_settings(**values: Any) -> Settings:

@@ -10,13 +10,19 @@ import click
 import orjson
 
 from stevedore_server.base.errors import StevedoreError
+from stevedore_server.jobs.records import JobState
+
+from .options import server_port
 
 URL_OPTION = click.option(
-    "--url", default="http://127.0.0.1:8000", show_default=True, help="The running server's base URL."
+    "--url",
+    default=lambda: f"http://127.0.0.1:{server_port()}",
+    help="The running server's base URL. [default: http://127.0.0.1:PORT, the port `run` takes: STEVEDORE_PORT, "
+    "else PORT, else MLSERVER_HTTP_PORT, else 8000]",
 )
 
 
-@click.group()
+@click.group(short_help="A running server's models: index, load, unload.")
 def models() -> None:
     """A running server's model repository: list, load and unload models while it serves.
 
@@ -24,7 +30,7 @@ def models() -> None:
     """
 
 
-@models.command(name="index")
+@models.command(name="index", short_help="List the models, with their state.")
 @URL_OPTION
 @click.option("--ready", is_flag=True, help="Only the models that are ready.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -36,11 +42,13 @@ def models_index(url: str, ready: bool, as_json: bool) -> None:
     if as_json:
         click.echo(orjson.dumps(entries, option=orjson.OPT_INDENT_2).decode())
         return
+    if not entries:
+        click.echo("no ready models" if ready else "no models")
     for entry in entries:
         click.echo(f"{entry['name']}  {entry['version']}  {entry['state']}  {entry.get('reason') or ''}".rstrip())
 
 
-@models.command(name="load")
+@models.command(name="load", short_help="Load (or reload) model NAME.")
 @click.argument("name")
 @URL_OPTION
 def models_load(name: str, url: str) -> None:
@@ -51,7 +59,7 @@ def models_load(name: str, url: str) -> None:
     click.echo(f"{name} loaded")
 
 
-@models.command(name="unload")
+@models.command(name="unload", short_help="Unload model NAME.")
 @click.argument("name")
 @URL_OPTION
 def models_unload(name: str, url: str) -> None:
@@ -62,7 +70,7 @@ def models_unload(name: str, url: str) -> None:
     click.echo(f"{name} unloaded")
 
 
-@click.group()
+@click.group(short_help="A running server's jobs: list, show, logs, cancel.")
 def jobs() -> None:
     """A running server's jobs (trainings): list them, show one, print its logs, cancel it.
 
@@ -70,10 +78,10 @@ def jobs() -> None:
     """
 
 
-@jobs.command(name="list")
+@jobs.command(name="list", short_help="List the jobs, newest first.")
 @URL_OPTION
 @click.option("--model", help="Only this model's jobs.")
-@click.option("--state", help="Only jobs in this state (queued, running, succeeded, failed, cancelled, interrupted).")
+@click.option("--state", type=click.Choice([state.value for state in JobState]), help="Only jobs in this state.")
 @click.option("--limit", default=50, show_default=True, help="Most jobs listed, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def jobs_list(url: str, model: str | None, state: str | None, limit: int, as_json: bool) -> None:
@@ -84,11 +92,13 @@ def jobs_list(url: str, model: str | None, state: str | None, limit: int, as_jso
     if as_json:
         click.echo(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode())
         return
+    if not found:
+        click.echo("no jobs" + (f" of model {model}" if model else "") + (f" in state {state}" if state else ""))
     for job in found:
         click.echo(f"{job['id']}  {job['model']}  {job['state']}  {job['progress']:.0%}  {job['created']}")
 
 
-@jobs.command(name="show")
+@jobs.command(name="show", short_help="Show job JOB_ID as JSON.")
 @click.argument("job_id")
 @URL_OPTION
 def jobs_show(job_id: str, url: str) -> None:
@@ -98,7 +108,7 @@ def jobs_show(job_id: str, url: str) -> None:
     click.echo(orjson.dumps(remote_or_exit(remote.show_job, url, job_id), option=orjson.OPT_INDENT_2).decode())
 
 
-@jobs.command(name="logs")
+@jobs.command(name="logs", short_help="Print the log lines of job JOB_ID.")
 @click.argument("job_id")
 @URL_OPTION
 def jobs_logs(job_id: str, url: str) -> None:
@@ -109,7 +119,7 @@ def jobs_logs(job_id: str, url: str) -> None:
         click.echo(f"{line['time']} {line['level']:<7} {line['line']}")
 
 
-@jobs.command(name="cancel")
+@jobs.command(name="cancel", short_help="Cancel job JOB_ID.")
 @click.argument("job_id")
 @URL_OPTION
 def jobs_cancel(job_id: str, url: str) -> None:

@@ -8,7 +8,9 @@ Protocol's model repository extension), for models installed as wheels.
   asks them again.
 - ``load`` re-reads them all, those environments too, so a plugin wheel
   ``pip install``ed next to the running server (or in a model's environment) is
-  found; it loads and self-tests every version of the model,
+  found, and an editable one (``pip install -e``: its ``.pth`` file is read,
+  ``installed.SitePackages``); a plugin that fails to import is a 400 with its
+  error, listed in ``/healthz``; it loads and self-tests every version of the model,
   then swaps each into the registry (calls in flight finish on the old one). A
   load that fails leaves what is serving untouched. A distribution upgraded
   while its modules are imported is refused: Python cannot re-import a package
@@ -29,17 +31,20 @@ same models before a load or unload is answered (``convergence``).
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
+import sys
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Protocol
 
 import pluggy
 from anyio import to_thread
 
-from stevedore_server.base.errors import BadRequest, InferenceTimeout, NotFound, StevedoreError
-from stevedore_server.plugins.discovery import Candidate
+from stevedore_server.base.errors import BadRequest, InferenceTimeout, StevedoreError, UnknownModel
+from stevedore_server.base.sources import PluginFailure, PluginSource
+from stevedore_server.plugins.discovery import Candidate, failed_plugins_of
 from stevedore_server.plugins.hooks import Hooks
+from stevedore_server.plugins.installed import SitePackages
 from stevedore_server.plugins.loading import State, load_model, not_loaded
 from stevedore_server.predictor import Predictor
 from stevedore_server.processes import isolation
@@ -106,6 +111,8 @@ class Repository:
         self.installed: list[tuple[str, str]] | None = None
         self.discoveries = 0
         self.retiring: set[asyncio.Task[None]] = set()
+        #: The ``.pth`` files read: an editable install since startup adds one, read before the next discovery.
+        self.site_packages = SitePackages()
         #: With workers: the desired state all of them follow, what this one has applied, and its poller.
         self.shared = shared
         self.generation = 0
@@ -243,7 +250,7 @@ class Repository:
         """Put a not-loaded record in the place of every version of ``name`` in this process."""
         served = self.server.registry.versions_of(name)
         if not served:
-            raise NotFound(f"no model named {name!r}")
+            raise UnknownModel.named(name, self.server.registry.names())
         fresh = {(c.predictor.name, c.predictor.version): c for c in (await to_thread.run_sync(self.discover))[0]}
         for model in served:
             if model.state is State.UNLOADED:
@@ -283,20 +290,28 @@ class Repository:
             task.cancel()
 
     def discover(self, reread: bool = False) -> tuple[list[Candidate], Hooks]:
-        """The installed predictors as the entry points list them now (a wheel installed since startup too); those
-        of other environments as they said last, unless ``reread`` (a load) asks them again. Under the lock."""
-        importlib.invalidate_caches()
-        if reread or self.environments is None:
-            self.environments = isolation.isolated_candidates(self.server.settings)
-        candidates, _, hooks = startup.find(self.server.settings, self.manager, self.environments)
+        candidates, _, hooks = self.find(reread)
         return candidates, hooks
 
+    def find(self, reread: bool = False) -> tuple[list[Candidate], list[PluginFailure], Hooks]:
+        """The installed predictors as the entry points list them now (a wheel installed since startup too, or an
+        editable install: its ``.pth`` file is read), and the plugins that failed; those of other environments as
+        they said last, unless ``reread`` (a load) asks them again. Under the lock."""
+        self.site_packages.refresh()
+        if reread or self.environments is None:
+            self.environments = isolation.isolated_candidates(self.server.settings)
+        return startup.find(self.server.settings, self.manager, self.environments)
+
     def candidates(self, name: str) -> tuple[list[Candidate], Hooks]:
-        """The installed versions of ``name``: NotFound if none, BadRequest if its distribution was upgraded."""
-        found, hooks = self.discover(reread=True)
+        """The installed versions of ``name``: UnknownModel if none, BadRequest if none and a plugin failed (it may
+        provide it), or if its distribution was upgraded. The plugins that failed are listed in ``/healthz``."""
+        found, failures, hooks = self.find(reread=True)
+        self.record_failures(found, failures)
         mine = [c for c in found if c.predictor.name == name]
         if not mine:
-            raise NotFound(f"no installed plugin provides a model named {name!r}")
+            refuse_for_failed_plugins(name, failures)
+            lead = f"no installed plugin provides a model named {name!r}"
+            raise UnknownModel.named(name, {c.predictor.name for c in found}, lead)
         served = {m.source.distribution: m.source.distribution_version for m in self.server.registry.models}
         for candidate in mine:
             source = candidate.source
@@ -307,6 +322,15 @@ class Repository:
                     "re-imported in place: restart the server to serve the new version"
                 )
         return mine, hooks
+
+    def record_failures(self, found: list[Candidate], failures: list[PluginFailure]) -> None:
+        """What a load's discovery saw, in ``/healthz``'s failed plugins: the plugins that failed added, those that
+        failed before and now give their predictors taken out."""
+        working = {failure_key(candidate.source) for candidate in found}
+        kept = [f for f in self.server.registry.plugin_failures if failure_key(f.source) not in working]
+        listed = {failure_key(f.source) for f in kept}
+        added = [replace(f, found_by_load=True) for f in failures if failure_key(f.source) not in listed]
+        self.server.registry.plugin_failures = kept + added
 
     def swap(self, model: ServingModel) -> None:
         old = self.server.registry.replace(model)
@@ -330,6 +354,25 @@ class Repository:
         del model
         if self.release_memory is not None:
             self.release_memory()
+
+
+def refuse_for_failed_plugins(name: str, failures: list[PluginFailure]) -> None:
+    """BadRequest with the import errors when no plugin provides model ``name`` and a plugin that may provide it
+    failed: the one of its entry point's name, else any that failed (they may provide it)."""
+    mine = failed_plugins_of(name, failures)
+    others = [] if mine else failed_plugins_of(None, failures)
+    if not mine and not others:
+        return
+    what = "; ".join(mine) if mine else f"no plugin that imports provides it, and {'; '.join(others)}"
+    raise BadRequest(
+        f"cannot load model {name!r}: {what}. Fix the plugin or install what it needs in the server's "
+        f"environment ({sys.prefix}), then load it again"
+    )
+
+
+def failure_key(source: PluginSource) -> tuple[str, str, str | None]:
+    """A plugin as its failures are told apart: by entry point, not by version (an upgrade fixes its plugin)."""
+    return source.entry_point, source.group, source.distribution
 
 
 def entry(model: ServingModel) -> dict[str, Any]:

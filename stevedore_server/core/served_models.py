@@ -24,7 +24,7 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from stevedore_server.base.errors import NotFound
+from stevedore_server.base.errors import NotFound, UnknownModel
 from stevedore_server.base.health import HealthCheck
 from stevedore_server.base.sources import PluginFailure, PluginSource
 from stevedore_server.predictor import Predictor
@@ -161,7 +161,7 @@ class Registry:
         """The model of a name and version (its default version when None), or NotFound."""
         versions = self.snapshot.by_name.get(name)
         if not versions:
-            raise NotFound(f"no model named {name!r}")
+            raise UnknownModel.named(name, self.snapshot.by_name)
         if version is None:
             return versions[0]
         for model in versions:

@@ -19,12 +19,13 @@ from dataclasses import dataclass
 
 import pluggy
 
-from stevedore_server.base.errors import StartupError
+from stevedore_server.base.errors import StartupError, unknown_name
 from stevedore_server.base.metrics import Metrics
 from stevedore_server.base.settings import Settings
 from stevedore_server.base.sources import PluginFailure
 from stevedore_server.plugins.discovery import Candidate, accepted, find_installed
 from stevedore_server.plugins.hooks import Hooks
+from stevedore_server.plugins.installed import check_selection
 from stevedore_server.plugins.loading import LoadedModel, not_loaded
 from stevedore_server.plugins.model_files import model_files
 from stevedore_server.processes import isolation
@@ -55,11 +56,45 @@ def load(settings: Settings, manager: pluggy.PluginManager | None = None) -> Loa
     A ``manager`` may be given (tests do): its plugins then replace the installed entry points.
     """
     candidates, failures, hooks = find(settings, manager)
+    if manager is None:  # a given manager's plugins are not installed: no selection names them
+        check_selected(settings, candidates, failures)
+    check_tables(settings, candidates, failures)
     models = tuple(load_selected(settings, candidate) for candidate in candidates)
     unknown = set(settings.load_models) - {"all", "none"} - {candidate.predictor.name for candidate in candidates}
     if unknown:
         logger.warning("load_models names models no installed plugin provides: %s", ", ".join(sorted(unknown)))
     return Loaded(models, tuple(failures), hooks)
+
+
+def check_selected(settings: Settings, candidates: list[Candidate], failures: list[PluginFailure]) -> None:
+    """``UnknownPlugins`` if the selection names a plugin installed neither here nor in a model's own environment
+    (whose plugins are among ``candidates`` and ``failures``)."""
+    sources = [candidate.source for candidate in candidates] + [failure.source for failure in failures]
+    check_selection(settings.selection, sources)
+
+
+def check_tables(settings: Settings, candidates: list[Candidate], failures: list[PluginFailure]) -> None:
+    """Warn of each ``[models.NAME]`` table that matches no model (a typo, a plugin not installed or failed): its
+    settings apply to nothing. Under ``--strict``, a ``StartupError``. A table with a ``uri`` declares a model."""
+    names = {candidate.predictor.name for candidate in candidates}
+    unmatched = sorted(name for name, table in settings.models.items() if table.uri is None and name not in names)
+    if not unmatched:
+        return
+    where = f" in {settings.config}" if settings.config else ""
+    problems = [unmatched_table(f"table [models.{name}]{where}", name, names, failures) for name in unmatched]
+    if settings.strict:
+        raise StartupError("--strict: " + "\n  ".join(problems))
+    for problem in problems:
+        logger.warning("%s", problem)
+
+
+def unmatched_table(table: str, name: str, names: set[str], failures: list[PluginFailure]) -> str:
+    """Why ``table`` applies to nothing: the closest models and the names, and a plugin of its name that failed."""
+    problem = f"{table} matches no model, so its settings apply to nothing{unknown_name(name, names)}"
+    failed = next((failure for failure in failures if failure.source.entry_point == name), None)
+    if failed is not None:
+        problem += f"; plugin {failed.source.describe()} failed: {failed.error}"
+    return problem
 
 
 def load_selected(settings: Settings, candidate: Candidate) -> LoadedModel:

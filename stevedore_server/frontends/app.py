@@ -245,6 +245,8 @@ def build_openapi(table: Sequence[BaseRoute], server: ModelServer) -> dict[str, 
 async def client_error(request: Request, error: Exception) -> Response:
     if not isinstance(error, ClientError):
         raise error
+    if caller_of(request.scope).anonymous:  # a probe's caller without a key: not told what the server holds
+        error = error.to_anonymous()
     return error_response(error.status_code, error.body(), error.headers)
 
 

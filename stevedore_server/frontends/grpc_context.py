@@ -86,6 +86,8 @@ class RequestContext:
                 return response
             except ClientError as error:
                 code = status_of(error)
+                if not needs_key and self.anonymous(metadata):  # a probe's caller without a key
+                    error = error.to_anonymous()
                 await context.abort(code, error.summary(), trailers)
             except ModelFailure as error:
                 code = grpc.StatusCode.INTERNAL
@@ -132,6 +134,13 @@ class RequestContext:
     def needs_key(self, method: Method) -> bool:
         """With API keys on, every call needs one but the probes' (unless ``auth_health``)."""
         return self.keys is not None and (not method.open or self.protect_health)
+
+    def anonymous(self, metadata: dict[str, Any]) -> bool:
+        """API keys are on and the call carries no accepted key (it reached an open method: a probe)."""
+        if self.keys is None:
+            return False
+        authorization = metadata.get("authorization")
+        return self.keys.identify(authorization if isinstance(authorization, str) else None).anonymous
 
     def authorize(self, metadata: dict[str, Any], needs: str) -> None:
         """Unauthenticated without an accepted key, Forbidden for a key without the scope ``needs`` (an open

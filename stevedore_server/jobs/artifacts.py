@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from stevedore_server.base.errors import BadRequest, ClientError, Conflict, NotFound
+from stevedore_server.base.errors import BadRequest, ClientError, Conflict, NotFound, UnknownModel
 from stevedore_server.core.served_models import trained_by
 
 from .child import describe
@@ -90,7 +90,7 @@ class ArtifactKeeper(JobsContext):
         """Why ``version`` of ``model``, of which no record was found, cannot be removed."""
         served = self.registry.versions_of(model)
         if not served:
-            return NotFound(f"no model named {model!r}")
+            return UnknownModel.named(model, self.registry.names())
         if any(found.version == version and trained_by(found) is None for found in served):
             return Conflict(
                 f"version {version!r} of model {model!r} is installed, not made by a training: only trained versions "

@@ -46,6 +46,7 @@ def check_one(settings: Settings, candidate: Candidate, hooks: Hooks) -> tuple[S
     """One model loaded, self-tested and given its serving state as the server's startup does, with the
     hooks that run then (catalogue metadata, health checks); what ``check`` would say of it."""
     loaded = isolation.load_candidate(candidate, settings)
-    registry = startup.build_server(settings, startup.Loaded((loaded,), (), hooks)).registry
+    # No routes: one model alone would fail a plugin's route under a sibling model (`check` asks for them all).
+    registry = startup.build_server(settings, startup.Loaded((loaded,), (), hooks), serves_http=False).registry
     [model] = registry.models
     return model, Report.of(registry)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pluggy
+from packaging.utils import canonicalize_name
 
 from stevedore_server.base.errors import StartupError
 from stevedore_server.base.sources import PREDICTORS_GROUP, PluginFailure, PluginSelection, PluginSource, failure
@@ -17,7 +18,8 @@ from stevedore_server.model_files import ModelFile
 from stevedore_server.predictor import NAME_PATTERN, Predictor
 
 from .hooks import Hooks
-from .manager import check_hooks, get_plugin_manager, hook_sources, iter_entry_points
+from .installed import iter_entry_points
+from .manager import check_hooks, get_plugin_manager, hook_sources
 from .model_files import candidates_of
 
 logger = logging.getLogger("stevedore.discovery")
@@ -121,3 +123,23 @@ def identity_problem(predictor: Predictor) -> str | None:
                 "must be a non-empty string of letters, digits, '.', '_' or '-'"
             )
     return None
+
+
+def failed_plugins_of(name: str | None, failures: Iterable[PluginFailure]) -> list[str]:
+    """Each plugin of ``failures`` whose ``stevedore.predictors`` entry point bears the model's name ``name``
+    (as a plugin made by ``new-plugin`` does; None: every one), as "plugin stevedore-x (entry point x =
+    x.predictor:X) failed to import: ModuleNotFoundError: ...": the plugins that would have provided it."""
+    values = {(ep.name, ep.dist.name if ep.dist else None): ep.value for ep in iter_entry_points(PREDICTORS_GROUP)}
+    described = []
+    for failed in failures:
+        source = failed.source
+        if source.group != PREDICTORS_GROUP:
+            continue
+        if name is not None and canonicalize_name(source.entry_point) != canonicalize_name(name):
+            continue
+        value = values.get((source.entry_point, source.distribution))
+        entry_point = f"{source.entry_point} = {value}" if value else source.entry_point
+        how = "import" if failed.error.startswith(("ModuleNotFoundError:", "ImportError:", "SyntaxError:")) else "load"
+        plugin = f"plugin {source.distribution}" if source.distribution else "plugin"
+        described.append(f"{plugin} (entry point {entry_point}) failed to {how}: {failed.error}")
+    return described

@@ -4,31 +4,18 @@ points. A factory, not a module global, so each server (and each test) has a fre
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
-from importlib.metadata import EntryPoint, entry_points
+from collections.abc import Iterable
 
 import pluggy
-from packaging.utils import canonicalize_name
 
 from stevedore_server import hookspecs
 from stevedore_server.base.errors import StartupError
 from stevedore_server.base.sources import HOOKS_GROUP, PluginFailure, PluginSelection, PluginSource, failure
 
 from .builtin import DEFAULT_PLUGINS
+from .installed import iter_entry_points
 
 logger = logging.getLogger("stevedore.plugins")
-
-
-def iter_entry_points(group: str) -> Iterator[EntryPoint]:
-    """Entry points of ``group`` in a deterministic order: distribution, then name."""
-
-    def key(entry_point: EntryPoint) -> tuple[str, str, str]:
-        dist_name = entry_point.dist.name if entry_point.dist else ""
-        return (canonicalize_name(dist_name), entry_point.name, entry_point.value)
-
-    # Installed twice on sys.path (say, a wheel and an editable copy) shows the same entry point twice.
-    unique = {(ep.dist.name if ep.dist else "", ep.name, ep.value): ep for ep in entry_points(group=group)}
-    yield from sorted(unique.values(), key=key)
 
 
 def hook_sources() -> dict[str, PluginSource]:

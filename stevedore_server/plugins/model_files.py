@@ -26,7 +26,7 @@ from stevedore_server.base.sources import PluginSelection, PluginSource
 from stevedore_server.model_files import RUNTIMES_GROUP, Derived, FilePredictor, ModelFile
 from stevedore_server.predictor import Predictor
 
-from .manager import iter_entry_points
+from .installed import iter_entry_points
 
 logger = logging.getLogger("stevedore.model_files")
 

@@ -3,6 +3,7 @@ serving process here or ``--workers N`` under a supervisor, and the run's tempor
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -65,27 +66,36 @@ def serve_here(config: ServerConfig) -> None:
 def preflight(settings: Settings) -> None:
     """Fail before serving on what would fail each worker: uvicorn's supervisor would exit 0.
 
-    The gRPC port must be free; duplicates and unknown hooks need no model loaded; ``--strict`` needs the full load.
+    The ports must be free (before any model loads: loading may take minutes); the selection must name installed
+    plugins; duplicates and unknown hooks need no model loaded; ``--strict`` needs the full load.
     """
-    check_grpc_port(settings)
+    check_port(settings.host, settings.port, "HTTP", "--port")
+    if settings.grpc_port:
+        check_port(settings.host, settings.grpc_port, "gRPC", "--grpc-port", " (0 turns gRPC off)")
     if settings.strict:
         startup.build_server(settings, startup.load(settings))
         return
-    startup.find(settings)
+    candidates, failures, _ = startup.find(settings)
+    startup.check_selected(settings, candidates, failures)
 
 
-def check_grpc_port(settings: Settings) -> None:
-    """StartupError unless the gRPC port is free: bound without ``SO_REUSEPORT``, as nothing else may hold it
-    (with workers, each binds it with that option, so a second server would share it silently)."""
-    if not settings.grpc_port:
+def check_port(host: str, port: int, protocol: str, flag: str, more: str = "") -> None:
+    """StartupError unless ``port`` is free on ``host``: bound without ``SO_REUSEPORT``, as nothing else may hold
+    it (with workers, each binds the gRPC port with that option, so a second server would share it silently).
+    Port 0 (any free port) needs no look."""
+    if not port:
         return
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT does not count
         try:
-            probe.bind((settings.host, settings.grpc_port))
+            probe.bind((host, port))
         except OSError as error:
-            raise StartupError(
-                f"gRPC cannot listen on {settings.host}:{settings.grpc_port}: {error.strerror} "
-                "(--grpc-port chooses another port, 0 turns gRPC off)"
-            ) from None
+            problem = f"{protocol} cannot listen on {host}:{port}:"
+            if error.errno == errno.EADDRINUSE:
+                raise StartupError(
+                    f"{problem} port {port} is in use: stop what holds it or choose another port with {flag}{more}"
+                ) from None
+            if error.errno == errno.EADDRNOTAVAIL:  # not an address of this machine
+                raise StartupError(f"{problem} {error.strerror} (--host chooses another address)") from None
+            raise StartupError(f"{problem} {error.strerror} ({flag} chooses another port{more})") from None

@@ -108,7 +108,7 @@ def settings_from_args(args: Mapping[str, Any], secrets_file: str | None = None)
     ingress's), over those of the replica's environment (``STEVEDORE_*`` variables an operator set)."""
     values = read_document(args.get("settings") or {}, "the Serve application's args")
     secrets = read_secrets(secrets_file) if secrets_file else {}
-    return Settings.load({**os.environ, **secrets}, **values)
+    return Settings.load({**os.environ, **secrets}, "in the Serve application's args", **values)
 
 
 def secrets_directory(settings: Settings) -> Path:

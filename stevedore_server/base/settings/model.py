@@ -11,17 +11,18 @@ naming the setting."""
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 import tomllib
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from stevedore_server.base.errors import StartupError
+from stevedore_server.base.errors import SettingError
 from stevedore_server.base.sources import PluginSelection
 
 from .values import parse, typed
@@ -336,7 +337,7 @@ class Settings:
         checks.append((not special or len(self.load_models) == 1, "load_models", "takes all or none alone"))
         for ok, name, problem in checks:
             if not ok:
-                raise StartupError(f"setting {name}: {getattr(self, name)!r} {problem}")
+                raise SettingError(name, f"{getattr(self, name)!r} {problem}")
         object.__setattr__(self, "models", declared_models(self))
         for name, model in self.models.items():
             check_model_settings(name, model)
@@ -376,40 +377,21 @@ class Settings:
         )
 
     @classmethod
-    def load(cls, environ: Mapping[str, str] | None = None, **flags: Any) -> Settings:
+    def load(cls, environ: Mapping[str, str] | None = None, flags_origin: str | None = None, **flags: Any) -> Settings:
         """Defaults, then the TOML file, then ``STEVEDORE_*`` variables, then ``flags`` (CLI; None is unset).
 
         The port also comes from ``PORT`` (below ``STEVEDORE_PORT``, above the file): Knative, KServe's
         serverless mode and Cloud Run tell a container where to listen so. Below it, ``MLSERVER_HTTP_PORT`` and
         ``MLSERVER_GRPC_PORT`` set ``port`` and ``grpc_port``: an image of ours in KServe's MLServer runtime
-        listens where the runtime's ports say."""
+        listens where the runtime's ports say. An error names where the wrong value came from: the flag (or
+        ``flags_origin``, flags that are no command line's), the variable, or the file and its table."""
         environ = os.environ if environ is None else environ
         flags = {key: value for key, value in flags.items() if value is not None}
-        # A variable set but empty is unset, as click reads its own; one a flag overrides is never read (so an
-        # invalid one cannot stop a server the command line configures).
-        given = {name: raw for name, raw in environ.items() if raw.strip()}
-        from_env = {
-            item.name: parse(item.name, HINTS[item.name], given[env_name(item.name)], env_name(item.name))
-            for item in fields(cls)
-            if not item.metadata["file_only"] and item.name not in flags and env_name(item.name) in given
-        }
-        if "port" not in from_env and "port" not in flags and PLATFORM_PORT in given:
-            from_env["port"] = parse("port", HINTS["port"], given[PLATFORM_PORT], PLATFORM_PORT)
-        from .mlserver import PORT_VARIABLES, environment_ports, environment_tables
-
-        for name, raw in environment_ports(given).items():  # KServe's MLServer runtime's ports, below PORT
-            if name not in from_env and name not in flags:
-                from_env[name] = parse(name, HINTS[name], raw, PORT_VARIABLES[name])
-        path = flags.get("config") or from_env.get("config")
-        values = read_file(str(path)) if path else {}
-
-        from_mlserver = read_models("the MLSERVER_MODEL_* variables", environment_tables(environ), Path.cwd())
-        if from_mlserver:
-            models = values.get("models", {})
-            values["models"] = {name: merged(model, models.get(name)) for name, model in from_mlserver.items()} | {
-                name: model for name, model in models.items() if name not in from_mlserver
-            }
-        return cls(**(values | from_env | flags))
+        origins = {name: flags_origin or "--" + name.replace("_", "-") for name in flags}
+        try:
+            return cls(**layered(environ, flags, origins))
+        except SettingError as error:
+            raise error.located(origin_of(error.setting, origins)) from None
 
     def to_env(self) -> dict[str, str]:
         """The ``STEVEDORE_*`` variables that, with the file, reproduce these settings in another process."""
@@ -459,6 +441,50 @@ class Settings:
         return values
 
 
+def layered(environ: Mapping[str, str], flags: dict[str, Any], origins: dict[str, str]) -> dict[str, Any]:
+    """The values of the file, the variables and ``flags``, each above the one before; where each came from is
+    written into ``origins`` (a model's table under ``models.NAME``)."""
+    # A variable set but empty is unset, as click reads its own; one a flag overrides is never read (so an
+    # invalid one cannot stop a server the command line configures).
+    given = {name: raw for name, raw in environ.items() if raw.strip()}
+    variables = {item.name: env_name(item.name) for item in fields(Settings) if not item.metadata["file_only"]}
+    if PLATFORM_PORT in given and env_name("port") not in given:
+        variables["port"] = PLATFORM_PORT
+    from .mlserver import PORT_VARIABLES, environment_ports, environment_tables
+
+    for name in environment_ports(given):  # KServe's MLServer runtime's ports, below PORT
+        if variables[name] not in given:
+            variables[name] = PORT_VARIABLES[name]
+    read = {name: variable for name, variable in variables.items() if name not in flags and variable in given}
+    from_env = {name: parse(name, HINTS[name], given[variable], variable) for name, variable in read.items()}
+    origins |= {name: variable for name, variable in read.items()}
+    path = flags.get("config") or from_env.get("config")
+    values = read_file(str(path)) if path else {}
+    for name in values:
+        origins.setdefault(name, f"in {path}")
+    for name in values.get("models", {}):
+        origins[f"models.{name}"] = f"in {path}, table [models.{name}]"
+
+    from_mlserver = read_models("the MLSERVER_MODEL_* variables", environment_tables(environ), Path.cwd())
+    if from_mlserver:
+        models = values.get("models", {})
+        values["models"] = {name: merged(model, models.get(name)) for name, model in from_mlserver.items()} | {
+            name: model for name, model in models.items() if name not in from_mlserver
+        }
+        origins |= {f"models.{name}": "the MLSERVER_MODEL_* variables" for name in from_mlserver}
+    return values | from_env | flags
+
+
+def origin_of(setting: str, origins: Mapping[str, str]) -> str | None:
+    """Where a setting's value came from: ``origins``' word for it, its model's table's for a per-model one,
+    else its default (a model's table known to none came from an MLServer folder, which its errors name)."""
+    if setting in origins:
+        return origins[setting]
+    if setting.startswith("models."):
+        return origins.get(".".join(setting.split(".")[:2]))
+    return "its default"
+
+
 #: The settings' types, resolved once (the annotations are strings under PEP 563).
 HINTS = typing.get_type_hints(Settings)
 MODEL_HINTS = typing.get_type_hints(ModelSettings)
@@ -466,6 +492,12 @@ MODEL_HINTS = typing.get_type_hints(ModelSettings)
 
 def env_name(name: str) -> str:
     return ENV_PREFIX + name.upper()
+
+
+def closest(key: str, known: Iterable[str]) -> str:
+    """ "; did you mean 'port'?" for a key close to one of ``known``, else nothing."""
+    found = difflib.get_close_matches(key, list(known), n=1)
+    return f"; did you mean {found[0]!r}?" if found else ""
 
 
 def check_database_url(url: str) -> None:
@@ -476,49 +508,50 @@ def check_database_url(url: str) -> None:
     try:
         make_url(url)
     except (ArgumentError, ValueError):
-        raise StartupError(
-            f"setting database_url ({env_name('database_url')}): not a SQLAlchemy URL such as "
-            "postgresql://user:password@host/database (not shown here: it may hold a password)"
+        raise SettingError(
+            "database_url",
+            "not a SQLAlchemy URL such as postgresql://user:password@host/database (not shown here: it may hold a "
+            "password)",
         ) from None
 
 
 def check_model_settings(name: str, model: ModelSettings) -> None:
-    prefix = f"setting models.{name}"
+    prefix = f"models.{name}"
     if model.max_batch_size is not None and model.max_batch_size < 1:
-        raise StartupError(f"{prefix}.max_batch_size: {model.max_batch_size} must be at least 1")
+        raise SettingError(f"{prefix}.max_batch_size", f"{model.max_batch_size} must be at least 1")
     if model.inline_budget is not None and not 0 <= model.inline_budget <= MAX_INLINE_BUDGET:
-        raise StartupError(f"{prefix}.inline_budget: {model.inline_budget} is not from 0 to {MAX_INLINE_BUDGET}")
+        raise SettingError(f"{prefix}.inline_budget", f"{model.inline_budget} is not from 0 to {MAX_INLINE_BUDGET}")
     for attribute in ("max_batch_time", "timeout"):
         value = getattr(model, attribute)
         if value is not None and value < 0:
-            raise StartupError(f"{prefix}.{attribute}: {value} must not be negative")
+            raise SettingError(f"{prefix}.{attribute}", f"{value} must not be negative")
     if model.max_concurrency is not None and model.max_concurrency < 1:
-        raise StartupError(f"{prefix}.max_concurrency: {model.max_concurrency} must be at least 1")
+        raise SettingError(f"{prefix}.max_concurrency", f"{model.max_concurrency} must be at least 1")
     if model.max_queue is not None and model.max_queue < 0:
-        raise StartupError(f"{prefix}.max_queue: {model.max_queue} must not be negative")
+        raise SettingError(f"{prefix}.max_queue", f"{model.max_queue} must not be negative")
     if model.processes is not None and not 1 <= model.processes <= MAX_PROCESSES:
-        raise StartupError(f"{prefix}.processes: {model.processes} is not from 1 to {MAX_PROCESSES}")
+        raise SettingError(f"{prefix}.processes", f"{model.processes} is not from 1 to {MAX_PROCESSES}")
     if model.sha256 is not None and not SHA256.match(model.sha256):
-        raise StartupError(f"{prefix}.sha256: {model.sha256!r} is not a SHA-256 digest (64 hexadecimal digits)")
+        raise SettingError(f"{prefix}.sha256", f"{model.sha256!r} is not a SHA-256 digest (64 hexadecimal digits)")
     if model.python is not None and not model.python.strip():
-        raise StartupError(f"{prefix}.python: an interpreter path or a virtual environment directory, not empty")
+        raise SettingError(f"{prefix}.python", "an interpreter path or a virtual environment directory, not empty")
     for attribute in ("replicas", "min_replicas", "max_replicas", "max_replicas_per_node"):
         value = getattr(model, attribute)
         if value is not None and value < (0 if attribute == "min_replicas" else 1):
-            raise StartupError(
-                f"{prefix}.{attribute}: {value} must be at least {0 if attribute == 'min_replicas' else 1}"
+            raise SettingError(
+                f"{prefix}.{attribute}", f"{value} must be at least {0 if attribute == 'min_replicas' else 1}"
             )
     if model.replicas is not None and model.autoscaling:
-        raise StartupError(f"{prefix}.replicas: a fixed number of replicas and autoscaling exclude each other")
+        raise SettingError(f"{prefix}.replicas", "a fixed number of replicas and autoscaling exclude each other")
     low, high = model.min_replicas, model.max_replicas
     if low is not None and high is not None and low > high:
-        raise StartupError(f"{prefix}.min_replicas: {low} is more than max_replicas {high}")
+        raise SettingError(f"{prefix}.min_replicas", f"{low} is more than max_replicas {high}")
     for attribute in ("upscale_delay", "downscale_delay"):
         value = getattr(model, attribute)
         if value is not None and value < 0:
-            raise StartupError(f"{prefix}.{attribute}: {value} must not be negative")
+            raise SettingError(f"{prefix}.{attribute}", f"{value} must not be negative")
     if model.target_ongoing_requests is not None and model.target_ongoing_requests <= 0:
-        raise StartupError(f"{prefix}.target_ongoing_requests: {model.target_ongoing_requests} must be positive")
+        raise SettingError(f"{prefix}.target_ongoing_requests", f"{model.target_ongoing_requests} must be positive")
 
 
 #: ``NAME=URI`` or ``NAME=RUNTIME:URI`` (``--model``); a URI's own scheme is followed by ``//``, a runtime is not.
@@ -543,7 +576,7 @@ def declared_models(settings: Settings) -> dict[str, ModelSettings]:
     for entry in settings.model:
         match = MODEL_ENTRY.match(entry.strip())
         if match is None:
-            raise StartupError(f"setting model: {entry!r} is not NAME=URI or NAME=RUNTIME:URI")
+            raise SettingError("model", f"{entry!r} is not NAME=URI or NAME=RUNTIME:URI")
         name, uri = match["name"], absolute(match["uri"], Path.cwd())
         own = models.get(name, ModelSettings())
         models[name] = dataclasses.replace(own, uri=uri, runtime=match["runtime"] or own.runtime)
@@ -585,9 +618,9 @@ def read_file(path: str) -> dict[str, Any]:
         with open(path, "rb") as file:
             document = tomllib.load(file)
     except OSError as error:
-        raise StartupError(f"setting config: cannot read {path}: {error.strerror}") from None
+        raise SettingError("config", f"cannot read {path}: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:
-        raise StartupError(f"setting config: {path} is not valid TOML: {error}") from None
+        raise SettingError("config", f"{path} is not valid TOML: {error}") from None
     return read_document(document, path, Path(path).resolve().parent)
 
 
@@ -598,7 +631,7 @@ def read_document(document: Mapping[str, Any], where: str, base: Path | None = N
     values: dict[str, Any] = {}
     for key, raw in document.items():
         if key not in known:
-            raise StartupError(f"setting {key} (in {where}): no such setting")
+            raise SettingError(key, "no such setting" + closest(key, known), f"in {where}")
         if key == "models":
             values["models"] = read_models(where, raw, base)
         else:
@@ -608,14 +641,17 @@ def read_document(document: Mapping[str, Any], where: str, base: Path | None = N
 
 def read_models(path: str, tables: Any, base: Path | None = None) -> dict[str, ModelSettings]:
     if not isinstance(tables, dict) or not all(isinstance(table, dict) for table in tables.values()):
-        raise StartupError(f"setting models (in {path}): must be [models.NAME] tables")
+        raise SettingError("models", "must be [models.NAME] tables", f"in {path}")
     known = {item.name: item for item in fields(ModelSettings)}
     models = {}
     for name, table in tables.items():
+        where = f"{path}, table [models.{name}]"
         for key in table:
             if key not in known:
-                raise StartupError(f"setting models.{name}.{key} (in {path}): no such per-model setting")
-        values = {key: typed(f"models.{name}.{key}", MODEL_HINTS[key], raw, path) for key, raw in table.items()}
+                raise SettingError(
+                    f"models.{name}.{key}", "no such per-model setting" + closest(key, known), f"in {where}"
+                )
+        values = {key: typed(f"models.{name}.{key}", MODEL_HINTS[key], raw, where) for key, raw in table.items()}
         for key in PATH_SETTINGS:
             if base is not None and values.get(key) is not None:
                 values[key] = absolute(values[key], base)

@@ -7,7 +7,7 @@ import types
 import typing
 from typing import Any
 
-from stevedore_server.base.errors import StartupError
+from stevedore_server.base.errors import SettingError
 
 
 def base_type(hint: Any) -> type:
@@ -21,8 +21,21 @@ def base_type(hint: Any) -> type:
     return typing.cast(type, found)
 
 
+#: A type as an error says what a value should be: "'eighty' is not an integer".
+TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string", tuple: "a list of strings",
+              dict: "a table"}  # fmt: skip
+#: What a variable may say for true and for false.
+TRUE_WORDS = ("true", "yes", "on", "1")
+FALSE_WORDS = ("false", "no", "off", "0")
+
+
+def wanted(kind: type) -> str:
+    return TYPE_WORDS.get(kind, f"a {kind.__name__}")
+
+
 def typed(name: str, hint: Any, raw: Any, where: str) -> Any:
-    """A value from the TOML file, checked against the setting's type."""
+    """A value from the TOML file (``where``: the file, and the table unless at the top), checked against the
+    setting's type."""
     kind = base_type(hint)
     if kind is dict and isinstance(raw, dict) and all(isinstance(key, str) for key in raw):
         return raw
@@ -32,8 +45,7 @@ def typed(name: str, hint: Any, raw: Any, where: str) -> Any:
         return float(raw)
     if isinstance(raw, kind) and not (kind is int and isinstance(raw, bool)):
         return raw
-    wanted = "a list of strings" if kind is tuple else "a table" if kind is dict else f"a {kind.__name__}"
-    raise StartupError(f"setting {name} (in {where}): {raw!r} is not {wanted}")
+    raise SettingError(name, f"{raw!r} is not {wanted(kind)}", f"in {where}")
 
 
 def parse(name: str, hint: Any, raw: str, variable: str) -> Any:
@@ -41,17 +53,17 @@ def parse(name: str, hint: Any, raw: str, variable: str) -> Any:
     kind = base_type(hint)
     if kind is bool:
         lowered = raw.strip().lower()
-        if lowered in {"1", "true", "yes", "on"}:
+        if lowered in TRUE_WORDS:
             return True
-        if lowered in {"0", "false", "no", "off"}:
+        if lowered in FALSE_WORDS:
             return False
-        raise StartupError(f"setting {name} ({variable}): {raw!r} is not a boolean")
+        words = ", ".join(f"{yes}/{no}" for yes, no in zip(TRUE_WORDS, FALSE_WORDS, strict=True))
+        raise SettingError(name, f"{raw!r} is not true or false ({words})", variable)
     if kind in (int, float):
         try:
             return kind(raw)
         except ValueError:
-            wanted = "an integer" if kind is int else "a number"
-            raise StartupError(f"setting {name} ({variable}): {raw!r} is not {wanted}") from None
+            raise SettingError(name, f"{raw!r} is not {wanted(kind)}", variable) from None
     if kind is tuple:
         return tuple(part.strip() for part in raw.split(",") if part.strip())
     return raw.strip()

@@ -48,6 +48,8 @@ async def client_error(request: Request, error: Exception) -> Response:
     """A client error in the protocol's shape: ``{"error": message}``, details folded into the message."""
     if not isinstance(error, ClientError):
         raise error
+    if anonymous(request):  # a probe's caller without a key: not told what the server holds
+        error = error.to_anonymous()
     status = error.status_code if error.status_code in KEPT_STATUSES else 400
     return error_response(status, {"error": error.summary()}, error.headers)
 

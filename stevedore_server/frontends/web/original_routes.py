@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from stevedore_server.base.errors import BadRequest, InvalidPayload, LegacyBadRequest, NotFound
+from stevedore_server.base.errors import BadRequest, InvalidPayload, LegacyBadRequest, UnknownModel
 from stevedore_server.core.inference import Action, JSONValue, ModelRef
 from stevedore_server.core.serving import ServingModel
 from stevedore_server.frontends.auth import INFER
@@ -35,10 +35,12 @@ def model_query(request: Request) -> ServingModel:
 
 
 def select(request: Request, name: str) -> ServingModel:
+    """The model ``name``, or the original's 400 "Model NAME not found" (the names served after it, to a caller
+    who may see them)."""
     try:
         return server_of(request).registry.get(name)
-    except NotFound:
-        raise LegacyBadRequest(f"Model {name} not found") from None
+    except UnknownModel as error:
+        raise LegacyBadRequest(f"Model {name} not found" + ("" if anonymous(request) else error.hint)) from None
 
 
 async def health_live(request: Request) -> Response:
