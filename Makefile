@@ -36,7 +36,7 @@ RUNTIME_REQUIREMENTS := -e 'plugins/sklearn' -e 'plugins/xgboost[cpu,test]' -e '
 $(STAMP): pyproject.toml contrib/sklearn_logreg/pyproject.toml $(foreach runtime,$(LIGHT_RUNTIMES),plugins/$(runtime)/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[test,docs]' -e contrib/sklearn_logreg $(RUNTIME_REQUIREMENTS)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[test,docs,otel]' -e contrib/sklearn_logreg $(RUNTIME_REQUIREMENTS)
 	touch $@
 
 venv: $(STAMP)

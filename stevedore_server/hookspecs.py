@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from stevedore_server.base.health import HealthCheck
+from stevedore_server.base.inference_records import InferenceRecord
 
 if TYPE_CHECKING:
     from stevedore_server.plugins.host import Server
@@ -28,7 +29,7 @@ PROJECT = "stevedore"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-__all__ = ["PROJECT", "HealthCheck", "hookimpl", "hookspec"]
+__all__ = ["PROJECT", "HealthCheck", "InferenceRecord", "hookimpl", "hookspec"]
 
 
 @hookspec
@@ -96,4 +97,31 @@ def stevedore_register_predictors(register: Callable[[Predictor], None]) -> None
     predictors are then loaded, self-tested and served like entry-point ones.
     Returns nothing; if the implementation raises, the plugin is reported as
     failed and the predictors it registered are dropped.
+    """
+
+
+@hookspec
+def stevedore_inference_logged(record: InferenceRecord, server: Server, more: bool) -> None:
+    """Receive one inference of the payload log: its request and response, after the answer was sent.
+
+    Called once per inference the payload log records (``payload_log_sample``
+    of them, not those of a model with ``[models.NAME] payload_log = false``),
+    with the ``record`` (an ``InferenceRecord``: request id, model, version,
+    route, protocol, status, times, and the request and response bodies as
+    JSON values, ``payload_log_redact`` fields already redacted; which bodies
+    it holds, ``record.recorded``, follows ``payload_log_mode``) and the
+    ``server``. Implementing this hook turns the payload log on even without
+    a ``payload_log`` sink; the built-in sinks (CloudEvents over HTTP, JSON
+    lines) are an implementation of it, called last. Records come one at a
+    time, in the order answered, from one thread of their own, never on the
+    request path, a few at once: ``more`` (an argument to take only if
+    wanted) is True when another record follows at once, so an
+    implementation may hold this one and write it with the next ones (the
+    JSON lines sink writes what it holds when ``more`` is False: one write
+    for many records). A slow implementation delays the records after it,
+    and once the payload log's queue is full, records are dropped and counted
+    (``stevedore_payload_log_dropped_total``), never a request slowed. Returns
+    nothing; an implementation that raises has the record counted as dropped
+    (reason ``sink_error``), its first failure logged, and the others still
+    receive it.
     """

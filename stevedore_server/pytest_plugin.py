@@ -214,6 +214,7 @@ class StevedoreCheck(pytest.File):
         if found.problem is not None:
             yield self.failed(package.distribution, found.problem)
         yield from self.plugin_checks(found.failures)
+        yield from self.route_checks(found)
         for candidate in found.candidates:
             predictor = candidate.predictor
             name = f"{predictor.name} {predictor.version}"
@@ -235,6 +236,17 @@ class StevedoreCheck(pytest.File):
 
         for failure in failures:
             yield self.failed(f"plugin {failure.source.entry_point}", report_text(self.config, [plugin_line(failure)]))
+
+    def route_checks(self, found: Discovered) -> Iterator[pytest.Item]:
+        """A failing item for the package's broken routes (``stevedore_routes``), checked once with every model
+        of the package: a route may go under any model of its plugin."""
+        from stevedore_server.kit.checking import route_problems
+
+        if found.hooks is None or not found.candidates:
+            return
+        problems = route_problems(found.settings, found.candidates, found.hooks)
+        if problems:
+            yield self.failed("routes", report_text(self.config, problems))
 
 
 def skip_problems(package: PackageUnderTest, found: Discovered) -> list[str]:

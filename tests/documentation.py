@@ -7,6 +7,7 @@ Pages include files with pymdownx.snippets (``--8<-- "contrib/showcase/..."``, p
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,3 +71,39 @@ def between(marker: str, text: str = ALL_TEXT) -> str:
     opening comment."""
     start = text.index(f"<!-- {marker}")
     return text[text.index("\n", start) + 1 : text.index(f"<!-- /{marker} -->")]
+
+
+#: A fenced block: its fence (indented or not, any language or none), its code, the closing fence.
+FENCE = re.compile(r"^([ \t]*)```([\w-]*)[^\n]*\n(.*?)^\1```[ \t]*$", flags=re.M | re.S)
+#: What marks the block after it as not run by any test, and why: ``<!-- not run: needs a Kubernetes cluster -->``
+#: on the line just before its fence.
+NOT_RUN = re.compile(r"<!-- not run: (.+?) -->[ \t]*\n[ \t]*\Z")
+
+
+@dataclass(frozen=True)
+class Fenced:
+    """A fenced block of a page as the site shows it (snippets included)."""
+
+    page: str  #: ``README.md`` or the path under docs/
+    line: int  #: of its opening fence, in the page with its snippets included
+    language: str
+    code: str
+    not_run: str  #: why no test runs it, from the comment before it; empty when a test must
+
+    def __str__(self) -> str:
+        return f"{self.page}:{self.line} ({self.language or 'no language'})"
+
+    def __contains__(self, example: tuple[str, str]) -> bool:
+        """Whether this is the block ``(page, containing)`` names: on that page, holding that text."""
+        name, containing = example
+        return self.page == name and containing in self.code
+
+
+def fenced(name: str, text: str) -> list[Fenced]:
+    """Every fenced block of the page ``name`` whose text (snippets included) is ``text``."""
+    found = []
+    for match in FENCE.finditer(text):
+        before = text[: match.start()]
+        marked = NOT_RUN.search(before)
+        found.append(Fenced(name, before.count("\n") + 1, match[2], match[3], marked[1] if marked else ""))
+    return found

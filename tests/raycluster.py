@@ -260,15 +260,15 @@ class RayCluster:
 
 
 def make_ray_venv(root: Path, wheelhouse: Path) -> Venv:
-    """A venv in ``root`` with ``stevedore-server[ray]`` (Ray from PyPI), the example plugin, the scikit-learn
-    runtime, and the sleeper, a plugin that fails to import (broken) and a model that fails its self-test
-    (failing)."""
+    """A venv in ``root`` with ``stevedore-server[ray,otel]`` (Ray from PyPI; the ``otel`` extra for the traces
+    across nodes), the example plugin, the scikit-learn runtime, and the sleeper, a plugin that fails to import
+    (broken) and a model that fails its self-test (failing)."""
     sources = [copy_source(INSTALLED / name, root / name) for name in ("sleeper", "broken", "failing")]
     wheels = build_wheels([*sources, copy_source(REPO, root / "core")], root / "wheels", wheelhouse)
     core = next(wheel for wheel in wheels if wheel.name.startswith("stevedore_server-"))
     environment = Venv.create(root / "venv", wheelhouse, root / "wheels")
     environment.install_from_index(
-        f"stevedore-server[ray] @ {core.as_uri()}", "stevedore-sklearn-logreg", "stevedore-runtime-sklearn",
+        f"stevedore-server[ray,otel] @ {core.as_uri()}", "stevedore-sklearn-logreg", "stevedore-runtime-sklearn",
         "stevedore-test-sleeper", "stevedore-test-broken", "stevedore-test-failing",
     )  # fmt: skip
     return environment

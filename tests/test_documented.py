@@ -1,4 +1,4 @@
-"""What the README promises of health probes, checked against a real ``stevedore-server run`` (the promises about
+"""What the documentation promises of health probes, checked against a real ``stevedore-server run`` (the promises about
 models in worker processes are checked in ``test_processes.py``)."""
 
 from __future__ import annotations

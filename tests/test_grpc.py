@@ -97,7 +97,10 @@ def test_live_ready_and_metadata_answer_as_over_http(served: Server, client: tri
     assert client.is_server_live() and client.is_server_ready()
     assert client.is_model_ready("mixed") and client.is_model_ready("iris", "1")
     metadata = client.get_server_metadata(as_json=True)
-    assert metadata == {**http.get_server_metadata(), "extensions": ["binary_tensor_data", "model_repository"]}
+    assert metadata == {
+        **http.get_server_metadata(),
+        "extensions": ["binary_tensor_data", "model_repository", "statistics", "model_configuration"],
+    }
     for name in ("mixed", "iris"):
         over_grpc = client.get_model_metadata(name, as_json=True)
         over_http = http.get_model_metadata(name)
@@ -158,6 +161,21 @@ def test_infer_answers_fp32_int64_bool_bytes_as_over_http(
     np.testing.assert_array_equal(over_grpc["next"], inputs["counts"] + 1)
     np.testing.assert_array_equal(over_grpc["negated"], ~inputs["flags"])
     assert [w.decode() for w in over_grpc["shouted"]] == [w.decode().upper() for w in inputs["words"]]
+
+
+def test_text_ending_in_nul_characters_comes_back_whole(
+    served: Server, client: triton_grpc.InferenceServerClient
+) -> None:
+    """A model's list of strings keeps its trailing NULs (a fixed-width NumPy text array would drop them)."""
+    inputs = {
+        "floats": np.zeros((3, 3), np.float32),
+        "counts": np.zeros(3, np.int64),
+        "flags": np.zeros(3, bool),
+        "words": np.array([b"\x00", b"a\x00\x00", b"b"], dtype=object),
+    }
+    http = triton_http.InferenceServerClient(served.url.removeprefix("http://"))
+    for module, connection in ((triton_grpc, client), (triton_http, http)):
+        assert infer(module, connection, inputs)["shouted"].tolist() == [b"\x00", b"A\x00\x00", b"B"]
 
 
 def test_typed_contents_are_answered_with_typed_contents(served: Server) -> None:

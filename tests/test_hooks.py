@@ -94,6 +94,38 @@ def test_a_health_check_name_given_twice_is_a_startup_error() -> None:
         load(Settings(), fresh_manager(Registers(RowSum()), Again()))
 
 
+class Audit:
+    """A payload log plugin: keeps each record it receives, or raises on each."""
+
+    def __init__(self, fails: bool = False) -> None:
+        self.fails = fails
+        self.records: list[Any] = []
+
+    @hookimpl
+    def stevedore_inference_logged(self, record: Any, server: ModelServer) -> None:
+        if self.fails:
+            raise OSError("audit store down")
+        self.records.append((record, server.settings.payload_log))
+
+
+def test_hook_stevedore_inference_logged(make_client: Callable[..., TestClient]) -> None:
+    """A plugin turns the payload log on without a sink; one that raises harms neither serving nor the others.
+    More in test_payload_log.py."""
+    audit, broken = Audit(), Audit(fails=True)
+    client = make_client(Registers(RowSum()), audit, broken)
+    answer = client.post("/models/rowsum/predict", json=[[1, 2]], headers={"x-request-id": "audited"})
+    assert answer.status_code == 200
+    wait_until(lambda: bool(audit.records), "the record handed to the plugin")
+    ((record, sink),) = audit.records
+    assert sink is None  # no built-in sink chosen: the plugin alone turned the log on
+    assert (record.request_id, record.model, record.version) == ("audited", "rowsum", "1")
+    assert (record.status, record.ok, record.protocol) == (200, True, "http")
+    assert (record.request, record.response) == ([[1, 2]], answer.json())
+    assert record.route == "POST /models/{name}/predict"
+    counted = 'stevedore_payload_log_dropped_total{reason="sink_error"} 1.0'
+    wait_until(lambda: counted in client.get("/metrics").text, "the broken plugin's record counted as dropped")
+
+
 class Team:
     @hookimpl
     def stevedore_catalogue_metadata(self, predictor: Predictor) -> dict[str, Any] | None:
@@ -231,5 +263,9 @@ def test_a_wrapper_implementation_is_refused_where_a_result_is_expected(make_cli
 def test_the_default_plugins_are_modules_on_every_fresh_manager() -> None:
     manager, _ = get_plugin_manager(load_entry_points=False)
     names = {manager.get_name(plugin) for plugin in manager.get_plugins()}
-    assert names == {"stevedore_server.plugins.builtin.health", "stevedore_server.plugins.builtin.catalogue"}
+    assert names == {
+        "stevedore_server.plugins.builtin.health",
+        "stevedore_server.plugins.builtin.catalogue",
+        "stevedore_server.plugins.builtin.payload_log",
+    }
     assert all(isinstance(plugin, types.ModuleType) for plugin in manager.get_plugins())

@@ -336,8 +336,8 @@ def test_a_worker_process_that_dies_while_idle_is_replaced_before_any_request(se
 def test_a_call_running_past_the_time_out_and_its_grace_has_its_process_killed_and_replaced(
     cpu_venv: Venv, tmp_path: Path
 ) -> None:
-    """The README's rule: the client has its 504 at the model's time-out, and the call's process is killed
-    ``OVERRUN_GRACE`` (5) seconds later and replaced."""
+    """The rule of docs/operations/processes.md: the client has its 504 at the model's time-out, and the call's
+    process is killed ``OVERRUN_GRACE`` (5) seconds later and replaced."""
     server = start(cpu_venv, tmp_path, "[models.spin]\nprocesses = 1\ntimeout = 1\n")
     try:
         wait_until(lambda: len(ready_workers(server, "spin")) == 1, 60, "the spin process ready")
@@ -376,7 +376,9 @@ def test_a_bad_processes_setting_stops_the_server_naming_it(cpu_venv: Venv, tmp_
     config.write_text("[models.spin]\nprocesses = 0\n")
     result = cpu_venv.run("stevedore-server", "check", "--config", str(config), check=False)
     assert result.returncode != 0
-    assert "models.spin.processes: 0 is not from 1 to 256" in result.stdout + result.stderr
+    assert f"setting models.spin.processes (in {config}, table [models.spin]): 0 is not from 1 to 256" in " ".join(
+        (result.stdout + result.stderr).split()
+    )
 
 
 # -- models in environments of their own --------------------------------------------------------------------
@@ -406,7 +408,7 @@ def test_two_plugins_pinning_incompatible_versions_are_served_side_by_side(
     cpu_venv: Venv, pinned_environments: dict[str, Venv], tmp_path: Path
 ) -> None:
     old, new = pinned_environments["old"], pinned_environments["new"]
-    # The README's example, its two models named as here, and a third model in a third environment.
+    # The page's example, its two models named as here, and a third model in a third environment.
     config = readme_example().replace("my-model", "spin").replace("legacy-model", "toolz-0")
     config = config.replace("/opt/venvs/legacy", str(old.path))
     config += f'\n[models.toolz-1]\npython = "{new.python}"\nprocesses = 2\n'
@@ -470,3 +472,25 @@ def test_an_interpreter_that_cannot_run_stops_the_server_naming_it(cpu_venv: Ven
     result = cpu_venv.run("stevedore-server", "check", "--config", str(config), check=False)
     assert result.returncode != 0
     assert f"python = {tmp_path / 'no-such-venv'}" in result.stdout + result.stderr
+
+
+def test_a_selection_may_name_a_plugin_installed_only_in_a_models_own_environment(
+    cpu_venv: Venv, pinned_environments: dict[str, Venv], tmp_path: Path
+) -> None:
+    old, new = pinned_environments["old"], pinned_environments["new"]
+    config = tmp_path / "environments.toml"
+    config.write_text(f'[models.toolz-0]\npython = "{old.path}"\n\n[models.toolz-1]\npython = "{new.path}"\n')
+
+    def check(*selection: str) -> str:
+        result = cpu_venv.run("stevedore-server", "check", "--config", str(config), *selection, check=False)
+        return result.stdout + result.stderr
+
+    # Disabled there, its model is not found (the recovery from a plugin that breaks); the other one serves.
+    disabled = check("--disable-plugins", "stevedore-test-pinned-old")
+    assert "no installed plugin has this name" not in disabled, disabled
+    assert f"no plugin under {old.python} provides a model named 'toolz-0'" in disabled
+    assert re.search(r"^toolz-1 \S+ \(.*\): ok$", disabled, re.MULTILINE), disabled
+    # A name installed nowhere is still refused, with the environments' plugins among those listed.
+    typo = check("--disable-plugins", "stevedore-test-pinned-oldd")
+    assert "--disable-plugins stevedore-test-pinned-oldd: no installed plugin has this name" in typo, typo
+    assert "stevedore-test-pinned-new, stevedore-test-pinned-old" in typo

@@ -37,6 +37,7 @@ def test_the_plugin_contract_is_where_the_documentation_says() -> None:
             "stevedore_catalogue_metadata",
             "stevedore_register_predictors",
             "stevedore_routes",
+            "stevedore_inference_logged",
         }
     )
 

@@ -256,6 +256,57 @@ def test_a_plugin_that_does_not_import_fails_its_own_item(kit: pytest.Pytester) 
     result.stdout.fnmatch_lines(["pyproject.toml::stevedore[[]plugin broken[]] FAILED*", reported])
 
 
+ROUTES = """
+from starlette.responses import JSONResponse
+
+from stevedore_server import hookimpl
+
+
+async def answer(request):
+    return JSONResponse({})
+
+
+@hookimpl
+def stevedore_routes(register):
+    register("/about", answer, model="double")  # a sibling model's: every model's check is fine with it
+    SHADOWING
+"""
+SHADOWING = 'register("/predict", answer, ["POST"], model="sum")  # POST /models/sum/predict is the server\'s'
+
+
+@pytest.mark.parametrize("shadowing", [True, False])
+def test_a_route_that_shadows_a_built_in_one_fails_the_check_and_one_under_a_sibling_model_passes(
+    kit: pytest.Pytester, shadowing: bool
+) -> None:
+    double = SUM.replace('"sum"', '"double"').replace("class Sum", "class Double")
+    modules = {
+        "predictors": SUM,
+        "doubles": double,
+        "routes": ROUTES.replace("SHADOWING", SHADOWING if shadowing else ""),
+    }
+    write_project(kit, modules, {"sum": "kit_test.predictors:Sum", "double": "kit_test.doubles:Double"})
+    pyproject = kit.path / "pyproject.toml"  # the routes' module, as the hooks' entry point
+    pyproject.write_text(
+        pyproject.read_text() + '\n[project.entry-points."stevedore.hooks"]\nroutes = "kit_test.routes"\n'
+    )
+    [info] = kit.path.glob("*.dist-info")
+    with (info / "entry_points.txt").open("a") as entry_points:
+        entry_points.write("\n[stevedore.hooks]\nroutes = kit_test.routes\n")
+
+    result = kit.runpytest("-p", PLUGIN, "-v")
+    checked = check(kit, "--plugins", "stevedore-kit-test")
+
+    if not shadowing:
+        result.assert_outcomes(passed=2)
+        assert checked.ret == 0, checked.stdout.str() + checked.stderr.str()
+        return
+    result.assert_outcomes(passed=2, failed=1)
+    [reported] = [line for line in checked.outlines if line.startswith("routes: ")]
+    assert reported.startswith("routes: FAILED: POST /models/sum/predict of plugin ")
+    assert "would shadow the built-in route POST /models/{name}/predict" in reported
+    result.stdout.fnmatch_lines(["pyproject.toml::stevedore[[]routes[]] FAILED*", reported])
+
+
 def test_a_model_provided_twice_fails_the_package_as_check_does(kit: pytest.Pytester) -> None:
     write_project(kit, {"predictors": SUM}, {"sum": "kit_test.predictors:Sum", "again": "kit_test.predictors:Sum"})
 

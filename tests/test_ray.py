@@ -108,7 +108,7 @@ def settings_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def readme_command(
     prefix: str, cluster: RayCluster, settings: Path, port: int, output: Path | None = None
 ) -> list[str]:
-    """The README's command line starting with ``prefix``, for this cluster (loopback, a free port)."""
+    """The Ray page's command line starting with ``prefix``, for this cluster (loopback, a free port)."""
     line = next(line for line in RAY_COMMANDS.splitlines() if line.startswith(prefix))
     words = shlex.split(line.split("#")[0])
     replacements = {"HEAD:6379": cluster.address, "0.0.0.0": "127.0.0.1", "8000": str(port),
@@ -118,7 +118,7 @@ def readme_command(
 
 @pytest.fixture(scope="module")
 def ray_url(cluster: RayCluster, settings_file: Path) -> str:
-    """The README's ``stevedore-server ray`` run against the cluster; the URL it serves."""
+    """The Ray page's ``stevedore-server ray`` run against the cluster; the URL it serves."""
     port = free_port()
     command = readme_command("stevedore-server ray --address", cluster, settings_file, port)
     result = subprocess.run(
@@ -151,7 +151,7 @@ def curl(command: str, url: str) -> subprocess.CompletedProcess[str]:
 
 
 def commands_of(block: str) -> list[str]:
-    """The curl commands of a README block, each on one line (a line not starting one continues it)."""
+    """The curl commands of a documentation block, each on one line (a line not starting one continues it)."""
     commands: list[str] = []
     for line in block.replace("\\\n", " ").splitlines():
         if line.startswith("curl"):

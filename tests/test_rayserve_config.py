@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from stevedore_server.base.errors import InvalidPayload, Overloaded, ReportedFailure, StartupError
 from stevedore_server.base.settings import Settings, read_document
 from stevedore_server.cli import main
+from stevedore_server.core.statistics import ModelStatistics
 from stevedore_server.frontends.state import of_lifespan
 from stevedore_server.predictor import Predictor
 from stevedore_server.rayserve.config import (
@@ -236,6 +237,7 @@ class ReportingRuntime:
 
     idle = True
     chooses_outputs = False
+    statistics = ModelStatistics()
 
     async def call(self, action: str, payload: Any, rows: int | None) -> Any:
         raise ReportedFailure("model 'rowsum' version '1' failed to predict: ValueError", "0123abcd")

@@ -92,3 +92,29 @@ def test_the_variable_naming_the_file_is_named(tmp_path: Path) -> None:
     assert refused("run", STEVEDORE_CONFIG=str(missing)) == (
         f"Error: setting config (STEVEDORE_CONFIG): cannot read {missing}: No such file or directory"
     )
+
+
+def test_a_key_file_that_cannot_be_read_names_where_it_was_set(tmp_path: Path) -> None:
+    """The key file is read by the front ends, after the settings loaded: its error still names its source."""
+    missing = tmp_path / "keys"
+    problem = f"cannot read {missing}: No such file or directory"
+    assert refused("run", STEVEDORE_API_KEY_FILE=str(missing)) == (
+        f"Error: setting api_key_file (STEVEDORE_API_KEY_FILE): {problem}"
+    )
+    config = tmp_path / "stevedore.toml"
+    config.write_text(f'api_key_file = "{missing}"\n')
+    assert refused("run", "--config", str(config)) == f"Error: setting api_key_file (in {config}): {problem}"
+
+
+@pytest.mark.parametrize("command", ["run", "check"])
+def test_an_mlserver_folder_error_names_where_it_was_set(tmp_path: Path, command: str) -> None:
+    missing = tmp_path / "missing"
+    assert refused(command, "--mlserver", str(missing)) == (
+        f"Error: setting mlserver (--mlserver): {missing} is not a folder"
+    )
+    (tmp_path / "iris").mkdir()
+    broken = tmp_path / "iris" / "model-settings.json"
+    broken.write_text('{"implementation": 3}')
+    assert refused(command, STEVEDORE_MLSERVER=str(tmp_path)) == (
+        f"Error: setting mlserver (STEVEDORE_MLSERVER): {broken}: implementation 3 is not a string"
+    )

@@ -19,7 +19,8 @@ import pytest
 from click.testing import CliRunner
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from stevedore_server.base.errors import NotFound, UnknownModel, unknown_name
+from stevedore_server.base.errors import NotFound, SettingError, UnknownModel, did_you_mean, unknown_name
+from stevedore_server.base.settings import Settings
 from stevedore_server.cli import main
 
 from .venvs import Server, Venv
@@ -53,6 +54,20 @@ def test_the_message_suggests_the_closest_and_lists_the_names() -> None:
     assert str(UnknownModel.named("zzz", [])) == "no model named 'zzz' (no models)"
     many = unknown_name("model-07x", (f"model-{n:02}" for n in range(40)))
     assert many.startswith("; did you mean 'model-07'") and many.endswith(", model-29 and 10 more)")
+
+
+def test_a_setting_and_a_model_are_suggested_in_the_same_words(tmp_path: Path) -> None:
+    """One helper suggests the closest name, for an unknown model and for an unknown key of the settings file."""
+    assert unknown_name("irs", ["iris", "iris-proba"]).startswith(did_you_mean("irs", ["iris", "iris-proba"]))
+    config = tmp_path / "stevedore.toml"
+    config.write_text("prot = 8000\n")
+    with pytest.raises(SettingError) as raised:
+        Settings.load({}, config=str(config))
+    assert (
+        raised.value.problem
+        == "no such setting" + did_you_mean("prot", ["port"])
+        == ("no such setting; did you mean 'port'?")
+    )
 
 
 def test_the_error_pickles_whole_and_is_bare_to_a_stranger() -> None:

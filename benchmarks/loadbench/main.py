@@ -18,11 +18,12 @@ from types import FrameType
 from typing import Any
 
 from . import grpc_client
+from .breakdown import breakdown_text
 from .fixtures import FixtureError, Fixtures
 from .h2load import h2load_available, h2load_version
 from .load import RequestFiles, wrk_available
 from .records import Records
-from .report import scenario_summaries, table, target_summaries
+from .report import leftovers_text, scenario_summaries, table, target_summaries
 from .scenarios import SCENARIOS
 from .sessions import Context, bench_target
 from .settings import REPO_DIR, BenchSettings, SettingError
@@ -176,7 +177,8 @@ def compare(context: Context, targets: list[Target], run_dir: Path) -> None:
         f"xfloor, xmlsrv, xmlgrpc: the figure divided by the floor's, by MLServer's, by MLServer's over gRPC; "
         f"h2load (gRPC) gives a mean latency and no percentiles"
     )
-    text = table(per_scenario, per_target, heading) + "\n\n" + versions_text(records)
+    blocks = [table(per_scenario, per_target, heading), breakdown_text(records), leftovers_text(records)]
+    text = "\n\n".join(block for block in [*blocks, versions_text(records)] if block)
     (run_dir / "table.txt").write_text(text + "\n")
     print(text)
 
@@ -186,7 +188,7 @@ def versions_text(records: list[dict[str, Any]]) -> str:
     for record in records:
         if record["kind"] == "versions":
             listed = ", ".join(f"{name} {version}" for name, version in record["versions"].items())
-            lines.append(f"  {record['environment']:<9} {listed}")
+            lines.append(f"  {record['environment']:<13} {listed}")
     return "\n".join(lines)
 
 

@@ -4,20 +4,24 @@ Throughput is also given as a ratio to MLServer over gRPC, the peer of the
 gRPC targets; and lines under the table compare ours over gRPC with MLServer's
 gRPC and with our own REST binary tensors, ours on Ray Serve with the
 hand-written Ray Serve baselines in every scenario, a model file served through
-its runtime with the hand-written plugin, and MLServer's folder served by us
-with MLServer, where both were measured.
+its runtime with the hand-written plugin, MLServer's folder served by us
+with MLServer, and what observing ours costs (tracing, payload logs) against
+ours unobserved, where both were measured.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from statistics import median
 from typing import Any
 
 from .scenarios import SCENARIOS
 
 Record = dict[str, Any]
-MEDIANS = ("rps", "rows_per_s", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "peak_rss_mib", "peak_anon_mib")
+MEDIANS = (
+    "rps", "rows_per_s", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "peak_rss_mib", "peak_anon_mib", "cpu_us_per_request"
+)  # fmt: skip
 FLOOR, MLSERVER, MLSERVER_GRPC = "floor", "mlserver", "mlserver-grpc"
 #: Issue 25's pairs: a model file through its runtime, and MLServer's folder served by us, against their peers.
 MODEL_FILES = (("ours-runtime", "ours-stevedore"), ("ours-runtime-v2", "ours-v2"), ("ours-mlserver", MLSERVER))
@@ -30,6 +34,31 @@ COMPARISONS = (
     # MLServer's own folder served by us against MLServer (at least 3x at small-c32): issue 25.
     *((scenario, target, base) for scenario in ("small-c32", "batch1000-c4") for target, base in MODEL_FILES),
 )
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What one way of observing ours costs: ``target``'s throughput against ``base``'s, and issue 27's bound."""
+
+    what: str
+    target: str
+    base: str
+    #: The largest loss of req/s allowed, as a fraction.
+    bound: float
+    #: Where the bound applies (None: every scenario); the others are shown without one.
+    scenarios: tuple[str, ...] | None = None
+
+
+#: Issue 27's bounds: the otel extra installed with tracing off, against the same build without it; tracing on
+#: (every span sampled, exported over OTLP gRPC), against tracing off at one row and 32 connections; the payload
+#: log to a file, against no payload log.
+OBSERVABILITY = (
+    Cost("tracing off / no otel extra", "ours-stevedore", "ours-no-otel", 0.02),
+    Cost("tracing on (always_on) / off", "ours-tracing", "ours-stevedore", 0.15, ("small-c32",)),
+    Cost("payload log to a file / off", "ours-payload-log", "ours-stevedore", 0.10),
+)
+#: The environment that must lack OpenTelemetry's SDK for the first line to mean anything, and the one that has it.
+WITHOUT_OTEL, WITH_OTEL = "ours-no-otel", "ours"
 
 
 def middle(values: Iterable[float | None]) -> float | None:
@@ -52,7 +81,7 @@ def scenario_summaries(records: list[Record]) -> list[Record]:
     summaries = []
     for (target, scenario), rounds in groups.items():
         summary = {"kind": "summary", "target": target, "scenario": scenario, "rounds": len(rounds)}
-        summary |= {key: middle(r[key] for r in rounds) for key in MEDIANS}
+        summary |= {key: middle(r.get(key) for r in rounds) for key in MEDIANS}
         rps_rounds = [r["rps"] for r in rounds]
         summary |= {"errors": sum(r["errors"] for r in rounds), "rps_rounds": rps_rounds}
         summary |= {"rps_spread_pct": spread(rps_rounds), "batching": rounds[0]["batching"], "rows": rounds[0]["rows"]}
@@ -203,6 +232,65 @@ def comparison_lines(scenario_rows: list[Record]) -> list[str]:
     return ["compared (median req/s):", *(f"  {line}" for line in lines), ""] if lines else []
 
 
+def observability_lines(scenario_rows: list[Record]) -> list[str]:
+    """Each way of observing ours against its baseline, per scenario where both ran: req/s and mean latency
+    ratios, the rounds' spreads (a ratio closer to 1 than the spreads is within the noise), and the bound."""
+    by_key = {(r["scenario"], r["target"]): r for r in scenario_rows}
+    lines = []
+    for scenario in SCENARIOS:
+        for cost in OBSERVABILITY:
+            mine, base = by_key.get((scenario, cost.target)), by_key.get((scenario, cost.base))
+            if mine is not None and base is not None:
+                lines.append(f"{scenario}: {cost_line(cost, scenario, mine, base)}")
+    if not lines:
+        return []
+    return ["observability (issue 27), median req/s against the baseline:", *(f"  {line}" for line in lines), ""]
+
+
+def cost_line(cost: Cost, scenario: str, mine: Record, base: Record) -> str:
+    throughput = mine["rps"] / base["rps"] if base["rps"] else 0.0
+    spreads = f"spreads {percent(mine['rps_spread_pct'])}, {percent(base['rps_spread_pct'])}"
+    latency = ratio(mine["mean_ms"], base["mean_ms"])
+    cpu_mine, cpu_base = (number(row.get("cpu_us_per_request"), 0) for row in (mine, base))
+    cpu = f"server CPU {cpu_mine} / {cpu_base} µs a request"
+    text = (
+        f"{cost.what}: {cost.target} {number(mine['rps'], 1)} / {cost.base} {number(base['rps'], 1)} req/s = "
+        f"{throughput:.3f}x ({100 * (1 - throughput):+.1f}% cost; mean latency {latency}x; {cpu}; {spreads})"
+    )
+    if cost.scenarios is not None and scenario not in cost.scenarios:
+        return text
+    verdict = "within" if throughput >= 1 - cost.bound else "OVER"
+    return f"{text}: {verdict} the bound of {100 * cost.bound:.0f}%"
+
+
+def environment_check(records: list[Record]) -> list[str]:
+    """Whether OpenTelemetry's SDK is where it should be: absent from ours-no-otel, present in ours."""
+    lines = []
+    for record in records:
+        if record["kind"] == "versions" and record["environment"] in (WITHOUT_OTEL, WITH_OTEL):
+            found = record["versions"].get("opentelemetry-sdk")
+            expected = record["environment"] == WITH_OTEL
+            state = f"opentelemetry-sdk {found}" if found else "no opentelemetry-sdk"
+            verdict = "as it should" if bool(found) == expected else "WRONG: the comparison means nothing"
+            lines.append(f"  environment {record['environment']}: {state} ({verdict})")
+    return lines
+
+
+def leftovers_text(records: list[Record]) -> str:
+    """What each observed start left: the spans its OTLP receiver got, its payload log's lines, its drops."""
+    lines = []
+    for record in records:
+        if record["kind"] == "leftovers":
+            figures = {key: value for key, value in record.items() if key not in ("kind", "target", "label")}
+            lines.append(f"  {record['label']}: " + ", ".join(f"{key} {value}" for key, value in figures.items()))
+    checks = environment_check(records)
+    if not lines and not checks:
+        return ""
+    return "\n".join(
+        ["observed starts (what the receiver and the payload log got, what the server dropped):", *lines, *checks]
+    )
+
+
 def table(scenario_rows: list[Record], target_rows: list[Record], heading: str) -> str:
     targets = [row["target"] for row in target_rows]
     lines = [heading, ""]
@@ -211,5 +299,6 @@ def table(scenario_rows: list[Record], target_rows: list[Record], heading: str) 
         if rows:
             lines += [*scenario_block(scenario, rows), ""]
     lines += comparison_lines(scenario_rows)
+    lines += observability_lines(scenario_rows)
     lines += target_block(target_rows)
     return "\n".join(lines)

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import grpc_client
-from .client import NotReady, wait_ready
+from . import breakdown, grpc_client
+from .client import NotReady, send, wait_ready
 from .fixtures import Fixtures, WrongAnswer, check_answer
 from .h2load import run_h2load
 from .load import LoadFailed, LoadResult, RequestFiles, run_wrk
-from .procs import Memory, Server, free_ports, tree_memory
+from .procs import Memory, Server, free_ports, tree_cpu_seconds, tree_memory
 from .records import Records
 from .sampler import MemorySampler
 from .scenarios import ROWS, Scenario
@@ -23,6 +24,10 @@ from .settings import BenchSettings
 from .targets import Launch, Target
 
 logger = logging.getLogger("bench")
+#: Seconds a target's companion (the OTLP receiver) has to listen on its port.
+COMPANION_TIMEOUT = 30.0
+#: Counters of ours read from /metrics before a target is stopped: what its tracing and payload log dropped.
+DROP_COUNTERS = ("stevedore_trace_spans_dropped_total", "stevedore_payload_log_dropped_total")
 
 
 class StartFailed(Exception):
@@ -74,7 +79,39 @@ def launch_for(context: Context, target: Target, label: str, batching: bool) -> 
     work = context.work / label
     work.mkdir(parents=True, exist_ok=True)
     config = context.fixtures.batching_config if batching else None
-    return Launch(context.venvs[target.venv], free_ports(target.ports), context.fixtures.model, work, config)
+    tools = context.venvs.get("tools")
+    return Launch(context.venvs[target.venv], free_ports(target.ports), context.fixtures.model, work, config, tools)
+
+
+@contextmanager
+def companion_of(context: Context, target: Target, launch: Launch, label: str) -> Iterator[Server | None]:
+    """The target's companion (the OTLP receiver), listening on the target's last port before the target starts,
+    stopped after it (so that the spans the target sends as it stops still arrive); None for most targets."""
+    if target.companion is None:
+        yield None
+        return
+    argv = target.companion(launch)
+    companion = Server(
+        f"{target.name}-companion", argv, dict(os.environ), launch.work, context.logs / f"{label}.companion.log"
+    )
+    try:
+        wait_listening(companion, launch.ports[-1])
+        yield companion
+    finally:
+        companion.stop(context.settings.stop_grace)
+
+
+def wait_listening(server: Server, port: int) -> None:
+    deadline = time.monotonic() + COMPANION_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if not server.alive():
+                raise StartFailed(f"{server.name} exited: {last_line(server.log)!r} (log: {server.log})") from None
+            time.sleep(0.05)
+    raise StartFailed(f"{server.name} did not listen on port {port} within {COMPANION_TIMEOUT:.0f} s")
 
 
 @contextmanager
@@ -84,20 +121,53 @@ def started(context: Context, target: Target, label: str, batching: bool) -> Ite
     try:
         target.prepare(launch)
         env = {**os.environ, **target.environment(launch)}
-        server = Server(target.name, target.argv(launch), env, launch.work, context.logs / f"{label}.server.log")
+        argv = target.argv(launch)
     except OSError as error:
         raise StartFailed(f"{type(error).__name__}: {error}") from None
-    sampler = MemorySampler(server.pid, context.settings.sample_interval)
+    with companion_of(context, target, launch, label) as companion:
+        try:
+            server = Server(target.name, argv, env, launch.work, context.logs / f"{label}.server.log")
+        except OSError as error:
+            raise StartFailed(f"{type(error).__name__}: {error}") from None
+        sampler = MemorySampler(server.pid, context.settings.sample_interval)
+        drops: dict[str, float] = {}
+        try:
+            ready_url = f"http://127.0.0.1:{launch.port}{target.ready_path}"
+            startup = wait_ready(ready_url, server, context.settings.startup_timeout)
+            time.sleep(1.0)  # let start-up work that follows readiness settle before reading idle memory
+            yield Running(target, server, sampler, launch.ports, startup, tree_memory(server.pid))
+            drops = read_drops(f"http://127.0.0.1:{launch.port}/metrics") if target.venv.startswith("ours") else {}
+        except NotReady as error:
+            raise StartFailed(f"{error}; it said: {last_line(server.log)!r} (log: {server.log})") from None
+        finally:
+            sampler.stop()
+            server.stop(context.settings.stop_grace)
+        if companion is not None:  # its CPU time, before it stops: what receiving the spans cost the machine
+            drops["receiver_cpu_s"] = round(tree_cpu_seconds(companion.pid), 2)
+    record_leftovers(context, target, launch, label, drops)
+
+
+def read_drops(metrics_url: str) -> dict[str, float]:
+    """Our drop counters, summed over their labels (the reasons); {} where /metrics does not answer."""
     try:
-        ready_url = f"http://127.0.0.1:{launch.port}{target.ready_path}"
-        startup = wait_ready(ready_url, server, context.settings.startup_timeout)
-        time.sleep(1.0)  # let start-up work that follows readiness settle before reading idle memory
-        yield Running(target, server, sampler, launch.ports, startup, tree_memory(server.pid))
-    except NotReady as error:
-        raise StartFailed(f"{error}; it said: {last_line(server.log)!r} (log: {server.log})") from None
-    finally:
-        sampler.stop()
-        server.stop(context.settings.stop_grace)
+        answer = send(metrics_url, timeout=10)
+    except OSError:
+        return {}
+    found: dict[str, float] = {}
+    for line in answer.body.decode(errors="replace").splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in DROP_COUNTERS:
+            key = name.removeprefix("stevedore_")
+            found[key] = found.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return found
+
+
+def record_leftovers(context: Context, target: Target, launch: Launch, label: str, drops: dict[str, float]) -> None:
+    """What the target left (spans its receiver got, payload log lines) and what it dropped, once stopped."""
+    left = target.leftovers(launch)
+    if left or any(drops.values()):
+        context.records.add("leftovers", target=target.name, label=label, **left, **drops)
+        logger.info("%s: %s", label, ", ".join(f"{key} {value}" for key, value in {**left, **drops}.items()))
 
 
 def last_line(log: Path) -> str:
@@ -157,9 +227,14 @@ def measure(context: Context, running: Running, scenario: Scenario, round_number
     tool = "h2load" if running.target.grpc else "wrk"
     if settings.warmup > 0:
         load(context, running, scenario, settings.warmup, context.logs / f"{label}-{scenario.name}.warmup.{tool}")
-    begin = time.time()
+    model = running.target.stats_model
+    before = None if model is None else breakdown.read(running.url(""), model)
+    begin, cpu_before = time.time(), tree_cpu_seconds(running.server.pid)
     result = load(context, running, scenario, settings.duration, context.logs / f"{label}-{scenario.name}.{tool}")
+    cpu = tree_cpu_seconds(running.server.pid) - cpu_before
     peak = running.sampler.peak(begin, time.time())
+    after = breakdown.read(running.url(""), model) if model is not None and isinstance(before, dict) else before
+    server = breakdown.between(before, after)
     record = context.records.add(
         "result",
         target=running.target.name,
@@ -184,6 +259,8 @@ def measure(context: Context, running: Running, scenario: Scenario, round_number
         no_message=result.no_message,
         peak_rss_mib=None if peak is None else peak.rss_mib,
         peak_anon_mib=None if peak is None else peak.anon_mib,
+        cpu_us_per_request=round(cpu / result.requests * 1e6, 1) if result.requests else None,
+        **server,
     )
     logger.info(
         "%s %s: %.0f req/s, mean %.2f ms, p50 %s ms, p99 %s ms, errors %d, peak RSS %s MiB",

@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .grpc_client import METHOD, GrpcPayload
 from .payloads import Payload, RowsPayload, V1Payload, V2BinaryPayload, V2JsonPayload
@@ -23,6 +24,13 @@ class Launch:
     model: Path  # the exported joblib model
     work: Path  # a new, empty directory for this start
     batching_config: Path | None = None  # the settings file that turns our adaptive batching on
+    tools: Path | None = None  # the tools environment, where a target's companion runs
+
+    @property
+    def tools_python(self) -> str:
+        if self.tools is None:
+            raise OSError("the tools environment is not installed")
+        return str(self.tools / "bin" / "python")
 
     @property
     def port(self) -> int:
@@ -40,6 +48,10 @@ def no_environment(launch: Launch) -> dict[str, str]:
 
 def nothing_to_prepare(launch: Launch) -> None:
     return None
+
+
+def nothing_left(launch: Launch) -> dict[str, Any]:
+    return {}
 
 
 @dataclass(frozen=True)
@@ -61,10 +73,21 @@ class Target:
     prepare: Callable[[Launch], None] = field(default=nothing_to_prepare)
     #: Has adaptive batching of its own, started with the settings file for the batching scenario.
     batching: bool = False
+    #: The model whose statistics (Triton's extension, ``GET /v2/models/NAME/stats``) are read around each load:
+    #: ours with one server process (with several, two reads may reach two processes), None for the others.
+    stats_model: str | None = None
+    #: A process started (in the tools environment) before the target and stopped after it: the OTLP receiver.
+    companion: Callable[[Launch], list[str]] | None = None
+    #: What the target left behind once stopped (spans received, payload log lines), recorded per start.
+    leftovers: Callable[[Launch], dict[str, Any]] = field(default=nothing_left)
 
     @property
     def grpc(self) -> bool:
         return isinstance(self.payload, GrpcPayload)
+
+
+STEVEDORE_ROUTE = "/models/iris/predict"
+V2_ROUTE = "/v2/models/iris/infer"
 
 
 # -- floor --------------------------------------------------------------------
@@ -134,7 +157,7 @@ def ours(
 ) -> Target:
     return Target(
         name, summary, "ours", payload, predict_path, "/readyz", ours_argv(workers, *options), ports=2,
-        batching=True,
+        batching=True, stats_model="iris" if workers == 1 else None,
     )  # fmt: skip
 
 
@@ -155,7 +178,7 @@ def ours_processes(name: str, summary: str, model: str, processes: int) -> Targe
 
     return Target(
         name, summary, "ours", RowsPayload(), f"/models/{model}/predict", "/readyz", argv, ports=2,
-        prepare=in_processes(model, processes),
+        prepare=in_processes(model, processes), stats_model=model,
     )  # fmt: skip
 
 
@@ -194,8 +217,64 @@ def ours_model_file(name: str, summary: str, payload: Payload, predict_path: str
     """Ours serving the exported joblib file with ``--model``: against the hand-written plugin of the same model."""
     return Target(
         name, summary, "ours", payload, predict_path, "/readyz", model_file_argv(joblib_model), ports=2,
-        batching=True,
+        batching=True, stats_model="iris",
     )  # fmt: skip
+
+
+# -- ours, observed (issue 27) ----------------------------------------------------------
+
+#: The environment of the same build without the ``otel`` extra (no OpenTelemetry SDK): ``ours-no-otel``.
+NO_OTEL_VENV = "ours-no-otel"
+#: The third port of ``ours-tracing``: its OTLP receiver's (servers/otlp_sink.py).
+OTLP_PORT_INDEX = 2
+PAYLOAD_LOG_FILE = "payload-log.jsonl"
+SPAN_COUNTS_FILE = "otlp-received.json"
+
+
+def otlp_sink_argv(launch: Launch) -> list[str]:
+    """The OTLP receiver, in the tools environment, on the target's third port; it counts what it gets."""
+    port = str(launch.ports[OTLP_PORT_INDEX])
+    sink = str(SERVERS_DIR / "otlp_sink.py")
+    return [launch.tools_python, sink, "--port", port, "--counts", str(launch.work / SPAN_COUNTS_FILE)]
+
+
+def tracing_environment(launch: Launch) -> dict[str, str]:
+    """Every span sampled, exported over OTLP gRPC to the receiver: the standard variables, nothing of ours."""
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{launch.ports[OTLP_PORT_INDEX]}",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_TRACES_SAMPLER": "always_on",
+        "OTEL_SERVICE_NAME": "stevedore-bench",
+    }
+
+
+def spans_received(launch: Launch) -> dict[str, Any]:
+    """What the receiver wrote when it stopped: ``exports`` and ``spans``."""
+    counts = launch.work / SPAN_COUNTS_FILE
+    return dict(json.loads(counts.read_text())) if counts.exists() else {"spans": None}
+
+
+def payload_log_argv(launch: Launch) -> list[str]:
+    """JSON lines into the start's work directory (in the run's directory): the file sink."""
+    return [*ours_argv(1)(launch), "--payload-log", f"file:{launch.work / PAYLOAD_LOG_FILE}"]
+
+
+def payload_lines(launch: Launch) -> dict[str, Any]:
+    """The payload log's lines and bytes once the server has stopped (its queue drained at shutdown)."""
+    log = launch.work / PAYLOAD_LOG_FILE
+    if not log.exists():
+        return {"payload_lines": None}
+    with log.open("rb") as lines:
+        count = sum(chunk.count(b"\n") for chunk in iter(lambda: lines.read(1 << 20), b""))
+    return {"payload_lines": count, "payload_mib": round(log.stat().st_size / 2**20, 1)}
+
+
+def ours_observed(
+    name: str, summary: str, argv: Callable[[Launch], list[str]], venv: str = "ours", **options: Any
+) -> Target:
+    """Ours on the stevedore route, one process, as ``ours-stevedore`` but for what ``options`` change."""
+    defaults: dict[str, Any] = {"ports": 2, "batching": True, "stats_model": "iris"}
+    return Target(name, summary, venv, RowsPayload(), STEVEDORE_ROUTE, "/readyz", argv, **(defaults | options))
 
 
 # -- Ray Serve --------------------------------------------------------------------
@@ -254,9 +333,6 @@ def ray_fastapi_deploy(*options: str) -> Callable[[Launch], list[str]]:
     return deploy
 
 
-STEVEDORE_ROUTE = "/models/iris/predict"
-V2_ROUTE = "/v2/models/iris/infer"
-
 TARGETS: dict[str, Target] = {
     target.name: target
     for target in (
@@ -313,7 +389,20 @@ TARGETS: dict[str, Target] = {
         Target(
             "ours-mlserver", "stevedore-server --mlserver DIR, the mlserver target's folder as it is; V2 JSON, FP32",
             "ours", V2JsonPayload("FP32"), V2_ROUTE, "/readyz", model_file_argv(mlserver_folder), ports=3,
-            prepare=mlserver_prepare,
+            prepare=mlserver_prepare, stats_model="iris",
+        ),
+        ours_observed(
+            "ours-no-otel", "stevedore-server as ours-stevedore, installed without the otel extra (no OpenTelemetry "
+            "SDK)", ours_argv(1), venv=NO_OTEL_VENV,
+        ),
+        ours_observed(
+            "ours-tracing", "stevedore-server --tracing, every span sampled (always_on), OTLP gRPC to a receiver "
+            "that discards (servers/otlp_sink.py)", ours_argv(1, "--tracing"), ports=3,
+            environment=tracing_environment, companion=otlp_sink_argv, leftovers=spans_received,
+        ),
+        ours_observed(
+            "ours-payload-log", "stevedore-server --payload-log file:PATH (JSON lines into the run's directory)",
+            payload_log_argv, leftovers=payload_lines,
         ),
         ours_processes(
             "ours-processes", "stevedore-server, iris in 1 worker process ([models.iris] processes = 1)", "iris", 1
@@ -321,7 +410,7 @@ TARGETS: dict[str, Target] = {
         Target(
             "ours-gil-threads", "stevedore-server, iris-gil (5 ms of pure Python a call) on 2 threads",
             "ours", RowsPayload(), "/models/iris-gil/predict", "/readyz", ours_argv(1, "--max-concurrency", "2"),
-            ports=2,
+            ports=2, stats_model="iris-gil",
         ),
         ours_processes(
             "ours-gil-processes2", "stevedore-server, iris-gil in 2 worker processes ([models.iris-gil] processes = 2)",

@@ -1,14 +1,17 @@
 """One virtual environment per target, kept between runs and rebuilt when what it is made from changes.
 
-The ``ours`` environment holds stevedore-server, its example plugin, the
-benchmark's GIL-holding plugin and the scikit-learn runtime (``plugins/sklearn``),
-built from this working tree (non-editable, from a clean copy of the files git
+The ``ours`` environment holds stevedore-server with its ``otel`` extra (the
+OpenTelemetry SDK and exporters), its example plugin, the benchmark's
+GIL-holding plugin and the scikit-learn runtime (``plugins/sklearn``), built
+from this working tree (non-editable, from a clean copy of the files git
 would commit). A change to their code reinstalls just those; a change to their
 ``pyproject.toml`` or to any requirements or constraints file rebuilds the
 environment. ``ours-ray`` is the same with the ``ray`` extra, in an environment
 of its own: Ray and its dependencies stay out of the one the other targets of
-ours run in. The two Ray environments share a second constraints file, so that
-ours and the baseline run the same Ray, FastAPI, Starlette and protobuf.
+ours run in. ``ours-no-otel`` is ``ours`` without the ``otel`` extra, the
+baseline of what having it installed (tracing off) costs. The two Ray
+environments share a second constraints file, so that ours and the baseline
+run the same Ray, FastAPI, Starlette and protobuf.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ REPORTED = (
     "stevedore-server", "stevedore-runtime-sklearn", "skops", "mlserver", "mlserver-sklearn", "kserve",
     "scikit-learn", "numpy", "fastapi",
     "starlette", "uvicorn", "uvloop", "httptools", "pydantic", "orjson", "grpcio", "protobuf", "tritonclient", "ray",
+    "opentelemetry-sdk", "opentelemetry-proto",
 )  # fmt: skip
 
 
@@ -70,6 +74,9 @@ GIL_PLUGIN = LocalProject("benchmarks/plugins/iris_gil", ("pyproject.toml", "ste
 #: The scikit-learn runtime: the exported model file served with no code (ours-runtime, ours-mlserver).
 SKLEARN_RUNTIME = LocalProject("plugins/sklearn", ("pyproject.toml", "README.md", "stevedore_runtime_sklearn"))
 
+#: Ours's tracing (issue 27): in ``ours``, not in ``ours-no-otel``.
+OTEL_SERVER = replace(SERVER, extras=("otel",))
+
 ENVIRONMENTS = {
     env.name: env
     for env in (
@@ -77,7 +84,8 @@ ENVIRONMENTS = {
         Environment("floor", REQUIREMENTS / "floor.txt"),
         Environment("mlserver", REQUIREMENTS / "mlserver.txt"),
         Environment("kserve", REQUIREMENTS / "kserve.txt"),
-        Environment("ours", REQUIREMENTS / "ours.txt", (SERVER, PLUGIN, GIL_PLUGIN, SKLEARN_RUNTIME)),
+        Environment("ours", REQUIREMENTS / "ours.txt", (OTEL_SERVER, PLUGIN, GIL_PLUGIN, SKLEARN_RUNTIME)),
+        Environment("ours-no-otel", REQUIREMENTS / "ours.txt", (SERVER, PLUGIN, GIL_PLUGIN, SKLEARN_RUNTIME)),
         Environment(
             "ours-ray", REQUIREMENTS / "ours-ray.txt", (replace(SERVER, extras=("ray",)), PLUGIN), (PINS, RAY_PINS)
         ),
@@ -150,7 +158,13 @@ def dependency_stamp(environment: Environment, python: str) -> str:
     """What the environment's dependencies come from: the Python, the pins, requirements, pyproject files."""
     files = [*environment.constraints, environment.requirements]
     files += [REPO_DIR / project.path / "pyproject.toml" for project in environment.local_projects]
-    return digest(python.encode(), *(path.read_bytes() for path in files))
+    # A project's extras too (``ours`` has ``otel``, ``ours-no-otel`` not): an extra added or removed rebuilds.
+    extras = [
+        f"{project.path}[{','.join(project.extras)}]".encode()
+        for project in environment.local_projects
+        if project.extras
+    ]
+    return digest(python.encode(), *(path.read_bytes() for path in files), *extras)
 
 
 def source_stamp(files: list[str]) -> str:

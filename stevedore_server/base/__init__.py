@@ -9,6 +9,7 @@
 - ``storage``: model files by URI (a local path, http(s), s3, gs, az, hf),
   downloaded once into a cache;
 - ``logs`` (text or JSON lines, request ids), ``metrics`` (Prometheus);
+- ``inference_records`` (what the payload log records of an inference) and ``redaction`` (JSON pointers);
 - ``lifecycle`` (serving or draining), ``health`` (running health checks);
 - ``scopes``: the scopes of API keys, which routes and plugins name;
   ``exposure``: loopback addresses, and the warnings of an open server;

@@ -29,12 +29,17 @@ SHOWN_NAME = 100
 LISTED_NAMES = 30
 
 
+def did_you_mean(name: str, names: Iterable[str], most: int = 3) -> str:
+    """ "; did you mean 'iris'?" (or 'a' or 'b', up to ``most``) for the closest of ``names``, else nothing."""
+    close = difflib.get_close_matches(name, list(names), n=most)
+    return f"; did you mean {' or '.join(repr(match) for match in close)}?" if close else ""
+
+
 def unknown_name(name: str, names: Iterable[str], kind: str = "models") -> str:
     """What follows "no model named 'irs'" in an "unknown name" message: the closest of ``names`` suggested,
     then the names themselves: "; did you mean 'iris'? (models: iris, iris-proba)"."""
     known = sorted(set(names))
-    close = difflib.get_close_matches(name, known, n=3)
-    suggestion = f"; did you mean {' or '.join(repr(match) for match in close)}?" if close else ""
+    suggestion = did_you_mean(name, known)
     if not known:
         return f"{suggestion} (no {kind})"
     listed = ", ".join(known[:LISTED_NAMES])
@@ -118,6 +123,10 @@ class BuildError(StevedoreError):
 
 class RemoteError(StevedoreError):
     """A running server refused a command's request, or could not be reached (``stevedore-server models``)."""
+
+
+class SinkFailure(StevedoreError):
+    """A payload log sink refused a record or could not be reached (its first failure logged, each counted)."""
 
 
 class ClientError(StevedoreError):

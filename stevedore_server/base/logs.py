@@ -23,6 +23,8 @@ import time
 import uuid
 from typing import Any
 
+from stevedore_server.base import tracing
+
 #: The id of the request being served, for every log line written while serving it.
 #: The header (and gRPC metadata key) that carries a request's id, given by the client or made by the server.
 REQUEST_ID_HEADER = "x-request-id"
@@ -77,11 +79,22 @@ ACCESS_FORMAT = '%s "%s %s" %d %.1f ms'
 
 
 class RequestIdFilter(logging.Filter):
-    """Stamps each record with the current request's id."""
+    """Stamps each record with the current request's id, and the current trace and span ids while tracing."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id.get()
+        ids = tracing.ids()
+        if ids is not None:
+            record.trace_id, record.span_id = ids
         return True
+
+
+def with_trace_ids(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` and, while tracing, the current trace and span ids (an access line's, made without a record)."""
+    ids = tracing.ids()
+    if ids is None:
+        return fields
+    return fields | {"trace_id": ids[0], "span_id": ids[1]}
 
 
 class LineFormatter(logging.Formatter):
@@ -97,12 +110,14 @@ class LineFormatter(logging.Formatter):
         )  # fmt: skip
 
     def fields(self, record: logging.LogRecord) -> dict[str, Any]:
-        return {}
+        trace_id = getattr(record, "trace_id", None)
+        return {} if trace_id is None else {"trace_id": trace_id, "span_id": getattr(record, "span_id", None)}
 
 
 class TextFormatter(LineFormatter):
     """``time LEVEL logger [request id] message`` lines, then any traceback (logging's format() adds it); the
-    time is formatted once a second, not once a line."""
+    time is formatted once a second, not once a line. While tracing, the bracket also holds the trace and span
+    ids: ``[request id trace_id=... span_id=...]``."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -113,11 +128,15 @@ class TextFormatter(LineFormatter):
         second = int(created)
         if second != self.second:
             self.second, self.stamp = second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        trace_id = fields.get("trace_id")
+        if trace_id is not None:
+            request = f"{request} trace_id={trace_id} span_id={fields.get('span_id')}"
         return f"{self.stamp},{int((created - second) * 1000):03d} {level} {name} [{request}] {message}"
 
 
 class JSONFormatter(LineFormatter):
-    """One JSON object a line: time, level, logger, message, request id, extra fields, traceback."""
+    """One JSON object a line: time, level, logger, message, request id, extra fields (the trace and span ids
+    while tracing: ``trace_id``, ``span_id``), traceback."""
 
     STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
         "message",
@@ -260,6 +279,7 @@ class AccessLog:
         ``args`` is escaped (``one_line``) here, for every format and handler alike: a client chooses the path
         (decoded from its ``%0a``), and a line end in it would forge a line of the text format."""
         args = tuple([one_line(arg) if arg.__class__ is str else arg for arg in args])  # a list: faster, per request
+        fields = with_trace_ids(fields)
         handler = self.sole_handler()
         if handler is None:
             self.logger.info(ACCESS_FORMAT, *args, extra=fields)

@@ -26,7 +26,10 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_client.core import Metric
+from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
+
+from stevedore_server.base import tracing
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -91,6 +94,14 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=registry,
         )
+        self.payload_log_dropped = Counter(
+            "stevedore_payload_log_dropped",
+            "Payload log records dropped, by reason: queue_full, sink_error, shutdown, unreadable",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in ("queue_full", "sink_error", "shutdown", "unreadable"):  # each at 0 from the start
+            self.payload_log_dropped.labels(reason)
         self.model_ready = Gauge(
             "stevedore_model_ready",
             "1 when the model is loaded and self-tested",
@@ -125,6 +136,17 @@ class Metrics:
             multiprocess_mode="liveall",
             registry=registry,
         )
+        self.trace_spans_dropped = Counter(
+            "stevedore_trace_spans_dropped",
+            "Spans not exported, by reason: queue_full (the export queue was full), export_failed (the collector "
+            "did not take them)",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in ("queue_full", "export_failed"):
+            self.trace_spans_dropped.labels(reason)  # shown at 0 before any drop
+        # The spans of this process are counted in the metrics it serves (the last app made, in a test's process).
+        tracing.count_drops(lambda reason, count: self.trace_spans_dropped.labels(reason).inc(count))
         self.info = Gauge(
             "stevedore_info",
             "Versions of the server and of each plugin distribution (value 1)",
@@ -158,15 +180,18 @@ class Metrics:
         except KeyError:  # never reported
             pass
 
-    def exposition(self, versions: bool = True) -> tuple[bytes, str]:
-        """The text format: this process's metrics, or every worker's in multiprocess mode; without
-        ``VERSION_FAMILIES`` unless ``versions`` (``/metrics`` answers a caller without a key so)."""
+    def exposition(self, versions: bool = True, open_metrics: bool = False) -> tuple[bytes, str]:
+        """The text format (or OpenMetrics', which shows the exemplars: the trace of a latency sample): this
+        process's metrics, or every worker's in multiprocess mode; without ``VERSION_FAMILIES`` unless ``versions``
+        (``/metrics`` answers a caller without a key so)."""
         source = self.registry
         if self.multiprocess_dir:
             source = CollectorRegistry()
             multiprocess.MultiProcessCollector(source, self.multiprocess_dir)  # type: ignore[no-untyped-call]
         if not versions:
             source = without(source, VERSION_FAMILIES)
+        if open_metrics:
+            return openmetrics.generate_latest(source), openmetrics.CONTENT_TYPE_LATEST  # type: ignore[no-untyped-call]
         return generate_latest(source), CONTENT_TYPE_LATEST
 
 
@@ -215,7 +240,7 @@ class ModelMetrics:
             samples = self.metrics.inferences.labels(*labels), self.metrics.inference_seconds.labels(*labels)
             self.samples[action] = samples
         samples[0].inc()
-        samples[1].observe(time.perf_counter() - started)
+        samples[1].observe(time.perf_counter() - started, tracing.exemplar())
 
     def count_error(self, action: str, kind: str) -> None:
         if self.metrics is not None:

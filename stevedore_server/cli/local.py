@@ -15,7 +15,7 @@ from stevedore_server.base.logs import logging_config
 from stevedore_server.base.settings import Settings
 from stevedore_server.core import startup
 from stevedore_server.core.served_models import version_key
-from stevedore_server.kit.checking import Report
+from stevedore_server.kit.checking import Report, shadowing
 
 from .options import (
     FILE_SETTINGS,
@@ -97,7 +97,7 @@ def list_models(as_json: bool, **values: Any) -> None:
         click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
         return
     if not registry.models and not registry.plugin_failures:
-        click.echo(no_models(installed_runtimes(settings)))
+        click.echo(no_models(selected_runtime_names(settings)))
         return
     rows = [("MODEL", "VERSION", "STATE", "PLUGIN", "REASON")]
     for e in registry.models:
@@ -116,25 +116,28 @@ def list_models(as_json: bool, **values: Any) -> None:
 def check(**values: Any) -> None:
     """Load every selected plugin, validate its fixtures and self-test it; exit 1 on any failure."""
     settings = make_settings(**values)
-    registry = load_or_exit(settings).registry
-    for line in Report.of(registry).lines:
+    server = load_or_exit(settings)
+    registry = server.registry
+    shadowed = shadowing(server.plugin_routes, settings)
+    for line in Report.of(registry).lines + tuple(shadowed):
         click.echo(line)
     if not registry.models and not registry.plugin_failures:
-        runtimes = installed_runtimes(settings)
+        runtimes = selected_runtime_names(settings)
         if not runtimes:
             raise click.ClickException("no models found: no installed distribution provides stevedore.predictors")
         click.echo(no_models(runtimes))
         return
-    if registry.failures:
-        raise click.ClickException(f"{len(registry.failures)} failure(s); see above and the log for tracebacks")
+    if registry.failures or shadowed:
+        failures = len(registry.failures) + len(shadowed)
+        raise click.ClickException(f"{failures} failure(s); see above and the log for tracebacks")
     click.echo(f"all {len(registry.models)} models passed")
 
 
-def installed_runtimes(settings: Settings) -> list[str]:
-    """The selected runtimes' names: what serves model files."""
-    from stevedore_server.plugins.model_files import installed_runtimes as selected_runtimes
+def selected_runtime_names(settings: Settings) -> list[str]:
+    """The names of the installed runtimes the selection selects: what serves model files."""
+    from stevedore_server.plugins.model_files import installed_runtimes
 
-    return sorted(selected_runtimes(settings.selection))
+    return sorted(installed_runtimes(settings.selection))
 
 
 def no_models(runtimes: list[str]) -> str:

@@ -12,7 +12,7 @@ import logging.config
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import Field, fields
 from typing import Any
 
@@ -23,13 +23,12 @@ from stevedore_server.base.settings import (
     HINTS,
     LOG_FORMATS,
     LOG_LEVELS,
-    PLATFORM_PORT,
+    PAYLOAD_LOG_MODES,
     Settings,
     base_type,
     env_name,
-    parse,
+    environment_port,
 )
-from stevedore_server.base.settings.mlserver import PORT_VARIABLES
 from stevedore_server.core import startup
 from stevedore_server.core.server import ModelServer
 
@@ -53,6 +52,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "Jobs": ("state_dir", "database_url", "max_jobs", "max_queued_jobs", "job_grace_period", "max_job_log_lines",
              "job_retention", "max_log_followers", "promote_trained", "max_trained_versions"),
     "Logging": ("log_level", "log_format", "access_log"),
+    "Observability": ("tracing", "payload_log", "payload_log_mode", "payload_log_sample", "payload_log_redact"),
 }  # fmt: skip
 #: The API keys are no flag (a command line is visible to every user of the machine): where they come from.
 API_KEYS_NOTE = (
@@ -61,11 +61,22 @@ API_KEYS_NOTE = (
     f"or as --api-key-file, a file of their SHA-256 digests (with scopes). Clients of `models` and `jobs` read "
     f"theirs from STEVEDORE_API_KEY."
 )
-SECTION_NOTES = {"Security": API_KEYS_NOTE}
+#: What a section's help says above its options.
+SECTION_NOTES = {
+    "Security": API_KEYS_NOTE,
+    "KServe's arguments": (
+        "As KServe's ServingRuntimes pass them: --model_name NAME --model_dir DIR (the same as --model NAME=DIR), "
+        "--http_port and --grpc_port (--port and --grpc-port)."
+    ),
+}
 
 #: The settings whose values are a fixed list: their flags are choices, spelled as the variable and the file take
 #: them (the settings compare them as written, so the flags do too).
-CHOICES: dict[str, tuple[str, ...]] = {"log_level": LOG_LEVELS, "log_format": LOG_FORMATS}
+CHOICES: dict[str, tuple[str, ...]] = {
+    "log_level": LOG_LEVELS,
+    "log_format": LOG_FORMATS,
+    "payload_log_mode": PAYLOAD_LOG_MODES,
+}
 #: What a value is, where click's TEXT would not say.
 METAVARS = {
     "host": "ADDRESS",
@@ -80,6 +91,8 @@ METAVARS = {
     "state_dir": "DIR",
     "model": "NAME=URI",
     "database_url": "URL",
+    "payload_log": "SINK",
+    "payload_log_redact": "POINTERS",
 }
 #: A setting's help that tells its default itself (one that depends on other settings): "(default: all)",
 #: "Default: ...", "default SQLite"; not "its model's default (what ...".
@@ -141,19 +154,13 @@ def shown_default(value: Any) -> str | None:
     return str(value)
 
 
-def server_port(environ: Mapping[str, str] | None = None) -> int:
-    """The HTTP port ``run`` takes from the environment (``Settings.load``'s order; not from the file):
-    ``STEVEDORE_PORT``, else ``PORT``, else ``MLSERVER_HTTP_PORT``, else the default. Where the commands that talk
-    to a running server look for it."""
-    environ = os.environ if environ is None else environ
-    for variable in (env_name("port"), PLATFORM_PORT, PORT_VARIABLES["port"]):
-        raw = environ.get(variable, "")
-        if raw.strip():
-            try:
-                return int(parse("port", HINTS["port"], raw, variable))
-            except StevedoreError as error:
-                raise click.UsageError(str(error)) from None
-    return Settings.port  # the field's default
+def server_port() -> int:
+    """The HTTP port ``run`` takes from the environment (``environment_port``): where the commands that talk to a
+    running server look for it."""
+    try:
+        return environment_port(os.environ)
+    except StevedoreError as error:
+        raise click.UsageError(str(error)) from None
 
 
 def make_settings(**values: Any) -> Settings:
@@ -199,10 +206,6 @@ def kserve_options(command: Any) -> Any:
 
 #: ``run``'s sections: the settings', then KServe's arguments.
 RUN_SECTIONS = SECTIONS | {"KServe's arguments": tuple(option[0] for option in KSERVE_OPTIONS)}
-SECTION_NOTES["KServe's arguments"] = (
-    "As KServe's ServingRuntimes pass them: --model_name NAME --model_dir DIR (the same as --model NAME=DIR), "
-    "--http_port and --grpc_port (--port and --grpc-port)."
-)
 
 
 #: The widest first column of a help's options (click's own limit).

@@ -11,6 +11,8 @@
   ``batching`` (adaptive batches);
 - ``tensors``, ``signature`` and ``content_types``: tensors and what a model
   takes and gives as tensors, for REST and gRPC alike;
+- ``payload_log``: each inference's request and response handed to the
+  ``stevedore_inference_logged`` hook, off the request path;
 - ``startup``: discovery, loading and serving state at startup, the same for
   every process;
 - ``repository``: models loaded and unloaded while serving, and

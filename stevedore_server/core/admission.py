@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import logging
 import threading
 import time
@@ -20,6 +21,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from stevedore_server.base import tracing
 from stevedore_server.base.errors import InferenceTimeout, ModelFailure, Overloaded
 from stevedore_server.base.metrics import ModelMetrics
 from stevedore_server.base.settings import ModelLimits
@@ -42,12 +44,16 @@ class ModelThreads:
     def busy(self) -> bool:
         return self.submitted != self.finished
 
-    def call(self, method: Callable[[Any], Any], payload: Any) -> asyncio.Future[Any]:
-        """``method(payload)`` on a thread, with the request's context (its id for the log).
+    def call(self, method: Callable[[Any], Any], payload: Any, traced: bool = True) -> asyncio.Future[Any]:
+        """``method(payload)`` on a thread, with the request's context (its id for the log, its trace).
 
-        Cancelling the future (a time-out) abandons the thread to finish on its own.
+        While tracing (and ``traced``: a stream's steps are events of its span instead), the call's wait for a
+        thread is an "admission" span and the call a "model" span. Cancelling the future (a time-out) abandons
+        the thread to finish on its own.
         """
         context = contextvars.copy_context()
+        if traced and tracing.active():
+            method = functools.partial(traced_call, method, time.time_ns())
         self.submitted += 1
         return asyncio.get_running_loop().run_in_executor(self.executor, self._run, context, method, payload)
 
@@ -60,6 +66,13 @@ class ModelThreads:
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def traced_call(method: Callable[[Any], Any], queued_ns: int, payload: Any) -> Any:
+    """``method(payload)`` on a model's thread, in spans: its wait for the thread since ``queued_ns``, its run."""
+    tracing.record("admission", queued_ns)
+    with tracing.span("model"):
+        return method(payload)
 
 
 class Reservation:

@@ -13,15 +13,19 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from stevedore_server.base import tracing
 from stevedore_server.base.errors import ModelFailure
 from stevedore_server.base.metrics import ModelMetrics
 from stevedore_server.base.settings import ModelLimits
+
+from .statistics import ModelStatistics, Timing, current
 
 #: Runs one merged batch (on the loop or a thread, as the model's runtime decides); raises ModelFailure.
 BatchCall = Callable[[Any], Awaitable[Any]]
@@ -32,6 +36,11 @@ class Pending:
     rows: list[Any] | np.ndarray[Any, Any]
     future: asyncio.Future[Any]
     arrived: float
+    #: The request's timing (``statistics``): its queue and the batch's compute are counted in it.
+    timing: Timing | None = None
+    #: While tracing: the request's span, which the batch's span links to (and back), and when it began to wait.
+    origin: Any = None
+    queued_ns: int = 0
 
 
 class Batcher:
@@ -43,11 +52,20 @@ class Batcher:
     append: the collector wakes once a batch, not once a request.
     """
 
-    def __init__(self, name: str, version: str, limits: ModelLimits, call: BatchCall, metrics: ModelMetrics) -> None:
+    def __init__(
+        self,
+        name: str,
+        version: str,
+        limits: ModelLimits,
+        call: BatchCall,
+        metrics: ModelMetrics,
+        statistics: ModelStatistics | None = None,
+    ) -> None:
         self.name, self.version = name, version
         self.limits = limits
         self.call = call
         self.metrics = metrics
+        self.statistics = statistics or ModelStatistics(rows_are_inferences=True)
         self.waiting: collections.deque[Pending] = collections.deque()
         self.arrived = asyncio.Event()  # set while requests wait
         self.full = asyncio.Event()  # set while a full batch waits
@@ -60,7 +78,13 @@ class Batcher:
             self.task = asyncio.create_task(self._collect())
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self.waiting.append(Pending(rows, future, loop.time()))
+        timing = current()
+        if timing is not None:
+            timing.queued = time.perf_counter_ns()
+        pending = Pending(rows, future, loop.time(), timing)
+        if tracing.active():
+            pending.origin, pending.queued_ns = tracing.current(), time.time_ns()
+        self.waiting.append(pending)
         self.arrived.set()
         if len(self.waiting) >= self.limits.max_batch_size:
             self.full.set()
@@ -99,8 +123,14 @@ class Batcher:
                 return
             self.metrics.batch(len(batch))
             try:
-                result = await self.call(merge([pending.rows for pending in batch]))
-                parts = split(result, [len(pending.rows) for pending in batch])
+                with self._span(batch):
+                    started = time.perf_counter_ns()
+                    merged = merge([pending.rows for pending in batch])
+                    called = time.perf_counter_ns()
+                    result = await self.call(merged)
+                    returned = time.perf_counter_ns()
+                    parts = split(result, [len(pending.rows) for pending in batch])
+                self._timed(batch, len(merged), (started, called, returned, time.perf_counter_ns()))
             except ModelFailure as failed:
                 self._fail(batch, failed)
                 return
@@ -115,11 +145,53 @@ class Batcher:
         finally:
             self.free.release()
 
+    def _span(self, batch: list[Pending]) -> contextlib.AbstractContextManager[Any]:
+        """While tracing, the batch's span: a trace of its own (it serves several requests), linked to each
+        request's span and each of those to it; each request's wait for the batch is its "admission" span."""
+        if not tracing.active():
+            return NO_SPAN
+        attributes = {
+            "stevedore.model.name": self.name,
+            "stevedore.model.version": self.version,
+            "stevedore.batch.size": len(batch),
+            "stevedore.batch.rows": sum(len(pending.rows) for pending in batch),
+        }
+        links = [tracing.link(pending.origin) for pending in batch]
+        return _linked_back(tracing.span("batch", attributes, root=True, links=links), batch)
+
+    def _timed(self, batch: list[Pending], rows: int, times: tuple[int, int, int, int]) -> None:
+        """Count the batch's execution, and in each request's timing its queue (from its submission to the merge)
+        and the batch's compute: its merge as input, the model's call, its split as output."""
+        started, called, returned, ended = times
+        self.statistics.executed(rows, called - started, returned - called, ended - returned)
+        for pending in batch:
+            timing = pending.timing
+            if timing is not None:
+                timing.queue += started - timing.queued
+                timing.input += called - started
+                timing.infer += returned - called
+                timing.output += ended - returned
+                timing.executed = True
+
     @staticmethod
     def _fail(batch: list[Pending], failure: ModelFailure) -> None:
         for pending in batch:
             if not pending.future.done():
                 pending.future.set_exception(failure)
+
+
+NO_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _linked_back(span: contextlib.AbstractContextManager[Any], batch: list[Pending]) -> Iterator[Any]:
+    """``span`` (the batch's), each request's span linked to it and each request's wait recorded in its trace."""
+    with span as batch_span:
+        begun = time.time_ns()
+        for pending in batch:
+            tracing.record("admission", pending.queued_ns, begun, parent=pending.origin)
+            tracing.add_link(pending.origin, batch_span)
+        yield batch_span
 
 
 def merge(parts: list[Any]) -> Any:

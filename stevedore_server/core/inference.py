@@ -29,16 +29,19 @@ from __future__ import annotations
 import enum
 import functools
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from anyio import to_thread
 
+from stevedore_server.base import tracing
 from stevedore_server.base.errors import BadRequest, InvalidPayload, NotFound, NotReady
 from stevedore_server.base.serialization import loads
 from stevedore_server.base.validation import SchemaValidator
 
+from . import statistics
 from .content_types import NUMPY_PLAN, ContentPlan
 from .runtime import ModelRuntime
 from .served_models import Registry
@@ -134,6 +137,9 @@ class Inference:
             raise NotReady(
                 f"model {model.name!r} version {model.version!r} is not ready: {model.reason or model.state}"
             )
+        statistics.attach(model.runtime.statistics)  # the request being served counts as this model's
+        if tracing.active():  # the request's span names the model that serves it
+            tracing.annotate({"stevedore.model.name": model.name, "stevedore.model.version": model.version})
         return model
 
     def admit(self, ref: ModelRef, action: Action) -> ServingModel:
@@ -166,10 +172,20 @@ class Inference:
 
     async def call(self, ref: ModelRef, action: Action, payload: Payload) -> Answer:
         """Validate ``payload`` and run ``action`` on the model ``ref`` names."""
+        if statistics.current() is None:  # a front end that times no request of its own: this call is the request
+            with statistics.RequestTimer():
+                return await self.run(ref, action, payload)
+        return await self.run(ref, action, payload)
+
+    async def run(self, ref: ModelRef, action: Action, payload: Payload) -> Answer:
+        """``call`` within the request's timing (``statistics``)."""
         model = self.resolve(ref)
         if action is Action.SCORE and not model.predictor.has_score:
             raise NotFound(f"model {model.name!r} version {model.version!r} has no score service")
-        prepared = await self.prepared(model, action, payload)
+        started = time.perf_counter_ns()
+        with tracing.span("validate"):
+            prepared = await self.prepared(model, action, payload)
+        statistics.validated(started, prepared.rows)
         runtime = model.runtime
         if runtime is None:  # resolve() returned a model with a runtime; this keeps the type checker sure of it
             raise NotReady(f"model {model.name!r} version {model.version!r} is not running")
@@ -179,9 +195,14 @@ class Inference:
             signature = tensor_signature(model)
             selected = signature.select_outputs([]) if payload.outputs is None else payload.outputs
             names = signature.output_names(selected)
+            started = time.perf_counter_ns()
             result = await runtime.call_outputs(prepared.value, prepared.rows, names)
+            statistics.called(started, runtime.statistics)
             return Answer(model, result, names)
-        return Answer(model, await runtime.call(action, prepared.value, prepared.rows))
+        started = time.perf_counter_ns()
+        result = await runtime.call(action, prepared.value, prepared.rows)
+        statistics.called(started, runtime.statistics)
+        return Answer(model, result)
 
     async def stream(self, ref: ModelRef, payload: Payload) -> Stream:
         """Validate ``payload`` as a predict and take a place for the stream of the model ``ref`` names (see
@@ -190,7 +211,8 @@ class Inference:
         model = self.resolve(ref)
         if not model.predictor.has_stream:
             raise NotFound(f"model {model.name!r} version {model.version!r} has no predict_stream")
-        prepared = await self.prepared(model, Action.PREDICT, payload)
+        with tracing.span("validate"):
+            prepared = await self.prepared(model, Action.PREDICT, payload)
         runtime = model.runtime
         if not isinstance(runtime, ModelRuntime):
             raise NotReady(f"model {model.name!r} version {model.version!r} cannot stream where it runs")

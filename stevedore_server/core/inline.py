@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from stevedore_server.base import tracing
 from stevedore_server.plugins.loading import LoadedModel
 
 logger = logging.getLogger("stevedore.inline")
@@ -46,6 +47,8 @@ INLINE_PROBE_INTERVAL = 1.0
 #: Rows of the larger calibration payload; with the fixture's, the two points of the cost line.
 CALIBRATION_ROWS = 1024
 CALIBRATION_RUNS = 5
+#: A "model" span's attributes where the call ran on the event loop.
+INLINE_ATTRIBUTES = {"stevedore.inline": True}
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,9 @@ class InlinePolicy:
         """``method(payload)`` right here on the event loop, timed against the model's cost."""
         started = time.perf_counter()
         try:
+            if tracing.active():
+                with tracing.span("model", INLINE_ATTRIBUTES):
+                    return method(payload)
             return method(payload)
         finally:
             self.judge(rows, time.perf_counter() - started)

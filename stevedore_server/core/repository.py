@@ -9,7 +9,7 @@ Protocol's model repository extension), for models installed as wheels.
 - ``load`` re-reads them all, those environments too, so a plugin wheel
   ``pip install``ed next to the running server (or in a model's environment) is
   found, and an editable one (``pip install -e``: its ``.pth`` file is read,
-  ``installed.SitePackages``); a plugin that fails to import is a 400 with its
+  ``site_packages.SitePackages``); a plugin that fails to import is a 400 with its
   error, listed in ``/healthz``; it loads and self-tests every version of the model,
   then swaps each into the registry (calls in flight finish on the old one). A
   load that fails leaves what is serving untouched. A distribution upgraded
@@ -40,12 +40,12 @@ from typing import Any, Protocol
 import pluggy
 from anyio import to_thread
 
-from stevedore_server.base.errors import BadRequest, InferenceTimeout, StevedoreError, UnknownModel
+from stevedore_server.base.errors import BadRequest, InferenceTimeout, StevedoreError, UnknownModel, unknown_name
 from stevedore_server.base.sources import PluginFailure, PluginSource
 from stevedore_server.plugins.discovery import Candidate, failed_plugins_of
 from stevedore_server.plugins.hooks import Hooks
-from stevedore_server.plugins.installed import SitePackages
 from stevedore_server.plugins.loading import State, load_model, not_loaded
+from stevedore_server.plugins.site_packages import SitePackages
 from stevedore_server.predictor import Predictor
 from stevedore_server.processes import isolation
 
@@ -303,15 +303,14 @@ class Repository:
         return startup.find(self.server.settings, self.manager, self.environments)
 
     def candidates(self, name: str) -> tuple[list[Candidate], Hooks]:
-        """The installed versions of ``name``: UnknownModel if none, BadRequest if none and a plugin failed (it may
-        provide it), or if its distribution was upgraded. The plugins that failed are listed in ``/healthz``."""
+        """The installed versions of ``name``: if none, UnknownModel, or BadRequest when the plugin of its name
+        failed (``not_provided``); BadRequest if its distribution was upgraded. The plugins that failed are listed
+        in ``/healthz``."""
         found, failures, hooks = self.find(reread=True)
         self.record_failures(found, failures)
         mine = [c for c in found if c.predictor.name == name]
         if not mine:
-            refuse_for_failed_plugins(name, failures)
-            lead = f"no installed plugin provides a model named {name!r}"
-            raise UnknownModel.named(name, {c.predictor.name for c in found}, lead)
+            raise not_provided(name, {c.predictor.name for c in found}, failures)
         served = {m.source.distribution: m.source.distribution_version for m in self.server.registry.models}
         for candidate in mine:
             source = candidate.source
@@ -356,18 +355,23 @@ class Repository:
             self.release_memory()
 
 
-def refuse_for_failed_plugins(name: str, failures: list[PluginFailure]) -> None:
-    """BadRequest with the import errors when no plugin provides model ``name`` and a plugin that may provide it
-    failed: the one of its entry point's name, else any that failed (they may provide it)."""
+def not_provided(name: str, names: set[str], failures: list[PluginFailure]) -> StevedoreError:
+    """Why no plugin provides model ``name``: BadRequest with the import error when the plugin whose entry point
+    bears its name failed; else UnknownModel suggesting the closest of ``names``, and naming the plugins that
+    failed (one may provide it under another entry point's name)."""
     mine = failed_plugins_of(name, failures)
-    others = [] if mine else failed_plugins_of(None, failures)
-    if not mine and not others:
-        return
-    what = "; ".join(mine) if mine else f"no plugin that imports provides it, and {'; '.join(others)}"
-    raise BadRequest(
-        f"cannot load model {name!r}: {what}. Fix the plugin or install what it needs in the server's "
-        f"environment ({sys.prefix}), then load it again"
-    )
+    if mine:
+        # The server's environment is the operator's to know, not every client's: the log tells it.
+        logger.warning("cannot load model %r: %s (the server's environment: %s)", name, "; ".join(mine), sys.prefix)
+        return BadRequest(
+            f"cannot load model {name!r}: {'; '.join(mine)}. Fix the plugin or install what it needs in the "
+            "server's environment, then load it again"
+        )
+    hint = unknown_name(name, names)
+    others = failed_plugins_of(None, failures)
+    if others:
+        hint += f"; a plugin that failed may provide it: {'; '.join(others)}"
+    return UnknownModel(f"no installed plugin provides a model named {name!r}", hint)
 
 
 def failure_key(source: PluginSource) -> tuple[str, str, str | None]:

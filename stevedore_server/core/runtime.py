@@ -20,6 +20,7 @@ from stevedore_server.plugins.loading import LoadedModel
 from .admission import Admission, ModelThreads
 from .batching import BatchCall, Batcher
 from .inline import CallCost, InlinePolicy
+from .statistics import ModelStatistics, Timing, current, rows_or_one, timed_thread_call
 
 logger = logging.getLogger("stevedore.runtime")
 
@@ -34,6 +35,8 @@ class Runtime(Protocol):
 
     #: The predictor computes only the V2 outputs asked (``Predictor.predict_outputs``): ``call_outputs``.
     chooses_outputs: bool
+    #: Its calls' statistics, as this process sees them (``statistics``).
+    statistics: ModelStatistics
 
     async def call(self, action: str, payload: Any, rows: int | None) -> Any:
         """``action`` on a valid ``payload`` (``rows`` rows, or None where it is not rows)."""
@@ -62,7 +65,10 @@ class ModelRuntime:
         self.admission = Admission(f"model {model.name!r} version {model.version!r}", limits, self.metrics)
         label = f"model {model.name} version {model.version}"
         self.inline = InlinePolicy(label, cost, limits.inline_budget) if cost and limits.inline_budget > 0 else None
+        self.statistics = ModelStatistics()
         self.batcher = self._batcher() if limits.max_batch_size > 1 else None
+        # A batched model's requests count their rows as inferences, as Triton counts a request's batch.
+        self.statistics.rows_are_inferences = self.batcher is not None
         #: The predictor computes only the V2 outputs asked (``Predictor.predict_outputs``): ``call_outputs``.
         self.chooses_outputs = model.predictor.has_predict_outputs
         #: A batcher for each set of outputs asked of ``predict_outputs``: a batch is one call, of one set.
@@ -76,13 +82,14 @@ class ModelRuntime:
                 model.name, model.version,
             )  # fmt: skip
             return None
-        return Batcher(model.name, model.version, self.limits, self._batch_call(model.predictor.predict), self.metrics)
+        call = self._batch_call(model.predictor.predict)
+        return Batcher(model.name, model.version, self.limits, call, self.metrics, self.statistics)
 
     def _output_batcher(self, names: tuple[str, ...]) -> Batcher:
         batcher = self.output_batchers.get(names)
         if batcher is None:
             call = self._batch_call(functools.partial(self.model.predictor.predict_outputs, names=names))
-            batcher = Batcher(self.model.name, self.model.version, self.limits, call, self.metrics)
+            batcher = Batcher(self.model.name, self.model.version, self.limits, call, self.metrics, self.statistics)
             self.output_batchers[names] = batcher
         return batcher
 
@@ -99,7 +106,7 @@ class ModelRuntime:
         policy = self._inline_policy(rows) if action == "predict" else None
         if policy is not None and rows is not None:
             return self._inline(policy, action, method, payload, rows)
-        return await self.admission.run(action, self._in_thread(action, method, payload))
+        return await self.admission.run(action, self._in_thread(action, method, payload, rows, current()))
 
     async def call_outputs(self, payload: Any, rows: int | None, names: tuple[str, ...]) -> Any:
         """A predict through ``Predictor.predict_outputs``, computing the outputs ``names`` (a predictor that
@@ -110,7 +117,7 @@ class ModelRuntime:
         policy = self._inline_policy(rows)
         if policy is not None and rows is not None:
             return self._inline(policy, "predict", method, payload, rows)
-        return await self.admission.run("predict", self._in_thread("predict", method, payload))
+        return await self.admission.run("predict", self._in_thread("predict", method, payload, rows, current()))
 
     def runs_inline(self, rows: int) -> bool:
         """Whether a predict of ``rows`` rows would run on the event loop now."""
@@ -125,6 +132,7 @@ class ModelRuntime:
 
     def _inline(self, policy: InlinePolicy, action: str, method: Callable[[Any], Any], payload: Any, rows: int) -> Any:
         started = time.perf_counter()
+        begun = time.perf_counter_ns()
         try:
             result = policy.call(method, payload, rows)
         except ClientError:
@@ -133,15 +141,39 @@ class ModelRuntime:
             self.metrics.count_error(action, "error")
             raise ModelFailure(self.model.name, self.model.version, action, error) from error
         self.metrics.observe(action, started)
+        self._timed_inline(begun, rows)
         return result
 
-    async def _in_thread(self, action: str, method: Callable[[Any], Any], payload: Any) -> Any:
+    def _timed_inline(self, begun: int, rows: int) -> None:
+        """Count a call run on the event loop: no queue, its compute."""
+        timing = current()
+        if timing is not None:
+            took = time.perf_counter_ns() - begun
+            timing.infer += took
+            timing.executed = True
+            self.statistics.executed(rows_or_one(rows, self.statistics), 0, took, 0)
+
+    async def _in_thread(
+        self,
+        action: str,
+        method: Callable[[Any], Any],
+        payload: Any,
+        rows: int | None = None,
+        timing: Timing | None = None,
+    ) -> Any:
+        """``method(payload)`` on the model's threads; with the request's ``timing`` (not for a batch, which the
+        batcher times), its queue and compute counted."""
+        if timing is not None:
+            timing.queued = time.perf_counter_ns()
+            method = functools.partial(timing.run, method)
         try:
-            return await self.threads.call(method, payload)
+            result = await self.threads.call(method, payload)
         except ClientError:
             raise
         except Exception as error:
             raise ModelFailure(self.model.name, self.model.version, action, error) from error
+        timed_thread_call(timing, self.statistics, rows)
+        return result
 
     def _batch_call(self, method: Callable[[Any], Any]) -> BatchCall:
         """What a batcher calls to run a merged batch through ``method`` (``predict``, or ``predict_outputs`` of

@@ -11,6 +11,7 @@ from stevedore_server.plugins.routes import PluginRoute
 from stevedore_server.predictor import Predictor
 
 from .inference import Inference
+from .payload_log import PayloadLog
 from .served_models import Registry
 
 
@@ -25,9 +26,13 @@ class ModelServer:
     #: The plugins' own routes (``stevedore_routes``), served by the app after its built-in routes.
     plugin_routes: list[PluginRoute] = field(default_factory=list)
     inference: Inference = field(init=False)
+    #: Each inference's request and response for ``stevedore_inference_logged``: records nothing until
+    #: ``startup.build_server`` gives it the hooks.
+    payload_log: PayloadLog = field(init=False)
 
     def __post_init__(self) -> None:
         self.inference = Inference(self.registry, self.settings.max_json_depth)
+        self.payload_log = PayloadLog(self.settings, None, self, self.metrics)
 
     def source_of(self, predictor: Predictor) -> PluginSource | None:
         """The plugin that provided ``predictor`` (an entry point, or a hook plugin)."""

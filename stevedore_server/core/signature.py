@@ -7,13 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from stevedore_server.base.errors import BadRequest, NoTensorInterface
 from stevedore_server.base.validation import ArrayCheck
 
 from .content_types import CONTENT_TYPES, ELEMENT_TYPES, encode_elements
-from .tensors import DTYPES, TensorSpec, datatype_of
+from .tensors import DTYPES, TensorSpec, as_array, datatype_of
 
 if TYPE_CHECKING:
     from stevedore_server.plugins.loading import LoadedModel
@@ -165,7 +163,7 @@ def input_from_schema(schema: dict[str, Any]) -> tuple[TensorSpec, ArrayCheck | 
 def output_from_result(fixture: Any, result: Any) -> TensorSpec:
     """The output tensor the self-test's result shows; the batch dimension is variable."""
     try:
-        array, _ = encode_elements(np.asarray(result), None)
+        array, _ = encode_elements(as_array(result), None)
         datatype = datatype_of(array)
     except (TypeError, ValueError) as error:
         raise NoTensorInterface(f"the predict output on the fixture is not a tensor: {error}") from None

@@ -22,7 +22,7 @@ import pluggy
 from stevedore_server.base.errors import StartupError, unknown_name
 from stevedore_server.base.metrics import Metrics
 from stevedore_server.base.settings import Settings
-from stevedore_server.base.sources import PluginFailure
+from stevedore_server.base.sources import PluginFailure, PluginSource
 from stevedore_server.plugins.discovery import Candidate, accepted, find_installed
 from stevedore_server.plugins.hooks import Hooks
 from stevedore_server.plugins.installed import check_selection
@@ -31,14 +31,16 @@ from stevedore_server.plugins.model_files import model_files
 from stevedore_server.processes import isolation
 
 from . import serving
+from .payload_log import PayloadLog
 from .served_models import Registry, Snapshot
 from .server import ModelServer
 from .serving import ServingModel
 
 logger = logging.getLogger("stevedore.startup")
 
-#: What the environments of models with a ``python`` of their own provide: ``isolation.isolated_candidates``.
-Environments = tuple[list[Candidate], list[PluginFailure], set[str]]
+#: What the environments of models with a ``python`` of their own provide, and have installed:
+#: ``isolation.isolated_candidates``.
+Environments = tuple[list[Candidate], list[PluginFailure], set[str], list[PluginSource]]
 
 
 @dataclass(frozen=True)
@@ -55,9 +57,10 @@ def load(settings: Settings, manager: pluggy.PluginManager | None = None) -> Loa
 
     A ``manager`` may be given (tests do): its plugins then replace the installed entry points.
     """
-    candidates, failures, hooks = find(settings, manager)
+    environments = isolation.isolated_candidates(settings)
+    candidates, failures, hooks = find(settings, manager, environments)
     if manager is None:  # a given manager's plugins are not installed: no selection names them
-        check_selected(settings, candidates, failures)
+        check_selected(settings, environments)
     check_tables(settings, candidates, failures)
     models = tuple(load_selected(settings, candidate) for candidate in candidates)
     unknown = set(settings.load_models) - {"all", "none"} - {candidate.predictor.name for candidate in candidates}
@@ -66,11 +69,10 @@ def load(settings: Settings, manager: pluggy.PluginManager | None = None) -> Loa
     return Loaded(models, tuple(failures), hooks)
 
 
-def check_selected(settings: Settings, candidates: list[Candidate], failures: list[PluginFailure]) -> None:
+def check_selected(settings: Settings, environments: Environments) -> None:
     """``UnknownPlugins`` if the selection names a plugin installed neither here nor in a model's own environment
-    (whose plugins are among ``candidates`` and ``failures``)."""
-    sources = [candidate.source for candidate in candidates] + [failure.source for failure in failures]
-    check_selection(settings.selection, sources)
+    (``environments``: what they have installed, selected or not)."""
+    check_selection(settings.selection, environments[3])
 
 
 def check_tables(settings: Settings, candidates: list[Candidate], failures: list[PluginFailure]) -> None:
@@ -113,7 +115,7 @@ def find(
     candidates, failures, hooks = find_installed(settings.selection, manager, model_files(settings))
     if environments is None:
         environments = isolation.isolated_candidates(settings)
-    isolated, isolated_failures, names = environments
+    isolated, isolated_failures, names, _ = environments
     if names:  # a model with an environment of its own is that environment's, even where the server has one too
         candidates = [candidate for candidate in candidates if candidate.predictor.name not in names] + isolated
         failures += isolated_failures
@@ -127,6 +129,7 @@ def build_server(
     replica) and catalogue metadata from the hooks, which receive it."""
     registry = Registry(Snapshot.of(serving.describe(model, {}) for model in loaded.models), list(loaded.failures))
     server = ModelServer(settings, registry, metrics or Metrics())
+    server.payload_log = PayloadLog(settings, loaded.hooks, server, server.metrics)
     checks, failures = loaded.hooks.health_checks(server)
     registry.health_checks = checks
     registry.plugin_failures += failures

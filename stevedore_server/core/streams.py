@@ -21,6 +21,7 @@ from typing import Any
 
 import anyio
 
+from stevedore_server.base import tracing
 from stevedore_server.base.errors import ClientError, ModelFailure
 
 from .admission import Reservation
@@ -45,8 +46,24 @@ class Stream:
         """The predictor's items; ModelFailure for a stream that raises or is no generator, InferenceTimeout
         past the model's time-out."""
         async with self.runtime.admission.streaming("predict", self.reservation):
-            async for item in model_items(self.model, self.runtime, self.payload):
+            if not tracing.active():
+                async for item in model_items(self.model, self.runtime, self.payload):
+                    yield item
+                return
+            async for item in self.traced_items():
                 yield item
+
+    async def traced_items(self) -> AsyncIterator[Any]:
+        """The items, in a "stream" span with an event an item (not the current span: a generator's steps run
+        in its consumer's context, and the model's steps are the stream's, not spans of their own)."""
+        attributes = {"stevedore.model.name": self.model.name, "stevedore.model.version": self.model.version}
+        with tracing.detached("stream", attributes) as span:
+            count = 0
+            async for item in model_items(self.model, self.runtime, self.payload):
+                span.add_event("item", {"stevedore.stream.index": count})
+                count += 1
+                yield item
+            span.set_attribute("stevedore.stream.items", count)
 
     def release(self) -> None:
         self.reservation.release()
@@ -96,7 +113,7 @@ async def thread_items(stream: Generator[Any, Any, Any], runtime: ModelRuntime) 
             stream.close()
 
     try:
-        while (item := await runtime.threads.call(step, None)) is not DONE:
+        while (item := await runtime.threads.call(step, None, traced=False)) is not DONE:
             yield item
     finally:
         # Not awaited: the response may be cancelled (a disconnect), and the step may still hold the lock.

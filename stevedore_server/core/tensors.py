@@ -220,11 +220,19 @@ class OutputArray:
 def output_array(result: Any, declared: str | None = None) -> OutputArray:
     """A model's output as a tensor, of the content type the output ``declared`` where it has one; TypeError or
     ValueError for what no tensor may hold."""
-    array, content_type = encode_elements(np.asarray(result), declared)
+    array, content_type = encode_elements(as_array(result), declared)
     datatype = datatype_of(array)
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise ValueError("the output holds NaN or infinity")
     return OutputArray(datatype, array, content_type)
+
+
+def as_array(result: Any) -> np.ndarray[Any, Any]:
+    """A model's result as an array; text from lists stays whole (NumPy's fixed-width text drops trailing NULs)."""
+    array = np.asarray(result)
+    if array.dtype.kind in "US" and not isinstance(result, np.ndarray):
+        return np.array(result, dtype=object)
+    return array
 
 
 def raw_bytes(datatype: str, array: np.ndarray[Any, Any]) -> bytes:

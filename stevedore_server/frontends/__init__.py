@@ -5,6 +5,8 @@
 - ``state``: what the app shares with every request and gRPC call, one typed
   object;
 - ``auth``: API keys, for HTTP and gRPC;
+- ``payload_notes``: what each inference route notes for the payload log, for
+  HTTP and gRPC;
 - ``web/``: the HTTP front end (the stevedore and original routes, streaming,
   the jobs routes, the plugins' routes, middleware, OpenAPI and the docs);
 - ``v2/``: the Open Inference Protocol: its REST routes, its codec (shared by

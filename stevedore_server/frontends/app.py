@@ -173,6 +173,7 @@ def lifespan(settings: Settings, models: ServeModels, metrics: Metrics, table: l
         lifecycle = Lifecycle()
         async with (
             models(settings, metrics) as (server, repository),
+            logging_payloads(server),
             running_jobs(settings, server, repository, lifecycle) as jobs,
         ):
             plugin_routes = tuple(serve_routes(server.plugin_routes, table))
@@ -190,6 +191,15 @@ def lifespan(settings: Settings, models: ServeModels, metrics: Metrics, table: l
             yield state.as_lifespan_state()
 
     return serve
+
+
+@asynccontextmanager
+async def logging_payloads(server: ModelServer) -> AsyncIterator[None]:
+    """The payload log's queue handed over at shutdown, after the last request (within its bound)."""
+    try:
+        yield
+    finally:
+        await anyio.to_thread.run_sync(server.payload_log.close)
 
 
 @asynccontextmanager
@@ -220,8 +230,12 @@ async def running_jobs(
 
 
 async def metrics_route(request: Request) -> Response:
-    """Prometheus metrics in the text format; the series of software versions not to a caller without a key."""
-    content, media_type = server_of(request).metrics.exposition(versions=not caller_of(request.scope).anonymous)
+    """Prometheus metrics in the text format, or OpenMetrics' (with exemplars) to a scraper that accepts it; the
+    series of software versions not to a caller without a key."""
+    open_metrics = "application/openmetrics-text" in request.headers.get("accept", "")
+    content, media_type = server_of(request).metrics.exposition(
+        versions=not caller_of(request.scope).anonymous, open_metrics=open_metrics
+    )
     return Response(content, media_type=media_type)
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stevedore_server.base.errors import StartupError
+from stevedore_server.base.errors import SettingError
 from stevedore_server.base.scopes import ADMIN, HOLDS, INFER, TRAIN
 from stevedore_server.base.settings import Settings
 
@@ -107,15 +107,15 @@ def read_key_file(path: str) -> list[AcceptedKey]:
     try:
         lines = Path(path).read_text().splitlines()
     except OSError as error:
-        raise StartupError(f"setting api_key_file: cannot read {path}: {error.strerror}") from None
+        raise SettingError("api_key_file", f"cannot read {path}: {error.strerror}") from None
     accepted = []
     for number, line in enumerate(lines, start=1):
         words = line.split("#")[0].split(None, 1)  # the digest, then its scopes if any
         if not words:
             continue
-        where = f"setting api_key_file: line {number} of {path}"
+        where = f"line {number} of {path}"
         if not DIGEST.fullmatch(words[0].lower()):
-            raise StartupError(f"{where} is not a SHA-256 hex digest (then, optionally, scopes)")
+            raise SettingError("api_key_file", f"{where} is not a SHA-256 hex digest (then, optionally, scopes)")
         accepted.append(accepted_key(bytes.fromhex(words[0]), read_scopes(" ".join(words[1:]), where)))
     return accepted
 
@@ -125,5 +125,7 @@ def read_scopes(text: str, where: str) -> frozenset[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in HOLDS]
     if unknown:
-        raise StartupError(f"{where}: unknown scope {unknown[0]!r} (scopes: {', '.join(HOLDS)}, comma-separated)")
+        raise SettingError(
+            "api_key_file", f"{where}: unknown scope {unknown[0]!r} (scopes: {', '.join(HOLDS)}, comma-separated)"
+        )
     return frozenset().union(*(HOLDS[name] for name in names)) if names else HOLDS[ADMIN]

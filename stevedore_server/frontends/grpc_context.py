@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from stevedore_server.base import tracing
 from stevedore_server.base.errors import (
     ClientError,
     Forbidden,
@@ -26,6 +27,7 @@ from stevedore_server.base.errors import (
 from stevedore_server.base.logs import REQUEST_ID_HEADER, AccessLog, RequestIds, failure_answer, log_error, request_id
 from stevedore_server.base.metrics import Metrics
 from stevedore_server.base.settings import Settings
+from stevedore_server.frontends.payload_notes import grpc_exchange
 from stevedore_server.frontends.v2.grpc_service import Method
 
 from .auth import APIKeys
@@ -45,6 +47,21 @@ STATUS_OF = {
     503: grpc.StatusCode.UNAVAILABLE,
     504: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
+
+
+#: The metadata keys of W3C Trace Context a caller continues its trace with.
+TRACE_KEYS = frozenset({"traceparent", "tracestate"})
+#: The codes that mark a gRPC server span failed (OpenTelemetry's semantic conventions for RPC).
+SERVER_FAILURES = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
 
 
 def status_of(error: ClientError) -> grpc.StatusCode:
@@ -69,15 +86,32 @@ class RequestContext:
     def unary(self, path: str, method: Method) -> grpc.RpcMethodHandler:
         handler = method.handler
         needs_key = self.needs_key(method)
+        name = path.lstrip("/")
+        service, _, rpc = name.partition("/")
+        span_attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc}
 
-        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def traced(request: Any, context: grpc.aio.ServicerContext) -> Any:
             metadata = dict(context.invocation_metadata() or ())
+            carrier = {key: value for key, value in metadata.items() if key in TRACE_KEYS and isinstance(value, str)}
+            with (
+                tracing.continued(carrier),
+                tracing.span(name, span_attributes, kind="server", record_errors=False) as span,
+            ):
+                return await call(request, context, metadata, span)
+
+        async def call(
+            request: Any, context: grpc.aio.ServicerContext, metadata: dict[str, Any] | None = None, span: Any = None
+        ) -> Any:
+            if metadata is None:
+                metadata = dict(context.invocation_metadata() or ())
             given = metadata.get(REQUEST_ID_HEADER)
             rid = self.ids.of(given if isinstance(given, str) else None)
             token = request_id.set(rid)
             started = time.perf_counter()
             code = grpc.StatusCode.OK
-            trailers = ((REQUEST_ID_HEADER, rid),)
+            trailers: tuple[tuple[str, str], ...] = ((REQUEST_ID_HEADER, rid),)
+            if span is not None:  # the caller learns the trace its call is in
+                trailers += tuple(tracing.carrier().items())
             try:
                 if needs_key:
                     self.authorize(metadata, method.needs)
@@ -101,11 +135,15 @@ class RequestContext:
                 code = grpc.StatusCode.INTERNAL
                 await context.abort(code, logged_internal("internal server error", error), trailers)
             finally:
+                if span is not None:
+                    finish_span(span, code, rid, context)
                 self.record(path, code, time.perf_counter() - started, rid, context)
                 request_id.reset(token)
 
         return grpc.unary_unary_rpc_method_handler(
-            call, request_deserializer=method.request_type.FromString, response_serializer=serialize
+            traced if tracing.active() else call,
+            request_deserializer=method.request_type.FromString,
+            response_serializer=serialize,
         )
 
     def server_stream(self, method: Method) -> grpc.RpcMethodHandler:
@@ -156,6 +194,9 @@ class RequestContext:
             raise Forbidden(f"this API key does not hold the {needs} scope, which this call needs")
 
     def record(self, path: str, code: grpc.StatusCode, seconds: float, rid: str, context: Any) -> None:
+        exchange = grpc_exchange()  # an inference the payload log records
+        if exchange is not None:
+            exchange.answered(path, "grpc", code.value[0], code is grpc.StatusCode.OK, seconds, rid)
         samples = self.samples.get((path, code.name))
         if samples is None:
             samples = (
@@ -164,13 +205,23 @@ class RequestContext:
             )
             self.samples[(path, code.name)] = samples
         samples[0].inc()
-        samples[1].observe(seconds)
+        samples[1].observe(seconds, tracing.exemplar())
         if self.access_log:
             access_log.write(
                 rid, (peer_host(context.peer()), "GRPC", path, code.value[0], seconds * 1000),
                 {"status": code.value[0], "grpc_status": code.name, "duration_ms": round(seconds * 1000, 3),
                  "route": path},
             )  # fmt: skip
+
+
+def finish_span(span: Any, code: grpc.StatusCode, rid: str, context: Any) -> None:
+    """Set what the answer says on a call's server span; the codes of a server's failure are errors (by
+    OpenTelemetry's conventions for gRPC servers), a client's mistake is not."""
+    span.set_attribute("rpc.grpc.status_code", code.value[0])
+    span.set_attribute("stevedore.request.id", rid)
+    span.set_attribute("client.address", peer_host(context.peer()))
+    if code in SERVER_FAILURES:
+        tracing.failed(span, code.name)
 
 
 def logged_internal(message: str, error: BaseException) -> str:

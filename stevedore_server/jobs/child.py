@@ -9,6 +9,11 @@ as JSON messages through that socket, which the server reads on a thread of its
 own: nothing is pickled on the way back, so an exception that cannot be pickled
 is reported like any other, and a job whose process dies simply closes the
 socket (the server then reads its exit status).
+
+Traced (the ``tracing`` setting), a job's process exports a span tree of its
+own: ``job`` (the root of a trace of its own, as the job outlives the request
+that started it, linked to that request's span), with ``load`` (in a model's
+worker interpreter) and ``model`` (the training or prediction) under it.
 """
 
 from __future__ import annotations
@@ -19,12 +24,15 @@ import pickle
 import signal
 import threading
 import traceback
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from stevedore_server.base import tracing
 from stevedore_server.base.serialization import dumps_result
 
 #: The variable handing a spawned job's process its socket's descriptor and the server's ``sys.path``.
@@ -107,13 +115,35 @@ def spawned() -> None:
     connection = Connection(orders["fd"])
     channel = Channel(connection)
     logger = job_logger(channel)
+    if not traced(channel, orders):
+        return
     try:
         predictor, kind, params, workdir = pickle.loads(connection.recv_bytes())
     except Exception as error:  # a model's class the job cannot import, or the server gone before it sent it
         logger.error("the job could not receive its model:\n%s", "".join(traceback.format_exception(error)).rstrip())
         channel.send({"type": "error", "error": f"the job could not receive its model: {describe(error)}"})
         return
-    run(channel, logger, predictor, kind, params, workdir)
+    with job_span(orders, kind, predictor.name, predictor.version):
+        run(channel, logger, predictor, kind, params, workdir)
+
+
+def traced(channel: Channel, orders: Mapping[str, Any]) -> bool:
+    """Start tracing as the server asked (``tracing`` in the orders); False, with the job's error sent, if this
+    interpreter's environment cannot."""
+    from stevedore_server.processes.worker import start_tracing
+
+    refused = start_tracing(dict(orders))
+    if refused is not None:
+        channel.send({"type": "error", "error": refused})
+    return refused is None
+
+
+def job_span(order: Mapping[str, Any], kind: str, model: str, version: str) -> AbstractContextManager[Any]:
+    """The job's span, the root of its own trace, linked to the span of the request that started the job."""
+    attributes = {"stevedore.job.kind": kind, "stevedore.model.name": model, "stevedore.model.version": version}
+    if order.get("job") is not None:
+        attributes["stevedore.job.id"] = str(order["job"])
+    return tracing.span("job", attributes, kind="consumer", links=[tracing.link(order.get("trace"))])
 
 
 def run(channel: Channel, logger: logging.Logger, predictor: Any, kind: str, params: Any, workdir: str) -> None:
@@ -122,8 +152,10 @@ def run(channel: Channel, logger: logging.Logger, predictor: Any, kind: str, par
     # SIGTERM asks the job to stop (context.cancelled()); SIGKILL follows after the grace period.
     signal.signal(signal.SIGTERM, lambda signum, frame: cancel.set())
     context = TrainContext(Path(workdir), channel, logger, cancel)
+    attributes = {"stevedore.model.name": predictor.name, "stevedore.model.version": predictor.version}
     try:
-        output = predictor.predict(params) if kind == "predict" else predictor.train(params, context)
+        with tracing.span("model", attributes | {"stevedore.action": kind}):
+            output = predictor.predict(params) if kind == "predict" else predictor.train(params, context)
         result = dumps_result(output)
     except Exception as error:
         logger.error("%s failed:\n%s", kind, "".join(traceback.format_exception(error)).rstrip())
@@ -150,9 +182,15 @@ def run_in_worker(connection: Connection, orders: dict[str, Any]) -> None:
     order = orjson.loads(connection.recv_bytes())
     channel = Channel(connection)
     job_log = job_logger(channel)
-    loaded = load_ordered(orders)
-    if isinstance(loaded, str) or not loaded.ready:
-        reason = loaded if isinstance(loaded, str) else loaded.reason
-        channel.send({"type": "error", "error": f"the model could not be loaded for the job: {reason}"})
+    if not traced(channel, orders):
         return
-    run(channel, job_log, loaded.predictor, order["kind"], order["params"], order["workdir"])
+    with job_span(order, order["kind"], orders["model"], orders["version"]):
+        with tracing.span(
+            "load", {"stevedore.model.name": orders["model"], "stevedore.model.version": orders["version"]}
+        ):
+            loaded = load_ordered(orders)
+        if isinstance(loaded, str) or not loaded.ready:
+            reason = loaded if isinstance(loaded, str) else loaded.reason
+            channel.send({"type": "error", "error": f"the model could not be loaded for the job: {reason}"})
+            return
+        run(channel, job_log, loaded.predictor, order["kind"], order["params"], order["workdir"])

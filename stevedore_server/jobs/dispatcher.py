@@ -134,7 +134,7 @@ class JobDispatcher(JobSupervisor):
             if isinstance(predictor, ProcessPredictor):
                 process, reader = start_in_worker(predictor, job, workdir)
             else:
-                process, reader = spawn(predictor, job, workdir)
+                process, reader = spawn(predictor, job, workdir, self.settings.tracing)
         except Exception as error:  # the model cannot be pickled, or no process can be started
             logger.error("job %s could not start: %s", job.id, describe(error))
             self.store.finish(job.id, JobState.FAILED, error=f"the job's process could not start: {describe(error)}")

@@ -100,8 +100,9 @@ class RunningJob:
     supervisor: threading.Thread | None = field(default=None, repr=False)
 
 
-def spawn(predictor: Any, job: Job, workdir: Path) -> tuple[JobProcess, Connection]:
-    """A process of this interpreter running ``job`` on a copy of ``predictor`` (pickled), and its socket.
+def spawn(predictor: Any, job: Job, workdir: Path, traced: bool = False) -> tuple[JobProcess, Connection]:
+    """A process of this interpreter running ``job`` on a copy of ``predictor`` (pickled), and its socket;
+    ``traced`` (the ``tracing`` setting): the job's spans are exported from there, linked to ``job.trace``.
 
     It leads a session of its own from its first instruction (``setsid`` before the interpreter starts): a
     signal to the server's process group (systemd's stop, a terminal's Ctrl+C) never reaches it, and the server
@@ -110,7 +111,8 @@ def spawn(predictor: Any, job: Job, workdir: Path) -> tuple[JobProcess, Connecti
     payload = pickle.dumps((predictor, job.kind, job.params, str(workdir)), protocol=pickle.HIGHEST_PROTOCOL)
     ours, theirs = socket.socketpair()
     environment = worker_environment(sys.executable)  # as a model's worker process's: no STEVEDORE_* variable
-    environment[JOB_ENV] = orjson.dumps({"fd": theirs.fileno(), "path": sys.path}).decode()
+    orders = {"fd": theirs.fileno(), "path": sys.path, "tracing": traced, **trace_orders(job)}
+    environment[JOB_ENV] = orjson.dumps(orders).decode()
     try:
         popen = subprocess.Popen(
             [sys.executable, "-c", BOOTSTRAP], env=environment, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
@@ -131,12 +133,18 @@ def spawn(predictor: Any, job: Job, workdir: Path) -> tuple[JobProcess, Connecti
 
 def start_in_worker(predictor: ProcessPredictor, job: Job, workdir: Path) -> tuple[JobProcess, Connection]:
     """A process of the model's worker interpreter that loads the model and runs ``job``, and its socket."""
-    popen, connection = predictor.start_job()
+    popen, connection = predictor.start_job()  # traced as the model's worker processes are (their orders)
+    order = {"kind": job.kind, "params": job.params, "workdir": str(workdir), **trace_orders(job)}
     try:
-        connection.send_bytes(orjson.dumps({"kind": job.kind, "params": job.params, "workdir": str(workdir)}))
+        connection.send_bytes(orjson.dumps(order))
     except OSError:  # it died at once: its exit status says why
         pass
     return StartedProcess(popen), connection
+
+
+def trace_orders(job: Job) -> dict[str, Any]:
+    """What a job's process needs for its spans: the job's id and the trace context of the request it links to."""
+    return {"job": job.id, "trace": job.trace}
 
 
 def signal_group(process: JobProcess, signum: int) -> None:

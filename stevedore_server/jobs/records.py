@@ -83,6 +83,8 @@ class Job:
     cancel_requested: bool
     #: The first characters of the digest of the API key that started it (never the key); None with keys off.
     started_by: str | None
+    #: The trace context (W3C headers) of the request that started it, which its spans link to; None untraced.
+    trace: dict[str, str] | None = None
 
     @classmethod
     def of(cls, row: sa.Row[Any]) -> Job:

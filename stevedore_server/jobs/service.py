@@ -44,6 +44,7 @@ import os
 import socket
 from typing import Any
 
+from stevedore_server.base import tracing
 from stevedore_server.base.errors import Conflict, JobQueueFull, NotFound
 from stevedore_server.base.pids import alive, started_at, stop_group
 
@@ -119,7 +120,8 @@ class Jobs(JobDispatcher):
         The count and the insert are two statements: clients racing past the bound at once may each queue one (a
         bound on the queue's growth, not an exact count)."""
         self.check_room()
-        job = self.store.create(model, version, str(kind), params, started_by)
+        # The request's trace context (``submit`` runs in it): the job's spans, in its process, link to it.
+        job = self.store.create(model, version, str(kind), params, started_by, tracing.carrier() or None)
         logger.info("job %s queued: %s model %s version %s", job.id, kind, model, version)
         self.wake.set()
         return job

@@ -53,6 +53,8 @@ jobs = sa.Table(
     sa.Column("cancel_requested", sa.Boolean, nullable=False),
     #: The first characters of the digest of the API key that started the job; NULL with keys off.
     sa.Column("started_by", sa.String(64), index=True),
+    #: The trace context (W3C headers) of the request that started the job, for its spans' link; NULL untraced.
+    sa.Column("trace", sa.JSON),
 )
 
 
@@ -143,11 +145,19 @@ class JobStore:
         with self._writing() as connection:
             return connection.execute(jobs.update().where(condition).values(**values)).rowcount
 
-    def create(self, model: str, version: str, kind: str, params: Any, started_by: str | None = None) -> Job:
+    def create(
+        self,
+        model: str,
+        version: str,
+        kind: str,
+        params: Any,
+        started_by: str | None = None,
+        trace: dict[str, str] | None = None,
+    ) -> Job:
         row = {
             "id": str(uuid.uuid4()), "model": model, "version": version, "kind": kind,
             "state": JobState.QUEUED.value, "progress": 0.0, "message": "", "params": params,
-            "created": now(), "cancel_requested": False, "started_by": started_by,
+            "created": now(), "cancel_requested": False, "started_by": started_by, "trace": trace,
         }  # fmt: skip
         with self._writing() as connection:
             connection.execute(jobs.insert().values(**row))

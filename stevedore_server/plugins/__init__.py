@@ -11,8 +11,10 @@ the hooks). Here:
   fulfils);
 - ``discovery``: the predictors of the ``stevedore.predictors`` entry points
   and of the registration hook, their names checked;
-- ``installed``: the installed plugins' entry points, a selection checked against
-  them, and what was installed since the process started (new ``.pth`` files read);
+- ``installed``: the installed plugins' entry points, and a selection checked
+  against them;
+- ``site_packages``: what was installed since the process started (new ``.pth``
+  files read);
 - ``loading``: one model loaded and self-tested into an immutable
   ``LoadedModel``;
 - ``routes``: the plugins' own HTTP routes as registered (served by

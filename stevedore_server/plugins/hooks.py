@@ -16,6 +16,7 @@ import pluggy
 
 from stevedore_server.base.errors import StartupError
 from stevedore_server.base.health import HealthCheck
+from stevedore_server.base.inference_records import InferenceRecord
 from stevedore_server.base.scopes import INFER
 from stevedore_server.base.sources import PluginFailure, PluginSource, failure
 from stevedore_server.predictor import Predictor
@@ -137,6 +138,19 @@ class Hooks:
                 routes += placed
             found.clear()
         return routes, failures
+
+    def inference_logged(
+        self, record: InferenceRecord, server: Server, more: bool = False
+    ) -> list[tuple[str, BaseException]]:
+        """Hand ``record`` to every ``stevedore_inference_logged`` implementation; those that raised, by plugin."""
+        hook = self.manager.hook.stevedore_inference_logged
+        results = self._each(hook, record=record, server=server, more=more)
+        return [(result.plugin, result.error) for result in results if result.error is not None]
+
+    def inference_loggers(self) -> list[str]:
+        """The plugins implementing ``stevedore_inference_logged`` (the built-in sinks' among them)."""
+        implementations = self.manager.hook.stevedore_inference_logged.get_hookimpls()
+        return [implementation.plugin_name for implementation in implementations]
 
     def source(self, plugin: str, hook_name: str) -> PluginSource:
         """The entry point a hook plugin came from, or a source naming the plugin and the hook."""

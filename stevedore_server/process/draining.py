@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 from starlette.applications import Starlette
 
+from stevedore_server.base import tracing
 from stevedore_server.base.errors import StevedoreError
 from stevedore_server.base.lifecycle import Lifecycle
 from stevedore_server.base.logs import lighten_records, logging_config
@@ -123,9 +124,13 @@ class DrainingServer(uvicorn.Server):
 
     def run(self, sockets: list[socket.socket] | None = None) -> None:
         lighten_records()
+        tracing.configure(self.config.settings.tracing)
         # uvicorn re-raises the SIGTERM it handled once it has drained; ending there makes that a clean exit 0.
         signal.signal(signal.SIGTERM, exit_cleanly)
-        super().run(sockets)
+        try:
+            super().run(sockets)
+        finally:  # the spans of the last requests go out before the process ends
+            tracing.shutdown()
 
     @property
     def state(self) -> AppState | None:

@@ -12,12 +12,14 @@ import sys
 
 from uvicorn.config import STARTUP_FAILURE
 
+from stevedore_server.base import tracing
 from stevedore_server.base.errors import StartupError
 from stevedore_server.base.exposure import warn_if_open
 from stevedore_server.base.metrics import MULTIPROC_ENV, fresh_multiprocess_dir
 from stevedore_server.base.settings import Settings
 from stevedore_server.core import startup
 from stevedore_server.core.convergence import DIRECTORY_ENV, SharedState
+from stevedore_server.processes import isolation
 
 from .draining import DrainingServer, ServerConfig
 from .supervisor import Supervisor
@@ -69,14 +71,16 @@ def preflight(settings: Settings) -> None:
     The ports must be free (before any model loads: loading may take minutes); the selection must name installed
     plugins; duplicates and unknown hooks need no model loaded; ``--strict`` needs the full load.
     """
+    tracing.require(settings.tracing)
     check_port(settings.host, settings.port, "HTTP", "--port")
     if settings.grpc_port:
         check_port(settings.host, settings.grpc_port, "gRPC", "--grpc-port", " (0 turns gRPC off)")
     if settings.strict:
         startup.build_server(settings, startup.load(settings))
         return
-    candidates, failures, _ = startup.find(settings)
-    startup.check_selected(settings, candidates, failures)
+    environments = isolation.isolated_candidates(settings)
+    startup.find(settings, environments=environments)
+    startup.check_selected(settings, environments)
 
 
 def check_port(host: str, port: int, protocol: str, flag: str, more: str = "") -> None:
@@ -96,6 +100,7 @@ def check_port(host: str, port: int, protocol: str, flag: str, more: str = "") -
                 raise StartupError(
                     f"{problem} port {port} is in use: stop what holds it or choose another port with {flag}{more}"
                 ) from None
-            if error.errno == errno.EADDRNOTAVAIL:  # not an address of this machine
+            # A name that does not resolve, or an address not of this machine: the host is wrong, not the port.
+            if isinstance(error, socket.gaierror) or error.errno == errno.EADDRNOTAVAIL:
                 raise StartupError(f"{problem} {error.strerror} (--host chooses another address)") from None
             raise StartupError(f"{problem} {error.strerror} ({flag} chooses another port{more})") from None

@@ -20,7 +20,7 @@ def environment_settings(environments: list[Path], settings: Settings) -> str:
     tables = []
     for environment in environments:
         python = interpreter(ModelSettings(python=str(environment)))
-        candidates, failures = describe_environment(python, None, settings)
+        candidates, failures, _ = describe_environment(python, None, settings)
         if failures:
             raise StartupError(f"{environment}: " + "; ".join(f"{f.source.describe()}: {f.error}" for f in failures))
         for name in sorted({candidate.predictor.name for candidate in candidates}):

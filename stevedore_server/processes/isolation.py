@@ -39,9 +39,10 @@ logger = logging.getLogger("stevedore.isolation")
 
 def describe_environment(
     python: str, names: list[str] | None, settings: Settings
-) -> tuple[list[Candidate], list[PluginFailure]]:
+) -> tuple[list[Candidate], list[PluginFailure], list[PluginSource]]:
     """The models named ``names`` (None: all) that the plugins of ``python``'s environment provide, as candidates
-    not yet loaded, and the plugins that failed there; a StartupError if the interpreter cannot tell."""
+    not yet loaded, the plugins that failed there, and every plugin installed there (selected or not); a
+    StartupError if the interpreter cannot tell."""
     orders = {"mode": "describe", "names": names, **selection_orders(settings)}
     try:
         process, connection = start_worker(python, orders)
@@ -54,7 +55,7 @@ def describe_environment(
     candidates = [
         Candidate(ProcessPredictor.placeholder(name, version), source) for name, version, source in found["models"]
     ]
-    return candidates, list(found["failures"])
+    return candidates, list(found["failures"]), list(found.get("installed", ()))
 
 
 def selection_orders(settings: Settings) -> dict[str, Any]:
@@ -64,6 +65,8 @@ def selection_orders(settings: Settings) -> dict[str, Any]:
         "disable_plugins": list(settings.disable_plugins),
         "log_level": settings.log_level,
         "log_format": settings.log_format,
+        # Traced as the server is: the OTEL_* variables pass on with the environment (``spawn``).
+        "tracing": settings.tracing,
         # The worker makes its own predictors of the model files from the specs the server made.
         "model_files": [spec.as_json() for spec in model_files(settings)],
     }
@@ -108,22 +111,27 @@ def load_candidate(candidate: Candidate, settings: Settings) -> LoadedModel:
     return load_model(candidate.predictor, candidate.source)
 
 
-def isolated_candidates(settings: Settings) -> tuple[list[Candidate], list[PluginFailure], set[str]]:
+def isolated_candidates(
+    settings: Settings,
+) -> tuple[list[Candidate], list[PluginFailure], set[str], list[PluginSource]]:
     """The models of the ``[models.NAME]`` tables whose ``python`` is another interpreter, as that interpreter's
-    plugins provide them (one start of each interpreter); the names they take from the server's own plugins."""
+    plugins provide them (one start of each interpreter); the names they take from the server's own plugins;
+    and the plugins installed there, selected or not (a selection may name them)."""
     by_python: dict[str, list[str]] = {}
     for name, model in settings.models.items():
         if isolated(model):
             by_python.setdefault(interpreter(model), []).append(name)
     candidates: list[Candidate] = []
     failures: list[PluginFailure] = []
+    installed: list[PluginSource] = []
     for python, names in by_python.items():
-        found, failed = describe_environment(python, names, settings)
+        found, failed, there = describe_environment(python, names, settings)
         candidates += found
         failures += failed
+        installed += there
         missing = set(names) - {candidate.predictor.name for candidate in found}
         for name in sorted(missing):
             source = PluginSource(entry_point=f"[models.{name}] python = {python}")
             failures.append(PluginFailure(source, f"no plugin under {python} provides a model named {name!r}"))
             logger.error("model %s: no plugin under %s provides it", name, python)
-    return candidates, failures, {name for names in by_python.values() for name in names}
+    return candidates, failures, {name for names in by_python.values() for name in names}, installed

@@ -17,13 +17,14 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from stevedore_server.base import tracing
 from stevedore_server.base.errors import PluginError, WorkerFailure
 from stevedore_server.base.logs import request_id
 from stevedore_server.plugins.loading import State
 
 from .predictor import MemoryReport
 from .spawn import LOAD_TIMEOUT, STOP_GRACE, ended, kill, receive, start_worker
-from .wire import PROTOCOL, failure
+from .wire import call_message, failure
 
 #: Seconds a call may run past the model's time-out before its worker process is killed and replaced.
 OVERRUN_GRACE = 5.0
@@ -123,7 +124,7 @@ class ProcessPool:
     def call(self, action: str, payload: Any) -> Any:
         """``action`` on ``payload`` in an idle worker process: its result, or its ClientError raised, or
         WorkerFailure (the model raised; the process died or overran the time-out, and is being replaced)."""
-        request = pickle.dumps((action, payload, request_id.get()), protocol=PROTOCOL)
+        request = call_message(action, payload, request_id.get(), tracing.carrier())
         worker = self._take()
         with self._replaced_on_failure(worker, "call"):
             worker.connection.send_bytes(request)
@@ -140,7 +141,7 @@ class ProcessPool:
     def stream(self, payload: Any) -> Generator[Any, None, None]:
         """The items of the model's ``predict_stream`` on ``payload``, from an idle worker process, as they come;
         closing the generator early (the client left) has the worker close the model's generator too."""
-        request = pickle.dumps(("stream", payload, request_id.get()), protocol=PROTOCOL)
+        request = call_message("stream", payload, request_id.get(), tracing.carrier())
         worker = self._take()
         finished = False
         try:
@@ -183,7 +184,7 @@ class ProcessPool:
         """Have the worker close the stream; True once it has (the worker is then idle), False if it had to be
         replaced (it did not answer, or died)."""
         try:
-            worker.connection.send_bytes(pickle.dumps(("cancel", None, request_id.get()), protocol=PROTOCOL))
+            worker.connection.send_bytes(call_message("cancel", None, request_id.get(), {}))
             while self._streamed(worker)[0] == "item":  # items already sent, before it saw the cancel
                 pass
         except (WorkerFailure, EOFError, OSError):

@@ -12,7 +12,9 @@ at a time:
   found, then answer ``(action, payload)`` requests, one at a time, with
   ``("ok", result)``, ``("client", error)`` for an error meant for the client,
   or ``("error", summary, traceback)`` when the model raised. It ends when the
-  server closes the socket (the server stopping, or dying);
+  server closes the socket (the server stopping, or dying). With ``tracing``
+  in the orders, a request carries its trace context (``wire.call_message``)
+  and the model's span here is a child of the server's;
 - ``job`` (given by ``stevedore_server.worker``, from the jobs layer:
   ``jobs.child.run_in_worker``): load the model, read one JSON message (what
   to run: a training or a long prediction, its parameters, its workdir), then
@@ -48,7 +50,7 @@ import orjson
 
 from stevedore_server.base.errors import ServerGone
 
-from .wire import ORDERS_ENV, PROTOCOL
+from .wire import ORDERS_ENV, PROTOCOL, read_call
 
 logger = logging.getLogger("stevedore.worker")
 
@@ -110,7 +112,10 @@ def find(orders: dict[str, Any]) -> tuple[list[Any], list[Any]]:
 
 
 def describe(orders: dict[str, Any]) -> dict[str, Any]:
-    """The models of the names asked for, as (name, version, where from), and the plugins that failed."""
+    """The models of the names asked for, as (name, version, where from), the plugins that failed, and every
+    plugin installed here, selected or not (the names ``--plugins`` and ``--disable-plugins`` may give)."""
+    from stevedore_server.plugins.installed import installed_plugins
+
     candidates, failures = find(orders)
     names = orders.get("names")  # None: every model
     found = [
@@ -118,14 +123,31 @@ def describe(orders: dict[str, Any]) -> dict[str, Any]:
         for c in candidates
         if names is None or c.predictor.name in names
     ]
-    return {"models": found, "failures": failures, "python": python_description()}
+    return {"models": found, "failures": failures, "installed": installed_plugins(), "python": python_description()}
 
 
 def python_description() -> dict[str, str]:
     return {"executable": sys.executable, "version": ".".join(map(str, sys.version_info[:3]))}
 
 
+def start_tracing(orders: dict[str, Any]) -> str | None:
+    """Trace as the server does (its ``tracing`` setting in the orders, the ``OTEL_*`` variables it passed on);
+    why not, if this interpreter's environment lacks the ``otel`` extra the server's has."""
+    from stevedore_server.base import tracing
+    from stevedore_server.base.errors import StartupError
+
+    try:
+        tracing.configure(bool(orders.get("tracing")))
+    except StartupError as error:
+        return f"{error} (under {sys.executable})"
+    return None
+
+
 def serve(connection: Connection, orders: dict[str, Any]) -> None:
+    refused = start_tracing(orders)
+    if refused is not None:
+        send(connection, {"state": "failed", "reason": refused})
+        return
     loaded = load_ordered(orders)
     if isinstance(loaded, str):
         send(connection, {"state": "failed", "reason": loaded})
@@ -196,28 +218,36 @@ def distribution_metadata(name: str | None) -> dict[str, Any] | None:
 
 
 def answer(connection: Connection, predictor: Any) -> None:
-    """Answer the server's requests until it closes the socket."""
+    """Answer the server's requests until it closes the socket, each in the trace context it came with (the
+    model's span here a child of the server's span of the call)."""
+    from stevedore_server.base import tracing
     from stevedore_server.base.errors import ClientError
     from stevedore_server.base.logs import request_id
 
+    attributes = {"stevedore.model.name": predictor.name, "stevedore.model.version": predictor.version,
+                  "process.pid": os.getpid()}  # fmt: skip
     while True:
         try:
-            action, payload, request = pickle.loads(connection.recv_bytes())
+            action, payload, request, carrier = read_call(connection.recv_bytes())
         except (EOFError, OSError):
             return
         request_id.set(request)  # the model's log lines carry the id of the request they are about
         if action == "cancel":  # a stream's cancel that crossed its end: nothing to stop
             continue
-        if action == "stream":
-            stream(connection, predictor, payload)
-            continue
-        try:
-            reply: tuple[Any, ...] = ("ok", run(predictor, action, payload))
-        except ClientError as error:
-            reply = ("client", error)
-        except Exception as error:
-            reply = ("error", f"{type(error).__name__}: {error}", traceback.format_exc())
-        send_reply(connection, reply)
+        with tracing.continued(carrier):
+            if action == "stream":
+                with tracing.span("model", attributes | {"stevedore.action": action}, kind="server"):
+                    stream(connection, predictor, payload)
+                continue
+            try:
+                with tracing.span("model", attributes | {"stevedore.action": action}, kind="server"):
+                    result = run(predictor, action, payload)
+                reply: tuple[Any, ...] = ("ok", result)
+            except ClientError as error:
+                reply = ("client", error)
+            except Exception as error:
+                reply = ("error", f"{type(error).__name__}: {error}", traceback.format_exc())
+            send_reply(connection, reply)
 
 
 def run(predictor: Any, action: str, payload: Any) -> Any:

@@ -25,6 +25,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from stevedore_server.base import tracing
 from stevedore_server.base.errors import BadRequest, InferenceTimeout, NotReady, Overloaded, ReportedFailure
 from stevedore_server.base.logs import REQUEST_ID_HEADER
 from stevedore_server.base.metrics import Metrics
@@ -34,6 +35,7 @@ from stevedore_server.core.convergence import SharedState
 from stevedore_server.core.repository import entry
 from stevedore_server.core.server import ModelServer
 from stevedore_server.core.serving import ServingModel
+from stevedore_server.core.statistics import ModelStatistics
 from stevedore_server.plugins.loading import LoadedModel, State, compile_schemas, not_loaded
 
 from .replica import OUTPUTS, LoadReport, Reply
@@ -93,13 +95,25 @@ class LifespanState:
 
 
 class DeploymentRuntime:
-    """A model's runtime in the ingress: each call runs on a replica of the model's deployment."""
+    """A model's runtime in the ingress: each call runs on a replica of the model's deployment, in the call's
+    trace context (the replica's spans children of the ingress's ``forward`` span)."""
 
-    def __init__(self, handle: DeploymentHandle, label: str, timeout: float, chooses_outputs: bool = False) -> None:
+    def __init__(
+        self,
+        handle: DeploymentHandle,
+        label: str,
+        timeout: float,
+        chooses_outputs: bool = False,
+        attributes: dict[str, str] | None = None,
+    ) -> None:
         self.handle = handle
         self.label = label
         self.timeout = timeout + REPLY_MARGIN
         self.chooses_outputs = chooses_outputs
+        #: The ``forward`` span's: the model and its deployment.
+        self.attributes = attributes or {}
+        #: The ingress's view of its calls (each replica's runtime counts its own).
+        self.statistics = ModelStatistics()
 
     @property
     def idle(self) -> bool:
@@ -109,7 +123,11 @@ class DeploymentRuntime:
         return await self.call(OUTPUTS, (payload, names), rows)
 
     async def call(self, action: str, payload: Any, rows: int | None) -> Any:
-        response = self.handle.call.remote(action, payload, rows)
+        with tracing.span("forward", self.attributes, kind="client"):
+            return await self._forward(action, payload, rows)
+
+    async def _forward(self, action: str, payload: Any, rows: int | None) -> Any:
+        response = self.handle.call.remote(action, payload, rows, tracing.carrier())
         try:
             with anyio.fail_after(self.timeout):
                 reply: Reply = await response
@@ -159,7 +177,9 @@ def runtime_starter(handles: dict[str, DeploymentHandle], key: Callable[[str, st
             return model
         label = f"model {model.name!r} version {model.version!r}"
         timeout = settings.limits_for(model.predictor).timeout
-        runtime = DeploymentRuntime(handle, label, timeout, model.predictor.has_predict_outputs)
+        attributes = {"stevedore.model.name": model.name, "stevedore.model.version": model.version,
+                      "stevedore.ray.deployment": deployment}  # fmt: skip
+        runtime = DeploymentRuntime(handle, label, timeout, model.predictor.has_predict_outputs, attributes)
         # The catalogue's ``runs_in``: the model's replicas, not this ingress's threads.
         metadata = {**model.metadata, "runs_in": {"kind": "ray", "deployment": deployment}}
         return replace(model, runtime=runtime, metadata=metadata)

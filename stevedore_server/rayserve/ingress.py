@@ -23,6 +23,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp
 
+from stevedore_server.base import tracing
 from stevedore_server.base.exposure import warn_if_open
 from stevedore_server.base.metrics import Metrics
 from stevedore_server.base.settings import Settings
@@ -69,6 +70,7 @@ class Ingress:
         # a second one of ours would double the lines and cost the ingress about 0.3 ms a request (benchmarks).
         self.settings = dataclasses.replace(settings, access_log=False)
         configure_logging(self.settings)
+        tracing.configure(self.settings.tracing)
         warn_if_open(self.settings)
         self.handles = models
 

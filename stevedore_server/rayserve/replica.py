@@ -24,6 +24,7 @@ import ray
 from anyio import to_thread
 from ray import serve
 
+from stevedore_server.base import tracing
 from stevedore_server.base.errors import ClientError, ModelFailure, NotReady, StartupError
 from stevedore_server.base.health import failing, run_checks
 from stevedore_server.base.logs import TurnHandler, formatted, log_error, python_level
@@ -100,10 +101,13 @@ class ModelReplica:
         # ingress answers the clients and keeps the jobs.
         self.settings = settings_from_args(settings)
         configure_logging(self.settings)
+        tracing.configure(self.settings.tracing)
         self.name, self.version = name, version
         self.server = await to_thread.run_sync(load_one, self.settings, name, version)
         await startup.start_models(self.server)
         self.served_by = served_by()
+        self.span_attributes = {"stevedore.model.name": name, "stevedore.model.version": version,
+                                "stevedore.ray.replica": self.served_by}  # fmt: skip
         #: The plugins' checks: the built-in ones say whether the model loaded, which a restart would not mend.
         self.checks = {
             key: check for key, check in self.server.registry.health_checks.items() if key not in BUILT_IN_CHECKS
@@ -116,7 +120,13 @@ class ModelReplica:
             str(loaded.state), loaded.reason, loaded.created, loaded.fixture_output, loaded.row_aligned, self.served_by
         )
 
-    async def call(self, action: str, payload: Any, rows: int | None) -> Reply:
+    async def call(self, action: str, payload: Any, rows: int | None, carrier: dict[str, str] | None = None) -> Reply:
+        """Run ``action`` in the trace context ``carrier`` of the ingress's call: this replica's spans (its
+        runtime's admission, batch, model) are children of the ingress's ``forward`` span."""
+        with tracing.continued(carrier), tracing.span("replica", self.span_attributes, kind="server"):
+            return await self._run(action, payload, rows)
+
+    async def _run(self, action: str, payload: Any, rows: int | None) -> Reply:
         model = self.server.registry.get(self.name, self.version)
         runtime = model.runtime
         if runtime is None:

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from stevedore_server.base.errors import StartupError
+from stevedore_server.base.errors import SettingError, StartupError
 
 logger = logging.getLogger("stevedore.settings")
 
@@ -100,9 +100,17 @@ PORT_VARIABLES = {"port": "MLSERVER_HTTP_PORT", "grpc_port": "MLSERVER_GRPC_PORT
 
 def mlserver_tables(folder: Path) -> dict[str, dict[str, Any]]:
     """The ``[models.NAME]`` tables of the ``model-settings.json`` files under ``folder`` (at any depth, as
-    MLServer's repository finds them), with its ``settings.json``'s defaults."""
+    MLServer's repository finds them), with its ``settings.json``'s defaults. An error is the ``mlserver``
+    setting's, so ``Settings.load`` names where the folder came from (the flag, the variable, the file)."""
+    try:
+        return folder_tables(folder)
+    except StartupError as error:
+        raise SettingError("mlserver", str(error)) from None
+
+
+def folder_tables(folder: Path) -> dict[str, dict[str, Any]]:
     if not folder.is_dir():
-        raise StartupError(f"setting mlserver: {folder} is not a folder")
+        raise StartupError(f"{folder} is not a folder")
     defaults = server_defaults(folder)
     tables: dict[str, dict[str, Any]] = {}
     sources: dict[str, Path] = {}
@@ -110,8 +118,8 @@ def mlserver_tables(folder: Path) -> dict[str, dict[str, Any]]:
         name, table = model_table(path.parent, read_object(path), defaults, str(path))
         if name in tables:
             raise StartupError(
-                f"setting mlserver: {path} and {sources[name]} both declare model {name!r}; stevedore serves one "
-                "model file a name: give each its own name"
+                f"{path} and {sources[name]} both declare model {name!r}; stevedore serves one model file a name: "
+                "give each its own name"
             )
         tables[name], sources[name] = table, path
     if not tables:
@@ -137,12 +145,6 @@ def environment_tables(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     return {name: table}
 
 
-def environment_ports(environ: Mapping[str, str]) -> dict[str, str]:
-    """The ports KServe's MLServer runtime sets (``MLSERVER_HTTP_PORT``, ``MLSERVER_GRPC_PORT``) by setting,
-    where set: a stevedore image in an MLServer runtime then listens where the runtime's ports say."""
-    return {setting: environ[name] for setting, name in PORT_VARIABLES.items() if environ.get(name, "").strip()}
-
-
 # -- one file -------------------------------------------------------------------
 
 
@@ -150,11 +152,11 @@ def read_object(path: Path) -> dict[str, Any]:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
-        raise StartupError(f"setting mlserver: cannot read {path}: {error.strerror}") from None
+        raise StartupError(f"cannot read {path}: {error.strerror}") from None
     except (ValueError, UnicodeDecodeError) as error:
-        raise StartupError(f"setting mlserver: {path} is not valid JSON: {error}") from None
+        raise StartupError(f"{path} is not valid JSON: {error}") from None
     if not isinstance(document, dict):
-        raise StartupError(f"setting mlserver: {path} must hold a JSON object")
+        raise StartupError(f"{path} must hold a JSON object")
     return document
 
 
@@ -176,12 +178,12 @@ def model_table(
     parameters = document.get("parameters")
     parameters = {} if parameters is None else parameters
     if not isinstance(parameters, dict):
-        raise StartupError(f"setting mlserver ({where}): parameters must be an object")
+        raise StartupError(f"{where}: parameters must be an object")
     refuse(where, document, parameters)
     name = text(where, "name", document.get("name")) or folder.resolve().name  # `--mlserver .` has a name too
     implementation = text(where, "implementation", document.get("implementation"))
     if not implementation:
-        raise StartupError(f"setting mlserver ({where}): no implementation (MLServer needs one too)")
+        raise StartupError(f"{where}: no implementation (MLServer needs one too)")
     uri = text(where, "parameters.uri", parameters.get("uri"))
     table: dict[str, Any] = {"uri": resolved_uri(folder, uri)}
     runtime = RUNTIMES.get(implementation, ADAPTER)
@@ -204,7 +206,7 @@ def refuse(where: str, document: dict[str, Any], parameters: dict[str, Any]) -> 
     for key, advice in REFUSED.items():
         holder, _, leaf = key.rpartition(".")
         if (parameters if holder else document).get(leaf) is not None:
-            raise StartupError(f"setting mlserver ({where}): {key} is not supported: {advice}")
+            raise StartupError(f"{where}: {key} is not supported: {advice}")
 
 
 def batching(where: str, document: dict[str, Any]) -> dict[str, Any]:
@@ -216,7 +218,7 @@ def batching(where: str, document: dict[str, Any]) -> dict[str, Any]:
     wait = document.get("max_batch_time")
     if wait is not None:
         if isinstance(wait, bool) or not isinstance(wait, (int, float)) or wait < 0:
-            raise StartupError(f"setting mlserver ({where}): max_batch_time {wait!r} is not seconds")
+            raise StartupError(f"{where}: max_batch_time {wait!r} is not seconds")
         table["max_batch_time"] = float(wait)
     return table
 
@@ -233,7 +235,7 @@ def resolved_uri(folder: Path, uri: str | None) -> str:
 def text(where: str, key: str, value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
-    raise StartupError(f"setting mlserver ({where}): {key} {value!r} is not a string")
+    raise StartupError(f"{where}: {key} {value!r} is not a string")
 
 
 def whole(where: str, key: str, value: Any) -> int | None:
@@ -241,7 +243,7 @@ def whole(where: str, key: str, value: Any) -> int | None:
         return int(value)
     if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
         return value
-    raise StartupError(f"setting mlserver ({where}): {key} {value!r} is not a whole number")
+    raise StartupError(f"{where}: {key} {value!r} is not a whole number")
 
 
 def json_variable(variable: str, raw: str) -> Any:

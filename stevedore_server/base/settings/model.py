@@ -11,18 +11,17 @@ naming the setting."""
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import re
 import tomllib
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from stevedore_server.base.errors import SettingError
+from stevedore_server.base.errors import SettingError, did_you_mean
 from stevedore_server.base.sources import PluginSelection
 
 from .values import parse, typed
@@ -32,6 +31,10 @@ ENV_PREFIX = "STEVEDORE_"
 PLATFORM_PORT = "PORT"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 LOG_FORMATS = ("text", "json")
+#: What a payload log records of each inference: both bodies, or one of them.
+PAYLOAD_LOG_MODES = ("all", "request", "response")
+#: A payload log's sink: an HTTP(S) URL (CloudEvents), ``file:PATH`` (JSON lines) or ``-`` (standard output).
+PAYLOAD_SINK = re.compile(r"\A(?:https?://\S+|file:.+|-)\Z")
 MASK = "********"
 #: Seconds: a longer call on the event loop would delay every other request noticeably.
 MAX_INLINE_BUDGET = 0.01
@@ -141,6 +144,7 @@ class ModelSettings:
     )
     predict_fixture: str | None = setting(None, "JSON file of a valid predict payload, the self-test's input.")
     options: dict[str, Any] | None = setting(None, "The runtime's own options, as a table.")  # noqa: RUF009
+    payload_log: bool | None = setting(None, "false: this model's inferences are left out of the payload log.")
 
     @property
     def is_file(self) -> bool:
@@ -187,6 +191,21 @@ class Settings:
     log_level: str = setting("info", "One of " + ", ".join(LOG_LEVELS) + ".")
     log_format: str = setting("text", "text (human-readable) or json (one JSON object a line).")
     access_log: bool = setting(True, "Log one line a request.")
+    tracing: bool = setting(
+        False,
+        "OpenTelemetry traces of every request (the `otel` extra), exported as the `OTEL_*` variables say "
+        "(`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_TRACES_SAMPLER`, ...).",
+    )
+    payload_log: str | None = setting(
+        None,
+        "Where each inference's request and response go: an http(s):// URL (CloudEvents, as KServe's logger sends "
+        "them), `file:PATH` (JSON lines) or `-` (standard output).",
+    )
+    payload_log_mode: str = setting("all", "What the payload log records: " + ", ".join(PAYLOAD_LOG_MODES) + ".")
+    payload_log_sample: float = setting(1.0, "Share of inferences the payload log records, from 0 to 1.")
+    payload_log_redact: tuple[str, ...] = setting(
+        (), "JSON pointers (`/0/email`) of request and response fields redacted before the payload log sees them."
+    )
     strict: bool = setting(False, "Any plugin or model failure stops the server (non-zero exit).")
     plugins: tuple[str, ...] | None = setting(None, "Entry-point or distribution names to load (default: all).")
     disable_plugins: tuple[str, ...] = setting((), "Names never to load: the recovery when a plugin breaks.")
@@ -312,6 +331,18 @@ class Settings:
             (self.workers >= 1, "workers", "must be at least 1"),
             (self.log_level in LOG_LEVELS, "log_level", f"is not one of {', '.join(LOG_LEVELS)}"),
             (self.log_format in LOG_FORMATS, "log_format", f"is not one of {', '.join(LOG_FORMATS)}"),
+            (
+                self.payload_log is None or PAYLOAD_SINK.match(self.payload_log) is not None,
+                "payload_log",
+                "is not an http(s):// URL, file:PATH or -",
+            ),
+            (self.payload_log_mode in PAYLOAD_LOG_MODES, "payload_log_mode", "is not all, request or response"),
+            (0 <= self.payload_log_sample <= 1, "payload_log_sample", "is not from 0 to 1"),
+            (
+                all(pointer.startswith("/") for pointer in self.payload_log_redact),
+                "payload_log_redact",
+                "holds a JSON pointer not starting with /",
+            ),
             (self.max_body_size >= 1, "max_body_size", "must be positive"),
             (self.max_json_depth >= 1, "max_json_depth", "must be positive"),
             (self.max_concurrency >= 1, "max_concurrency", "must be at least 1"),
@@ -343,6 +374,8 @@ class Settings:
             check_model_settings(name, model)
         if self.database_url is not None:
             check_database_url(self.database_url)
+        if self.api_key_file is not None:  # read by the front ends, later: its error names where it came from now
+            check_readable("api_key_file", self.api_key_file)
 
     @property
     def selection(self) -> PluginSelection:
@@ -448,13 +481,9 @@ def layered(environ: Mapping[str, str], flags: dict[str, Any], origins: dict[str
     # invalid one cannot stop a server the command line configures).
     given = {name: raw for name, raw in environ.items() if raw.strip()}
     variables = {item.name: env_name(item.name) for item in fields(Settings) if not item.metadata["file_only"]}
-    if PLATFORM_PORT in given and env_name("port") not in given:
-        variables["port"] = PLATFORM_PORT
-    from .mlserver import PORT_VARIABLES, environment_ports, environment_tables
+    variables |= {name: port_variable(name, given) for name in ("port", "grpc_port")}
+    from .mlserver import environment_tables
 
-    for name in environment_ports(given):  # KServe's MLServer runtime's ports, below PORT
-        if variables[name] not in given:
-            variables[name] = PORT_VARIABLES[name]
     read = {name: variable for name, variable in variables.items() if name not in flags and variable in given}
     from_env = {name: parse(name, HINTS[name], given[variable], variable) for name, variable in read.items()}
     origins |= {name: variable for name, variable in read.items()}
@@ -473,6 +502,26 @@ def layered(environ: Mapping[str, str], flags: dict[str, Any], origins: dict[str
         }
         origins |= {f"models.{name}": "the MLSERVER_MODEL_* variables" for name in from_mlserver}
     return values | from_env | flags
+
+
+def port_variable(setting: str, given: Mapping[str, str]) -> str:
+    """The variable a port (``port``, ``grpc_port``) is read from: its own, else for the HTTP port ``PORT`` (as
+    platforms set it), else KServe's MLServer runtime's (``MLSERVER_HTTP_PORT``, ``MLSERVER_GRPC_PORT``); its own
+    when ``given`` (the variables set) holds none."""
+    from .mlserver import PORT_VARIABLES
+
+    order = [env_name(setting), *([PLATFORM_PORT] if setting == "port" else []), PORT_VARIABLES[setting]]
+    return next((variable for variable in order if variable in given), env_name(setting))
+
+
+def environment_port(environ: Mapping[str, str]) -> int:
+    """The HTTP port ``environ``'s variables give ``Settings.load`` (``port_variable``'s order; not the file's),
+    else the default: where the commands that talk to a running server look for it."""
+    given = {name: raw for name, raw in environ.items() if raw.strip()}
+    variable = port_variable("port", given)
+    if variable not in given:
+        return Settings.port  # the field's default
+    return int(parse("port", HINTS["port"], given[variable], variable))
 
 
 def origin_of(setting: str, origins: Mapping[str, str]) -> str | None:
@@ -494,12 +543,6 @@ def env_name(name: str) -> str:
     return ENV_PREFIX + name.upper()
 
 
-def closest(key: str, known: Iterable[str]) -> str:
-    """ "; did you mean 'port'?" for a key close to one of ``known``, else nothing."""
-    found = difflib.get_close_matches(key, list(known), n=1)
-    return f"; did you mean {found[0]!r}?" if found else ""
-
-
 def check_database_url(url: str) -> None:
     """A SQLAlchemy URL; the error does not show it (it may hold a password, and SQLAlchemy's own shows it)."""
     from sqlalchemy.engine import make_url
@@ -513,6 +556,15 @@ def check_database_url(url: str) -> None:
             "not a SQLAlchemy URL such as postgresql://user:password@host/database (not shown here: it may hold a "
             "password)",
         ) from None
+
+
+def check_readable(setting: str, path: str) -> None:
+    """The file a setting names can be read (its reader checks what it holds)."""
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as error:
+        raise SettingError(setting, f"cannot read {path}: {error.strerror}") from None
 
 
 def check_model_settings(name: str, model: ModelSettings) -> None:
@@ -631,7 +683,7 @@ def read_document(document: Mapping[str, Any], where: str, base: Path | None = N
     values: dict[str, Any] = {}
     for key, raw in document.items():
         if key not in known:
-            raise SettingError(key, "no such setting" + closest(key, known), f"in {where}")
+            raise SettingError(key, "no such setting" + did_you_mean(key, known, most=1), f"in {where}")
         if key == "models":
             values["models"] = read_models(where, raw, base)
         else:
@@ -648,9 +700,8 @@ def read_models(path: str, tables: Any, base: Path | None = None) -> dict[str, M
         where = f"{path}, table [models.{name}]"
         for key in table:
             if key not in known:
-                raise SettingError(
-                    f"models.{name}.{key}", "no such per-model setting" + closest(key, known), f"in {where}"
-                )
+                problem = "no such per-model setting" + did_you_mean(key, known, most=1)
+                raise SettingError(f"models.{name}.{key}", problem, f"in {where}")
         values = {key: typed(f"models.{name}.{key}", MODEL_HINTS[key], raw, where) for key, raw in table.items()}
         for key in PATH_SETTINGS:
             if base is not None and values.get(key) is not None:

@@ -33,6 +33,7 @@ MODEL_FALLBACKS = {
     "predict_schema": "derived from the model file",
     "predict_fixture": "derived from the model file",
     "options": "none",
+    "payload_log": "true: logged wherever the server's `payload_log` sends",
 }
 
 

@@ -24,8 +24,8 @@ from stevedore_server.core.tensors import (
     model_input,
 )
 
-#: Extensions of both transports; REST also has the generate extension.
-EXTENSIONS = ["binary_tensor_data", "model_repository"]
+#: Extensions of both transports (the last two: ``extensions``); REST also has the generate extension.
+EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "model_configuration"]
 HEADER_LENGTH = "inference-header-content-length"
 
 

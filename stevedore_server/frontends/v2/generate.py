@@ -24,6 +24,7 @@ from stevedore_server.base.serialization import dumps, loads
 from stevedore_server.core.inference import Action, JSONValue
 from stevedore_server.core.serving import ServingModel
 from stevedore_server.core.signature import DEFAULT_OUTPUT
+from stevedore_server.frontends.payload_notes import from_json, note_request, note_response
 from stevedore_server.frontends.web.bodies import model_ref, read_body, server_of
 from stevedore_server.frontends.web.streaming import EventFormat, error_body, event, stream_response
 
@@ -35,25 +36,29 @@ async def generate(request: Request) -> Response:
     """One prediction, its outputs by name."""
     inference = server_of(request).inference
     model = inference.admit(model_ref(request), Action.PREDICT)  # answered before the body is read if it cannot run
-    payload = await generate_payload(request)
+    payload = await generate_payload(request, model)
     answer = await inference.call(model_ref(request), Action.PREDICT, JSONValue(payload))
     try:
         content = dumps(answer_body(answer.model, answer.result))
     except (TypeError, ValueError) as error:
         raise ModelFailure(model.name, model.version, "predict", error) from error
+    note_response(request.scope, from_json, content, model=answer.model)
     return Response(content, media_type="application/json")
 
 
 async def generate_stream(request: Request) -> Response:
     """The model's ``predict_stream`` as Server-Sent Events of outputs by name."""
     ref = model_ref(request)
-    server_of(request).inference.admit(ref, Action.PREDICT)  # 404 or 503 before the body is read
-    return await stream_response(request, ref, JSONValue(await generate_payload(request)), GENERATE_EVENTS)
+    model = server_of(request).inference.admit(ref, Action.PREDICT)  # 404 or 503 before the body is read
+    return await stream_response(request, ref, JSONValue(await generate_payload(request, model)), GENERATE_EVENTS)
 
 
-async def generate_payload(request: Request) -> Any:
-    """The predict payload of a generate request: BadRequest for one that is not an object of inputs."""
-    body = loads(await read_body(request), server_of(request).settings.max_json_depth)
+async def generate_payload(request: Request, model: ServingModel) -> Any:
+    """The predict payload of a generate request (for ``model``): BadRequest for one that is not an object of
+    inputs."""
+    text = await read_body(request)
+    note_request(request.scope, server_of(request), model, from_json, text)
+    body = loads(text, server_of(request).settings.max_json_depth)
     if not isinstance(body, dict):
         raise BadRequest("a generate request must be a JSON object of inputs by name")
     inputs = {name: value for name, value in body.items() if name not in NOT_INPUTS}
@@ -76,5 +81,5 @@ def error_event(error: ClientError | ModelFailure) -> bytes:
 
 #: Triton's generate_stream: an event an answer, an error as ``{"error": ...}``, no end event.
 GENERATE_EVENTS = EventFormat(
-    item=lambda model, item: event(answer_body(model, item)), end=lambda model: b"", error=error_event
+    item=lambda model, item: event(answer_body(model, item)), end=lambda model: b"", error=error_event, data=answer_body
 )

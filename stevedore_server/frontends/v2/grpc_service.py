@@ -11,12 +11,15 @@ compatibility with Triton's service (``tritonclient.grpc``) is described in
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from anyio import to_thread
+from google.protobuf import json_format
 
+from stevedore_server.base import tracing
 from stevedore_server.base.errors import BadRequest
 from stevedore_server.base.health import HealthChecks
 from stevedore_server.base.lifecycle import Lifecycle
@@ -24,11 +27,15 @@ from stevedore_server.base.version import __version__
 from stevedore_server.core.inference import OFF_LOOP_BYTES, Action, ModelRef, Tensors
 from stevedore_server.core.repository import ModelRepository
 from stevedore_server.core.server import ModelServer
+from stevedore_server.core.statistics import RequestTimer, input_since, output_since
 from stevedore_server.frontends.auth import ADMIN, INFER
+from stevedore_server.frontends.payload_notes import note_grpc_request
 
 from . import protocol as pb
 from .codec import EXTENSIONS
+from .extensions import config_body, models_for_statistics, statistics_body
 from .grpc_codec import content_plan, decode_inputs, encode_response, renamed_input, requested_outputs
+from .payload_views import grpc_request, grpc_response
 
 #: A handler: request message to (an awaitable of) the response message, or to an async iterator of them.
 Handler = Callable[[Any], Any]
@@ -69,6 +76,8 @@ class InferenceService:
             "ModelReady": Method(self.model_ready, pb.ModelReadyRequest, open=True),
             "ServerMetadata": Method(self.server_metadata, pb.ServerMetadataRequest),
             "ModelMetadata": Method(self.model_metadata, pb.ModelMetadataRequest),
+            "ModelStatistics": Method(self.model_statistics, pb.ModelStatisticsRequest),
+            "ModelConfig": Method(self.model_config, pb.ModelConfigRequest),
             "RepositoryIndex": Method(self.repository_index, pb.RepositoryIndexRequest, needs=ADMIN),
             "RepositoryModelLoad": Method(self.repository_load, pb.RepositoryModelLoadRequest, needs=ADMIN),
             "RepositoryModelUnload": Method(self.repository_unload, pb.RepositoryModelUnloadRequest, needs=ADMIN),
@@ -91,12 +100,7 @@ class InferenceService:
         return pb.ServerMetadataResponse(name="stevedore-server", version=__version__, extensions=EXTENSIONS)
 
     async def model_metadata(self, request: Any) -> Any:
-        model = self.server.inference.resolve(ModelRef(request.name, request.version or None))
-        signature = model.signature
-        if signature is None:
-            raise BadRequest(
-                f"model {model.name!r} version {model.version!r} has no V2 interface: {model.no_tensor_reason}"
-            )
+        model, signature = self.server.inference.resolve_tensors(ModelRef(request.name, request.version or None))
         tensor = pb.TensorMetadata
         return pb.ModelMetadataResponse(
             name=model.name,
@@ -106,10 +110,26 @@ class InferenceService:
             outputs=[tensor(name=s.name, datatype=s.datatype, shape=s.shape) for s in signature.outputs],
         )
 
+    # -- the statistics and model configuration extensions ------------------------
+
+    async def model_statistics(self, request: Any) -> Any:
+        """Triton's statistics of every served model (no name), of one model's versions, or of one version."""
+        models = models_for_statistics(self.server.inference, self.server.registry, request.name, request.version)
+        return json_format.ParseDict(statistics_body(models), pb.ModelStatisticsResponse())
+
+    async def model_config(self, request: Any) -> Any:
+        model, signature = self.server.inference.resolve_tensors(ModelRef(request.name, request.version or None))
+        config = config_body(model, signature, self.server.settings)
+        return json_format.ParseDict({"config": config}, pb.ModelConfigResponse())
+
     # -- infer ----------------------------------------------------------------------
 
     async def model_infer(self, request: Any) -> Any:
-        """Decode the tensors, run the inference core, encode the selected outputs."""
+        """Decode the tensors, run the inference core, encode the selected outputs: timed for the statistics."""
+        with RequestTimer():
+            return await self.timed_infer(request)
+
+    async def timed_infer(self, request: Any) -> Any:
         ref = ModelRef(request.model_name, request.model_version or None)
         model = self.server.inference.resolve(ref)
         signature = model.signature
@@ -117,17 +137,28 @@ class InferenceService:
             raise BadRequest(
                 f"model {model.name!r} version {model.version!r} has no V2 interface: {model.no_tensor_reason}"
             )
+        exchange = note_grpc_request(self.server, model, grpc_request, request)
         renamed = renamed_input(request, signature)
         decode = functools.partial(decode_inputs, request, signature, renamed)
         # A large request is decoded off the event loop, as large REST bodies are.
         large = (
             sum(len(raw) for raw in request.raw_input_contents) > OFF_LOOP_BYTES or request.ByteSize() > OFF_LOOP_BYTES
         )
-        arrays = await to_thread.run_sync(decode) if large else decode()
-        selected = requested_outputs(request, signature)
-        content = content_plan(request, signature, renamed)
+        started = time.perf_counter_ns()
+        with tracing.span("decode"):
+            arrays = await to_thread.run_sync(decode) if large else decode()
+            selected = requested_outputs(request, signature)
+            content = content_plan(request, signature, renamed)
+        input_since(started)
         answer = await self.server.inference.call(ref, Action.PREDICT, Tensors(arrays, content, selected, renamed))
-        return encode_response(answer, request, selected, renamed)
+        started = time.perf_counter_ns()
+        with tracing.span("encode"):
+            response = encode_response(answer, request, selected, renamed)
+        output_since(started)
+        if exchange is not None:
+            exchange.response = functools.partial(grpc_response, response)
+            exchange.version = answer.model.version
+        return response
 
     # -- the model repository extension ---------------------------------------------
 

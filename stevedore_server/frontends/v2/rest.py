@@ -4,6 +4,7 @@ model repository extension and the generate extension, under ``/v2`` with the pr
 from __future__ import annotations
 
 import functools
+import time
 from typing import Any
 
 from anyio import to_thread
@@ -12,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from stevedore_server.base import tracing
 from stevedore_server.base.errors import BadRequest, ClientError
 from stevedore_server.base.serialization import loads
 from stevedore_server.base.version import __version__
@@ -19,7 +21,9 @@ from stevedore_server.core.inference import OFF_LOOP_BYTES, Action, tensor_signa
 from stevedore_server.core.repository import ModelRepository
 from stevedore_server.core.serving import ServingModel
 from stevedore_server.core.signature import Signature
+from stevedore_server.core.statistics import RequestTimer, input_since, output_since
 from stevedore_server.frontends.auth import ADMIN, INFER
+from stevedore_server.frontends.payload_notes import note_request, note_response
 from stevedore_server.frontends.state import of_request
 from stevedore_server.frontends.web.bodies import (
     JSONBytesResponse,
@@ -34,7 +38,9 @@ from stevedore_server.frontends.web.bodies import (
 from stevedore_server.frontends.web.routing import ApiRoute, ProtocolMount
 
 from .codec import EXTENSIONS, HEADER_LENGTH, decode_request, encode_response
+from .extensions import config_body, models_for_statistics, statistics_body
 from .generate import generate, generate_stream
+from .payload_views import rest_body
 
 PREFIX = "/v2"
 REST_EXTENSIONS = [*EXTENSIONS, "generate"]
@@ -106,20 +112,52 @@ async def model_ready(request: Request) -> Response:
 
 
 async def infer(request: Request) -> Response:
-    """Decode the tensors, run the inference core, encode the selected outputs."""
+    """Decode the tensors, run the inference core, encode the selected outputs: timed for the statistics."""
+    with RequestTimer():
+        return await timed_infer(request)
+
+
+async def timed_infer(request: Request) -> Response:
     inference = server_of(request).inference
     ref = model_ref(request)
     # An unknown, unready or full model is answered before the body is read.
-    signature = tensor_signature(inference.admit(ref, Action.PREDICT))
+    model = inference.admit(ref, Action.PREDICT)
+    signature = tensor_signature(model)
     body = await read_body(request)
-    decode = functools.partial(decode_request, signature, request.headers.get(HEADER_LENGTH), body)
+    header_length = request.headers.get(HEADER_LENGTH)
+    note_request(request.scope, server_of(request), model, rest_body, body, header_length)
+    decode = functools.partial(decode_request, signature, header_length, body)
     max_depth = server_of(request).settings.max_json_depth
     # A large body is decoded off the event loop, as JSON bodies are parsed.
-    decoded = await to_thread.run_sync(decode, max_depth) if len(body) > OFF_LOOP_BYTES else decode(max_depth)
+    started = time.perf_counter_ns()
+    with tracing.span("decode"):
+        decoded = await to_thread.run_sync(decode, max_depth) if len(body) > OFF_LOOP_BYTES else decode(max_depth)
+    input_since(started)
     answer = await inference.call(ref, Action.PREDICT, decoded.tensors())
-    content, headers = encode_response(answer, decoded.header, decoded.selected, decoded.renamed)
+    started = time.perf_counter_ns()
+    with tracing.span("encode"):
+        content, headers = encode_response(answer, decoded.header, decoded.selected, decoded.renamed)
+    output_since(started)
     media_type = "application/octet-stream" if HEADER_LENGTH in headers else "application/json"
+    note_response(request.scope, rest_body, content, headers.get(HEADER_LENGTH), model=answer.model)
     return Response(content, media_type=media_type, headers=headers)
+
+
+# -- the statistics and model configuration extensions ----------------------------
+
+
+async def model_statistics(request: Request) -> Response:
+    """Triton's statistics of every served model, of one model's versions, or of one version."""
+    server = server_of(request)
+    name, version = request.path_params.get("name", ""), request.path_params.get("version", "")
+    models = models_for_statistics(server.inference, server.registry, name, version)
+    return JSONBytesResponse(statistics_body(models))
+
+
+async def model_config(request: Request) -> Response:
+    """The model's configuration in Triton's form."""
+    model, signature = tensor_model(request)
+    return JSONBytesResponse(config_body(model, signature, server_of(request).settings))
 
 
 # -- the model repository extension ---------------------------------------------
@@ -167,8 +205,10 @@ def routes() -> list[BaseRoute]:
             route(f"{base}/generate_stream", generate_stream, "POST"),
         ]
     mounted += [route("/health/live", server_live, "GET", None), route("/health/ready", server_ready, "GET", None)]
+    mounted.append(route("/models/stats", model_statistics, "GET"))  # before a model's routes: "stats" is no name
     for base in (MODEL, VERSIONED):
         mounted += [route(base, model_metadata, "GET"), route(f"{base}/ready", model_ready, "GET", None)]
+        mounted += [route(f"{base}/stats", model_statistics, "GET"), route(f"{base}/config", model_config, "GET")]
     mounted += [
         route("/repository/index", repository_index, "POST", ADMIN),
         route("/repository/models/{name}/load", repository_load, "POST", ADMIN),

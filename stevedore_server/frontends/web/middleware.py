@@ -16,10 +16,12 @@ from typing import Any
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from stevedore_server.base import tracing
 from stevedore_server.base.logs import REQUEST_ID_HEADER, AccessLog, RequestIds, log_error, request_id
 from stevedore_server.base.metrics import Metrics
 from stevedore_server.base.serialization import dumps
 from stevedore_server.frontends.auth import CALLER, APIKeys
+from stevedore_server.frontends.payload_notes import http_exchange
 from stevedore_server.frontends.state import of_scope
 
 access_log = AccessLog(logging.getLogger("stevedore.access"))
@@ -37,6 +39,8 @@ OPEN_PATTERN = re.compile(r"(/v2)?/models/[^/]+(/versions/[^/]+)?/ready")
 
 
 CONNECTION_CLOSE = (b"connection", b"close")
+#: The headers of W3C Trace Context a caller continues its trace with.
+TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})
 
 
 class RequestContext:
@@ -55,6 +59,18 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if not tracing.active():
+            await self.serve(scope, receive, send, None)
+            return
+        # The span is made before the route is known: its name and http.route are set once the router has matched.
+        with (
+            tracing.continued(trace_headers(scope)),
+            tracing.span(scope["method"], request_attributes(scope), kind="server", record_errors=False) as span,
+        ):
+            await self.serve(scope, receive, send, span)
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send, span: Any) -> None:
+        """Serve one HTTP request in the server span ``span`` (``None`` while tracing is off)."""
         rid = self.ids.of(given_request_id(scope))
         token = request_id.set(rid)
         started = time.perf_counter()
@@ -72,6 +88,8 @@ class RequestContext:
                 headers.append((REQUEST_ID_RAW, rid.encode("latin-1")))
                 if lifecycle is not None and lifecycle.draining:  # keep-alive clients reconnect, to another pod
                     headers.append(CONNECTION_CLOSE)
+                if span is not None:  # the caller learns the trace its request is in
+                    headers += [(name.encode(), value.encode()) for name, value in tracing.carrier().items()]
                 message["headers"] = headers
             await send(message)
 
@@ -83,13 +101,17 @@ class RequestContext:
                 body = {"error": f"internal server error; error id {error_id}", "error_id": error_id}
                 await send_json(send_with_id, 500, body)
         finally:
-            self.record(scope, status, time.perf_counter() - started, rid)
+            template = route_template(scope)
+            if span is not None:
+                finish_span(span, scope, template, status, rid)
+            self.record(scope, template, status, time.perf_counter() - started, rid)
             request_id.reset(token)
 
-    def record(self, scope: Scope, status: int, seconds: float, rid: str) -> None:
-        route = scope.get("route")  # an ApiRoute knows its full template; a plain route or mount its path
-        template = str(getattr(route, "template", None) or getattr(route, "path", "unmatched"))
+    def record(self, scope: Scope, template: str, status: int, seconds: float, rid: str) -> None:
         method = scope["method"] if scope["method"] in HTTP_METHODS else "other"  # clients choose methods freely
+        exchange = http_exchange(scope)  # an inference the payload log records
+        if exchange is not None:
+            exchange.answered(f"{method} {template}", "http", status, 200 <= status < 300, seconds, rid)
         samples = self.samples.get((template, method, status))
         if samples is None:  # looking children up by labels costs more than the samples themselves
             samples = (
@@ -98,7 +120,7 @@ class RequestContext:
             )
             self.samples[(template, method, status)] = samples
         samples[0].inc()
-        samples[1].observe(seconds)
+        samples[1].observe(seconds, tracing.exemplar())
         if self.access_log:
             path = scope["path"] + ("?" + scope["query_string"].decode("latin-1") if scope["query_string"] else "")
             client = scope.get("client") or ("-", 0)
@@ -106,6 +128,47 @@ class RequestContext:
                 rid, (client[0], method, path, status, seconds * 1000),
                 {"status": status, "duration_ms": round(seconds * 1000, 3), "route": template},
             )  # fmt: skip
+
+
+def route_template(scope: Scope) -> str:
+    """The template of the route that served the request (an ApiRoute knows its full template; a plain route or
+    mount its path), or "unmatched"."""
+    route = scope.get("route")
+    return str(getattr(route, "template", None) or getattr(route, "path", "unmatched"))
+
+
+def trace_headers(scope: Scope) -> dict[str, str]:
+    """The caller's ``traceparent`` and ``tracestate`` headers, if it sent them."""
+    return {name.decode(): value.decode("latin-1") for name, value in scope["headers"] if name in TRACE_HEADERS}
+
+
+def request_attributes(scope: Scope) -> dict[str, Any]:
+    """A server span's attributes known before the route (OpenTelemetry's HTTP semantic conventions)."""
+    attributes: dict[str, Any] = {
+        "http.request.method": scope["method"] if scope["method"] in HTTP_METHODS else "_OTHER",
+        "url.path": scope["path"],
+        "url.scheme": scope.get("scheme", "http"),
+        "network.protocol.version": scope.get("http_version", "1.1"),
+    }
+    server, client = scope.get("server"), scope.get("client")
+    if server:
+        attributes["server.address"], attributes["server.port"] = server[0], server[1]
+    if client:
+        attributes["client.address"] = client[0]
+    return attributes
+
+
+def finish_span(span: Any, scope: Scope, template: str, status: int, rid: str) -> None:
+    """Name the server span by its route (``POST /models/{name}/predict``) and set what the answer says; a 5xx
+    is an error of the server (a client's 4xx is not, by the conventions)."""
+    method = scope["method"] if scope["method"] in HTTP_METHODS else "HTTP"
+    if template != "unmatched":
+        span.update_name(f"{method} {template}")
+        span.set_attribute("http.route", template)
+    span.set_attribute("http.response.status_code", status)
+    span.set_attribute("stevedore.request.id", rid)
+    if status >= 500:
+        tracing.failed(span, str(status))
 
 
 def given_request_id(scope: Scope) -> str | None:

@@ -13,10 +13,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from stevedore_server.base import tracing
 from stevedore_server.base.errors import BadRequest, InvalidPayload, LegacyBadRequest, UnknownModel
 from stevedore_server.core.inference import Action, JSONValue, ModelRef
 from stevedore_server.core.serving import ServingModel
 from stevedore_server.frontends.auth import INFER
+from stevedore_server.frontends.payload_notes import from_json, note_request, note_response
 
 from .bodies import JSONBytesResponse, anonymous, check_readiness, json_result, parse_json, read_json_text, server_of
 from .routing import ApiRoute
@@ -103,10 +105,15 @@ async def wrapped_call(request: Request, action: Action) -> Response:
     model = select(request, wrapped["predictor"])
     if action is Action.SCORE and model.ready and not model.predictor.has_score:
         raise LegacyBadRequest(f"Model {model.name} has no score service")
-    answer = await server_of(request).inference.call(
+    server = server_of(request)
+    note_request(request.scope, server, model, from_json, body)
+    answer = await server.inference.call(
         ModelRef(model.name, model.version), action, JSONValue(wrapped["payload"], len(body))
     )
-    return JSONBytesResponse(json_result(answer, action))
+    with tracing.span("encode"):
+        response = JSONBytesResponse(json_result(answer, action))
+    note_response(request.scope, from_json, response.body)
+    return response
 
 
 async def predict(request: Request) -> Response:

@@ -8,10 +8,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from stevedore_server.base import tracing
 from stevedore_server.core.inference import Action, JSONText, JSONValue
 from stevedore_server.core.served_models import Registry
 from stevedore_server.core.serving import ServingModel
 from stevedore_server.frontends.auth import INFER
+from stevedore_server.frontends.payload_notes import from_json, from_value, note_request, note_response
 
 from .bodies import (
     JSONBytesResponse,
@@ -161,28 +163,40 @@ async def score_schema(request: Request) -> Response:
 
 async def predict(request: Request) -> Response:
     """Validate the body against the predict schema and return the model's predictions."""
-    inference = server_of(request).inference
+    server = server_of(request)
     ref = model_ref(request)
-    inference.admit(ref, Action.PREDICT)  # an unknown, unready or full model is answered before its body is read
-    answer = await inference.call(ref, Action.PREDICT, JSONText(await read_json_text(request)))
+    # An unknown, unready or full model is answered before its body is read.
+    model = server.inference.admit(ref, Action.PREDICT)
+    body = await read_json_text(request)
+    note_request(request.scope, server, model, from_json, body)
+    answer = await server.inference.call(ref, Action.PREDICT, JSONText(body))
     model = answer.model
-    predictions = json_result(answer, Action.PREDICT)
-    return JSONBytesResponse({"model_name": model.name, "model_version": model.version, "predictions": predictions})
+    with tracing.span("encode"):
+        predictions = json_result(answer, Action.PREDICT)
+        answered = {"model_name": model.name, "model_version": model.version, "predictions": predictions}
+        response = JSONBytesResponse(answered)
+    note_response(request.scope, from_json, response.body, model=model)
+    return response
 
 
 async def score(request: Request) -> Response:
     """Score the model on a labelled body (POST) or on its shipped score fixture (GET)."""
-    inference = server_of(request).inference
+    server = server_of(request)
+    inference = server.inference
     ref = model_ref(request)
     model = inference.admit(ref, Action.SCORE)  # answered before its body is read when it cannot run
     if request.method == "POST":
-        payload = JSONText(await read_json_text(request))
-        answer = await inference.call(ref, Action.SCORE, payload)
+        body = await read_json_text(request)
+        note_request(request.scope, server, model, from_json, body)
+        answer = await inference.call(ref, Action.SCORE, JSONText(body))
     else:
+        note_request(request.scope, server, model, from_value, None)  # no body: the shipped score fixture
         answer = await inference.call(ref, Action.SCORE, JSONValue(model.loaded.score_fixture))
     model = answer.model
     result = json_result(answer, Action.SCORE)
-    return JSONBytesResponse({"model_name": model.name, "model_version": model.version, "score": result})
+    response = JSONBytesResponse({"model_name": model.name, "model_version": model.version, "score": result})
+    note_response(request.scope, from_json, response.body, model=model)
+    return response
 
 
 def predict_routes() -> list[BaseRoute]:

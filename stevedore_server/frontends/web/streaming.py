@@ -27,6 +27,7 @@ from stevedore_server.base.serialization import dumps
 from stevedore_server.core.inference import Action, JSONText, ModelRef, Payload
 from stevedore_server.core.serving import ServingModel
 from stevedore_server.core.streams import Stream
+from stevedore_server.frontends.payload_notes import from_json, from_value, http_exchange, note_request, note_response
 
 from .bodies import model_ref, read_json_text, server_of
 
@@ -40,6 +41,8 @@ class EventFormat:
     item: Callable[[ServingModel, Any], bytes]
     end: Callable[[ServingModel], bytes]
     error: Callable[[ClientError | ModelFailure], bytes]
+    #: The value an item's event carries, as the payload log records it.
+    data: Callable[[ServingModel, Any], Any] = lambda model, item: item
 
 
 def event(data: Any, name: str | None = None) -> bytes:
@@ -58,15 +61,22 @@ STEVEDORE_EVENTS = EventFormat(
 async def predict_stream(request: Request) -> Response:
     """Validate the body as predict does, then answer the model's items as Server-Sent Events."""
     ref = model_ref(request)
-    server_of(request).inference.admit(ref, Action.PREDICT)  # 404 or 503 before the body is read
-    return await stream_response(request, ref, JSONText(await read_json_text(request)), STEVEDORE_EVENTS)
+    server = server_of(request)
+    model = server.inference.admit(ref, Action.PREDICT)  # 404 or 503 before the body is read
+    body = await read_json_text(request)
+    note_request(request.scope, server, model, from_json, body)
+    return await stream_response(request, ref, JSONText(body), STEVEDORE_EVENTS)
 
 
 async def stream_response(request: Request, ref: ModelRef, payload: Payload, events: EventFormat) -> Response:
     """The events of the stream of the model ``ref`` names on ``payload`` (``Inference.stream``: validated,
     its place in the model's bound taken): 404 for a model that does not stream, 503 when it is full."""
     stream = await server_of(request).inference.stream(ref, payload)
-    body = sse_events(stream, events)
+    recorded: list[Any] | None = None
+    if http_exchange(request.scope) is not None:  # the payload log records the items sent, once the stream ends
+        recorded = []
+        note_response(request.scope, from_value, recorded, model=stream.model)
+    body = sse_events(stream, events, recorded)
     return StreamResponse(stream, body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
@@ -85,9 +95,11 @@ class StreamResponse(StreamingResponse):
             self.stream.release()
 
 
-async def sse_events(stream: Stream, events: EventFormat) -> AsyncIterator[bytes]:
+async def sse_events(stream: Stream, events: EventFormat, recorded: list[Any] | None = None) -> AsyncIterator[bytes]:
     try:
         async for item in stream.items():
+            if recorded is not None:
+                recorded.append(events.data(stream.model, item))
             yield events.item(stream.model, item)
     except (ClientError, ModelFailure) as error:
         yield events.error(error)

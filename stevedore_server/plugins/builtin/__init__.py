@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import catalogue, health
+from . import catalogue, health, payload_log
 
 #: Registered by ``plugins.get_plugin_manager`` on every manager, under their module names.
-DEFAULT_PLUGINS: tuple[ModuleType, ...] = (health, catalogue)
+DEFAULT_PLUGINS: tuple[ModuleType, ...] = (health, catalogue, payload_log)
