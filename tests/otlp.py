@@ -196,6 +196,11 @@ class Receiver:
         """The spans received, once there are at least ``count``."""
         return self.wait(lambda spans: len(spans) >= count, f"{count} spans", deadline)
 
+    def spans_now(self) -> list[Span]:
+        """The spans received so far."""
+        with self.changed:
+            return list(self.spans)
+
     def trace(self, trace_id: str) -> list[Span]:
         with self.changed:
             return [one for one in self.spans if one.trace_id == trace_id]

@@ -4,7 +4,9 @@ left out per model, and never a request slowed or failed by a sink."""
 
 from __future__ import annotations
 
+import collections
 import json
+import os
 import shlex
 import socket
 import struct
@@ -29,10 +31,12 @@ from tritonclient.utils import InferenceServerException
 
 from stevedore_server import Predictor, hookimpl
 from stevedore_server.base.inference_records import InferenceRecord
-from stevedore_server.base.redaction import REDACTED, parse_pointer, parse_pointers, redacted
+from stevedore_server.base.redaction import REDACTED, WITHHELD, parse_pointer, parse_pointers, redacted
 from stevedore_server.base.settings import ModelSettings, Settings
-from stevedore_server.core.payload_log import QUEUE_SIZE
+from stevedore_server.core.payload_log import QUEUE_BYTES, QUEUE_SIZE, STREAM_BYTES, TRUNCATED, PayloadLog
+from stevedore_server.frontends.state import of_lifespan
 from stevedore_server.kit.loopback import free_ports
+from stevedore_server.plugins.builtin.payload_log import NAMESPACE_FILE
 
 from .documentation import block, page
 from .helpers import Registers, record_distribution, wait_until
@@ -143,8 +147,14 @@ def check_kserve_attributes(event: Any, event_type: str, request_id: str) -> Non
     assert event.get_extension("endpoint") == "default"
     assert json.loads(event.get_extension("metadata")) == {}
     assert event.get_extension("modelversion") == "1"
-    assert event.get_extension("namespace") is not None
+    # The pod's namespace on Kubernetes; here, with no service account mounted, empty (but sent, as KServe does).
+    assert event.get_extension("namespace") == pod_namespace()
+    # Ours, not KServe's: when the event was sent.
     assert datetime.fromisoformat(event.get_extension("recordedtime")) >= event.get_time()
+
+
+def pod_namespace() -> str:
+    return NAMESPACE_FILE.read_text().strip() if NAMESPACE_FILE.exists() else ""
 
 
 def test_cloudevents_of_every_protocol_as_kserve_sends_them(tmp_path: Path, receiver: Receiver) -> None:
@@ -304,22 +314,30 @@ def test_json_lines_of_every_http_route(make_client: Callable[..., TestClient], 
     assert "response" not in line
 
 
-def test_a_body_the_route_refused_is_recorded_as_its_text(
-    make_client: Callable[..., TestClient], tmp_path: Path
+@pytest.mark.parametrize("redact", [(), ("/text",)], ids=["as its text", "withheld when fields are redacted"])
+def test_a_body_the_route_refused_is_recorded_as_its_text_unless_fields_are_redacted(
+    make_client: Callable[..., TestClient], tmp_path: Path, redact: tuple[str, ...]
 ) -> None:
+    """A body that is no JSON has no field a pointer could find: with any pointer set, it is withheld whole, as
+    its text might hold the very field (here ``text``) the pointer names."""
     path = tmp_path / "payloads.jsonl"
-    client = make_client(Registers(RowSum()), settings=Settings(payload_log=f"file:{path}"))
+    client = make_client(Registers(RowSum()), settings=Settings(payload_log=f"file:{path}", payload_log_redact=redact))
     content, headers = binary_body(np.array([[1.0, 2.0]]))
+    secret = b'{"text": "my secret"'  # cut short: no JSON
+    sent = [content, content[:-3], b"[[1, 2", secret, secret]
     refused = [
         client.post("/v2/models/rowsum/infer", content=content, headers={"inference-header-content-length": "x"}),
         client.post("/v2/models/rowsum/infer", content=content[:-3], headers=headers),  # binary data cut short
         client.post("/models/rowsum/predict", content=b"[[1, 2"),
+        client.post("/models/rowsum/predict", content=secret),
+        client.post("/v2/models/rowsum/infer", content=secret),
     ]
-    assert [response.status_code for response in refused] == [400, 400, 400]
+    assert [response.status_code for response in refused] == [400] * len(sent)
     recorded = {line["id"]: line for line in wait_for_lines(path, len(refused))}
-    for response, sent in zip(refused, (content, content[:-3], b"[[1, 2"), strict=True):
+    for response, body in zip(refused, sent, strict=True):
         line = recorded[response.headers["x-request-id"]]
-        assert (line["status"], line["request"]) == (400, sent.decode("utf-8", "replace"))
+        assert (line["status"], line["request"]) == (400, WITHHELD if redact else body.decode("utf-8", "replace"))
+    assert ("my secret" in path.read_text()) is not bool(redact)
     assert dropped(client, "unreadable") == 0
 
 
@@ -467,6 +485,131 @@ def test_a_full_queue_drops_and_counts(make_client: Callable[..., TestClient]) -
     finally:
         plugin.release.set()
     wait_until(lambda: len(plugin.records) == QUEUE_SIZE + 1, "the queue handed over")
+
+
+def test_a_queue_full_of_bytes_drops_and_counts(make_client: Callable[..., TestClient]) -> None:
+    """The queue is bounded in the bytes its records' bodies hold too, until the hook is done with them: a slow
+    sink never holds a thousand bodies of 16 MiB."""
+    plugin = Blocking()
+    client = make_client(Registers(RowSum()), plugin)
+    large = b" " * (QUEUE_BYTES // 8) + b"x"  # refused at once (no JSON), recorded all the same
+    try:
+        assert client.post("/models/rowsum/predict", json=[[1]]).status_code == 200
+        assert plugin.entered.wait(30)  # the thread holds the first record
+        for _ in range(10):  # 7 fit beside the first (its few bytes), the next 3 do not
+            assert client.post("/models/rowsum/predict", content=large).status_code == 400
+        assert dropped(client, "queue_full") == 3
+    finally:
+        plugin.release.set()
+    wait_until(lambda: len(plugin.records) == 8, "the queue handed over")
+    assert client.post("/models/rowsum/predict", content=large).status_code == 400  # room again, once handed over
+    wait_until(lambda: len(plugin.records) == 9, "a large record after the queue emptied")
+    assert dropped(client, "queue_full") == 3
+
+
+class Chatty(Predictor):
+    """Streams as many items of a mebibyte of text as its first row's first number says."""
+
+    name = "chatty"
+    predict_schema = ROWS
+    predict_fixture = [[1]]
+
+    def run_predict(self, rows: list[list[float]]) -> list[float]:
+        return [sum(row) for row in rows]
+
+    def predict_stream(self, rows: list[list[float]]) -> Iterator[str]:
+        for _ in range(int(rows[0][0])):
+            yield "x" * (1 << 20)
+
+
+def test_a_long_stream_is_recorded_up_to_a_bound(make_client: Callable[..., TestClient], tmp_path: Path) -> None:
+    path = tmp_path / "payloads.jsonl"
+    client = make_client(Registers(Chatty()), settings=Settings(payload_log=f"file:{path}"))
+    count = STREAM_BYTES // (1 << 20) + 4
+    answer = client.post("/models/chatty/predict/stream", json=[[count]])
+    assert answer.status_code == 200
+    assert answer.text.count("data: ") == count + 1  # the client got every item, and the end
+    wait_until(lambda: path.exists() and path.read_bytes().endswith(b"\n"), "the stream's line written whole")
+    (line,) = lines(path)
+    kept = line["response"]
+    assert kept[-1] == TRUNCATED
+    assert kept[:-1] == ["x" * (1 << 20)] * (len(kept) - 1)
+    assert STREAM_BYTES // (1 << 20) - 1 <= len(kept) - 1 < count  # the events kept: up to the bound, no more
+
+
+def test_a_failed_write_counts_every_line_it_lost(make_client: Callable[..., TestClient]) -> None:
+    """Records that come together are written in one write: when it fails (here ``/dev/full``: no space left),
+    each of their lines is a record dropped, not the last alone."""
+    plugin = Blocking()
+    client = make_client(Registers(RowSum()), plugin, settings=Settings(payload_log="file:/dev/full"))
+    try:
+        assert client.post("/models/rowsum/predict", json=[[1]]).status_code == 200
+        assert plugin.entered.wait(30)  # the thread holds the first record: the next five come together
+        for _ in range(5):
+            assert client.post("/models/rowsum/predict", json=[[1]]).status_code == 200
+    finally:
+        plugin.release.set()
+    wait_until(lambda: len(plugin.records) == 6, "the records handed over")
+    wait_until(lambda: dropped(client, "sink_error") == 6, "every lost line counted", explain=lambda: str(
+        dropped(client, "sink_error")))  # fmt: skip
+
+
+class Recording:
+    """A payload log plugin that keeps what it receives."""
+
+    def __init__(self) -> None:
+        self.records: list[InferenceRecord] = []
+
+    @hookimpl
+    def stevedore_inference_logged(self, record: InferenceRecord) -> None:
+        self.records.append(record)
+
+
+class ClosingMeanwhile(collections.deque[Any]):
+    """The log's queue, which has the log closed (in another thread, as the lifespan's shutdown does) just as a
+    record is appended: the race between a request answered and the server stopping, made to happen every time."""
+
+    def __init__(self, log: PayloadLog) -> None:
+        super().__init__()
+        self.log = log
+
+    def append(self, item: Any) -> None:
+        closing = threading.Thread(target=self.log.close, args=(5.0,))
+        closing.start()
+        closing.join(1.0)  # the close finishes first, unless the log makes it wait for the record
+        super().append(item)
+
+
+def test_a_record_racing_the_close_is_handed_over_or_counted(make_client: Callable[..., TestClient]) -> None:
+    plugin = Recording()
+    client = make_client(Registers(RowSum()), plugin)
+    assert client.post("/models/rowsum/predict", json=[[1]]).status_code == 200
+    wait_until(lambda: len(plugin.records) == 1, "the first record (the log's thread started)")
+    state = of_lifespan(client.app_state)
+    assert state is not None
+    log = state.server.payload_log
+    log.pending = ClosingMeanwhile(log)
+    assert client.post("/models/rowsum/predict", json=[[2]]).status_code == 200
+    assert log.thread is not None
+    log.thread.join(10)
+    assert not log.thread.is_alive()
+    assert len(plugin.records) + dropped(client, "shutdown") == 2, "a record lost, neither handed over nor counted"
+
+
+def test_a_json_lines_file_that_cannot_be_written_stops_the_server_at_startup(tmp_path: Path) -> None:
+    missing = tmp_path / "missing" / "payloads.jsonl"
+    command = [str(Path(sys.prefix) / "bin" / "stevedore-server"), "run", "--plugins", LOGREG, "--port", "0"]
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("STEVEDORE_")}
+    result = subprocess.run(
+        [*command, "--grpc-port", "0", "--payload-log", f"file:{missing}"],
+        env=environment, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"Error: setting payload_log: cannot append to {missing}: No such file or directory (its folder must exist "
+        "and be writable)"
+    )
 
 
 # -- the page's example ----------------------------------------------------------------------------------------

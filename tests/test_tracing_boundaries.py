@@ -57,10 +57,11 @@ def server(otlp: Receiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         running.stop()
 
 
-def traceparent() -> tuple[str, str]:
-    """A caller's ``traceparent`` header (sampled), and its trace id: the trace to find the request's spans in."""
+def traceparent(sampled: bool = True) -> tuple[str, str]:
+    """A caller's ``traceparent`` header (sampled, or not), and its trace id: the trace to find the request's
+    spans in."""
     trace_id = secrets.token_hex(16)
-    return f"00-{trace_id}-{secrets.token_hex(8)}-01", trace_id
+    return f"00-{trace_id}-{secrets.token_hex(8)}-{'01' if sampled else '00'}", trace_id
 
 
 def children(pid: int) -> set[int]:
@@ -117,10 +118,10 @@ def test_a_request_without_traceparent_crosses_in_the_trace_the_server_starts(se
     assert_child_across_the_boundary(otlp, server, trace_id)
 
 
-def submit_job(server: Server, model: str) -> tuple[str, str]:
-    """A long predict of ``model`` as a job, submitted under a caller's trace; the job's id and that trace's id,
-    once the job has succeeded."""
-    header, trace_id = traceparent()
+def submit_job(server: Server, model: str, sampled: bool = True) -> tuple[str, str]:
+    """A long predict of ``model`` as a job, submitted under a caller's trace (``sampled`` or not); the job's id
+    and that trace's id, once the job has succeeded."""
+    header, trace_id = traceparent(sampled)
     response = httpx.post(f"{server.url}/models/{model}/jobs/predict", json=[SETOSA], headers={"traceparent": header})
     assert response.status_code == 202, response.text
     job_id = response.json()["id"]
@@ -134,8 +135,8 @@ def submit_job(server: Server, model: str) -> tuple[str, str]:
 
 
 def job_tree(receiver: Receiver, job_id: str, trace_id: str) -> list[str]:
-    """The job's span: the root of its own trace, linked to the server span of the request that submitted it;
-    the names of its children."""
+    """The job's span: a child of the server span of the request that submitted it, in its trace, and linked to
+    it; the names of its children."""
     spans = receiver.wait(
         lambda spans: any(one.name == "job" and one.attributes.get("stevedore.job.id") == job_id for one in spans),
         f"the span of job {job_id}",
@@ -143,18 +144,33 @@ def job_tree(receiver: Receiver, job_id: str, trace_id: str) -> list[str]:
     job = next(one for one in spans if one.name == "job" and one.attributes.get("stevedore.job.id") == job_id)
     request = [one for one in receiver.trace(trace_id) if one.kind == "server"]
     assert len(request) == 1, request  # the POST's server span
-    assert job.trace_id != trace_id and job.parent_id == "" and job.kind == "consumer"
+    assert (job.trace_id, job.parent_id, job.kind) == (trace_id, request[0].span_id, "consumer")
     assert [(link.trace_id, link.span_id) for link in job.links] == [(trace_id, request[0].span_id)]
     assert job.attributes["stevedore.job.kind"] == "predict"
     receiver.wait(lambda spans: any(one.parent_id == job.span_id for one in spans), "the job's children")
-    tree = receiver.tree(job.trace_id)
-    assert tree.span == job
-    return [child.span.name for child in tree.children]
+    children = sorted((one for one in receiver.trace(trace_id) if one.parent_id == job.span_id), key=start)
+    return [one.name for one in children]
+
+
+def start(one: Span) -> int:
+    return one.start_ns
+
+
+def job_span_of(job_id: str) -> Callable[[list[Span]], bool]:
+    return lambda spans: any(one.name == "job" and one.attributes.get("stevedore.job.id") == job_id for one in spans)
 
 
 def test_a_jobs_spans_in_its_process_link_to_the_request_that_started_it(server: Server, otlp: Receiver) -> None:
     job_id, trace_id = submit_job(server, "iris-proba")
     assert job_tree(otlp, job_id, trace_id) == ["model"]
+
+
+def test_a_job_is_sampled_as_the_request_that_started_it_was(server: Server, otlp: Receiver) -> None:
+    unsampled, unsampled_trace = submit_job(server, "iris-proba", sampled=False)
+    sampled, _ = submit_job(server, "iris-proba")
+    otlp.wait(job_span_of(sampled), f"the span of job {sampled}")
+    assert not job_span_of(unsampled)(otlp.spans_now())
+    assert otlp.trace(unsampled_trace) == []
 
 
 def test_a_job_in_a_models_worker_interpreter_has_its_load_and_model_spans(server: Server, otlp: Receiver) -> None:

@@ -126,7 +126,12 @@ class RemoteError(StevedoreError):
 
 
 class SinkFailure(StevedoreError):
-    """A payload log sink refused a record or could not be reached (its first failure logged, each counted)."""
+    """A payload log sink refused a record or could not be reached (its first failure logged, each counted).
+    ``records``: how many records it lost (a sink that held several and lost them together says so)."""
+
+    def __init__(self, message: str, records: int = 1) -> None:
+        super().__init__(message)
+        self.records = records
 
 
 class ClientError(StevedoreError):

@@ -8,13 +8,17 @@ extension: the token ``*`` stands for every member of an object or every
 element of an array (``/*/email``: the ``email`` of each row), where a key
 ``*`` would be matched anyway. A pointer to nothing in a value leaves it as it
 is: bodies differ from one request to the next. The value is never changed in
-place: what is redacted is a copy of the path down to each field.
+place: what is redacted is a copy of the path down to each field. A body that
+is no JSON (``Unparsed``: what a client sent malformed) has no fields a pointer
+could name, so with any pointer it is withheld whole (``WITHHELD``): its text
+may hold the very field a pointer names.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 #: What a redacted field becomes (the settings' mask: the same as a secret's in ``stevedore-server settings``).
@@ -22,8 +26,17 @@ REDACTED = "********"
 #: The token that stands for every member or element (the one extension of RFC 6901).
 EVERY = "*"
 ARRAY_INDEX = re.compile(r"\A(?:0|[1-9][0-9]*)\Z")
+#: What a body that is no JSON becomes when any field is redacted (see the module).
+WITHHELD = REDACTED + " (withheld: not JSON, so payload_log_redact could not be applied to it)"
 
 Pointer = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Unparsed:
+    """A body that is no JSON, as its text: recorded as it is only when nothing is redacted."""
+
+    text: str
 
 
 def parse_pointer(text: str) -> Pointer:
@@ -38,7 +51,10 @@ def parse_pointers(texts: Iterable[str]) -> tuple[Pointer, ...]:
 
 
 def redacted(value: Any, pointers: Sequence[Pointer]) -> Any:
-    """``value`` with each field a pointer names replaced by ``REDACTED``."""
+    """``value`` with each field a pointer names replaced by ``REDACTED`` (an ``Unparsed`` body: its text, or
+    ``WITHHELD`` with any pointer)."""
+    if isinstance(value, Unparsed):
+        return WITHHELD if pointers else value.text
     for pointer in pointers:
         value = redact_path(value, pointer)
     return value

@@ -21,11 +21,11 @@ import logging
 import os
 import threading
 import types
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from stevedore_server.base.errors import StartupError
+from stevedore_server.base.errors import ClientError, StartupError
 
 logger = logging.getLogger("stevedore.tracing")
 
@@ -47,6 +47,8 @@ _kinds: dict[str, Any] = {}
 INSTALL_HINT = "pip install 'stevedore-server[otel]'"
 PROTOCOLS = ("grpc", "http/protobuf")
 SPAN_KINDS = ("internal", "server", "client", "producer", "consumer")
+#: The headers (HTTP) and metadata keys (gRPC) of W3C Trace Context a caller continues its trace with.
+TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
 #: The SDK's loggers that speak once an export: quieted, as this module logs an unreachable collector once.
 QUIETED_LOGGERS = ("opentelemetry.exporter.otlp", "opentelemetry.sdk._shared_internal")
 
@@ -69,11 +71,10 @@ def configure(settings_tracing: bool, service: str = "stevedore-server") -> None
     with _configure_lock:
         if _tracer is not None:
             return
-        try:
-            from opentelemetry import trace
-            from opentelemetry.sdk.trace import TracerProvider
-        except ImportError as error:
-            raise StartupError(f"tracing is on but OpenTelemetry is not installed: {INSTALL_HINT}") from error
+        _import_sdk()
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+
         _api = _bind()
         _kinds = {name: _api.SpanKind[name.upper()] for name in SPAN_KINDS}
         _exporter = _CountingExporter(_otlp_exporter())
@@ -104,11 +105,16 @@ def require(settings_tracing: bool) -> None:
     """StartupError now, before any worker starts, where ``configure`` would fail: the extra missing, or an
     OTLP protocol this server does not speak."""
     if settings_tracing:
-        try:
-            import opentelemetry.sdk.trace  # noqa: F401  # only whether it imports
-        except ImportError as error:
-            raise StartupError(f"tracing is on but OpenTelemetry is not installed: {INSTALL_HINT}") from error
+        _import_sdk()
         _otlp_exporter_class()
+
+
+def _import_sdk() -> None:
+    """StartupError unless OpenTelemetry's SDK (the ``otel`` extra) imports."""
+    try:
+        import opentelemetry.sdk.trace  # noqa: F401  # only whether it imports
+    except ImportError as error:
+        raise StartupError(f"tracing is on but OpenTelemetry is not installed: {INSTALL_HINT}") from error
 
 
 def shutdown() -> None:
@@ -136,41 +142,78 @@ def span(
     links: Sequence[Any] = (),
     record_errors: bool = True,
     root: bool = False,
+    parent: Any = None,
 ) -> AbstractContextManager[Any]:
     """A span around the block, the current span while it runs; yields the span (``None`` while tracing is off).
 
-    A child of the current span, or the root of a new trace (``root``: a batch serves several requests, which
-    it links instead). ``links`` are ``link()``'s answers (``None`` ones are left out). An exception leaving
-    the block is recorded on the span and sets its status to error, unless ``record_errors`` is false (a
-    server span sets its status from the answer: a client's mistake is no server error).
+    A child of ``parent`` (a span, or a carrier from another process) when given, else of the current span, or
+    the root of a new trace (``root``). ``links`` are ``link()``'s answers (``None`` ones are left out). An
+    exception leaving the block is recorded on the span and sets its status to error, unless ``record_errors``
+    is false (a server span sets its status from the answer) or it is a client's mistake (``client_error``):
+    that one only names its type (``error.type``), as its message may quote the client's data.
     """
     if _tracer is None:
         return _NULL
-    return _Current(name, attributes, _kinds[kind], links, record_errors, root)
+    context = _api.Context() if root else None
+    if parent is not None:
+        context = _context_of(parent)
+    return _Current(name, attributes, _kinds[kind], links, record_errors, context)
+
+
+def _context_of(parent: Any) -> Any:
+    """The context whose current span is ``parent`` (a span, or W3C headers)."""
+    if isinstance(parent, Mapping):
+        return _api.extract(parent)
+    return _api.set_span_in_context(parent)
+
+
+def client_error(error: BaseException) -> bool:
+    """Whether ``error`` is a client's mistake (a ClientError, or any with an HTTP ``status_code`` below 500):
+    no failure of the server, and its message may quote the client's payload."""
+    if isinstance(error, ClientError):
+        return True
+    status = getattr(error, "status_code", None)
+    return isinstance(status, int) and status < 500
+
+
+def _failed_with(one: Any, error: BaseException) -> None:
+    """Record ``error`` leaving the span ``one``: a server's failure with its message and status error, a
+    client's mistake by its type only."""
+    if client_error(error):
+        one.set_attribute("error.type", type(error).__name__)
+        return
+    one.record_exception(error)
+    one.set_status(_api.Status(_api.StatusCode.ERROR, f"{type(error).__name__}: {error}"))
 
 
 class _Current:
     """``span``'s context manager: the SDK's ``start_as_current_span`` without its two generator-based context
     managers (``use_span`` inside it), which cost more than the span itself on every stage of every request."""
 
-    __slots__ = ("attributes", "kind", "links", "name", "one", "record_errors", "root", "token")
+    __slots__ = ("attributes", "context", "kind", "links", "name", "one", "record_errors", "token")
 
     def __init__(
-        self, name: str, attributes: Mapping[str, Any] | None, kind: Any, links: Sequence[Any], record: bool, root: bool
+        self,
+        name: str,
+        attributes: Mapping[str, Any] | None,
+        kind: Any,
+        links: Sequence[Any],
+        errors: bool,
+        parent: Any,
     ) -> None:
-        self.name, self.attributes, self.kind, self.record_errors, self.root = name, attributes, kind, record, root
-        self.links = links
+        self.name, self.attributes, self.kind, self.record_errors = name, attributes, kind, errors
+        self.links, self.context = links, parent
 
     def __enter__(self) -> Any:
         links = [one for one in self.links if one is not None] if self.links else ()
         self.one = one = _tracer.start_span(
             self.name,
-            context=_api.Context() if self.root else None,
+            context=self.context,
             kind=self.kind,
             attributes=self.attributes,
             links=links,
-            record_exception=self.record_errors,
-            set_status_on_exception=self.record_errors,
+            record_exception=False,  # __exit__ records (``_failed_with``)
+            set_status_on_exception=False,
         )
         self.token = _api.attach(_api.set_span_in_context(one))
         return one
@@ -181,8 +224,7 @@ class _Current:
             _api.detach(self.token)
             # As the SDK's use_span: an Exception (not a GeneratorExit or a cancellation) is the span's failure.
             if self.record_errors and isinstance(error, Exception) and one.is_recording():
-                one.record_exception(error)
-                one.set_status(_api.Status(_api.StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+                _failed_with(one, error)
         finally:
             one.end()
 
@@ -198,8 +240,6 @@ def detached(name: str, attributes: Mapping[str, Any] | None = None) -> Abstract
 
 @contextlib.contextmanager
 def _detached(name: str, attributes: Mapping[str, Any] | None) -> Iterator[Any]:
-    from opentelemetry.trace import Status, StatusCode
-
     one = _tracer.start_span(name, attributes=attributes)
     try:
         yield one
@@ -207,8 +247,7 @@ def _detached(name: str, attributes: Mapping[str, Any] | None) -> Iterator[Any]:
         one.add_event("closed early")
         raise
     except BaseException as error:
-        one.record_exception(error)
-        one.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        _failed_with(one, error)
         raise
     finally:
         one.end()
@@ -263,9 +302,9 @@ def current() -> Any:
 
 
 def add_link(target: Any, to: Any) -> None:
-    """Link the span ``target`` (still recording: a request waiting for its batch) to ``to`` (``link``'s
-    targets); nothing when either is ``None``."""
-    if target is None or to is None:
+    """Link the span ``target`` (a request waiting for its batch) to ``to`` (``link``'s targets); nothing when
+    either is ``None`` or ``target`` has ended (a request that timed out: the SDK would warn)."""
+    if target is None or to is None or not target.is_recording():
         return
     linked = link(to)
     if linked is not None:
@@ -285,12 +324,20 @@ def continued(carrier: Mapping[str, str] | None) -> AbstractContextManager[None]
     """Run the block in the context ``carrier`` (W3C headers from another process or a client) brings."""
     if _tracer is None or not carrier:
         return _NULL
-    return _attached(carrier)
+    return _attached(dict(carrier))
+
+
+def within(target: Any) -> AbstractContextManager[None]:
+    """Run the block with the span ``target`` current, starting none: work done for a request that is not
+    sampled (a batch of such requests) stays out of the export, as that request's children."""
+    if _tracer is None or target is None:
+        return _NULL
+    return _attached(target)
 
 
 @contextlib.contextmanager
-def _attached(carrier: Mapping[str, str]) -> Iterator[None]:
-    token = _api.attach(_api.extract(carrier))
+def _attached(parent: Any) -> Iterator[None]:
+    token = _api.attach(_context_of(parent))
     try:
         yield
     finally:
@@ -309,6 +356,33 @@ def link(target: Any) -> Any:
     if not isinstance(target, _api.SpanContext) or not target.is_valid:
         return None
     return _api.Link(target)
+
+
+def sampled(target: Any) -> bool:
+    """Whether the span ``target`` (``current``'s answer) is sampled: its trace is exported."""
+    return target is not None and bool(target.get_span_context().trace_flags.sampled)
+
+
+def carried(pairs: Iterable[tuple[str | bytes, Any]]) -> dict[str, str]:
+    """The W3C Trace Context headers among ``pairs`` (HTTP headers as bytes, gRPC metadata as text)."""
+    found: dict[str, str] = {}
+    for key, value in pairs:
+        name = key.decode("latin-1").lower() if isinstance(key, bytes) else key
+        if name in TRACE_HEADERS:
+            if isinstance(value, bytes):
+                found[name] = value.decode("latin-1")
+            elif isinstance(value, str):
+                found[name] = value
+    return found
+
+
+def answered(target: Any, request_id: str, attributes: Mapping[str, Any], failure: str | None) -> None:
+    """Set on the server span ``target`` what its answer says: ``attributes`` and the request's id; failed
+    (``failure``: its ``error.type``) when the answer says the server failed, not for a client's mistake."""
+    target.set_attributes(attributes)
+    target.set_attribute("stevedore.request.id", request_id)
+    if failure is not None:
+        failed(target, failure)
 
 
 def ids() -> tuple[str, str] | None:
@@ -351,9 +425,17 @@ def _resource(service: str) -> Any:
     return HashedOnce(resource.attributes, resource.schema_url)
 
 
+#: gRPC's reconnection back-off grows to two minutes: after a collector's outage, spans would wait that long to
+#: flow again. Five seconds at most.
+GRPC_CHANNEL_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 500), ("grpc.max_reconnect_backoff_ms", 5000))
+
+
 def _otlp_exporter() -> Any:
     """The OTLP span exporter (it reads its endpoint, headers and timeout from the environment itself)."""
-    return _otlp_exporter_class()()
+    exporter_class = _otlp_exporter_class()
+    if exporter_class.__module__.startswith("opentelemetry.exporter.otlp.proto.grpc"):
+        return exporter_class(channel_options=GRPC_CHANNEL_OPTIONS)
+    return exporter_class()
 
 
 def _otlp_exporter_class() -> Any:

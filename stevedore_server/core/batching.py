@@ -146,10 +146,15 @@ class Batcher:
             self.free.release()
 
     def _span(self, batch: list[Pending]) -> contextlib.AbstractContextManager[Any]:
-        """While tracing, the batch's span: a trace of its own (it serves several requests), linked to each
-        request's span and each of those to it; each request's wait for the batch is its "admission" span."""
+        """While tracing, the batch's span, linked to each request's span and each of those to it; each request's
+        wait for the batch is its "admission" span. It serves several requests, so it is the child of the first
+        sampled one (the sampler's decision for that trace covers it): none sampled, none is made."""
         if not tracing.active():
             return NO_SPAN
+        origins = [pending.origin for pending in batch if pending.origin is not None]
+        parent = next((origin for origin in origins if tracing.sampled(origin)), None)
+        if origins and parent is None:  # the model's spans stay in an unsampled request's trace: not exported
+            return tracing.within(origins[0])
         attributes = {
             "stevedore.model.name": self.name,
             "stevedore.model.version": self.version,
@@ -157,7 +162,8 @@ class Batcher:
             "stevedore.batch.rows": sum(len(pending.rows) for pending in batch),
         }
         links = [tracing.link(pending.origin) for pending in batch]
-        return _linked_back(tracing.span("batch", attributes, root=True, links=links), batch)
+        one = tracing.span("batch", attributes, root=parent is None, parent=parent, links=links)
+        return _linked_back(one, batch)
 
     def _timed(self, batch: list[Pending], rows: int, times: tuple[int, int, int, int]) -> None:
         """Count the batch's execution, and in each request's timing its queue (from its submission to the merge)

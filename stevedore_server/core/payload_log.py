@@ -15,16 +15,19 @@ the request path only puts the exchange in a bounded queue. The thread wakes
 once for what comes within ``LINGER`` and hands it over together (the hook's
 ``more``: a sink may write it all at once): under load, a thread woken and a
 file written for each record cost the serving thread more than the records
-themselves (each wake-up and each write hands the GIL over). A full queue drops
-the record and counts it (``stevedore_payload_log_dropped_total``, reason
-``queue_full``), as does an implementation that raises (``sink_error``, its
-first failure logged, not every one). At shutdown the queue is drained within a
-bound; what is still queued then is counted (``shutdown``).
+themselves (each wake-up and each write hands the GIL over). A full queue (in
+records, or in the bytes of the bodies it holds) drops the record and counts it
+(``stevedore_payload_log_dropped_total``, reason ``queue_full``), as does an
+implementation that raises (``sink_error``, its first failure logged, not every
+one; a ``SinkFailure`` says how many records it lost). At shutdown the queue is
+drained within a bound; what is still queued then, or comes after, is counted
+(``shutdown``).
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import random
 import threading
@@ -33,8 +36,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
+from stevedore_server.base.errors import SinkFailure
 from stevedore_server.base.inference_records import REQUEST, RESPONSE, InferenceRecord
 from stevedore_server.base.redaction import Pointer, parse_pointers, redacted
+from stevedore_server.base.serialization import dumps
 
 if TYPE_CHECKING:
     from stevedore_server.base.metrics import Metrics
@@ -46,6 +53,15 @@ logger = logging.getLogger("stevedore.payload_log")
 
 #: Records waiting for the hook: past this, new ones are dropped, never a request held up.
 QUEUE_SIZE = 1000
+#: Bytes of bodies the records waiting for the hook (and those in its hands) may hold: each may hold a body of
+#: ``max_body_size`` (16 MiB by default), so a count of records alone would let a slow sink hold gigabytes.
+#: Past it, new records are dropped (``queue_full``). Four bodies of the largest size fit.
+QUEUE_BYTES = 64 << 20
+#: Bytes of events a stream's record keeps (``RecordedItems``): a stream may send far more than any body, for
+#: as long as it runs. Past it, the record's items end with ``TRUNCATED``.
+STREAM_BYTES = 16 << 20
+#: The last item of a stream's record cut at ``STREAM_BYTES``.
+TRUNCATED = {"truncated": f"the stream's later items are not recorded (past {STREAM_BYTES} bytes)"}
 #: Seconds the thread waits, once woken, for more records to hand over with the first (see the module).
 LINGER = 0.02
 #: Seconds the queue gets at shutdown to be handed over; what is left is counted as dropped.
@@ -75,6 +91,8 @@ class Exchange:
     outcome: tuple[str, str, int, bool, float, str] | None = None
     #: When the request came (seconds since the epoch): the edge's clock, which started with the request.
     started: float = 0.0
+    #: Bytes its bodies hold while queued (``held_bytes``), set when it is.
+    size: int = 0
 
     def answered(self, route: str, protocol: str, status: int, ok: bool, seconds: float, request_id: str) -> None:
         """The answer is sent, ``seconds`` after the request came: queue the exchange for the log's thread
@@ -106,8 +124,11 @@ class PayloadLog:
         self.wake = threading.Event()
         self.random = random.Random()
         self.thread: threading.Thread | None = None
+        #: Held to queue a record and to close the log (see ``submit``), and to count the bytes queued.
         self.lock = threading.Lock()
         self.closed = False
+        #: Bytes the queued records' bodies hold (at most ``QUEUE_BYTES``), until the thread is done with them.
+        self.queued_bytes = 0
         #: Plugins whose last call raised: their next failures are counted, not logged.
         self.failing: set[str] = set()
         #: Set at shutdown when the thread did not finish in time: what it hands over after is not counted twice.
@@ -126,33 +147,40 @@ class PayloadLog:
         return Exchange(self, model, version)
 
     def submit(self, exchange: Exchange) -> None:
-        if self.closed:
-            self.dropped(SHUTDOWN)
-            return
-        if self.thread is None:
-            self.start()
-        if len(self.pending) >= QUEUE_SIZE:
-            self.dropped(QUEUE_FULL)
-            return
-        self.pending.append(exchange)
-        if not self.wake.is_set():  # after the append: a thread clearing it now still finds the record
+        """Queue ``exchange`` for the thread, or count it dropped: the queue full (in records or bytes), or the
+        log closed. Under the lock ``close`` takes, so that no record is appended after the thread has finished."""
+        size = held_bytes(exchange.request) + held_bytes(exchange.response)
+        with self.lock:
+            if self.closed:
+                reason: str | None = SHUTDOWN
+            elif len(self.pending) >= QUEUE_SIZE or self.queued_bytes + size > QUEUE_BYTES:
+                reason = QUEUE_FULL
+            else:
+                reason = None
+                exchange.size = size
+                self.queued_bytes += size
+                self.pending.append(exchange)
+                if self.thread is None:
+                    self.start()
+        if reason is not None:
+            self.dropped(reason)
+        elif not self.wake.is_set():  # after the append: a thread clearing it now still finds the record
             self.wake.set()
 
     def start(self) -> None:
         """The thread, started with the first record (a server that records nothing, or only checks its models
-        as ``stevedore-server check`` does, never has one)."""
-        with self.lock:
-            if self.thread is None:
-                self.thread = threading.Thread(target=self.run, name="stevedore-payload-log", daemon=True)
-                self.thread.start()
+        as ``stevedore-server check`` does, never has one). Called with the lock held."""
+        self.thread = threading.Thread(target=self.run, name="stevedore-payload-log", daemon=True)
+        self.thread.start()
 
     def close(self, timeout: float | None = None) -> None:
         """Hand over what is queued within ``timeout`` seconds (``DRAIN_TIMEOUT``, or ``graceful_timeout`` if
-        shorter); count what is left as dropped (``shutdown``)."""
+        shorter); count what is left, and what comes after, as dropped (``shutdown``)."""
         if timeout is None:
             timeout = min(DRAIN_TIMEOUT, self.settings.graceful_timeout)
-        self.closed = True
-        thread = self.thread
+        with self.lock:  # a record submitted meanwhile is either queued before this or dropped after
+            self.closed = True
+            thread = self.thread
         if thread is None:
             return
         self.wake.set()  # the thread hands over what is left, then stops
@@ -178,7 +206,10 @@ class PayloadLog:
             if not self.closed:
                 time.sleep(LINGER)  # what comes meanwhile is handed over with this (see the module)
             self.wake.clear()
-            self.hand_over_all(self.take())
+            taken = self.take()
+            self.hand_over_all(taken)
+            with self.lock:
+                self.queued_bytes -= sum(exchange.size for exchange in taken)
 
     def take(self) -> list[Exchange]:
         """What is pending, oldest first, taken out of the queue (records that come meanwhile stay for the next)."""
@@ -209,7 +240,8 @@ class PayloadLog:
         if self.abandoned:
             return
         for plugin, error in failures:
-            self.dropped(SINK_ERROR)
+            # A sink that held records and lost them all with this one says how many (``SinkFailure.records``).
+            self.dropped(SINK_ERROR, error.records if isinstance(error, SinkFailure) else 1)
             if plugin not in self.failing:
                 self.failing.add(plugin)
                 logger.error(
@@ -253,6 +285,51 @@ class PayloadLog:
             recorded.append(RESPONSE)
         return request, response, tuple(recorded)
 
-    def dropped(self, reason: str) -> None:
+    def dropped(self, reason: str, records: int = 1) -> None:
         if self.metrics is not None:
-            self.metrics.payload_log_dropped.labels(reason).inc()
+            self.metrics.payload_log_dropped.labels(reason).inc(records)
+
+
+def held_bytes(body: Body | None) -> int:
+    """About the bytes a noted body holds (what ``QUEUE_BYTES`` bounds): the bytes and text it was noted with, a
+    gRPC message's encoded size, a stream's recorded events."""
+    if not isinstance(body, functools.partial):
+        return 0
+    return sum(part_bytes(part) for part in body.args)
+
+
+def part_bytes(part: Any) -> int:
+    if isinstance(part, memoryview):
+        return part.nbytes
+    if isinstance(part, (bytes, bytearray, str)):
+        return len(part)
+    if isinstance(part, RecordedItems):
+        return part.size
+    byte_size = getattr(part, "ByteSize", None)  # a protobuf message (the gRPC front end's)
+    return int(byte_size()) if callable(byte_size) else 0
+
+
+class RecordedItems:
+    """The items a stream sent, as its record keeps them: up to ``STREAM_BYTES`` of their events, then
+    ``TRUNCATED`` and no more (a stream may run for hours)."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        #: Bytes of the events of the items kept.
+        self.size = 0
+        self.truncated = False
+
+    def add(self, item: Any, event_bytes: int) -> None:
+        """``item``, whose event took ``event_bytes``, kept unless the record is full."""
+        if self.truncated:
+            return
+        if self.size + event_bytes > STREAM_BYTES:
+            self.truncated = True
+            self.items.append(TRUNCATED)
+            return
+        self.size += event_bytes
+        self.items.append(item)
+
+    def value(self) -> Any:
+        """The items kept as the client got them in JSON (NumPy arrays and all): on the log's thread."""
+        return orjson.loads(dumps(self.items))

@@ -27,6 +27,7 @@ from stevedore_server.base.errors import (
 from stevedore_server.base.logs import REQUEST_ID_HEADER, AccessLog, RequestIds, failure_answer, log_error, request_id
 from stevedore_server.base.metrics import Metrics
 from stevedore_server.base.settings import Settings
+from stevedore_server.frontends.grpc_health import HEALTH_SERVICE
 from stevedore_server.frontends.payload_notes import grpc_exchange
 from stevedore_server.frontends.v2.grpc_service import Method
 
@@ -49,8 +50,8 @@ STATUS_OF = {
 }
 
 
-#: The metadata keys of W3C Trace Context a caller continues its trace with.
-TRACE_KEYS = frozenset({"traceparent", "tracestate"})
+#: The services never traced: health checks, called every few seconds, would flood the collector.
+UNTRACED_SERVICES = frozenset({HEALTH_SERVICE})
 #: The codes that mark a gRPC server span failed (OpenTelemetry's semantic conventions for RPC).
 SERVER_FAILURES = frozenset(
     {
@@ -92,9 +93,8 @@ class RequestContext:
 
         async def traced(request: Any, context: grpc.aio.ServicerContext) -> Any:
             metadata = dict(context.invocation_metadata() or ())
-            carrier = {key: value for key, value in metadata.items() if key in TRACE_KEYS and isinstance(value, str)}
             with (
-                tracing.continued(carrier),
+                tracing.continued(tracing.carried(metadata.items())),
                 tracing.span(name, span_attributes, kind="server", record_errors=False) as span,
             ):
                 return await call(request, context, metadata, span)
@@ -135,13 +135,14 @@ class RequestContext:
                 code = grpc.StatusCode.INTERNAL
                 await context.abort(code, logged_internal("internal server error", error), trailers)
             finally:
-                if span is not None:
-                    finish_span(span, code, rid, context)
+                if span is not None:  # the codes of a server's failure are errors (OpenTelemetry's RPC conventions)
+                    answer = {"rpc.grpc.status_code": code.value[0], "client.address": peer_host(context.peer())}
+                    tracing.answered(span, rid, answer, code.name if code in SERVER_FAILURES else None)
                 self.record(path, code, time.perf_counter() - started, rid, context)
                 request_id.reset(token)
 
         return grpc.unary_unary_rpc_method_handler(
-            traced if tracing.active() else call,
+            traced if tracing.active() and service not in UNTRACED_SERVICES else call,
             request_deserializer=method.request_type.FromString,
             response_serializer=serialize,
         )
@@ -212,16 +213,6 @@ class RequestContext:
                 {"status": code.value[0], "grpc_status": code.name, "duration_ms": round(seconds * 1000, 3),
                  "route": path},
             )  # fmt: skip
-
-
-def finish_span(span: Any, code: grpc.StatusCode, rid: str, context: Any) -> None:
-    """Set what the answer says on a call's server span; the codes of a server's failure are errors (by
-    OpenTelemetry's conventions for gRPC servers), a client's mistake is not."""
-    span.set_attribute("rpc.grpc.status_code", code.value[0])
-    span.set_attribute("stevedore.request.id", rid)
-    span.set_attribute("client.address", peer_host(context.peer()))
-    if code in SERVER_FAILURES:
-        tracing.failed(span, code.name)
 
 
 def logged_internal(message: str, error: BaseException) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from stevedore_server.base.redaction import Unparsed
 from stevedore_server.base.serialization import dumps
 from stevedore_server.core.payload_log import Exchange
 from stevedore_server.core.server import ModelServer
@@ -85,11 +86,12 @@ def grpc_exchange() -> Exchange | None:
 
 
 def from_json(body: bytes | memoryview) -> Any:
-    """A JSON body's value (a body that is no JSON is recorded as its text)."""
+    """A JSON body's value; a body that is no JSON, its text as ``Unparsed`` (withheld when fields are redacted:
+    ``base.redaction``)."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
-        return bytes(body).decode("utf-8", "replace")
+        return Unparsed(bytes(body).decode("utf-8", "replace"))
 
 
 def from_value(value: Any) -> Any:

@@ -139,11 +139,13 @@ def traced(channel: Channel, orders: Mapping[str, Any]) -> bool:
 
 
 def job_span(order: Mapping[str, Any], kind: str, model: str, version: str) -> AbstractContextManager[Any]:
-    """The job's span, the root of its own trace, linked to the span of the request that started the job."""
+    """The job's span, a child of the span of the request that started the job (sampled as it was) and
+    linked to it."""
     attributes = {"stevedore.job.kind": kind, "stevedore.model.name": model, "stevedore.model.version": version}
     if order.get("job") is not None:
         attributes["stevedore.job.id"] = str(order["job"])
-    return tracing.span("job", attributes, kind="consumer", links=[tracing.link(order.get("trace"))])
+    origin = order.get("trace")
+    return tracing.span("job", attributes, kind="consumer", links=[tracing.link(origin)], parent=origin or None)
 
 
 def run(channel: Channel, logger: logging.Logger, predictor: Any, kind: str, params: Any, workdir: str) -> None:

@@ -19,6 +19,7 @@ from stevedore_server.base.metrics import MULTIPROC_ENV, fresh_multiprocess_dir
 from stevedore_server.base.settings import Settings
 from stevedore_server.core import startup
 from stevedore_server.core.convergence import DIRECTORY_ENV, SharedState
+from stevedore_server.plugins.builtin import payload_log as payload_sinks
 from stevedore_server.processes import isolation
 
 from .draining import DrainingServer, ServerConfig
@@ -72,6 +73,7 @@ def preflight(settings: Settings) -> None:
     plugins; duplicates and unknown hooks need no model loaded; ``--strict`` needs the full load.
     """
     tracing.require(settings.tracing)
+    payload_sinks.check_target(settings.payload_log)
     check_port(settings.host, settings.port, "HTTP", "--port")
     if settings.grpc_port:
         check_port(settings.host, settings.grpc_port, "gRPC", "--grpc-port", " (0 turns gRPC off)")

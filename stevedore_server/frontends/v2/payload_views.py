@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from stevedore_server.base.errors import StevedoreError
+from stevedore_server.base.redaction import Unparsed
 from stevedore_server.base.serialization import loads
 from stevedore_server.core.tensors import decode_binary_data, element_count
 
@@ -23,11 +24,11 @@ from .grpc_codec import CONTENTS_FIELD
 
 def rest_body(body: bytes, header_length: str | None) -> Any:
     """A REST inference request or response (its JSON header, and binary data after it if any) as JSON; a body
-    the route refused as malformed, as its text."""
+    the route refused as malformed, as its text (``Unparsed``: withheld when fields are redacted)."""
     try:
         return rest_json(body, header_length)
     except (StevedoreError, ValueError, TypeError, KeyError, AttributeError):
-        return body.decode("utf-8", "replace")
+        return Unparsed(body.decode("utf-8", "replace"))
 
 
 def rest_json(body: bytes, header_length: str | None) -> Any:

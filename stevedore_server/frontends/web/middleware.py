@@ -39,8 +39,8 @@ OPEN_PATTERN = re.compile(r"(/v2)?/models/[^/]+(/versions/[^/]+)?/ready")
 
 
 CONNECTION_CLOSE = (b"connection", b"close")
-#: The headers of W3C Trace Context a caller continues its trace with.
-TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})
+#: Probes and scrapes, never traced: called every few seconds, their spans would flood the collector.
+UNTRACED_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
 
 
 class RequestContext:
@@ -59,12 +59,12 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if not tracing.active():
+        if not tracing.active() or scope["path"] in UNTRACED_PATHS:
             await self.serve(scope, receive, send, None)
             return
         # The span is made before the route is known: its name and http.route are set once the router has matched.
         with (
-            tracing.continued(trace_headers(scope)),
+            tracing.continued(tracing.carried(scope["headers"])),
             tracing.span(scope["method"], request_attributes(scope), kind="server", record_errors=False) as span,
         ):
             await self.serve(scope, receive, send, span)
@@ -102,8 +102,10 @@ class RequestContext:
                 await send_json(send_with_id, 500, body)
         finally:
             template = route_template(scope)
-            if span is not None:
-                finish_span(span, scope, template, status, rid)
+            if span is not None:  # a 5xx is an error of the server (a client's 4xx is not, by the conventions)
+                name_span(span, scope, template)
+                answer = {"http.response.status_code": status}
+                tracing.answered(span, rid, answer, str(status) if status >= 500 else None)
             self.record(scope, template, status, time.perf_counter() - started, rid)
             request_id.reset(token)
 
@@ -137,11 +139,6 @@ def route_template(scope: Scope) -> str:
     return str(getattr(route, "template", None) or getattr(route, "path", "unmatched"))
 
 
-def trace_headers(scope: Scope) -> dict[str, str]:
-    """The caller's ``traceparent`` and ``tracestate`` headers, if it sent them."""
-    return {name.decode(): value.decode("latin-1") for name, value in scope["headers"] if name in TRACE_HEADERS}
-
-
 def request_attributes(scope: Scope) -> dict[str, Any]:
     """A server span's attributes known before the route (OpenTelemetry's HTTP semantic conventions)."""
     attributes: dict[str, Any] = {
@@ -158,17 +155,12 @@ def request_attributes(scope: Scope) -> dict[str, Any]:
     return attributes
 
 
-def finish_span(span: Any, scope: Scope, template: str, status: int, rid: str) -> None:
-    """Name the server span by its route (``POST /models/{name}/predict``) and set what the answer says; a 5xx
-    is an error of the server (a client's 4xx is not, by the conventions)."""
+def name_span(span: Any, scope: Scope, template: str) -> None:
+    """Name the server span by its route (``POST /models/{name}/predict``), once the router matched one."""
     method = scope["method"] if scope["method"] in HTTP_METHODS else "HTTP"
     if template != "unmatched":
         span.update_name(f"{method} {template}")
         span.set_attribute("http.route", template)
-    span.set_attribute("http.response.status_code", status)
-    span.set_attribute("stevedore.request.id", rid)
-    if status >= 500:
-        tracing.failed(span, str(status))
 
 
 def given_request_id(scope: Scope) -> str | None:

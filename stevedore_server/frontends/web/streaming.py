@@ -25,9 +25,10 @@ from stevedore_server.base.errors import ClientError, ModelFailure
 from stevedore_server.base.logs import failure_answer, log_error
 from stevedore_server.base.serialization import dumps
 from stevedore_server.core.inference import Action, JSONText, ModelRef, Payload
+from stevedore_server.core.payload_log import RecordedItems
 from stevedore_server.core.serving import ServingModel
 from stevedore_server.core.streams import Stream
-from stevedore_server.frontends.payload_notes import from_json, from_value, http_exchange, note_request, note_response
+from stevedore_server.frontends.payload_notes import from_json, http_exchange, note_request, note_response
 
 from .bodies import model_ref, read_json_text, server_of
 
@@ -72,10 +73,10 @@ async def stream_response(request: Request, ref: ModelRef, payload: Payload, eve
     """The events of the stream of the model ``ref`` names on ``payload`` (``Inference.stream``: validated,
     its place in the model's bound taken): 404 for a model that does not stream, 503 when it is full."""
     stream = await server_of(request).inference.stream(ref, payload)
-    recorded: list[Any] | None = None
+    recorded: RecordedItems | None = None
     if http_exchange(request.scope) is not None:  # the payload log records the items sent, once the stream ends
-        recorded = []
-        note_response(request.scope, from_value, recorded, model=stream.model)
+        recorded = RecordedItems()  # up to a bound: a stream may send far more than any body
+        note_response(request.scope, RecordedItems.value, recorded, model=stream.model)
     body = sse_events(stream, events, recorded)
     return StreamResponse(stream, body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
@@ -95,12 +96,15 @@ class StreamResponse(StreamingResponse):
             self.stream.release()
 
 
-async def sse_events(stream: Stream, events: EventFormat, recorded: list[Any] | None = None) -> AsyncIterator[bytes]:
+async def sse_events(
+    stream: Stream, events: EventFormat, recorded: RecordedItems | None = None
+) -> AsyncIterator[bytes]:
     try:
         async for item in stream.items():
+            sent = events.item(stream.model, item)
             if recorded is not None:
-                recorded.append(events.data(stream.model, item))
-            yield events.item(stream.model, item)
+                recorded.add(events.data(stream.model, item), len(sent))
+            yield sent
     except (ClientError, ModelFailure) as error:
         yield events.error(error)
         return

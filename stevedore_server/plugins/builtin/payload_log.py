@@ -9,10 +9,14 @@ consumer of KServe's payload logs takes ours unchanged: binary content mode
 ``org.kubeflow.serving.inference.response`` for a successful response (KServe
 logs no failed one), both with the request id as ``ce-id``; KServe's extension
 attributes (``inferenceservicename``: the model's name, ``namespace``,
-``component``, ``endpoint``, ``metadata``, ``recordedtime``) and three of ours
-(``modelversion``, ``route``, ``status``). A send is tried a few times with a
+``component``, ``endpoint``, ``metadata``) and four of ours, which KServe's
+logger does not send (``modelversion``, ``route``, ``status``, and
+``recordedtime``: when the event was sent). A send is tried a few times with a
 short time-out and a growing pause, then given up (the record is counted as
 dropped: ``core.payload_log``).
+
+A ``file:PATH`` must be one the server can append to: ``check_target`` says so
+at startup, before any record would be dropped for it.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import quote
 
-from stevedore_server.base.errors import SinkFailure
+from stevedore_server.base.errors import SettingError, SinkFailure
 from stevedore_server.base.inference_records import REQUEST, RESPONSE, InferenceRecord, timestamp
 from stevedore_server.base.serialization import dumps
 from stevedore_server.hookspecs import hookimpl
@@ -74,17 +78,38 @@ def sink_for(target: str, port: int) -> Sink:
     if target == "-":
         return JSONLines(sys.stdout.fileno())
     if target.startswith("file:"):
-        path = Path(target.removeprefix("file:")).expanduser()
-        return JSONLines(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
+        return JSONLines(open_for_appending(file_path(target)))
     return CloudEvents(target, f"http://{socket.gethostname()}:{port}/")
+
+
+def check_target(target: str | None) -> None:
+    """SettingError unless a ``file:PATH`` target can be appended to (opened so, which creates the file as its
+    first record would): else the server would start and drop every record."""
+    if target is None or not target.startswith("file:"):
+        return
+    path = file_path(target)
+    try:
+        os.close(open_for_appending(path))
+    except OSError as error:
+        raise SettingError(
+            "payload_log", f"cannot append to {path}: {error.strerror} (its folder must exist and be writable)"
+        ) from None
+
+
+def file_path(target: str) -> Path:
+    return Path(target.removeprefix("file:")).expanduser()
+
+
+def open_for_appending(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
 
 class JSONLines:
     """One JSON object a line, written whole lines at a time in one ``write`` to a descriptor opened for appending
     (so the workers of ``--workers N`` never interleave their lines). The lines of records that come together
     (``more``) are held and written at once, up to ``HELD_BYTES``: a write each would hand the GIL over each
-    time, which costs the serving thread more than the write itself. A failed write loses what was held (and
-    counts as one record dropped)."""
+    time, which costs the serving thread more than the write itself. A failed write loses the lines not written
+    yet, each counted as a record dropped (``SinkFailure.records``)."""
 
     def __init__(self, descriptor: int) -> None:
         self.descriptor = descriptor
@@ -106,8 +131,12 @@ class JSONLines:
         self.held.clear()
         self.held_bytes = 0
         written = 0
-        while written < len(lines):
-            written += os.write(self.descriptor, lines[written:])
+        try:
+            while written < len(lines):
+                written += os.write(self.descriptor, lines[written:])
+        except OSError as error:
+            lost = lines.count(b"\n", written)  # the lines not written whole (a line ends with its newline)
+            raise SinkFailure(f"JSON lines sink: {error.strerror or error}", records=lost) from error
 
 
 class CloudEvents:
