@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jsonschema
@@ -92,11 +92,27 @@ def schema_and_rectangle(draw: st.DrawFn) -> tuple[dict[str, Any], list[Any]]:
     ``schema_and_payload`` are mostly of another depth, ragged or odd, and seldom what the schema wants)."""
     schema = draw(array_schemas())
     check = compiled(schema)
-    # Only the last dimension may be empty: [] is the JSON of shape (0, 3) too, whose 3 JSON cannot tell.
-    outer = draw(st.lists(st.integers(1, 5), min_size=check.depth - 1, max_size=check.depth - 1))
-    shape = [*outer, draw(st.integers(0, 5))]
+    # Only the last dimension may be empty: [] is the JSON of shape (0, 3) too, whose 3 JSON cannot tell. Most
+    # dimensions keep to their level's minItems and maxItems, so that many rectangles are valid (the rest test
+    # the check's refusals).
+    levels = list(item_bounds(schema))
+    outer = [draw(dimension(low, high, 1)) for low, high in levels[:-1]]
+    shape = [*outer, draw(dimension(*levels[-1], 0))]
     leaves = numbers if check.leaf == "number" else st.integers(-12, 12)
     return schema, reshaped(draw(st.lists(leaves, min_size=math.prod(shape), max_size=math.prod(shape))), shape)
+
+
+def item_bounds(schema: dict[str, Any]) -> Iterator[tuple[int, int]]:
+    """Each array level's (minItems, maxItems), outermost first, within 0 to 5."""
+    while schema.get("type") == "array":
+        yield schema.get("minItems", 0), min(schema.get("maxItems", 5), 5)
+        schema = schema["items"]
+
+
+def dimension(low: int, high: int, least: int) -> st.SearchStrategy[int]:
+    """A size of at least ``least``: within the level's bounds three times in four, else anything up to 5."""
+    within = st.integers(max(low, least), high) if max(low, least) <= high else st.integers(least, 5)
+    return st.one_of(within, within, within, st.integers(least, 5))
 
 
 @st.composite
