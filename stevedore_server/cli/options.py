@@ -23,11 +23,13 @@ from stevedore_server.base.settings import (
     HINTS,
     LOG_FORMATS,
     LOG_LEVELS,
+    MODEL_LOADS,
     PAYLOAD_LOG_MODES,
     Settings,
     base_type,
     env_name,
     environment_port,
+    takes_text,
 )
 from stevedore_server.core import startup
 from stevedore_server.core.server import ModelServer
@@ -45,7 +47,8 @@ RAY_SETTINGS = tuple(name for name in RUN_SETTINGS if name not in ("workers", "g
 SECTIONS: dict[str, tuple[str, ...]] = {
     "Serving": ("host", "port", "grpc_port", "workers", "config", "console", "freeze_heap", "shutdown_delay",
                 "graceful_timeout"),
-    "Models": ("plugins", "disable_plugins", "load_models", "model", "mlserver", "allow_pickle", "strict"),
+    "Models": ("plugins", "disable_plugins", "load_models", "model_load", "model_memory_budget",
+               "max_models_per_replica", "model", "mlserver", "allow_pickle", "strict"),
     "Limits": ("max_body_size", "max_json_depth", "max_concurrency", "max_queue", "timeout", "inline_budget",
                "max_connections", "max_concurrent_rpcs", "max_health_watches"),
     "Security": ("api_key_file", "auth_health", "cors_origins", "allowed_hosts", "open_reflection"),
@@ -76,6 +79,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "log_level": LOG_LEVELS,
     "log_format": LOG_FORMATS,
     "payload_log_mode": PAYLOAD_LOG_MODES,
+    "model_load": MODEL_LOADS,
 }
 #: What a value is, where click's TEXT would not say.
 METAVARS = {
@@ -93,6 +97,7 @@ METAVARS = {
     "database_url": "URL",
     "payload_log": "SINK",
     "payload_log_redact": "POINTERS",
+    "model_memory_budget": "SIZE",
 }
 #: A setting's help that tells its default itself (one that depends on other settings): "(default: all)",
 #: "Default: ...", "default SQLite"; not "its model's default (what ...".
@@ -123,6 +128,8 @@ def settings_option(item: Field[Any]) -> Callable[[Any], Any]:
         return click.option(flag, item.name, metavar=metavar or "LIST", default=None, help=help_text)
     if item.name in CHOICES:
         return click.option(flag, item.name, type=click.Choice(CHOICES[item.name]), default=None, help=help_text)
+    if takes_text(HINTS[item.name]):  # a size with its unit: the settings read it
+        kind = str
     return click.option(flag, item.name, type=kind, metavar=metavar, default=None, help=help_text)
 
 

@@ -25,6 +25,7 @@ from .model import (
     MAX_INLINE_BUDGET,
     MAX_PROCESSES,
     MODEL_HINTS,
+    MODEL_LOADS,
     PAYLOAD_LOG_MODES,
     PLATFORM_PORT,
     DeclaresLimits,
@@ -37,7 +38,7 @@ from .model import (
     read_file,
 )
 from .reference import MODEL_FALLBACKS, reference
-from .values import base_type, parse, typed
+from .values import base_type, parse, takes_text, typed
 
 __all__ = [
     "AUTOSCALING_SETTINGS",
@@ -50,6 +51,7 @@ __all__ = [
     "MAX_PROCESSES",
     "MODEL_FALLBACKS",
     "MODEL_HINTS",
+    "MODEL_LOADS",
     "PAYLOAD_LOG_MODES",
     "PLATFORM_PORT",
     "DeclaresLimits",
@@ -63,5 +65,6 @@ __all__ = [
     "read_document",
     "read_file",
     "reference",
+    "takes_text",
     "typed",
 ]

@@ -36,6 +36,14 @@ PAYLOAD_LOG_MODES = ("all", "request", "response")
 #: A payload log's sink: an HTTP(S) URL (CloudEvents), ``file:PATH`` (JSON lines) or ``-`` (standard output).
 PAYLOAD_SINK = re.compile(r"\A(?:https?://\S+|file:.+|-)\Z")
 MASK = "********"
+#: When models load: all at startup, or each on its first request.
+MODEL_LOADS = ("startup", "lazy")
+#: What a ``processes = N`` model's call does when its client leaves or its deadline passes.
+CANCEL_MODES = ("finish", "kill")
+#: The units a byte size may be written in, by their factor.
+BYTE_UNITS = {"B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3,
+              "TiB": 1024**4}  # fmt: skip
+BYTE_SIZE = re.compile(r"\A\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*\Z")
 #: Seconds: a longer call on the event loop would delay every other request noticeably.
 MAX_INLINE_BUDGET = 0.01
 
@@ -145,6 +153,15 @@ class ModelSettings:
     predict_fixture: str | None = setting(None, "JSON file of a valid predict payload, the self-test's input.")
     options: dict[str, Any] | None = setting(None, "The runtime's own options, as a table.")  # noqa: RUF009
     payload_log: bool | None = setting(None, "false: this model's inferences are left out of the payload log.")
+    load: str | None = setting(
+        None, "When the model loads: `startup`, or `lazy` (on its first request); default: `model_load`."
+    )
+    pin: bool | None = setting(None, "true: the memory budget never unloads this model to make room for another.")
+    cancel: str | None = setting(
+        None,
+        "A `processes = N` model's call whose client left or whose deadline passed: `finish` (its result is "
+        "discarded) or `kill` (its worker process is stopped and replaced).",
+    )
 
     @property
     def is_file(self) -> bool:
@@ -213,6 +230,19 @@ class Settings:
         ("all",),
         "Models loaded at startup: all, none, or model names. The others are listed by the model repository "
         "(`POST /v2/repository/index`) and loaded through it.",
+    )
+    model_load: str = setting(
+        "startup",
+        "When models load: `startup`, or `lazy`: listed at once, loaded and self-tested on their first request "
+        "(`[models.NAME] load` overrides it).",
+    )
+    model_memory_budget: int | str | None = setting(
+        None,
+        "Memory the loaded models of one server process may hold, in bytes or with a unit (`512MiB`, `2GiB`); "
+        "loading past it first unloads the least recently used models not pinned (default: no budget).",
+    )
+    max_models_per_replica: int = setting(
+        3, "Ray Serve: lazily loaded models one replica of the multiplexed deployment holds at once."
     )
     max_body_size: int = setting(16 * 1024 * 1024, "Largest request body in bytes; beyond it, 413.")
     max_json_depth: int = setting(64, "Deepest nesting of arrays and objects in a request body; beyond it, 400.")
@@ -343,6 +373,8 @@ class Settings:
                 "payload_log_redact",
                 "holds a JSON pointer not starting with /",
             ),
+            (self.model_load in MODEL_LOADS, "model_load", f"is not one of {', '.join(MODEL_LOADS)}"),
+            (self.max_models_per_replica >= 1, "max_models_per_replica", "must be at least 1"),
             (self.max_body_size >= 1, "max_body_size", "must be positive"),
             (self.max_json_depth >= 1, "max_json_depth", "must be positive"),
             (self.max_concurrency >= 1, "max_concurrency", "must be at least 1"),
@@ -369,6 +401,8 @@ class Settings:
         for ok, name, problem in checks:
             if not ok:
                 raise SettingError(name, f"{getattr(self, name)!r} {problem}")
+        if self.model_memory_budget is not None:
+            object.__setattr__(self, "model_memory_budget", byte_size("model_memory_budget", self.model_memory_budget))
         object.__setattr__(self, "models", declared_models(self))
         for name, model in self.models.items():
             check_model_settings(name, model)
@@ -384,6 +418,16 @@ class Settings:
     def loads_at_startup(self, name: str) -> bool:
         """Whether ``load_models`` selects the model ``name`` to load at startup."""
         return self.load_models == ("all",) or (self.load_models != ("none",) and name in self.load_models)
+
+    def loads_lazily(self, name: str) -> bool:
+        """Whether the model ``name`` loads on its first request: its ``load``, else ``model_load``, says lazy."""
+        return (self.for_model(name).load or self.model_load) == "lazy"
+
+    @property
+    def memory_budget(self) -> int | None:
+        """``model_memory_budget`` in bytes (None: no budget)."""
+        budget = self.model_memory_budget
+        return budget if isinstance(budget, int) else None
 
     def for_model(self, name: str) -> ModelSettings:
         return self.models.get(name, ModelSettings())
@@ -567,8 +611,30 @@ def check_readable(setting: str, path: str) -> None:
         raise SettingError(setting, f"cannot read {path}: {error.strerror}") from None
 
 
+def byte_size(name: str, value: int | str) -> int:
+    """``value`` in bytes: an integer, or a number with a unit (``512MiB``, ``2GiB``, ``1.5GB``); SettingError
+    naming ``name`` otherwise."""
+    if isinstance(value, int):
+        size = value
+    else:
+        match = BYTE_SIZE.match(value)
+        factors = {unit.upper(): factor for unit, factor in BYTE_UNITS.items()} | {"": 1}
+        factor = factors.get(match.group(2).upper()) if match else None
+        if match is None or factor is None:
+            units = ", ".join(BYTE_UNITS)
+            raise SettingError(name, f"{value!r} is not a size: bytes, or a number with a unit ({units})")
+        size = int(float(match.group(1)) * factor)
+    if size < 1:
+        raise SettingError(name, f"{value!r} must be positive")
+    return size
+
+
 def check_model_settings(name: str, model: ModelSettings) -> None:
     prefix = f"models.{name}"
+    if model.load is not None and model.load not in MODEL_LOADS:
+        raise SettingError(f"{prefix}.load", f"{model.load!r} is not one of {', '.join(MODEL_LOADS)}")
+    if model.cancel is not None and model.cancel not in CANCEL_MODES:
+        raise SettingError(f"{prefix}.cancel", f"{model.cancel!r} is not one of {', '.join(CANCEL_MODES)}")
     if model.max_batch_size is not None and model.max_batch_size < 1:
         raise SettingError(f"{prefix}.max_batch_size", f"{model.max_batch_size} must be at least 1")
     if model.inline_budget is not None and not 0 <= model.inline_budget <= MAX_INLINE_BUDGET:

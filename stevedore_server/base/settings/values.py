@@ -29,6 +29,11 @@ TRUE_WORDS = ("true", "yes", "on", "1")
 FALSE_WORDS = ("false", "no", "off", "0")
 
 
+def takes_text(hint: Any) -> bool:
+    """A number's setting that may also be written as text (``int | str``: a size with its unit)."""
+    return str in typing.get_args(hint)
+
+
 def wanted(kind: type) -> str:
     return TYPE_WORDS.get(kind, f"a {kind.__name__}")
 
@@ -44,6 +49,8 @@ def typed(name: str, hint: Any, raw: Any, where: str) -> Any:
     if kind is float and isinstance(raw, (int, float)) and not isinstance(raw, bool):
         return float(raw)
     if isinstance(raw, kind) and not (kind is int and isinstance(raw, bool)):
+        return raw
+    if isinstance(raw, str) and takes_text(hint):  # a size with its unit: "2GiB"
         return raw
     raise SettingError(name, f"{raw!r} is not {wanted(kind)}", f"in {where}")
 
@@ -63,6 +70,8 @@ def parse(name: str, hint: Any, raw: str, variable: str) -> Any:
         try:
             return kind(raw)
         except ValueError:
+            if takes_text(hint):
+                return raw.strip()
             raise SettingError(name, f"{raw!r} is not {wanted(kind)}", variable) from None
     if kind is tuple:
         return tuple(part.strip() for part in raw.split(",") if part.strip())
