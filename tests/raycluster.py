@@ -156,6 +156,8 @@ class RayCluster:
     variables: dict[str, str] = field(default_factory=dict)
     head_port: int = 0
     dashboard_port: int = 0
+    #: The port of Serve's gRPC proxy for a ``stevedore-server ray`` without ``--grpc-port`` (``env``).
+    grpc_port: int = field(default_factory=lambda: free_ports(1)[0])
     nodes: list[Node] = field(default_factory=list)
     driver: Driver | None = None
     #: Ray's session files: a short path, as its sockets' paths must fit in 107 bytes.
@@ -172,7 +174,10 @@ class RayCluster:
     def env(self, **extra: str) -> dict[str, str]:
         home = self.root / "home"
         home.mkdir(exist_ok=True)
-        return self.environment.env(HOME=str(home), RAY_USAGE_STATS_ENABLED="0", **self.variables, **extra)
+        # ``stevedore-server ray`` starts Serve's gRPC proxy on every interface: on a free port, never the default
+        # 8081 (a command's ``--grpc-port`` still wins).
+        grpc = {"STEVEDORE_GRPC_PORT": str(self.grpc_port)}
+        return self.environment.env(HOME=str(home), RAY_USAGE_STATS_ENABLED="0", **grpc, **self.variables, **extra)
 
     def start(self, workers: int) -> None:
         self.head_port, self.dashboard_port, client_port = free_ports(3)
@@ -184,8 +189,9 @@ class RayCluster:
         for _ in range(workers):
             self.add_worker()
 
-    def add_worker(self) -> Node:
-        node = self._node(f"worker{len(self.nodes)}", "--address", self.address)
+    def add_worker(self, *options: str) -> Node:
+        """A worker node; ``options`` of ``ray start`` (``--resources``, a JSON object of custom resources)."""
+        node = self._node(f"worker{len(self.nodes)}", "--address", self.address, *options)
         self.nodes.append(node)
         self.wait_for_nodes(len(self.alive()))
         return node

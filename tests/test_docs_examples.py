@@ -53,6 +53,8 @@ RUN: dict[str, list[tuple[str, str]]] = {
         ("coming-from-kserve.md", "kind: InferenceService"),
     ],
     "tests/test_docs.py::test_the_example_settings_file_loads": [("operations/settings.md", "# stevedore.toml")],
+    "tests/test_lazy_models.py::test_the_scaling_out_example_loads_iris_at_startup_pinned_and_the_others_on_their_first_"
+    "request": [("operations/scaling-out.md", "many models, a few busy at a time")],
     "tests/test_docs.py::test_the_plugin_pages_predictor_is_served": [
         ("plugins/writing.md", "class LogReg(Predictor)")
     ],
@@ -63,6 +65,9 @@ RUN: dict[str, list[tuple[str, str]]] = {
     ],
     "tests/test_ray.py::test_the_config_only_file_is_a_serve_config_that_serve_deploys": [
         ("deployment/ray.md", "stevedore-server ray --config-only"),
+    ],
+    "tests/test_ray_gaps.py::test_triton_s_grpc_client_through_ray_serve_s_grpc_proxy": [
+        ("deployment/ray.md", "--grpc-port 8081"),
     ],
     "tests/test_processes.py::test_two_plugins_pinning_incompatible_versions_are_served_side_by_side": [
         ("operations/processes.md", "models in processes"),
@@ -91,11 +96,16 @@ RUN: dict[str, list[tuple[str, str]]] = {
         ("deployment/ray.md", "[models.sleeper]"),
         ("model-files.md", "[models.fraud]"),
     ],
+    "tests/test_rayserve_multiplexed_config.py::test_the_ray_pages_settings_examples_load": [
+        ("deployment/ray.md", "max_models_per_replica = 5"),
+        ("deployment/ray.md", "[models.iris-trainer]"),
+    ],
     f"{HERE}::test_the_key_file_example_is_read_with_its_scopes": [("operations/security.md", "# team A's client")],
     f"{HERE}::test_the_opt_out_example_is_an_ini_option_the_kit_reads": [("plugins/testing.md", "stevedore_skip")],
     f"{HERE}::test_a_curl_example_answers_as_shown": [
         ("protocols/v2-rest.md", "/v2/models/iris/infer"),
         ("quickstart.md", "localhost:8000/readyz"),
+        ("operations/limits.md", "X-Request-Timeout: 0.5"),
     ],
     f"{HERE}::test_the_repository_example_loads_a_model_while_serving": [
         ("protocols/repository.md", "/v2/repository/index")
@@ -426,7 +436,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         running.stop()
 
 
-CURL_EXAMPLES = [("quickstart.md", "localhost:8000/readyz"), ("protocols/v2-rest.md", "/v2/models/iris/infer")]
+CURL_EXAMPLES = [
+    ("quickstart.md", "localhost:8000/readyz"),
+    ("protocols/v2-rest.md", "/v2/models/iris/infer"),
+    ("operations/limits.md", "X-Request-Timeout: 0.5"),
+]
 
 
 @pytest.mark.server

@@ -1,6 +1,6 @@
 """``make bench``: install every target, then rounds of A B A B over the targets, then the table.
 
-With SOAK=1, the soak runs instead of the comparison.
+With SOAK=1, the soak runs instead of the comparison; with LAZY=1, the benchmark of lazy models (lazy.py).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from . import grpc_client
 from .breakdown import breakdown_text
 from .fixtures import FixtureError, Fixtures
 from .h2load import h2load_available, h2load_version
+from .lazy import bench as lazy_bench
 from .load import RequestFiles, wrk_available
 from .records import Records
 from .report import leftovers_text, scenario_summaries, table, target_summaries
@@ -68,7 +69,7 @@ def ensure_load_generators(settings: BenchSettings, logs: Path) -> None:
     """wrk always (Debian's wrk); h2load (Debian's nghttp2-client) when a gRPC target is to run."""
     if not wrk_available():
         ensure_debian_tool("wrk", "wrk", logs / "install-wrk.log")
-    names = (settings.soak_target,) if settings.soak else settings.targets
+    names = () if settings.lazy else (settings.soak_target,) if settings.soak else settings.targets
     if any(TARGETS[name].grpc for name in names if name in TARGETS) and not h2load_available():
         ensure_debian_tool("h2load", "nghttp2-client", logs / "install-h2load.log")
 
@@ -221,6 +222,10 @@ def main() -> int:
     records = Records(run_dir / "raw.jsonl")
     record_settings(records, settings)
     try:
+        if settings.lazy:  # its own servers and environment: none of the comparison's targets
+            print(lazy_bench(settings, run_dir, records))
+            logger.info("done in %.0f s; results in %s", time.monotonic() - started, run_dir)
+            return 0
         context, targets = prepare(settings, run_dir, records)
         logger.info("set up in %.0f s; measuring: %s", time.monotonic() - started, " ".join(t.name for t in targets))
         if settings.soak:

@@ -30,6 +30,8 @@ COMPARISONS = (
     ("small-c32", "ours-grpc", MLSERVER_GRPC),
     ("batch1000-c4", "ours-grpc", "ours-v2-binary"),
     *((scenario, "ours-ray", base) for scenario in SCENARIOS for base in ("ray-fastapi", "ray-fastapi-65")),
+    # Issue 28: both with Serve's throughput-optimized mode, the baseline's queue tuned (at least 1.0x).
+    *((scenario, "ours-ray-fast", "ray-fastapi-fast") for scenario in SCENARIOS),
     # A model file through its runtime against the hand-written plugin of the same model (at least 1.0x), and
     # MLServer's own folder served by us against MLServer (at least 3x at small-c32): issue 25.
     *((scenario, target, base) for scenario in ("small-c32", "batch1000-c4") for target, base in MODEL_FILES),

@@ -62,6 +62,8 @@ class BenchSettings:
     soak_minutes: int = 5
     soak_target: str = "ours-stevedore"
     soak_connections: int = 32
+    #: Run the benchmark of lazy models within a memory budget instead (loadbench/lazy.py).
+    lazy: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> BenchSettings:

@@ -297,6 +297,14 @@ ray_actor_options = {num_cpus = 1}
 
 #: What our model's deployment takes at once, its runtime's capacity (1 running, 64 waiting): for ray-fastapi-65.
 OURS_MODEL_QUEUE = ("--model-max-ongoing-requests", "65")
+#: Serve's throughput-optimized mode (Ray 2.56 on): user code on the replica's own event loop, gRPC between the
+#: proxy and the replicas, request logs buffered, the heap frozen after startup. Read by every Ray process at
+#: import: the cluster's head gets it from the target's environment (``ray_head.py`` passes it on).
+THROUGHPUT_OPTIMIZED = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+
+
+def throughput_optimized(launch: Launch) -> dict[str, str]:
+    return dict(THROUGHPUT_OPTIMIZED)
 
 
 def on_ray(deploy: Callable[[Launch], list[str]]) -> Callable[[Launch], list[str]]:
@@ -315,7 +323,7 @@ def on_ray(deploy: Callable[[Launch], list[str]]) -> Callable[[Launch], list[str
 def ours_ray_deploy(launch: Launch) -> list[str]:
     return [
         str(launch.venv / "bin" / "stevedore-server"), "ray", "--host", "127.0.0.1", "--port", str(launch.port),
-        "--config", str(launch.work / "stevedore-ray.toml"),
+        "--config", str(launch.work / "stevedore-ray.toml"), "--grpc-port", "0",  # the baseline serves no gRPC
     ]  # fmt: skip
 
 
@@ -428,6 +436,16 @@ TARGETS: dict[str, Target] = {
         Target(
             "ray-fastapi-65", "the same, its model deployment taking 65 requests at once (as ours's) instead of 5",
             "ray", RowsPayload(), "/predict", "/ready", on_ray(ray_fastapi_deploy(*OURS_MODEL_QUEUE)), ports=RAY_PORTS,
+        ),
+        Target(
+            "ours-ray-fast", "ours-ray with RAY_SERVE_THROUGHPUT_OPTIMIZED=1", "ours-ray", RowsPayload(),
+            STEVEDORE_ROUTE, "/readyz", on_ray(ours_ray_deploy), ports=RAY_PORTS, prepare=ours_ray_prepare,
+            environment=throughput_optimized,
+        ),
+        Target(
+            "ray-fastapi-fast", "ray-fastapi-65 with RAY_SERVE_THROUGHPUT_OPTIMIZED=1: the baseline's best options",
+            "ray", RowsPayload(), "/predict", "/ready", on_ray(ray_fastapi_deploy(*OURS_MODEL_QUEUE)), ports=RAY_PORTS,
+            environment=throughput_optimized,
         ),
     )
 }  # fmt: skip

@@ -262,6 +262,13 @@ class InferenceTimeout(ClientError):
     status_code = 504
 
 
+class ClientGone(ClientError):
+    """The client disconnected before its answer: nobody reads this error, but the access log and the metrics
+    record the request so (499, nginx's "client closed request")."""
+
+    status_code = 499
+
+
 class LegacyBadRequest(BadRequest):
     """An ml-py-stevedore route's error: that server answered 400 with FastAPI's ``detail`` body."""
 

@@ -34,6 +34,8 @@ from stevedore_server.base import tracing
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+#: Seconds: a model loads in milliseconds (a small file) to minutes (a large one from object storage).
+LOAD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 #: Seconds: trainings take from seconds to days.
 JOB_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 12 * 3600.0, 24 * 3600.0, 72 * 3600.0)
 #: Families that name software versions (of the server and of each plugin distribution): they tell an attacker
@@ -94,6 +96,13 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=registry,
         )
+        self.requests_dropped = Counter(
+            "stevedore_requests_dropped",
+            "Inference requests given up before their model ran them, by reason: disconnected (the client left "
+            "while they waited), deadline (their deadline passed first)",
+            ["model", "version", "reason"],
+            registry=registry,
+        )
         self.payload_log_dropped = Counter(
             "stevedore_payload_log_dropped",
             "Payload log records dropped, by reason: queue_full, sink_error, shutdown, unreadable",
@@ -133,6 +142,40 @@ class Metrics:
             "stevedore_model_process_resident_bytes",
             "Resident memory of each worker process of a model run in processes (`[models.NAME] processes`)",
             ["model", "version", "process"],
+            multiprocess_mode="liveall",
+            registry=registry,
+        )
+        self.model_loads = Counter(
+            "stevedore_model_loads",
+            "Models loaded while serving (a lazy model's first request, or back after an eviction), by outcome: "
+            "loaded, failed",
+            ["model", "version", "outcome"],
+            registry=registry,
+        )
+        self.model_load_seconds = Histogram(
+            "stevedore_model_load_duration_seconds",
+            "Time to load and self-test a model while serving",
+            ["model", "version"],
+            buckets=LOAD_BUCKETS,
+            registry=registry,
+        )
+        self.model_evictions = Counter(
+            "stevedore_model_evictions",
+            "Models unloaded to keep within the memory budget (`model_memory_budget`)",
+            ["model", "version"],
+            registry=registry,
+        )
+        self.model_memory = Gauge(
+            "stevedore_model_memory_bytes",
+            "Memory a loaded model holds, as measured after its load (0: not loaded), in each server process",
+            ["model", "version"],
+            multiprocess_mode="liveall",
+            registry=registry,
+        )
+        self.models_loaded = Gauge(
+            "stevedore_models_loaded",
+            "Models loaded in each server process (counted in its memory budget)",
+            [],
             multiprocess_mode="liveall",
             registry=registry,
         )
@@ -245,6 +288,11 @@ class ModelMetrics:
     def count_error(self, action: str, kind: str) -> None:
         if self.metrics is not None:
             self.metrics.inference_errors.labels(*self.labels, action, kind).inc()
+
+    def count_dropped(self, reason: str) -> None:
+        """A request given up before its model ran it (``core.deadlines``)."""
+        if self.metrics is not None:
+            self.metrics.requests_dropped.labels(*self.labels, reason).inc()
 
     def batch(self, size: int) -> None:
         if self.metrics is not None:

@@ -40,8 +40,8 @@ PLUGIN_SETTINGS = ("plugins", "disable_plugins", "config")
 #: What declares model files, for the commands that look at the models: ``list``, ``check``, ``schema``.
 FILE_SETTINGS = ("model", "mlserver", "allow_pickle", "state_dir")
 RUN_SETTINGS = tuple(item.name for item in fields(Settings) if not item.metadata["file_only"] and item.metadata["flag"])
-#: On Ray Serve: the processes and the gRPC port are Ray's business.
-RAY_SETTINGS = tuple(name for name in RUN_SETTINGS if name not in ("workers", "grpc_port"))
+#: On Ray Serve: the processes are Ray's business (the gRPC port is its gRPC proxy's).
+RAY_SETTINGS = tuple(name for name in RUN_SETTINGS if name != "workers")
 
 #: ``run --help`` (and ``config``'s, ``ray``'s) in sections: every setting of ``run`` in exactly one (a test checks).
 SECTIONS: dict[str, tuple[str, ...]] = {
@@ -291,10 +291,11 @@ def kserve_model(name: str | None, folder: str | None) -> str | None:
 def load_or_exit(settings: Settings) -> ModelServer:
     """Every selected model loaded and self-tested, as a server would (without serving); errors as messages.
 
-    Every model, whatever ``load_models`` says: these commands check what is installed.
+    Every model, whatever ``load_models`` and ``model_load`` say: these commands check what is installed.
     """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    settings = dataclasses.replace(settings, load_models=("all",))
+    models = {name: dataclasses.replace(own, load=None) for name, own in settings.models.items()}
+    settings = dataclasses.replace(settings, load_models=("all",), model_load="startup", models=models)
     try:
         return startup.build_server(settings, startup.load(settings))
     except StevedoreError as error:

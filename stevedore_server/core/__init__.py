@@ -9,6 +9,8 @@
 - ``runtime`` (how one model's calls run), with ``admission`` (its threads,
   queue bound and time-out), ``inline`` (short calls on the event loop) and
   ``batching`` (adaptive batches);
+- ``deadlines``: a request's deadline, and work dropped when nobody waits
+  for it any more (a client gone, a deadline passed);
 - ``tensors``, ``signature`` and ``content_types``: tensors and what a model
   takes and gives as tensors, for REST and gRPC alike;
 - ``payload_log``: each inference's request and response handed to the

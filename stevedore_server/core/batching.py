@@ -2,10 +2,11 @@
 
 With ``max_batch_size`` above 1, the rows of the waiting requests are
 concatenated, the model is called once, and its result is split back, each
-caller getting exactly its own rows. Only a model whose self-test showed one
-output item a row (of each output, for a dict of outputs by name) is batched;
-a batch result of another length fails that batch with a clear message (the
-model's error, a 500).
+caller getting exactly its own rows; a caller that is gone (its client left,
+its deadline passed) before its batch begins is left out of it. Only a model
+whose self-test showed one output item a row (of each output, for a dict of
+outputs by name) is batched; a batch result of another length fails that
+batch with a clear message (the model's error, a 500).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from stevedore_server.base.errors import ModelFailure
 from stevedore_server.base.metrics import ModelMetrics
 from stevedore_server.base.settings import ModelLimits
 
+from .deadlines import BOUND, Bound
+from .deadlines import current as current_bound
 from .statistics import ModelStatistics, Timing, current
 
 #: Runs one merged batch (on the loop or a thread, as the model's runtime decides); raises ModelFailure.
@@ -41,6 +44,8 @@ class Pending:
     #: While tracing: the request's span, which the batch's span links to (and back), and when it began to wait.
     origin: Any = None
     queued_ns: int = 0
+    #: The request's bound (``deadlines``): marked begun when its batch begins.
+    bound: Bound | None = None
 
 
 class Batcher:
@@ -81,7 +86,7 @@ class Batcher:
         timing = current()
         if timing is not None:
             timing.queued = time.perf_counter_ns()
-        pending = Pending(rows, future, loop.time(), timing)
+        pending = Pending(rows, future, loop.time(), timing, bound=current_bound())
         if tracing.active():
             pending.origin, pending.queued_ns = tracing.current(), time.time_ns()
         self.waiting.append(pending)
@@ -95,6 +100,8 @@ class Batcher:
             self.task.cancel()
 
     async def _collect(self) -> None:
+        # Made by the first caller's task, this task has its context: no batch is that caller's.
+        BOUND.set(None)
         while True:
             await self.free.acquire()
             batch = await self._next_batch()
@@ -104,24 +111,40 @@ class Batcher:
 
     async def _next_batch(self) -> list[Pending]:
         limits = self.limits
-        await self.arrived.wait()
+        while not self._live_head():
+            self.full.clear()
+            self.arrived.clear()
+            await self.arrived.wait()
         remaining = self.waiting[0].arrived + limits.max_batch_time - asyncio.get_running_loop().time()
         if not self.full.is_set() and remaining > 0:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(remaining):
                     await self.full.wait()
-        batch = [self.waiting.popleft() for _ in range(min(limits.max_batch_size, len(self.waiting)))]
+        batch: list[Pending] = []
+        while self.waiting and len(batch) < limits.max_batch_size:  # only the callers still waiting
+            pending = self.waiting.popleft()
+            if not pending.future.done():
+                batch.append(pending)
         if len(self.waiting) < limits.max_batch_size:
             self.full.clear()
         if not self.waiting:
             self.arrived.clear()
-        return [pending for pending in batch if not pending.future.done()]
+        return batch
+
+    def _live_head(self) -> bool:
+        """Whether a caller still waits, the callers gone at the head of the queue dropped."""
+        while self.waiting and self.waiting[0].future.done():
+            self.waiting.popleft()
+        return bool(self.waiting)
 
     async def _run(self, batch: list[Pending]) -> None:
         try:
             if not batch:
                 return
             self.metrics.batch(len(batch))
+            for pending in batch:  # from here on, each caller's rows run whatever becomes of the caller
+                if pending.bound is not None:
+                    pending.bound.started = True
             try:
                 with self._span(batch):
                     started = time.perf_counter_ns()

@@ -31,7 +31,7 @@ import functools
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from anyio import to_thread
@@ -40,6 +40,7 @@ from stevedore_server.base import tracing
 from stevedore_server.base.errors import BadRequest, InvalidPayload, NotFound, NotReady
 from stevedore_server.base.serialization import loads
 from stevedore_server.base.validation import SchemaValidator
+from stevedore_server.plugins.loading import State
 
 from . import statistics
 from .content_types import NUMPY_PLAN, ContentPlan
@@ -55,6 +56,9 @@ logger = logging.getLogger("stevedore.inference")
 
 #: Payloads larger than this are parsed and validated on a worker thread: megabytes would stall the event loop.
 OFF_LOOP_BYTES = 256 * 1024
+#: Loads a request waits for before it gives up: its model may be evicted again as it is about to serve (a budget
+#: too small for the models asked at once).
+LAZY_ATTEMPTS = 3
 #: Bodies from this size are checked as arrays where the schema allows: below it, the validator is faster.
 VECTOR_CHECK_MIN_BYTES = 2048
 
@@ -123,12 +127,32 @@ class Answer:
     outputs: tuple[str, ...] | None = None
 
 
+class Loader(Protocol):
+    """Loads lazy models (``lazy_loading.LazyLoader``)."""
+
+    async def ensure(self, model: ServingModel) -> None: ...
+
+    def used(self, model: ServingModel) -> None: ...
+
+
 class Inference:
     """Runs the models of a registry for every front end (see the module's docstring)."""
 
     def __init__(self, registry: Registry, max_json_depth: int) -> None:
         self.registry = registry
         self.max_json_depth = max_json_depth
+        #: Loads a lazy model on its first request, and is told which models serve (the memory budget's order);
+        #: None where there are none (a Ray Serve ingress).
+        self.loader: Loader | None = None
+
+    async def loaded(self, ref: ModelRef) -> ServingModel:
+        """``resolve``, a lazy model loaded first (its first request waits for it, at most its time-out)."""
+        for _ in range(LAZY_ATTEMPTS):
+            model = self.registry.get(ref.name, ref.version)
+            if model.state is not State.LAZY or self.loader is None:
+                break
+            await self.loader.ensure(model)
+        return self.resolve(ref)
 
     def resolve(self, ref: ModelRef) -> ServingModel:
         """The model ``ref`` names, served now: NotFound, or NotReady with the reason."""
@@ -138,26 +162,28 @@ class Inference:
                 f"model {model.name!r} version {model.version!r} is not ready: {model.reason or model.state}"
             )
         statistics.attach(model.runtime.statistics)  # the request being served counts as this model's
+        if self.loader is not None:
+            self.loader.used(model)
         if tracing.active():  # the request's span names the model that serves it
             tracing.annotate({"stevedore.model.name": model.name, "stevedore.model.version": model.version})
         return model
 
-    def admit(self, ref: ModelRef, action: Action) -> ServingModel:
+    async def admit(self, ref: ModelRef, action: Action) -> ServingModel:
         """The model ``ref`` names, served and with room for one more ``action`` now: NotFound, NotReady, or
         Overloaded (503 with Retry-After) when its bound is full. What a front end asks before it reads a
         request's body, so that a full model refuses the request without reading, parsing or validating it; the
         place itself is taken by ``call``, so that a body still on its way holds none (a slow client cannot fill
-        the model's queue)."""
-        model = self.resolve(ref)
+        the model's queue). A lazy model is loaded first."""
+        model = await self.loaded(ref)
         runtime = model.runtime
         if isinstance(runtime, ModelRuntime):  # a Ray Serve deployment bounds its calls itself
             runtime.admission.check(action)
         return model
 
-    def job_parameters(self, ref: ModelRef, action: Action, body: bytes) -> tuple[ServingModel, Any]:
+    async def job_parameters(self, ref: ModelRef, action: Action, body: bytes) -> tuple[ServingModel, Any]:
         """The model ``ref`` names and the JSON ``body`` validated for a job of ``action`` (train, or a long
         predict), as a JSON value: a job keeps its parameters in the database. NotFound for a model without."""
-        model = self.resolve(ref)
+        model = await self.loaded(ref)
         if action is Action.TRAIN and not model.predictor.has_train:
             raise NotFound(f"model {model.name!r} version {model.version!r} cannot be trained")
         if action is Action.SCORE:
@@ -179,7 +205,7 @@ class Inference:
 
     async def run(self, ref: ModelRef, action: Action, payload: Payload) -> Answer:
         """``call`` within the request's timing (``statistics``)."""
-        model = self.resolve(ref)
+        model = await self.loaded(ref)
         if action is Action.SCORE and not model.predictor.has_score:
             raise NotFound(f"model {model.name!r} version {model.version!r} has no score service")
         started = time.perf_counter_ns()
@@ -208,7 +234,7 @@ class Inference:
         """Validate ``payload`` as a predict and take a place for the stream of the model ``ref`` names (see
         ``streams``): NotFound for a model that does not stream, NotReady where it cannot (Ray Serve), Overloaded
         when its bound is full."""
-        model = self.resolve(ref)
+        model = await self.loaded(ref)
         if not model.predictor.has_stream:
             raise NotFound(f"model {model.name!r} version {model.version!r} has no predict_stream")
         with tracing.span("validate"):

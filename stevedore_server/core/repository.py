@@ -51,6 +51,7 @@ from stevedore_server.processes import isolation
 
 from . import serving, startup
 from .convergence import LOADED, UNLOADED, Desired, SharedState
+from .lazy_loading import LazyLoader
 from .served_models import TRAINED_BY_JOB
 from .server import ModelServer
 from .serving import ServingModel
@@ -98,9 +99,6 @@ class Repository:
         release_memory: Callable[[], None] | None = None,
     ) -> None:
         self.server = server
-        #: Called once a dropped model's last call has finished: the serving process frees its memory (a frozen
-        #: heap is the process's to thaw).
-        self.release_memory = release_memory
         self.manager = manager
         #: Held by each discovery, load and unload: one at a time.
         self.lock = asyncio.Lock()
@@ -118,9 +116,18 @@ class Repository:
         self.generation = 0
         self.applied: dict[str, int] = {}
         self.poller: asyncio.Task[None] | None = None
+        #: Loads lazy models on their first request, within the memory budget, which the loads here keep too; and
+        #: frees a dropped model's memory once its last call has finished (``release_memory``: a frozen heap is the
+        #: serving process's to thaw).
+        self.lazy = LazyLoader(server, self.replace, self.fresh_predictor, release_memory)
+        server.inference.loader = self.lazy
 
     async def start(self) -> None:
-        """With workers: apply the desired state before serving, then follow it."""
+        """Keep the models loaded at startup within the memory budget; with workers: apply the desired state
+        before serving, then follow it."""
+        async with self.lazy.lock:
+            self.lazy.count_loaded()
+            await self.lazy.make_room(0)
         if self.shared is None:
             return
         await self.follow()
@@ -236,14 +243,20 @@ class Repository:
         """Load every installed version of ``name`` in this process."""
         candidates, hooks = await to_thread.run_sync(self.candidates, name)
         settings = self.server.settings
-        loaded = await to_thread.run_sync(lambda: [isolation.load_candidate(c, settings) for c in candidates])
-        failed = [f"version {m.version}: {m.reason}" for m in loaded if not m.ready]
-        if failed:
-            raise BadRequest(f"failed to load model {name!r}, which keeps serving as it was: " + "; ".join(failed))
-        for record in loaded:
-            metadata, _ = hooks.catalogue_metadata(record.predictor, self.server)
-            described = serving.describe(record, metadata)
-            self.swap(await serving.start(described, self.server.settings, self.server.metrics))
+        async with self.lazy.lock:  # within the memory budget, measured one load at a time
+            await self.lazy.make_room(sum(self.lazy.estimate((name, c.predictor.version)) for c in candidates))
+            loaded = await to_thread.run_sync(lambda: [isolation.load_candidate(c, settings) for c in candidates])
+            failed = [f"version {m.version}: {m.reason}" for m in loaded if not m.ready]
+            if failed:
+                for record in loaded:  # what the versions that did load hold is let go
+                    await to_thread.run_sync(record.predictor.unload)
+                raise BadRequest(f"failed to load model {name!r}, which keeps serving as it was: " + "; ".join(failed))
+            for record in loaded:
+                metadata, _ = hooks.catalogue_metadata(record.predictor, self.server)
+                described = serving.describe(record, metadata)
+                self.swap(await serving.start(described, self.server.settings, self.server.metrics))
+                self.lazy.loaded_here(record)
+            await self.lazy.make_room(0, keep=None, loading={(name, m.version) for m in loaded})
         logger.info("model %s loaded: versions %s", name, ", ".join(m.version for m in loaded))
 
     async def unload_here(self, name: str) -> None:
@@ -259,6 +272,7 @@ class Repository:
             candidate = fresh.get((model.name, model.version))
             predictor = candidate.predictor if candidate else model.predictor
             self.swap(serving.describe(not_loaded(predictor, model.source), model.metadata))
+        self.lazy.count_loaded()
         logger.info("model %s unloaded", name)
 
     async def serve_trained(self, predictor: Predictor, base: ServingModel, job_id: str) -> None:
@@ -286,6 +300,7 @@ class Repository:
         """At shutdown: stop following the other workers, and waiting for replaced models (their runtimes close)."""
         if self.poller is not None:
             self.poller.cancel()
+        self.lazy.close()
         for task in self.retiring:
             task.cancel()
 
@@ -332,14 +347,27 @@ class Repository:
         self.server.registry.plugin_failures = kept + added
 
     def swap(self, model: ServingModel) -> None:
+        """Serve ``model`` in place of the one of its name and version, which retires once its calls finish."""
+        old = self.replace(model)
+        if old is not None:
+            self.retire_later(old)
+
+    def replace(self, model: ServingModel) -> ServingModel | None:
+        """Serve ``model`` in place of the one of its name and version; the one replaced, its runtime left open."""
         old = self.server.registry.replace(model)
         source = model.source
         plugin = None
         if source.distribution and source.distribution_version:
             plugin = (source.distribution, source.distribution_version)
         self.server.metrics.describe_model(model.name, model.version, model.ready, plugin)
-        if old is not None:
-            self.retire_later(old)
+        return old
+
+    def fresh_predictor(self, name: str, version: str) -> Predictor | None:
+        """A predictor of ``name`` and ``version`` fresh from its entry point, not loaded (None: none provides it
+        now); blocking. What the environments of other interpreters said is taken as last asked."""
+        candidates, _, _ = startup.find(self.server.settings, self.manager, self.environments)
+        return next((c.predictor for c in candidates if (c.predictor.name, c.predictor.version) == (name, version)),
+                    None)  # fmt: skip
 
     def retire_later(self, model: ServingModel) -> None:
         """Close a dropped model's runtime once its calls in flight have finished."""
@@ -351,8 +379,7 @@ class Repository:
     async def retire(self, model: ServingModel) -> None:
         await serving.retire(model, RETIRE_TIMEOUT)
         del model
-        if self.release_memory is not None:
-            self.release_memory()
+        self.lazy.release_frozen()
 
 
 def not_provided(name: str, names: set[str], failures: list[PluginFailure]) -> StevedoreError:

@@ -119,9 +119,11 @@ async def start(model: ServingModel, settings: Settings, metrics: Metrics | None
 RETIRE_POLL_INTERVAL = 0.05
 
 
-async def retire(model: ServingModel, timeout: float) -> bool:
+async def retire(model: ServingModel, timeout: float, aside: bool = True) -> bool:
     """Close a replaced model's runtime once its calls in flight have finished, or after ``timeout`` seconds
-    (its threads are then abandoned to end on their own, as a timed-out call's are). True if it ended idle."""
+    (its threads are then abandoned to end on their own, as a timed-out call's are). True if it ended idle.
+    ``aside``: its predictor's ``unload`` runs on a thread of its own, not waited for; else it has run on return
+    (what the model held is let go: the memory budget measures the next load)."""
     runtime = model.runtime
     if runtime is None:
         return True
@@ -134,5 +136,8 @@ async def retire(model: ServingModel, timeout: float) -> bool:
         idle = runtime.idle
         if not idle:
             logger.warning("model %s version %s retired with calls still running", model.name, model.version)
-        runtime.close(unload_aside=True)
+        if aside:
+            runtime.close(unload_aside=True)
+        else:
+            await to_thread.run_sync(runtime.close)
     return idle

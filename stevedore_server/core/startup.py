@@ -26,7 +26,7 @@ from stevedore_server.base.sources import PluginFailure, PluginSource
 from stevedore_server.plugins.discovery import Candidate, accepted, find_installed
 from stevedore_server.plugins.hooks import Hooks
 from stevedore_server.plugins.installed import check_selection
-from stevedore_server.plugins.loading import LoadedModel, not_loaded
+from stevedore_server.plugins.loading import LoadedModel, lazy, not_loaded
 from stevedore_server.plugins.model_files import model_files
 from stevedore_server.processes import isolation
 
@@ -100,10 +100,14 @@ def unmatched_table(table: str, name: str, names: set[str], failures: list[Plugi
 
 
 def load_selected(settings: Settings, candidate: Candidate) -> LoadedModel:
-    """The model loaded and self-tested if ``load_models`` selects it, else its record as not loaded."""
-    if settings.loads_at_startup(candidate.predictor.name):
-        return isolation.load_candidate(candidate, settings)
-    return not_loaded(candidate.predictor, candidate.source)
+    """The model loaded and self-tested if ``load_models`` selects it (its record as lazy if it loads on its first
+    request), else its record as not loaded."""
+    name = candidate.predictor.name
+    if not settings.loads_at_startup(name):
+        return not_loaded(candidate.predictor, candidate.source)
+    if settings.loads_lazily(name):
+        return lazy(candidate.predictor, candidate.source)
+    return isolation.load_candidate(candidate, settings)
 
 
 def find(

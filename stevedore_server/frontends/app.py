@@ -52,6 +52,7 @@ from stevedore_server.frontends.web.middleware import RequestContext, RequireAPI
 from stevedore_server.frontends.web.origins import browser_guards
 from stevedore_server.frontends.web.plugin_routes import PluginRoutes, serve_routes
 from stevedore_server.frontends.web.routing import ApiRoute, docs_app, share_methods
+from stevedore_server.jobs.launch import JobLauncher
 from stevedore_server.jobs.records import TrainedVersion
 from stevedore_server.jobs.service import SERVE_TIMEOUT, Jobs
 from stevedore_server.jobs.versions import TrainedServing
@@ -82,6 +83,8 @@ class ServingProcess:
     workers_dir: Path | None = None
     metrics_dir: str | None = None
     release_memory: Callable[[], None] | None = None
+    #: Where jobs run, if not in processes of this machine (the Ray Serve ingress: Ray actors).
+    job_launcher: JobLauncher | None = None
 
 
 def create_app(
@@ -101,7 +104,7 @@ def create_app(
         routes=table,
         middleware=[*outer, *middleware(settings, metrics)],
         exception_handlers=EXCEPTION_HANDLERS,
-        lifespan=lifespan(settings, models or local_models(manager, process), metrics, table),
+        lifespan=lifespan(settings, models or local_models(manager, process), metrics, table, process.job_launcher),
     )
     app.router.redirect_slashes = False  # each route answers with or without its slash where it should
     return app
@@ -167,14 +170,20 @@ def local_models(manager: pluggy.PluginManager | None, process: ServingProcess =
     return serve
 
 
-def lifespan(settings: Settings, models: ServeModels, metrics: Metrics, table: list[BaseRoute]) -> Any:
+def lifespan(
+    settings: Settings,
+    models: ServeModels,
+    metrics: Metrics,
+    table: list[BaseRoute],
+    job_launcher: JobLauncher | None = None,
+) -> Any:
     @asynccontextmanager
     async def serve(app: Starlette) -> AsyncIterator[dict[str, AppState]]:
         lifecycle = Lifecycle()
         async with (
             models(settings, metrics) as (server, repository),
             logging_payloads(server),
-            running_jobs(settings, server, repository, lifecycle) as jobs,
+            running_jobs(settings, server, repository, lifecycle, job_launcher) as jobs,
         ):
             plugin_routes = tuple(serve_routes(server.plugin_routes, table))
             state = AppState(
@@ -204,7 +213,11 @@ async def logging_payloads(server: ModelServer) -> AsyncIterator[None]:
 
 @asynccontextmanager
 async def running_jobs(
-    settings: Settings, server: ModelServer, repository: ModelRepository, lifecycle: Lifecycle
+    settings: Settings,
+    server: ModelServer,
+    repository: ModelRepository,
+    lifecycle: Lifecycle,
+    launcher: JobLauncher | None = None,
 ) -> AsyncIterator[Jobs]:
     """The jobs of this server process: recovered and dispatched at startup, stopped (interrupted) at exit. A
     version a training made (here, or in another process: the jobs follow them) is served, and dropped once
@@ -221,7 +234,7 @@ async def running_jobs(
         asyncio.run_coroutine_threadsafe(repository.unserve_trained(model, version), loop).result(SERVE_TIMEOUT)
 
     served = TrainedServing(serve_trained, unserve_trained) if repository.serves_trained else None
-    jobs = Jobs(settings, server.registry, server.metrics, served, repository.shared, lifecycle)
+    jobs = Jobs(settings, server.registry, server.metrics, served, repository.shared, lifecycle, launcher)
     await anyio.to_thread.run_sync(jobs.start)
     try:
         yield jobs

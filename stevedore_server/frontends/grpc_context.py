@@ -27,6 +27,7 @@ from stevedore_server.base.errors import (
 from stevedore_server.base.logs import REQUEST_ID_HEADER, AccessLog, RequestIds, failure_answer, log_error, request_id
 from stevedore_server.base.metrics import Metrics
 from stevedore_server.base.settings import Settings
+from stevedore_server.core.deadlines import BOUND, Bound, Dropped, within
 from stevedore_server.frontends.grpc_health import HEALTH_SERVICE
 from stevedore_server.frontends.payload_notes import grpc_exchange
 from stevedore_server.frontends.v2.grpc_service import Method
@@ -34,6 +35,12 @@ from stevedore_server.frontends.v2.grpc_service import Method
 from .auth import APIKeys
 
 logger = logging.getLogger("stevedore.grpc")
+#: What bounds a call with a deadline, as a 504's message names it.
+GRPC_DEADLINE = "the gRPC deadline"
+#: Seconds before its deadline (as the server has it) within which a call cancelled is taken as one whose
+#: deadline passed: the client's own timer cancels it a moment before the server's would (it started counting
+#: when the call was made, before it was sent).
+DEADLINE_SLACK = 0.25
 access_log = AccessLog(logging.getLogger("stevedore.access"))
 
 #: Status codes of client errors, by their HTTP status; a full queue is RESOURCE_EXHAUSTED (by type, below).
@@ -45,6 +52,7 @@ STATUS_OF = {
     404: grpc.StatusCode.NOT_FOUND,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
     422: grpc.StatusCode.INVALID_ARGUMENT,
+    499: grpc.StatusCode.CANCELLED,
     503: grpc.StatusCode.UNAVAILABLE,
     504: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
@@ -107,6 +115,7 @@ class RequestContext:
             given = metadata.get(REQUEST_ID_HEADER)
             rid = self.ids.of(given if isinstance(given, str) else None)
             token = request_id.set(rid)
+            bound_token = BOUND.set(call_bound(context))
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             trailers: tuple[tuple[str, str], ...] = ((REQUEST_ID_HEADER, rid),)
@@ -140,6 +149,7 @@ class RequestContext:
                     tracing.answered(span, rid, answer, code.name if code in SERVER_FAILURES else None)
                 self.record(path, code, time.perf_counter() - started, rid, context)
                 request_id.reset(token)
+                BOUND.reset(bound_token)
 
         return grpc.unary_unary_rpc_method_handler(
             traced if tracing.active() and service not in UNTRACED_SERVICES else call,
@@ -213,6 +223,19 @@ class RequestContext:
                 {"status": code.value[0], "grpc_status": code.name, "duration_ms": round(seconds * 1000, 3),
                  "route": path},
             )  # fmt: skip
+
+
+def call_bound(context: grpc.aio.ServicerContext) -> Bound:
+    """A call's bound (``core.deadlines``): its deadline (``grpc-timeout``), if it has one. gRPC cancels the
+    handler itself when the client cancels or the deadline passes: which of the two, ``cause`` tells."""
+    bound = within(context.time_remaining(), GRPC_DEADLINE)
+
+    def cause() -> Dropped:
+        remaining = context.time_remaining()
+        return Dropped.DEADLINE if remaining is not None and remaining <= DEADLINE_SLACK else Dropped.DISCONNECTED
+
+    bound.cause = cause
+    return bound
 
 
 def logged_internal(message: str, error: BaseException) -> str:

@@ -148,11 +148,21 @@ def job_span(order: Mapping[str, Any], kind: str, model: str, version: str) -> A
     return tracing.span("job", attributes, kind="consumer", links=[tracing.link(origin)], parent=origin or None)
 
 
-def run(channel: Channel, logger: logging.Logger, predictor: Any, kind: str, params: Any, workdir: str) -> None:
-    """Train (or predict, for a long prediction), then send the result or the error."""
-    cancel = threading.Event()
-    # SIGTERM asks the job to stop (context.cancelled()); SIGKILL follows after the grace period.
-    signal.signal(signal.SIGTERM, lambda signum, frame: cancel.set())
+def run(
+    channel: Channel,
+    logger: logging.Logger,
+    predictor: Any,
+    kind: str,
+    params: Any,
+    workdir: str,
+    cancel: threading.Event | None = None,
+) -> None:
+    """Train (or predict, for a long prediction), then send the result or the error. ``cancel``: set when the
+    job is to stop (a job run on a thread, as in a Ray actor); without it, SIGTERM sets one."""
+    if cancel is None:
+        cancel = threading.Event()
+        # SIGTERM asks the job to stop (context.cancelled()); SIGKILL follows after the grace period.
+        signal.signal(signal.SIGTERM, lambda signum, frame: cancel.set())
     context = TrainContext(Path(workdir), channel, logger, cancel)
     attributes = {"stevedore.model.name": predictor.name, "stevedore.model.version": predictor.version}
     try:

@@ -23,7 +23,7 @@ from stevedore_server.core.convergence import SharedState
 from stevedore_server.core.served_models import Registry
 
 from .followers import LogFollowers
-from .launch import RunningJob
+from .launch import JobLauncher, RunningJob
 from .records import Job, JobState, default_url, sqlite_file, this_owner
 from .versions import TrainedServing, TrainedVersions
 
@@ -55,8 +55,11 @@ class JobsContext:
         serve_trained: TrainedServing | None = None,
         shared: SharedState | None = None,
         lifecycle: Lifecycle | None = None,
+        launcher: JobLauncher | None = None,
     ) -> None:
         self.serve_trained = serve_trained
+        #: Where jobs run when not in a process of this machine (``stevedore-server ray``: Ray actors).
+        self.launcher = launcher
         #: The server process's: once it drains, no job starts and a job whose process dies is interrupted.
         self.lifecycle = lifecycle
         #: With ``--workers N``: the workers' files (the repository's), where each marks the trained versions it

@@ -131,7 +131,9 @@ class JobDispatcher(JobSupervisor):
         workdir = self.workdir(job.id)
         try:
             workdir.mkdir(parents=True, exist_ok=True)
-            if isinstance(predictor, ProcessPredictor):
+            if self.launcher is not None:
+                process, reader = self.launcher(predictor, job, workdir)
+            elif isinstance(predictor, ProcessPredictor):
                 process, reader = start_in_worker(predictor, job, workdir)
             else:
                 process, reader = spawn(predictor, job, workdir, self.settings.tracing)
@@ -139,9 +141,10 @@ class JobDispatcher(JobSupervisor):
             logger.error("job %s could not start: %s", job.id, describe(error))
             self.store.finish(job.id, JobState.FAILED, error=f"the job's process could not start: {describe(error)}")
             return
-        pid = process.pid or 0
-        self.until_saved(f"recording the process of job {job.id}", lambda: self.store.started(job.id, pid))
-        logger.info("job %s started: model %s, process %s", job.id, job.model, pid)
+        pid = process.pid
+        if pid is not None:  # none for a job elsewhere: no process group here for a successor to stop
+            self.until_saved(f"recording the process of job {job.id}", lambda: self.store.started(job.id, pid))
+        logger.info("job %s started: model %s, process %s", job.id, job.model, pid if pid is not None else "elsewhere")
         entry = RunningJob(job, process, reader)
         entry.supervisor = threading.Thread(target=self._supervise, args=(entry,), name=f"job-{job.id}", daemon=True)
         with self.lock:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
@@ -74,6 +74,22 @@ class StartedProcess:
 
     def join(self) -> None:
         self.popen.wait()
+
+
+@runtime_checkable
+class RemoteProcess(Protocol):
+    """A job's process run elsewhere than on this machine (a Ray actor): signalled through its own means, never
+    with ``os.killpg`` (it has no process group here)."""
+
+    def send_signal(self, signum: int) -> None: ...
+
+
+class JobLauncher(Protocol):
+    """Starts a job elsewhere than in a process of this machine (``JobsContext``'s ``launcher``; Ray's, for
+    ``stevedore-server ray``): the job's process, and the connection its messages come through, as ``spawn``'s
+    (progress, log lines, result or error: the JSON messages of ``child``; a result's artifact in ``workdir``)."""
+
+    def __call__(self, predictor: Any, job: Job, workdir: Path) -> tuple[JobProcess, Connection]: ...
 
 
 @dataclass
@@ -149,6 +165,9 @@ def trace_orders(job: Job) -> dict[str, Any]:
 
 def signal_group(process: JobProcess, signum: int) -> None:
     """Signal the job's process group (the process alone if it has not made its group yet)."""
+    if isinstance(process, RemoteProcess):
+        process.send_signal(signum)
+        return
     pid = process.pid
     if pid is None:
         return

@@ -35,6 +35,8 @@ class State(enum.StrEnum):
     FAILED = "failed"
     #: Installed, not loaded: left out by ``load_models``, or unloaded through the repository API.
     UNLOADED = "unloaded"
+    #: Installed, loaded on its first request: ``load = "lazy"``, or unloaded to keep within the memory budget.
+    LAZY = "lazy"
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,8 @@ class LoadedModel:
     row_aligned: bool = False
     #: The predict schema as a vectorised check, where it is an array of numbers schema and nothing more.
     array_check: ArrayCheck | None = None
+    #: Bytes the model held once loaded, as measured then (``isolation.load_candidate``); None: not measured.
+    memory: int | None = None
 
     @property
     def name(self) -> str:
@@ -133,6 +137,15 @@ def not_loaded(predictor: Predictor, source: PluginSource) -> LoadedModel:
     """The record of a model installed but not loaded: listed, never served until loaded."""
     reason = f"not loaded: POST /v2/repository/models/{predictor.name}/load loads it"
     return LoadedModel(predictor, source, State.UNLOADED, reason, None)
+
+
+#: Why a lazy model is not served yet (the V2 repository index and the catalogue say so).
+NOT_LOADED_YET = "not loaded yet"
+
+
+def lazy(predictor: Predictor, source: PluginSource, reason: str = NOT_LOADED_YET) -> LoadedModel:
+    """The record of a model loaded on its first request: listed, loaded when asked."""
+    return LoadedModel(predictor, source, State.LAZY, reason, None)
 
 
 def compile_schemas(predictor: Predictor) -> Schemas:

@@ -18,17 +18,20 @@ is replaced; the call it had fails as a model failure (a 500 with an error id)."
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import subprocess
 from typing import Any
 
 from stevedore_server.base.errors import PluginError, StartupError
+from stevedore_server.base.memory import growth
 from stevedore_server.base.settings import Settings
 from stevedore_server.base.sources import PluginFailure, PluginSource
 from stevedore_server.plugins.discovery import Candidate
 from stevedore_server.plugins.loading import LoadedModel, State, load_model
 from stevedore_server.plugins.model_files import model_files
+from stevedore_server.predictor import Predictor
 
 from .pool import ProcessPool
 from .predictor import ProcessPredictor
@@ -105,10 +108,23 @@ def load_in_processes(candidate: Candidate, settings: Settings) -> LoadedModel:
 
 
 def load_candidate(candidate: Candidate, settings: Settings) -> LoadedModel:
-    """Load a model where its settings say it runs: in worker processes, or in the server itself."""
+    """Load a model where its settings say it runs: in worker processes, or in the server itself; a ready one
+    with its memory measured (``memory_of``)."""
     if settings.for_model(candidate.predictor.name).in_processes:
-        return load_in_processes(candidate, settings)
-    return load_model(candidate.predictor, candidate.source)
+        loaded = load_in_processes(candidate, settings)
+        return dataclasses.replace(loaded, memory=processes_memory(loaded.predictor)) if loaded.ready else loaded
+    with growth(traced=settings.memory_budget is not None) as grown:
+        loaded = load_model(candidate.predictor, candidate.source)
+    # Libraries the first model of a kind imports count as its memory.
+    return dataclasses.replace(loaded, memory=grown.bytes) if loaded.ready else loaded
+
+
+def processes_memory(predictor: Predictor) -> int | None:
+    """The resident memory of a model's worker processes; None where Linux's ``/proc`` cannot tell."""
+    if not isinstance(predictor, ProcessPredictor) or not isinstance(predictor.pool, ProcessPool):
+        return None
+    sizes = [worker.resident_bytes() for worker in predictor.pool.processes()]
+    return sum(size or 0 for size in sizes) if sizes else None
 
 
 def isolated_candidates(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import pickle
 import queue
 import subprocess
@@ -14,12 +13,12 @@ import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 from stevedore_server.base import tracing
 from stevedore_server.base.errors import PluginError, WorkerFailure
 from stevedore_server.base.logs import request_id
+from stevedore_server.base.memory import resident_bytes
 from stevedore_server.plugins.loading import State
 
 from .predictor import MemoryReport
@@ -48,11 +47,7 @@ class WorkerProcess:
 
     def resident_bytes(self) -> int | None:
         """The process's resident memory (Linux ``/proc``), or None where it cannot be read."""
-        try:
-            pages = int(Path(f"/proc/{self.pid}/statm").read_text().split()[1])
-        except (OSError, ValueError, IndexError):
-            return None
-        return pages * os.sysconf("SC_PAGE_SIZE")
+        return resident_bytes(self.pid)
 
     def stop(self) -> None:
         """Close the socket (the worker ends its loop and exits), then SIGKILL its group if it lingers."""
@@ -77,6 +72,8 @@ class ProcessPool:
         self.closed = threading.Event()
         self.report_memory: MemoryReport | None = None
         self.monitor: threading.Thread | None = None
+        #: The worker process each calling thread's call runs in, by thread ident (``stop_call``).
+        self.calls: dict[int, WorkerProcess] = {}
 
     @property
     def label(self) -> str:
@@ -126,9 +123,16 @@ class ProcessPool:
         WorkerFailure (the model raised; the process died or overran the time-out, and is being replaced)."""
         request = call_message(action, payload, request_id.get(), tracing.carrier())
         worker = self._take()
-        with self._replaced_on_failure(worker, "call"):
-            worker.connection.send_bytes(request)
-            data = self._reply(worker)
+        thread = threading.get_ident()
+        with self.lock:
+            self.calls[thread] = worker
+        try:
+            with self._replaced_on_failure(worker, "call"):
+                worker.connection.send_bytes(request)
+                data = self._reply(worker)
+        finally:
+            with self.lock:
+                self.calls.pop(thread, None)
         self.idle.put(worker)
         try:
             reply = pickle.loads(data)
@@ -137,6 +141,18 @@ class ProcessPool:
         if reply[0] == "ok":
             return reply[1]
         raise failure(reply)
+
+    def stop_call(self, thread: int, why: str) -> None:
+        """Kill the worker process running the call of ``thread`` (``cancel = "kill"``: nobody waits for its
+        result, ``why``); the call then fails on its thread, and the process is replaced. Nothing if the call has
+        ended, or has no process yet. The kill is reaped off the caller's thread (the event loop's)."""
+        with self.lock:
+            worker = self.calls.get(thread)
+        if worker is None:
+            return
+        logger.warning("%s: worker process %d (pid %d) killed: %s, and the model's cancel is kill; a new one is "
+                       "starting", self.label, worker.index, worker.pid, why)  # fmt: skip
+        threading.Thread(target=kill, args=(worker.process,), name=f"kill-{worker.pid}", daemon=True).start()
 
     def stream(self, payload: Any) -> Generator[Any, None, None]:
         """The items of the model's ``predict_stream`` on ``payload``, from an idle worker process, as they come;

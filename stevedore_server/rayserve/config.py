@@ -29,6 +29,8 @@ from stevedore_server.predictor import Predictor
 APP_NAME = "stevedore"
 IMPORT_PATH = "stevedore_server.rayserve.app:build"
 INGRESS = "Ingress"
+#: The servicer function Serve's gRPC proxy imports (``grpc_proxy``).
+GRPC_SERVICER = "stevedore_server.rayserve.grpc_proxy:add_inference_service"
 #: A model replica reserves one CPU, as Serve's own default; the ingress only parses, checks and forwards.
 MODEL_CPUS = 1.0
 INGRESS_CPUS = 0.0
@@ -79,6 +81,49 @@ def model_options(settings: Settings, predictor: Predictor) -> dict[str, Any]:
     options["health_check_period_s"] = HEALTH_CHECK_PERIOD
     options["graceful_shutdown_timeout_s"] = settings.graceful_timeout
     return options
+
+
+#: The deployment serving the models that load lazily (``multiplexed``); no model's (``:`` is in each of theirs).
+MULTIPLEXED = "stevedore-multiplexed"
+
+
+def multiplexed_options(settings: Settings, lazy: list[Predictor]) -> dict[str, Any]:
+    """The deployment's Serve options: as many replicas as the lazy model asking the most, each with room for
+    the resources of any model it may load and for the calls of ``max_models_per_replica`` models at once."""
+    each = [model_options(settings, predictor) for predictor in lazy]
+    held = settings.max_models_per_replica
+    options: dict[str, Any] = {
+        "num_replicas": max(one.get("num_replicas", 1) for one in each),
+        "ray_actor_options": widest([one["ray_actor_options"] for one in each]),
+        "max_ongoing_requests": held * max(one["max_ongoing_requests"] for one in each),
+        "health_check_period_s": each[0]["health_check_period_s"],
+        "graceful_shutdown_timeout_s": settings.graceful_timeout,
+    }
+    scaled = [one["autoscaling_config"] for one in each if "autoscaling_config" in one]
+    if scaled:  # one model that scales makes the deployment scale, within the widest bounds asked
+        del options["num_replicas"]
+        options["autoscaling_config"] = {
+            "min_replicas": max(config["min_replicas"] for config in scaled),
+            "max_replicas": max(config["max_replicas"] for config in scaled),
+        }
+    return options
+
+
+def widest(actor_options: list[dict[str, Any]]) -> dict[str, Any]:
+    """Ray actor options a replica can load any of the models with: the most of each number asked (``num_cpus``,
+    ``num_gpus``, ``memory``, each custom resource); the first model's for anything else."""
+    merged: dict[str, Any] = {}
+    for options in actor_options:
+        for key, value in options.items():
+            if key == "resources":
+                resources = merged.setdefault("resources", {})
+                for resource, amount in value.items():
+                    resources[resource] = max(resources.get(resource, 0), amount)
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                merged[key] = max(merged.get(key, 0), value)
+            else:
+                merged.setdefault(key, value)
+    return merged
 
 
 def ingress_options(settings: Settings, node: str | None = None) -> dict[str, Any]:
@@ -156,6 +201,12 @@ def read_secrets(path: str) -> dict[str, str]:
     return dict(secrets)
 
 
+def grpc_options(settings: Settings) -> dict[str, Any]:
+    """Serve's gRPC proxy on the settings' ``grpc_port`` (every interface: Serve has no host for it), with the
+    Open Inference Protocol's service, which the ingress answers (``grpc_proxy``, ``grpc_ingress``)."""
+    return {"port": settings.grpc_port, "grpc_servicer_functions": [GRPC_SERVICER]}
+
+
 def serve_config(settings: Settings, predictors: Sequence[Predictor], host: str, port: int) -> dict[str, Any]:
     """The Serve config file of the application: the builder with the settings as its arguments, and each
     deployment with its options spelt out, to read and edit (the file's options win over the builder's)."""
@@ -163,11 +214,16 @@ def serve_config(settings: Settings, predictors: Sequence[Predictor], host: str,
     deployments += [
         {"name": deployment_name(p.name, p.version), **model_options(settings, p)}
         for p in predictors
-        if settings.loads_at_startup(p.name)
+        if settings.loads_at_startup(p.name) and not settings.loads_lazily(p.name)
     ]
+    lazy = [p for p in predictors if settings.loads_lazily(p.name)]
+    if lazy:
+        deployments.append({"name": MULTIPLEXED, **multiplexed_options(settings, lazy)})
+    grpc = {"grpc_options": grpc_options(settings)} if settings.grpc_port else {}
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": host, "port": port},
+        **grpc,
         "applications": [
             {
                 "name": APP_NAME,

@@ -29,15 +29,20 @@ from stevedore_server.base.metrics import Metrics
 from stevedore_server.base.settings import Settings
 from stevedore_server.core import startup
 from stevedore_server.core.server import ModelServer
-from stevedore_server.frontends.app import create_app
+from stevedore_server.frontends.app import ServingProcess, create_app
 
 from .config import SECRETS_FILE, deployment_name, settings_from_args
-from .forwarding import DeploymentRepository, LifespanState, ServedBy, record, runtime_starter
+from .forwarding import DeploymentRepository, LifespanState, ServedBy, runtime_starter
+from .grpc_ingress import GrpcIngress
+from .jobs import launcher
+from .metrics_export import say_where
+from .multiplexed import lazy_record, serve_lazily
 from .replica import LoadReport, configure_logging, served_by
 
 
-def deployed_models(handles: dict[str, DeploymentHandle]) -> Any:
-    """``app.create_app``'s ``models``: the server of the deployed models, and their repository."""
+def deployed_models(handles: dict[str, DeploymentHandle], model_args: dict[str, Any]) -> Any:
+    """``app.create_app``'s ``models``: the server of the deployed models, and their repository, which deploys
+    the models it loads with ``model_args`` (the model replicas' arguments)."""
 
     @asynccontextmanager
     async def serve_models(settings: Settings, metrics: Metrics) -> AsyncIterator[tuple[ModelServer, Any]]:
@@ -46,11 +51,13 @@ def deployed_models(handles: dict[str, DeploymentHandle]) -> Any:
         reports: list[LoadReport | None] = await asyncio.gather(
             *(handles[key].report.remote() if key in handles else none() for key in keys)
         )
-        models = tuple(record(c.predictor, c.source, report) for c, report in zip(candidates, reports, strict=True))
+        models = tuple(lazy_record(settings, c, report) for c, report in zip(candidates, reports, strict=True))
         loaded = startup.Loaded(models, tuple(failures), hooks)
         server = await to_thread.run_sync(startup.build_server, settings, loaded, metrics)
+        say_where(server.metrics.registry)
+        serve_lazily(server, handles)
         await startup.start_models(server, runtime_starter(handles, deployment_name))
-        yield server, DeploymentRepository(server)
+        yield server, DeploymentRepository(server, handles, model_args)
 
     return serve_models
 
@@ -60,9 +67,9 @@ async def none() -> None:
 
 
 @serve.ingress()
-class Ingress:
+class Ingress(GrpcIngress):
     """The ingress replica: ``args`` as ``app.build`` got them (the secrets from the file they name), and a handle
-    of each model's deployment."""
+    of each model's deployment. It answers HTTP, and the RPCs of Serve's gRPC proxy (``GrpcIngress``)."""
 
     def __init__(self, args: dict[str, Any], models: dict[str, DeploymentHandle]) -> None:
         settings = settings_from_args(args, args.get(SECRETS_FILE))
@@ -73,7 +80,12 @@ class Ingress:
         tracing.configure(self.settings.tracing)
         warn_if_open(self.settings)
         self.handles = models
+        #: The model replicas' arguments: the ingress's without the secrets file (as ``app.build_on`` gives them).
+        self.model_args = {key: value for key, value in args.items() if key != SECRETS_FILE}
+        self.lifespan: dict[str, Any] = {}
 
     def __serve_build_asgi_app__(self) -> ASGIApp:
-        outer = [Middleware(LifespanState), Middleware(ServedBy, ingress=served_by())]
-        return create_app(self.settings, models=deployed_models(self.handles), outer=outer)
+        outer = [Middleware(LifespanState, shared=self.lifespan), Middleware(ServedBy, ingress=served_by())]
+        models = deployed_models(self.handles, self.model_args)
+        process = ServingProcess(job_launcher=launcher(self.settings))  # jobs run in Ray actors (``jobs``)
+        return create_app(self.settings, models=models, outer=outer, process=process)

@@ -15,6 +15,7 @@ fails makes Serve replace the replica.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from stevedore_server.core.startup import Loaded
 from stevedore_server.plugins.builtin.health import BUILT_IN_CHECKS
 
 from .config import settings_from_args
+from .metrics_export import RayMetrics
 
 logger = logging.getLogger("stevedore.rayserve")
 
@@ -103,15 +105,22 @@ class ModelReplica:
         configure_logging(self.settings)
         tracing.configure(self.settings.tracing)
         self.name, self.version = name, version
-        self.server = await to_thread.run_sync(load_one, self.settings, name, version)
+        self.server = await to_thread.run_sync(self.load_server, name, version)
         await startup.start_models(self.server)
         self.served_by = served_by()
+        # Its inference metrics, as ``run``'s /metrics has them, through Ray's metrics (the node's export port).
+        node, replica = self.served_by.split("/")
+        self.exporting = asyncio.create_task(RayMetrics(self.server.metrics.registry, replica, node).run())
         self.span_attributes = {"stevedore.model.name": name, "stevedore.model.version": version,
                                 "stevedore.ray.replica": self.served_by}  # fmt: skip
         #: The plugins' checks: the built-in ones say whether the model loaded, which a restart would not mend.
         self.checks = {
             key: check for key, check in self.server.registry.health_checks.items() if key not in BUILT_IN_CHECKS
         }
+
+    def load_server(self, name: str, version: str) -> ModelServer:
+        """The server of this replica's one model (blocking); a trained version's replica makes it otherwise."""
+        return load_one(self.settings, name, version)
 
     def report(self) -> LoadReport:
         model = self.server.registry.get(self.name, self.version)

@@ -192,6 +192,8 @@ class ModelLimits:
     max_concurrency: int
     max_queue: int
     inline_budget: float
+    #: What becomes of a running call nobody waits for (``ModelSettings.cancel``): "finish" or "kill".
+    cancel: str = "finish"
 
     @property
     def capacity(self) -> int:
@@ -451,6 +453,7 @@ class Settings:
             max_concurrency=concurrency,
             max_queue=pick(own.max_queue, self.max_queue),
             inline_budget=inline_budget,
+            cancel=own.cancel or "finish",
         )
 
     @classmethod

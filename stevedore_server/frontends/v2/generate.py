@@ -21,12 +21,14 @@ from starlette.responses import Response
 
 from stevedore_server.base.errors import BadRequest, ClientError, ModelFailure
 from stevedore_server.base.serialization import dumps, loads
+from stevedore_server.core.deadlines import bounded
 from stevedore_server.core.inference import Action, JSONValue
 from stevedore_server.core.serving import ServingModel
 from stevedore_server.core.signature import DEFAULT_OUTPUT
 from stevedore_server.frontends.payload_notes import from_json, note_request, note_response
 from stevedore_server.frontends.web.bodies import model_ref, read_body, server_of
 from stevedore_server.frontends.web.streaming import EventFormat, error_body, event, stream_response
+from stevedore_server.frontends.web.watching import request_bound, while_connected
 
 #: Keys of a generate request that are not inputs.
 NOT_INPUTS = frozenset({"id", "parameters"})
@@ -35,9 +37,12 @@ NOT_INPUTS = frozenset({"id", "parameters"})
 async def generate(request: Request) -> Response:
     """One prediction, its outputs by name."""
     inference = server_of(request).inference
-    model = inference.admit(model_ref(request), Action.PREDICT)  # answered before the body is read if it cannot run
+    bound = request_bound(request)
+    model = await inference.admit(model_ref(request), Action.PREDICT)  # answered before the body is read if unable
     payload = await generate_payload(request, model)
-    answer = await inference.call(model_ref(request), Action.PREDICT, JSONValue(payload))
+    answer = await while_connected(
+        request, bound, inference.call(model_ref(request), Action.PREDICT, JSONValue(payload))
+    )
     try:
         content = dumps(answer_body(answer.model, answer.result))
     except (TypeError, ValueError) as error:
@@ -49,8 +54,11 @@ async def generate(request: Request) -> Response:
 async def generate_stream(request: Request) -> Response:
     """The model's ``predict_stream`` as Server-Sent Events of outputs by name."""
     ref = model_ref(request)
-    model = server_of(request).inference.admit(ref, Action.PREDICT)  # 404 or 503 before the body is read
-    return await stream_response(request, ref, JSONValue(await generate_payload(request, model)), GENERATE_EVENTS)
+    bound = request_bound(request)
+    model = await server_of(request).inference.admit(ref, Action.PREDICT)  # 404 or 503 before the body is read
+    payload = JSONValue(await generate_payload(request, model))
+    with bounded(bound):  # its stream keeps it (``Admission.reserve``)
+        return await stream_response(request, ref, payload, GENERATE_EVENTS)
 
 
 async def generate_payload(request: Request, model: ServingModel) -> Any:

@@ -24,6 +24,7 @@ from stevedore_server.base.errors import BadRequest
 from stevedore_server.base.health import HealthChecks
 from stevedore_server.base.lifecycle import Lifecycle
 from stevedore_server.base.version import __version__
+from stevedore_server.core import deadlines
 from stevedore_server.core.inference import OFF_LOOP_BYTES, Action, ModelRef, Tensors
 from stevedore_server.core.repository import ModelRepository
 from stevedore_server.core.server import ModelServer
@@ -131,7 +132,7 @@ class InferenceService:
 
     async def timed_infer(self, request: Any) -> Any:
         ref = ModelRef(request.model_name, request.model_version or None)
-        model = self.server.inference.resolve(ref)
+        model = await self.server.inference.loaded(ref)
         signature = model.signature
         if signature is None:
             raise BadRequest(
@@ -150,6 +151,7 @@ class InferenceService:
             selected = requested_outputs(request, signature)
             content = content_plan(request, signature, renamed)
         input_since(started)
+        bound_by_parameter(request)
         answer = await self.server.inference.call(ref, Action.PREDICT, Tensors(arrays, content, selected, renamed))
         started = time.perf_counter_ns()
         with tracing.span("encode"):
@@ -180,6 +182,18 @@ class InferenceService:
     async def repository_unload(self, request: Any) -> Any:
         await self.repository.unload(model_name(request))
         return pb.RepositoryModelUnloadResponse()
+
+
+def bound_by_parameter(request: Any) -> None:
+    """The call's bound (set by ``grpc_context``) tightened by the request's ``timeout`` parameter (microseconds,
+    as Triton's), if it has one: BadRequest unless it is a positive number."""
+    bound = deadlines.current()
+    if "timeout" not in request.parameters or bound is None:
+        return
+    parameter = request.parameters["timeout"]
+    value = getattr(parameter, parameter.WhichOneof("parameter_choice") or "int64_param")
+    seconds = deadlines.seconds_of(value, deadlines.TIMEOUT_PARAMETER, deadlines.MICROSECONDS)
+    bound.tightened(seconds, deadlines.TIMEOUT_PARAMETER)
 
 
 def model_name(request: Any) -> str:

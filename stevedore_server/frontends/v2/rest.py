@@ -17,6 +17,7 @@ from stevedore_server.base import tracing
 from stevedore_server.base.errors import BadRequest, ClientError
 from stevedore_server.base.serialization import loads
 from stevedore_server.base.version import __version__
+from stevedore_server.core.deadlines import MICROSECONDS, TIMEOUT_PARAMETER, seconds_of
 from stevedore_server.core.inference import OFF_LOOP_BYTES, Action, tensor_signature
 from stevedore_server.core.repository import ModelRepository
 from stevedore_server.core.serving import ServingModel
@@ -36,8 +37,9 @@ from stevedore_server.frontends.web.bodies import (
     server_of,
 )
 from stevedore_server.frontends.web.routing import ApiRoute, ProtocolMount
+from stevedore_server.frontends.web.watching import request_bound, while_connected
 
-from .codec import EXTENSIONS, HEADER_LENGTH, decode_request, encode_response
+from .codec import EXTENSIONS, HEADER_LENGTH, decode_request, encode_response, parameters
 from .extensions import config_body, models_for_statistics, statistics_body
 from .generate import generate, generate_stream
 from .payload_views import rest_body
@@ -45,7 +47,7 @@ from .payload_views import rest_body
 PREFIX = "/v2"
 REST_EXTENSIONS = [*EXTENSIONS, "generate"]
 #: Statuses the protocol's clients tell apart; every other client error is its 400.
-KEPT_STATUSES = frozenset({401, 403, 404, 413, 429, 503, 504})
+KEPT_STATUSES = frozenset({401, 403, 404, 413, 429, 499, 503, 504})
 MODEL = "/models/{name}"
 VERSIONED = "/models/{name}/versions/{version}"
 
@@ -120,8 +122,9 @@ async def infer(request: Request) -> Response:
 async def timed_infer(request: Request) -> Response:
     inference = server_of(request).inference
     ref = model_ref(request)
+    bound = request_bound(request)
     # An unknown, unready or full model is answered before the body is read.
-    model = inference.admit(ref, Action.PREDICT)
+    model = await inference.admit(ref, Action.PREDICT)
     signature = tensor_signature(model)
     body = await read_body(request)
     header_length = request.headers.get(HEADER_LENGTH)
@@ -133,7 +136,10 @@ async def timed_infer(request: Request) -> Response:
     with tracing.span("decode"):
         decoded = await to_thread.run_sync(decode, max_depth) if len(body) > OFF_LOOP_BYTES else decode(max_depth)
     input_since(started)
-    answer = await inference.call(ref, Action.PREDICT, decoded.tensors())
+    timeout = parameters(decoded.header, "the request").get("timeout")
+    if timeout is not None:
+        bound.tightened(seconds_of(timeout, TIMEOUT_PARAMETER, MICROSECONDS), TIMEOUT_PARAMETER)
+    answer = await while_connected(request, bound, inference.call(ref, Action.PREDICT, decoded.tensors()))
     started = time.perf_counter_ns()
     with tracing.span("encode"):
         content, headers = encode_response(answer, decoded.header, decoded.selected, decoded.renamed)

@@ -5,6 +5,8 @@
   (Server-Sent Events), ``jobs_routes`` (start, list, watch, cancel jobs),
   ``plugin_routes`` (the plugins' own routes, checked and served);
 - ``bodies``: bodies in, JSON out, the readiness of a request;
+- ``watching``: an inference cancelled when its client disconnects, and its
+  ``X-Request-Timeout`` deadline;
 - ``middleware``: request ids, access log, HTTP metrics, the last-resort 500,
   API keys;
 - ``origins``: requests a web page made a browser send, refused (DNS

@@ -64,7 +64,7 @@ async def submit(request: Request, action: Action) -> Job:
     ref = model_ref(request)
     inference.resolve(ref)  # an unknown or unready model, or a full queue, is answered before the body is read
     await to_thread.run_sync(jobs_of(request).check_room)
-    model, params = inference.job_parameters(ref, action, await read_json_text(request))
+    model, params = await inference.job_parameters(ref, action, await read_json_text(request))
     started_by = caller_of(request.scope).key_id
     return await to_thread.run_sync(jobs_of(request).submit, model.name, model.version, params, action, started_by)
 

@@ -22,6 +22,7 @@ from stevedore_server.frontends.payload_notes import from_json, note_request, no
 
 from .bodies import JSONBytesResponse, anonymous, check_readiness, json_result, parse_json, read_json_text, server_of
 from .routing import ApiRoute
+from .watching import request_bound, while_connected
 
 #: Routes that take the model's name as the ``model`` query parameter (required but for ``/health/ready``).
 MODEL_QUERY = {"/health/ready": False, "/version": True, "/creation_time": True, "/predict_schema": True,
@@ -98,6 +99,7 @@ async def score_schema(request: Request) -> Response:
 
 
 async def wrapped_call(request: Request, action: Action) -> Response:
+    bound = request_bound(request)
     body = await read_json_text(request)
     wrapped = await parse_json(request, body)
     if not isinstance(wrapped, dict) or not isinstance(wrapped.get("predictor"), str) or "payload" not in wrapped:
@@ -107,9 +109,8 @@ async def wrapped_call(request: Request, action: Action) -> Response:
         raise LegacyBadRequest(f"Model {model.name} has no score service")
     server = server_of(request)
     note_request(request.scope, server, model, from_json, body)
-    answer = await server.inference.call(
-        ModelRef(model.name, model.version), action, JSONValue(wrapped["payload"], len(body))
-    )
+    call = server.inference.call(ModelRef(model.name, model.version), action, JSONValue(wrapped["payload"], len(body)))
+    answer = await while_connected(request, bound, call)
     with tracing.span("encode"):
         response = JSONBytesResponse(json_result(answer, action))
     note_response(request.scope, from_json, response.body)

@@ -27,6 +27,7 @@ from .bodies import (
 )
 from .routing import ApiRoute
 from .streaming import predict_stream
+from .watching import request_bound, while_connected
 
 MODEL = "/models/{name}"
 VERSIONED = "/models/{name}/versions/{version}"
@@ -165,11 +166,12 @@ async def predict(request: Request) -> Response:
     """Validate the body against the predict schema and return the model's predictions."""
     server = server_of(request)
     ref = model_ref(request)
+    bound = request_bound(request)
     # An unknown, unready or full model is answered before its body is read.
-    model = server.inference.admit(ref, Action.PREDICT)
+    model = await server.inference.admit(ref, Action.PREDICT)
     body = await read_json_text(request)
     note_request(request.scope, server, model, from_json, body)
-    answer = await server.inference.call(ref, Action.PREDICT, JSONText(body))
+    answer = await while_connected(request, bound, server.inference.call(ref, Action.PREDICT, JSONText(body)))
     model = answer.model
     with tracing.span("encode"):
         predictions = json_result(answer, Action.PREDICT)
@@ -184,14 +186,16 @@ async def score(request: Request) -> Response:
     server = server_of(request)
     inference = server.inference
     ref = model_ref(request)
-    model = inference.admit(ref, Action.SCORE)  # answered before its body is read when it cannot run
+    bound = request_bound(request)
+    model = await inference.admit(ref, Action.SCORE)  # answered before its body is read when it cannot run
     if request.method == "POST":
         body = await read_json_text(request)
         note_request(request.scope, server, model, from_json, body)
-        answer = await inference.call(ref, Action.SCORE, JSONText(body))
+        payload: JSONText | JSONValue = JSONText(body)
     else:
         note_request(request.scope, server, model, from_value, None)  # no body: the shipped score fixture
-        answer = await inference.call(ref, Action.SCORE, JSONValue(model.loaded.score_fixture))
+        payload = JSONValue(model.loaded.score_fixture)
+    answer = await while_connected(request, bound, inference.call(ref, Action.SCORE, payload))
     model = answer.model
     result = json_result(answer, Action.SCORE)
     response = JSONBytesResponse({"model_name": model.name, "model_version": model.version, "score": result})

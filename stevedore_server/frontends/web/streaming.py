@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 from stevedore_server.base.errors import ClientError, ModelFailure
 from stevedore_server.base.logs import failure_answer, log_error
 from stevedore_server.base.serialization import dumps
+from stevedore_server.core.deadlines import bounded
 from stevedore_server.core.inference import Action, JSONText, ModelRef, Payload
 from stevedore_server.core.payload_log import RecordedItems
 from stevedore_server.core.serving import ServingModel
@@ -31,6 +32,7 @@ from stevedore_server.core.streams import Stream
 from stevedore_server.frontends.payload_notes import from_json, http_exchange, note_request, note_response
 
 from .bodies import model_ref, read_json_text, server_of
+from .watching import request_bound
 
 logger = logging.getLogger("stevedore.streaming")
 
@@ -63,10 +65,12 @@ async def predict_stream(request: Request) -> Response:
     """Validate the body as predict does, then answer the model's items as Server-Sent Events."""
     ref = model_ref(request)
     server = server_of(request)
-    model = server.inference.admit(ref, Action.PREDICT)  # 404 or 503 before the body is read
+    bound = request_bound(request)
+    model = await server.inference.admit(ref, Action.PREDICT)  # 404 or 503 before the body is read
     body = await read_json_text(request)
     note_request(request.scope, server, model, from_json, body)
-    return await stream_response(request, ref, JSONText(body), STEVEDORE_EVENTS)
+    with bounded(bound):  # its stream keeps it (``Admission.reserve``)
+        return await stream_response(request, ref, JSONText(body), STEVEDORE_EVENTS)
 
 
 async def stream_response(request: Request, ref: ModelRef, payload: Payload, events: EventFormat) -> Response:
