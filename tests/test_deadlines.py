@@ -6,7 +6,9 @@ waits for any more."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,14 +21,19 @@ import tritonclient.http as httpclient
 import uvicorn
 from tritonclient.utils import InferenceServerException
 
-from stevedore_server.base.settings import Settings
+from stevedore_server.base.errors import ModelFailure, SettingError
+from stevedore_server.base.settings import ModelLimits, ModelSettings, Settings
+from stevedore_server.core.deadlines import Bound, Dropped, bounded
+from stevedore_server.core.runtime import ModelRuntime
 from stevedore_server.frontends.app import create_app
 from stevedore_server.kit.loopback import free_ports
+from stevedore_server.plugins.loading import LoadedModel
+from stevedore_server.processes.isolation import describe_environment, load_in_processes
 
-from .counting import HELD, body, metric, pids, ran, raw_request, release, running
-from .helpers import Registers, fresh_manager, wait_until
+from .counting import FILE, HELD, body, metric, pids, ran, raw_request, release, running
+from .helpers import Registers, fresh_manager, record_distribution, wait_until
 from .test_streaming import CLOSED, Endless, events
-from .venvs import Server
+from .venvs import REPO, Server, Venv
 
 pytestmark = pytest.mark.server
 
@@ -209,6 +216,78 @@ def test_cancel_kill_replaces_the_worker_process_of_a_call_nobody_waits_for(tmp_
         assert (running_4 != running_3) is (cancel == "kill")
         if cancel == "kill":
             assert "killed: its client left, and the model's cancel is kill" in server.log()
+
+
+def test_stopping_a_call_that_has_ended_leaves_the_next_call_its_thread_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model's threads are pooled: when a request is given up (its deadline, its client) just as its call ends,
+    its thread may run another request's call already. ``cancel = "kill"`` stops the call of the request given
+    up, never that one: the one model thread (``processes = 1``) runs call 1, then call 2; giving up request 1
+    then leaves call 2 and its process alone. Giving up request 3 while its call runs kills its process."""
+    site = tmp_path / "site"
+    record_distribution(site, "stevedore-test-counting", {"counting": "tests.counting:Counting"})
+    calls = tmp_path / "calls.txt"
+    monkeypatch.setenv("PYTHONPATH", f"{REPO}:{site}")  # the worker process finds the counting model there
+    monkeypatch.setenv(FILE, str(calls))
+    settings = Settings(models={"counting": ModelSettings(processes=1, cancel="kill", timeout=30)})
+    [candidate], _, _ = describe_environment(sys.executable, ["counting"], settings)
+    loaded = load_in_processes(candidate, settings)
+    assert loaded.ready, loaded.reason
+    try:
+        asyncio.run(given_up_after_their_calls(loaded, settings.limits_for(loaded.predictor), calls))
+    finally:
+        loaded.predictor.unload()
+
+
+async def given_up_after_their_calls(loaded: LoadedModel, limits: ModelLimits, calls: Path) -> None:
+    runtime = ModelRuntime(loaded, limits)
+    admission = runtime.admission
+    first, second, third = Bound(), Bound(), Bound()
+    try:
+        with bounded(first):
+            assert await runtime.call("predict", body(1), None) == [1]
+        with bounded(second):
+            held = asyncio.create_task(runtime.call("predict", body(2, HELD), None))
+        await reached(calls, 2)
+        admission.given_up("predict", first, Dropped.DEADLINE)  # request 1's deadline, come late
+        release(calls)
+        assert await held == [2]
+        with bounded(third):
+            killed = asyncio.create_task(runtime.call("predict", body(3, HELD), None))
+        await reached(calls, 3)
+        admission.given_up("predict", third, Dropped.DISCONNECTED)
+        with pytest.raises(ModelFailure, match="WorkerFailure"):
+            await killed
+        with bounded(Bound()):
+            assert await runtime.call("predict", body(4), None) == [4]
+    finally:
+        runtime.threads.close()
+    [pid_1], [pid_2], [pid_3], [pid_4] = (pids(calls, tag) for tag in (1, 2, 3, 4))
+    assert pid_1 == pid_2 == pid_3 != pid_4  # call 2's process kept; call 3's killed and replaced
+
+
+async def reached(calls: Path, tag: int) -> None:
+    """Wait (without holding the event loop) until the model runs call ``tag``."""
+    for _ in range(3000):
+        if tag in ran(calls):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"call {tag} never reached the model")
+
+
+def test_cancel_kill_on_a_model_in_the_server_itself_stops_the_server_naming_it(tmp_path: Path) -> None:
+    """A thread cannot be stopped: ``cancel = "kill"`` needs the model in worker processes of its own."""
+    with pytest.raises(SettingError, match=r"models\.counting\.cancel: kill needs processes = N or python = \.\.\."):
+        Settings(models={"counting": ModelSettings(cancel="kill")})
+    Settings(models={"counting": ModelSettings(cancel="kill", python=sys.executable)})
+    config = tmp_path / "kill.toml"
+    config.write_text('[models.counting]\ncancel = "kill"\n')
+    result = Venv(Path(sys.prefix), ()).run("stevedore-server", "check", "--config", str(config), check=False)
+    assert result.returncode != 0
+    output = " ".join((result.stdout + result.stderr).split())
+    assert f"setting models.counting.cancel (in {config}, table [models.counting]): kill needs processes" in output
+    assert "Traceback" not in output
 
 
 # -- streams ---------------------------------------------------------------------------------------------------

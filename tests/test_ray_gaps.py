@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as triton
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
 from stevedore_server.base.settings import Settings
@@ -32,16 +33,19 @@ from .venvs import Venv, free_port
 
 pytestmark = pytest.mark.ray
 
+#: The settings' ``max_body_size``: a gRPC message over it is refused.
+MAX_BODY_SIZE = 1024 * 1024
 #: iris is deployed with the application; iris-proba is not (``load_models``), until a load deploys it.
-SETTINGS = """
+SETTINGS = f"""
 plugins = ["stevedore-sklearn-logreg"]
 load_models = ["iris"]
+max_body_size = {MAX_BODY_SIZE}
 
 [models.iris]
-ray_actor_options = {num_cpus = 0.25}
+ray_actor_options = {{num_cpus = 0.25}}
 
 [models.iris-proba]
-ray_actor_options = {num_cpus = 0.25}
+ray_actor_options = {{num_cpus = 0.25}}
 """
 #: The Ray page's command with a gRPC port (``test_docs_examples.RUN``).
 GRPC_COMMAND = "--grpc-port 8081"
@@ -176,6 +180,19 @@ def test_grpc_errors_through_the_proxy_are_the_status_codes_of_run(
         with pytest.raises(grpc.RpcError) as garbage:
             infer(b"\xff\xff\xff", timeout=30)
     assert garbage.value.code() is grpc.StatusCode.INVALID_ARGUMENT, garbage.value.details()
+
+
+def test_a_message_over_max_body_size_is_refused_through_the_proxy_as_by_run(ports: tuple[int, int]) -> None:
+    """Serve's proxy takes messages up to 2 GiB; the ingress refuses one over ``max_body_size`` (1 MiB here)."""
+    request = service_pb2.ModelInferRequest(model_name="iris")
+    request.inputs.add(name="input-0", datatype="FP64", shape=[1, 4])
+    request.raw_input_contents.append(bytes(MAX_BODY_SIZE))
+    with grpc.insecure_channel(f"127.0.0.1:{ports[1]}") as channel:
+        infer = channel.unary_unary(f"/{SERVICE}/ModelInfer")
+        with pytest.raises(grpc.RpcError) as refused:
+            infer(request.SerializeToString(), timeout=60)
+    assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED, refused.value.details()
+    assert f"exceeds the limit of {MAX_BODY_SIZE} bytes" in str(refused.value.details())
 
 
 def test_load_deploys_a_model_s_deployment_and_unload_removes_it(cluster: RayCluster, ray_url: str) -> None:

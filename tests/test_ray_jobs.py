@@ -3,7 +3,8 @@
 - the lazy models served by one multiplexed deployment, each replica holding at most ``max_models_per_replica``
   of them (four constant models, two held at once; each answers its own constant);
 - a training run in a Ray actor with the resources its model asks (a custom resource only the worker node has),
-  its log in the jobs store, and the version it made served by a deployment of its own, on that node.
+  its log in the jobs store, and the version it made served by a deployment of its own, on that node, and again
+  once the application is deployed again.
 
 The trainer test plugin is not in the Ray tier's environment (its models would be deployed by every other Ray
 test): it is installed into a directory of its own, on every node's ``PYTHONPATH``."""
@@ -118,18 +119,26 @@ def cluster(ray_venv: Venv, trainer_site: Path, tmp_path_factory: pytest.TempPat
 
 
 @pytest.fixture(scope="module")
-def ray_url(cluster: RayCluster, constant_models: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+def ray_command(cluster: RayCluster, constant_models: Path, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """The ``stevedore-server ray`` command of these tests (on loopback, at a free port)."""
     path = tmp_path_factory.mktemp("jobs-settings") / "models.toml"
     path.write_text(settings(constant_models))
     state = tmp_path_factory.mktemp("jobs-state")
-    port = free_port()
-    command = [
+    return [
         str(cluster.environment.bin / "stevedore-server"), "ray", "--address", cluster.address,
-        "--host", "127.0.0.1", "--port", str(port), "--config", str(path), "--state-dir", str(state),
+        "--host", "127.0.0.1", "--port", str(free_port()), "--config", str(path), "--state-dir", str(state),
     ]  # fmt: skip
+
+
+def deploy(cluster: RayCluster, command: list[str]) -> None:
     result = run_command(command, env=cluster.env(), timeout=DEPLOY_TIMEOUT, check=False)
     assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
-    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def ray_url(cluster: RayCluster, ray_command: list[str]) -> str:
+    deploy(cluster, ray_command)
+    return f"http://127.0.0.1:{ray_command[ray_command.index('--port') + 1]}"
 
 
 def holding(cluster: RayCluster) -> dict[str, Any]:
@@ -174,6 +183,7 @@ def test_lazy_models_are_served_by_one_multiplexed_deployment_each_replica_holdi
             again = httpx.post(f"{ray_url}/models/{name}/predict", json=[SETOSA], timeout=60)
             assert again.json()["predictions"] == [k] and again.headers["x-served-by"] == held["replica"]
             assert holding(cluster)["loads"] == loads  # held: served, not loaded again
+    assert holding(cluster)["exports"] == 1  # of the replica's held models; none left behind by unloaded ones
     assert all(state == "READY" for state, _ in (states(ray_url)[name] for name in names))
 
 
@@ -193,7 +203,7 @@ def wait_for_job(ray_url: str, job_id: str) -> dict[str, Any]:
 
 
 def test_a_training_runs_on_the_node_with_its_resources_and_its_version_is_served_by_a_deployment_of_its_own(
-    ray_url: str, cluster: RayCluster
+    ray_url: str, cluster: RayCluster, ray_command: list[str]
 ) -> None:
     worker = node_with_resource(cluster)  # the one node with the resource the training asks (the ingress: any)
     response = httpx.post(f"{ray_url}/models/iris-trainer/train", json={"C": 0.5, "max_iter": 200})
@@ -214,6 +224,10 @@ def test_a_training_runs_on_the_node_with_its_resources_and_its_version_is_serve
     assert version in entry["versions"] and entry["metadata"]["trained_by_job"] == job_id, entry
     application = f"stevedore.iris-trainer:{version}"  # its own, beside the application's deployments
     assert application in applications(cluster)
+    deploy(cluster, ray_command)  # again: the new ingress deploys the trained version again, and it stays
+    assert application in applications(cluster)
+    again = httpx.post(f"{ray_url}/models/iris-trainer/versions/{version}/predict", json=[SETOSA], timeout=60)
+    assert again.status_code == 200 and again.json()["model_version"] == version, again.text
     assert httpx.delete(f"{ray_url}/models/iris-trainer/versions/{version}").status_code == 204
     gone = httpx.post(f"{ray_url}/models/iris-trainer/versions/{version}/predict", json=[SETOSA])
     assert gone.status_code == 404 and application not in applications(cluster)

@@ -21,19 +21,25 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from stevedore_server.base import tracing
 from stevedore_server.base.errors import InferenceTimeout, ModelFailure, Overloaded
 from stevedore_server.base.metrics import ModelMetrics
 from stevedore_server.base.settings import ModelLimits
+from stevedore_server.processes.predictor import CALL
 
 from .deadlines import BOUND, Bound, Dropped, current
 
-#: Stops the call a request's model runs for it (``cancel = "kill"``), once nobody waits for it.
-StopCall = Callable[[Bound, Dropped], None]
-
 logger = logging.getLogger("stevedore.admission")
+
+
+@runtime_checkable
+class StopsCalls(Protocol):
+    """A predictor that can stop a call it runs (a model in worker processes): that made under ``token`` (the
+    ``CALL`` its thread set), and none other."""
+
+    def stop_call(self, token: object, why: str) -> None: ...
 
 
 class ModelThreads:
@@ -71,6 +77,8 @@ class ModelThreads:
         bound = context.get(BOUND)
         if bound is not None:  # from here on, its request's call runs whatever becomes of the request
             bound.begin()
+            # The bound marks this call, for ``cancel = "kill"``: the thread will run other requests' calls.
+            context.run(CALL.set, bound)
         try:
             return context.run(method, payload)
         finally:  # counted when the call ends, even one a time-out abandoned
@@ -121,7 +129,7 @@ class Admission:
         self.metrics = metrics
         self.admitted = 0
         #: Stops a running call nobody waits for any more (``cancel = "kill"``); None: it runs to its end.
-        self.stop_call: StopCall | None = None
+        self.stopper: StopsCalls | None = None
 
     def check(self, action: str) -> None:
         """Overloaded (counted) when the bound is reached; no place taken. A front end asks before it reads a
@@ -216,7 +224,7 @@ class Admission:
 
     def given_up(self, action: str, bound: Bound, reason: Dropped) -> None:
         """A request given up (its client left, its deadline passed): counted as dropped if its model never began
-        its call; else its call runs on to its end, its result thrown away (or is stopped: ``stop_call``)."""
+        its call; else its call runs on to its end, its result thrown away (or is stopped: ``stopper``)."""
         if not bound.started:
             self.metrics.count_dropped(reason)
             logger.debug("%s: a %s dropped before it ran (%s)", self.label, action, reason)
@@ -226,8 +234,11 @@ class Admission:
         self.stop(bound, reason)
 
     def stop(self, bound: Bound, reason: Dropped) -> None:
-        if bound.started and self.stop_call is not None:
-            self.stop_call(bound, reason)
+        """Stop the running call of a request given up (``stopper``); a batch's call serves other callers too,
+        and runs on (its calls are made under no bound)."""
+        if bound.started and self.stopper is not None:
+            why = "its client left" if reason is Dropped.DISCONNECTED else "its deadline passed"
+            self.stopper.stop_call(bound, why)
 
     def expired(self, action: str, bound: Bound) -> InferenceTimeout:
         """The 504 of a request whose deadline passed, given up (``given_up``)."""

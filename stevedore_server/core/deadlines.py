@@ -17,7 +17,9 @@ task was cancelled. The core reads it (``current``):
   after that is not counted as dropped, its call runs to its end on the
   thread (threads cannot be interrupted) and its result is thrown away; for a
   model in worker processes with ``cancel = "kill"`` the process running it is
-  killed and replaced (``ProcessPool.stop_call``).
+  killed and replaced (``ProcessPredictor.stop_call``, the bound being the
+  token its call was made under: never the call of another request that the
+  same thread runs by then).
 
 A context variable, as the request's timing (``statistics``) is: the bound
 follows the request through the core's awaits, and onto the model's thread.
@@ -29,7 +31,6 @@ import contextlib
 import contextvars
 import enum
 import math
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -59,8 +60,6 @@ class Bound:
     source: str = ""
     #: A model's thread began the request's call (or the batch holding its rows began).
     started: bool = False
-    #: The ident of the thread running the call (not for a batch): where ``cancel = "kill"`` finds its process.
-    thread: int | None = None
     #: Why its front end cancelled it, set before it cancels (None: it was cancelled from outside, see ``cause``).
     reason: Dropped | None = None
     #: Why the request was cancelled by someone else than its front end (gRPC cancels a call itself, for a
@@ -78,9 +77,8 @@ class Bound:
             self.deadline, self.source = deadline, source
 
     def begin(self) -> None:
-        """The request's call begins on this thread (called on the model's thread)."""
+        """The request's call begins (called on the model's thread)."""
         self.started = True
-        self.thread = threading.get_ident()
 
     def why_cancelled(self) -> Dropped:
         """Why the request's task was cancelled."""

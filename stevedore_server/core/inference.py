@@ -42,7 +42,7 @@ from stevedore_server.base.serialization import loads
 from stevedore_server.base.validation import SchemaValidator
 from stevedore_server.plugins.loading import State
 
-from . import statistics
+from . import deadlines, statistics
 from .content_types import NUMPY_PLAN, ContentPlan
 from .runtime import ModelRuntime
 from .served_models import Registry
@@ -130,7 +130,7 @@ class Answer:
 class Loader(Protocol):
     """Loads lazy models (``lazy_loading.LazyLoader``)."""
 
-    async def ensure(self, model: ServingModel) -> None: ...
+    async def ensure(self, model: ServingModel, deadline: float | None = None) -> None: ...
 
     def used(self, model: ServingModel) -> None: ...
 
@@ -145,13 +145,17 @@ class Inference:
         #: None where there are none (a Ray Serve ingress).
         self.loader: Loader | None = None
 
-    async def loaded(self, ref: ModelRef) -> ServingModel:
-        """``resolve``, a lazy model loaded first (its first request waits for it, at most its time-out)."""
+    async def loaded(self, ref: ModelRef, deadline: float | None = None) -> ServingModel:
+        """``resolve``, a lazy model loaded first: its first request waits for it, at most its time-out or until
+        ``deadline`` (``time.monotonic()``; None: the request's bound's, ``deadlines``)."""
+        if deadline is None:
+            bound = deadlines.current()
+            deadline = bound.deadline if bound is not None else None
         for _ in range(LAZY_ATTEMPTS):
             model = self.registry.get(ref.name, ref.version)
             if model.state is not State.LAZY or self.loader is None:
                 break
-            await self.loader.ensure(model)
+            await self.loader.ensure(model, deadline)
         return self.resolve(ref)
 
     def resolve(self, ref: ModelRef) -> ServingModel:
@@ -168,13 +172,13 @@ class Inference:
             tracing.annotate({"stevedore.model.name": model.name, "stevedore.model.version": model.version})
         return model
 
-    async def admit(self, ref: ModelRef, action: Action) -> ServingModel:
+    async def admit(self, ref: ModelRef, action: Action, deadline: float | None = None) -> ServingModel:
         """The model ``ref`` names, served and with room for one more ``action`` now: NotFound, NotReady, or
         Overloaded (503 with Retry-After) when its bound is full. What a front end asks before it reads a
         request's body, so that a full model refuses the request without reading, parsing or validating it; the
         place itself is taken by ``call``, so that a body still on its way holds none (a slow client cannot fill
-        the model's queue). A lazy model is loaded first."""
-        model = await self.loaded(ref)
+        the model's queue). A lazy model is loaded first (waiting at most until ``deadline``, the request's)."""
+        model = await self.loaded(ref, deadline)
         runtime = model.runtime
         if isinstance(runtime, ModelRuntime):  # a Ray Serve deployment bounds its calls itself
             runtime.admission.check(action)
@@ -191,9 +195,10 @@ class Inference:
         value = loads(body, self.max_json_depth)
         return model, prepare(model, action, JSONValue(value, len(body)), self.max_json_depth).value
 
-    def resolve_tensors(self, ref: ModelRef) -> tuple[ServingModel, Signature]:
-        """The model ``ref`` names and its tensors (Open Inference Protocol): BadRequest for a model without."""
-        model = self.resolve(ref)
+    async def resolve_tensors(self, ref: ModelRef) -> tuple[ServingModel, Signature]:
+        """The model ``ref`` names (a lazy one loaded: a client asks its metadata before it infers) and its tensors
+        (Open Inference Protocol): BadRequest for a model without."""
+        model = await self.loaded(ref)
         return model, tensor_signature(model)
 
     async def call(self, ref: ModelRef, action: Action, payload: Payload) -> Answer:

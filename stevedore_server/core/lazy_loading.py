@@ -26,12 +26,14 @@ next request loads it. Its calls in flight finish first.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import copy
 import gc
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from anyio import to_thread
 
@@ -43,6 +45,7 @@ from stevedore_server.predictor import Predictor
 from stevedore_server.processes import isolation
 
 from . import serving
+from .served_models import trained_by
 from .server import ModelServer
 from .serving import ServingModel
 
@@ -60,7 +63,15 @@ class LoadFailed(NotReady):
 
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
+        self.retry_after = retry_after
         self.headers = {"Retry-After": str(max(1, round(retry_after)))}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.message, self.retry_after)
+
+    def again(self, retry_after: float | None = None) -> LoadFailed:
+        """The same error for another request (with the back-off left, if given)."""
+        return LoadFailed(self.message, self.retry_after if retry_after is None else retry_after)
 
 
 @dataclass
@@ -74,7 +85,7 @@ class Failure:
 #: Puts a model in the registry in place of the one of its name and version (``Repository.replace``); returns the
 #: old one, whose runtime it leaves open.
 Swap = Callable[[ServingModel], ServingModel | None]
-#: Lets the memory of a dropped model go (``Repository.release_memory``: a frozen heap thawed for a collection).
+#: Lets the memory of a dropped model go (the serving process's: a frozen heap thawed for one collection).
 Release = Callable[[], None] | None
 #: A fresh, not loaded predictor of a name and version (a discovery), for a model that was never lazy.
 Fresh = Callable[[str, str], Predictor | None]
@@ -112,25 +123,32 @@ class LazyLoader:
         """A request is served by ``model``: it is the most recently used."""
         self.last_used[(model.name, model.version)] = time.monotonic()
 
-    async def ensure(self, model: ServingModel) -> None:
-        """Load the lazy ``model`` unless it is loading already; wait for it at most its model's time-out."""
+    async def ensure(self, model: ServingModel, deadline: float | None = None) -> None:
+        """Load the lazy ``model`` unless it is loading already; wait for it at most its model's time-out, or until
+        ``deadline`` (``time.monotonic()``: the request's own, ``deadlines``) if sooner."""
         key = (model.name, model.version)
         failure = self.failures.get(key)
         if failure is not None and time.monotonic() < failure.retry_at:
-            raise failure.error
+            raise failure.error.again(failure.retry_at - time.monotonic())
         task = self.loading.get(key)
         if task is None:
-            task = self.loading[key] = asyncio.create_task(self.load(model))
+            # A context of its own: the load is no request's (its log lines and spans carry none's id).
+            task = asyncio.create_task(self.load(model), context=contextvars.Context())
+            self.loading[key] = task
             task.add_done_callback(lambda _: self.loading.pop(key, None))
             task.add_done_callback(retrieved)
         timeout = self.server.settings.limits_for(model.predictor).timeout
+        if deadline is not None:
+            timeout = min(timeout, max(0.0, deadline - time.monotonic()))
         try:
             await asyncio.wait_for(asyncio.shield(task), timeout)
         except TimeoutError:
             raise InferenceTimeout(
-                f"model {model.name!r} version {model.version!r} did not load within its time-out ({timeout:g} s); "
-                "it goes on loading"
+                f"model {model.name!r} version {model.version!r} did not load within {timeout:g} s (its time-out, or "
+                "the request's deadline); it goes on loading"
             ) from None
+        except LoadFailed as error:  # each waiter its own: a shared instance would gather every raiser's frames
+            raise error.again() from None
 
     async def load(self, model: ServingModel) -> None:
         key = (model.name, model.version)
@@ -139,19 +157,33 @@ class LazyLoader:
             if current is None or current.state is not State.LAZY:
                 return  # loaded, unloaded or removed meanwhile
             self.pristine.setdefault(key, current.predictor)
-            await self.make_room(self.estimate(key), keep=key)
             started = time.perf_counter()
-            candidate = Candidate(copied(self.pristine[key]), current.source)
-            loaded = await to_thread.run_sync(isolation.load_candidate, candidate, self.server.settings)
+            try:
+                loaded = await self.load_copy(current)
+            except Exception as error:  # a bug, or a discovery that failed: the back-off holds all the same
+                logger.error("model %s version %s: loading failed", *key, exc_info=error)
+                seconds = time.perf_counter() - started
+                raise self.record_failure(current, f"{type(error).__name__}: {error}", seconds) from None
             seconds = time.perf_counter() - started
             if not loaded.ready:
-                raise await self.failed(current, loaded, seconds)
+                await to_thread.run_sync(loaded.predictor.unload)  # what its copy holds is let go
+                raise self.record_failure(current, loaded.reason or "", seconds)
+            if self.current(key) is not current:  # unloaded through the repository meanwhile: that stands
+                await to_thread.run_sync(loaded.predictor.unload)
+                return
             self.failures.pop(key, None)
             self.thawed_at[key] = self.thaws
             described = serving.describe(loaded, current.metadata)
             self.swap(await serving.start(described, self.server.settings, self.server.metrics))
             self.loaded(loaded, seconds)
             await self.make_room(0, keep=key)
+
+    async def load_copy(self, current: ServingModel) -> LoadedModel:
+        """A copy of the model's pristine predictor loaded and self-tested, within the budget."""
+        key = (current.name, current.version)
+        await self.make_room(self.estimate(key), keep=key)
+        candidate = Candidate(copied(self.pristine[key]), current.source)
+        return await to_thread.run_sync(isolation.load_candidate, candidate, self.server.settings)
 
     def loaded(self, loaded: LoadedModel, seconds: float) -> None:
         key = (loaded.name, loaded.version)
@@ -162,23 +194,20 @@ class LazyLoader:
         logger.info("model %s version %s loaded on its first request in %.2f s, holding %s", *key, seconds,
                     described_size(loaded.memory))  # fmt: skip
 
-    async def failed(self, current: ServingModel, loaded: LoadedModel, seconds: float) -> LoadFailed:
-        """Record a failed load (its back-off begins); its error. What its copy holds is let go."""
+    def record_failure(self, current: ServingModel, reason: str, seconds: float) -> LoadFailed:
+        """Record a failed load of ``current`` (its back-off begins, its record says why); its error."""
         key = (current.name, current.version)
-        await to_thread.run_sync(loaded.predictor.unload)
         previous = self.failures.get(key)
         count = previous.count + 1 if previous else 1
         backoff = min(RETRY_BACKOFF * 2 ** (count - 1), MAX_RETRY_BACKOFF)
         error = LoadFailed(
-            f"model {key[0]!r} version {key[1]!r} failed to load: {loaded.reason}; tried again after {backoff:g} s",
-            backoff,
+            f"model {key[0]!r} version {key[1]!r} failed to load: {reason}; tried again after {backoff:g} s", backoff
         )
         self.failures[key] = Failure(error, time.monotonic() + backoff, count)
         self.swap(serving.describe(lazy(current.predictor, current.source, error.message), current.metadata))
         self.server.metrics.model_loads.labels(*key, "failed").inc()
         self.server.metrics.model_load_seconds.labels(*key).observe(seconds)
-        logger.error("model %s version %s failed to load on its first request (%.2f s): %s", *key, seconds,
-                     loaded.reason)  # fmt: skip
+        logger.error("model %s version %s failed to load on its first request (%.2f s): %s", *key, seconds, reason)
         return error
 
     def loaded_here(self, loaded: LoadedModel) -> None:
@@ -206,14 +235,19 @@ class LazyLoader:
         if self.budget is None:
             return
         kept = (loading or set()) | ({keep} if keep else set())
+        evicted: list[Key] = []
         while self.held() + needed > self.budget:
             victim = self.least_recently_used(kept)
             if victim is None:
                 logger.warning("the loaded models hold %s, over the memory budget of %s, and none can be unloaded "
-                               "(pinned, or the one loading)", described_size(self.held() + needed),
+                               "(pinned, trained by a job, or the one loading)", described_size(self.held() + needed),
                                described_size(self.budget))  # fmt: skip
-                return
+                break
+            evicted.append((victim.name, victim.version))
             await self.evict(victim)
+            del victim
+        if evicted:
+            await self.let_go(evicted)
 
     def least_recently_used(self, kept: set[Key]) -> ServingModel | None:
         settings = self.server.settings
@@ -223,6 +257,7 @@ class LazyLoader:
             if model.ready
             and (model.name, model.version) not in kept
             and settings.for_model(model.name).pin is not True
+            and trained_by(model) is None  # a trained version comes from no entry point: it could not load again
         ]
         return min(evictable, key=lambda m: self.last_used.get((m.name, m.version), 0.0), default=None)
 
@@ -236,16 +271,18 @@ class LazyLoader:
         self.pristine[key] = predictor
         self.swap(serving.describe(lazy(predictor, model.source), model.metadata))
         self.server.metrics.model_evictions.labels(*key).inc()
-        self.server.metrics.model_memory.labels(*key).set(0)
         self.count_loaded()
         logger.info("model %s version %s unloaded to keep within the memory budget (it held %s)", *key,
                     described_size(size_of(model)))  # fmt: skip
         # Waited for, its unload too: what it held must be gone before the next load is measured.
         await serving.retire(model, self.server.settings.limits_for(model.predictor).timeout, aside=False)
-        del model
-        if gc.get_freeze_count() and self.thawed_at.get(key) != self.thaws:
-            # Loaded before the heap was last frozen (at startup, or by a thaw since): only a thaw lets its objects
-            # in reference cycles go, a full collection of tens of milliseconds; once for such a model.
+
+    async def let_go(self, evicted: list[Key]) -> None:
+        """Let what the ``evicted`` models held in reference cycles go, with one collection, and hand the freed
+        memory back to the system."""
+        if gc.get_freeze_count() and any(self.thawed_at.get(key) != self.thaws for key in evicted):
+            # One was loaded before the heap was last frozen (at startup, or by a thaw since): only a thaw lets its
+            # objects go, a full collection of tens of milliseconds; once for such a model.
             self.release_frozen()
         else:  # never frozen: a collection of what is not frozen lets them go, in a few milliseconds
             gc.collect()
@@ -259,15 +296,16 @@ class LazyLoader:
             self.thaws += 1
 
     def count_loaded(self) -> None:
+        """The models loaded, and what each model holds (0: not loaded), in the metrics."""
         metrics = self.server.metrics
-        ready = [model for model in self.server.registry.models if model.ready]
-        metrics.models_loaded.set(len(ready))
-        for model in ready:
-            metrics.model_memory.labels(model.name, model.version).set(size_of(model))
+        models = self.server.registry.models
+        metrics.models_loaded.set(sum(model.ready for model in models))
+        for model in models:
+            metrics.model_memory.labels(model.name, model.version).set(size_of(model) if model.ready else 0)
 
 
 def retrieved(task: asyncio.Task[None]) -> None:
-    """A load whose waiters all timed out: its outcome is logged already (nobody is left to hear it)."""
+    """A load whose waiters all timed out: its outcome was logged as it failed (nobody is left to hear it)."""
     if not task.cancelled():
         task.exception()
 

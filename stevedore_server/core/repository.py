@@ -44,7 +44,7 @@ from stevedore_server.base.errors import BadRequest, InferenceTimeout, Stevedore
 from stevedore_server.base.sources import PluginFailure, PluginSource
 from stevedore_server.plugins.discovery import Candidate, failed_plugins_of
 from stevedore_server.plugins.hooks import Hooks
-from stevedore_server.plugins.loading import State, load_model, not_loaded
+from stevedore_server.plugins.loading import State, not_loaded
 from stevedore_server.plugins.site_packages import SitePackages
 from stevedore_server.predictor import Predictor
 from stevedore_server.processes import isolation
@@ -265,24 +265,26 @@ class Repository:
         if not served:
             raise UnknownModel.named(name, self.server.registry.names())
         fresh = {(c.predictor.name, c.predictor.version): c for c in (await to_thread.run_sync(self.discover))[0]}
-        for model in served:
-            if model.state is State.UNLOADED:
-                continue
-            # A fresh predictor from the entry point, so that nothing keeps the loaded one's memory.
-            candidate = fresh.get((model.name, model.version))
-            predictor = candidate.predictor if candidate else model.predictor
-            self.swap(serving.describe(not_loaded(predictor, model.source), model.metadata))
-        self.lazy.count_loaded()
+        async with self.lazy.lock:  # a lazy load of it in progress ends first, and this unload stands
+            for model in self.server.registry.versions_of(name):
+                if model.state is State.UNLOADED:
+                    continue
+                # A fresh predictor from the entry point, so that nothing keeps the loaded one's memory.
+                candidate = fresh.get((model.name, model.version))
+                predictor = candidate.predictor if candidate else model.predictor
+                self.swap(serving.describe(not_loaded(predictor, model.source), model.metadata))
+            self.lazy.count_loaded()
         logger.info("model %s unloaded", name)
 
     async def serve_trained(self, predictor: Predictor, base: ServingModel, job_id: str) -> None:
         """Serve the new version a training made, once loaded and self-tested, beside the model it came from."""
-        loaded = await to_thread.run_sync(load_model, predictor, base.source)
+        loaded = await to_thread.run_sync(isolation.load_measured, predictor, base.source, self.server.settings)
         if not loaded.ready:
             await to_thread.run_sync(predictor.unload)  # what its load holds (worker processes) is not served
             raise BadRequest(f"the new version {predictor.version} failed: {loaded.reason}")
         described = serving.describe(loaded, {**base.metadata, TRAINED_BY_JOB: job_id})
         self.swap(await serving.start(described, self.server.settings, self.server.metrics))
+        self.lazy.loaded_here(loaded)
         logger.info("model %s version %s, trained by job %s, served", predictor.name, predictor.version, job_id)
 
     async def unserve_trained(self, name: str, version: str) -> None:
@@ -292,6 +294,7 @@ class Repository:
         if removed is None:
             return
         self.server.metrics.describe_model(name, version, False, None)
+        self.lazy.count_loaded()
         self.retire_later(removed)
         logger.info("model %s version %s, trained by job %s, no longer served", name, version,
                     removed.metadata.get(TRAINED_BY_JOB))  # fmt: skip

@@ -16,11 +16,9 @@ from stevedore_server.base.errors import ClientError, ModelFailure
 from stevedore_server.base.metrics import Metrics, ModelMetrics
 from stevedore_server.base.settings import ModelLimits
 from stevedore_server.plugins.loading import LoadedModel
-from stevedore_server.processes.predictor import ProcessPredictor
 
-from .admission import Admission, ModelThreads
+from .admission import Admission, ModelThreads, StopsCalls
 from .batching import BatchCall, Batcher
-from .deadlines import Bound, Dropped
 from .deadlines import current as current_bound
 from .inline import CallCost, InlinePolicy
 from .statistics import ModelStatistics, Timing, current, rows_or_one, timed_thread_call
@@ -66,8 +64,8 @@ class ModelRuntime:
         self.metrics = ModelMetrics(metrics, model.name, model.version)
         self.threads = ModelThreads(model.name, limits.max_concurrency)
         self.admission = Admission(f"model {model.name!r} version {model.version!r}", limits, self.metrics)
-        if limits.cancel == "kill" and isinstance(model.predictor, ProcessPredictor):
-            self.admission.stop_call = self._stop_process_call
+        if limits.cancel == "kill" and isinstance(model.predictor, StopsCalls):
+            self.admission.stopper = model.predictor
         label = f"model {model.name} version {model.version}"
         self.inline = InlinePolicy(label, cost, limits.inline_budget) if cost and limits.inline_budget > 0 else None
         self.statistics = ModelStatistics()
@@ -132,14 +130,6 @@ class ModelRuntime:
         remaining = None if bound is None else bound.remaining()
         if bound is not None and remaining is not None and remaining <= 0:
             raise self.admission.expired(action, bound)
-
-    def _stop_process_call(self, bound: Bound, reason: Dropped) -> None:
-        """``cancel = "kill"``: the worker process running the call of a request given up is killed (and
-        replaced); a batch's call serves other callers too, and runs on."""
-        predictor = self.model.predictor
-        if isinstance(predictor, ProcessPredictor) and predictor.pool is not None and bound.thread is not None:
-            why = "its client left" if reason is Dropped.DISCONNECTED else "its deadline passed"
-            predictor.pool.stop_call(bound.thread, why)
 
     def runs_inline(self, rows: int) -> bool:
         """Whether a predict of ``rows`` rows would run on the event loop now."""

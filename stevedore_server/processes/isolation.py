@@ -113,9 +113,14 @@ def load_candidate(candidate: Candidate, settings: Settings) -> LoadedModel:
     if settings.for_model(candidate.predictor.name).in_processes:
         loaded = load_in_processes(candidate, settings)
         return dataclasses.replace(loaded, memory=processes_memory(loaded.predictor)) if loaded.ready else loaded
+    return load_measured(candidate.predictor, candidate.source, settings)
+
+
+def load_measured(predictor: Predictor, source: PluginSource, settings: Settings) -> LoadedModel:
+    """``load_model`` in this process, a ready model with how much the process grew as it loaded (libraries the
+    first model of a kind imports count as its memory); traced too under a memory budget (``growth``)."""
     with growth(traced=settings.memory_budget is not None) as grown:
-        loaded = load_model(candidate.predictor, candidate.source)
-    # Libraries the first model of a kind imports count as its memory.
+        loaded = load_model(predictor, source)
     return dataclasses.replace(loaded, memory=grown.bytes) if loaded.ready else loaded
 
 

@@ -21,7 +21,7 @@ from stevedore_server.base.logs import request_id
 from stevedore_server.base.memory import resident_bytes
 from stevedore_server.plugins.loading import State
 
-from .predictor import MemoryReport
+from .predictor import CALL, MemoryReport
 from .spawn import LOAD_TIMEOUT, STOP_GRACE, ended, kill, receive, start_worker
 from .wire import call_message, failure
 
@@ -40,6 +40,8 @@ class WorkerProcess:
     process: subprocess.Popen[bytes]
     connection: Connection
     index: int
+    #: Killed by ``stop_call``: the call that had it must not hand it back to the idle ones.
+    stopped: bool = False
 
     @property
     def pid(self) -> int:
@@ -72,8 +74,8 @@ class ProcessPool:
         self.closed = threading.Event()
         self.report_memory: MemoryReport | None = None
         self.monitor: threading.Thread | None = None
-        #: The worker process each calling thread's call runs in, by thread ident (``stop_call``).
-        self.calls: dict[int, WorkerProcess] = {}
+        #: The worker process of each running call made under a token (``predictor.CALL``), for ``stop_call``.
+        self.calls: dict[object, WorkerProcess] = {}
 
     @property
     def label(self) -> str:
@@ -123,16 +125,17 @@ class ProcessPool:
         WorkerFailure (the model raised; the process died or overran the time-out, and is being replaced)."""
         request = call_message(action, payload, request_id.get(), tracing.carrier())
         worker = self._take()
-        thread = threading.get_ident()
-        with self.lock:
-            self.calls[thread] = worker
+        token = CALL.get()
+        self._running(token, worker)
         try:
             with self._replaced_on_failure(worker, "call"):
                 worker.connection.send_bytes(request)
                 data = self._reply(worker)
         finally:
-            with self.lock:
-                self.calls.pop(thread, None)
+            stopped = self._ended(token, worker)
+        if stopped:  # killed as its reply came: never handed to another call
+            self._replace(worker)
+            raise WorkerFailure(f"the worker process (pid {worker.pid}) was killed, as nobody waited for its call")
         self.idle.put(worker)
         try:
             reply = pickle.loads(data)
@@ -142,14 +145,30 @@ class ProcessPool:
             return reply[1]
         raise failure(reply)
 
-    def stop_call(self, thread: int, why: str) -> None:
-        """Kill the worker process running the call of ``thread`` (``cancel = "kill"``: nobody waits for its
-        result, ``why``); the call then fails on its thread, and the process is replaced. Nothing if the call has
-        ended, or has no process yet. The kill is reaped off the caller's thread (the event loop's)."""
+    def _running(self, token: object, worker: WorkerProcess) -> None:
+        if token is not None:
+            with self.lock:
+                self.calls[token] = worker
+
+    def _ended(self, token: object, worker: WorkerProcess) -> bool:
+        """The call under ``token`` on ``worker`` has ended: whether ``stop_call`` killed its process."""
+        if token is None:
+            return False
         with self.lock:
-            worker = self.calls.get(thread)
-        if worker is None:
-            return
+            if self.calls.get(token) is worker:
+                del self.calls[token]
+            return worker.stopped
+
+    def stop_call(self, token: object, why: str) -> None:
+        """Kill the worker process running the call made under ``token`` (``cancel = "kill"``: nobody waits for
+        its result, ``why``); the call then fails on its thread, and the process is replaced. Nothing if that call
+        has ended (its thread may run another request's call by now), or has no process yet. The kill is reaped
+        off the caller's thread (the event loop's)."""
+        with self.lock:
+            worker = self.calls.pop(token, None)
+            if worker is None:
+                return
+            worker.stopped = True
         logger.warning("%s: worker process %d (pid %d) killed: %s, and the model's cancel is kill; a new one is "
                        "starting", self.label, worker.index, worker.pid, why)  # fmt: skip
         threading.Thread(target=kill, args=(worker.process,), name=f"kill-{worker.pid}", daemon=True).start()

@@ -4,8 +4,9 @@ What its worker processes declared (schemas, fixtures, tensors, batching) are
 its attributes; ``predict`` and ``score`` are calls to its pool (each on one of
 the model's threads, waiting there for an idle process); ``predict_stream`` is
 an async generator whose items are awaited on a thread of the stream's own, as
-the stream holds its process from its first item to its end; ``unload`` stops
-the pool. A job on it (a training, a long prediction) runs in a process
+the stream holds its process from its first item to its end; ``stop_call``
+kills the process of a call nobody waits for (``cancel = "kill"``); ``unload``
+stops the pool. A job on it (a training, a long prediction) runs in a process
 of the pool's interpreter (``start_job``); the new version a training made is
 a ``ProcessPredictor`` whose ``load`` starts a pool of its own (``trained``).
 
@@ -31,6 +32,11 @@ from stevedore_server.predictor import Predictor
 DONE: Any = object()
 #: Reports a pool's processes' memory: (model, version, process index, bytes or None once gone).
 MemoryReport = Callable[[str, str, int, int | None], None]
+#: What marks the call a model's thread makes now, set in that call's context by the caller (the core: the
+#: request's bound): ``stop_call(token)`` stops the call made under ``token`` and none other, not the next call
+#: the same thread (the model's threads are pooled) makes for another request. None: a call nobody stops (a
+#: self-test, a batch serving several requests).
+CALL: contextvars.ContextVar[object | None] = contextvars.ContextVar("stevedore_process_call", default=None)
 
 
 class Pool(Protocol):
@@ -48,7 +54,7 @@ class Pool(Protocol):
 
     def stream(self, payload: Any) -> Generator[Any, None, None]: ...
 
-    def stop_call(self, thread: int, why: str) -> None: ...
+    def stop_call(self, token: object, why: str) -> None: ...
 
     def close(self) -> None: ...
 
@@ -93,6 +99,12 @@ class ProcessPredictor(Predictor):
 
     def score(self, payload: Any) -> Any:
         return self._pool().call("score", payload)
+
+    def stop_call(self, token: object, why: str) -> None:
+        """Kill the worker process running the call made under ``token`` (``CALL``), as nobody waits for its
+        result (``why``); nothing if that call has ended. The call fails, and the process is replaced."""
+        if self.pool is not None:
+            self.pool.stop_call(token, why)
 
     async def predict_stream(self, payload: Any) -> AsyncGenerator[Any, None]:
         """The model's items, from a worker process, each awaited on a thread of this stream's own.

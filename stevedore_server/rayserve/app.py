@@ -99,6 +99,8 @@ def deploy(settings: Settings, address: str) -> str:
     secrets = settings.secret_env()
     path = write_secrets(secrets, secrets_directory(settings)) if secrets else None
     app = build_on(application_args(settings, path), this_node() if path else None)
+    # Before, not after: the new ingress's lifespan deploys the trained versions' applications again before
+    # ``serve.run`` returns, and they must stay.
     try:
         serve.run(app, name=APP_NAME, route_prefix="/")
     except Exception as error:  # Serve reports a failed deployment as RuntimeError with its replicas' errors
@@ -108,11 +110,12 @@ def deploy(settings: Settings, address: str) -> str:
 
 
 def remove_loaded() -> None:
-    """Delete the applications that loads of the application deployed before added (``live``): the new ingress
-    serves what its settings say, and would not know of them."""
+    """Delete the applications that the application deployed before added (``live``: its loads, and the versions
+    its trainings made): the new ingress serves what its settings say, and deploys the trained versions it serves
+    again itself. Until it runs, the ingress before it no longer serves them."""
     for name in serve.status().applications:
         if name.startswith(LIVE_PREFIX):
-            logger.warning("removing application %s, which a load of the application deployed before added", name)
+            logger.warning("removing application %s, which the application deployed before added", name)
             serve.delete(name)
 
 

@@ -86,6 +86,10 @@ class GrpcIngress:
         if handler is None:  # Serve routes to a replica once its lifespan has started: a safeguard
             context.failed(grpc.StatusCode.UNAVAILABLE, "the server is starting")
             return NO_MESSAGE
+        too_large = oversized(request, self.settings.max_body_size)
+        if too_large and False:  # Serve's proxy takes messages up to 2 GiB; ``run``'s server refuses more than the setting
+            context.failed(grpc.StatusCode.RESOURCE_EXHAUSTED, too_large)
+            return NO_MESSAGE
         try:
             message = handler.request_deserializer(request)
         except DecodeError:
@@ -104,6 +108,13 @@ class GrpcIngress:
                 return {}
             self._answers = handlers(self.settings, state)
         return self._answers
+
+
+def oversized(request: bytes, limit: int) -> str | None:
+    """Why ``request`` is refused, when it is larger than ``limit`` (the ``max_body_size`` setting)."""
+    if len(request) <= limit:
+        return None
+    return f"the request message of {len(request)} bytes exceeds the limit of {limit} bytes (max_body_size)"
 
 
 def handlers(settings: Settings, state: AppState) -> dict[str, grpc.RpcMethodHandler]:

@@ -11,16 +11,25 @@ in ``X-Served-By``). A histogram's ``_bucket``, ``_sum`` and ``_count``
 samples keep their names and ``le``, so ``histogram_quantile`` and ``rate``
 read them as they read ``run``'s; the ``_created`` timestamps are left out.
 Ray's own export runs about every 10 s, which bounds how fresh they are.
+
+A replica of the multiplexed deployment has one export, of the registries of
+the models it holds now; a model it unloaded keeps its last values in Ray's
+gauges (Ray cannot drop a series), and starts again from zero when it is
+loaded again, which ``rate`` reads as a counter's reset.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 from prometheus_client import Gauge as PrometheusGauge
 from ray.util.metrics import Gauge
+
+from stevedore_server.base.metrics import VERSION_FAMILIES
 
 logger = logging.getLogger("stevedore.rayserve")
 
@@ -30,22 +39,32 @@ EXPORT_INTERVAL = 5.0
 REPLICA_LABELS = ("replica", "node")
 
 
-class RayMetrics:
-    """Copies ``registry``'s samples into Ray's gauges, labelled with ``replica`` and ``node``."""
+#: The registries to export now: a model's deployment's replica has one, a multiplexed one each held model's.
+Registries = Callable[[], Iterable[CollectorRegistry]]
+#: A series: its sample's name and labels.
+Series = tuple[str, tuple[tuple[str, str], ...]]
 
-    def __init__(self, registry: CollectorRegistry, replica: str, node: str) -> None:
-        self.registry = registry
+
+@dataclass
+class Sample:
+    documentation: str
+    labels: dict[str, str]
+    value: float
+
+
+class RayMetrics:
+    """Copies the samples of ``registries`` into Ray's gauges, labelled with ``replica`` and ``node``."""
+
+    def __init__(self, registries: Registries, replica: str, node: str) -> None:
+        self.registries = registries
         self.labels = {"replica": replica, "node": node}
         self.gauges: dict[str, Gauge] = {}
 
     def export(self) -> None:
         """Every sample, as it is now."""
-        for family in self.registry.collect():
-            for sample in family.samples:
-                if sample.name.endswith("_created"):
-                    continue
-                gauge = self.gauge(sample.name, family.documentation, tuple(sample.labels))
-                gauge.set(sample.value, tags={**sample.labels, **self.labels})
+        for (name, _), sample in merged(self.registries()).items():
+            gauge = self.gauge(name, sample.documentation, tuple(sample.labels))
+            gauge.set(sample.value, tags={**sample.labels, **self.labels})
 
     def gauge(self, name: str, documentation: str, label_names: tuple[str, ...]) -> Gauge:
         gauge = self.gauges.get(name)
@@ -62,6 +81,51 @@ class RayMetrics:
             except Exception as error:  # a metric Ray refuses must not stop the others' export, nor the replica
                 logger.warning("the replica's metrics were not exported to Ray: %s", error)
             await asyncio.sleep(interval)
+
+
+def merged(registries: Iterable[CollectorRegistry]) -> dict[Series, Sample]:
+    """Each series' sample over ``registries``, without the ``_created`` ones. Models held in one replica share
+    the series without a model label (``stevedore_models_loaded``...): one process's counts, so their values
+    add up; a software version's (value 1) is the same in each."""
+    series: dict[Series, Sample] = {}
+    for registry in registries:
+        for family in registry.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_created"):
+                    continue
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                seen = series.get(key)
+                if seen is None:
+                    series[key] = Sample(family.documentation, dict(sample.labels), sample.value)
+                elif family.name in VERSION_FAMILIES:
+                    seen.value = max(seen.value, sample.value)
+                else:
+                    seen.value += sample.value
+    return series
+
+
+class Exporting:
+    """``metrics``' export, running on the replica's event loop until ``stop``."""
+
+    def __init__(self, metrics: RayMetrics) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.task = self.loop.create_task(metrics.run())
+
+    def stop(self) -> None:
+        """Cancel the export; from any thread (Serve may call a replica's ``__del__`` off its loop)."""
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.task.cancel)
+
+
+def exports_running() -> int:
+    """The exports running on this event loop: one per replica, whatever models it held."""
+    return sum(1 for task in asyncio.all_tasks() if getattr(task.get_coro(), "__qualname__", "") == "RayMetrics.run")
+
+
+def export_metrics(registries: Registries, served_by: str) -> Exporting:
+    """Start exporting ``registries`` for the replica ``served_by`` (``<node id>/<replica id>``)."""
+    node, replica = served_by.split("/")
+    return Exporting(RayMetrics(registries, replica, node))
 
 
 #: The ingress's ``/metrics`` line that says where the replicas' metrics are (its HELP text).

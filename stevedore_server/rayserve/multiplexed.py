@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
@@ -26,7 +27,7 @@ from stevedore_server.base.errors import NotReady, StartupError
 from stevedore_server.base.health import failing, run_checks
 from stevedore_server.base.settings import Settings
 from stevedore_server.core import serving
-from stevedore_server.core.lazy_loading import MAX_RETRY_BACKOFF, RETRY_BACKOFF, Failure, LazyLoader, LoadFailed
+from stevedore_server.core.lazy_loading import LazyLoader
 from stevedore_server.core.server import ModelServer
 from stevedore_server.core.serving import ServingModel
 from stevedore_server.plugins.discovery import Candidate
@@ -34,6 +35,7 @@ from stevedore_server.plugins.loading import LoadedModel, State, lazy
 
 from .config import MULTIPLEXED, deployment_name, settings_from_args
 from .forwarding import record, runtime_starter
+from .metrics_export import export_metrics, exports_running
 from .replica import LoadReport, ModelReplica, Reply, configure_logging, served_by
 
 logger = logging.getLogger("stevedore.rayserve")
@@ -45,10 +47,9 @@ def model_id(name: str, version: str) -> str:
 
 
 async def load_held(settings: dict[str, Any], name: str, version: str) -> ModelReplica:
-    """A ``ModelReplica`` of ``name`` ``version`` made in this replica: its async constructor awaited as Serve
-    awaits it for a model's own deployment."""
+    """A ``ModelReplica`` of ``name`` ``version`` made in this replica, started as in a model's own deployment."""
     held = ModelReplica.__new__(ModelReplica)
-    await held.__init__(settings, name, version)  # type: ignore[misc]
+    await held.__init__(settings, name, version)  # type: ignore[misc]  # no export of its own: the multiplexed replica's covers it
     return held
 
 
@@ -116,6 +117,11 @@ class MultiplexedReplica:
         load = loader(settings, self.served_by, self.held, self.loads)
         # Decorated here: the bound is a setting, which the class's decorator could not read.
         self.model = serve.multiplexed(max_num_models_per_replica=own.max_models_per_replica)(load)
+        #: One export of the held models' metrics (``metrics_export``), whichever they are now.
+        self.exporting = export_metrics(self.held_registries, self.served_by)
+
+    def held_registries(self) -> list[CollectorRegistry]:
+        return [held.server.metrics.registry for held in list(self.held.values())]  # may change on another thread
 
     async def held_model(self) -> ModelReplica | FailedHere | Reply:
         """The model of the current request (its multiplexed id), loaded if it is not held; or why it is not."""
@@ -149,16 +155,22 @@ class MultiplexedReplica:
             return held
         return await held.call(action, payload, rows, carrier)
 
-    def holding(self) -> dict[str, Any]:
-        """This replica, the ids of the models it holds now, and how many loads it has made."""
+    async def holding(self) -> dict[str, Any]:
+        """This replica, the ids of the models it holds now, how many loads it has made, and how many exports of
+        metrics run in it."""
         models = sorted(self.held.copy())  # a model may be unloading on another thread
-        return {"replica": self.served_by, "models": models, "loads": self.loads[0]}
+        return {"replica": self.served_by, "models": models, "loads": self.loads[0], "exports": exports_running()}
 
     def check_health(self) -> None:
         """Serve's health check: the plugins' checks of every model held here pass."""
         problems = [problem for held in list(self.held.values()) for problem in failing(run_checks(held.checks))]
         if problems:
             raise RuntimeError("; ".join(problems))
+
+    def __del__(self) -> None:
+        exporting = getattr(self, "exporting", None)
+        if exporting is not None:
+            exporting.stop()
 
 
 # -- the ingress's side ---------------------------------------------------------------------------------------------
@@ -188,30 +200,13 @@ class MultiplexedLoader(LazyLoader):
         report: LoadReport = await handle.report.remote()
         seconds = time.perf_counter() - started
         loaded = record(current.predictor, current.source, report)
-        if not loaded.ready:
-            raise self.failed_on_replica(current, loaded, seconds)
+        if not loaded.ready:  # nothing of it was loaded here
+            raise self.record_failure(current, loaded.reason or "", seconds)
         self.failures.pop((model.name, model.version), None)
         described = serving.describe(loaded, current.metadata)
         start = runtime_starter({key: handle}, model_id)
         self.swap(await start(described, self.server.settings, self.server.metrics))
         self.loaded(loaded, seconds)
-
-    def failed_on_replica(self, current: ServingModel, loaded: LoadedModel, seconds: float) -> LoadFailed:
-        """``LazyLoader.failed`` for a model a replica failed to load: nothing of it was loaded here."""
-        key = (current.name, current.version)
-        previous = self.failures.get(key)
-        count = previous.count + 1 if previous else 1
-        backoff = min(RETRY_BACKOFF * 2 ** (count - 1), MAX_RETRY_BACKOFF)
-        error = LoadFailed(
-            f"model {key[0]!r} version {key[1]!r} failed to load: {loaded.reason}; tried again after {backoff:g} s",
-            backoff,
-        )
-        self.failures[key] = Failure(error, time.monotonic() + backoff, count)
-        self.swap(serving.describe(lazy(current.predictor, current.source, error.message), current.metadata))
-        self.server.metrics.model_loads.labels(*key, "failed").inc()
-        self.server.metrics.model_load_seconds.labels(*key).observe(seconds)
-        logger.error("model %s version %s failed to load on a replica (%.2f s): %s", *key, seconds, loaded.reason)
-        return error
 
 
 def no_fresh(name: str, version: str) -> None:

@@ -15,7 +15,6 @@ fails makes Serve replace the replica.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from stevedore_server.core.startup import Loaded
 from stevedore_server.plugins.builtin.health import BUILT_IN_CHECKS
 
 from .config import settings_from_args
-from .metrics_export import RayMetrics
+from .metrics_export import Exporting, export_metrics
 
 logger = logging.getLogger("stevedore.rayserve")
 
@@ -98,9 +97,17 @@ def load_one(settings: Settings, name: str, version: str) -> ModelServer:
 class ModelReplica:
     """One replica of a model's deployment (``app.build`` makes it a Serve deployment)."""
 
+    #: The export of its metrics to Ray's (a model held by a multiplexed replica has none: that replica's covers it).
+    exporting: Exporting | None = None
+
     async def __init__(self, settings: dict[str, Any], name: str, version: str) -> None:  # type: ignore[misc]
-        # Serve awaits an async constructor: the runtime is made inside the replica's event loop. No secrets: the
-        # ingress answers the clients and keeps the jobs.
+        await self.start(settings, name, version)
+        # Its inference metrics, as ``run``'s /metrics has them, through Ray's metrics (the node's export port).
+        self.exporting = export_metrics(lambda: (self.server.metrics.registry,), self.served_by)
+
+    async def start(self, settings: dict[str, Any], name: str, version: str) -> None:
+        """Load, self-test and start the model. Serve awaits an async constructor: the runtime is made inside the
+        replica's event loop. No secrets: the ingress answers the clients and keeps the jobs."""
         self.settings = settings_from_args(settings)
         configure_logging(self.settings)
         tracing.configure(self.settings.tracing)
@@ -108,9 +115,6 @@ class ModelReplica:
         self.server = await to_thread.run_sync(self.load_server, name, version)
         await startup.start_models(self.server)
         self.served_by = served_by()
-        # Its inference metrics, as ``run``'s /metrics has them, through Ray's metrics (the node's export port).
-        node, replica = self.served_by.split("/")
-        self.exporting = asyncio.create_task(RayMetrics(self.server.metrics.registry, replica, node).run())
         self.span_attributes = {"stevedore.model.name": name, "stevedore.model.version": version,
                                 "stevedore.ray.replica": self.served_by}  # fmt: skip
         #: The plugins' checks: the built-in ones say whether the model loaded, which a restart would not mend.

@@ -638,6 +638,8 @@ def check_model_settings(name: str, model: ModelSettings) -> None:
         raise SettingError(f"{prefix}.load", f"{model.load!r} is not one of {', '.join(MODEL_LOADS)}")
     if model.cancel is not None and model.cancel not in CANCEL_MODES:
         raise SettingError(f"{prefix}.cancel", f"{model.cancel!r} is not one of {', '.join(CANCEL_MODES)}")
+    if model.cancel == "kill" and not model.in_processes:  # a thread cannot be stopped; a process can
+        raise SettingError(f"{prefix}.cancel", "kill needs processes = N or python = ...")
     if model.max_batch_size is not None and model.max_batch_size < 1:
         raise SettingError(f"{prefix}.max_batch_size", f"{model.max_batch_size} must be at least 1")
     if model.inline_budget is not None and not 0 <= model.inline_budget <= MAX_INLINE_BUDGET:

@@ -38,7 +38,7 @@ async def generate(request: Request) -> Response:
     """One prediction, its outputs by name."""
     inference = server_of(request).inference
     bound = request_bound(request)
-    model = await inference.admit(model_ref(request), Action.PREDICT)  # answered before the body is read if unable
+    model = await inference.admit(model_ref(request), Action.PREDICT, bound.deadline)  # before the body is read
     payload = await generate_payload(request, model)
     answer = await while_connected(
         request, bound, inference.call(model_ref(request), Action.PREDICT, JSONValue(payload))
@@ -55,7 +55,7 @@ async def generate_stream(request: Request) -> Response:
     """The model's ``predict_stream`` as Server-Sent Events of outputs by name."""
     ref = model_ref(request)
     bound = request_bound(request)
-    model = await server_of(request).inference.admit(ref, Action.PREDICT)  # 404 or 503 before the body is read
+    model = await server_of(request).inference.admit(ref, Action.PREDICT, bound.deadline)  # before the body is read
     payload = JSONValue(await generate_payload(request, model))
     with bounded(bound):  # its stream keeps it (``Admission.reserve``)
         return await stream_response(request, ref, payload, GENERATE_EVENTS)

@@ -101,7 +101,7 @@ class InferenceService:
         return pb.ServerMetadataResponse(name="stevedore-server", version=__version__, extensions=EXTENSIONS)
 
     async def model_metadata(self, request: Any) -> Any:
-        model, signature = self.server.inference.resolve_tensors(ModelRef(request.name, request.version or None))
+        model, signature = await self.server.inference.resolve_tensors(ModelRef(request.name, request.version or None))
         tensor = pb.TensorMetadata
         return pb.ModelMetadataResponse(
             name=model.name,
@@ -119,7 +119,7 @@ class InferenceService:
         return json_format.ParseDict(statistics_body(models), pb.ModelStatisticsResponse())
 
     async def model_config(self, request: Any) -> Any:
-        model, signature = self.server.inference.resolve_tensors(ModelRef(request.name, request.version or None))
+        model, signature = await self.server.inference.resolve_tensors(ModelRef(request.name, request.version or None))
         config = config_body(model, signature, self.server.settings)
         return json_format.ParseDict({"config": config}, pb.ModelConfigResponse())
 

@@ -83,13 +83,14 @@ async def server_ready(request: Request) -> Response:
     return JSONBytesResponse({"ready": ready}, status_code=200 if ready else 400)
 
 
-def tensor_model(request: Request) -> tuple[ServingModel, Signature]:
-    """The model the path names, served and with tensors: 404, 503, or 400 for a model without a V2 interface."""
-    return server_of(request).inference.resolve_tensors(model_ref(request))
+async def tensor_model(request: Request) -> tuple[ServingModel, Signature]:
+    """The model the path names, served (a lazy one loaded) and with tensors: 404, 503, or 400 for a model without
+    a V2 interface."""
+    return await server_of(request).inference.resolve_tensors(model_ref(request))
 
 
 async def model_metadata(request: Request) -> Response:
-    entry, signature = tensor_model(request)
+    entry, signature = await tensor_model(request)
     registry = server_of(request).registry
     return JSONBytesResponse(
         {
@@ -124,7 +125,7 @@ async def timed_infer(request: Request) -> Response:
     ref = model_ref(request)
     bound = request_bound(request)
     # An unknown, unready or full model is answered before the body is read.
-    model = await inference.admit(ref, Action.PREDICT)
+    model = await inference.admit(ref, Action.PREDICT, bound.deadline)
     signature = tensor_signature(model)
     body = await read_body(request)
     header_length = request.headers.get(HEADER_LENGTH)
@@ -162,7 +163,7 @@ async def model_statistics(request: Request) -> Response:
 
 async def model_config(request: Request) -> Response:
     """The model's configuration in Triton's form."""
-    model, signature = tensor_model(request)
+    model, signature = await tensor_model(request)
     return JSONBytesResponse(config_body(model, signature, server_of(request).settings))
 
 

@@ -62,7 +62,7 @@ async def submit(request: Request, action: Action) -> Job:
     """Queue a job of ``action`` on the body (checked against the model's schema of it), for the caller's key."""
     inference = server_of(request).inference
     ref = model_ref(request)
-    inference.resolve(ref)  # an unknown or unready model, or a full queue, is answered before the body is read
+    await inference.loaded(ref)  # an unknown or unready model, or a full queue, is answered before the body is read
     await to_thread.run_sync(jobs_of(request).check_room)
     model, params = await inference.job_parameters(ref, action, await read_json_text(request))
     started_by = caller_of(request.scope).key_id

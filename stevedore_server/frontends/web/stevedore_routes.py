@@ -168,7 +168,7 @@ async def predict(request: Request) -> Response:
     ref = model_ref(request)
     bound = request_bound(request)
     # An unknown, unready or full model is answered before its body is read.
-    model = await server.inference.admit(ref, Action.PREDICT)
+    model = await server.inference.admit(ref, Action.PREDICT, bound.deadline)
     body = await read_json_text(request)
     note_request(request.scope, server, model, from_json, body)
     answer = await while_connected(request, bound, server.inference.call(ref, Action.PREDICT, JSONText(body)))
@@ -187,7 +187,7 @@ async def score(request: Request) -> Response:
     inference = server.inference
     ref = model_ref(request)
     bound = request_bound(request)
-    model = await inference.admit(ref, Action.SCORE)  # answered before its body is read when it cannot run
+    model = await inference.admit(ref, Action.SCORE, bound.deadline)  # answered before its body is read if unable
     if request.method == "POST":
         body = await read_json_text(request)
         note_request(request.scope, server, model, from_json, body)

@@ -66,7 +66,7 @@ async def predict_stream(request: Request) -> Response:
     ref = model_ref(request)
     server = server_of(request)
     bound = request_bound(request)
-    model = await server.inference.admit(ref, Action.PREDICT)  # 404 or 503 before the body is read
+    model = await server.inference.admit(ref, Action.PREDICT, bound.deadline)  # 404 or 503 before the body is read
     body = await read_json_text(request)
     note_request(request.scope, server, model, from_json, body)
     with bounded(bound):  # its stream keeps it (``Admission.reserve``)
