@@ -101,11 +101,11 @@ def deploy(settings: Settings, address: str) -> str:
     app = build_on(application_args(settings, path), this_node() if path else None)
     # Before, not after: the new ingress's lifespan deploys the trained versions' applications again before
     # ``serve.run`` returns, and they must stay.
+    remove_loaded()
     try:
         serve.run(app, name=APP_NAME, route_prefix="/")
     except Exception as error:  # Serve reports a failed deployment as RuntimeError with its replicas' errors
         raise StartupError(f"the application did not deploy: {error}") from error
-    remove_loaded()
     return f"http://{settings.host}:{settings.port}"
 
 

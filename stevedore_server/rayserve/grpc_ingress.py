@@ -87,7 +87,7 @@ class GrpcIngress:
             context.failed(grpc.StatusCode.UNAVAILABLE, "the server is starting")
             return NO_MESSAGE
         too_large = oversized(request, self.settings.max_body_size)
-        if too_large and False:  # Serve's proxy takes messages up to 2 GiB; ``run``'s server refuses more than the setting
+        if too_large:  # Serve's proxy takes messages up to 2 GiB; ``run``'s server refuses more than the setting
             context.failed(grpc.StatusCode.RESOURCE_EXHAUSTED, too_large)
             return NO_MESSAGE
         try:

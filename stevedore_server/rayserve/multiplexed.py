@@ -49,7 +49,7 @@ def model_id(name: str, version: str) -> str:
 async def load_held(settings: dict[str, Any], name: str, version: str) -> ModelReplica:
     """A ``ModelReplica`` of ``name`` ``version`` made in this replica, started as in a model's own deployment."""
     held = ModelReplica.__new__(ModelReplica)
-    await held.__init__(settings, name, version)  # type: ignore[misc]  # no export of its own: the multiplexed replica's covers it
+    await held.start(settings, name, version)  # no export of its own: the multiplexed replica's covers it
     return held
 
 

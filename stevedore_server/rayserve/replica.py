@@ -163,6 +163,8 @@ class ModelReplica:
             raise RuntimeError("; ".join(problems))
 
     def __del__(self) -> None:
+        if self.exporting is not None:
+            self.exporting.stop()
         server = getattr(self, "server", None)
         if server is not None:
             startup.stop_models(server)
