@@ -56,6 +56,14 @@ class StartupError(StevedoreError):
     """The server cannot start: duplicate models, rejected hooks, or a failure under --strict."""
 
 
+class ReplicaLoadFailed(StartupError):
+    """A model that failed to load or self-test on this replica, and why."""
+
+    def __init__(self, name: str, version: str, reason: str) -> None:
+        super().__init__(f"model {name!r} version {version!r} failed to load: {reason}")
+        self.reason = reason
+
+
 class UnknownPlugins(StartupError):
     """``--plugins`` or ``--disable-plugins`` names a plugin that is not installed: a typo would otherwise serve
     nothing, or fail to disable the plugin it meant."""
@@ -254,6 +262,22 @@ class Unavailable(ClientError):
 
     status_code = 503
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}  # noqa: RUF012  (read-only)
+
+
+class LoadFailed(NotReady):
+    """A lazy model failed to load: every request gets this until its back-off has passed."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.headers = {"Retry-After": str(max(1, round(retry_after)))}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.message, self.retry_after)
+
+    def again(self, retry_after: float | None = None) -> LoadFailed:
+        """The same error for another request (with the back-off left, if given)."""
+        return LoadFailed(self.message, self.retry_after if retry_after is None else retry_after)
 
 
 class InferenceTimeout(ClientError):

@@ -33,11 +33,10 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from anyio import to_thread
 
-from stevedore_server.base.errors import InferenceTimeout, NotReady
+from stevedore_server.base.errors import InferenceTimeout, LoadFailed
 from stevedore_server.base.memory import return_freed_memory
 from stevedore_server.plugins.discovery import Candidate
 from stevedore_server.plugins.loading import LoadedModel, State, lazy
@@ -56,22 +55,6 @@ RETRY_BACKOFF = 2.0
 MAX_RETRY_BACKOFF = 60.0
 
 Key = tuple[str, str]
-
-
-class LoadFailed(NotReady):
-    """A lazy model failed to load: every request gets this until its back-off has passed."""
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-        self.headers = {"Retry-After": str(max(1, round(retry_after)))}
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.message, self.retry_after)
-
-    def again(self, retry_after: float | None = None) -> LoadFailed:
-        """The same error for another request (with the back-off left, if given)."""
-        return LoadFailed(self.message, self.retry_after if retry_after is None else retry_after)
 
 
 @dataclass

@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from stevedore_server.base.errors import NotReady, StartupError
+from stevedore_server.base.errors import NotReady, ReplicaLoadFailed
 from stevedore_server.base.health import failing, run_checks
 from stevedore_server.base.settings import Settings
 from stevedore_server.core import serving
@@ -67,20 +67,12 @@ def loader(
         report = loaded.report()
         if report.state != State.READY:  # not held: the multiplexing keeps no failure, the next call tries again
             loaded.__del__()
-            raise FailedHere(name, version, report.reason or report.state)
+            raise ReplicaLoadFailed(name, version, report.reason or report.state)
         held[model] = loaded
         logger.info("replica %s: model %s loaded; holding %d", replica, model, len(held))
         return Held(loaded, held, model, replica)
 
     return load
-
-
-class FailedHere(StartupError):
-    """A model that failed to load or self-test on this replica, and why."""
-
-    def __init__(self, name: str, version: str, reason: str) -> None:
-        super().__init__(f"model {name!r} version {version!r} failed to load: {reason}")
-        self.reason = reason
 
 
 class Held:
@@ -123,12 +115,12 @@ class MultiplexedReplica:
     def held_registries(self) -> list[CollectorRegistry]:
         return [held.server.metrics.registry for held in list(self.held.values())]  # may change on another thread
 
-    async def held_model(self) -> ModelReplica | FailedHere | Reply:
+    async def held_model(self) -> ModelReplica | ReplicaLoadFailed | Reply:
         """The model of the current request (its multiplexed id), loaded if it is not held; or why it is not."""
         model = serve.get_multiplexed_model_id()
         try:
             found: Held = await self.model(model)
-        except FailedHere as failure:
+        except ReplicaLoadFailed as failure:
             return failure
         except Exception as error:  # no such model here (``load_one``), or Serve's own failure; logged by it
             return Reply(self.served_by, error=NotReady(f"model {model!r} could not be loaded here: {error}"))
@@ -140,7 +132,7 @@ class MultiplexedReplica:
         held = await self.held_model()
         if isinstance(held, ModelReplica):
             return held.report()
-        if isinstance(held, FailedHere):
+        if isinstance(held, ReplicaLoadFailed):
             reason = held.reason
         else:
             reason = held.error.message if held.error is not None else "not loaded"
@@ -149,7 +141,7 @@ class MultiplexedReplica:
     async def call(self, action: str, payload: Any, rows: int | None, carrier: dict[str, str] | None = None) -> Reply:
         """``ModelReplica.call`` on the current request's model."""
         held = await self.held_model()
-        if isinstance(held, FailedHere):
+        if isinstance(held, ReplicaLoadFailed):
             return Reply(self.served_by, error=NotReady(str(held)))
         if isinstance(held, Reply):
             return held
