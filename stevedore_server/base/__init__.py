@@ -13,6 +13,8 @@
 - ``lifecycle`` (serving or draining), ``health`` (running health checks);
 - ``scopes``: the scopes of API keys, which routes and plugins name;
   ``exposure``: loopback addresses, and the warnings of an open server;
+- ``memory``: a process's resident memory, and how much it grows while a
+  model loads (the memory budget's measure);
 - ``pids`` (other processes by their ids), ``version``, ``moved`` (old module
   paths kept as redirects).
 

@@ -17,8 +17,9 @@
   ``stevedore_inference_logged`` hook, off the request path;
 - ``startup``: discovery, loading and serving state at startup, the same for
   every process;
-- ``repository``: models loaded and unloaded while serving, and
-  ``convergence``: workers agreeing on them.
+- ``repository``: models loaded and unloaded while serving,
+  ``convergence``: workers agreeing on them, and ``lazy_loading``: models
+  loaded on their first request, within the memory budget.
 
 May import: ``processes``, ``plugins``, ``base``. Nothing of a front end: no
 Starlette, no gRPC, no HTTP request.
