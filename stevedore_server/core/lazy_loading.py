@@ -16,8 +16,8 @@ loads and self-tests it and swaps it into the registry:
 
 With ``model_memory_budget``, every loaded model counts (those loaded at
 startup and through the repository too), by the bytes measured after its
-load. Before a load, the least recently used models not pinned
-(``[models.NAME] pin = true``) are unloaded, evicted, until the loaded ones and
+load. Before a load, the least recently used models neither pinned
+(``[models.NAME] pin = true``) nor trained by a job are unloaded, evicted, until the loaded ones and
 the new one fit (its size as last measured, else the largest measured so far);
 after it, its measured size decides again. An evicted model is lazy again: its
 next request loads it. Its calls in flight finish first.

@@ -34,6 +34,9 @@ MODEL_FALLBACKS = {
     "predict_fixture": "derived from the model file",
     "options": "none",
     "payload_log": "true: logged wherever the server's `payload_log` sends",
+    "load": "the server's `model_load`",
+    "pin": "false: unloaded to make room when least recently used",
+    "cancel": "`finish`",
 }
 
 
