@@ -109,7 +109,7 @@ def load_in_processes(candidate: Candidate, settings: Settings) -> LoadedModel:
 
 def load_candidate(candidate: Candidate, settings: Settings) -> LoadedModel:
     """Load a model where its settings say it runs: in worker processes, or in the server itself; a ready one
-    with its memory measured (``memory_of``)."""
+    with its memory measured (``processes_memory``, ``load_measured``)."""
     if settings.for_model(candidate.predictor.name).in_processes:
         loaded = load_in_processes(candidate, settings)
         return dataclasses.replace(loaded, memory=processes_memory(loaded.predictor)) if loaded.ready else loaded
