@@ -24,6 +24,8 @@ from urllib.parse import urlsplit, urlunsplit
 from stevedore_server.base.errors import SettingError, did_you_mean
 from stevedore_server.base.sources import PluginSelection
 
+from .pipelines import read_pipelines
+from .traffic import read_traffic
 from .values import parse, typed
 
 ENV_PREFIX = "STEVEDORE_"
@@ -354,6 +356,13 @@ class Settings:
     )
     config: str | None = setting(None, "TOML file of settings; `[models.NAME]` tables hold per-model settings.")
     models: dict[str, ModelSettings] = setting({}, "Per-model settings (file only).", file_only=True)  # noqa: RUF009
+    pipelines: dict[str, Any] = setting(  # noqa: RUF009
+        {}, "Pipelines of models, called like one model (file only, `[pipelines.NAME]`).", file_only=True
+    )
+    traffic: dict[str, Any] = setting(  # noqa: RUF009
+        {}, "Names called like a model whose requests go to versions by weight (file only, `[traffic.NAME]`).",
+        file_only=True,
+    )
 
     def __post_init__(self) -> None:
         checks = [
@@ -757,6 +766,10 @@ def read_document(document: Mapping[str, Any], where: str, base: Path | None = N
             raise SettingError(key, "no such setting" + did_you_mean(key, known, most=1), f"in {where}")
         if key == "models":
             values["models"] = read_models(where, raw, base)
+        elif key == "pipelines":
+            values["pipelines"] = read_pipelines(where, raw)
+        elif key == "traffic":
+            values["traffic"] = read_traffic(where, raw)
         else:
             values[key] = typed(key, HINTS[key], raw, where)
     return values
