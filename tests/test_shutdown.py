@@ -220,6 +220,29 @@ def test_during_the_shutdown_delay_the_server_is_not_ready_but_serves(
         server.stop()
 
 
+def test_a_worker_stalled_longer_than_uvicorns_health_check_is_neither_killed_nor_loses_its_request(
+    ops_venv: Venv, tmp_path: Path
+) -> None:
+    """A worker that cannot answer the supervisor's ping for a while (a loaded machine, a long pause) keeps its
+    requests: uvicorn's own 5 seconds killed it, and the requests it held were lost."""
+    server = Server.start(ops_venv, tmp_path / "server.log", "--workers", "2")
+    try:
+        server.wait_for("/readyz")
+        stalled, _ = worker_pids(server.log())
+        os.kill(stalled, signal.SIGSTOP)
+        try:
+            time.sleep(8)  # longer than uvicorn's default of 5, with the supervisor pinging twice a second
+        finally:
+            os.kill(stalled, signal.SIGCONT)
+        with httpx.Client(timeout=TIMEOUT, headers={"Connection": "close"}) as client:
+            answers = [outcome_of(client.post(server.url + "/models/iris/predict", json=[SETOSA])) for _ in range(8)]
+        assert answers == ["200"] * 8
+        assert len(worker_pids(server.log())) == 2 and "died" not in server.log(), server.log()[-3000:]
+    finally:
+        exit_code = server.stop()
+    assert exit_code == 0, server.log()
+
+
 def test_workers_leave_no_temporary_directory_behind(ops_venv: Venv, tmp_path: Path) -> None:
     """With ``--workers 2`` the run makes a directory for the workers' metrics and one for their shared model
     state; a server stopped by SIGTERM removes both."""

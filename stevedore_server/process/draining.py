@@ -85,6 +85,12 @@ def freeze_heap() -> None:
     logger.info("startup heap frozen: %d objects left out of garbage collection (gc.freeze)", gc.get_freeze_count())
 
 
+#: Seconds a worker has to answer the supervisor's ping (every half second), and a replacement started by SIGHUP
+#: to be ready, before it is killed as hung. uvicorn's 5 killed busy workers with their requests on a loaded
+#: machine, and aborted every rolling restart of workers whose models take longer than that to load.
+WORKER_HEALTHCHECK = 60
+
+
 class ServerConfig(uvicorn.Config):
     """uvicorn's configuration for ``settings``, and the flag that the whole service is stopping."""
 
@@ -105,6 +111,7 @@ class ServerConfig(uvicorn.Config):
             # uvicorn counts the connection a request came on among those open: one more, so that
             # ``max_connections`` connections are served and a request on one beyond them gets the 503.
             limit_concurrency=settings.max_connections + 1,
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK,
         )
         self.settings = settings
         # Set by the supervisor before it stops every worker; workers get it when they are spawned.
