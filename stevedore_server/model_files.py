@@ -109,6 +109,23 @@ class ModelFile:
 PATHS = ("cache_dir", "predict_schema", "predict_fixture")
 
 
+#: JSON Schema types of NumPy's kinds of element (``numpy.dtype.kind``).
+JSON_TYPES = {"b": "boolean", "i": "integer", "u": "integer", "f": "number", "U": "string", "S": "string"}
+
+
+def array_schema(result: Any) -> dict[str, Any] | None:
+    """The JSON Schema of a result as an array gives it (its dimensions nested, its elements' type), for
+    ``Derived.output_schema``; None where the array says too little (objects, no dimension)."""
+    array = np.asarray(result)
+    kind = JSON_TYPES.get(array.dtype.kind)
+    if kind is None or array.ndim == 0:
+        return None
+    schema: dict[str, Any] = {"type": kind}
+    for _ in range(array.ndim):
+        schema = {"type": "array", "items": schema}
+    return schema
+
+
 @dataclass(frozen=True)
 class Derived:
     """What a loaded model says of itself: anything left None is taken from the settings or the self-test."""
@@ -123,6 +140,8 @@ class Derived:
     #: The outputs a V2 request that names none gets (None: every output).
     default_outputs: list[str] | None = None
     description: str | None = None
+    #: The JSON Schema of predict's answer (``Predictor.output_schema``; ``array_schema`` makes it of an array).
+    output_schema: dict[str, Any] | None = None
 
 
 class FilePredictor(Predictor):
@@ -245,6 +264,8 @@ class FilePredictor(Predictor):
         return self.derived
 
     def resolved_schema(self, kind: str) -> dict[str, Any] | None:
+        if kind == "output":
+            return self.opened().output_schema
         if kind != "predict":
             return None
         if self.spec.predict_schema is not None:

@@ -29,6 +29,7 @@ OVERRIDABLE = (
     "score_fixture",
     "train_schema",
     "train_fixture",
+    "output_schema",
     "created",
     "artifact",
     "model",
@@ -63,6 +64,10 @@ class Predictor:
       against the schema at startup, never run). A model with a train schema
       implements :meth:`train`, which the server runs as a job in a process
       of its own (``POST /models/NAME/train``).
+    - ``output_schema`` (optional): the JSON Schema of what ``predict`` returns, as
+      a dict or a path, as for ``predict_schema``; the self-test checks its
+      output against it, and a pipeline checks that the next step's predict
+      schema accepts it.
     - ``created``: ISO 8601 UTC time the model was made; defaults to the
       modification time of ``artifact`` (a package-data path), else the load time.
     - ``tensor_inputs`` / ``tensor_outputs``: the Open Inference Protocol (V2)
@@ -119,6 +124,7 @@ class Predictor:
     score_fixture: Any = None
     train_schema: dict[str, Any] | str | os.PathLike[str] | None = None
     train_fixture: Any = None
+    output_schema: dict[str, Any] | str | os.PathLike[str] | None = None
     created: str | None = None
     artifact: str | None = None
     model: Any = None

@@ -116,6 +116,11 @@ RUN: dict[str, list[tuple[str, str]]] = {
         ("coming-from-kserve.md", "--storage-uri s3://"),
         ("deployment/kserve.md", "--output k8s/\n"),
     ],
+    "tests/test_inference_graph.py::test_the_kserve_pages_graph_is_what_manifests_writes": [
+        ("deployment/kserve.md", "[pipelines.router]"),
+        ("deployment/kserve.md", "--config pipelines.toml"),
+        ("deployment/kserve.md", "kind: InferenceGraph"),
+    ],
     f"{HERE}::test_the_hardening_example_writes_a_key_file_and_manifests_mounting_it": [
         ("operations/security.md", "--api-key-secret model-keys"),
     ],
@@ -134,8 +139,19 @@ RUN: dict[str, list[tuple[str, str]]] = {
         ("observability/payload-logs.md", "python receiver.py &"),
         ("observability/payload-logs.md", "request req-1"),
     ],
+    "tests/test_traffic.py::test_the_pages_traffic_examples_answer_as_shown": [
+        ("pipelines.md", "[traffic.wine-live]"),
+        ("pipelines.md", "localhost:8000/models/wine-live/predict"),
+    ],
     "tests/test_payload_log.py::test_the_documented_settings_load": [
         ("observability/payload-logs.md", "payload_log_redact = [")
+    ],
+    "tests/test_pipelines_docs.py::test_the_pages_pipelines_serve_as_shown": [
+        ("pipelines.md", "class HookedSum(Predictor)"),
+        ("pipelines.md", 'mine = "my_pipelines:PIPELINES"'),
+        ("pipelines.md", "# pipelines.toml"),
+        ("pipelines.md", "stevedore-server run --config pipelines.toml"),
+        ("pipelines.md", "/pipelines/iris-sum/predict -d"),
     ],
     "tests/test_statistics.py::test_the_pages_example_prints_what_it_shows": [
         ("observability/statistics.md", "get_inference_statistics")

@@ -58,6 +58,11 @@ ray_actor_options = {{num_cpus = 0.25}}
 [models.failing]
 ray_actor_options = {{num_cpus = 0.1}}
 
+[pipelines.iris-both]
+description = "iris-proba's probabilities, then iris's labels of the same rows: two deployments in one call"
+type = "sequence"
+steps = [{{ model = "iris-proba" }}, {{ model = "iris", data = "$request" }}]
+
 [models.sleeper]
 min_replicas = 1
 max_replicas = 2
@@ -330,6 +335,44 @@ def test_answers_come_from_replicas_on_two_nodes(ray_url: str, cluster: RayClust
     assert {node for node, _ in by} <= nodes
     ingress = served_by(httpx.get(ray_url + "/livez"))
     assert ingress[0] in nodes and ingress not in by
+
+
+def test_a_pipeline_runs_in_the_ingress_through_the_deployments_handles_across_nodes(
+    ray_url: str, cluster: RayCluster, standalone: Server
+) -> None:
+    """The ingress checked the pipeline (its self-test through the handles) and runs each step on its model's
+    deployment: one call has its first step on iris-proba's only replica and its last on a replica of iris on
+    another node (``X-Served-By`` names the last replica that answered); the answers are the standalone's."""
+    wait_for_replicas(cluster, "iris:1", 2, SCALE_TIMEOUT)
+    entry = httpx.get(ray_url + "/pipelines/iris-both", timeout=30).json()
+    assert (entry["state"], entry["reason"]) == ("ready", None), entry
+    rows = [SETOSA, [6.7, 3.0, 5.2, 2.3]]
+    direct = [
+        httpx.post(f"{ray_url}/models/{model}/predict", json=rows, timeout=30).json()["predictions"]
+        for model in ("iris-proba", "iris")
+    ]
+    (proba_node,) = nodes_serving(ray_url, "iris-proba", calls=5)
+    ingress = served_by(httpx.get(ray_url + "/livez"))
+    last_nodes: set[str] = set()
+    deadline = time.monotonic() + 30
+    while not last_nodes - {proba_node} and time.monotonic() < deadline:
+        answer = httpx.post(ray_url + "/pipelines/iris-both/predict?steps=true", json=rows, timeout=30)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["predictions"] == direct[1]
+        assert [(step["model"], step["predictions"]) for step in body["steps"]] == [
+            ("iris-proba", direct[0]),
+            ("iris", direct[1]),
+        ]
+        assert served_by(answer) != ingress  # the last step's replica answered, not the ingress
+        last_nodes.add(served_by(answer)[0])
+    assert last_nodes - {proba_node}, f"every call's iris step ran on iris-proba's node {proba_node}"
+    # The same answers as ``stevedore-server run``'s, over the stevedore route and V2 (tensors at both ends).
+    v2 = {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [2, 4], "data": [*rows[0], *rows[1]]}]}
+    for path, payload in (("/pipelines/iris-both/predict", rows), ("/v2/models/iris-both/infer", v2)):
+        answers = [httpx.post(base + path, json=payload, timeout=30) for base in (ray_url, standalone.url)]
+        assert answers[0].status_code == answers[1].status_code == 200, (path, answers[0].text, answers[1].text)
+        assert answers[0].json() == answers[1].json(), path
 
 
 def replicas_running(cluster: RayCluster, deployment: str) -> int:

@@ -46,6 +46,10 @@ ray_actor_options = {{num_cpus = 0.25}}
 
 [models.iris-proba]
 ray_actor_options = {{num_cpus = 0.25}}
+
+[pipelines.proba-then-iris]             # failed until a load deploys iris-proba
+type = "sequence"
+steps = [{{ model = "iris-proba" }}, {{ model = "iris", data = "$request" }}]
 """
 #: The Ray page's command with a gRPC port (``test_docs_examples.RUN``).
 GRPC_COMMAND = "--grpc-port 8081"
@@ -214,6 +218,33 @@ def test_load_deploys_a_model_s_deployment_and_unload_removes_it(cluster: RayClu
     assert "stevedore.iris-proba:1" not in applications(cluster)
     gone = httpx.post(f"{ray_url}/models/iris-proba/predict", json=[SETOSA], timeout=30)
     assert gone.status_code == 503 and "not loaded" in gone.json()["error"]
+
+
+def test_a_pipeline_failed_for_a_model_not_deployed_serves_once_a_load_deploys_it(
+    ray_url: str, grpc_client: triton.InferenceServerClient
+) -> None:
+    """The ingress checked the pipeline at startup: failed, iris-proba having no deployment. Once the load has
+    deployed it, the pipeline is checked again and answers, over HTTP and through Serve's gRPC proxy."""
+    entry = httpx.get(f"{ray_url}/pipelines/proba-then-iris", timeout=30).json()
+    assert entry["state"] == "failed" and "iris-proba" in entry["reason"], entry
+    refused = httpx.post(f"{ray_url}/pipelines/proba-then-iris/predict", json=[SETOSA], timeout=30)
+    assert refused.status_code == 503, refused.text
+    assert httpx.get(f"{ray_url}/models/iris", timeout=30).json()["ready"]  # the models keep serving
+    loaded = httpx.post(f"{ray_url}/v2/repository/models/iris-proba/load", timeout=DEPLOY_TIMEOUT)
+    assert loaded.status_code == 200, loaded.text
+    try:
+        answer = httpx.post(f"{ray_url}/pipelines/proba-then-iris/predict", json=[SETOSA, VIRGINICA], timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["predictions"] == [0, 2]
+        rows = np.array([SETOSA, VIRGINICA])
+        tensor = triton.InferInput("input-0", list(rows.shape), "FP64")
+        tensor.set_data_from_numpy(rows)
+        result = grpc_client.infer("proba-then-iris", [tensor])
+        assert result.get_response().model_name == "proba-then-iris"
+        assert result.as_numpy("output-0").tolist() == [0, 2]
+    finally:
+        unloaded = httpx.post(f"{ray_url}/v2/repository/models/iris-proba/unload", timeout=DEPLOY_TIMEOUT)
+        assert unloaded.status_code == 200, unloaded.text
 
 
 def test_a_model_of_the_application_unloaded_and_loaded_again(

@@ -37,13 +37,14 @@ from .procs import Server, free_ports, tree_memory
 from .records import Records
 from .sampler import MemorySampler
 from .settings import BENCH_DIR, BenchSettings
-from .venvs import ENVIRONMENTS, InstallFailed, ensure
+from .venvs import ours_for, record_distribution
 
 logger = logging.getLogger("bench")
 
 SCRIPT = Path(__file__).resolve().parent / "lazy.lua"
 PLUGIN = BENCH_DIR / "plugins" / "lazy_many"
 DISTRIBUTION = "stevedore-bench-lazy"
+ENTRY_POINTS = "[stevedore.predictors]\nlazy = stevedore_bench_lazy:models\n"
 #: The ``ours`` environment's plugins that declare models: off, so the servers serve the bench plugin's only.
 OTHER_PLUGINS = "stevedore-sklearn-logreg,stevedore-bench-iris-gil"
 MEBIBYTES = 24
@@ -104,29 +105,15 @@ class Running:
 
 def bench(settings: BenchSettings, run_dir: Path, records: Records) -> str:
     """Install (or update) the ``ours`` environment, run the rounds, write and return the table."""
-    logs = run_dir / "logs"
-    try:
-        installed = ensure(ENVIRONMENTS["ours"], settings.venvs, settings.python, logs / "install-ours.log")
-    except InstallFailed as error:
-        raise SystemExit(f"the ours environment could not be installed: {error}") from None
-    records.add("versions", environment="ours", targets=["lazy"], versions=installed.versions)
-    site = record_distribution(run_dir / "work" / "site")
+    venv = ours_for("lazy", settings, run_dir, records)
+    site = record_distribution(run_dir / "work" / "site", DISTRIBUTION, ENTRY_POINTS)
     for round_number in range(1, settings.rounds + 1):
         logger.info("lazy models: round %d of %d", round_number, settings.rounds)
         for setup in SETUPS:
-            session(settings, installed.path, site, setup, round_number, run_dir, records)
+            session(settings, venv, site, setup, round_number, run_dir, records)
     text = lazy_table(records.items, settings)
     (run_dir / "lazy.txt").write_text(text + "\n")
     return text
-
-
-def record_distribution(site: Path) -> Path:
-    """The plugin's distribution on ``site`` (for ``PYTHONPATH``), its entry point found as an installed one's."""
-    info = site / f"{DISTRIBUTION.replace('-', '_')}-1.0.0.dist-info"
-    info.mkdir(parents=True, exist_ok=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {DISTRIBUTION}\nVersion: 1.0.0\n")
-    (info / "entry_points.txt").write_text("[stevedore.predictors]\nlazy = stevedore_bench_lazy:models\n")
-    return site
 
 
 def session(

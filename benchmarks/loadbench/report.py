@@ -59,6 +59,13 @@ OBSERVABILITY = (
     Cost("tracing on (always_on) / off", "ours-tracing", "ours-stevedore", 0.15, ("small-c32",)),
     Cost("payload log to a file / off", "ours-payload-log", "ours-stevedore", 0.10),
 )
+#: Issue 29's: a traffic name routed in the core, against the model called by its name (no bound); a shadow (a
+#: copy of each request to iris-proba, compared off the request path), against the same name without one.
+TRAFFIC = (
+    Cost("traffic name / the model's name", "ours-traffic", "ours-stevedore", 0.0, ()),
+    Cost("shadow on / off", "ours-shadow", "ours-traffic", 0.05, ("small-c32",)),
+    Cost("shadow on a tenth of the requests / off", "ours-shadow-tenth", "ours-traffic", 0.0, ()),
+)
 #: The environment that must lack OpenTelemetry's SDK for the first line to mean anything, and the one that has it.
 WITHOUT_OTEL, WITH_OTEL = "ours-no-otel", "ours"
 
@@ -240,13 +247,14 @@ def observability_lines(scenario_rows: list[Record]) -> list[str]:
     by_key = {(r["scenario"], r["target"]): r for r in scenario_rows}
     lines = []
     for scenario in SCENARIOS:
-        for cost in OBSERVABILITY:
+        for cost in (*OBSERVABILITY, *TRAFFIC):
             mine, base = by_key.get((scenario, cost.target)), by_key.get((scenario, cost.base))
             if mine is not None and base is not None:
                 lines.append(f"{scenario}: {cost_line(cost, scenario, mine, base)}")
     if not lines:
         return []
-    return ["observability (issue 27), median req/s against the baseline:", *(f"  {line}" for line in lines), ""]
+    title = "observability (issue 27) and traffic (issue 29), median req/s against the baseline:"
+    return [title, *(f"  {line}" for line in lines), ""]
 
 
 def cost_line(cost: Cost, scenario: str, mine: Record, base: Record) -> str:

@@ -64,6 +64,8 @@ class BenchSettings:
     soak_connections: int = 32
     #: Run the benchmark of lazy models within a memory budget instead (loadbench/lazy.py).
     lazy: bool = False
+    #: Run the benchmark of pipelines instead (loadbench/pipelines.py).
+    pipelines: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> BenchSettings:

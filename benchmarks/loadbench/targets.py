@@ -277,6 +277,30 @@ def ours_observed(
     return Target(name, summary, venv, RowsPayload(), STEVEDORE_ROUTE, "/readyz", argv, **(defaults | options))
 
 
+# -- ours, routing between versions (issue 29) ---------------------------------------
+
+TRAFFIC_ROUTE = "/models/iris-live/predict"
+
+
+def ours_traffic(name: str, summary: str, shadow: str) -> Target:
+    """Ours called through ``[traffic.iris-live]``, whose one variant is iris (and whose shadow ``shadow`` names):
+    the answers are iris's. iris-proba, the shadow, runs in a worker process of its own, as a shadow should (its
+    compute off the live model's interpreter), with or without the shadow. Batching off: its scenario's settings
+    file would replace this one."""
+
+    def prepare(launch: Launch) -> None:
+        table = '[traffic.iris-live]\nsplit = [{ model = "iris", weight = 1 }]\n' + shadow
+        (launch.work / "traffic.toml").write_text(table + "\n[models.iris-proba]\nprocesses = 1\n")
+
+    def argv(launch: Launch) -> list[str]:
+        return [*ours_argv(1)(launch), "--config", str(launch.work / "traffic.toml")]
+
+    return Target(
+        name, summary, "ours", RowsPayload(), TRAFFIC_ROUTE, "/readyz", argv, ports=2, prepare=prepare,
+        stats_model="iris",
+    )  # fmt: skip
+
+
 # -- Ray Serve --------------------------------------------------------------------
 
 #: CPUs of the single-node Ray cluster each Ray target starts (servers/ray_head.py): the machine's two cores.
@@ -411,6 +435,15 @@ TARGETS: dict[str, Target] = {
         ours_observed(
             "ours-payload-log", "stevedore-server --payload-log file:PATH (JSON lines into the run's directory)",
             payload_log_argv, leftovers=payload_lines,
+        ),
+        ours_traffic("ours-traffic", "stevedore-server, iris called through a traffic name (one variant)", ""),
+        ours_traffic(
+            "ours-shadow", "stevedore-server, iris through a traffic name whose shadow is iris-proba (a copy of "
+            "each request, compared off the request path)", 'shadow = "iris-proba"\n',
+        ),
+        ours_traffic(
+            "ours-shadow-tenth", "ours-shadow copying a tenth of the requests (shadow_share = 0.1)",
+            'shadow = "iris-proba"\nshadow_share = 0.1\n',
         ),
         ours_processes(
             "ours-processes", "stevedore-server, iris in 1 worker process ([models.iris] processes = 1)", "iris", 1

@@ -24,7 +24,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .settings import BENCH_DIR, REPO_DIR
+from .records import Records
+from .settings import BENCH_DIR, REPO_DIR, BenchSettings
 
 REQUIREMENTS = BENCH_DIR / "requirements"
 PINS = REQUIREMENTS / "pins.txt"
@@ -245,3 +246,25 @@ def installed_versions(venv: Path) -> dict[str, str]:
         return dict(json.loads(found.stdout))
     except ValueError:
         return {}
+
+
+def record_distribution(site: Path, distribution: str, entry_points: str) -> Path:
+    """A plugin's distribution recorded on ``site`` (for ``PYTHONPATH``), ``entry_points`` (the text of an
+    ``entry_points.txt``) found as an installed one's: a benchmark's own plugin, with no wheel to build."""
+    info = site / f"{distribution.replace('-', '_')}-1.0.0.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 1.0.0\n")
+    (info / "entry_points.txt").write_text(entry_points)
+    return site
+
+
+def ours_for(target: str, settings: BenchSettings, run_dir: Path, records: Records) -> Path:
+    """The ``ours`` environment installed (or updated) for a scenario run on its own (``target``), its versions
+    recorded; the run stops with the reason when it cannot be installed."""
+    log = run_dir / "logs" / "install-ours.log"
+    try:
+        installed = ensure(ENVIRONMENTS["ours"], settings.venvs, settings.python, log)
+    except InstallFailed as error:
+        raise SystemExit(f"the ours environment could not be installed: {error}") from None
+    records.add("versions", environment="ours", targets=[target], versions=installed.versions)
+    return installed.path

@@ -213,6 +213,15 @@ class NotReady(ClientError):
     status_code = 503
 
 
+class TrafficProblem(ValueError):
+    """What is wrong with a traffic table or a split, in plain words (without where it came from): a setting's
+    error (``SettingError``) for the file's tables, ``InvalidSplit`` for a client's."""
+
+
+class InvalidSplit(BadRequest):
+    """A traffic split a client sent (``PUT /traffic/NAME``) is not one: the message says what is wrong."""
+
+
 class Conflict(ClientError):
     """The request does not fit the resource's state, such as cancelling a job that has finished."""
 
@@ -284,6 +293,25 @@ class InferenceTimeout(ClientError):
     """An inference outlived its time-out."""
 
     status_code = 504
+
+
+class PipelineStepFailed(ClientError):
+    """A hard step of a pipeline failed with a client's error (its input did not fit, its model was not ready,
+    it timed out...): answered with that step's own status and headers, the pipeline, node and step named."""
+
+    def __init__(
+        self,
+        message: str,
+        details: list[dict[str, Any]] | None = None,
+        status_code: int = 400,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, details)
+        self.status_code = status_code
+        self.headers = dict(headers or {})
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.message, self.details, self.status_code, self.headers)
 
 
 class ClientGone(ClientError):

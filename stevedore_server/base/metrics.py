@@ -190,6 +190,39 @@ class Metrics:
             self.trace_spans_dropped.labels(reason)  # shown at 0 before any drop
         # The spans of this process are counted in the metrics it serves (the last app made, in a test's process).
         tracing.count_drops(lambda reason, count: self.trace_spans_dropped.labels(reason).inc(count))
+        self.pipeline_requests = Counter(
+            "stevedore_pipeline_requests",
+            "Pipeline calls answered, by outcome: ok, failed (a step's failure failed it), timeout (a step's)",
+            ["pipeline", "outcome"],
+            registry=registry,
+        )
+        self.pipeline_seconds = Histogram(
+            "stevedore_pipeline_duration_seconds",
+            "Time to run a pipeline, every step included",
+            ["pipeline"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.pipeline_steps = Counter(
+            "stevedore_pipeline_steps",
+            "Steps of pipelines run, by outcome: ok, failed (a hard step: the pipeline failed), skipped (a soft "
+            "step failed and was passed over), timeout",
+            ["pipeline", "node", "model", "outcome"],
+            registry=registry,
+        )
+        self.traffic_requests = Counter(
+            "stevedore_traffic_requests",
+            "Calls of a traffic name (`[traffic.NAME]`), by the variant that answered",
+            ["traffic", "model", "version"],
+            registry=registry,
+        )
+        self.shadow_comparisons = Counter(
+            "stevedore_shadow_comparisons",
+            "Shadow answers compared with the live ones, by outcome: equal, different, failed (the shadow's call "
+            "failed), dropped (too many shadow calls pending, or the shadow's queue full)",
+            ["traffic", "live", "shadow", "outcome"],
+            registry=registry,
+        )
         self.info = Gauge(
             "stevedore_info",
             "Versions of the server and of each plugin distribution (value 1)",

@@ -14,6 +14,9 @@ logger = logging.getLogger("stevedore.plugins")
 
 PREDICTORS_GROUP = "stevedore.predictors"
 HOOKS_GROUP = "stevedore.hooks"
+#: Pipelines shipped by plugins: each entry point a mapping ``{name: table}`` (or a callable returning one) of
+#: the settings file's ``[pipelines.NAME]`` shape.
+PIPELINES_GROUP = "stevedore.pipelines"
 
 
 @dataclass(frozen=True)

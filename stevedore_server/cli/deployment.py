@@ -13,6 +13,8 @@ import click
 import yaml
 
 from stevedore_server.base.errors import StevedoreError
+from stevedore_server.base.settings import Settings
+from stevedore_server.base.settings.pipelines import Pipeline, with_shipped
 from stevedore_server.core import startup
 from stevedore_server.deploy.manifests import FILE_MODEL_FORMATS, SAMPLE_STORAGE_URI
 
@@ -219,14 +221,18 @@ def manifests(
     **values: Any,
 ) -> None:
     """Write Kubernetes manifests for an image: a KServe ClusterServingRuntime and a sample InferenceService, the
-    same for model files (a storageUri's, read by the image's runtime wheels), and a Deployment, Service,
-    HorizontalPodAutoscaler, PodDisruptionBudget and NetworkPolicy for clusters without KServe."""
+    same for model files (a storageUri's, read by the image's runtime wheels), a KServe InferenceGraph for each
+    pipeline of the settings (with an InferenceService for each model it calls; what KServe cannot express is
+    printed as a warning), and a Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget and
+    NetworkPolicy for clusters without KServe."""
+    from stevedore_server.deploy.inference_graph import inference_graphs, resources
     from stevedore_server.deploy.manifests import Deployment, render, write
 
+    settings = make_settings(**values)
     models = list(model_names)
     if not models:
         try:
-            candidates, _, _ = startup.find(make_settings(**values))
+            candidates, _, _ = startup.find(settings)
         except StevedoreError as error:
             raise click.ClickException(str(error)) from None
         models = sorted({candidate.predictor.name for candidate in candidates})
@@ -236,8 +242,26 @@ def manifests(
         ingress_namespaces=ingress_namespaces, metrics_namespaces=metrics_namespaces,
         allow_pickle=allow_pickle, model_format=model_format, storage_uri=storage_uri,
     )  # fmt: skip
-    for path in write(render(deployment), output):
+    graphs = inference_graphs(deployment, pipeline_definitions(settings))
+    notes = {graph.file_name: graph.notes for graph in graphs}
+    for path in write(render(deployment) | resources(graphs), output, notes):
         click.echo(f"wrote {path}")
+    for note in (note for graph in graphs for note in graph.notes):
+        click.echo(f"warning: not in KServe's InferenceGraph: {note}", err=True)
+
+
+def pipeline_definitions(settings: Settings) -> dict[str, Pipeline]:
+    """The pipelines of the settings file and of the selected plugins (the file's of a name wins), as the server
+    builds them (``core.pipelines.build``)."""
+    from stevedore_server.plugins.discovery import plugin_pipelines
+
+    shipped, failures = plugin_pipelines(settings.selection)
+    for failure in failures:
+        click.echo(f"warning: {failure.source.describe()}: {failure.error}", err=True)
+    try:
+        return with_shipped(settings.pipelines, {name: table for name, (table, _) in shipped.items()})
+    except StevedoreError as error:
+        raise click.ClickException(str(error)) from None
 
 
 @click.command(

@@ -3,6 +3,9 @@
 - ``inference``: ``Inference.call`` and ``Inference.stream``, the one way in:
   the model found, the payload validated (there and nowhere else), the model
   run, its answer checked;
+- ``traffic``: traffic names (``[traffic.NAME]``) routed to their variants by
+  weight, sticky or not, with a shadow compared off the request path;
+  ``traffic_convergence``: workers agreeing on splits changed while serving;
 - ``server``: ``ModelServer``, the server a process runs (what hooks receive);
 - ``served_models``: the ``Registry`` of the served models by name and version, swapped whole;
 - ``serving``: a model as served (its runtime, its tensor signature);

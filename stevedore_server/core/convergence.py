@@ -50,7 +50,7 @@ class SharedState:
         self.directory = directory
         self.desired_path = directory / "desired.json"
         # The process id, for telling live workers, and a token, for telling apart two apps of one process (tests).
-        worker = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        worker = self.worker = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.ack_path = directory / f"ack-{worker}"
         self.trained_path = directory / f"trained-{worker}"
 
@@ -96,6 +96,11 @@ class SharedState:
     def trained_followed(self) -> list[int]:
         """The last trained version's row each live worker has looked at."""
         return self._of_live_workers("trained-*")
+
+    def of_live_workers(self, prefix: str) -> list[int]:
+        """The number each live worker wrote in its file ``{prefix}-{worker}`` (the traffic splits' follow this
+        way too: ``traffic_convergence``)."""
+        return self._of_live_workers(f"{prefix}-*")
 
     def _of_live_workers(self, pattern: str) -> list[int]:
         found = []

@@ -6,7 +6,9 @@ The stevedore routes, the original ml-py-stevedore routes and the Open
 Inference Protocol each decode their request into a payload (JSON text, a JSON
 value, or decoded tensors) and call ``Inference.call``, which
 
-1. finds the model (``NotFound``, or ``NotReady`` while it is not served),
+1. finds the model (``NotFound``, or ``NotReady`` while it is not served): a
+   traffic name (``[traffic.NAME]``) is first routed to one of its variants
+   (``traffic``), so every front end and pipeline step gets it,
 2. validates the payload against the model's schema (``prepare``: the only
    place a payload is validated; on the event loop, or on a worker thread for
    a payload over ``OFF_LOOP_BYTES``),
@@ -127,6 +129,18 @@ class Answer:
     outputs: tuple[str, ...] | None = None
 
 
+class Router(Protocol):
+    """Routes a traffic name to one of its variants (``traffic.TrafficRouter``)."""
+
+    def routes(self, ref: ModelRef) -> bool: ...
+
+    def representative(self, name: str) -> ModelRef: ...
+
+    def choose(self, name: str, payload: Payload) -> tuple[ModelRef, Payload]: ...
+
+    def answered(self, name: str, answer: Answer, action: Action, payload: Payload) -> None: ...
+
+
 class Loader(Protocol):
     """Loads lazy models (``lazy_loading.LazyLoader``)."""
 
@@ -144,10 +158,14 @@ class Inference:
         #: Loads a lazy model on its first request, and is told which models serve (the memory budget's order);
         #: None where there are none (a Ray Serve ingress).
         self.loader: Loader | None = None
+        #: Routes the traffic names (``[traffic.NAME]``) to their variants; None where there are none.
+        self.router: Router | None = None
 
     async def loaded(self, ref: ModelRef, deadline: float | None = None) -> ServingModel:
         """``resolve``, a lazy model loaded first: its first request waits for it, at most its time-out or until
         ``deadline`` (``time.monotonic()``; None: the request's bound's, ``deadlines``)."""
+        if self.router is not None and self.router.routes(ref):  # a traffic name: its heaviest variant stands for it
+            ref = self.router.representative(ref.name)
         if deadline is None:
             bound = deadlines.current()
             deadline = bound.deadline if bound is not None else None
@@ -210,6 +228,11 @@ class Inference:
 
     async def run(self, ref: ModelRef, action: Action, payload: Payload) -> Answer:
         """``call`` within the request's timing (``statistics``)."""
+        if self.router is not None and self.router.routes(ref):  # a traffic name: one of its variants answers
+            variant, payload = self.router.choose(ref.name, payload)
+            answer = await self.run(variant, action, payload)
+            self.router.answered(ref.name, answer, action, payload)
+            return answer
         model = await self.loaded(ref)
         if action is Action.SCORE and not model.predictor.has_score:
             raise NotFound(f"model {model.name!r} version {model.version!r} has no score service")
@@ -238,7 +261,9 @@ class Inference:
     async def stream(self, ref: ModelRef, payload: Payload) -> Stream:
         """Validate ``payload`` as a predict and take a place for the stream of the model ``ref`` names (see
         ``streams``): NotFound for a model that does not stream, NotReady where it cannot (Ray Serve), Overloaded
-        when its bound is full."""
+        when its bound is full. A traffic name streams from the variant chosen for the request."""
+        if self.router is not None and self.router.routes(ref):
+            ref, payload = self.router.choose(ref.name, payload)
         model = await self.loaded(ref)
         if not model.predictor.has_stream:
             raise NotFound(f"model {model.name!r} version {model.version!r} has no predict_stream")

@@ -55,6 +55,7 @@ from .lazy_loading import LazyLoader
 from .served_models import TRAINED_BY_JOB
 from .server import ModelServer
 from .serving import ServingModel
+from .traffic_convergence import SharedSplits
 
 logger = logging.getLogger("stevedore.repository")
 
@@ -116,6 +117,8 @@ class Repository:
         self.generation = 0
         self.applied: dict[str, int] = {}
         self.poller: asyncio.Task[None] | None = None
+        #: With workers: the traffic splits changed while serving, which every worker follows too.
+        self.splits = SharedSplits(server.traffic, shared, server.settings.workers) if shared is not None else None
         #: Loads lazy models on their first request, within the memory budget, which the loads here keep too; and
         #: frees a dropped model's memory once its last call has finished (``release_memory``: a frozen heap is the
         #: serving process's to thaw).
@@ -132,6 +135,8 @@ class Repository:
             return
         await self.follow()
         self.poller = asyncio.create_task(self.poll())
+        if self.splits is not None:
+            await self.splits.start()
 
     async def index(self, ready_only: bool = False) -> list[dict[str, Any]]:
         """Every model the installed plugins provide, and every model served, with its state."""
@@ -303,6 +308,9 @@ class Repository:
         """At shutdown: stop following the other workers, and waiting for replaced models (their runtimes close)."""
         if self.poller is not None:
             self.poller.cancel()
+        if self.splits is not None:
+            self.splits.close()
+        self.server.traffic.close()
         self.lazy.close()
         for task in self.retiring:
             task.cancel()

@@ -23,14 +23,14 @@ from stevedore_server.base.errors import StartupError, unknown_name
 from stevedore_server.base.metrics import Metrics
 from stevedore_server.base.settings import Settings
 from stevedore_server.base.sources import PluginFailure, PluginSource
-from stevedore_server.plugins.discovery import Candidate, accepted, find_installed
+from stevedore_server.plugins.discovery import Candidate, PluginPipelines, accepted, find_installed, plugin_pipelines
 from stevedore_server.plugins.hooks import Hooks
 from stevedore_server.plugins.installed import check_selection
 from stevedore_server.plugins.loading import LoadedModel, lazy, not_loaded
 from stevedore_server.plugins.model_files import model_files
 from stevedore_server.processes import isolation
 
-from . import serving
+from . import pipelines, serving
 from .payload_log import PayloadLog
 from .served_models import Registry, Snapshot
 from .server import ModelServer
@@ -50,6 +50,8 @@ class Loaded:
     models: tuple[LoadedModel, ...]
     failures: tuple[PluginFailure, ...]
     hooks: Hooks
+    #: The pipelines the plugins ship (``stevedore.pipelines``), by name.
+    pipelines: PluginPipelines = dataclasses.field(default_factory=dict)
 
 
 def load(settings: Settings, manager: pluggy.PluginManager | None = None) -> Loaded:
@@ -59,14 +61,17 @@ def load(settings: Settings, manager: pluggy.PluginManager | None = None) -> Loa
     """
     environments = isolation.isolated_candidates(settings)
     candidates, failures, hooks = find(settings, manager, environments)
+    shipped: PluginPipelines = {}
     if manager is None:  # a given manager's plugins are not installed: no selection names them
         check_selected(settings, environments)
+        shipped, pipeline_failures = plugin_pipelines(settings.selection)
+        failures += pipeline_failures
     check_tables(settings, candidates, failures)
     models = tuple(load_selected(settings, candidate) for candidate in candidates)
     unknown = set(settings.load_models) - {"all", "none"} - {candidate.predictor.name for candidate in candidates}
     if unknown:
         logger.warning("load_models names models no installed plugin provides: %s", ", ".join(sorted(unknown)))
-    return Loaded(models, tuple(failures), hooks)
+    return Loaded(models, tuple(failures), hooks, shipped)
 
 
 def check_selected(settings: Settings, environments: Environments) -> None:
@@ -134,6 +139,7 @@ def build_server(
     registry = Registry(Snapshot.of(serving.describe(model, {}) for model in loaded.models), list(loaded.failures))
     server = ModelServer(settings, registry, metrics or Metrics())
     server.payload_log = PayloadLog(settings, loaded.hooks, server, server.metrics)
+    server.pipelines = pipelines.build(settings.pipelines, loaded.pipelines, server.inference, server.metrics)
     checks, failures = loaded.hooks.health_checks(server)
     registry.health_checks = checks
     registry.plugin_failures += failures
@@ -163,6 +169,12 @@ async def start_models(server: ModelServer, start: StartModel = serving.start) -
         if source.distribution and source.distribution_version:
             plugin = (source.distribution, source.distribution_version)
         server.metrics.describe_model(model.name, model.version, model.ready, plugin)
+
+
+async def check_pipelines(server: ModelServer) -> None:
+    """Check every pipeline against the models now served (once they run); ``--strict`` stops on a failed one."""
+    await server.pipelines.check()
+    pipelines.check_strict(server.pipelines, server.settings.strict)
 
 
 def stop_models(server: ModelServer) -> None:

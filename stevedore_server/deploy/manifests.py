@@ -26,10 +26,14 @@ and ``/livez``, which need no key (the server's ``--auth-health`` stays off);
 Prometheus scraping ``/metrics``; and a shutdown delay that lets endpoints drop
 the pod before the server stops accepting connections, within a termination
 grace period that also covers the in-flight requests' graceful time-out.
+
+The settings' pipelines become KServe ``InferenceGraph``s too, in ``inference_graph`` (on this module's
+``InferenceService``), written by ``write`` with their notes as comments.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,12 +126,16 @@ def render(deployment: Deployment) -> dict[str, dict[str, Any]]:
     }
 
 
-def write(resources: dict[str, dict[str, Any]], directory: Path) -> list[Path]:
+def write(
+    resources: dict[str, dict[str, Any]], directory: Path, notes: Mapping[str, Sequence[str]] | None = None
+) -> list[Path]:
+    """Each resource in its file, after its ``notes`` (what it leaves out) as comments."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for file_name, resource in resources.items():
         path = directory / file_name
-        path.write_text(yaml.safe_dump(resource, sort_keys=False))
+        comments = "".join(f"# {note}\n" for note in (notes or {}).get(file_name, ()))
+        path.write_text(comments + yaml.safe_dump(resource, sort_keys=False))
         written.append(path)
     return written
 

@@ -61,7 +61,15 @@ from . import console
 from .auth import INFER, APIKeys, caller_of
 from .state import AppState, of_request
 from .v2 import rest as v2_routes
-from .web import docs, jobs_routes, original_routes, stevedore_routes, versions_routes
+from .web import (
+    docs,
+    jobs_routes,
+    original_routes,
+    pipelines_routes,
+    stevedore_routes,
+    traffic_routes,
+    versions_routes,
+)
 
 logger = logging.getLogger("stevedore.app")
 
@@ -128,6 +136,8 @@ def route_table(settings: Settings) -> list[BaseRoute]:
         *original_routes.routes(),
         *jobs_routes.routes(),
         *versions_routes.routes(),
+        *pipelines_routes.routes(),
+        *traffic_routes.routes(),
         ApiRoute("/metrics", metrics_route, ["GET"], ["health"], needs=None),
         ApiRoute("/openapi.json", openapi_json, ["GET"], include_in_schema=False, needs=INFER),
         *docs.docs_routes(),
@@ -158,6 +168,7 @@ def local_models(manager: pluggy.PluginManager | None, process: ServingProcess =
         loaded = await run_in_threadpool(startup.load, settings, manager)
         server = startup.build_server(settings, loaded, metrics)
         await startup.start_models(server)
+        await startup.check_pipelines(server)
         shared = SharedState(process.workers_dir) if process.workers_dir is not None else None
         repository = Repository(server, manager, shared, process.release_memory)
         await repository.start()

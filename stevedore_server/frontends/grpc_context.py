@@ -28,6 +28,7 @@ from stevedore_server.base.logs import REQUEST_ID_HEADER, AccessLog, RequestIds,
 from stevedore_server.base.metrics import Metrics
 from stevedore_server.base.settings import Settings
 from stevedore_server.core.deadlines import BOUND, Bound, Dropped, within
+from stevedore_server.core.traffic import request_headers
 from stevedore_server.frontends.grpc_health import HEALTH_SERVICE
 from stevedore_server.frontends.payload_notes import grpc_exchange
 from stevedore_server.frontends.v2.grpc_service import Method
@@ -116,6 +117,7 @@ class RequestContext:
             rid = self.ids.of(given if isinstance(given, str) else None)
             token = request_id.set(rid)
             bound_token = BOUND.set(call_bound(context))
+            headers_token = request_headers.set(tuple(metadata.items()))  # a traffic name sticky by a header
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             trailers: tuple[tuple[str, str], ...] = ((REQUEST_ID_HEADER, rid),)
@@ -150,6 +152,7 @@ class RequestContext:
                 self.record(path, code, time.perf_counter() - started, rid, context)
                 request_id.reset(token)
                 BOUND.reset(bound_token)
+                request_headers.reset(headers_token)
 
         return grpc.unary_unary_rpc_method_handler(
             traced if tracing.active() and service not in UNTRACED_SERVICES else call,

@@ -10,7 +10,8 @@ the hooks). Here:
 - ``host``: what a hook is handed as ``server`` (protocols the core's server
   fulfils);
 - ``discovery``: the predictors of the ``stevedore.predictors`` entry points
-  and of the registration hook, their names checked;
+  and of the registration hook, their names checked; the pipelines of the
+  ``stevedore.pipelines`` entry points;
 - ``installed``: the installed plugins' entry points, and a selection checked
   against them;
 - ``site_packages``: what was installed since the process started (new ``.pth``

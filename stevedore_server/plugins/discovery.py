@@ -13,7 +13,15 @@ import pluggy
 from packaging.utils import canonicalize_name
 
 from stevedore_server.base.errors import StartupError
-from stevedore_server.base.sources import PREDICTORS_GROUP, PluginFailure, PluginSelection, PluginSource, failure
+from stevedore_server.base.settings.pipelines import read_pipelines
+from stevedore_server.base.sources import (
+    PIPELINES_GROUP,
+    PREDICTORS_GROUP,
+    PluginFailure,
+    PluginSelection,
+    PluginSource,
+    failure,
+)
 from stevedore_server.model_files import ModelFile
 from stevedore_server.predictor import NAME_PATTERN, Predictor
 
@@ -92,6 +100,34 @@ def find_installed(
     hooks = Hooks(manager, hook_sources() if from_entry_points else {})
     candidates, discovery_failures = discover(hooks, selection, entry_points=from_entry_points, files=files)
     return candidates, failures + discovery_failures, hooks
+
+
+#: Pipelines by name, as plain tables, with the plugin that shipped each.
+PluginPipelines = dict[str, tuple[dict[str, Any], PluginSource]]
+
+
+def plugin_pipelines(selection: PluginSelection) -> tuple[PluginPipelines, list[PluginFailure]]:
+    """The pipelines the selected plugins ship (``stevedore.pipelines`` entry points), checked for their shape:
+    a plugin whose tables are wrong is a failed plugin; a name two plugins ship, the first one's (logged)."""
+    found: PluginPipelines = {}
+    failures: list[PluginFailure] = []
+    for entry_point in iter_entry_points(PIPELINES_GROUP):
+        source = PluginSource.of(entry_point)
+        if not selection.allows(source):
+            continue
+        try:
+            target = entry_point.load()
+            tables = read_pipelines(source.describe(), target() if callable(target) else target)
+        except Exception as error:  # one broken plugin must not hide the others
+            failures.append(failure(source, error))
+            continue
+        for name, table in tables.items():
+            if name in found:
+                logger.warning("pipeline %s shipped twice: %s's kept, not %s's", name, found[name][1].describe(),
+                               source.describe())  # fmt: skip
+                continue
+            found[name] = (table, source)
+    return found, failures
 
 
 def accepted(candidates: Iterable[Candidate], failures: list[PluginFailure]) -> list[Candidate]:

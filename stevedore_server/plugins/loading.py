@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import orjson
 
 from stevedore_server.base.errors import NotFound, NotReady, PluginError
 from stevedore_server.base.serialization import dumps_result
@@ -63,6 +64,9 @@ class LoadedModel:
     array_check: ArrayCheck | None = None
     #: Bytes the model held once loaded, as measured then (``isolation.load_candidate``); None: not measured.
     memory: int | None = None
+    #: The JSON Schema of what predict returns (``Predictor.output_schema``), if declared: pipelines check that
+    #: the next step's predict schema accepts it.
+    output_schema: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -96,6 +100,7 @@ class Schemas:
     score_validator: SchemaValidator | None = None
     score_fixture: Any = None
     train_validator: SchemaValidator | None = None
+    output_schema: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -156,9 +161,12 @@ def compile_schemas(predictor: Predictor) -> Schemas:
     predict_fixture = checked_fixture(predictor, "predict", predict_validator)
     score_validator, score_fixture = optional_schema(predictor, "score")
     train_validator, _ = optional_schema(predictor, "train")
+    output_schema = predictor.resolved_schema("output")
+    if output_schema is not None:
+        compile_schema("output", output_schema)
     return Schemas(
         predict_validator, predict_fixture, ArrayCheck.of(predict_schema), score_validator, score_fixture,
-        train_validator,
+        train_validator, output_schema,
     )  # fmt: skip
 
 
@@ -201,12 +209,24 @@ def self_test(predictor: Predictor, schemas: Schemas) -> SelfTest:
         dumps_result(output)
     except Exception as error:
         raise PluginError(f"predict on predict_fixture: {type(error).__name__}: {error}") from error
+    check_output(schemas.output_schema, output)
     if schemas.score_validator is not None:
         try:
             dumps_result(predictor.score(schemas.score_fixture))
         except Exception as error:
             raise PluginError(f"score on score_fixture: {type(error).__name__}: {error}") from error
     return SelfTest(output, predictor.row_aligned and is_rows(fixture) and one_item_a_row(output, len(fixture)))
+
+
+def check_output(schema: dict[str, Any] | None, output: Any) -> None:
+    """The self-test's output matches the declared ``output_schema`` (else the declaration is the plugin's bug:
+    a pipeline's check would trust it)."""
+    if schema is None:
+        return
+    details = SchemaValidator(schema).errors(orjson.loads(dumps_result(output)))
+    if details:
+        listed = "; ".join(f"{d['path'] or '/'}: {d['message']}" for d in details)
+        raise PluginError(f"predict's output on predict_fixture does not match output_schema: {listed}")
 
 
 def is_rows(payload: Any) -> bool:

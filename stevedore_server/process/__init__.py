@@ -32,6 +32,11 @@ signal itself (sent to the process group: systemd, Ctrl+C) waits up to
 ``DECISION_TIME`` for it. Past that, the worker stops alone (a restart), and
 the others go on accepting.
 
+On SIGHUP a serving process reads the settings file's ``[traffic.*]`` tables
+again and serves them (``DrainingServer.reload_traffic``); with ``--workers N``
+uvicorn's supervisor takes SIGHUP and restarts each worker in turn, which reads
+the whole file.
+
 What is process-wide (signal handlers, ``gc.freeze``, logging internals) is
 done here, never by the app factory. May import every layer below the
 commands.

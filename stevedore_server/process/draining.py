@@ -11,6 +11,7 @@ import logging
 import multiprocessing
 import signal
 import socket
+import threading
 import time
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ from stevedore_server.base import tracing
 from stevedore_server.base.errors import StevedoreError
 from stevedore_server.base.lifecycle import Lifecycle
 from stevedore_server.base.logs import lighten_records, logging_config
-from stevedore_server.base.settings import Settings
+from stevedore_server.base.settings import Settings, read_file
 from stevedore_server.frontends.app import ServingProcess, app_from_env, create_app
 from stevedore_server.frontends.state import AppState, of_lifespan
 
@@ -163,6 +164,21 @@ class DrainingServer(uvicorn.Server):
                 return
         if settings.freeze_heap:
             freeze_heap()
+        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload_traffic)
+
+    def reload_traffic(self) -> None:
+        """SIGHUP: the settings file's ``[traffic.*]`` tables read again and served from now on (the rest of the
+        file is read at the next start; with workers, uvicorn's supervisor takes SIGHUP and restarts each worker,
+        which reads the whole file)."""
+        path, state = self.config.settings.config, self.state
+        if state is None or not path:
+            logger.warning("SIGHUP: no settings file to read again (--config)")
+            return
+        try:
+            state.server.traffic.reload(read_file(path).get("traffic", {}))
+        except StevedoreError as error:
+            logger.error("SIGHUP: %s; the traffic names serve as before", error)
 
     async def on_tick(self, counter: int) -> bool:
         # With workers, the supervisor marks the stop the moment its signal comes: each worker drains within a

@@ -9,8 +9,10 @@ before it decides whether the shared socket stops taking connections."""
 
 from __future__ import annotations
 
+import pickle
 import signal
 import socket
+import time
 from types import FrameType
 
 import uvicorn
@@ -19,6 +21,9 @@ from uvicorn.supervisors import multiprocess
 from stevedore_server.base.metrics import forget_process
 
 from .draining import DrainingServer, ServerConfig
+
+#: Seconds between two looks, while a ping waits, at whether the worker has exited.
+PING_SLICE = 0.1
 
 
 class DrainingProcess(multiprocess.Process):
@@ -31,6 +36,21 @@ class DrainingProcess(multiprocess.Process):
         if self._server is None:
             self._server = DrainingServer(self.config)
         return self._server
+
+    def _healthcheck(self, timeout: float) -> bool | None:
+        """uvicorn's ping, waiting up to ``timeout`` for the answer but giving up as soon as the worker has exited:
+        the supervisor holds both ends of the pipe, so a worker that ends mid-ping never closes it, and its
+        replacement would wait the whole (long: ``WORKER_HEALTHCHECK``) time-out."""
+        try:
+            self.parent_conn.send(b"ping")
+            deadline = time.monotonic() + timeout
+            while not self.parent_conn.poll(PING_SLICE):
+                if not self.process.is_alive() or time.monotonic() >= deadline:
+                    return None
+            started: bool = self.parent_conn.recv()
+            return started
+        except (OSError, EOFError, pickle.UnpicklingError):
+            return None
 
 
 class Supervisor(multiprocess.Multiprocess):

@@ -6,7 +6,8 @@ fails is reported in ``/healthz``), asks each model's deployment what loading
 found, and builds its registry from that: schemas, fixtures, tensors and
 catalogue are the plugin's own, the catalogue and health hooks run here as in
 one process, and each ready model's runtime is its deployment
-(``remote.DeploymentRuntime``).
+(``forwarding.DeploymentRuntime``). The pipelines run here too, over the same registry: each step a call
+through its model's deployment handle.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from stevedore_server.base.settings import Settings
 from stevedore_server.core import startup
 from stevedore_server.core.server import ModelServer
 from stevedore_server.frontends.app import ServingProcess, create_app
+from stevedore_server.plugins.discovery import plugin_pipelines
 
 from .config import SECRETS_FILE, deployment_name, settings_from_args
 from .forwarding import DeploymentRepository, LifespanState, ServedBy, runtime_starter
@@ -52,11 +54,14 @@ def deployed_models(handles: dict[str, DeploymentHandle], model_args: dict[str, 
             *(handles[key].report.remote() if key in handles else none() for key in keys)
         )
         models = tuple(lazy_record(settings, c, report) for c, report in zip(candidates, reports, strict=True))
-        loaded = startup.Loaded(models, tuple(failures), hooks)
+        shipped, pipeline_failures = await to_thread.run_sync(plugin_pipelines, settings.selection)
+        loaded = startup.Loaded(models, (*failures, *pipeline_failures), hooks, shipped)
         server = await to_thread.run_sync(startup.build_server, settings, loaded, metrics)
         say_where(server.metrics.registry)
         serve_lazily(server, handles)
         await startup.start_models(server, runtime_starter(handles, deployment_name))
+        # The pipelines run here, each step through ``server.inference``: a deployment's handle (``forwarding``).
+        await startup.check_pipelines(server)
         yield server, DeploymentRepository(server, handles, model_args)
 
     return serve_models

@@ -8,6 +8,11 @@ class's ``attribute_map`` names every field it has, and ``openapi_types`` the ty
 types come from the ``kubernetes`` client). A field that no type has is a problem, as the API server's
 structural schema would reject it. Only the model classes are imported (the packages' own ``__init__`` would
 import the whole SDK and its dependencies).
+
+An ``InferenceGraph`` is also held to the rules of KServe's admission webhook, which its types do not carry
+(``pkg/apis/serving/v1alpha1/inference_graph_validation.go``): a DNS-1035 name, a node named ``root``, step names
+unique within a node, exactly one target a step, and a splitter's weights, each given, summing to 100; and to one
+rule of its router (``cmd/router/main.go``): a step's ``nodeName`` names a node of the graph.
 """
 
 from __future__ import annotations
@@ -35,7 +40,11 @@ PRIMITIVES: dict[str, tuple[type, ...]] = {
 KINDS = {
     ("serving.kserve.io/v1alpha1", "ClusterServingRuntime"): "V1alpha1ClusterServingRuntime",
     ("serving.kserve.io/v1beta1", "InferenceService"): "V1beta1InferenceService",
+    ("serving.kserve.io/v1alpha1", "InferenceGraph"): "V1alpha1InferenceGraph",
 }
+#: KServe's ``GraphNameFmt``.
+GRAPH_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+TARGETS = ("nodeName", "serviceName", "serviceUrl")
 
 
 def package_without_init(name: str) -> None:
@@ -109,6 +118,31 @@ def check_object(value: Any, cls: Any, path: str, problems: list[str]) -> None:
         check(item, cls.openapi_types[fields[key]], f"{path}.{key}", problems)
 
 
+def check_graph(graph: dict[str, Any], path: str, problems: list[str]) -> None:
+    """The webhook's rules and the router's for an InferenceGraph."""
+    name = graph.get("metadata", {}).get("name", "")
+    if not GRAPH_NAME.match(name):
+        problems.append(f"{path}.metadata.name: {name!r} is not a DNS-1035 label")
+    nodes = graph.get("spec", {}).get("nodes") or {}
+    if "root" not in nodes:
+        problems.append(f"{path}.spec.nodes: no node named root")
+    for node_name, node in nodes.items():
+        steps = node.get("steps") or []
+        where = f"{path}.spec.nodes.{node_name}"
+        names = [step["name"] for step in steps if step.get("name")]
+        if len(names) != len(set(names)):
+            problems.append(f"{where}: two steps have the same name")
+        for index, step in enumerate(steps):
+            if sum(1 for target in TARGETS if step.get(target)) != 1:
+                problems.append(f"{where}.steps[{index}]: not exactly one of {', '.join(TARGETS)}")
+            if step.get("nodeName") and step["nodeName"] not in nodes:
+                problems.append(f"{where}.steps[{index}].nodeName: no node {step['nodeName']!r}")
+        if node.get("routerType") == "Splitter":
+            weights = [step.get("weight") for step in steps]
+            if None in weights or sum(weights) != 100:
+                problems.append(f"{where}: a Splitter's steps' weights, each given, sum to 100 ({weights})")
+
+
 def main(files: list[str]) -> int:
     package_without_init("kserve")
     package_without_init("kubernetes.client")
@@ -120,6 +154,8 @@ def main(files: list[str]) -> int:
             problems.append(f"{file}: not a KServe resource this checks")
             continue
         check(resource, kind, Path(file).name, problems)
+        if kind == "V1alpha1InferenceGraph":
+            check_graph(resource, Path(file).name, problems)
     for problem in problems:
         print(problem)
     return 1 if problems else 0

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stevedore_server.model_files import Derived, FilePredictor, ModelFile, output_tensor, read_json
+from stevedore_server.model_files import Derived, FilePredictor, ModelFile, array_schema, output_tensor, read_json
 
 from .formats import PATTERNS, read_model
 from .inputs import PANDAS, Features, column_inputs, columns_schema, converter, unchanged, wants_frame
@@ -56,6 +56,8 @@ class SklearnRuntime(FilePredictor):
             tensor_outputs=self.tensor_outputs_on(fixture, default),
             default_outputs=[default],
             description=self.summary(features, default),
+            # What its answer is, as the fixture's shows it (labels, probabilities): what a pipeline checks
+            output_schema=array_schema(plain(self.answer(self.to_input(fixture)))),
         )
 
     def tensor_outputs_on(self, fixture: Any, default: str) -> list[dict[str, Any]]:

@@ -233,6 +233,8 @@ def test_runtime_derives_schema_fixture_and_outputs(artifacts: Artifacts, tmp_pa
     chosen = runtime.predict_outputs(np.asarray(ROWS), ("predict_proba",))
     np.testing.assert_allclose(chosen["predict_proba"], artifacts.model.predict_proba(ROWS))
     assert "LogisticRegression" not in runtime.description and "Pipeline" in runtime.description
+    # the answer's schema, as the fixture's answer shows it: labels (a pipeline checks the next step takes them)
+    assert runtime.resolved_schema("output") == {"type": "array", "items": {"type": "integer"}}
 
 
 def test_runtime_output_setting_chooses_the_answer(artifacts: Artifacts, tmp_path: Path) -> None:
@@ -240,6 +242,10 @@ def test_runtime_output_setting_chooses_the_answer(artifacts: Artifacts, tmp_pat
     runtime.load()
     assert runtime.default_outputs == ["predict_proba"]
     np.testing.assert_allclose(runtime.predict(ROWS), artifacts.model.predict_proba(ROWS))
+    assert runtime.resolved_schema("output") == {
+        "type": "array",
+        "items": {"type": "array", "items": {"type": "number"}},
+    }
     lacking = SklearnRuntime(model_file(RUNTIME, artifacts.skops, tmp_path / "cache", output="transform"))
     with pytest.raises(PluginError, match=r"no 'transform' output \(it has: predict, predict_proba"):
         lacking.load()

@@ -360,7 +360,8 @@ class Settings:
         {}, "Pipelines of models, called like one model (file only, `[pipelines.NAME]`).", file_only=True
     )
     traffic: dict[str, Any] = setting(  # noqa: RUF009
-        {}, "Names called like a model whose requests go to versions by weight (file only, `[traffic.NAME]`).",
+        {},
+        "Names called like a model whose requests go to versions by weight (file only, `[traffic.NAME]`).",
         file_only=True,
     )
 

@@ -5,7 +5,7 @@ loads its fragments with htmx, which sends the API key typed in the page, so the
 pages are open when keys are on while the fragments, like the catalogue, need
 one. The fragments show what the JSON routes answer (``catalogue_document``,
 ``health_document`` and ``catalogue_entry`` of ``stevedore_routes``, the jobs'
-``as_dict``), read from the same place; the jobs page cancels through
+``as_dict``, the pipelines' ``listing``, under the models), read from the same place; the jobs page cancels through
 ``DELETE /jobs/{id}``.
 """
 
@@ -95,9 +95,13 @@ def model_path(prefix: str, name: str, version: str | None = None) -> str:
 
 
 async def models_fragment(request: Request) -> Response:
-    catalogue = stevedore_routes.catalogue_document(server_of(request).registry)
+    server = server_of(request)
+    catalogue = stevedore_routes.catalogue_document(server.registry)
     health = await stevedore_routes.health_document(request)
-    return render("models_fragment.html", catalogue=catalogue, health=health, model_path=model_path)
+    await server.pipelines.recheck()
+    pipelines = server.pipelines.listing()
+    context = {"catalogue": catalogue, "health": health, "model_path": model_path, "pipelines": pipelines}
+    return render("models_fragment.html", **context)
 
 
 async def model_fragment(request: Request) -> Response:

@@ -172,10 +172,15 @@ def outputs_of(answer: Answer) -> dict[str, Any]:
 
 
 def encode_response(
-    answer: Answer, header: dict[str, Any], selected: list[str], renamed: str | None = None
+    answer: Answer,
+    header: dict[str, Any],
+    selected: list[str],
+    renamed: str | None = None,
+    named: tuple[str, str] | None = None,
 ) -> tuple[bytes, dict[str, str]]:
     """The inference response (body and headers): the selected outputs, JSON or binary as asked; its
-    ``parameters`` name the input ``renamed`` where the model took the request's one input under another name."""
+    ``parameters`` name the input ``renamed`` where the model took the request's one input under another name.
+    ``named``: the name and version it gives instead of the model's (a pipeline's)."""
     entry = answer.model
     results = outputs_of(answer)
     signature = entry.signature
@@ -192,7 +197,8 @@ def encode_response(
         tensors.append(tensor)
         if raw is not None:
             chunks.append(raw)
-    body: dict[str, Any] = {"model_name": entry.name, "model_version": entry.version, "outputs": tensors}
+    name, version = named or (entry.name, entry.version)
+    body: dict[str, Any] = {"model_name": name, "model_version": version, "outputs": tensors}
     if isinstance(header.get("id"), str):
         body["id"] = header["id"]
     if renamed is not None:

@@ -32,6 +32,7 @@ from stevedore_server.core.statistics import RequestTimer, input_since, output_s
 from stevedore_server.frontends.auth import ADMIN, INFER
 from stevedore_server.frontends.payload_notes import note_grpc_request
 
+from . import pipelines
 from . import protocol as pb
 from .codec import EXTENSIONS
 from .extensions import config_body, models_for_statistics, statistics_body
@@ -127,8 +128,28 @@ class InferenceService:
 
     async def model_infer(self, request: Any) -> Any:
         """Decode the tensors, run the inference core, encode the selected outputs: timed for the statistics."""
+        if pipelines.names_pipeline(self.server, request.model_name, request.model_version):
+            return await self.pipeline_infer(request)
         with RequestTimer():
             return await self.timed_infer(request)
+
+    async def pipeline_infer(self, request: Any) -> Any:
+        """A pipeline's infer (``v2.pipelines``): each of its steps is timed as its model's own request."""
+        first, last = await pipelines.tensor_ends(self.server, request.model_name)
+        signature = pipelines.signature(first)
+        renamed = renamed_input(request, signature)
+
+        def decoded() -> Any:  # the tensors as the pipeline's JSON request
+            return pipelines.pipeline_input(decode_inputs(request, signature, renamed), signature)
+
+        size = request.ByteSize()  # a large request is decoded off the event loop, as a model's infer is
+        value = await to_thread.run_sync(decoded) if size > OFF_LOOP_BYTES else decoded()
+        selected = requested_outputs(request, pipelines.signature(last))
+        bound_by_parameter(request)
+        answer = await self.server.pipelines.predict(request.model_name, value, size)
+        response = encode_response(pipelines.pipeline_answer(last, answer.predictions), request, selected, renamed)
+        response.model_name, response.model_version = request.model_name, pipelines.NO_VERSION
+        return response
 
     async def timed_infer(self, request: Any) -> Any:
         ref = ModelRef(request.model_name, request.model_version or None)

@@ -34,11 +34,13 @@ from stevedore_server.frontends.web.bodies import (
     http_error,
     model_ref,
     read_body,
+    served_by,
     server_of,
 )
 from stevedore_server.frontends.web.routing import ApiRoute, ProtocolMount
 from stevedore_server.frontends.web.watching import request_bound, while_connected
 
+from . import pipelines
 from .codec import EXTENSIONS, HEADER_LENGTH, decode_request, encode_response, parameters
 from .extensions import config_body, models_for_statistics, statistics_body
 from .generate import generate, generate_stream
@@ -116,8 +118,31 @@ async def model_ready(request: Request) -> Response:
 
 async def infer(request: Request) -> Response:
     """Decode the tensors, run the inference core, encode the selected outputs: timed for the statistics."""
+    if pipelines.names_pipeline(server_of(request), request.path_params["name"], request.path_params.get("version")):
+        return await pipeline_infer(request)
     with RequestTimer():
         return await timed_infer(request)
+
+
+async def pipeline_infer(request: Request) -> Response:
+    """A pipeline's infer (``v2.pipelines``): each of its steps is timed as its model's own request."""
+    server, name = server_of(request), request.path_params["name"]
+    bound = request_bound(request)
+    first, last = await pipelines.tensor_ends(server, name)
+    body = await read_body(request)
+    ends = pipelines.signature(first), pipelines.signature(last)
+    decode = functools.partial(pipelines.decode, *ends, body, request.headers.get(HEADER_LENGTH))
+    max_depth = server.settings.max_json_depth
+    decoded = await to_thread.run_sync(decode, max_depth) if len(body) > OFF_LOOP_BYTES else decode(max_depth)
+    timeout = parameters(decoded.header, "the request").get("timeout")
+    if timeout is not None:
+        bound.tightened(seconds_of(timeout, TIMEOUT_PARAMETER, MICROSECONDS), TIMEOUT_PARAMETER)
+    answer = await while_connected(request, bound, server.pipelines.predict(name, decoded.value, len(body)))
+    encoded = pipelines.pipeline_answer(last, answer.predictions)
+    named = (name, pipelines.NO_VERSION)
+    content, headers = encode_response(encoded, decoded.header, decoded.selected, decoded.renamed, named)
+    media_type = "application/octet-stream" if HEADER_LENGTH in headers else "application/json"
+    return Response(content, media_type=media_type, headers=headers)
 
 
 async def timed_infer(request: Request) -> Response:
@@ -147,7 +172,7 @@ async def timed_infer(request: Request) -> Response:
     output_since(started)
     media_type = "application/octet-stream" if HEADER_LENGTH in headers else "application/json"
     note_response(request.scope, rest_body, content, headers.get(HEADER_LENGTH), model=answer.model)
-    return Response(content, media_type=media_type, headers=headers)
+    return Response(content, media_type=media_type, headers=headers | served_by(answer.model))
 
 
 # -- the statistics and model configuration extensions ----------------------------

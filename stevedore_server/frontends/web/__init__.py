@@ -3,7 +3,8 @@
 - ``stevedore_routes`` (health, catalogue, schemas, predict, score) and
   ``original_routes`` (the original routes and bodies), ``streaming``
   (Server-Sent Events), ``jobs_routes`` (start, list, watch, cancel jobs),
-  ``plugin_routes`` (the plugins' own routes, checked and served);
+  ``plugin_routes`` (the plugins' own routes, checked and served),
+  ``traffic_routes`` (the traffic names and their splits, changed while serving);
 - ``bodies``: bodies in, JSON out, the readiness of a request;
 - ``watching``: an inference cancelled when its client disconnects, and its
   ``X-Request-Timeout`` deadline;

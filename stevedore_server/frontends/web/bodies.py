@@ -15,6 +15,7 @@ from stevedore_server.base.health import Report
 from stevedore_server.base.serialization import ascii_digits, dumps, dumps_result, loads
 from stevedore_server.core.inference import OFF_LOOP_BYTES, Answer, ModelRef
 from stevedore_server.core.server import ModelServer
+from stevedore_server.core.serving import ServingModel
 from stevedore_server.frontends.auth import caller_of
 from stevedore_server.frontends.state import of_request
 
@@ -98,6 +99,11 @@ def json_result(answer: Answer, action: str) -> orjson.Fragment:
         return orjson.Fragment(dumps_result(answer.result))
     except (TypeError, ValueError) as error:  # not JSON (orjson.JSONEncodeError is a TypeError), or not finite
         raise ModelFailure(answer.model.name, answer.model.version, action, error) from error
+
+
+def served_by(model: ServingModel) -> dict[str, str]:
+    """The headers naming the model and version that answered (a traffic name's variant, ``core.traffic``)."""
+    return {"X-Model-Name": model.name, "X-Model-Version": model.version}
 
 
 def error_response(status_code: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:

@@ -20,6 +20,7 @@ from stevedore_server.base import tracing
 from stevedore_server.base.logs import REQUEST_ID_HEADER, AccessLog, RequestIds, log_error, request_id
 from stevedore_server.base.metrics import Metrics
 from stevedore_server.base.serialization import dumps
+from stevedore_server.core.traffic import request_headers
 from stevedore_server.frontends.auth import CALLER, APIKeys
 from stevedore_server.frontends.payload_notes import http_exchange
 from stevedore_server.frontends.state import of_scope
@@ -73,6 +74,7 @@ class RequestContext:
         """Serve one HTTP request in the server span ``span`` (``None`` while tracing is off)."""
         rid = self.ids.of(given_request_id(scope))
         token = request_id.set(rid)
+        headers_token = request_headers.set(scope["headers"])  # a traffic name sticky by a header reads it
         started = time.perf_counter()
         status = 500
         response_started = False
@@ -108,6 +110,7 @@ class RequestContext:
                 tracing.answered(span, rid, answer, str(status) if status >= 500 else None)
             self.record(scope, template, status, time.perf_counter() - started, rid)
             request_id.reset(token)
+            request_headers.reset(headers_token)
 
     def record(self, scope: Scope, template: str, status: int, seconds: float, rid: str) -> None:
         method = scope["method"] if scope["method"] in HTTP_METHODS else "other"  # clients choose methods freely

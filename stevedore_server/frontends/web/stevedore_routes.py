@@ -23,6 +23,7 @@ from .bodies import (
     json_result,
     model_ref,
     read_json_text,
+    served_by,
     server_of,
 )
 from .routing import ApiRoute
@@ -176,7 +177,7 @@ async def predict(request: Request) -> Response:
     with tracing.span("encode"):
         predictions = json_result(answer, Action.PREDICT)
         answered = {"model_name": model.name, "model_version": model.version, "predictions": predictions}
-        response = JSONBytesResponse(answered)
+        response = JSONBytesResponse(answered, headers=served_by(model))
     note_response(request.scope, from_json, response.body, model=model)
     return response
 
@@ -198,7 +199,8 @@ async def score(request: Request) -> Response:
     answer = await while_connected(request, bound, inference.call(ref, Action.SCORE, payload))
     model = answer.model
     result = json_result(answer, Action.SCORE)
-    response = JSONBytesResponse({"model_name": model.name, "model_version": model.version, "score": result})
+    answered = {"model_name": model.name, "model_version": model.version, "score": result}
+    response = JSONBytesResponse(answered, headers=served_by(model))
     note_response(request.scope, from_json, response.body, model=model)
     return response
 
