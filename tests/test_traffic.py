@@ -12,6 +12,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -58,6 +59,10 @@ tolerance = 0.1
 split = [{ model = "wine:1.0.0", weight = 1 }]
 shadow = "wine:2.0.0"
 shadow_share = 0.5
+
+[traffic.shed]
+split = [{ model = "wine:1.0.0", weight = 1 }]
+shadow = "wine:2.0.0"
 
 [traffic.failing-shadow]
 split = [{ model = "wine:1.0.0", weight = 1 }]
@@ -203,6 +208,25 @@ def test_shadow_answers_are_counted_and_never_returned(server: Server) -> None:
     assert metric(server, "stevedore_shadow_comparisons_total", traffic="tolerant", outcome="different") == 0
     failed = {"traffic": "failing-shadow", "outcome": "failed"}
     wait_until(lambda: metric(server, "stevedore_shadow_comparisons_total", **failed) == 3, "the failed shadows")
+
+
+def test_a_shadow_copy_waits_for_the_live_requests_and_is_shed_when_they_keep_the_server_busy(server: Server) -> None:
+    """A copy runs only once no request is being answered: while one takes longer than a copy may wait, the copy
+    is dropped (counted), and the live answer never waited for it; with the server idle, the next is compared."""
+    shed = {"traffic": "shed", "live": "wine:1.0.0", "shadow": "wine:2.0.0"}
+    with httpx.Client(base_url=server.url, timeout=30) as busy, httpx.Client(base_url=server.url, timeout=30) as client:
+        with ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(predict, busy, "wine-slow", [[2.5, 0]])  # longer than SHADOW_PATIENCE
+            wait_until(lambda: "wine-slow: sleeping 2.5 s" in server.log(), "the slow request running")
+            started = time.monotonic()
+            assert predict(client, "shed", WHOLE).json()["predictions"] == [3.0]
+            answered = time.monotonic() - started
+            assert slow.result().json()["predictions"] == [2.5]
+        assert answered < 1.0  # the live answer did not wait for the busy server's copy
+        wait_until(lambda: metric(server, "stevedore_shadow_comparisons_total", outcome="dropped", **shed) == 1, "shed")
+        assert metric(server, "stevedore_shadow_comparisons_total", outcome="equal", **shed) == 0
+        predict(client, "shed", WHOLE)
+    wait_until(lambda: metric(server, "stevedore_shadow_comparisons_total", outcome="equal", **shed) == 1, "compared")
 
 
 def test_a_shadow_share_copies_that_share_of_the_requests(server: Server) -> None:

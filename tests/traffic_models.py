@@ -4,6 +4,9 @@ decimal, so that a shadow's answer is equal on rows of whole numbers and differe
 
 from __future__ import annotations
 
+import logging
+import time
+
 from stevedore_server import Predictor
 
 ROWS = {"type": "array", "minItems": 1, "items": {"type": "array", "minItems": 1, "items": {"type": "number"}}}
@@ -37,5 +40,17 @@ class Failing(WineOne):
         return super().run_predict(rows)
 
 
+class Slow(WineOne):
+    """Takes as many seconds as its first row's first value: a request that keeps the server busy."""
+
+    name = "wine-slow"
+    predict_fixture = [[0, 0]]
+
+    def run_predict(self, rows: list[list[float]]) -> list[float]:
+        logging.getLogger("tests.wine-slow").warning("wine-slow: sleeping %s s", rows[0][0])  # the test waits for it
+        time.sleep(rows[0][0])
+        return super().run_predict(rows)
+
+
 def wines() -> list[Predictor]:
-    return [WineOne(), WineTwo(), Failing()]
+    return [WineOne(), WineTwo(), Failing(), Slow()]

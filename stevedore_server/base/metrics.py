@@ -219,7 +219,7 @@ class Metrics:
         self.shadow_comparisons = Counter(
             "stevedore_shadow_comparisons",
             "Shadow answers compared with the live ones, by outcome: equal, different, failed (the shadow's call "
-            "failed), dropped (too many shadow calls pending, or the shadow's queue full)",
+            "failed), dropped (shed: the server stayed busy, too many pending, or the shadow's queue full)",
             ["traffic", "live", "shadow", "outcome"],
             registry=registry,
         )

@@ -28,6 +28,7 @@ end's.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import functools
 import logging
@@ -160,6 +161,9 @@ class Inference:
         self.loader: Loader | None = None
         #: Routes the traffic names (``[traffic.NAME]``) to their variants; None where there are none.
         self.router: Router | None = None
+        #: Calls running now, and the event set when none is (made by the first who waits for it: ``idle``).
+        self.in_flight = 0
+        self.none_in_flight: asyncio.Event | None = None
 
     async def loaded(self, ref: ModelRef, deadline: float | None = None) -> ServingModel:
         """``resolve``, a lazy model loaded first: its first request waits for it, at most its time-out or until
@@ -221,10 +225,30 @@ class Inference:
 
     async def call(self, ref: ModelRef, action: Action, payload: Payload) -> Answer:
         """Validate ``payload`` and run ``action`` on the model ``ref`` names."""
-        if statistics.current() is None:  # a front end that times no request of its own: this call is the request
-            with statistics.RequestTimer():
-                return await self.run(ref, action, payload)
-        return await self.run(ref, action, payload)
+        self.in_flight += 1
+        try:
+            if statistics.current() is None:  # a front end that times no request of its own: this call is one
+                with statistics.RequestTimer():
+                    return await self.run(ref, action, payload)
+            return await self.run(ref, action, payload)
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight and self.none_in_flight is not None:
+                self.none_in_flight.set()
+
+    async def idle(self, within: float) -> bool:
+        """Wait until no call runs, at most ``within`` seconds: False if one still did then. What work that must
+        never take capacity from the requests (a shadow's copy) waits for."""
+        deadline = time.monotonic() + within
+        while self.in_flight:
+            if self.none_in_flight is None or self.none_in_flight.is_set():
+                self.none_in_flight = asyncio.Event()
+            try:
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    await self.none_in_flight.wait()
+            except TimeoutError:
+                return False
+        return True
 
     async def run(self, ref: ModelRef, action: Action, payload: Payload) -> Answer:
         """``call`` within the request's timing (``statistics``)."""

@@ -18,9 +18,12 @@ validation, admission, batching and metrics; the router counts the call in
   (``equal`` within the table's tolerance, or ``different``; ``failed`` if
   its call failed) and counted in
   ``stevedore_shadow_comparisons_total{traffic,live,shadow,outcome}``; never
-  returned. At most ``MAX_PENDING_SHADOWS`` wait at once: beyond, a copy is
-  dropped and counted ``dropped`` (so is one the shadow's own bound refuses,
-  ``Overloaded``), so a slow shadow never holds the live path.
+  returned. A copy runs only once no request is being answered (it waits at
+  most ``SHADOW_PATIENCE``), so the shadow takes no capacity from live
+  requests. At most ``MAX_PENDING_SHADOWS`` wait at once: beyond, a copy is
+  dropped and counted ``dropped`` (so is one that found no idle moment, and
+  one the shadow's own bound refuses, ``Overloaded``), so a slow shadow never
+  holds the live path.
 - A traffic name that is a model's name, or whose variants name a traffic
   name, is listed as failed with its reason and not routed (``--strict``: the
   server does not start).
@@ -57,6 +60,9 @@ logger = logging.getLogger("stevedore.traffic")
 
 #: Shadow calls that may wait at once, over every traffic name of a server; a copy beyond is dropped (counted).
 MAX_PENDING_SHADOWS = 64
+#: Seconds a shadow's copy waits for a moment when no request is being answered: it runs only on capacity the
+#: live requests leave (a server kept busy sheds its copies, counted as dropped), so it never slows them.
+SHADOW_PATIENCE = 1.0
 READY, FAILED = "ready", "failed"
 
 #: The request's headers as (name, value) pairs (raw ASGI ones, or gRPC metadata), for a ``header:`` sticky key:
@@ -255,6 +261,9 @@ class TrafficRouter:
         """Run the shadow on ``payload`` and count how its answer compares with the live one."""
         tolerance = self.entries[name].traffic.tolerance if name in self.entries else None
         live_label = f"{live.model.name}:{live.model.version}"
+        if not await self.inference.idle(SHADOW_PATIENCE):  # the live requests kept the server busy: shed
+            self.metrics.shadow_comparisons.labels(name, live_label, str(shadow), "dropped").inc()
+            return
         try:
             answer = await self.inference.call(as_ref(shadow), Action.PREDICT, payload)
         except Overloaded:  # the shadow's own bound is full: a copy it had no room for, as one beyond ours
