@@ -151,7 +151,7 @@ def test_each_graph_and_service_has_a_name_kserve_takes(tmp_path: Path) -> None:
         {"serviceName": "stevedore-server-iris", "weight": 25, "dependency": "Hard"},
         {"serviceName": "stevedore-server-iris-proba", "weight": 75, "dependency": "Hard"},
     ]  # whole percents already: no note
-    service = written["inferenceservice-stevedore-server-not-served.yaml"]["spec"]["predictor"]["model"]
+    service = written["inferenceservice-stevedore-server-not-served-2e45ab.yaml"]["spec"]["predictor"]["model"]
     assert service["modelFormat"] == {"name": "stevedore"}
     assert service["env"] == [{"name": "MLSERVER_MODEL_NAME", "value": "Not_Served"}]
     assert "pipeline A_b: model Not_Served is not one the image serves (--model)" in result.output

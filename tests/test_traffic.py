@@ -73,13 +73,17 @@ split = [{ model = "wine:1.0.0", weight = 1 }]
 """
 
 
-def serve(directory: Path, config: str, *args: str, **env: str) -> Server:
-    """The real server of the environment running the tests, serving the two versions of ``wine``
-    (``traffic_models``), ready."""
+#: The plugin the servers serve: its distribution's name and its entry point.
+WINES = ("stevedore-test-wines", {"wines": "tests.traffic_models:wines"})
+
+
+def serve(directory: Path, config: str, *args: str, plugin: tuple[str, dict[str, str]] = WINES, **env: str) -> Server:
+    """The real server of the environment running the tests, serving ``plugin`` (by default the two versions of
+    ``wine``, ``traffic_models``) with the settings file ``config``, ready."""
     site = directory / "site"
-    record_distribution(site, "stevedore-test-wines", {"wines": "tests.traffic_models:wines"})
+    record_distribution(site, *plugin)
     (directory / "stevedore.toml").write_text(config)
-    options = ("--config", str(directory / "stevedore.toml"), "--plugins", "stevedore-test-wines", *args)
+    options = ("--config", str(directory / "stevedore.toml"), "--plugins", plugin[0], *args)
     here = Venv(Path(sys.prefix), ())
     server = Server.start(here, directory / "server.log", *options, PYTHONPATH=f"{REPO}:{site}", **env)
     try:

@@ -38,6 +38,10 @@ COMMAND = str(Path(sys.prefix) / "bin" / "stevedore-server")
         ('split = [{ model = "a", weight = 1 }]\nshadow = 3', "traffic.wines.shadow", "NAME:VERSION"),
         ('split = [{ model = "a", weight = 1 }]\nshadow_share = 0', "traffic.wines.shadow_share", "above 0"),
         ('split = [{ model = "a", weight = 1 }]\nshadow_share = 1.5', "traffic.wines.shadow_share", "at most 1"),
+        # An int too long for a float (TOML reads any) was an OverflowError's traceback; a sum past a float: inf.
+        (f'split = [{{ model = "a", weight = 1{"0" * 400} }}]', "traffic.wines.split[0].weight", "finite"),
+        ('split = [{ model = "a", weight = inf }]', "traffic.wines.split[0].weight", "finite"),
+        ('split = [{ model = "a", weight = 1e308 }, { model = "b", weight = 1e308 }]', "traffic.wines.split", "sum"),
     ],
 )
 def test_a_wrong_table_is_named_with_its_file(tmp_path: Path, table: str, named: str, problem: str) -> None:

@@ -6,6 +6,10 @@
 - ``traffic``: traffic names (``[traffic.NAME]``) routed to their variants by
   weight, sticky or not, with a shadow compared off the request path;
   ``traffic_convergence``: workers agreeing on splits changed while serving;
+- ``pipelines``: models composed into one call (``[pipelines.NAME]``, or a
+  plugin's), checked before they serve (``schema_fit``: does one step's
+  output schema fit the next one's input) and run step by step through
+  ``Inference.call``;
 - ``server``: ``ModelServer``, the server a process runs (what hooks receive);
 - ``served_models``: the ``Registry`` of the served models by name and version, swapped whole;
 - ``serving``: a model as served (its runtime, its tensor signature);

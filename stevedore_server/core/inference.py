@@ -139,7 +139,9 @@ class Router(Protocol):
 
     def choose(self, name: str, payload: Payload) -> tuple[ModelRef, Payload]: ...
 
-    def answered(self, name: str, answer: Answer, action: Action, payload: Payload) -> None: ...
+    def kept(self, name: str, action: Action, payload: Payload) -> Payload | None: ...
+
+    def answered(self, name: str, answer: Answer, action: Action, payload: Payload | None) -> None: ...
 
 
 class Loader(Protocol):
@@ -165,11 +167,17 @@ class Inference:
         self.in_flight = 0
         self.none_in_flight: asyncio.Event | None = None
 
+    def standing_for(self, ref: ModelRef) -> ModelRef:
+        """``ref``, or for a traffic name its heaviest variant: what answers for the name where no request is
+        routed (its catalogue entry, readiness, schemas and V2 metadata, which a client asks before it infers)."""
+        if self.router is not None and self.router.routes(ref):
+            return self.router.representative(ref.name)
+        return ref
+
     async def loaded(self, ref: ModelRef, deadline: float | None = None) -> ServingModel:
         """``resolve``, a lazy model loaded first: its first request waits for it, at most its time-out or until
         ``deadline`` (``time.monotonic()``; None: the request's bound's, ``deadlines``)."""
-        if self.router is not None and self.router.routes(ref):  # a traffic name: its heaviest variant stands for it
-            ref = self.router.representative(ref.name)
+        ref = self.standing_for(ref)
         if deadline is None:
             bound = deadlines.current()
             deadline = bound.deadline if bound is not None else None
@@ -254,8 +262,9 @@ class Inference:
         """``call`` within the request's timing (``statistics``)."""
         if self.router is not None and self.router.routes(ref):  # a traffic name: one of its variants answers
             variant, payload = self.router.choose(ref.name, payload)
+            kept = self.router.kept(ref.name, action, payload)  # the shadow's copy, before the variant sees it
             answer = await self.run(variant, action, payload)
-            self.router.answered(ref.name, answer, action, payload)
+            self.router.answered(ref.name, answer, action, kept)
             return answer
         model = await self.loaded(ref)
         if action is Action.SCORE and not model.predictor.has_score:

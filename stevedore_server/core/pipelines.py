@@ -74,6 +74,7 @@ from stevedore_server.plugins.loading import State
 from .inference import Action, Answer, JSONValue, ModelRef, Payload
 from .schema_fit import accepts
 from .served_models import Registry
+from .serving import ServingModel
 
 logger = logging.getLogger("stevedore.pipelines")
 
@@ -90,6 +91,8 @@ class Calls(Protocol):
     registry: Registry
 
     async def call(self, ref: ModelRef, action: Action, payload: Payload) -> Answer: ...
+
+    def standing_for(self, ref: ModelRef) -> ModelRef: ...
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,12 @@ class Pipelines:
     def registry(self) -> Registry:
         return self.inference.registry
 
+    def model(self, name: str, version: str | None) -> ServingModel:
+        """The model a step names; for a traffic name (``[traffic.NAME]``, which its calls go to), its heaviest
+        variant (``Inference.standing_for``)."""
+        ref = self.inference.standing_for(ModelRef(name, version))
+        return self.registry.get(ref.name, ref.version)
+
     def names(self) -> list[str]:
         return list(self.entries)
 
@@ -228,7 +237,7 @@ class Pipelines:
     def models_problem(self, pipeline: Pipeline) -> str | None:
         for name, version in pipeline.models():
             try:
-                model = self.registry.get(name, version)
+                model = self.model(name, version)
             except ClientError as error:
                 return f"step model {name + (':' + version if version else '')!r}: {error.message}"
             if model.state not in (State.READY, State.LAZY):
@@ -244,8 +253,8 @@ class Pipelines:
             for before, after in zip(node.steps, node.steps[1:], strict=False):
                 if before.model is None or after.model is None or (after.data and str(after.data) != "$response"):
                     continue
-                given = self.registry.get(before.model, before.version).loaded.output_schema
-                taken = self.registry.get(after.model, after.version).loaded.predict_validator
+                given = self.model(before.model, before.version).loaded.output_schema
+                taken = self.model(after.model, after.version).loaded.predict_validator
                 problem = accepts(given, taken.schema) if given is not None and taken is not None else None
                 if problem is not None:
                     return (
@@ -256,7 +265,7 @@ class Pipelines:
 
     def fixture(self, pipeline: Pipeline) -> Any:
         name, version = first_model(pipeline)
-        return self.registry.get(name, version).loaded.predict_fixture
+        return self.model(name, version).loaded.predict_fixture
 
     # -- serving ------------------------------------------------------------
 
@@ -339,7 +348,7 @@ class Pipelines:
     def predict_schema(self, name: str) -> dict[str, Any]:
         """The first step's predict schema (what the pipeline's request must match)."""
         model, version = first_model(self.entry(name).definition)
-        return self.registry.get(model, version).schema("predict")
+        return self.model(model, version).schema("predict")
 
     def tensor_ends(self, pipeline: Pipeline) -> tuple[ModelRef, ModelRef] | None:
         """The pipeline's first and last models where both have tensor signatures (its V2 interface), else None."""
@@ -348,7 +357,7 @@ class Pipelines:
             return None
         ends = ModelRef(*first_model(pipeline)), ModelRef(*last)
         try:
-            served = [self.registry.get(ref.name, ref.version) for ref in ends]
+            served = [self.model(ref.name, ref.version) for ref in ends]
         except ClientError:
             return None
         return ends if all(model.signature is not None for model in served) else None

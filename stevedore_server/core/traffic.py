@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextvars
+import copy
 import hashlib
 import logging
 import math
@@ -48,7 +49,15 @@ from typing import Any
 
 import numpy as np
 
-from stevedore_server.base.errors import SHOWN_NAME, Overloaded, StartupError, UnknownModel, quoted, unknown_name
+from stevedore_server.base.errors import (
+    SHOWN_NAME,
+    InvalidSplit,
+    Overloaded,
+    StartupError,
+    UnknownModel,
+    quoted,
+    unknown_name,
+)
 from stevedore_server.base.metrics import Metrics
 from stevedore_server.base.serialization import loads
 from stevedore_server.base.settings.traffic import Target, Traffic, Variant, traffic_of
@@ -141,6 +150,8 @@ class TrafficRouter:
         self.failures_logged: set[str] = set()
         #: Applies a split on every worker (``traffic_convergence``); None: in this process only.
         self.changer: Callable[[str, tuple[Variant, ...]], Awaitable[Route]] | None = None
+        #: Each name's split as the settings file has it (``configure``), which a split put while serving replaces.
+        self.file_splits: dict[str, tuple[Variant, ...]] = {}
 
     # -- configuration -----------------------------------------------------------------------------------------
 
@@ -155,11 +166,20 @@ class TrafficRouter:
         for problem in failed:
             logger.error("%s", problem)
         self.publish(entries)
+        self.file_splits = {name: route.traffic.split for name, route in entries.items()}
 
     def reload(self, tables: Mapping[str, Any]) -> None:
         """Serve the traffic tables of the settings file read again (SIGHUP): names added, removed, changed; a
-        split changed while serving gives way to the file's."""
+        split changed while serving gives way to the file's where the file changed it, and stays where the file
+        did not (as a worker restarted by SIGHUP under ``--workers N`` keeps it: ``traffic_convergence``)."""
+        before = self.file_splits
+        put = {
+            name: route.traffic.split for name, route in self.entries.items() if route.traffic.split != before.get(name)
+        }
         self.configure(tables)
+        for name, split in put.items():
+            if name in self.entries and self.file_splits[name] == before.get(name):
+                self.set_split(name, split)
         logger.info("traffic names read again: %s", ", ".join(sorted(tables)) or "none")
 
     def checked(self, traffic: Traffic, traffic_names: Iterable[str]) -> Route:
@@ -186,8 +206,14 @@ class TrafficRouter:
 
     async def change_split(self, name: str, split: tuple[Variant, ...]) -> Route:
         """``PUT /traffic/NAME``: route ``name`` by ``split`` from now on, in every worker of the run; UnknownModel
-        (404) for a name that is no traffic name."""
-        self.entry(name)
+        (404) for a name that is no traffic name, InvalidSplit (400) for a split it could not route (a variant
+        naming a traffic name, or no model, where the file's table would be listed as failed or warned about)."""
+        changed = self.checked(replace(self.entry(name).traffic, split=split), self.entries)
+        if changed.state == FAILED:  # applied, it would stop routing the name: its clients would get 404s
+            raise InvalidSplit(f"traffic {name!r}: {changed.reason}")
+        missing = [str(v.target) for v in split if v.weight > 0 and not serves(self.registry, v.target)]
+        if missing:  # a typo would send a share of the live requests to errors
+            raise InvalidSplit(f"traffic {name!r}: no model serves {', '.join(missing)}")
         if self.changer is None:
             return self.set_split(name, split)
         return await self.changer(name, split)
@@ -234,19 +260,26 @@ class TrafficRouter:
         position = random.random() if key is None else hashed(key)  # a split, not a secret
         return as_ref(route.variant_at(position).target), payload
 
-    def answered(self, name: str, answer: Answer, action: Action, payload: Payload) -> None:
-        """Count the variant that answered ``name``; a predict's copy goes to the shadow, if any."""
+    def kept(self, name: str, action: Action, payload: Payload) -> Payload | None:
+        """The payload the shadow of ``name`` will get for this request, copied before the live variant sees it (a
+        predictor may change its input in place: the shadow must get what the client sent); None: no shadow."""
+        traffic = self.entries[name].traffic
+        if traffic.shadow is None or action is not Action.PREDICT:
+            return None
+        if traffic.shadow_share < 1.0 and random.random() >= traffic.shadow_share:  # a sample, not a secret
+            return None
+        return copied(payload)
+
+    def answered(self, name: str, answer: Answer, action: Action, payload: Payload | None) -> None:
+        """Count the variant that answered ``name``; ``payload`` (``kept``), if any, goes to the shadow."""
         model = answer.model
         key = (name, model.name, model.version)
         counter = self.counted.get(key)
         if counter is None:  # looking children up by labels costs more than counting
             counter = self.counted[key] = self.metrics.traffic_requests.labels(*key)
         counter.inc()
-        traffic = self.entries[name].traffic
-        shadow = traffic.shadow
-        if shadow is None or action is not Action.PREDICT or is_target(model.name, model.version, shadow):
-            return
-        if traffic.shadow_share < 1.0 and random.random() >= traffic.shadow_share:  # a sample, not a secret
+        shadow = self.entries[name].traffic.shadow if name in self.entries else None  # SIGHUP may have removed it
+        if payload is None or shadow is None or is_target(model.name, model.version, shadow):
             return
         live = f"{model.name}:{model.version}"
         if len(self.pending) >= MAX_PENDING_SHADOWS:
@@ -274,9 +307,9 @@ class TrafficRouter:
             self.metrics.shadow_comparisons.labels(name, live_label, str(shadow), "failed").inc()
             return
         equal = tolerance is not None and same(live.result, answer.result, tolerance.rel, tolerance.abs)
-        shadow_label = f"{answer.model.name}:{answer.model.version}"
         outcome = "equal" if equal else "different"
-        self.metrics.shadow_comparisons.labels(name, live_label, shadow_label, outcome).inc()
+        # The shadow as the table names it, whatever the outcome: one series a traffic name and outcome.
+        self.metrics.shadow_comparisons.labels(name, live_label, str(shadow), outcome).inc()
 
     def log_shadow_failure(self, name: str, shadow: Target, error: Exception) -> None:
         """The first failure of a traffic name's shadow as a warning, the next ones at debug level: they are
@@ -292,6 +325,15 @@ class TrafficRouter:
         """At shutdown: the shadow calls still pending are cancelled (nobody waits for them)."""
         for task in list(self.pending):
             task.cancel()
+
+
+def copied(payload: Payload) -> Payload:
+    """A copy of ``payload`` nothing done to the original changes (a JSON text, immutable bytes, as it is)."""
+    if isinstance(payload, JSONValue):
+        return JSONValue(copy.deepcopy(payload.value), payload.size)
+    if isinstance(payload, Tensors):
+        return replace(payload, arrays={name: array.copy() for name, array in payload.arrays.items()})
+    return payload
 
 
 def as_ref(target: Target) -> ModelRef:

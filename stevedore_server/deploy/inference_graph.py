@@ -23,6 +23,7 @@ What has no KServe form is a note (``Graph.notes``): the command prints it and w
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -133,8 +134,15 @@ def resource_name(name: str) -> str:
 
 
 def service_name(deployment: Deployment, model: str) -> str:
-    """The InferenceService of ``model``: named as the manifests' sample (``NAME-MODEL``), as a DNS-1035 label."""
-    return resource_name(f"{deployment.name}-{model}")
+    """The InferenceService of ``model``: named as the manifests' sample (``NAME-MODEL``), as a DNS-1035 label;
+    one the label changed ends with a hash of the model's name, so that two models making one label (``iris_proba``,
+    ``iris-proba``) get two InferenceServices, not one calling the other's model."""
+    wanted = f"{deployment.name}-{model}"
+    label = resource_name(wanted)
+    if label == wanted:
+        return label
+    digest = hashlib.blake2b(model.encode("utf-8", "surrogatepass"), digest_size=3).hexdigest()
+    return f"{label[:56].rstrip('-')}-{digest}"
 
 
 def model_service(deployment: Deployment, model: str) -> dict[str, Any]:

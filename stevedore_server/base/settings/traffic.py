@@ -142,12 +142,15 @@ def split_of(value: Any) -> tuple[Variant, ...]:
     if not isinstance(value, list) or not value:
         raise TrafficProblem("split: must be a non-empty list of { model = ..., weight = ... }")
     variants = tuple(variant_of(index, entry) for index, entry in enumerate(value))
-    targets = [variant.target for variant in variants]
-    repeated = next((target for target in targets if targets.count(target) > 1), None)
-    if repeated is not None:
-        raise TrafficProblem(f"split: model {str(repeated)!r} is listed twice")
+    seen: set[Target] = set()  # a set: a long split (a PUT body) is checked in linear time
+    for variant in variants:
+        if variant.target in seen:
+            raise TrafficProblem(f"split: model {str(variant.target)!r} is listed twice")
+        seen.add(variant.target)
     if not any(variant.weight > 0 for variant in variants):
         raise TrafficProblem("split: at least one weight must be above zero")
+    if not math.isfinite(sum(variant.weight for variant in variants)):
+        raise TrafficProblem("split: the weights' sum must be a finite number")
     return variants
 
 
@@ -156,9 +159,17 @@ def variant_of(index: int, entry: Any) -> Variant:
     if not isinstance(entry, dict) or set(entry) != {"model", "weight"}:
         raise TrafficProblem(f'{where}: must be {{ model = "NAME[:VERSION]", weight = NUMBER }}, got {entry!r}')
     weight = entry["weight"]
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
-        raise TrafficProblem(f"{where}.weight: must be a number of zero or more, got {weight!r}")
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not finite(weight) or weight < 0:
+        raise TrafficProblem(f"{where}.weight: must be a number, finite, of zero or more, got {weight!r:.40}")
     return Variant(target_of(f"{where}.model", entry["model"]), float(weight))
+
+
+def finite(number: float) -> bool:
+    """Whether ``number`` is finite as a float (an int too long for one, as TOML allows, is not)."""
+    try:
+        return math.isfinite(number)
+    except OverflowError:
+        return False
 
 
 def target_of(where: str, value: Any) -> Target:

@@ -4,6 +4,8 @@
   by both transports (knows neither HTTP nor gRPC);
 - ``rest``: the REST routes under ``/v2`` with the protocol's error format,
   and ``generate``: its generate extension;
+- ``pipelines``: a pipeline whose ends are tensors, inferred as a model over
+  REST and gRPC;
 - ``grpc_service``: the ``inference.GRPCInferenceService`` RPCs, decoding
   with ``grpc_codec``; the messages come from ``inference.proto``, compiled to
   ``inference.binpb`` and loaded by ``protocol``.

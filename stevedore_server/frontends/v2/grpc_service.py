@@ -95,7 +95,8 @@ class InferenceService:
         return pb.ServerReadyResponse(ready=not problems)
 
     async def model_ready(self, request: Any) -> Any:
-        model = self.server.registry.get(request.name, request.version or None)
+        ref = self.server.inference.standing_for(ModelRef(request.name, request.version or None))
+        model = self.server.registry.get(ref.name, ref.version)  # a traffic name: ready as its heaviest variant
         return pb.ModelReadyResponse(ready=model.ready)
 
     async def server_metadata(self, request: Any) -> Any:

@@ -106,8 +106,9 @@ async def model_metadata(request: Request) -> Response:
 
 
 async def model_ready(request: Request) -> Response:
-    ref = model_ref(request)
-    entry = server_of(request).registry.get(ref.name, ref.version)
+    server = server_of(request)
+    ref = server.inference.standing_for(model_ref(request))  # a traffic name: ready as its heaviest variant
+    entry = server.registry.get(ref.name, ref.version)
     # The version, a detail, not to a caller without a key when keys are on (the name is the caller's own).
     body = {"name": entry.name, "ready": entry.ready} | ({} if anonymous(request) else {"version": entry.version})
     return JSONBytesResponse(body, status_code=200 if entry.ready else 400)

@@ -4,7 +4,8 @@
   ``original_routes`` (the original routes and bodies), ``streaming``
   (Server-Sent Events), ``jobs_routes`` (start, list, watch, cancel jobs),
   ``plugin_routes`` (the plugins' own routes, checked and served),
-  ``traffic_routes`` (the traffic names and their splits, changed while serving);
+  ``traffic_routes`` (the traffic names and their splits, changed while serving),
+  ``pipelines_routes`` (the pipelines: list, schema, predict);
 - ``bodies``: bodies in, JSON out, the readiness of a request;
 - ``watching``: an inference cancelled when its client disconnects, and its
   ``X-Request-Timeout`` deadline;

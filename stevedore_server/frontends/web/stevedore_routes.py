@@ -35,9 +35,10 @@ VERSIONED = "/models/{name}/versions/{version}"
 
 
 def addressed_model(request: Request) -> ServingModel:
-    """The model the path names, served or not; 404 if there is none."""
-    ref = model_ref(request)
-    return server_of(request).registry.get(ref.name, ref.version)
+    """The model the path names, served or not (a traffic name's heaviest variant); 404 if there is none."""
+    server = server_of(request)
+    ref = server.inference.standing_for(model_ref(request))
+    return server.registry.get(ref.name, ref.version)
 
 
 # -- health ---------------------------------------------------------------

@@ -31,7 +31,7 @@ from stevedore_server.core.serving import ServingModel
 from stevedore_server.core.streams import Stream
 from stevedore_server.frontends.payload_notes import from_json, http_exchange, note_request, note_response
 
-from .bodies import model_ref, read_json_text, server_of
+from .bodies import model_ref, read_json_text, served_by, server_of
 from .watching import request_bound
 
 logger = logging.getLogger("stevedore.streaming")
@@ -82,7 +82,8 @@ async def stream_response(request: Request, ref: ModelRef, payload: Payload, eve
         recorded = RecordedItems()  # up to a bound: a stream may send far more than any body
         note_response(request.scope, RecordedItems.value, recorded, model=stream.model)
     body = sse_events(stream, events, recorded)
-    return StreamResponse(stream, body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    headers = {"Cache-Control": "no-cache"} | served_by(stream.model)  # a traffic name's variant, named
+    return StreamResponse(stream, body, media_type="text/event-stream", headers=headers)
 
 
 class StreamResponse(StreamingResponse):
