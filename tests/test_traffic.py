@@ -25,7 +25,7 @@ from .counting import metric
 from .documentation import block, page
 from .helpers import record_distribution, wait_until
 from .test_docs_examples import check_answer, commands, curl
-from .venvs import REPO, Server, Venv
+from .venvs import REPO, Server, Venv, ready_server
 
 pytestmark = pytest.mark.server
 
@@ -85,13 +85,7 @@ def serve(directory: Path, config: str, *args: str, plugin: tuple[str, dict[str,
     (directory / "stevedore.toml").write_text(config)
     options = ("--config", str(directory / "stevedore.toml"), "--plugins", plugin[0], *args)
     here = Venv(Path(sys.prefix), ())
-    server = Server.start(here, directory / "server.log", *options, PYTHONPATH=f"{REPO}:{site}", **env)
-    try:
-        server.wait_for("/readyz", deadline=120)
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    return ready_server(here, directory / "server.log", *options, deadline=120, PYTHONPATH=f"{REPO}:{site}", **env)
 
 
 @pytest.fixture(scope="module")
