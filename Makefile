@@ -46,7 +46,7 @@ run: $(STAMP)
 
 test: $(STAMP) deb-packages
 	$(BIN)/mkdocs build --strict --quiet --site-dir site
-	$(BIN)/python -m pytest --durations=30 -m "not mlserver" tests contrib/sklearn_logreg/tests contrib/showcase/tests $(wildcard plugins/*/tests)
+	$(BIN)/python -m pytest --durations=30 -m "not mlserver" tests contrib/sklearn_logreg/tests contrib/text_ngram/tests contrib/showcase/tests $(wildcard plugins/*/tests)
 	$(MAKE) test-mlserver
 
 # The tests marked `mlserver` (MLServer's own codecs and pandas build the content-type requests and read the

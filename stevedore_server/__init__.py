@@ -14,6 +14,6 @@ from __future__ import annotations
 from stevedore_server.base.version import __version__
 
 from .hookspecs import hookimpl
-from .predictor import Predictor
+from .predictor import Generation, Predictor
 
-__all__ = ["Predictor", "__version__", "hookimpl"]
+__all__ = ["Generation", "Predictor", "__version__", "hookimpl"]

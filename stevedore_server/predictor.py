@@ -6,6 +6,8 @@ import copy
 import os
 import re
 import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,34 @@ from stevedore_server.base.errors import PluginError
 NAME_PATTERN = re.compile(r"\A[A-Za-z0-9._-]+\Z")
 
 _UNSET: Any = object()
+
+#: What a predictor may serve besides predict, for the OpenAI-compatible routes: ``chat``, ``complete`` and
+#: ``embed`` are methods; ``tools`` and ``response_format`` say that ``chat`` (and ``complete``) take those
+#: parameters.
+CAPABILITIES = ("chat", "complete", "embed", "tools", "response_format")
+#: The capabilities that are methods of their own name.
+CAPABILITY_METHODS = ("chat", "complete", "embed")
+
+
+@dataclass
+class Generation:
+    """What ``chat`` and ``complete`` return, or what their generators yield a piece at a time (a plain ``str``
+    is a ``Generation`` of that text alone).
+
+    ``prompt_tokens`` and ``completion_tokens`` are the model's own counts where it knows them (in a stream, the
+    last piece giving them wins: give the totals so far); ``finish_reason`` is OpenAI's (``stop``, ``length``,
+    ``tool_calls``, ``content_filter``; default ``stop``); ``tool_calls`` are OpenAI's
+    ``[{"id", "type": "function", "function": {"name", "arguments"}}]``, for a model declaring ``tools``."""
+
+    text: str = ""
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    finish_reason: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+#: What ``chat`` and ``complete`` return: the whole text, or pieces of it as they come.
+GenerationResult = str | Generation | Iterator[str | Generation] | AsyncIterator[str | Generation]
 
 #: Attributes a keyword argument of the constructor may override per instance.
 OVERRIDABLE = (
@@ -42,6 +72,7 @@ OVERRIDABLE = (
     "max_batch_time",
     "row_aligned",
     "inline",
+    "capabilities",
 )
 
 
@@ -107,6 +138,11 @@ class Predictor:
       small model is much faster; a call on the loop holds every other
       request while it runs, so the server never does this for code that has
       not said so. The settings file's ``[models.NAME]`` table overrides it.
+    - ``capabilities``: what the model serves besides predict, for the OpenAI-compatible routes (``/v1/...``):
+      any of ``chat``, ``complete``, ``embed`` (each the method of its name, which the model implements),
+      ``tools`` and ``response_format`` (its ``chat`` and ``complete`` take those parameters; without them the
+      server refuses a request giving them). None (the default): the methods the class overrides, no
+      ``tools`` nor ``response_format``.
 
     The server calls :meth:`load` once at startup, then self-tests the model on
     its fixtures. Requests go through ``convert_prediction_input`` ->
@@ -137,6 +173,7 @@ class Predictor:
     max_batch_time: float = 0.0
     row_aligned: bool = True
     inline: bool = False
+    capabilities: tuple[str, ...] | None = None
 
     def __init__(
         self,
@@ -260,6 +297,35 @@ class Predictor:
     def has_stream(self) -> bool:
         return type(self).predict_stream is not Predictor.predict_stream
 
+    # -- text: the OpenAI-compatible routes (``capabilities``) ---------------
+
+    def chat(self, messages: list[dict[str, Any]], params: dict[str, Any]) -> GenerationResult:
+        """Override to answer a chat: ``messages`` are OpenAI's (``{"role", "content", ...}``, ``content`` a
+        string, or a list of parts with ``{"type": "text", "text"}``); ``params`` the request's parameters
+        (``max_tokens``, ``stop`` as a list, ``temperature``, ``top_p``, ``seed``, ``n``, ``user``, ``stream``;
+        ``tools``, ``tool_choice``, ``response_format`` for a model declaring them), only those the request
+        gave. Return the text (a ``str`` or a ``Generation``), or a generator or async generator of its pieces to
+        stream them: a plain generator runs on the model's threads, a piece at a time, and a client that
+        disconnects closes it (its ``finally`` runs)."""
+        raise NotImplementedError
+
+    def complete(self, prompt: str, params: dict[str, Any]) -> GenerationResult:
+        """Override to continue ``prompt`` (OpenAI's completions): ``params`` and what to return as for ``chat``."""
+        raise NotImplementedError
+
+    def embed(self, texts: list[str], params: dict[str, Any]) -> Any:
+        """Override to embed ``texts``: a vector each, in order (a list of lists of numbers, or a 2-D NumPy
+        array); ``params`` may hold ``dimensions`` and ``user``. Requests with the same ``params`` are merged into
+        one call by the adaptive batcher where the model's ``max_batch_size`` is above 1."""
+        raise NotImplementedError
+
+    @property
+    def text_capabilities(self) -> frozenset[str]:
+        """``capabilities`` as declared, or the capability methods the class overrides."""
+        if self.capabilities is not None:
+            return frozenset(self.capabilities)
+        return frozenset(name for name in CAPABILITY_METHODS if overrides(type(self), name))
+
     def score(self, payload: Any) -> Any:
         """The whole score pipeline on an already validated payload."""
         arguments = self.convert_score_input(payload)
@@ -307,6 +373,11 @@ class Predictor:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} version {self.version!r}>"
+
+
+def overrides(cls: type, method: str) -> bool:
+    """Whether ``cls`` implements ``method`` of the contract itself (not ``Predictor``'s placeholder)."""
+    return getattr(cls, method, None) is not getattr(Predictor, method)
 
 
 def defining_class(cls: type, attribute: str) -> type:

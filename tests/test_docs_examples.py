@@ -76,6 +76,10 @@ RUN: dict[str, list[tuple[str, str]]] = {
         ("plugins/testing.md", "stevedore_client"),
     ],
     "tests/test_jobs.py::test_the_readme_training_example_trains": [("training.md", "class TrainableIris(Predictor)")],
+    "tests/test_mcp.py::test_the_pages_client_example_prints_what_it_shows": [
+        ("llm/tools.md", "from mcp import Client")
+    ],
+    "tests/test_mcp.py::test_the_pages_settings_hide_a_model": [("llm/tools.md", "mcp = false")],
     SHOWCASE: [  # the showcase's modules, shown whole, and its README's commands, run against its wheel
         ("protocols/content-types.md", "class NextDay"),
         ("protocols/content-types.md", "models/next-day/infer"),
@@ -155,6 +159,16 @@ RUN: dict[str, list[tuple[str, str]]] = {
     ],
     "tests/test_statistics.py::test_the_pages_example_prints_what_it_shows": [
         ("observability/statistics.md", "get_inference_statistics")
+    ],
+    "tests/test_openai.py::test_the_pages_curl_examples_answer_as_shown": [
+        ("llm/openai.md", "localhost:8000/v1/models"),
+        ("llm/openai.md", "curl -sN localhost:8000/v1/completions"),
+    ],
+    "tests/test_openai.py::test_the_pages_sdk_example_prints_as_shown": [
+        ("llm/openai.md", "from openai import OpenAI")
+    ],
+    "tests/test_openai_loading.py::test_the_pages_text_model_loads_and_answers": [
+        ("llm/openai.md", "class Echo(Predictor)")
     ],
 }
 #: For an example found on its page by one substring but by its test through another (the showcase's tests read

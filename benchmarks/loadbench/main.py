@@ -1,7 +1,7 @@
 """``make bench``: install every target, then rounds of A B A B over the targets, then the table.
 
 With SOAK=1, the soak runs instead of the comparison; with LAZY=1, the benchmark of lazy models (lazy.py); with
-PIPELINES=1, the benchmark of pipelines (pipelines.py).
+PIPELINES=1, the benchmark of pipelines (pipelines.py); with LLM=1, the OpenAI-compatible routes' (llm.py).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from .breakdown import breakdown_text
 from .fixtures import FixtureError, Fixtures
 from .h2load import h2load_available, h2load_version
 from .lazy import bench as lazy_bench
+from .llm import bench as llm_bench
 from .load import RequestFiles, wrk_available
 from .pipelines import bench as pipelines_bench
 from .records import Records
@@ -71,7 +72,7 @@ def ensure_load_generators(settings: BenchSettings, logs: Path) -> None:
     """wrk always (Debian's wrk); h2load (Debian's nghttp2-client) when a gRPC target is to run."""
     if not wrk_available():
         ensure_debian_tool("wrk", "wrk", logs / "install-wrk.log")
-    own_servers = settings.lazy or settings.pipelines
+    own_servers = settings.lazy or settings.pipelines or settings.llm
     names = () if own_servers else (settings.soak_target,) if settings.soak else settings.targets
     if any(TARGETS[name].grpc for name in names if name in TARGETS) and not h2load_available():
         ensure_debian_tool("h2load", "nghttp2-client", logs / "install-h2load.log")
@@ -231,6 +232,10 @@ def main() -> int:
             return 0
         if settings.pipelines:  # the same: its own server (loadbench/pipelines.py)
             print(pipelines_bench(settings, run_dir, records))
+            logger.info("done in %.0f s; results in %s", time.monotonic() - started, run_dir)
+            return 0
+        if settings.llm:  # the same: its own servers (loadbench/llm.py)
+            print(llm_bench(settings, run_dir, records))
             logger.info("done in %.0f s; results in %s", time.monotonic() - started, run_dir)
             return 0
         context, targets = prepare(settings, run_dir, records)

@@ -66,6 +66,8 @@ class BenchSettings:
     lazy: bool = False
     #: Run the benchmark of pipelines instead (loadbench/pipelines.py).
     pipelines: bool = False
+    #: Run the benchmark of the OpenAI-compatible routes instead (loadbench/llm.py).
+    llm: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> BenchSettings:

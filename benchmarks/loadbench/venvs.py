@@ -36,7 +36,7 @@ REPORTED = (
     "stevedore-server", "stevedore-runtime-sklearn", "skops", "mlserver", "mlserver-sklearn", "kserve",
     "scikit-learn", "numpy", "fastapi",
     "starlette", "uvicorn", "uvloop", "httptools", "pydantic", "orjson", "grpcio", "protobuf", "tritonclient", "ray",
-    "opentelemetry-sdk", "opentelemetry-proto",
+    "opentelemetry-sdk", "opentelemetry-proto", "mcp", "openai", "httpx", "litserve",
 )  # fmt: skip
 
 
@@ -91,6 +91,10 @@ ENVIRONMENTS = {
             "ours-ray", REQUIREMENTS / "ours-ray.txt", (replace(SERVER, extras=("ray",)), PLUGIN), (PINS, RAY_PINS)
         ),
         Environment("ray", REQUIREMENTS / "ray.txt", constraints=(PINS, RAY_PINS)),
+        #: The LLM benchmark's client: the official openai SDK (servers/openai_stream.py).
+        Environment("llm-client", REQUIREMENTS / "llm-client.txt"),
+        #: LitServe with its OpenAISpec, next to ours in the LLM benchmark (servers/litserve_stream.py).
+        Environment("litserve", REQUIREMENTS / "litserve.txt"),
     )
 }
 

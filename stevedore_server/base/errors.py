@@ -179,12 +179,29 @@ class BadRequest(ClientError):
     status_code = 400
 
 
+class InvalidParameter(BadRequest):
+    """A request's parameter is wrong, or is not one its model takes: ``param`` names it (the OpenAI-compatible
+    routes answer it as OpenAI's ``param``)."""
+
+    def __init__(self, message: str, param: str | None = None, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message, details)
+        self.param = param
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.message, self.param, self.details)
+
+
 class PayloadTooLarge(ClientError):
     status_code = 413
 
 
 class NotFound(ClientError):
     status_code = 404
+
+
+class Unsupported(NotFound):
+    """The model exists but does not serve what the request asks of it (a text capability, or not where it
+    runs): 404, told apart from an unknown model (the OpenAI-compatible routes' ``model_not_found``)."""
 
 
 class UnknownModel(NotFound):
@@ -229,9 +246,22 @@ class Conflict(ClientError):
 
 
 class Unauthenticated(ClientError):
-    """No accepted API key (gRPC; the HTTP routes answer from their middleware)."""
+    """No accepted API key: gRPC's status, and the HTTP middleware's refusal (``challenge`` its
+    ``WWW-Authenticate``), which each protocol's error edge writes in its own format."""
 
     status_code = 401
+
+    def __init__(self, message: str, challenge: str | None = None) -> None:
+        super().__init__(message)
+        if challenge is not None:
+            self.headers = {"WWW-Authenticate": challenge}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.message, self.headers.get("WWW-Authenticate"))
+
+
+class KeyNotAccepted(Unauthenticated):
+    """A key was sent, but it is none of the accepted ones (not a key missing): OpenAI's ``invalid_api_key``."""
 
 
 class Forbidden(ClientError):

@@ -45,7 +45,7 @@ RAY_SETTINGS = tuple(name for name in RUN_SETTINGS if name != "workers")
 
 #: ``run --help`` (and ``config``'s, ``ray``'s) in sections: every setting of ``run`` in exactly one (a test checks).
 SECTIONS: dict[str, tuple[str, ...]] = {
-    "Serving": ("host", "port", "grpc_port", "workers", "config", "console", "freeze_heap", "shutdown_delay",
+    "Serving": ("host", "port", "grpc_port", "workers", "config", "console", "mcp", "freeze_heap", "shutdown_delay",
                 "graceful_timeout"),
     "Models": ("plugins", "disable_plugins", "load_models", "model_load", "model_memory_budget",
                "max_models_per_replica", "model", "mlserver", "allow_pickle", "strict"),

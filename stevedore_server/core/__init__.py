@@ -3,6 +3,8 @@
 - ``inference``: ``Inference.call`` and ``Inference.stream``, the one way in:
   the model found, the payload validated (there and nowhere else), the model
   run, its answer checked;
+- ``text``: a model's text capabilities (``chat``, ``complete``, ``embed``)
+  through the same way in: ``Inference.generations`` and ``Inference.embed``;
 - ``traffic``: traffic names (``[traffic.NAME]``) routed to their variants by
   weight, sticky or not, with a shadow compared off the request path;
   ``traffic_convergence``: workers agreeing on splits changed while serving;

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from stevedore_server.base import tracing
-from stevedore_server.base.errors import ModelFailure
+from stevedore_server.base.errors import ClientError, ModelFailure
 from stevedore_server.base.metrics import ModelMetrics
 from stevedore_server.base.settings import ModelLimits
 
@@ -145,28 +145,40 @@ class Batcher:
             for pending in batch:  # from here on, each caller's rows run whatever becomes of the caller
                 if pending.bound is not None:
                     pending.bound.started = True
-            try:
-                with self._span(batch):
-                    started = time.perf_counter_ns()
-                    merged = merge([pending.rows for pending in batch])
-                    called = time.perf_counter_ns()
-                    result = await self.call(merged)
-                    returned = time.perf_counter_ns()
-                    parts = split(result, [len(pending.rows) for pending in batch])
-                self._timed(batch, len(merged), (started, called, returned, time.perf_counter_ns()))
-            except ModelFailure as failed:
-                self._fail(batch, failed)
-                return
-            except (TypeError, ValueError) as error:  # merge or split: the batch's result is not one item a row
-                junk = ModelFailure(self.name, self.version, "predict", error)
-                junk.__cause__ = error
-                self._fail(batch, junk)
-                return
-            for pending, part in zip(batch, parts, strict=True):
-                if not pending.future.done():
-                    pending.future.set_result(part)
+            failure = await self._attempt(batch)
+            if isinstance(failure, ClientError) and len(batch) > 1:
+                # Whose rows the model refused (an embed's text) is not known: each caller's run alone, so that a
+                # refusal reaches its own caller only. (A parameter refused is every caller's: they share them.)
+                for pending in batch:
+                    alone = await self._attempt([pending])
+                    if alone is not None:
+                        self._fail([pending], alone)
+            elif failure is not None:
+                self._fail(batch, failure)
         finally:
             self.free.release()
+
+    async def _attempt(self, batch: list[Pending]) -> ModelFailure | ClientError | None:
+        """``batch`` run as one call, each caller handed its part; the failure if it failed (no caller told)."""
+        try:
+            with self._span(batch):
+                started = time.perf_counter_ns()
+                merged = merge([pending.rows for pending in batch])
+                called = time.perf_counter_ns()
+                result = await self.call(merged)
+                returned = time.perf_counter_ns()
+                parts = split(result, [len(pending.rows) for pending in batch])
+            self._timed(batch, len(merged), (started, called, returned, time.perf_counter_ns()))
+        except (ModelFailure, ClientError) as failed:
+            return failed
+        except (TypeError, ValueError) as error:  # merge or split: the batch's result is not one item a row
+            junk = ModelFailure(self.name, self.version, "predict", error)
+            junk.__cause__ = error
+            return junk
+        for pending, part in zip(batch, parts, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(part)
+        return None
 
     def _span(self, batch: list[Pending]) -> contextlib.AbstractContextManager[Any]:
         """While tracing, the batch's span, linked to each request's span and each of those to it; each request's
@@ -203,7 +215,7 @@ class Batcher:
                 timing.executed = True
 
     @staticmethod
-    def _fail(batch: list[Pending], failure: ModelFailure) -> None:
+    def _fail(batch: list[Pending], failure: ModelFailure | ClientError) -> None:
         for pending in batch:
             if not pending.future.done():
                 pending.future.set_exception(failure)

@@ -20,7 +20,8 @@ value, or decoded tensors) and call ``Inference.call``, which
 and returns the model that answered with its result. A front end that can
 answer before it reads the body asks ``Inference.admit`` first: a full model
 then refuses without the body read, parsed or validated. ``Inference.stream`` does
-the same for a model's stream (``streams``). Every error is a typed
+the same for a model's stream (``streams``), ``Inference.generations`` and
+``Inference.embed`` for a model's text capabilities (``text``). Every error is a typed
 exception of ``base.errors``, which each front end's exception handlers turn
 into its own error format. Writing the result (JSON, tensors) is the front
 end's.
@@ -29,10 +30,12 @@ end's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import functools
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -45,12 +48,13 @@ from stevedore_server.base.serialization import loads
 from stevedore_server.base.validation import SchemaValidator
 from stevedore_server.plugins.loading import State
 
-from . import deadlines, statistics
+from . import deadlines, statistics, text
 from .content_types import NUMPY_PLAN, ContentPlan
 from .runtime import ModelRuntime
 from .served_models import Registry
 from .serving import ServingModel
 from .streams import Stream
+from .text import TextStream
 
 if TYPE_CHECKING:
     from .signature import Signature
@@ -233,12 +237,18 @@ class Inference:
 
     async def call(self, ref: ModelRef, action: Action, payload: Payload) -> Answer:
         """Validate ``payload`` and run ``action`` on the model ``ref`` names."""
-        self.in_flight += 1
-        try:
+        with self.flying():
             if statistics.current() is None:  # a front end that times no request of its own: this call is one
                 with statistics.RequestTimer():
                     return await self.run(ref, action, payload)
             return await self.run(ref, action, payload)
+
+    @contextlib.contextmanager
+    def flying(self) -> Iterator[None]:
+        """A call in flight while in the block, which ``idle`` waits for."""
+        self.in_flight += 1
+        try:
+            yield
         finally:
             self.in_flight -= 1
             if not self.in_flight and self.none_in_flight is not None:
@@ -306,6 +316,31 @@ class Inference:
         if not isinstance(runtime, ModelRuntime):
             raise NotReady(f"model {model.name!r} version {model.version!r} cannot stream where it runs")
         return Stream(model, runtime, prepared.value, runtime.admission.reserve(Action.PREDICT))
+
+    async def generations(
+        self, ref: ModelRef, capability: str, arguments: list[Any], params: dict[str, Any]
+    ) -> list[TextStream]:
+        """A generation (``chat`` of messages or ``complete`` of a prompt, ``text``) for each of ``arguments`` by
+        the model ``ref`` names, their places in its bound taken (Overloaded when full): Unsupported (404) for a
+        model without the capability, InvalidParameter for ``tools`` or ``response_format`` to one not declaring
+        them. A traffic name's variant is chosen once for them all (sticky by a pointer into
+        ``{"input": the first argument, **params}``)."""
+        model = await self.loaded(self.routed(ref, arguments[0], params))
+        return text.streams(model, capability, arguments, params)
+
+    async def embed(self, ref: ModelRef, texts: list[str], params: dict[str, Any]) -> Answer:
+        """The vectors of ``texts`` (a 2-D array, one a text) by the model ``ref`` names (``text``): batched with
+        other requests of the same ``params`` where the model batches."""
+        with self.flying():
+            model = await self.loaded(self.routed(ref, texts, params))
+            vectors = await text.serving_runtime(model, text.EMBED).embed(texts, params)
+            return Answer(model, text.vectors_of(model, vectors, len(texts)))
+
+    def routed(self, ref: ModelRef, argument: Any, params: dict[str, Any]) -> ModelRef:
+        """``ref``, or the variant a traffic name routes a text request to."""
+        if self.router is None or not self.router.routes(ref):
+            return ref
+        return self.router.choose(ref.name, JSONValue({"input": argument, **params}))[0]
 
     async def prepared(self, model: ServingModel, action: Action, payload: Payload) -> Prepared:
         """``payload`` validated for ``action`` on ``model`` (``prepare``), off the event loop when large."""

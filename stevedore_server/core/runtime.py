@@ -6,6 +6,7 @@ serving state is built; each of the three mechanisms is a module of its own (``a
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import threading
 import time
@@ -24,6 +25,9 @@ from .inline import CallCost, InlinePolicy
 from .statistics import ModelStatistics, Timing, current, rows_or_one, timed_thread_call
 
 logger = logging.getLogger("stevedore.runtime")
+
+#: Sets of ``embed`` parameters batched apart at most (``ModelRuntime.embed_batcher``).
+MAX_EMBED_BATCHERS = 32
 
 
 class Runtime(Protocol):
@@ -76,6 +80,8 @@ class ModelRuntime:
         self.chooses_outputs = model.predictor.has_predict_outputs
         #: A batcher for each set of outputs asked of ``predict_outputs``: a batch is one call, of one set.
         self.output_batchers: dict[tuple[str, ...], Batcher] = {}
+        #: A batcher for each set of parameters of ``embed`` (``embed_batcher``): a batch is one call, of one set.
+        self.embed_batchers: dict[str, Batcher] = {}
 
     def _batcher(self) -> Batcher | None:
         model = self.model
@@ -123,6 +129,27 @@ class ModelRuntime:
             self._check_deadline("predict")
             return self._inline(policy, "predict", method, payload, rows)
         return await self.admission.run("predict", self._in_thread("predict", method, payload, rows, current()))
+
+    async def embed(self, texts: list[str], params: dict[str, Any]) -> Any:
+        """``Predictor.embed`` of ``texts`` on the model's threads within its bound; merged with the requests of the
+        same parameters waiting while it is busy, where it batches."""
+        batcher = self.embed_batcher(params) if self.limits.max_batch_size > 1 else None
+        if batcher is not None:
+            return await self.admission.run("embed", batcher.submit(texts))
+        embed = self.model.predictor.embed
+        return await self.admission.run("embed", self._in_thread("embed", lambda rows: embed(rows, params), texts))
+
+    def embed_batcher(self, params: dict[str, Any]) -> Batcher | None:
+        """The batcher of ``embed`` calls of ``params``; None past ``MAX_EMBED_BATCHERS`` sets (each client's
+        ``user``, say): those run unbatched rather than growing the table without end."""
+        key = json.dumps(params, sort_keys=True, default=str)
+        batcher = self.embed_batchers.get(key)
+        if batcher is None and len(self.embed_batchers) < MAX_EMBED_BATCHERS:
+            embed = self.model.predictor.embed
+            call = self._batch_call(lambda rows: embed(rows, params), "embed")
+            batcher = Batcher(self.model.name, self.model.version, self.limits, call, self.metrics, self.statistics)
+            self.embed_batchers[key] = batcher
+        return batcher
 
     def _check_deadline(self, action: str) -> None:
         """A call about to run on the event loop, whose request's deadline passed already: 504, never run."""
@@ -187,23 +214,24 @@ class ModelRuntime:
         timed_thread_call(timing, self.statistics, rows)
         return result
 
-    def _batch_call(self, method: Callable[[Any], Any]) -> BatchCall:
-        """What a batcher calls to run a merged batch through ``method`` (``predict``, or ``predict_outputs`` of
-        one set of outputs): inline where the policy allows, else on the model's threads."""
+    def _batch_call(self, method: Callable[[Any], Any], action: str = "predict") -> BatchCall:
+        """What a batcher calls to run a merged batch through ``method`` (``predict``, ``predict_outputs`` of
+        one set of outputs, or ``embed``): inline where the policy allows (a predict), else on the model's
+        threads."""
 
         async def call(rows: Any) -> Any:
-            policy = self._inline_policy(len(rows))
+            policy = self._inline_policy(len(rows)) if action == "predict" else None
             if policy is not None:
                 try:
                     return policy.call(method, rows, len(rows))
                 except Exception as error:
                     raise ModelFailure(self.model.name, self.model.version, "predict", error) from error
-            return await self._in_thread("predict", method, rows)
+            return await self._in_thread(action, method, rows)
 
         return call
 
     def close(self, unload_aside: bool = False) -> None:
-        for batcher in [self.batcher, *self.output_batchers.values()]:
+        for batcher in [self.batcher, *self.output_batchers.values(), *self.embed_batchers.values()]:
             if batcher is not None:
                 batcher.stop()
         self.threads.close()

@@ -30,6 +30,8 @@ from .serving import ServingModel
 
 #: What a generator's step returns when the generator is done.
 DONE: Any = object()
+#: ``thread_items``'s ``first`` where no item was taken yet.
+NOT_TAKEN: Any = object()
 
 
 @dataclass
@@ -100,8 +102,12 @@ async def async_items(stream: Any) -> AsyncIterator[Any]:
             await stream.aclose()
 
 
-async def thread_items(stream: Generator[Any, Any, Any], runtime: ModelRuntime) -> AsyncIterator[Any]:
-    """A plain generator's items, each taken on the model's threads; closed there when the stream ends."""
+async def thread_items(
+    stream: Generator[Any, Any, Any], runtime: ModelRuntime, first: Any = NOT_TAKEN
+) -> AsyncIterator[Any]:
+    """A plain generator's items, each taken on the model's threads; closed there when the stream ends. ``first``
+    is its first item (or ``DONE``) where the caller took it in the thread call that made the generator: the first
+    item is then one hop to the threads away, not two (``text``)."""
     lock = threading.Lock()  # a close waits for a step still running on a thread
 
     def step(_: Any) -> Any:
@@ -113,8 +119,10 @@ async def thread_items(stream: Generator[Any, Any, Any], runtime: ModelRuntime) 
             stream.close()
 
     try:
-        while (item := await runtime.threads.call(step, None, traced=False)) is not DONE:
+        item = first if first is not NOT_TAKEN else await runtime.threads.call(step, None, traced=False)
+        while item is not DONE:
             yield item
+            item = await runtime.threads.call(step, None, traced=False)
     finally:
         # Not awaited: the response may be cancelled (a disconnect), and the step may still hold the lock.
         runtime.threads.executor.submit(close)

@@ -14,7 +14,10 @@
 - ``grpc_server``: the gRPC server of each serving process, with
   ``grpc_context`` (what every call passes: ids, keys, access log, metrics,
   status codes) and ``grpc_health`` (the standard health service);
-- ``console/``: the web console.
+- ``console/``: the web console;
+- ``openai/``: the OpenAI-compatible routes (``/v1/...``, ``/openai/v1/...``)
+  for the models' text capabilities, with OpenAI's error format;
+- ``mcp/``: the Model Context Protocol at ``/mcp``: every model a tool.
 
 May import: ``jobs``, ``core``, ``processes``, ``plugins``, ``base``. The gRPC
 modules (``grpc_*``, ``v2.grpc_service``, ``v2.grpc_codec``) import

@@ -4,7 +4,8 @@
 
 The routes: the predict routes first (the hot path), the Open Inference
 Protocol (V2) mount with its own error format, the stevedore routes, the
-original ml-py-stevedore routes, metrics, docs, the web console, and last the
+original ml-py-stevedore routes, the OpenAI-compatible routes (``openai``),
+metrics, docs, the web console, the MCP server (``mcp``), and last the
 plugins' own routes (``web.plugin_routes``). The middleware, outermost first:
 request context (ids, access log, metrics, last-resort 500), the host and
 origin checks (``web.origins``), CORS when configured, API keys when
@@ -51,7 +52,13 @@ from stevedore_server.frontends.web.bodies import JSONBytesResponse, error_respo
 from stevedore_server.frontends.web.middleware import RequestContext, RequireAPIKey
 from stevedore_server.frontends.web.origins import browser_guards
 from stevedore_server.frontends.web.plugin_routes import PluginRoutes, serve_routes
-from stevedore_server.frontends.web.routing import ApiRoute, docs_app, share_methods
+from stevedore_server.frontends.web.routing import (
+    ApiRoute,
+    ErrorHandler,
+    client_error_handlers,
+    docs_app,
+    share_methods,
+)
 from stevedore_server.jobs.launch import JobLauncher
 from stevedore_server.jobs.records import TrainedVersion
 from stevedore_server.jobs.service import SERVE_TIMEOUT, Jobs
@@ -59,6 +66,8 @@ from stevedore_server.jobs.versions import TrainedServing
 
 from . import console
 from .auth import INFER, APIKeys, caller_of
+from .mcp import service as mcp_service
+from .openai import routes as openai_routes
 from .state import AppState, of_request
 from .v2 import rest as v2_routes
 from .web import (
@@ -110,7 +119,7 @@ def create_app(
     table = route_table(settings)
     app = Starlette(
         routes=table,
-        middleware=[*outer, *middleware(settings, metrics)],
+        middleware=[*outer, *middleware(settings, metrics, client_error_handlers(table))],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan(settings, models or local_models(manager, process), metrics, table, process.job_launcher),
     )
@@ -138,25 +147,33 @@ def route_table(settings: Settings) -> list[BaseRoute]:
         *versions_routes.routes(),
         *pipelines_routes.routes(),
         *traffic_routes.routes(),
+        *openai_routes.routes(),
         ApiRoute("/metrics", metrics_route, ["GET"], ["health"], needs=None),
         ApiRoute("/openapi.json", openapi_json, ["GET"], include_in_schema=False, needs=INFER),
         *docs.docs_routes(),
         *(console.routes() if settings.console else []),
+        *mcp_service.routes(settings),
         PluginRoutes(),  # last: a plugin's route never comes before a built-in one
     ]
     share_methods(table)
     return table
 
 
-def middleware(settings: Settings, metrics: Metrics) -> list[Middleware]:
-    stack = [Middleware(RequestContext, metrics=metrics, access_log=settings.access_log), *browser_guards(settings)]
+def middleware(settings: Settings, metrics: Metrics, protocols: dict[str, ErrorHandler]) -> list[Middleware]:
+    """The middleware stack; ``protocols`` the protocol mounts' error writers, which the API keys' refusals use."""
+    stack = [
+        Middleware(RequestContext, metrics=metrics, access_log=settings.access_log),
+        *browser_guards(settings, protocols),
+    ]
     if settings.cors_origins:
         origins = list(settings.cors_origins)
         stack.append(Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"], allow_headers=["*"]))
     keys = APIKeys.from_settings(settings)
     if keys is not None:
         pages = console.PAGES if settings.console else None
-        stack.append(Middleware(RequireAPIKey, keys=keys, protect_health=settings.auth_health, pages=pages))
+        stack.append(
+            Middleware(RequireAPIKey, keys=keys, protect_health=settings.auth_health, pages=pages, protocols=protocols)
+        )
     return stack
 
 
@@ -195,6 +212,7 @@ def lifespan(
             models(settings, metrics) as (server, repository),
             logging_payloads(server),
             running_jobs(settings, server, repository, lifecycle, job_launcher) as jobs,
+            mcp_service.serving(table, server, lifecycle),
         ):
             plugin_routes = tuple(serve_routes(server.plugin_routes, table))
             state = AppState(
@@ -274,7 +292,7 @@ async def openapi_json(request: Request) -> Response:
 def build_openapi(table: Sequence[BaseRoute], server: ModelServer) -> dict[str, Any]:
     from stevedore_server.frontends.web.openapi import build_openapi as build
 
-    return build(docs_app(table), server.registry)
+    return openai_routes.documented(build(docs_app(table), server.registry))
 
 
 # -- the error edge -----------------------------------------------------------

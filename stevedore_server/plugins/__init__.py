@@ -17,7 +17,8 @@ the hooks). Here:
 - ``site_packages``: what was installed since the process started (new ``.pth``
   files read);
 - ``loading``: one model loaded and self-tested into an immutable
-  ``LoadedModel``;
+  ``LoadedModel``; ``capabilities``: its text capabilities (chat, complete,
+  embed) checked and self-tested, and the shapes of what they give;
 - ``routes``: the plugins' own HTTP routes as registered (served by
   ``frontends.web.plugin_routes``).
 

@@ -25,6 +25,7 @@ from stevedore_server.base.validation import ArrayCheck, SchemaValidator
 from stevedore_server.model_files import FilePredictor
 from stevedore_server.predictor import Predictor
 
+from . import capabilities
 from .probe import read_aside
 
 logger = logging.getLogger("stevedore.loading")
@@ -120,12 +121,15 @@ def load_model(predictor: Predictor, source: PluginSource) -> LoadedModel:
             predictor.opened()
             step = "schemas and fixtures"
         schemas = compile_schemas(predictor)
+        step = "capabilities"
+        capabilities.check_declared(predictor)
         step = "load()"
         predictor.load()
         step = "created"
         created = created_time(predictor)
         step = "self-test"
         tested = self_test(predictor, schemas)
+        capabilities.self_test(predictor)
     except Exception as error:
         reason = f"{step} failed: {type(error).__name__}: {error}"
         logger.error("model %s version %s not served: %s", predictor.name, predictor.version, reason, exc_info=error)

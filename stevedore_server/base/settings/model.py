@@ -159,6 +159,7 @@ class ModelSettings:
         None, "When the model loads: `startup`, or `lazy` (on its first request); default: `model_load`."
     )
     pin: bool | None = setting(None, "true: the memory budget never unloads this model to make room for another.")
+    mcp: bool | None = setting(None, "false: the model is not a tool of the MCP server at `/mcp`; default: `mcp`.")
     cancel: str | None = setting(
         None,
         "A `processes = N` model's call whose client left or whose deadline passed: `finish` (its result is "
@@ -301,6 +302,11 @@ class Settings:
         "`Watch`).",
     )
     console: bool = setting(True, "Serve the web console at `/`: every model's health, and a form to try each.")
+    mcp: bool = setting(
+        True,
+        "Serve the Model Context Protocol at `/mcp`: every ready model and pipeline a tool (a model's "
+        "`[models.NAME]` table may say `mcp = false`).",
+    )
     state_dir: str | None = setting(
         None,
         "Directory of the server's state: the jobs database `jobs.db` and the artifacts of trained versions "
@@ -440,6 +446,11 @@ class Settings:
         """``model_memory_budget`` in bytes (None: no budget)."""
         budget = self.model_memory_budget
         return budget if isinstance(budget, int) else None
+
+    def is_tool(self, name: str) -> bool:
+        """Whether the MCP server lists the model (or pipeline) ``name`` as a tool: its ``mcp``, else ``mcp``."""
+        own = self.for_model(name).mcp
+        return self.mcp if own is None else own
 
     def for_model(self, name: str) -> ModelSettings:
         return self.models.get(name, ModelSettings())

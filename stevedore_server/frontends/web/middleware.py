@@ -11,12 +11,15 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.datastructures import Headers
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stevedore_server.base import tracing
+from stevedore_server.base.errors import ClientError, KeyNotAccepted, Unauthenticated
 from stevedore_server.base.logs import REQUEST_ID_HEADER, AccessLog, RequestIds, log_error, request_id
 from stevedore_server.base.metrics import Metrics
 from stevedore_server.base.serialization import dumps
@@ -24,6 +27,7 @@ from stevedore_server.core.traffic import request_headers
 from stevedore_server.frontends.auth import CALLER, APIKeys
 from stevedore_server.frontends.payload_notes import http_exchange
 from stevedore_server.frontends.state import of_scope
+from stevedore_server.frontends.web.routing import ErrorHandler
 
 access_log = AccessLog(logging.getLogger("stevedore.access"))
 logger = logging.getLogger("stevedore.http")
@@ -181,12 +185,22 @@ class RequireAPIKey:
     without an accepted key. Open: the probes and metrics (``GET`` or ``HEAD``, unless ``auth_health``), the
     console's pages, and CORS preflights (they never carry credentials)."""
 
-    def __init__(self, app: ASGIApp, keys: APIKeys, protect_health: bool, pages: re.Pattern[str] | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        keys: APIKeys,
+        protect_health: bool,
+        pages: re.Pattern[str] | None = None,
+        protocols: Mapping[str, ErrorHandler] | None = None,
+    ) -> None:
         self.app = app
         self.keys = keys
         self.protect_health = protect_health
         #: Paths of pages that hold no data (the web console's), open always: they send the key typed in them.
         self.pages = pages
+        #: How each protocol mount writes a client error, by its prefix (``routing.client_error_handlers``): a
+        #: refusal under it is in the protocol's format, so its clients read it (OpenAI's SDK under ``/v1``).
+        self.protocols = dict(protocols or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -199,10 +213,7 @@ class RequireAPIKey:
         if not caller.anonymous or self.is_open(scope["method"], scope["path"], headers):
             await self.app(scope, receive, send)
             return
-        challenge = 'Bearer realm="stevedore"' + (', error="invalid_token"' if authorization else "")
-        message = "a valid API key is required" if authorization else "an API key is required"
-        body = {"error": f"{message}: send Authorization: Bearer <key>"}
-        await send_json(send, 401, body, {"www-authenticate": challenge})
+        await send_error(self.protocols, refused(authorization), scope, receive, send)
 
     def is_open(self, method: str, path: str, headers: Headers) -> bool:
         if method == "OPTIONS":
@@ -212,6 +223,28 @@ class RequireAPIKey:
         if self.pages is not None and self.pages.match(path):
             return True
         return not self.protect_health and (path in OPEN_PATHS or bool(OPEN_PATTERN.fullmatch(path)))
+
+
+def refused(authorization: str | None) -> Unauthenticated:
+    """The refusal of a request without an accepted key: a key missing, or one sent that is not accepted."""
+    if authorization:
+        message = "a valid API key is required: send Authorization: Bearer <key>"
+        return KeyNotAccepted(message, 'Bearer realm="stevedore", error="invalid_token"')
+    return Unauthenticated("an API key is required: send Authorization: Bearer <key>", 'Bearer realm="stevedore"')
+
+
+async def send_error(
+    protocols: Mapping[str, ErrorHandler], error: ClientError, scope: Scope, receive: Receive, send: Send
+) -> None:
+    """A middleware's refusal, in the format of the protocol mounted where the request's path is (``protocols``:
+    each mount's writer of client errors, by its prefix), else in the server's own."""
+    path = scope["path"]
+    for prefix, handler in protocols.items():
+        if path == prefix or path.startswith(prefix + "/"):
+            response = await handler(Request(scope, receive), error)
+            await response(scope, receive, send)
+            return
+    await send_json(send, error.status_code, error.body(), error.headers)
 
 
 async def send_json(send: Send, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:

@@ -44,6 +44,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+from collections.abc import Mapping
 
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -52,7 +53,8 @@ from stevedore_server.base.errors import BadRequest, ClientError, Forbidden, quo
 from stevedore_server.base.exposure import is_loopback
 from stevedore_server.base.settings import Settings
 
-from .middleware import send_json
+from .middleware import send_error
+from .routing import ErrorHandler
 
 logger = logging.getLogger("stevedore.http")
 
@@ -74,15 +76,15 @@ SHOWN = 100
 KEPT_VERDICTS = 256
 
 
-def browser_guards(settings: Settings) -> list[Middleware]:
+def browser_guards(settings: Settings, protocols: Mapping[str, ErrorHandler] | None = None) -> list[Middleware]:
     """This module's middleware for ``settings``: the host check where hosts are limited, and the origin check
-    unless CORS allows any origin (none where neither is)."""
+    unless CORS allows any origin (none where neither is); ``protocols`` as ``middleware.send_error`` takes them."""
     hosts = allowed_hosts(settings.allowed_hosts, settings.host)
     origins = None if ANY in settings.cors_origins else frozenset(settings.cors_origins)
     if hosts is None and origins is None:
         return []
     networks = allowed_networks(settings.allowed_hosts)
-    return [Middleware(BrowserGuard, hosts=hosts, cors_origins=origins, networks=networks)]
+    return [Middleware(BrowserGuard, hosts=hosts, cors_origins=origins, networks=networks, protocols=protocols)]
 
 
 def allowed_hosts(given: tuple[str, ...] | None, bind: str) -> frozenset[str] | None:
@@ -167,8 +169,11 @@ class BrowserGuard:
         hosts: frozenset[str] | None,
         cors_origins: frozenset[str] | None,
         networks: tuple[Network, ...] = (),
+        protocols: Mapping[str, ErrorHandler] | None = None,
     ) -> None:
         self.app = app
+        #: Refusals under a protocol's mount are in its error format (``middleware.send_error``).
+        self.protocols = dict(protocols or {})
         self.hosts = hosts
         self.networks = networks
         self.cors_origins = cors_origins
@@ -178,7 +183,7 @@ class BrowserGuard:
         if scope["type"] == "http":
             refusal = self.refusal(scope["method"], scope["headers"])
             if refusal is not None:
-                await send_json(send, refusal.status_code, refusal.body())
+                await send_error(self.protocols, refusal, scope, receive, send)
                 return
         await self.app(scope, receive, send)
 

@@ -10,20 +10,25 @@ FastAPI (15 MiB with pydantic).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from starlette.exceptions import HTTPException
 from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Mount, Route, Router
 from starlette.types import Receive, Scope, Send
 
-from stevedore_server.base.errors import Forbidden
+from stevedore_server.base.errors import ClientError, Forbidden
 from stevedore_server.base.version import __version__
 from stevedore_server.frontends.auth import ADMIN, caller_of
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+
+#: An exception handler of a mount (Starlette's ``exception_handlers``): the request and its error, answered.
+ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
 
 
 class ApiRoute(Route):
@@ -82,10 +87,22 @@ class ProtocolMount(Mount):
     def __init__(self, path: str, routes: Sequence[BaseRoute], exception_handlers: Mapping[Any, Any]) -> None:
         super().__init__(path, app=ExceptionMiddleware(Router(list(routes)), handlers=dict(exception_handlers)))
         self.documented = list(routes)
+        #: How the protocol writes a client error: the API key middleware answers its refusals with it.
+        self.client_error: ErrorHandler | None = exception_handlers.get(ClientError)
 
     @property
     def routes(self) -> list[BaseRoute]:
         return self.documented
+
+
+def client_error_handlers(routes: Sequence[BaseRoute]) -> dict[str, ErrorHandler]:
+    """Each protocol mount's writer of client errors, by its path prefix (``RequireAPIKey`` answers a refusal
+    under the prefix with it)."""
+    return {
+        route.path: route.client_error
+        for route in routes
+        if isinstance(route, ProtocolMount) and route.client_error is not None
+    }
 
 
 def model_tag(name: str) -> str:

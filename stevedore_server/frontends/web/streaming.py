@@ -13,9 +13,9 @@ written as events.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -83,22 +83,30 @@ async def stream_response(request: Request, ref: ModelRef, payload: Payload, eve
         note_response(request.scope, RecordedItems.value, recorded, model=stream.model)
     body = sse_events(stream, events, recorded)
     headers = {"Cache-Control": "no-cache"} | served_by(stream.model)  # a traffic name's variant, named
-    return StreamResponse(stream, body, media_type="text/event-stream", headers=headers)
+    return StreamResponse([stream], body, media_type="text/event-stream", headers=headers)
+
+
+class Held(Protocol):
+    """A place in a model's bound, taken before the answer starts (a ``Stream``, a ``TextStream``)."""
+
+    def release(self) -> None: ...
 
 
 class StreamResponse(StreamingResponse):
-    """The response of a stream, which holds its place in the model's bound from before it starts: given back
-    by its items when they end, or here if they never run (the client left before the answer began)."""
+    """The response of streams (a model's stream, a request's generations), which hold their places in the
+    model's bound from before it starts: each given back by its items when they end, or here if they never run
+    (the client left before the answer began)."""
 
-    def __init__(self, stream: Stream, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, held: Sequence[Held], *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.stream = stream
+        self.held = held
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self.stream.release()
+            for place in self.held:
+                place.release()
 
 
 async def sse_events(
