@@ -182,8 +182,9 @@ def given_request_id(scope: Scope) -> str | None:
 class RequireAPIKey:
     """Identifies each request's caller by its ``Authorization: Bearer`` key (``auth.caller_of`` reads it back:
     routes check their scope against it) and answers 401 with ``WWW-Authenticate`` for a route that is not open
-    without an accepted key, in the error format of the protocol at its path (``send_error``). Open: the probes and metrics (``GET`` or ``HEAD``, unless ``auth_health``), the
-    console's pages, and CORS preflights (they never carry credentials)."""
+    without an accepted key, in the error format of the protocol at its path (``send_error``). Open: the probes
+    and metrics (``GET`` or ``HEAD``, unless ``auth_health``), the console's pages, and CORS preflights (they never
+    carry credentials)."""
 
     def __init__(
         self,
