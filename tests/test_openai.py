@@ -9,6 +9,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -16,11 +17,20 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import openai
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from stevedore_server.frontends.openai.error_format import EXCEPTION_HANDLERS
+from stevedore_server.frontends.web.routing import ProtocolMount
 
 from .counting import metric
 from .documentation import block, page
@@ -134,6 +144,14 @@ def test_a_streamed_chat_is_the_same_text_in_chunks_ending_with_usage_and_done(
     assert lines[-1] == "data: [DONE]" and all(line.startswith("data: ") for line in lines)
 
 
+def test_stream_options_the_sdk_may_send_are_accepted(client: openai.OpenAI) -> None:
+    options = {"include_usage": True, "include_obfuscation": False}  # the SDK's ChatCompletionStreamOptionsParam
+    messages: Any = [{"role": "user", "content": "plain text"}]
+    chunks = list(client.chat.completions.create(model="words", messages=messages, stream=True, stream_options=options))
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices) == "plain text"
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 2
+
+
 def test_completions_take_n_seed_max_tokens_and_several_prompts(client: openai.OpenAI) -> None:
     answer = client.completions.create(model=LANGUAGE_MODEL, prompt="The king", max_tokens=5, n=3, seed=11)
     assert answer.object == "text_completion" and answer.id.startswith("cmpl-")
@@ -156,6 +174,43 @@ def test_the_choices_of_a_whole_answer_are_generated_side_by_side(client: openai
     took = time.monotonic() - started
     assert [choice.text for choice in answer.choices] == ["tick tock"] * 4
     assert took < 2.0, took  # one after the other: 4 choices of 2 words, 0.4 s each, 3.2 s
+
+
+def test_streamed_choices_are_generated_side_by_side_their_chunks_as_they_come(client: openai.OpenAI) -> None:
+    started = time.monotonic()
+    stream = client.chat.completions.create(
+        model="words", messages=[{"role": "user", "content": "tick tock"}], n=4, stream=True,
+        extra_body={"metadata": {"delay": "0.4"}},
+    )  # fmt: skip
+    chunks = list(stream)
+    took = time.monotonic() - started
+    indexes = [chunk.choices[0].index for chunk in chunks]
+    texts = ["".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices[0].index == index)
+             for index in range(4)]  # fmt: skip
+    assert texts == ["tick tock"] * 4
+    firsts = [indexes.index(index) for index in range(4)]
+    lasts = [len(indexes) - 1 - indexes[::-1].index(index) for index in range(4)]
+    assert max(firsts) < min(lasts), indexes  # every choice began before any ended: their chunks interleave
+    assert all(chunks[first].choices[0].delta.role == "assistant" for first in firsts)
+    assert took < 2.0, took  # one after the other: 4 choices of 2 words, 0.4 s each, 3.2 s
+
+
+def test_a_streamed_request_the_model_refuses_when_called_is_answered_with_its_status(
+    client: openai.OpenAI,
+) -> None:
+    """The response starts with the first piece: an error calling the model is the request's, not an event."""
+    with pytest.raises(openai.BadRequestError, match="max_tokens must be an integer") as refused:
+        client.completions.create(model=LANGUAGE_MODEL, prompt="The king", max_tokens=200_000, stream=True)
+    assert refused.value.status_code == 400 and refused.value.type == "invalid_request_error"
+    with pytest.raises(openai.BadRequestError, match="max_tokens must be an integer"):
+        client.chat.completions.create(
+            model=LANGUAGE_MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=200_000, n=2, stream=True
+        )
+    with pytest.raises(openai.InternalServerError, match="error id") as failed:
+        client.chat.completions.create(model="failing", messages=[{"role": "user", "content": "fail"}], stream=True)
+    assert failed.value.type == "server_error" and "asked to fail" not in failed.value.message
+    chunks = list(client.completions.create(model=LANGUAGE_MODEL, prompt="The king", max_tokens=3, stream=True))
+    assert chunks[-1].choices[0].finish_reason == "length"
 
 
 def test_the_server_cuts_the_text_at_a_stop_sequence_and_closes_the_generation(
@@ -316,7 +371,7 @@ def test_errors_are_openais_for_unknown_models_and_capabilities_a_model_lacks(cl
     assert version.value.code == "model_not_found"
     with pytest.raises(openai.NotFoundError, match="does not support chat") as lacking:
         client.chat.completions.create(model=EMBEDDING_MODEL, messages=[{"role": "user", "content": "hi"}])
-    assert lacking.value.code is None
+    assert lacking.value.code is None and lacking.value.param == "model"  # as OpenAI names it
     with pytest.raises(openai.NotFoundError, match="does not support embed"):
         client.embeddings.create(model=LANGUAGE_MODEL, input="hi")
 
@@ -430,7 +485,7 @@ def test_a_body_past_the_size_limit_is_a_413_in_openais_format(raw: httpx.Client
 def test_more_generations_than_the_model_ever_takes_is_the_clients_mistake(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError, match="generations asked at once") as refused:
         client.completions.create(model="words", prompt=["a"] * 60, n=8)  # 480: past words' bound, always
-    assert refused.value.code is None and refused.value.status_code == 400
+    assert refused.value.code is None and refused.value.status_code == 400 and refused.value.param == "n"
     assert client.completions.create(model="words", prompt=["a"] * 4, n=8).choices[31].text == "a"
 
 
@@ -461,9 +516,10 @@ def test_a_models_failure_is_a_500_with_an_error_id_before_and_while_streaming(
     assert client.chat.completions.create(model="failing", messages=[{"role": "user", "content": "ok"}])
 
 
-def test_a_client_leaving_mid_stream_closes_the_generation(server: Server, tmp_path: Path) -> None:
+@pytest.mark.parametrize("choices", [1, 2])
+def test_a_client_leaving_mid_stream_closes_the_generation(server: Server, tmp_path: Path, choices: int) -> None:
     marker = tmp_path / "closed"
-    body = {"model": "words", "prompt": "tick " * 50, "stream": True, "max_tokens": 50,
+    body = {"model": "words", "prompt": "tick " * 50, "stream": True, "max_tokens": 50, "n": choices,
             "metadata": {"marker": str(marker), "delay": "0.2"}}  # fmt: skip
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {INFER_KEY}"}, timeout=30) as http:
         with http.stream("POST", "/v1/completions", json=body) as response:
@@ -517,6 +573,38 @@ def test_api_key_refusals_are_openais_errors(server: Server, prefix: str) -> Non
     assert httpx.get(f"{server.url}/v2/models/words", timeout=5).json() == {
         "error": "an API key is required: send Authorization: Bearer <key>"
     }  # the V2 routes answer in their own format still
+
+
+def test_the_openapi_document_shows_the_routes_bodies_and_openais_errors(raw: httpx.Client) -> None:
+    spec = raw.get("/openapi.json").json()
+    chat = spec["paths"]["/v1/chat/completions"]["post"]
+    assert chat["requestBody"]["content"]["application/json"]["schema"]["required"] == ["model", "messages"]
+    assert chat["responses"]["404"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/OpenAIError"
+    }
+    assert spec["components"]["schemas"]["OpenAIError"]["required"] == ["error"]
+    (model,) = spec["paths"]["/v1/models/{model}"]["get"]["parameters"]
+    assert re.fullmatch(model["schema"]["pattern"], "words:1")
+
+
+def test_an_unexpected_error_under_the_routes_is_openais_500_with_an_error_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No request reaches a bug on purpose: a route of the mount that raises stands for one."""
+
+    async def broken(request: Request) -> Response:
+        raise RuntimeError("a bug")
+
+    app = Starlette(routes=[ProtocolMount("/v1", [Route("/broken", broken)], EXCEPTION_HANDLERS)])
+    with TestClient(app) as http, caplog.at_level(logging.ERROR, "stevedore.openai"):
+        response = http.get("/v1/broken")
+    assert response.status_code == 500
+    error = response.json()["error"]
+    assert (error["type"], error["param"], error["code"]) == ("server_error", None, None)
+    error_id = re.fullmatch(r"internal server error; see the server log for error id ([0-9a-f]{32})", error["message"])
+    assert error_id is not None and "a bug" not in error["message"]
+    (logged,) = [record for record in caplog.records if error_id.group(1) in record.getMessage()]
+    assert logged.exc_info is not None and str(logged.exc_info[1]) == "a bug"
 
 
 #: The second server's settings: ``tool-user`` in a worker process, ``words`` bounded to one call at a time, 1 s.

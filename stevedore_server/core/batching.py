@@ -6,7 +6,8 @@ caller getting exactly its own rows; a caller that is gone (its client left,
 its deadline passed) before its batch begins is left out of it. Only a model
 whose self-test showed one output item a row (of each output, for a dict of
 outputs by name) is batched; a batch result of another length fails that
-batch with a clear message (the model's error, a 500).
+batch with a clear message (the model's error, a 500). A model batches each kind of call apart (predict, each set of
+outputs of ``predict_outputs``, each set of ``embed`` parameters): ``Batchers`` keeps a batcher a kind.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import asyncio
 import collections
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,8 +66,11 @@ class Batcher:
         call: BatchCall,
         metrics: ModelMetrics,
         statistics: ModelStatistics | None = None,
+        action: str = "predict",
     ) -> None:
         self.name, self.version = name, version
+        #: What a failure of its batches is labelled (``ModelFailure``'s action): predict, or embed.
+        self.action = action
         self.limits = limits
         self.call = call
         self.metrics = metrics
@@ -98,6 +102,11 @@ class Batcher:
     def stop(self) -> None:
         if self.task is not None:
             self.task.cancel()
+
+    @property
+    def idle(self) -> bool:
+        """No caller waits and no batch runs: stopping it now loses nobody's call."""
+        return not self.waiting and not self.running
 
     async def _collect(self) -> None:
         # Made by the first caller's task, this task has its context: no batch is that caller's.
@@ -172,7 +181,7 @@ class Batcher:
         except (ModelFailure, ClientError) as failed:
             return failed
         except (TypeError, ValueError) as error:  # merge or split: the batch's result is not one item a row
-            junk = ModelFailure(self.name, self.version, "predict", error)
+            junk = ModelFailure(self.name, self.version, self.action, error)
             junk.__cause__ = error
             return junk
         for pending, part in zip(batch, parts, strict=True):
@@ -222,6 +231,40 @@ class Batcher:
 
 
 NO_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext()
+
+
+class Batchers:
+    """A model's batchers by key (a set of outputs asked, a set of ``embed`` parameters): made on first use, at
+    most ``size`` of them, an idle one stopped to make room for a new key (so that keys seen once, each client's
+    own parameters say, never fill the table for good)."""
+
+    def __init__(self, make: Callable[[Any], Batcher], size: int) -> None:
+        #: Makes the batcher of a key.
+        self.make = make
+        self.size = size
+        self.by_key: dict[Hashable, Batcher] = {}
+
+    def get(self, key: Hashable, argument: Any) -> Batcher | None:
+        """The batcher of ``key`` (made of ``argument`` if new); None while ``size`` others are all busy: the
+        call then runs unbatched."""
+        batcher = self.by_key.get(key)
+        if batcher is None and self.room():
+            batcher = self.by_key[key] = self.make(argument)
+        return batcher
+
+    def room(self) -> bool:
+        """Whether a new key fits, idle batchers stopped and dropped to make room if it did not."""
+        if len(self.by_key) < self.size:
+            return True
+        for key, batcher in list(self.by_key.items()):
+            if batcher.idle:
+                batcher.stop()
+                del self.by_key[key]
+        return len(self.by_key) < self.size
+
+    def stop(self) -> None:
+        for batcher in self.by_key.values():
+            batcher.stop()
 
 
 @contextlib.contextmanager

@@ -326,15 +326,35 @@ class Inference:
         them. A traffic name's variant is chosen once for them all (sticky by a pointer into
         ``{"input": the first argument, **params}``)."""
         model = await self.loaded(self.routed(ref, arguments[0], params))
-        return text.streams(model, capability, arguments, params)
+        streams = text.streams(model, capability, arguments, params)
+        self.count_variant(ref, model)
+        return streams
 
     async def embed(self, ref: ModelRef, texts: list[str], params: dict[str, Any]) -> Answer:
         """The vectors of ``texts`` (a 2-D array, one a text) by the model ``ref`` names (``text``): batched with
-        other requests of the same ``params`` where the model batches."""
+        other requests of the same ``params`` where the model batches; timed in its statistics as ``call`` is."""
         with self.flying():
-            model = await self.loaded(self.routed(ref, texts, params))
-            vectors = await text.serving_runtime(model, text.EMBED).embed(texts, params)
-            return Answer(model, text.vectors_of(model, vectors, len(texts)))
+            if statistics.current() is None:
+                with statistics.RequestTimer():
+                    return await self.embedded(ref, texts, params)
+            return await self.embedded(ref, texts, params)
+
+    async def embedded(self, ref: ModelRef, texts: list[str], params: dict[str, Any]) -> Answer:
+        """``embed`` within the request's timing, each text a row."""
+        model = await self.loaded(self.routed(ref, texts, params))
+        runtime = text.serving_runtime(model, text.EMBED)
+        started = time.perf_counter_ns()
+        statistics.validated(started, len(texts))
+        vectors = await runtime.embed(texts, params)
+        statistics.called(started, runtime.statistics)
+        answer = Answer(model, text.vectors_of(model, vectors, len(texts)))
+        self.count_variant(ref, model)
+        return answer
+
+    def count_variant(self, ref: ModelRef, model: ServingModel) -> None:
+        """Count the variant that serves a text request to a traffic name (no shadow copy: text is no predict)."""
+        if self.router is not None and self.router.routes(ref):
+            self.router.answered(ref.name, Answer(model, None), Action.PREDICT, None)
 
     def routed(self, ref: ModelRef, argument: Any, params: dict[str, Any]) -> ModelRef:
         """``ref``, or the variant a traffic name routes a text request to."""

@@ -5,6 +5,7 @@ serving state is built; each of the three mechanisms is a module of its own (``a
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -19,15 +20,18 @@ from stevedore_server.base.settings import ModelLimits
 from stevedore_server.plugins.loading import LoadedModel
 
 from .admission import Admission, ModelThreads, StopsCalls
-from .batching import BatchCall, Batcher
+from .batching import BatchCall, Batcher, Batchers
 from .deadlines import current as current_bound
 from .inline import CallCost, InlinePolicy
 from .statistics import ModelStatistics, Timing, current, rows_or_one, timed_thread_call
 
 logger = logging.getLogger("stevedore.runtime")
 
-#: Sets of ``embed`` parameters batched apart at most (``ModelRuntime.embed_batcher``).
-MAX_EMBED_BATCHERS = 32
+#: Batchers of one kind a model keeps at most (sets of outputs, sets of ``embed`` parameters): ``Batchers``.
+MAX_KEYED_BATCHERS = 32
+#: ``embed`` parameters that do not keep requests apart: a merged call is made without them (each client's own
+#: ``user`` would otherwise batch nobody with anybody).
+UNBATCHED_PARAMETERS = frozenset({"user"})
 
 
 class Runtime(Protocol):
@@ -79,9 +83,12 @@ class ModelRuntime:
         #: The predictor computes only the V2 outputs asked (``Predictor.predict_outputs``): ``call_outputs``.
         self.chooses_outputs = model.predictor.has_predict_outputs
         #: A batcher for each set of outputs asked of ``predict_outputs``: a batch is one call, of one set.
-        self.output_batchers: dict[tuple[str, ...], Batcher] = {}
+        self.output_batchers = Batchers(self._output_batcher, MAX_KEYED_BATCHERS)
         #: A batcher for each set of parameters of ``embed`` (``embed_batcher``): a batch is one call, of one set.
-        self.embed_batchers: dict[str, Batcher] = {}
+        self.embed_batchers = Batchers(self._embed_batcher, MAX_KEYED_BATCHERS)
+        #: The ``max_concurrency`` places of text generations, each held from the model's call to the generation's
+        #: end (``text``): its pieces are one thread call each, which must not interleave with another's.
+        self.generating = asyncio.Semaphore(limits.max_concurrency)
 
     def _batcher(self) -> Batcher | None:
         model = self.model
@@ -95,12 +102,14 @@ class ModelRuntime:
         return Batcher(model.name, model.version, self.limits, call, self.metrics, self.statistics)
 
     def _output_batcher(self, names: tuple[str, ...]) -> Batcher:
-        batcher = self.output_batchers.get(names)
-        if batcher is None:
-            call = self._batch_call(functools.partial(self.model.predictor.predict_outputs, names=names))
-            batcher = Batcher(self.model.name, self.model.version, self.limits, call, self.metrics, self.statistics)
-            self.output_batchers[names] = batcher
-        return batcher
+        call = self._batch_call(functools.partial(self.model.predictor.predict_outputs, names=names))
+        return Batcher(self.model.name, self.model.version, self.limits, call, self.metrics, self.statistics)
+
+    def _embed_batcher(self, params: dict[str, Any]) -> Batcher:
+        embed = self.model.predictor.embed
+        call = self._batch_call(lambda texts: embed(texts, params), "embed")
+        model, limits = self.model, self.limits
+        return Batcher(model.name, model.version, limits, call, self.metrics, self.statistics, action="embed")
 
     @property
     def idle(self) -> bool:
@@ -121,8 +130,9 @@ class ModelRuntime:
     async def call_outputs(self, payload: Any, rows: int | None, names: tuple[str, ...]) -> Any:
         """A predict through ``Predictor.predict_outputs``, computing the outputs ``names`` (a predictor that
         overrides it: ``chooses_outputs``), as ``call`` runs a predict; batched with requests asking the same."""
-        if rows is not None and self.batcher is not None:
-            return await self.admission.run("predict", self._output_batcher(names).submit(payload))
+        batcher = self.output_batchers.get(names, names) if rows is not None and self.batcher is not None else None
+        if batcher is not None:
+            return await self.admission.run("predict", batcher.submit(payload))
         method = functools.partial(self.model.predictor.predict_outputs, names=names)
         policy = self._inline_policy(rows)
         if policy is not None and rows is not None:
@@ -132,24 +142,20 @@ class ModelRuntime:
 
     async def embed(self, texts: list[str], params: dict[str, Any]) -> Any:
         """``Predictor.embed`` of ``texts`` on the model's threads within its bound; merged with the requests of the
-        same parameters waiting while it is busy, where it batches."""
+        same parameters waiting while it is busy, where it batches (a merged call serves several clients: it is
+        given their parameters without ``user``, which is not the same for them all)."""
         batcher = self.embed_batcher(params) if self.limits.max_batch_size > 1 else None
         if batcher is not None:
             return await self.admission.run("embed", batcher.submit(texts))
         embed = self.model.predictor.embed
-        return await self.admission.run("embed", self._in_thread("embed", lambda rows: embed(rows, params), texts))
+        call = self._in_thread("embed", lambda rows: embed(rows, params), texts, len(texts), current())
+        return await self.admission.run("embed", call)
 
     def embed_batcher(self, params: dict[str, Any]) -> Batcher | None:
-        """The batcher of ``embed`` calls of ``params``; None past ``MAX_EMBED_BATCHERS`` sets (each client's
-        ``user``, say): those run unbatched rather than growing the table without end."""
-        key = json.dumps(params, sort_keys=True, default=str)
-        batcher = self.embed_batchers.get(key)
-        if batcher is None and len(self.embed_batchers) < MAX_EMBED_BATCHERS:
-            embed = self.model.predictor.embed
-            call = self._batch_call(lambda rows: embed(rows, params), "embed")
-            batcher = Batcher(self.model.name, self.model.version, self.limits, call, self.metrics, self.statistics)
-            self.embed_batchers[key] = batcher
-        return batcher
+        """The batcher of ``embed`` calls of ``params`` but ``user`` (``UNBATCHED_PARAMETERS``); None while
+        ``MAX_KEYED_BATCHERS`` other sets are all busy: the call then runs unbatched."""
+        shared = {key: value for key, value in params.items() if key not in UNBATCHED_PARAMETERS}
+        return self.embed_batchers.get(json.dumps(shared, sort_keys=True, default=str), shared)
 
     def _check_deadline(self, action: str) -> None:
         """A call about to run on the event loop, whose request's deadline passed already: 504, never run."""
@@ -225,15 +231,16 @@ class ModelRuntime:
                 try:
                     return policy.call(method, rows, len(rows))
                 except Exception as error:
-                    raise ModelFailure(self.model.name, self.model.version, "predict", error) from error
+                    raise ModelFailure(self.model.name, self.model.version, action, error) from error
             return await self._in_thread(action, method, rows)
 
         return call
 
     def close(self, unload_aside: bool = False) -> None:
-        for batcher in [self.batcher, *self.output_batchers.values(), *self.embed_batchers.values()]:
-            if batcher is not None:
-                batcher.stop()
+        if self.batcher is not None:
+            self.batcher.stop()
+        self.output_batchers.stop()
+        self.embed_batchers.stop()
         self.threads.close()
         if unload_aside:
             name = f"unload {self.model.name} {self.model.version}"

@@ -65,6 +65,12 @@ class ServingModel:
         return self.loaded.ready
 
     @property
+    def servable(self) -> bool:
+        """Ready, or lazy (its first call loads it: a model evicted to keep within the memory budget is still
+        served); what the catalogues of callers that load on demand list (``/v1/models``, MCP tools)."""
+        return self.loaded.ready or self.loaded.state is State.LAZY
+
+    @property
     def failed(self) -> bool:
         """Loading or the self-test failed (a model not loaded yet, or unloaded, has not)."""
         return self.loaded.state is State.FAILED

@@ -8,7 +8,11 @@ predict stream (``streams``): its time-out runs from its start, its metrics are
 counted under the capability's name when it ends, a model's exception is a
 ``ModelFailure``. The method is called on the model's threads; a plain
 generator it returns runs there a piece at a time, an async one on the event
-loop, and a client that goes closes it (its ``finally`` runs). A ``str`` or a
+loop, and a client that goes closes it (its ``finally`` runs, on the model's
+threads: even while its first piece is still being made). A generation holds
+one of the model's ``max_concurrency`` places from its call to its end
+(``ModelRuntime.generating``), so that two generations never interleave their
+steps on one model object (a llama.cpp context, say). A ``str`` or a
 ``Generation`` is one piece. ``Inference.embed`` runs ``embed`` through the
 model's runtime (``ModelRuntime.embed``: batched where the model batches) and
 checks its vectors. Writing the pieces and vectors in a protocol's shape is the
@@ -20,7 +24,9 @@ these: its proxy forwards predict alone, and a request is told so.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncGenerator, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
@@ -47,6 +53,13 @@ DECLARED_PARAMETERS = {
     "tools": ("tools", "tool_choice", "parallel_tool_calls"),
     "response_format": ("response_format",),
 }
+#: Values of those parameters that ask for nothing, which clients send by default: to a model not declaring the
+#: family they are left out of its parameters, not refused (``parallel_tool_calls``: any value, without tools).
+ASKING_NOTHING: dict[str, tuple[Any, ...]] = {
+    "tools": ([],),
+    "tool_choice": ("none",),
+    "response_format": ({"type": "text"},),
+}
 
 
 @dataclass
@@ -70,7 +83,7 @@ class TextStream:
         time-out. Traced as a span of the capability's name, the pieces counted (not the current span: a
         generator's steps run in its consumer's context)."""
         attributes = {"stevedore.model.name": self.model.name, "stevedore.model.version": self.model.version}
-        async with self.runtime.admission.streaming(self.capability, self.reservation):
+        async with self.runtime.admission.streaming(self.capability, self.reservation), self.runtime.generating:
             with tracing.detached(self.capability, attributes) as span:
                 count = 0
                 async with contextlib.aclosing(model_pieces(self)) as pieces:
@@ -105,27 +118,40 @@ def serving_runtime(model: ServingModel, capability: str) -> ModelRuntime:
     return runtime
 
 
-def check_parameters(model: ServingModel, params: dict[str, Any]) -> None:
-    """InvalidParameter for ``tools`` (and its kin) or ``response_format`` to a model not declaring them."""
+def check_parameters(model: ServingModel, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` as the model takes them: InvalidParameter for ``tools`` (and its kin) or ``response_format`` to a
+    model not declaring them, their values asking for nothing (``ASKING_NOTHING``) left out instead."""
     capabilities = model.predictor.text_capabilities
+    taken = dict(params)
     for capability, names in DECLARED_PARAMETERS.items():
-        given = [name for name in names if name in params]
-        if given and capability not in capabilities:
+        if capability in capabilities:
+            continue
+        for name in names:
+            if name in taken and asks_nothing(name, taken[name]):
+                del taken[name]
+        given = [name for name in names if name in taken]
+        if given:
             raise InvalidParameter(
                 f"model {model.name!r} version {model.version!r} does not support {given[0]}", given[0]
             )
+    return taken
+
+
+def asks_nothing(name: str, value: Any) -> bool:
+    return name == "parallel_tool_calls" or value in ASKING_NOTHING.get(name, ())
 
 
 def streams(model: ServingModel, capability: str, arguments: list[Any], params: dict[str, Any]) -> list[TextStream]:
     """A generation of ``model`` for each of ``arguments``, their places in its bound taken now (all or none:
     Overloaded when they do not all fit)."""
     runtime = serving_runtime(model, capability)
-    check_parameters(model, params)
+    params = check_parameters(model, params)
     capacity = runtime.limits.capacity
     if len(arguments) > capacity:  # never fits: a client's mistake, not a full model to retry later
         raise InvalidParameter(
             f"{len(arguments)} generations asked at once (prompts times n), more than model {model.name!r} version "
-            f"{model.version!r} takes at a time ({capacity}: max_concurrency plus max_queue): ask fewer"
+            f"{model.version!r} takes at a time ({capacity}: max_concurrency plus max_queue): ask fewer",
+            "n",
         )
     reservations: list[Reservation] = []
     try:
@@ -145,7 +171,7 @@ async def model_pieces(stream: TextStream) -> AsyncGenerator[Generation, None]:
     """The pieces of the model's generation, each checked; ModelFailure for a model that raises or gives junk."""
     model, capability = stream.model, stream.capability
     try:
-        result, first = await stream.runtime.threads.call(started, stream)
+        result, first = await first_step(stream)
     except ClientError:
         raise
     except Exception as error:
@@ -171,6 +197,52 @@ def started(stream: TextStream) -> tuple[Any, Any]:
         generator = result if isinstance(result, Generator) else (piece for piece in result)
         return generator, next(generator, DONE)
     return result, NOT_TAKEN
+
+
+async def first_step(stream: TextStream) -> tuple[Any, Any]:
+    """``started`` on the model's threads. A caller cancelled meanwhile (its client left, its time-out passed)
+    never gets the generator it made: it is closed there all the same, its ``finally`` run on the model's
+    threads, not whenever (and wherever) it is collected."""
+    handover = Handover()
+    try:
+        step: tuple[Any, Any] = await stream.runtime.threads.call(handover.started, stream)
+        return step
+    except asyncio.CancelledError:
+        handover.abandon(stream.runtime)
+        raise
+
+
+class Handover:
+    """What ``started`` made, on its way from the model's thread to the event loop: whichever of the two comes
+    second (the thread with the generator made, the loop giving up) closes it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # held for a check and an assignment only, never during the model's call
+        self.made: Generator[Any, Any, Any] | None = None
+        self.abandoned = False
+
+    def started(self, stream: TextStream) -> tuple[Any, Any]:
+        """On the model's threads: ``started``, its generator closed here if the caller has gone already."""
+        result, first = started(stream)
+        if isinstance(result, Generator):
+            with self.lock:
+                self.made = result
+                abandoned = self.abandoned
+            if abandoned:
+                result.close()
+        return result, first
+
+    def abandon(self, runtime: ModelRuntime) -> None:
+        """On the event loop, the caller gone: the generator made already closed on the model's threads."""
+        with self.lock:
+            self.abandoned = True
+            made = self.made
+        if made is None:
+            return
+        try:
+            runtime.threads.executor.submit(made.close)
+        except RuntimeError:  # its threads were shut down (the model unloaded): closed here, not left to chance
+            made.close()
 
 
 def raw_pieces(

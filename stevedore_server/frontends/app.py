@@ -67,6 +67,7 @@ from stevedore_server.jobs.versions import TrainedServing
 from . import console
 from .auth import INFER, APIKeys, caller_of
 from .mcp import service as mcp_service
+from .openai import openapi as openai_openapi
 from .openai import routes as openai_routes
 from .state import AppState, of_request
 from .v2 import rest as v2_routes
@@ -292,7 +293,7 @@ async def openapi_json(request: Request) -> Response:
 def build_openapi(table: Sequence[BaseRoute], server: ModelServer) -> dict[str, Any]:
     from stevedore_server.frontends.web.openapi import build_openapi as build
 
-    return openai_routes.documented(build(docs_app(table), server.registry))
+    return openai_openapi.documented(build(docs_app(table), server.registry))
 
 
 # -- the error edge -----------------------------------------------------------

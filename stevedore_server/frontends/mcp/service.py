@@ -91,15 +91,20 @@ class Endpoint:
 
     @contextlib.asynccontextmanager
     async def serving(self, server: ModelServer, lifecycle: Lifecycle) -> AsyncIterator[None]:
+        failure: Exception | None = None
         async with anyio.create_task_group() as tasks:
             # Stateless with ``--workers N``: a session's requests may reach any worker (see ``protocol``).
             host = Host(server, self.settings.workers > 1, lifecycle, tasks)
             self.host = host
             try:
                 yield
+            except Exception as error:  # the lifespan's own (a StartupError): raised as it is, not in a group
+                failure = error
             finally:
                 self.host = None
                 host.close()
+        if failure is not None:
+            raise failure
 
 
 def routes(settings: Settings) -> list[BaseRoute]:

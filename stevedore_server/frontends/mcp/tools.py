@@ -34,7 +34,6 @@ from stevedore_server.core.inference import Action, JSONValue, ModelRef
 from stevedore_server.core.pipelines import READY
 from stevedore_server.core.server import ModelServer
 from stevedore_server.core.serving import ServingModel
-from stevedore_server.plugins.loading import State
 from stevedore_server.predictor import Predictor
 
 logger = logging.getLogger("stevedore.mcp")
@@ -56,11 +55,6 @@ class Target:
     kind: str
     name: str
     version: str | None = None
-
-
-def servable(model: ServingModel) -> bool:
-    """Ready, or lazy (its first call loads it; a model evicted to keep within the memory budget stays a tool)."""
-    return model.ready or model.state is State.LAZY
 
 
 #: What lazy models not loaded yet declare (``declared``), read once for each predictor.
@@ -91,7 +85,7 @@ def targets(server: ModelServer) -> tuple[Target, ...]:
 
 def model_targets(server: ModelServer) -> Iterator[Target]:
     for model in server.registry.defaults():
-        if servable(model) and server.settings.is_tool(model.name):
+        if model.servable and server.settings.is_tool(model.name):
             yield Target(MODEL, model.name, model.version)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from stevedore_server.core.text import TextStream
 from stevedore_server.predictor import Generation
 
-from .parameters import words
+from .parameters import Generating, message_words, words
 
 
 class StopCutter:
@@ -126,3 +126,14 @@ async def collected(stream: TextStream, choice: Choice) -> Choice:
 def usage(prompt_tokens: int, choices: list[Choice]) -> dict[str, int]:
     completion = sum(choice.completion_count() for choice in choices)
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}
+
+
+def prompt_tokens(asked: Generating, choices: list[Choice]) -> int:
+    """The prompts' tokens, each counted once (not once a choice): the model's count, else its words."""
+    total = 0
+    for number, given in enumerate(asked.inputs):
+        counted = choices[number * asked.n].prompt_tokens
+        if counted is None:
+            counted = message_words(given) if asked.capability == "chat" else words(given)
+        total += counted
+    return total

@@ -53,8 +53,16 @@ def error_code(error: ClientError) -> str | None:
     return None
 
 
+def error_param(error: ClientError) -> str | None:
+    """OpenAI's ``param``: the parameter named, or ``model`` for a model without the route's capability (as
+    OpenAI names it for a chat to a model that does not chat)."""
+    if isinstance(error, InvalidParameter):
+        return error.param
+    return "model" if isinstance(error, Unsupported) else None
+
+
 def client_body(error: ClientError) -> dict[str, Any]:
-    param = error.param if isinstance(error, InvalidParameter) else None
+    param = error_param(error)
     kind = TYPES.get(error.status_code, "invalid_request_error")
     return {"error": {"message": error.summary(), "type": kind, "param": param, "code": error_code(error)}}
 
@@ -97,10 +105,19 @@ async def http_error(request: Request, error: Exception) -> Response:
     return error_response(error.status_code, body, dict(error.headers or {}))
 
 
-#: The mount's error edge; anything else (a bug) reaches the app's last-resort 500.
+async def unexpected(request: Request, error: Exception) -> Response:
+    """Anything else (a bug): a 500 in the same format, logged once with its traceback under an error id, as the
+    app's last resort (``web.middleware``) does for the other routes."""
+    error_id = log_error(logger, "unexpected error", error)
+    message = f"internal server error; see the server log for error id {error_id}"
+    return error_response(500, {"error": {"message": message, "type": "server_error", "param": None, "code": None}})
+
+
+#: The mount's error edge, every error in OpenAI's format (by the most specific class that matches).
 EXCEPTION_HANDLERS = {
     ClientError: client_error,
     HTTPException: http_error,
     ModelFailure: model_failure,
     ReportedFailure: model_failure,
+    Exception: unexpected,
 }

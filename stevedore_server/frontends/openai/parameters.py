@@ -15,6 +15,7 @@ from typing import Any
 from stevedore_server.base.errors import BadRequest, InvalidParameter
 from stevedore_server.base.validation import SchemaValidator
 from stevedore_server.core.inference import ModelRef
+from stevedore_server.core.text import DECLARED_PARAMETERS
 
 #: Parameters handed to the model as they are: OpenAI's sampling and bookkeeping ones, and vLLM's.
 PASSED_THROUGH = (
@@ -22,7 +23,7 @@ PASSED_THROUGH = (
     "top_k", "min_p", "repetition_penalty",
 )  # fmt: skip
 #: Passed to a model declaring ``tools`` or ``response_format`` (``core.text`` refuses them to others).
-DECLARED = ("tools", "tool_choice", "parallel_tool_calls", "response_format")
+DECLARED = tuple(name for names in DECLARED_PARAMETERS.values() for name in names)
 #: Stop sequences at most, as OpenAI allows.
 MAX_STOPS = 4
 #: Choices a request may ask at most (``n``): each is a call of the model.
@@ -39,7 +40,8 @@ SAMPLING = {
     "stream": {"type": ["boolean", "null"]},
     "stream_options": {
         "type": ["object", "null"],
-        "properties": {"include_usage": {"type": "boolean"}},
+        # ``include_obfuscation`` (OpenAI's padding of chunks against length side channels) asks for nothing here.
+        "properties": {"include_usage": {"type": "boolean"}, "include_obfuscation": {"type": "boolean"}},
         "additionalProperties": False,
     },
     "n": {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_CHOICES},

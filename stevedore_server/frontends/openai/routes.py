@@ -8,9 +8,9 @@ places them), with OpenAI's error format (``error_format``).
     POST /v1/embeddings             a model's ``embed``
 
 Each decodes its body (``parameters``), calls the inference core (``Inference.generations``,
-``Inference.embed``) and writes OpenAI's shapes; ``stream: true`` answers Server-Sent Events of chunks, ending
-with ``data: [DONE]`` (an error once the stream began is an event ``{"error": ...}``, then the end). The payload
-log records each answer as the other inference routes' (a stream's chunks up to its bound).
+``Inference.embed``) and writes OpenAI's shapes; ``stream: true`` answers Server-Sent Events of chunks
+(``chunks``), ending with ``data: [DONE]``. The payload log records each answer as the other inference routes'
+(a stream's chunks up to its bound).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import asyncio
 import base64
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import Awaitable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -28,36 +28,29 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from stevedore_server.base.errors import ClientError, ModelFailure, UnknownModel
+from stevedore_server.base.errors import UnknownModel, Unsupported
 from stevedore_server.base.serialization import dumps
 from stevedore_server.core.deadlines import bounded
 from stevedore_server.core.payload_log import RecordedItems
 from stevedore_server.core.served_models import Registry
 from stevedore_server.core.serving import ServingModel
-from stevedore_server.core.text import TextStream
+from stevedore_server.core.text import TextStream, serving_runtime
 from stevedore_server.frontends.auth import INFER
 from stevedore_server.frontends.payload_notes import from_json, http_exchange, note_request, note_response
 from stevedore_server.frontends.web.bodies import JSONBytesResponse, parse_json, read_json_text, served_by, server_of
 from stevedore_server.frontends.web.routing import ApiRoute, ProtocolMount
-from stevedore_server.frontends.web.streaming import StreamResponse
 from stevedore_server.frontends.web.watching import request_bound, while_connected
-from stevedore_server.plugins.loading import State
+from stevedore_server.predictor import CAPABILITY_METHODS
+from stevedore_server.processes.predictor import ProcessPredictor
 
 from . import parameters
-from .choices import Choice, StopCutter, collected, pieces_of, usage
-from .error_format import EXCEPTION_HANDLERS, error_body
-from .parameters import Generating, message_words, words
+from .choices import Choice, StopCutter, collected, prompt_tokens, usage
+from .chunks import ID_PREFIXES, OBJECTS, EventsResponse, chunks
+from .error_format import EXCEPTION_HANDLERS
+from .parameters import Generating, words
 
 PREFIXES = ("/v1", "/openai/v1")
 OWNER = "stevedore-server"
-DONE_EVENT = b"data: [DONE]\n\n"
-#: The object of a chunk, and of a whole answer, a capability.
-OBJECTS = {"chat": ("chat.completion.chunk", "chat.completion"), "complete": ("text_completion", "text_completion")}
-ID_PREFIXES = {"chat": "chatcmpl-", "complete": "cmpl-"}
-
-
-def event(data: Any) -> bytes:
-    return b"data: " + dumps(data) + b"\n\n"
 
 
 # -- chat and completions ---------------------------------------------------------
@@ -141,20 +134,9 @@ def whole_choice(capability: str, choice: Choice) -> dict[str, Any]:
     return {"index": choice.index, "message": message, "logprobs": None, "finish_reason": choice.finish_reason}
 
 
-def prompt_tokens(asked: Generating, choices: list[Choice]) -> int:
-    """The prompts' tokens, each counted once (not once a choice): the model's count, else its words."""
-    total = 0
-    for number, given in enumerate(asked.inputs):
-        counted = choices[number * asked.n].prompt_tokens
-        if counted is None:
-            counted = message_words(given) if asked.capability == "chat" else words(given)
-        total += counted
-    return total
-
-
 def streamed(request: Request, text: bytes, asked: Generating, streams: list[TextStream]) -> Response:
-    """The chunks of every choice, one choice after the other, as Server-Sent Events; the payload log records
-    the request as read and the chunks sent (up to a bound), once the stream ends."""
+    """The chunks of the choices as they come, as Server-Sent Events (``chunks``); the payload log records the
+    request as read and the chunks sent (up to a bound), once the stream ends."""
     model = streams[0].model
     note_request(request.scope, server_of(request), model, from_json, text)
     recorded: RecordedItems | None = None
@@ -163,73 +145,7 @@ def streamed(request: Request, text: bytes, asked: Generating, streams: list[Tex
         note_response(request.scope, RecordedItems.value, recorded)
     body = chunks(asked, streams, recorded)
     headers = {"Cache-Control": "no-cache"} | served_by(model)
-    return StreamResponse(streams, body, media_type="text/event-stream", headers=headers)
-
-
-async def chunks(
-    asked: Generating, streams: list[TextStream], recorded: RecordedItems | None = None
-) -> AsyncIterator[bytes]:
-    """The events of every choice's chunks, then the usage chunk if asked, then ``[DONE]``; an error ends them."""
-    chunk = ChunkMaker(asked)
-    choices = [Choice(index, StopCutter(asked.stop)) for index in range(len(streams))]
-
-    def sent(data: dict[str, Any]) -> bytes:
-        written = event(data)
-        if recorded is not None:
-            recorded.add(data, len(written))
-        return written
-
-    try:
-        for stream, choice in zip(streams, choices, strict=True):
-            if asked.capability == "chat":
-                yield sent(chunk(choice.index, {"delta": {"role": "assistant", "content": ""}}))
-            async for text, calls in pieces_of(stream, choice):
-                yield sent(chunk(choice.index, piece_fields(asked.capability, text, calls, choice)))
-            yield sent(chunk(choice.index, end_fields(asked.capability, choice)))
-    except (ClientError, ModelFailure) as error:
-        yield sent(error_body(error))
-        return
-    if asked.include_usage:
-        yield sent(chunk.usage(usage(prompt_tokens(asked, choices), choices)))
-    yield DONE_EVENT
-
-
-def piece_fields(capability: str, text: str, calls: list[dict[str, Any]], choice: Choice) -> dict[str, Any]:
-    """A chunk's fields for one piece: its text, and for a chat its tool calls, numbered within the choice."""
-    if capability == "complete":
-        return {"text": text}
-    delta: dict[str, Any] = {"content": text} if text else {}
-    if calls:
-        first = len(choice.tool_calls) - len(calls)
-        delta["tool_calls"] = [{"index": first + number, **call} for number, call in enumerate(calls)]
-    return {"delta": delta}
-
-
-def end_fields(capability: str, choice: Choice) -> dict[str, Any]:
-    fields: dict[str, Any] = {"text": ""} if capability == "complete" else {"delta": {}}
-    return fields | {"finish_reason": choice.finish_reason}
-
-
-class ChunkMaker:
-    """The chunks of one streamed answer: one id, one creation time."""
-
-    def __init__(self, asked: Generating) -> None:
-        self.common = {
-            "id": ID_PREFIXES[asked.capability] + uuid.uuid4().hex,
-            "object": OBJECTS[asked.capability][0],
-            "created": int(time.time()),
-            "model": asked.model,
-        }
-        #: With ``include_usage``, every chunk but the last has ``usage: null``, as OpenAI's.
-        self.usage_field: dict[str, Any] = {"usage": None} if asked.include_usage else {}
-
-    def __call__(self, index: int, fields: dict[str, Any]) -> dict[str, Any]:
-        choice = {"index": index, **fields, "logprobs": None}
-        choice.setdefault("finish_reason", None)
-        return {**self.common, "choices": [choice], **self.usage_field}
-
-    def usage(self, counts: dict[str, int]) -> dict[str, Any]:
-        return {**self.common, "choices": [], "usage": counts}
+    return EventsResponse(streams, body, media_type="text/event-stream", headers=headers)
 
 
 # -- embeddings -------------------------------------------------------------------
@@ -284,12 +200,12 @@ async def retrieve_model(request: Request) -> Response:
 
 
 def text_models(registry: Registry) -> Iterator[tuple[dict[str, Any], ServingModel]]:
-    """Every served model with a text capability, as ``/v1/models`` lists it: its default version by its name, the
+    """Every served model the text routes serve, as ``/v1/models`` lists it: its default version by its name, the
     others as ``name:version``."""
     for name, versions in registry.snapshot.by_name.items():
         for number, model in enumerate(versions):
             capabilities = sorted(model.predictor.text_capabilities)
-            if not capabilities or not (model.ready or model.state is State.LAZY):
+            if not capabilities or not serves_text(model):
                 continue
             entry_id = name if number == 0 else f"{name}:{model.version}"
             yield (
@@ -299,68 +215,28 @@ def text_models(registry: Registry) -> Iterator[tuple[dict[str, Any], ServingMod
             )  # fmt: skip
 
 
+def serves_text(model: ServingModel) -> bool:
+    """Whether the text routes serve ``model`` where it runs (``core.text.serving_runtime``: not in worker
+    processes, not on Ray Serve). A lazy model has no runtime until its first request loads it: it serves unless
+    its predictor is a worker processes' proxy."""
+    if not model.servable:
+        return False
+    if model.runtime is None:
+        return not isinstance(model.predictor, ProcessPredictor)
+    methods = [name for name in CAPABILITY_METHODS if name in model.predictor.text_capabilities]
+    try:
+        for capability in methods:
+            serving_runtime(model, capability)
+    except Unsupported:
+        return False
+    return True
+
+
 def epoch(created: str | None) -> int:
     """An ISO 8601 time (``...Z``) as seconds since the epoch; 0 where unknown (a model not loaded yet)."""
     if created is None:
         return 0
     return int(datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp())
-
-
-#: OpenAI's error body, as ``error_format`` writes it.
-ERROR_SCHEMA = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {
-        "error": {
-            "type": "object",
-            "required": ["message", "type", "param", "code"],
-            "properties": {
-                "message": {"type": "string"},
-                "type": {"type": "string"},
-                "param": {"type": ["string", "null"]},
-                "code": {"type": ["string", "null"]},
-            },
-        }
-    },
-}
-ERRORS = {
-    "400": "A body that is not JSON, or a wrong or unknown parameter (named in param)",
-    "404": "No model of that name with the capability the route needs",
-    "413": "Request body too large",
-    "500": "The model failed; the message has an error id to find in the log",
-    "503": "The model is full or not ready",
-    "504": "The model's time-out or the request's deadline passed",
-}
-#: What names a model: ``name`` or ``name:version`` (``Predictor`` names and versions).
-MODEL_ID = r"^[A-Za-z0-9._-]+(:[A-Za-z0-9._+-]+)?$"
-#: Each route's request body, by path.
-BODIES = {
-    "/chat/completions": parameters.CHAT_SCHEMA,
-    "/completions": parameters.COMPLETION_SCHEMA,
-    "/embeddings": parameters.EMBEDDING_SCHEMA,
-}
-
-
-def documented(spec: dict[str, Any]) -> dict[str, Any]:
-    """The OpenAPI document (``web.openapi``) with these routes' own request bodies and error format."""
-    spec["components"]["schemas"]["OpenAIError"] = ERROR_SCHEMA
-    reference = {"$ref": "#/components/schemas/OpenAIError"}
-    for prefix in PREFIXES:
-        for path, path_item in spec["paths"].items():
-            if not path.startswith(prefix + "/"):
-                continue
-            for operation in path_item.values():
-                operation["responses"] = {key: value for key, value in operation["responses"].items() if key < "400"}
-                for status, description in ERRORS.items():
-                    content = {"application/json": {"schema": reference}}
-                    operation["responses"][status] = {"description": description, "content": content}
-            for parameter in path_item.get("get", {}).get("parameters", []):
-                if parameter["name"] == "model":  # a name, or name:version
-                    parameter["schema"] = {"type": "string", "pattern": MODEL_ID}
-            body = BODIES.get(path.removeprefix(prefix))
-            if body is not None:
-                path_item["post"]["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
-    return spec
 
 
 def routes() -> list[BaseRoute]:
