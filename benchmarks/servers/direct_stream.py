@@ -17,13 +17,10 @@ from __future__ import annotations
 import importlib
 import json
 import sys
-import time
-import zlib
 from collections.abc import Iterable
 from typing import Any
 
-PROMPT = "Once upon a time"
-MIN_CALLS = 3
+from timed_streams import PROMPT, repeated
 
 
 def predictor_of(factory: str, model: str) -> Any:
@@ -44,32 +41,16 @@ def generator(predictor: Any, kind: str, params: dict[str, Any]) -> Iterable[Any
     return predictor.complete(PROMPT, dict(params))  # type: ignore[no-any-return]
 
 
-def one_call(predictor: Any, kind: str, params: dict[str, Any]) -> dict[str, Any]:
-    pieces, crc, first = 0, 0, None
-    began = time.perf_counter()
+def texts(predictor: Any, kind: str, params: dict[str, Any]) -> Iterable[str]:
     result = generator(predictor, kind, params)
     for piece in [result] if isinstance(result, str) or hasattr(result, "text") else result:
-        text = piece if isinstance(piece, str) else piece.text
-        if text:
-            if first is None:
-                first = time.perf_counter()
-            pieces += 1
-            crc = zlib.crc32(text.encode(), crc)
-    ended = time.perf_counter()
-    ttft = (first if first is not None else ended) - began
-    return {"ttft_us": round(ttft * 1e6, 1), "total_us": round((ended - began) * 1e6, 1), "pieces": pieces,
-            "text_crc": crc}  # fmt: skip
+        yield piece if isinstance(piece, str) else piece.text
 
 
 def main(factory: str, model: str, kind: str, params_json: str, seconds: str) -> None:
     predictor = predictor_of(factory, model)
     params = json.loads(params_json)
-    one_call(predictor, kind, params)
-    calls = 0
-    stop_at = time.monotonic() + float(seconds)
-    while calls < MIN_CALLS or time.monotonic() < stop_at:
-        print(json.dumps(one_call(predictor, kind, params)), flush=True)
-        calls += 1
+    repeated(lambda: texts(predictor, kind, params), float(seconds))
 
 
 if __name__ == "__main__":
