@@ -93,7 +93,7 @@ ENVIRONMENTS = {
         Environment("ray", REQUIREMENTS / "ray.txt", constraints=(PINS, RAY_PINS)),
         #: The LLM benchmark's client: the official openai SDK (servers/openai_stream.py).
         Environment("llm-client", REQUIREMENTS / "llm-client.txt"),
-        #: LitServe with its OpenAISpec, next to ours in the LLM benchmark (servers/litserve_stream.py).
+        #: LitServe with its OpenAISpec, next to ours in the LLM benchmark (servers/litserve_llm.py).
         Environment("litserve", REQUIREMENTS / "litserve.txt"),
     )
 }
